@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//
+// rfm datapath: TCX programs that count every packet per interface,
+// direction and family, and report 1-in-N sampled IP packets as fixed-size
+// events into a BPF ring buffer. All behaviour is driven by maps that
+// userspace writes; the programs keep no per-flow state.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Debian 12's UAPI headers predate TCX; the values are fixed kernel ABI.
+#ifndef TCX_NEXT
+#define TCX_NEXT -1
+#endif
+
+#define ETH_P_8021Q_BE bpf_htons(0x8100)
+#define ETH_P_8021AD_BE bpf_htons(0x88A8)
+#define ETH_P_IP_BE bpf_htons(0x0800)
+#define ETH_P_IPV6_BE bpf_htons(0x86DD)
+
+// Families index the counter arrays; keep in sync with internal/datapath.
+enum rfm_family {
+	RFM_FAM_OTHER = 0,
+	RFM_FAM_IPV4 = 1,
+	RFM_FAM_IPV6 = 2,
+	RFM_FAM_MAX = 3,
+};
+
+#define RFM_DIR_INGRESS 0
+#define RFM_DIR_EGRESS 1
+
+// Upper bound of interface slots; userspace may lower it before load.
+#define RFM_MAX_SLOTS 1024
+
+// IPv6 extension headers walked before giving up on a packet.
+#define RFM_MAX_EXT_HDRS 8
+// A packet whose L4 header starts further than this is not reported.
+#define RFM_MAX_L4_OFF 512
+
+#define RFM_CFG_EXCLUDE 1u // exclude_* tuple is valid
+
+struct rfm_config {
+	__u32 sample_rate; // 1-in-N; 0 disables sampling
+	__u32 flags;       // RFM_CFG_*
+	// One UDP socket tuple (the IPFIX exporter's own) never reported.
+	__u8 exclude_src[16];
+	__u8 exclude_dst[16];
+	__u16 exclude_sport; // host order
+	__u16 exclude_dport; // host order
+	__u32 pad;
+};
+
+struct rfm_iface_counters {
+	__u64 packets[RFM_FAM_MAX];
+	__u64 bytes[RFM_FAM_MAX];
+};
+
+struct rfm_dp_stats {
+	__u64 ring_drops; // sampled packets lost to a full ring buffer
+	__u64 malformed;  // sampled packets with truncated/invalid headers
+};
+
+struct rfm_sampler {
+	__u32 countdown; // packets until the next sample on this CPU
+	__u32 rate;      // rate the countdown was drawn for
+};
+
+// One sampled packet. Layout is decoded by offset in
+// internal/datapath/event.go: keep both in sync (56 bytes).
+struct rfm_event {
+	__u64 boot_ns;
+	__u8 src[16]; // IPv4 as ::ffff:a.b.c.d
+	__u8 dst[16];
+	__u32 ifindex;
+	__u32 len; // L3 bytes: IP header + payload
+	__u16 sport; // host order; 0 for non-initial fragments
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 segs; // GSO segments carried by this skb (>= 1)
+};
+
+_Static_assert(sizeof(struct rfm_event) == 56, "rfm_event layout");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_config);
+} rfm_config SEC(".maps");
+
+// Indexed by slot * 2 + direction: a constant per attached program, so
+// the per-packet path has no hash lookup.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RFM_MAX_SLOTS * 2);
+	__type(key, __u32);
+	__type(value, struct rfm_iface_counters);
+} rfm_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_dp_stats);
+} rfm_dp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_sampler);
+} rfm_sampler SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 262144); // replaced from agent.bpf.ring_buf_size
+} rfm_events SEC(".maps");
+
+// Interface slot of this program instance, set by userspace per attach.
+const volatile __u32 rfm_slot = 0;
+
+static __always_inline __u32 rfm_gap(__u32 rate)
+{
+	// Uniform gap in [1, 2*rate-1]: mean rate, one random draw per sample,
+	// no division (multiply-shift range reduction).
+	__u64 span = rate > 0x7fffffffu ? 0xffffffffull : 2ull * rate - 1;
+	return 1 + (__u32)(((__u64)bpf_get_prandom_u32() * span) >> 32);
+}
+
+static __always_inline int rfm_should_sample(__u32 rate)
+{
+	if (rate <= 1)
+		return rate == 1;
+	__u32 zero = 0;
+	struct rfm_sampler *s = bpf_map_lookup_elem(&rfm_sampler, &zero);
+	if (!s)
+		return 0;
+	if (s->rate != rate) {
+		s->rate = rate;
+		s->countdown = rfm_gap(rate);
+	}
+	if (--s->countdown != 0)
+		return 0;
+	s->countdown = rfm_gap(rate);
+	return 1;
+}
+
+static __always_inline int rfm_excluded(const struct rfm_config *cfg,
+					const struct rfm_event *e)
+{
+	if (!(cfg->flags & RFM_CFG_EXCLUDE) || e->proto != IPPROTO_UDP)
+		return 0;
+	if (e->sport != cfg->exclude_sport || e->dport != cfg->exclude_dport)
+		return 0;
+	const __u64 *a = (const __u64 *)e->src, *b = (const __u64 *)cfg->exclude_src;
+	const __u64 *c = (const __u64 *)e->dst, *d = (const __u64 *)cfg->exclude_dst;
+	return a[0] == b[0] && a[1] == b[1] && c[0] == d[0] && c[1] == d[1];
+}
+
+static __always_inline int rfm_has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP ||
+	       proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
+}
+
+// Parses IPv4 at l3 into e. Returns 0 when e holds a valid flow.
+static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3,
+					  struct rfm_event *e)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *ip = data + l3;
+	if ((void *)(ip + 20) > data_end)
+		return -1;
+	__u32 ihl = (ip[0] & 0x0f) * 4;
+	if ((ip[0] >> 4) != 4 || ihl < 20)
+		return -1;
+	__u32 tot_len = ((__u32)ip[2] << 8) | ip[3];
+	__u32 avail = skb->len - l3;
+	if (tot_len == 0) // BIG TCP and some GSO paths leave it zero
+		tot_len = avail;
+	if (tot_len < ihl || tot_len > avail)
+		return -1;
+
+	__u64 *src = (__u64 *)e->src, *dst = (__u64 *)e->dst;
+	src[0] = 0;
+	dst[0] = 0;
+	((__u32 *)e->src)[2] = bpf_htonl(0x0000ffff);
+	((__u32 *)e->dst)[2] = bpf_htonl(0x0000ffff);
+	((__u32 *)e->src)[3] = *(__u32 *)(ip + 12);
+	((__u32 *)e->dst)[3] = *(__u32 *)(ip + 16);
+	e->proto = ip[9];
+	e->len = tot_len;
+	e->sport = 0;
+	e->dport = 0;
+
+	__u16 frag = ((__u16)ip[6] << 8 | ip[7]) & 0x1fff;
+	if (frag != 0 || !rfm_has_ports(e->proto))
+		return 0; // later fragments carry no transport header
+
+	__u32 l4 = l3 + ihl;
+	if (l4 > RFM_MAX_L4_OFF)
+		return -1;
+	__u8 *p = data + l4;
+	if ((void *)(p + 4) > data_end)
+		return -1;
+	e->sport = ((__u16)p[0] << 8) | p[1];
+	e->dport = ((__u16)p[2] << 8) | p[3];
+	return 0;
+}
+
+// Parses IPv6 at l3, walking extension headers to the real L4 protocol.
+static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
+					  struct rfm_event *e)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *ip = data + l3;
+	if ((void *)(ip + 40) > data_end)
+		return -1;
+	if ((ip[0] >> 4) != 6)
+		return -1;
+	__u32 len = (((__u32)ip[4] << 8) | ip[5]) + 40;
+	__u32 avail = skb->len - l3;
+	if (len == 40 && avail > 40) // jumbogram / BIG TCP: payload length 0
+		len = avail;
+	if (len > avail)
+		return -1;
+	__builtin_memcpy(e->src, ip + 8, 16);
+	__builtin_memcpy(e->dst, ip + 24, 16);
+	e->len = len;
+	e->sport = 0;
+	e->dport = 0;
+
+	__u8 next = ip[6];
+	__u32 off = l3 + 40;
+	for (int i = 0; i < RFM_MAX_EXT_HDRS; i++) {
+		if (off > RFM_MAX_L4_OFF)
+			return -1;
+		__u8 *h = data + off;
+		switch (next) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			if ((void *)(h + 2) > data_end)
+				return -1;
+			next = h[0];
+			off += ((__u32)h[1] + 1) * 8;
+			continue;
+		case IPPROTO_AH:
+			if ((void *)(h + 2) > data_end)
+				return -1;
+			next = h[0];
+			off += ((__u32)h[1] + 2) * 4;
+			continue;
+		case IPPROTO_FRAGMENT:
+			if ((void *)(h + 8) > data_end)
+				return -1;
+			next = h[0];
+			off += 8;
+			if ((((__u16)h[2] << 8) | h[3]) & 0xfff8) {
+				e->proto = next; // non-initial fragment: no ports
+				return 0;
+			}
+			continue;
+		}
+		e->proto = next;
+		if (!rfm_has_ports(next))
+			return 0;
+		if ((void *)(h + 4) > data_end)
+			return -1;
+		e->sport = ((__u16)h[0] << 8) | h[1];
+		e->dport = ((__u16)h[2] << 8) | h[3];
+		return 0;
+	}
+	return -1; // extension chain longer than we walk
+}
+
+static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
+				       __u32 l3, int fam, __u16 segs,
+				       const struct rfm_config *cfg)
+{
+	__u32 zero = 0;
+	struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
+	if (!st)
+		return;
+
+	// Headers beyond the linear area: pull a bounded prefix once.
+	__u32 want = skb->len < 256 ? skb->len : 256;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + want > data_end)
+		bpf_skb_pull_data(skb, want);
+
+	struct rfm_event *e = bpf_ringbuf_reserve(&rfm_events, sizeof(*e), 0);
+	if (!e) {
+		st->ring_drops++;
+		return;
+	}
+	int err = fam == RFM_FAM_IPV4 ? rfm_parse_ipv4(skb, l3, e)
+				      : rfm_parse_ipv6(skb, l3, e);
+	if (err) {
+		st->malformed++;
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	if (rfm_excluded(cfg, e)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	e->boot_ns = bpf_ktime_get_boot_ns();
+	e->ifindex = skb->ifindex;
+	e->dir = dir;
+	e->segs = segs;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	// Classify by the innermost ethertype of up to two tags in the data;
+	// an outer tag the kernel moved into skb metadata is not in the data.
+	int fam = RFM_FAM_OTHER;
+	__u32 l3 = ETH_HLEN;
+	if (data + ETH_HLEN <= data_end) {
+		__be16 proto = ((struct ethhdr *)data)->h_proto;
+		if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE) {
+			if (data + ETH_HLEN + 4 > data_end)
+				goto count;
+			proto = *(__be16 *)(data + ETH_HLEN + 2);
+			l3 += 4;
+			if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE) {
+				if (data + ETH_HLEN + 8 > data_end)
+					goto count;
+				proto = *(__be16 *)(data + ETH_HLEN + 6);
+				l3 += 4;
+			}
+		}
+		if (proto == ETH_P_IP_BE)
+			fam = RFM_FAM_IPV4;
+		else if (proto == ETH_P_IPV6_BE)
+			fam = RFM_FAM_IPV6;
+	}
+
+count:;
+	__u32 segs = skb->gso_segs;
+	if (segs == 0)
+		segs = 1;
+	__u32 idx = rfm_slot * 2 + dir;
+	struct rfm_iface_counters *c = bpf_map_lookup_elem(&rfm_counters, &idx);
+	if (c) {
+		c->packets[fam] += segs;
+		// Wire bytes: a tag moved into metadata still crossed the wire.
+		c->bytes[fam] += skb->len + (skb->vlan_present ? 4 : 0);
+	}
+
+	if (fam == RFM_FAM_OTHER)
+		return TCX_NEXT;
+	__u32 zero = 0;
+	struct rfm_config *cfg = bpf_map_lookup_elem(&rfm_config, &zero);
+	if (!cfg || !rfm_should_sample(cfg->sample_rate))
+		return TCX_NEXT;
+	rfm_report(skb, dir, l3, fam, segs > 0xffff ? 0xffff : segs, cfg);
+	return TCX_NEXT;
+}
+
+SEC("tcx/ingress")
+int rfm_ingress(struct __sk_buff *skb)
+{
+	return rfm_handle(skb, RFM_DIR_INGRESS);
+}
+
+SEC("tcx/egress")
+int rfm_egress(struct __sk_buff *skb)
+{
+	return rfm_handle(skb, RFM_DIR_EGRESS);
+}
+
+// The cost floor for benchmarks: what any TCX program costs to run.
+SEC("tcx/ingress")
+int rfm_floor(struct __sk_buff *skb)
+{
+	return TCX_NEXT;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,89 @@
+// Package config loads and validates the rfm TOML configuration.
+package config
+
+import "time"
+
+// DefaultPath is where `rfm agent` looks for its config without -c.
+const DefaultPath = "/etc/rfm/rfm.toml"
+
+// Config is the whole file. Only [agent] exists today.
+type Config struct {
+	Agent Agent `toml:"agent"`
+}
+
+type Agent struct {
+	// Interfaces to attach to: names, or ["*"] for every non-loopback
+	// interface.
+	Interfaces []string   `toml:"interfaces"`
+	BPF        BPF        `toml:"bpf"`
+	Collector  Collector  `toml:"collector"`
+	IPFIX      IPFIX      `toml:"ipfix"`
+	Prometheus Prometheus `toml:"prometheus"`
+	Enrich     Enrich     `toml:"enrich"`
+}
+
+type BPF struct {
+	SampleRate  uint32 `toml:"sample_rate"`   // 1-in-N, default 100, > 0
+	RingBufSize int    `toml:"ring_buf_size"` // bytes, default 262144, power of two >= 4096
+}
+
+type Collector struct {
+	MaxFlows        int      `toml:"max_flows"`        // default 65536, >= 0, 0 = unlimited
+	EvictionTimeout Duration `toml:"eviction_timeout"` // default 30s, >= 1s
+}
+
+type IPFIX struct {
+	Host                string   `toml:"host"` // "" and Port 0: export disabled
+	Port                int      `toml:"port"`
+	Bind                Endpoint `toml:"bind"`
+	ObservationDomainID uint32   `toml:"observation_domain_id"` // default 1, > 0
+	TemplateRefresh     Duration `toml:"template_refresh"`      // default 60s, >= 1s
+	MaxMessageSize      int      `toml:"max_message_size"`      // default 1400, 512..65507
+}
+
+// Enabled reports whether IPFIX export is configured.
+func (c IPFIX) Enabled() bool { return c.Host != "" && c.Port != 0 }
+
+type Endpoint struct {
+	Host string `toml:"host"`
+	Port int    `toml:"port"`
+}
+
+type Prometheus struct {
+	Host string `toml:"host"` // default "::1"
+	Port int    `toml:"port"` // default 9669
+}
+
+type Enrich struct {
+	MMDB MMDB `toml:"mmdb"`
+	RIB  RIB  `toml:"rib"`
+}
+
+type MMDB struct {
+	ASNDB  string `toml:"asn_db"`
+	CityDB string `toml:"city_db"`
+}
+
+type RIB struct {
+	BMP BMP `toml:"bmp"`
+}
+
+type BMP struct {
+	Host string `toml:"host"` // "" and Port 0: listener disabled
+	Port int    `toml:"port"`
+	// Keep is how long routes of a router whose BMP session ended stay
+	// in the RIB before they are removed (default 5m).
+	Keep Duration `toml:"keep"`
+	// Allow lists router prefixes allowed to connect; empty allows all.
+	Allow []string `toml:"allow"`
+	// MaxSessions bounds concurrent BMP sessions (default 64).
+	MaxSessions int `toml:"max_sessions"`
+	// MaxMessageSize bounds one BMP message in bytes (default 1 MiB).
+	MaxMessageSize int `toml:"max_message_size"`
+}
+
+// Enabled reports whether the BMP listener is configured.
+func (c BMP) Enabled() bool { return c.Host != "" && c.Port != 0 }
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration struct{ time.Duration }

@@ -1,0 +1,382 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults for keys the file leaves out.
+const (
+	DefaultSampleRate          = 100
+	DefaultRingBufSize         = 262144
+	DefaultMaxFlows            = 65536
+	DefaultEvictionTimeout     = 30 * time.Second
+	DefaultIPFIXHost           = "::1"
+	DefaultIPFIXPort           = 4739
+	DefaultObservationDomainID = 1
+	DefaultTemplateRefresh     = 60 * time.Second
+	DefaultIPFIXMaxMessageSize = 1400
+	DefaultPrometheusHost      = "::1"
+	DefaultPrometheusPort      = 9669
+	DefaultBMPHost             = "::1"
+	DefaultBMPPort             = 11019
+	DefaultBMPKeep             = 5 * time.Minute
+	DefaultBMPMaxSessions      = 64
+	DefaultBMPMaxMessageSize   = 1 << 20
+)
+
+// Load reads and parses the config file at path. See Parse for what is
+// checked; Validate (or LoadAndValidate) adds the checks against this
+// machine.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{Source: path, Reason: "cannot read: " + describeFileError(err)}
+	}
+	return Parse(data, path)
+}
+
+// LoadAndValidate is what the agent and `rfm config check` run before
+// touching the kernel: Load, then Validate against this machine's
+// interfaces (ifaces, nil for the system's) and files. Every error names
+// path.
+func LoadAndValidate(path string, ifaces InterfaceLister) (*Config, error) {
+	c, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := Validate(c, ifaces); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			e.Source = path
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes a config from data; source names it in errors (usually
+// the file path). It rejects TOML syntax errors, unknown keys, values of
+// the wrong type and values that break a rule, fills in the defaults and
+// returns the effective config. It does not look at the machine (network
+// interfaces, MMDB files): that is Validate's job. Every error is an
+// *Error.
+func Parse(data []byte, source string) (*Config, error) {
+	c, e := parse(data)
+	if e != nil {
+		e.Source = source
+		return nil, e
+	}
+	return c, nil
+}
+
+func parse(data []byte) (*Config, *Error) {
+	// Decode into a generic map first: that separates syntax errors from
+	// schema errors, and lets the schema walk below report unknown keys
+	// and wrong types in document order (the struct decoder walks Go maps,
+	// so its first error would be random) and with exact key case (the
+	// struct decoder matches keys case-insensitively).
+	var raw map[string]any
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	if err != nil {
+		return nil, syntaxError(err)
+	}
+	if e := checkTable(configSchema, nil, raw, keyOrder(md.Keys())); e != nil {
+		return nil, e
+	}
+	var c Config
+	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c); err != nil {
+		// The walk accepted the document, so this means the walk and the
+		// struct disagree: report it rather than panic.
+		return nil, &Error{Reason: "decoding: " + err.Error()}
+	}
+	applyDefaults(&c, &md)
+	normalize(&c)
+	if e := validateValues(&c); e != nil {
+		return nil, e
+	}
+	return &c, nil
+}
+
+func syntaxError(err error) *Error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		// The parser's column is unreliable (an error at the end of a line
+		// is placed on the next one), so only the line is reported.
+		return &Error{Line: pe.Position.Line, Reason: pe.Message}
+	}
+	return &Error{Reason: err.Error()}
+}
+
+// describeFileError turns a file error into a short reason without
+// repeating the path, which the message already names.
+func describeFileError(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "no such file"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// applyDefaults fills in every key the file left out. Keys are "left
+// out" when absent (md.IsDefined), so an explicit 0 stays 0 and is then
+// accepted (max_flows = 0 means unlimited) or rejected by validation.
+// The IPFIX and BMP endpoints follow the spec instead: host "" and port 0
+// are their documented defaults and mean "unset", both unset disables the
+// feature, and one set fills in the other.
+func applyDefaults(c *Config, md *toml.MetaData) {
+	defined := func(key ...string) bool { return md.IsDefined(append([]string{"agent"}, key...)...) }
+	a := &c.Agent
+
+	if !defined("bpf", "sample_rate") {
+		a.BPF.SampleRate = DefaultSampleRate
+	}
+	if !defined("bpf", "ring_buf_size") {
+		a.BPF.RingBufSize = DefaultRingBufSize
+	}
+	if !defined("collector", "max_flows") {
+		a.Collector.MaxFlows = DefaultMaxFlows
+	}
+	if !defined("collector", "eviction_timeout") {
+		a.Collector.EvictionTimeout.Duration = DefaultEvictionTimeout
+	}
+
+	if ipfix := &a.IPFIX; ipfix.Host != "" || ipfix.Port != 0 {
+		if ipfix.Host == "" {
+			ipfix.Host = DefaultIPFIXHost
+		}
+		if ipfix.Port == 0 {
+			ipfix.Port = DefaultIPFIXPort
+		}
+	}
+	if !defined("ipfix", "observation_domain_id") {
+		a.IPFIX.ObservationDomainID = DefaultObservationDomainID
+	}
+	if !defined("ipfix", "template_refresh") {
+		a.IPFIX.TemplateRefresh.Duration = DefaultTemplateRefresh
+	}
+	if !defined("ipfix", "max_message_size") {
+		a.IPFIX.MaxMessageSize = DefaultIPFIXMaxMessageSize
+	}
+
+	if !defined("prometheus", "host") {
+		a.Prometheus.Host = DefaultPrometheusHost
+	}
+	if !defined("prometheus", "port") {
+		a.Prometheus.Port = DefaultPrometheusPort
+	}
+
+	bmp := &a.Enrich.RIB.BMP
+	if bmp.Host != "" || bmp.Port != 0 {
+		if bmp.Host == "" {
+			bmp.Host = DefaultBMPHost
+		}
+		if bmp.Port == 0 {
+			bmp.Port = DefaultBMPPort
+		}
+	}
+	if !defined("enrich", "rib", "bmp", "keep") {
+		bmp.Keep.Duration = DefaultBMPKeep
+	}
+	if !defined("enrich", "rib", "bmp", "max_sessions") {
+		bmp.MaxSessions = DefaultBMPMaxSessions
+	}
+	if !defined("enrich", "rib", "bmp", "max_message_size") {
+		bmp.MaxMessageSize = DefaultBMPMaxMessageSize
+	}
+}
+
+// normalize rewrites values into one canonical spelling so that the
+// effective config is what consumers use directly: "[2001:db8::1]"
+// becomes "2001:db8::1" (JoinHostPort adds the brackets back), and an
+// empty allow list is nil (both allow everyone).
+func normalize(c *Config) {
+	for _, h := range []*string{
+		&c.Agent.IPFIX.Host,
+		&c.Agent.IPFIX.Bind.Host,
+		&c.Agent.Prometheus.Host,
+		&c.Agent.Enrich.RIB.BMP.Host,
+	} {
+		if inner, ok := bracketedIPv6(*h); ok {
+			*h = inner
+		}
+	}
+	if len(c.Agent.Enrich.RIB.BMP.Allow) == 0 {
+		c.Agent.Enrich.RIB.BMP.Allow = nil
+	}
+}
+
+// The schema is derived from the Config struct's toml tags, so the key
+// list cannot drift from the struct.
+
+type valueKind int
+
+const (
+	kindTable valueKind = iota
+	kindString
+	kindInt
+	kindUint32
+	kindStrings
+	kindDuration
+)
+
+type schemaNode struct {
+	kind   valueKind
+	fields map[string]*schemaNode // kindTable only
+}
+
+var configSchema = buildSchema(reflect.TypeOf(Config{}))
+
+func buildSchema(t reflect.Type) *schemaNode {
+	switch {
+	case t == reflect.TypeOf(Duration{}):
+		return &schemaNode{kind: kindDuration}
+	case t.Kind() == reflect.Struct:
+		n := &schemaNode{kind: kindTable, fields: make(map[string]*schemaNode)}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			n.fields[name] = buildSchema(f.Type)
+		}
+		return n
+	case t.Kind() == reflect.String:
+		return &schemaNode{kind: kindString}
+	case t.Kind() == reflect.Int:
+		return &schemaNode{kind: kindInt}
+	case t.Kind() == reflect.Uint32:
+		return &schemaNode{kind: kindUint32}
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		return &schemaNode{kind: kindStrings}
+	}
+	// A field type the walk cannot check: a programming error caught by
+	// any test of this package.
+	panic("config: no schema for field type " + t.String())
+}
+
+// keyOrder maps every key and key prefix to where it first appears in the
+// document, so the walk reports the first bad key first.
+func keyOrder(keys []toml.Key) map[string]int {
+	order := make(map[string]int, len(keys))
+	for i, k := range keys {
+		for n := 1; n <= len(k); n++ {
+			s := joinKey(k[:n])
+			if _, ok := order[s]; !ok {
+				order[s] = i
+			}
+		}
+	}
+	return order
+}
+
+func checkTable(node *schemaNode, path []string, table map[string]any, order map[string]int) *Error {
+	type entry struct {
+		name string
+		key  string
+		pos  int
+	}
+	entries := make([]entry, 0, len(table))
+	for name := range table {
+		key := joinKey(append(path[:len(path):len(path)], name))
+		pos, ok := order[key]
+		if !ok {
+			pos = math.MaxInt
+		}
+		entries = append(entries, entry{name, key, pos})
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].pos != entries[j].pos {
+			return entries[i].pos < entries[j].pos
+		}
+		return entries[i].key < entries[j].key
+	})
+	for _, e := range entries {
+		child := node.fields[e.name]
+		if child == nil {
+			return &Error{Key: e.key, unknownKey: true}
+		}
+		childPath := append(path[:len(path):len(path)], e.name)
+		if err := checkValue(child, childPath, table[e.name], order); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkValue(node *schemaNode, path []string, v any, order map[string]int) *Error {
+	key := joinKey(path)
+	switch node.kind {
+	case kindTable:
+		t, ok := v.(map[string]any)
+		if !ok {
+			return keyError(key, v, "must be a table, not %s", tomlTypeName(v))
+		}
+		return checkTable(node, path, t, order)
+	case kindString:
+		if _, ok := v.(string); !ok {
+			return keyError(key, v, "must be a string, not %s", tomlTypeName(v))
+		}
+	case kindInt:
+		n, ok := v.(int64)
+		if !ok {
+			return keyError(key, v, "must be an integer, not %s", tomlTypeName(v))
+		}
+		if n < math.MinInt || n > math.MaxInt {
+			return keyError(key, v, "must be between %d and %d", math.MinInt, math.MaxInt)
+		}
+	case kindUint32:
+		n, ok := v.(int64)
+		if !ok {
+			return keyError(key, v, "must be an integer, not %s", tomlTypeName(v))
+		}
+		// Every uint32 key (sample_rate, observation_domain_id) must also
+		// be > 0, so say the full range; 0 itself fits and is left to
+		// validation, which says "must be greater than 0".
+		if n < 0 || n > math.MaxUint32 {
+			return keyError(key, v, "must be between 1 and %d", uint64(math.MaxUint32))
+		}
+	case kindStrings:
+		list, ok := v.([]any)
+		if !ok {
+			return keyError(key, v, "must be an array of strings, not %s", tomlTypeName(v))
+		}
+		for i, elem := range list {
+			if _, ok := elem.(string); !ok {
+				return keyError(fmt.Sprintf("%s[%d]", key, i), elem, "must be a string, not %s", tomlTypeName(elem))
+			}
+		}
+	case kindDuration:
+		s, ok := v.(string)
+		if !ok {
+			return keyError(key, v, `must be a duration string such as "30s" or "5m", not %s`, tomlTypeName(v))
+		}
+		if _, err := time.ParseDuration(s); err != nil {
+			return keyError(key, v, `must be a duration such as "30s", "1m30s" or "500ms"`)
+		}
+	}
+	return nil
+}

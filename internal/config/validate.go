@@ -1,0 +1,384 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Limits enforced by validation.
+const (
+	// MinRingBufSize is the smallest ring buffer the kernel takes: one
+	// page (4096 bytes on x86-64; Validate checks the real page size).
+	MinRingBufSize = 4096
+	// MaxRingBufSize keeps the size within the kernel's u32 max_entries
+	// as a power of two.
+	MaxRingBufSize = 1 << 31
+	// IPFIX messages go in one UDP datagram: 512 bytes is the least any
+	// path carries, 65507 the largest UDP payload over IPv4.
+	MinIPFIXMessageSize = 512
+	MaxIPFIXMessageSize = 65507
+	// BMP messages: the largest BGP message (RFC 8654, 4096 bytes) plus
+	// headers must fit; 16 MiB - 1 caps what one peer can make us buffer.
+	MinBMPMessageSize = 4096
+	MaxBMPMessageSize = 1<<24 - 1
+	// maxIfNameLen is IFNAMSIZ - 1.
+	maxIfNameLen = 15
+)
+
+// InterfaceLister lists the network interfaces of this machine; tests
+// pass a fake one.
+type InterfaceLister func() ([]net.Interface, error)
+
+// SystemInterfaces lists this machine's interfaces with net.Interfaces.
+func SystemInterfaces() ([]net.Interface, error) { return net.Interfaces() }
+
+// Validate checks c against this machine, after repeating the value rules
+// Parse applies (so hand-built configs get them too): the ring buffer is
+// at least the system page size, every named interface exists (or "*"
+// matches at least one non-loopback interface), and the MMDB files exist,
+// are regular files and can be opened for reading. ifaces nil means
+// SystemInterfaces. It returns the first problem as an *Error with an
+// empty Source; LoadAndValidate fills in the path.
+func Validate(c *Config, ifaces InterfaceLister) error {
+	if e := validateValues(c); e != nil {
+		return e
+	}
+	if pg := os.Getpagesize(); c.Agent.BPF.RingBufSize < pg {
+		return keyError("agent.bpf.ring_buf_size", c.Agent.BPF.RingBufSize,
+			"must be at least %d (the kernel page size on this system)", pg)
+	}
+	if _, err := ResolveInterfaces(c, ifaces); err != nil {
+		return err
+	}
+	if e := checkReadableFile("agent.enrich.mmdb.asn_db", c.Agent.Enrich.MMDB.ASNDB); e != nil {
+		return e
+	}
+	if e := checkReadableFile("agent.enrich.mmdb.city_db", c.Agent.Enrich.MMDB.CityDB); e != nil {
+		return e
+	}
+	return nil
+}
+
+// ResolveInterfaces returns the interfaces to attach to: for ["*"] every
+// interface except loopback, in the order the system lists them;
+// otherwise the named interfaces in config order. A named interface that
+// does not exist, or "*" matching nothing, is an error. ifaces nil means
+// SystemInterfaces.
+func ResolveInterfaces(c *Config, ifaces InterfaceLister) ([]net.Interface, error) {
+	const key = "agent.interfaces"
+	names := c.Agent.Interfaces
+	if e := checkInterfaceNames(names); e != nil {
+		return nil, e
+	}
+	if ifaces == nil {
+		ifaces = SystemInterfaces
+	}
+	all, err := ifaces()
+	if err != nil {
+		return nil, &Error{Key: key, Reason: "listing network interfaces: " + err.Error()}
+	}
+	if len(names) == 1 && names[0] == "*" {
+		var out []net.Interface
+		for _, ifc := range all {
+			if ifc.Flags&net.FlagLoopback == 0 {
+				out = append(out, ifc)
+			}
+		}
+		if len(out) == 0 {
+			return nil, keyError(key, names, "no non-loopback interfaces on this system")
+		}
+		return out, nil
+	}
+	byName := make(map[string]net.Interface, len(all))
+	for _, ifc := range all {
+		byName[ifc.Name] = ifc
+	}
+	out := make([]net.Interface, 0, len(names))
+	for i, name := range names {
+		ifc, ok := byName[name]
+		if !ok {
+			return nil, keyError(fmt.Sprintf("%s[%d]", key, i), name, "no such interface on this system")
+		}
+		out = append(out, ifc)
+	}
+	return out, nil
+}
+
+// validateValues applies every rule that needs only the config itself, in
+// file order, and returns the first broken one.
+func validateValues(c *Config) *Error {
+	a := &c.Agent
+	if e := checkInterfaceNames(a.Interfaces); e != nil {
+		return e
+	}
+
+	if a.BPF.SampleRate == 0 {
+		return keyError("agent.bpf.sample_rate", a.BPF.SampleRate, "must be greater than 0")
+	}
+	if e := checkRingBufSize(a.BPF.RingBufSize); e != nil {
+		return e
+	}
+
+	if a.Collector.MaxFlows < 0 {
+		return keyError("agent.collector.max_flows", a.Collector.MaxFlows, "must be 0 (unlimited) or greater")
+	}
+	if e := checkMinDuration("agent.collector.eviction_timeout", a.Collector.EvictionTimeout, time.Second); e != nil {
+		return e
+	}
+
+	ipfix := &a.IPFIX
+	if e := checkEndpointPair("agent.ipfix", ipfix.Host, ipfix.Port); e != nil {
+		return e
+	}
+	if ipfix.Host != "" {
+		if e := checkHostOrName("agent.ipfix.host", ipfix.Host); e != nil {
+			return e
+		}
+	}
+	if ipfix.Port != 0 {
+		if e := checkPort("agent.ipfix.port", ipfix.Port, 1); e != nil {
+			return e
+		}
+	}
+	if ipfix.Bind.Host != "" {
+		if e := checkIPLiteral("agent.ipfix.bind.host", ipfix.Bind.Host); e != nil {
+			return e
+		}
+	}
+	if e := checkPort("agent.ipfix.bind.port", ipfix.Bind.Port, 0); e != nil {
+		return e
+	}
+	if ipfix.ObservationDomainID == 0 {
+		return keyError("agent.ipfix.observation_domain_id", ipfix.ObservationDomainID, "must be greater than 0")
+	}
+	if e := checkMinDuration("agent.ipfix.template_refresh", ipfix.TemplateRefresh, time.Second); e != nil {
+		return e
+	}
+	if n := ipfix.MaxMessageSize; n < MinIPFIXMessageSize || n > MaxIPFIXMessageSize {
+		return keyError("agent.ipfix.max_message_size", n,
+			"must be between %d and %d (the largest UDP payload over IPv4)", MinIPFIXMessageSize, MaxIPFIXMessageSize)
+	}
+
+	if e := checkIPLiteral("agent.prometheus.host", a.Prometheus.Host); e != nil {
+		return e
+	}
+	if e := checkPort("agent.prometheus.port", a.Prometheus.Port, 1); e != nil {
+		return e
+	}
+
+	bmp := &a.Enrich.RIB.BMP
+	if e := checkEndpointPair("agent.enrich.rib.bmp", bmp.Host, bmp.Port); e != nil {
+		return e
+	}
+	if bmp.Host != "" {
+		if e := checkHostOrName("agent.enrich.rib.bmp.host", bmp.Host); e != nil {
+			return e
+		}
+	}
+	if bmp.Port != 0 {
+		if e := checkPort("agent.enrich.rib.bmp.port", bmp.Port, 1); e != nil {
+			return e
+		}
+	}
+	if bmp.Keep.Duration < 0 {
+		return keyError("agent.enrich.rib.bmp.keep", bmp.Keep, "must not be negative")
+	}
+	for i, s := range bmp.Allow {
+		if _, ok := parseAllowEntry(s); !ok {
+			return keyError(fmt.Sprintf("agent.enrich.rib.bmp.allow[%d]", i), s,
+				`must be an IP prefix such as "192.0.2.0/24" or a single IP address`)
+		}
+	}
+	if bmp.MaxSessions < 1 {
+		return keyError("agent.enrich.rib.bmp.max_sessions", bmp.MaxSessions, "must be at least 1")
+	}
+	if n := bmp.MaxMessageSize; n < MinBMPMessageSize || n > MaxBMPMessageSize {
+		return keyError("agent.enrich.rib.bmp.max_message_size", n,
+			"must be between %d and %d", MinBMPMessageSize, MaxBMPMessageSize)
+	}
+	return nil
+}
+
+func checkInterfaceNames(names []string) *Error {
+	const key = "agent.interfaces"
+	if names == nil {
+		return &Error{Key: key, Reason: `required: list interface names, or ["*"] for every non-loopback interface`}
+	}
+	if len(names) == 0 {
+		return keyError(key, names, `must list at least one interface, or "*" for every non-loopback interface`)
+	}
+	seen := make(map[string]int, len(names))
+	for i, name := range names {
+		elemKey := fmt.Sprintf("%s[%d]", key, i)
+		if name == "" {
+			return keyError(elemKey, name, "interface name must not be empty")
+		}
+		if name != "*" && !validInterfaceName(name) {
+			return keyError(elemKey, name,
+				`not a valid interface name (at most %d bytes, not "." or "..", no '/', ':' or whitespace)`, maxIfNameLen)
+		}
+		if j, dup := seen[name]; dup {
+			return keyError(elemKey, name, "duplicate of %s[%d]", key, j)
+		}
+		seen[name] = i
+	}
+	if _, wildcard := seen["*"]; wildcard && len(names) > 1 {
+		return keyError(key, names, `"*" cannot be mixed with interface names`)
+	}
+	return nil
+}
+
+// validInterfaceName applies the kernel's rules for interface names
+// (dev_valid_name): what it would refuse can never exist.
+func validInterfaceName(name string) bool {
+	if name == "" || len(name) > maxIfNameLen || name == "." || name == ".." {
+		return false
+	}
+	return !strings.ContainsAny(name, "/: \t\n\v\f\r")
+}
+
+func checkRingBufSize(n int) *Error {
+	const key = "agent.bpf.ring_buf_size"
+	switch {
+	case n <= 0:
+		return keyError(key, n, "must be greater than 0")
+	case n&(n-1) != 0:
+		return keyError(key, n, "must be a power of two")
+	case n < MinRingBufSize:
+		return keyError(key, n, "must be at least %d (the kernel page size)", MinRingBufSize)
+	case n > MaxRingBufSize:
+		return keyError(key, n, "must be at most %d", MaxRingBufSize)
+	}
+	return nil
+}
+
+func checkMinDuration(key string, d Duration, min time.Duration) *Error {
+	if d.Duration < min {
+		return keyError(key, d, "must be at least %s", min)
+	}
+	return nil
+}
+
+func checkPort(key string, port, min int) *Error {
+	if port < min || port > 65535 {
+		return keyError(key, port, "must be between %d and 65535", min)
+	}
+	return nil
+}
+
+// checkEndpointPair catches a half-set host/port pair, which Parse never
+// produces (it fills in the missing half) but a hand-built config can.
+func checkEndpointPair(prefix, host string, port int) *Error {
+	switch {
+	case host != "" && port == 0:
+		return keyError(prefix+".port", port, "must be set when %s.host is set", prefix)
+	case host == "" && port != 0:
+		return keyError(prefix+".host", host, "must be set when %s.port is set", prefix)
+	}
+	return nil
+}
+
+func checkIPLiteral(key, host string) *Error {
+	if _, ok := parseIPLiteral(host); !ok {
+		return keyError(key, host, `must be an IP address such as "::1" or "127.0.0.1"`)
+	}
+	return nil
+}
+
+func checkHostOrName(key, host string) *Error {
+	if _, ok := parseIPLiteral(host); ok || validHostName(host) {
+		return nil
+	}
+	return keyError(key, host, "must be an IP address or a host name")
+}
+
+// parseIPLiteral accepts an IP address, or an IPv6 address in brackets
+// as written in URLs ("[2001:db8::1]").
+func parseIPLiteral(s string) (netip.Addr, bool) {
+	if inner, ok := bracketedIPv6(s); ok {
+		s = inner
+	}
+	a, err := netip.ParseAddr(s)
+	return a, err == nil
+}
+
+// bracketedIPv6 returns the address inside "[...]" when it is IPv6.
+func bracketedIPv6(s string) (string, bool) {
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return "", false
+	}
+	inner := s[1 : len(s)-1]
+	a, err := netip.ParseAddr(inner)
+	if err != nil || !a.Is6() {
+		return "", false
+	}
+	return inner, true
+}
+
+// validHostName accepts DNS-style names: dot-separated labels of 1-63
+// letters, digits, '-' or '_' (not starting or ending with '-'), 253
+// bytes at most, optionally ending in a dot. An all-digit last label is
+// refused so a mistyped IPv4 address ("192.0.2.300") is not taken for a
+// name.
+func validHostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			b := l[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_') {
+				return false
+			}
+		}
+	}
+	last := labels[len(labels)-1]
+	return strings.Trim(last, "0123456789") != ""
+}
+
+// parseAllowEntry reads one bmp.allow entry: a prefix, or a single address
+// taken as a full-length prefix. The result is masked.
+func parseAllowEntry(s string) (netip.Prefix, bool) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, false
+		}
+		return p.Masked(), true
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, a.BitLen()), true
+}
+
+// checkReadableFile checks that path (when set) is a regular file this
+// process can open. It stats before opening so a FIFO cannot block it.
+func checkReadableFile(key, path string) *Error {
+	if path == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return keyError(key, path, "%s", describeFileError(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return keyError(key, path, "not a regular file")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return keyError(key, path, "cannot open: %s", describeFileError(err))
+	}
+	f.Close()
+	return nil
+}

@@ -1,0 +1,63 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// Direction is the TC hook a packet was seen on.
+type Direction uint8
+
+const (
+	Ingress Direction = 0
+	Egress  Direction = 1
+)
+
+func (d Direction) String() string {
+	if d == Egress {
+		return "egress"
+	}
+	return "ingress"
+}
+
+// EventSize is the size of one ring-buffer record written by bpf/rfm.c
+// (struct rfm_event). The layout is fixed so decoding is a handful of loads.
+const EventSize = 56
+
+// Event is one sampled IP packet as reported by the datapath.
+// IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d).
+type Event struct {
+	BootNs  uint64   // CLOCK_BOOTTIME at the hook, nanoseconds
+	Src     [16]byte // source address, IPv4 v4-mapped
+	Dst     [16]byte // destination address, IPv4 v4-mapped
+	Ifindex uint32
+	Len     uint32 // L3 bytes (IP header + payload) of the packet
+	SrcPort uint16 // 0 for non-initial fragments and port-less protocols
+	DstPort uint16
+	Proto   uint8 // IP protocol number after IPv6 extension headers
+	Dir     Direction
+	Segs    uint16 // packets this event stands for (GSO/GRO segments, >= 1)
+}
+
+var errShortEvent = errors.New("ring buffer record shorter than an event")
+
+// Decode fills e from one raw record using fixed offsets (no reflection,
+// no allocation). The record is in host byte order except ports, which
+// the datapath already converted to host order.
+func (e *Event) Decode(b []byte) error {
+	if len(b) < EventSize {
+		return errShortEvent
+	}
+	_ = b[EventSize-1]
+	e.BootNs = binary.LittleEndian.Uint64(b[0:8])
+	copy(e.Src[:], b[8:24])
+	copy(e.Dst[:], b[24:40])
+	e.Ifindex = binary.LittleEndian.Uint32(b[40:44])
+	e.Len = binary.LittleEndian.Uint32(b[44:48])
+	e.SrcPort = binary.LittleEndian.Uint16(b[48:50])
+	e.DstPort = binary.LittleEndian.Uint16(b[50:52])
+	e.Proto = b[52]
+	e.Dir = Direction(b[53])
+	e.Segs = binary.LittleEndian.Uint16(b[54:56])
+	return nil
+}

@@ -1,0 +1,636 @@
+package bmp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
+
+	"github.com/stepbrobd/rfm/internal/enrich/rib"
+)
+
+// BMP message types (RFC 7854 section 4.1).
+const (
+	typeRouteMonitoring = bmp.BMP_MSG_ROUTE_MONITORING
+	typeStatistics      = bmp.BMP_MSG_STATISTICS_REPORT
+	typePeerDown        = bmp.BMP_MSG_PEER_DOWN_NOTIFICATION
+	typePeerUp          = bmp.BMP_MSG_PEER_UP_NOTIFICATION
+	typeInitiation      = bmp.BMP_MSG_INITIATION
+	typeTermination     = bmp.BMP_MSG_TERMINATION
+	typeRouteMirroring  = bmp.BMP_MSG_ROUTE_MIRRORING
+	numTypes            = typeRouteMirroring + 2 // the last slot counts unknown types
+)
+
+var typeNames = [numTypes]string{
+	typeRouteMonitoring: "route_monitoring",
+	typeStatistics:      "statistics_report",
+	typePeerDown:        "peer_down",
+	typePeerUp:          "peer_up",
+	typeInitiation:      "initiation",
+	typeTermination:     "termination",
+	typeRouteMirroring:  "route_mirroring",
+	numTypes - 1:        "unknown",
+}
+
+// Per-peer header flags (RFC 7854 4.2, RFC 8671, RFC 9069).
+const (
+	flagPostPolicy = 0x40 // L: post-policy Adj-RIB-In
+	flagTwoByteAS  = 0x20 // A: legacy 2-byte AS_PATH
+	flagAdjRIBOut  = 0x10 // O: Adj-RIB-Out (RFC 8671), not monitored here
+	peerTypeLocRIB = bmp.BMP_PEER_TYPE_LOCAL_RIB
+)
+
+// Reasons a message or part of one is skipped.
+const (
+	skipFamily    = iota // address family other than IPv4/IPv6 unicast
+	skipAdjRIBOut        // Adj-RIB-Out view
+	skipMalformed        // cannot be decoded
+	numSkips
+)
+
+var skipNames = [numSkips]string{"unsupported_family", "adj_rib_out", "malformed"}
+
+type opKind uint8
+
+const (
+	opConnect opKind = iota
+	opPeerUp
+	opPeerDown
+	opAnnounce
+	opWithdraw
+	opEndOfRIB
+)
+
+// op is one change to apply to the RIB. Decoding produces ops outside
+// the RIB's writer lock; a batch of them is applied in one transaction.
+type op struct {
+	kind   opKind
+	peer   *peerState
+	view   rib.View
+	prefix netip.Prefix
+	pathID uint32
+	path   rib.Path
+	ipv6   bool   // End-of-RIB family
+	name   string // Initiation sysName
+	descr  string // Initiation sysDescr
+}
+
+// peerState is what a session knows about one monitored peer.
+type peerState struct {
+	key      rib.PeerKey
+	asn      uint32
+	bgpID    netip.Addr
+	sentOpen *bgp.BGPMessage // OPEN the router sent to the peer
+	recvOpen *bgp.BGPMessage // OPEN the router received from the peer
+	as4      bool            // both sides announced 4-byte ASNs
+	opts     []*bgp.MarshallingOption
+	peer     *rib.Peer // set when the Peer Up op is applied
+}
+
+// decoder turns one session's BMP messages into RIB ops. Not safe for
+// concurrent use.
+type decoder struct {
+	counters *counters
+	peers    map[rib.PeerKey]*peerState
+	seen     bool // a message was decoded
+	// Reused buffers for AS path decoding.
+	segs, segs4 []rib.Segment
+	asns        []uint32
+}
+
+func newDecoder(c *counters) *decoder {
+	return &decoder{counters: c, peers: make(map[rib.PeerKey]*peerState)}
+}
+
+// errTerminated ends a session after a Termination message.
+var errTerminated = errors.New("router sent Termination")
+
+// decode appends the ops of one framed BMP message to ops. A malformed
+// message is counted and skipped; only a Termination ends the session
+// (with errTerminated, wrapped with its reason).
+func (d *decoder) decode(msg []byte, ops []op) (out []op, err error) {
+	defer func() {
+		// The parser library is not hardened against every input.
+		if r := recover(); r != nil {
+			d.counters.skip(skipMalformed)
+			out, err = ops, nil
+		}
+	}()
+	typ := msg[5]
+	d.counters.message(typ)
+	if typ >= numTypes-1 {
+		// A type from a later RFC: its length is known, so it is
+		// counted (type "unknown") and passed over (RFC 7854 4.1).
+		return ops, nil
+	}
+	// Initiation must come first; a router that sends none, or sends
+	// it late, is known by its address alone (the applier connects it
+	// on its first op).
+	first := !d.seen
+	d.seen = true
+	m, perr := bmp.ParseBMPMessageWithOptions(msg, d.options)
+	if perr != nil && (m == nil || typ != typeRouteMonitoring) {
+		d.counters.skip(skipMalformed)
+		return ops, nil
+	}
+	switch body := m.Body.(type) {
+	case *bmp.BMPInitiation:
+		var c op
+		c.kind = opConnect
+		for _, tlv := range body.Info {
+			if s, ok := tlv.(*bmp.BMPInfoTLVString); ok {
+				switch s.Type {
+				case bmp.BMP_INIT_TLV_TYPE_SYS_NAME:
+					c.name = s.Value
+				case bmp.BMP_INIT_TLV_TYPE_SYS_DESCR:
+					c.descr = s.Value
+				}
+			}
+		}
+		if first {
+			ops = append(ops, c)
+		}
+	case *bmp.BMPTermination:
+		return ops, terminationError(body)
+	case *bmp.BMPPeerUpNotification:
+		ops = d.peerUp(m.PeerHeader, body, ops)
+	case *bmp.BMPPeerDownNotification:
+		key, ok := peerKey(&m.PeerHeader)
+		if !ok {
+			d.counters.skip(skipMalformed)
+			break
+		}
+		if ps := d.peers[key]; ps != nil {
+			delete(d.peers, key)
+			ops = append(ops, op{kind: opPeerDown, peer: ps})
+		}
+	case *bmp.BMPRouteMonitoring:
+		ops = d.routeMonitoring(&m.PeerHeader, body, msg, perr, ops)
+	}
+	// Statistics reports and route mirroring are only counted.
+	return ops, nil
+}
+
+func terminationError(t *bmp.BMPTermination) error {
+	reason := "unspecified"
+	var text string
+	for _, tlv := range t.Info {
+		switch v := tlv.(type) {
+		case *bmp.BMPTermTLV16:
+			switch v.Value {
+			case bmp.BMP_TERM_REASON_ADMIN:
+				reason = "administratively closed"
+			case bmp.BMP_TERM_REASON_OUT_OF_RESOURCES:
+				reason = "out of resources"
+			case bmp.BMP_TERM_REASON_REDUNDANT_CONNECTION:
+				reason = "redundant connection"
+			case bmp.BMP_TERM_REASON_PERMANENTLY_ADMIN:
+				reason = "permanently administratively closed"
+			}
+		case *bmp.BMPTermTLVString:
+			text = v.Value
+		}
+	}
+	if text != "" {
+		reason += ": " + text
+	}
+	return fmt.Errorf("%w (%s)", errTerminated, reason)
+}
+
+// options gives the parser the ADD-PATH settings of the peer a message
+// is about.
+func (d *decoder) options(h bmp.BMPPeerHeader) []*bgp.MarshallingOption {
+	key, ok := peerKey(&h)
+	if !ok {
+		return nil
+	}
+	if ps := d.peers[key]; ps != nil {
+		return ps.opts
+	}
+	return nil
+}
+
+func peerKey(h *bmp.BMPPeerHeader) (rib.PeerKey, bool) {
+	a, ok := netip.AddrFromSlice(h.PeerAddress)
+	if !ok {
+		return rib.PeerKey{}, false
+	}
+	if h.PeerType == peerTypeLocRIB {
+		// Zero-filled (RFC 9069); the flag that would make it IPv6 is
+		// the "filtered" flag for this peer type.
+		a = netip.IPv4Unspecified()
+	}
+	return rib.PeerKey{Type: h.PeerType, Distinguisher: h.PeerDistinguisher, Addr: a.Unmap()}, true
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+func (d *decoder) peerUp(h bmp.BMPPeerHeader, body *bmp.BMPPeerUpNotification, ops []op) []op {
+	key, ok := peerKey(&h)
+	if !ok {
+		d.counters.skip(skipMalformed)
+		return ops
+	}
+	ps := &peerState{
+		key:      key,
+		asn:      h.PeerAS,
+		bgpID:    addrOf(h.PeerBGPID),
+		sentOpen: body.SentOpenMsg,
+		recvOpen: body.ReceivedOpenMsg,
+	}
+	sent, recv := capabilities(body.SentOpenMsg), capabilities(body.ReceivedOpenMsg)
+	ps.as4 = sent.as4 && recv.as4
+	// Updates from the peer carry path ids for a family when the peer
+	// may send them and the router asked to receive them (RFC 7911).
+	addPath := map[bgp.RouteFamily]bgp.BGPAddPathMode{}
+	for _, rf := range []bgp.RouteFamily{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
+		if recv.addPath[rf]&bgp.BGP_ADD_PATH_SEND != 0 && sent.addPath[rf]&bgp.BGP_ADD_PATH_RECEIVE != 0 {
+			addPath[rf] = bgp.BGP_ADD_PATH_RECEIVE
+		}
+	}
+	if len(addPath) > 0 {
+		ps.opts = []*bgp.MarshallingOption{{AddPath: addPath}}
+	}
+	d.peers[key] = ps
+	return append(ops, op{kind: opPeerUp, peer: ps})
+}
+
+type caps struct {
+	as4     bool
+	addPath map[bgp.RouteFamily]bgp.BGPAddPathMode
+}
+
+func capabilities(m *bgp.BGPMessage) caps {
+	var c caps
+	if m == nil {
+		return c
+	}
+	open, ok := m.Body.(*bgp.BGPOpen)
+	if !ok {
+		return c
+	}
+	for _, p := range open.OptParams {
+		pc, ok := p.(*bgp.OptionParameterCapability)
+		if !ok {
+			continue
+		}
+		for _, cp := range pc.Capability {
+			switch v := cp.(type) {
+			case *bgp.CapFourOctetASNumber:
+				c.as4 = true
+			case *bgp.CapAddPath:
+				if c.addPath == nil {
+					c.addPath = map[bgp.RouteFamily]bgp.BGPAddPathMode{}
+				}
+				for _, t := range v.Tuples {
+					c.addPath[t.RouteFamily] |= t.Mode
+				}
+			}
+		}
+	}
+	return c
+}
+
+func (d *decoder) routeMonitoring(h *bmp.BMPPeerHeader, body *bmp.BMPRouteMonitoring, msg []byte, perr error, ops []op) []op {
+	key, ok := peerKey(h)
+	if !ok {
+		d.counters.skip(skipMalformed)
+		return ops
+	}
+	view := rib.PrePolicy
+	switch {
+	case h.PeerType == peerTypeLocRIB:
+		view = rib.LocRIB
+	case h.Flags&flagAdjRIBOut != 0:
+		d.counters.skip(skipAdjRIBOut)
+		return ops
+	case h.Flags&flagPostPolicy != 0:
+		view = rib.PostPolicy
+	}
+	ps := d.peers[key]
+	if ps == nil {
+		// Route Monitoring before (or without) Peer Up, as some routers
+		// do for their Loc-RIB: register the peer without ADD-PATH.
+		ps = &peerState{key: key, asn: h.PeerAS, bgpID: addrOf(h.PeerBGPID), as4: true}
+		d.peers[key] = ps
+		ops = append(ops, op{kind: opPeerUp, peer: ps})
+	}
+	var upd *bgp.BGPUpdate
+	if body.BGPUpdate != nil {
+		upd, _ = body.BGPUpdate.Body.(*bgp.BGPUpdate)
+	}
+	if upd == nil {
+		d.counters.skip(skipMalformed)
+		return ops
+	}
+	// 4-byte AS_PATH unless the A flag says otherwise (never for Loc-RIB).
+	as4 := h.PeerType == peerTypeLocRIB || h.Flags&flagTwoByteAS == 0
+	raw := msg[bmp.BMP_HEADER_SIZE+bmp.BMP_PEER_HEADER_SIZE:]
+	return d.update(ps, view, as4, upd, raw, perr, ops)
+}
+
+// update turns a decoded UPDATE into ops. perr is the parser's error:
+// RFC 7606 "treat-as-withdraw" errors withdraw the announced prefixes,
+// "attribute discard" ones are ignored, anything else skips the update.
+func (d *decoder) update(ps *peerState, view rib.View, as4 bool, upd *bgp.BGPUpdate, raw []byte, perr error, ops []op) []op {
+	withdrawAll := false
+	if perr != nil {
+		var me *bgp.MessageError
+		if !errors.As(perr, &me) {
+			d.counters.skip(skipMalformed)
+			return ops
+		}
+		switch me.ErrorHandling {
+		case bgp.ERROR_HANDLING_ATTRIBUTE_DISCARD:
+		case bgp.ERROR_HANDLING_TREAT_AS_WITHDRAW:
+			withdrawAll = true
+		default:
+			if fam, ok := rawFamily(raw); ok && !fam {
+				d.counters.skip(skipFamily)
+			} else {
+				d.counters.skip(skipMalformed)
+			}
+			return ops
+		}
+	}
+	if eor, rf := upd.IsEndOfRib(); eor {
+		switch rf {
+		case bgp.RF_IPv4_UC, bgp.RF_IPv6_UC:
+			return append(ops, op{kind: opEndOfRIB, peer: ps, view: view, ipv6: rf == bgp.RF_IPv6_UC})
+		}
+		d.counters.skip(skipFamily)
+		return ops
+	}
+	var path rib.Path
+	pathDone := false
+	announce := func(p bgp.AddrPrefixInterface) {
+		pfx, ok := prefixOf(p)
+		if !ok {
+			d.counters.skip(skipMalformed)
+			return
+		}
+		if withdrawAll {
+			ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier()})
+			return
+		}
+		if !pathDone {
+			pathDone = true
+			var err error
+			if path, err = d.asPath(raw, as4); err != nil {
+				// A malformed AS_PATH is treat-as-withdraw (RFC 7606).
+				d.counters.skip(skipMalformed)
+				withdrawAll = true
+				ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier()})
+				return
+			}
+		}
+		ops = append(ops, op{kind: opAnnounce, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier(), path: path})
+	}
+	withdraw := func(p bgp.AddrPrefixInterface) {
+		pfx, ok := prefixOf(p)
+		if !ok {
+			d.counters.skip(skipMalformed)
+			return
+		}
+		ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier()})
+	}
+	for _, w := range upd.WithdrawnRoutes {
+		withdraw(w)
+	}
+	for _, a := range upd.PathAttributes {
+		switch a := a.(type) {
+		case *bgp.PathAttributeMpUnreachNLRI:
+			if !unicast(a.AFI, a.SAFI) {
+				d.counters.skip(skipFamily)
+				continue
+			}
+			for _, w := range a.Value {
+				withdraw(w)
+			}
+		case *bgp.PathAttributeMpReachNLRI:
+			if !unicast(a.AFI, a.SAFI) {
+				d.counters.skip(skipFamily)
+				continue
+			}
+			for _, n := range a.Value {
+				announce(n)
+			}
+		}
+	}
+	for _, n := range upd.NLRI {
+		announce(n)
+	}
+	return ops
+}
+
+func unicast(afi uint16, safi uint8) bool {
+	return (afi == bgp.AFI_IP || afi == bgp.AFI_IP6) && safi == bgp.SAFI_UNICAST
+}
+
+func prefixOf(p bgp.AddrPrefixInterface) (netip.Prefix, bool) {
+	var ip net.IP
+	var bits uint8
+	switch v := p.(type) {
+	case *bgp.IPAddrPrefix:
+		ip, bits = v.Prefix, v.Length
+	case *bgp.IPv6AddrPrefix:
+		ip, bits = v.Prefix, v.Length
+	default:
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	if _, v4 := p.(*bgp.IPAddrPrefix); v4 {
+		a = a.Unmap()
+	}
+	pfx := netip.PrefixFrom(a, int(bits))
+	if !pfx.IsValid() {
+		return netip.Prefix{}, false
+	}
+	return pfx.Masked(), true
+}
+
+// Path attribute type codes.
+const (
+	attrASPath     = 2
+	attrMPReach    = 14
+	attrMPUnreach  = 15
+	attrAS4Path    = 17
+	attrExtLenFlag = 0x10
+)
+
+// rawAttrs walks the path attributes of a raw BGP UPDATE message (with
+// its 19-byte header) and calls f for each. The parser's own AS_PATH
+// decoding guesses between 2- and 4-byte ASNs; reading the bytes here
+// lets the BMP A flag decide.
+func rawAttrs(msg []byte, f func(typ byte, val []byte)) error {
+	if len(msg) < 23 || msg[18] != bgp.BGP_MSG_UPDATE {
+		return errors.New("not an UPDATE")
+	}
+	b := msg[19:]
+	wl := int(binary.BigEndian.Uint16(b))
+	if len(b) < 4+wl {
+		return errors.New("withdrawn routes overrun")
+	}
+	b = b[2+wl:]
+	al := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < al {
+		return errors.New("path attributes overrun")
+	}
+	b = b[:al]
+	for len(b) > 0 {
+		if len(b) < 3 {
+			return errors.New("short attribute header")
+		}
+		flags, typ := b[0], b[1]
+		n, hl := int(b[2]), 3
+		if flags&attrExtLenFlag != 0 {
+			if len(b) < 4 {
+				return errors.New("short attribute header")
+			}
+			n, hl = int(binary.BigEndian.Uint16(b[2:])), 4
+		}
+		if len(b) < hl+n {
+			return errors.New("attribute overrun")
+		}
+		f(typ, b[hl:hl+n])
+		b = b[hl+n:]
+	}
+	return nil
+}
+
+// rawFamily reports whether the MP_REACH/MP_UNREACH attributes of a raw
+// UPDATE are all IPv4/IPv6 unicast (ok is false without any).
+func rawFamily(msg []byte) (unicastOnly, ok bool) {
+	unicastOnly = true
+	rawAttrs(msg, func(typ byte, val []byte) {
+		if (typ == attrMPReach || typ == attrMPUnreach) && len(val) >= 3 {
+			ok = true
+			if !unicast(binary.BigEndian.Uint16(val), val[2]) {
+				unicastOnly = false
+			}
+		}
+	})
+	return unicastOnly, ok
+}
+
+// asPath decodes the AS path of a raw UPDATE. as4 tells the AS_PATH ASN
+// width; if the bytes do not parse with it they are tried with the
+// other (some speakers set the A flag inconsistently). With 2-byte
+// ASNs, AS4_PATH is merged in as RFC 6793 4.2.3 says.
+func (d *decoder) asPath(msg []byte, as4 bool) (rib.Path, error) {
+	var asPath, as4Path []byte
+	var have4 bool
+	if err := rawAttrs(msg, func(typ byte, val []byte) {
+		switch typ {
+		case attrASPath:
+			asPath = val
+		case attrAS4Path:
+			as4Path, have4 = val, true
+		}
+	}); err != nil {
+		return rib.Path{}, err
+	}
+	d.asns = d.asns[:0]
+	segs, err := d.segments(d.segs[:0], asPath, as4)
+	if err != nil {
+		d.asns = d.asns[:0]
+		if segs, err = d.segments(d.segs[:0], asPath, !as4); err != nil {
+			return rib.Path{}, err
+		}
+		as4 = !as4
+	}
+	d.segs = segs
+	if !as4 && have4 {
+		if segs4, err := d.segments(d.segs4[:0], as4Path, true); err == nil {
+			d.segs4 = segs4
+			segs = mergeAS4(segs, segs4)
+		}
+		// A malformed AS4_PATH is ignored (RFC 6793 6).
+	}
+	return rib.MakePath(segs...), nil
+}
+
+// segments decodes AS_PATH bytes with 2- or 4-byte ASNs. The ASN
+// slices of the result share d.asns.
+func (d *decoder) segments(segs []rib.Segment, b []byte, as4 bool) ([]rib.Segment, error) {
+	width := 2
+	if as4 {
+		width = 4
+	}
+	start := len(d.asns)
+	for len(b) > 0 {
+		if len(b) < 2 {
+			return nil, errors.New("short AS_PATH segment header")
+		}
+		t, n := rib.SegmentType(b[0]), int(b[1])
+		if t < rib.ASSet || t > rib.ConfedSet || len(b) < 2+n*width {
+			return nil, errors.New("malformed AS_PATH segment")
+		}
+		b = b[2:]
+		for i := range n {
+			if as4 {
+				d.asns = append(d.asns, binary.BigEndian.Uint32(b[4*i:]))
+			} else {
+				d.asns = append(d.asns, uint32(binary.BigEndian.Uint16(b[2*i:])))
+			}
+		}
+		b = b[n*width:]
+		segs = append(segs, rib.Segment{Type: t, ASNs: d.asns[start : start+n : start+n]})
+		start += n
+	}
+	return segs, nil
+}
+
+// pathCount counts ASes as RFC 6793 does: a set counts one,
+// confederation segments nothing.
+func pathCount(segs []rib.Segment) int {
+	n := 0
+	for _, s := range segs {
+		switch s.Type {
+		case rib.ASSequence:
+			n += len(s.ASNs)
+		case rib.ASSet:
+			n++
+		}
+	}
+	return n
+}
+
+// mergeAS4 rebuilds the path of a 2-byte session from AS_PATH and
+// AS4_PATH (RFC 6793 4.2.3): the leading ASes of AS_PATH that AS4_PATH
+// lacks, then AS4_PATH. If AS4_PATH is longer, it is ignored.
+func mergeAS4(asPath, as4Path []rib.Segment) []rib.Segment {
+	keep := pathCount(asPath) - pathCount(as4Path)
+	if keep < 0 {
+		return asPath
+	}
+	out := make([]rib.Segment, 0, len(asPath)+len(as4Path))
+	for _, s := range asPath {
+		if keep == 0 {
+			break
+		}
+		switch s.Type {
+		case rib.ASSequence:
+			n := min(keep, len(s.ASNs))
+			out = append(out, rib.Segment{Type: s.Type, ASNs: s.ASNs[:n]})
+			keep -= n
+		case rib.ASSet:
+			out = append(out, s)
+			keep--
+		default:
+			out = append(out, s)
+		}
+	}
+	return append(out, as4Path...)
+}

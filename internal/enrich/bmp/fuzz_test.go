@@ -1,0 +1,226 @@
+package bmp
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+)
+
+// FuzzStream feeds a byte stream through the framer, the decoder and
+// the RIB, as a router's session would. Nothing may panic and the RIB's
+// route accounting must stay consistent.
+func FuzzStream(f *testing.F) {
+	for _, s := range streamSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h := newHarness(t)
+		fr := newFramer(bytes.NewReader(data), 1<<16)
+		for {
+			m, err := fr.next()
+			if err != nil || h.feed(m) != nil {
+				break
+			}
+		}
+		checkRIB(t, h)
+		h.end()
+		checkRIB(t, h)
+	})
+}
+
+// FuzzUpdate wraps a BGP message in Route Monitoring for a peer whose
+// Peer Up negotiated ADD-PATH (flags bit 0); flags also carry the BMP
+// per-peer flags (L, A, O) and bit 7 selects the Loc-RIB peer type. A
+// Peer Down afterwards must leave no route of that peer.
+func FuzzUpdate(f *testing.F) {
+	for _, s := range updateSeeds(f) {
+		f.Add(s.flags, s.msg)
+	}
+	f.Fuzz(func(t *testing.T, flags byte, msg []byte) {
+		h := newHarness(t)
+		var o peerUpOpts
+		if flags&1 != 0 {
+			both := map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_BOTH}
+			o.sentAddPath, o.recvAddPath = both, both
+		}
+		h.feed(initiationMsg(t, "fuzz"), peerUpMsg(t, peerA, 65001, o))
+		peerType := uint8(0)
+		if flags&0x80 != 0 {
+			peerType = peerTypeLocRIB
+		}
+		hdr := peerHeader(peerType, flags&(flagPostPolicy|flagTwoByteAS|flagAdjRIBOut), peerA, 65001)
+		if err := h.feed(rmRaw(t, hdr, msg)); err != nil {
+			t.Fatal(err)
+		}
+		checkRIB(t, h)
+		h.feed(peerDownMsg(t, peerA, 65001))
+		if c := h.rib.Counts(); peerType == 0 && (c.Routes4 != 0 || c.Routes6 != 0 || c.Prefixes4 != 0 || c.Prefixes6 != 0) {
+			t.Fatalf("routes left after Peer Down: %+v", c)
+		}
+	})
+}
+
+// checkRIB checks that counts are sane and every counted route can be
+// looked up.
+func checkRIB(t *testing.T, h *harness) {
+	t.Helper()
+	c := h.rib.Counts()
+	if c.Routes4 < 0 || c.Routes6 < 0 || c.Prefixes4 < 0 || c.Prefixes6 < 0 || c.Peers < 0 ||
+		c.Prefixes4 > c.Routes4 || c.Prefixes6 > c.Routes6 {
+		t.Fatalf("inconsistent counts %+v", c)
+	}
+	n := 0
+	for _, r := range h.rib.Summary().Routers {
+		for _, p := range r.Peers {
+			if p.Routes4 < 0 || p.Routes6 < 0 {
+				t.Fatalf("negative peer counts %+v", p)
+			}
+			n += p.Routes4 + p.Routes6
+		}
+	}
+	if n != c.Routes4+c.Routes6 {
+		t.Fatalf("peers hold %d routes, totals say %d", n, c.Routes4+c.Routes6)
+	}
+}
+
+// streamSeeds are kept small: the fuzzing engine minimizes every new
+// input it finds, and minimizing a whole recorded session (kilobytes,
+// with gobgp's coverage counters) takes it minutes.
+func streamSeeds(t testing.TB) [][]byte {
+	var seeds [][]byte
+	// The recorded sessions in pieces: Initiation and the first Peer Up,
+	// then four more messages.
+	for _, fx := range fixtures {
+		b, err := os.ReadFile(filepath.Join("testdata", fx.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var head, rest [][]byte
+		fr := newFramer(bytes.NewReader(b), DefaultMaxMessageSize)
+		for {
+			m, err := fr.next()
+			if err != nil {
+				break
+			}
+			if len(head) < 2 && (m[5] == typeInitiation || m[5] == typePeerUp) {
+				head = append(head, m)
+			} else {
+				rest = append(rest, m)
+			}
+		}
+		for i := 0; i < len(rest); i += 4 {
+			seeds = append(seeds, slices.Concat(slices.Concat(head...), slices.Concat(rest[i:min(i+4, len(rest))]...)))
+		}
+	}
+	both := map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH}
+	seeds = append(seeds,
+		slices.Concat(
+			initiationMsg(t, "r"),
+			peerUpMsg(t, peerA, 65001, peerUpOpts{sentAddPath: both, recvAddPath: both}),
+			rmMsg(t, peerHeader(0, 0, peerA, 65001), updateMsg(t, route{announce: []string{"198.18.0.0/24", "2001:db8::/32"}, pathIDs: []uint32{1, 2}, path: []uint32{65001, 64500}}), true),
+			rmMsg(t, peerHeader(0, flagTwoByteAS, peerA, 65001), as2Update([]uint16{65001, 23456}, []uint32{4200000001}), true),
+			statsMsg(t, peerA, 65001),
+			rmMsg(t, peerHeader(0, 0, peerA, 65001), bgp.NewEndOfRib(bgp.RF_IPv4_UC), true),
+			peerDownMsg(t, peerA, 65001),
+			terminationMsg(t),
+		),
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		[]byte{3, 0, 0, 0, 6, 4},
+		[]byte{3, 0, 0, 0, 100, 0, 1},
+	)
+	return seeds
+}
+
+type updateSeed struct {
+	flags byte
+	msg   []byte
+}
+
+func updateSeeds(t testing.TB) []updateSeed {
+	var seeds []updateSeed
+	// The UPDATEs of the recorded sessions.
+	for _, fx := range fixtures {
+		b, err := os.ReadFile(filepath.Join("testdata", fx.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr := newFramer(bytes.NewReader(b), DefaultMaxMessageSize)
+		for {
+			m, err := fr.next()
+			if err != nil {
+				break
+			}
+			if m[5] == typeRouteMonitoring && len(m) > 48 {
+				seeds = append(seeds, updateSeed{m[7] & (flagPostPolicy | flagTwoByteAS), m[48:]})
+			}
+		}
+	}
+	ser := func(m *bgp.BGPMessage, addPath bool) []byte {
+		var opts []*bgp.MarshallingOption
+		if addPath {
+			opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.RouteFamily]bgp.BGPAddPathMode{
+				bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_SEND, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_SEND,
+			}})
+		}
+		b, err := m.Serialize(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	setPath := bgp.NewBGPUpdateMessage(nil, []bgp.PathAttributeInterface{
+		bgp.NewPathAttributeOrigin(0),
+		bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{
+			bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_CONFED_SEQ, []uint32{65100}),
+			bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{65001}),
+			bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SET, []uint32{64501, 64500}),
+		}),
+		bgp.NewPathAttributeNextHop("192.0.2.1"),
+	}, []*bgp.IPAddrPrefix{bgp.NewIPAddrPrefix(24, "198.18.0.0")})
+	vpn := bgp.NewBGPUpdateMessage(nil, []bgp.PathAttributeInterface{
+		bgp.NewPathAttributeOrigin(0),
+		bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{65001})}),
+		bgp.NewPathAttributeMpReachNLRI("192.0.2.1", []bgp.AddrPrefixInterface{
+			bgp.NewLabeledVPNIPAddrPrefix(24, "198.18.3.0", *bgp.NewMPLSLabelStack(100), bgp.NewRouteDistinguisherTwoOctetAS(65001, 1)),
+		}),
+	}, nil)
+	addPathRoutes := updateMsg(t, route{announce: []string{"198.18.0.0/24", "198.18.1.0/24", "2001:db8::/32"}, pathIDs: []uint32{1, 2, 3}, path: []uint32{65001, 64500}})
+	seeds = append(seeds,
+		updateSeed{1, ser(addPathRoutes, true)},
+		updateSeed{0, ser(updateMsg(t, route{withdraw: []string{"198.18.0.0/24", "2001:db8::/32"}}), false)},
+		updateSeed{flagTwoByteAS, ser(as2Update([]uint16{65001, 23456, 23456}, []uint32{4200000002, 4200000001}), false)},
+		updateSeed{flagPostPolicy, ser(setPath, false)},
+		updateSeed{0x80, ser(updateMsg(t, route{announce: []string{"198.18.9.0/24"}}), false)},
+		updateSeed{0, ser(vpn, false)},
+		updateSeed{0, ser(bgp.NewEndOfRib(bgp.RF_IPv6_UC), false)},
+	)
+	return seeds
+}
+
+// TestWriteFuzzSeeds rewrites the committed seed corpora from the
+// builders above and the recorded fixtures: RFM_WRITE_FUZZ_SEEDS=1.
+func TestWriteFuzzSeeds(t *testing.T) {
+	if os.Getenv("RFM_WRITE_FUZZ_SEEDS") == "" {
+		t.Skip("set RFM_WRITE_FUZZ_SEEDS=1 to rewrite testdata/fuzz")
+	}
+	write := func(target string, i int, body string) {
+		dir := filepath.Join("testdata", "fuzz", target)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte("go test fuzz v1\n"+body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, s := range streamSeeds(t) {
+		write("FuzzStream", i, fmt.Sprintf("[]byte(%q)\n", s))
+	}
+	for i, s := range updateSeeds(t) {
+		write("FuzzUpdate", i, fmt.Sprintf("byte(%q)\n[]byte(%q)\n", s.flags, s.msg))
+	}
+}

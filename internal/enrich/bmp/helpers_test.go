@@ -1,0 +1,266 @@
+package bmp
+
+import (
+	"bytes"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
+
+	"github.com/stepbrobd/rfm/internal/enrich/rib"
+)
+
+// Builders of BMP messages, with gobgp's serializers. Addresses are
+// from documentation ranges only.
+
+const (
+	peerA = "192.0.2.1"
+	peerB = "192.0.2.2"
+	peer6 = "2001:db8:ffff::1"
+)
+
+func mustSerialize(t testing.TB, m *bmp.BMPMessage, opts ...*bgp.MarshallingOption) []byte {
+	t.Helper()
+	b, err := m.Serialize(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func initiationMsg(t testing.TB, name string) []byte {
+	return mustSerialize(t, bmp.NewBMPInitiation([]bmp.BMPInfoTLVInterface{
+		bmp.NewBMPInfoTLVString(bmp.BMP_INIT_TLV_TYPE_SYS_DESCR, "test router"),
+		bmp.NewBMPInfoTLVString(bmp.BMP_INIT_TLV_TYPE_SYS_NAME, name),
+	}))
+}
+
+func terminationMsg(t testing.TB) []byte {
+	return mustSerialize(t, bmp.NewBMPTermination([]bmp.BMPTermTLVInterface{
+		bmp.NewBMPTermTLV16(bmp.BMP_TERM_TLV_TYPE_REASON, bmp.BMP_TERM_REASON_ADMIN),
+		bmp.NewBMPTermTLVString(bmp.BMP_TERM_TLV_TYPE_STRING, "maintenance"),
+	}))
+}
+
+func peerHeader(peerType, flags uint8, peer string, asn uint32) bmp.BMPPeerHeader {
+	return *bmp.NewBMPPeerHeader(peerType, flags, 0, peer, asn, "192.0.2.254", 0)
+}
+
+// openMsg builds an OPEN with 4-byte ASN support (unless as2) and the
+// given ADD-PATH modes.
+func openMsg(asn uint32, as2 bool, addPath map[bgp.RouteFamily]bgp.BGPAddPathMode) *bgp.BGPMessage {
+	caps := []bgp.ParameterCapabilityInterface{
+		bgp.NewCapMultiProtocol(bgp.RF_IPv4_UC),
+		bgp.NewCapMultiProtocol(bgp.RF_IPv6_UC),
+	}
+	myAS := uint16(asn)
+	if asn > 0xffff {
+		myAS = 23456
+	}
+	if !as2 {
+		caps = append(caps, bgp.NewCapFourOctetASNumber(asn))
+	}
+	var tuples []*bgp.CapAddPathTuple
+	for rf, mode := range addPath {
+		tuples = append(tuples, bgp.NewCapAddPathTuple(rf, mode))
+	}
+	if len(tuples) > 0 {
+		caps = append(caps, bgp.NewCapAddPath(tuples))
+	}
+	return bgp.NewBGPOpenMessage(myAS, 90, "192.0.2.254", []bgp.OptionParameterInterface{bgp.NewOptionParameterCapability(caps)})
+}
+
+type peerUpOpts struct {
+	sentAddPath, recvAddPath map[bgp.RouteFamily]bgp.BGPAddPathMode
+	as2                      bool
+}
+
+func peerUpMsg(t testing.TB, peer string, asn uint32, o peerUpOpts) []byte {
+	local := "192.0.2.254"
+	if strings.Contains(peer, ":") {
+		local = "2001:db8:ffff::fe"
+	}
+	return mustSerialize(t, bmp.NewBMPPeerUpNotification(peerHeader(0, 0, peer, asn), local, 179, 40000,
+		openMsg(65000, o.as2, o.sentAddPath), openMsg(asn, o.as2, o.recvAddPath)))
+}
+
+func peerDownMsg(t testing.TB, peer string, asn uint32) []byte {
+	return mustSerialize(t, bmp.NewBMPPeerDownNotification(peerHeader(0, 0, peer, asn), bmp.BMP_PEER_DOWN_REASON_REMOTE_NO_NOTIFICATION, nil, nil))
+}
+
+func statsMsg(t testing.TB, peer string, asn uint32) []byte {
+	return mustSerialize(t, bmp.NewBMPStatisticsReport(peerHeader(0, 0, peer, asn), []bmp.BMPStatsTLVInterface{
+		bmp.NewBMPStatsTLV32(bmp.BMP_STAT_TYPE_REJECTED, 3),
+		bmp.NewBMPStatsTLV64(bmp.BMP_STAT_TYPE_ADJ_RIB_IN, 1200),
+	}))
+}
+
+// route describes an UPDATE for rmMsg.
+type route struct {
+	announce  []string // prefixes, either family
+	withdraw  []string
+	path      []uint32 // one AS_SEQUENCE, 4-byte
+	pathIDs   []uint32 // per announced/withdrawn prefix, with ADD-PATH
+	extraAttr []bgp.PathAttributeInterface
+}
+
+func prefix(t testing.TB, s string, id uint32) bgp.AddrPrefixInterface {
+	p := netip.MustParsePrefix(s)
+	var a bgp.AddrPrefixInterface
+	if p.Addr().Is4() {
+		a = bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
+	} else {
+		a = bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
+	}
+	a.SetPathIdentifier(id)
+	a.SetPathLocalIdentifier(id) // what gobgp serializes
+	return a
+}
+
+func updateMsg(t testing.TB, r route) *bgp.BGPMessage {
+	var nlri4, wd4 []*bgp.IPAddrPrefix
+	var nlri6, wd6 []bgp.AddrPrefixInterface
+	id := func(i int) uint32 {
+		if i < len(r.pathIDs) {
+			return r.pathIDs[i]
+		}
+		return 0
+	}
+	for i, s := range r.announce {
+		switch p := prefix(t, s, id(i)).(type) {
+		case *bgp.IPAddrPrefix:
+			nlri4 = append(nlri4, p)
+		default:
+			nlri6 = append(nlri6, p)
+		}
+	}
+	for i, s := range r.withdraw {
+		switch p := prefix(t, s, id(i)).(type) {
+		case *bgp.IPAddrPrefix:
+			wd4 = append(wd4, p)
+		default:
+			wd6 = append(wd6, p)
+		}
+	}
+	var attrs []bgp.PathAttributeInterface
+	if len(r.announce) > 0 {
+		var segs []bgp.AsPathParamInterface
+		if len(r.path) > 0 {
+			segs = append(segs, bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, r.path))
+		}
+		attrs = append(attrs, bgp.NewPathAttributeOrigin(0), bgp.NewPathAttributeAsPath(segs))
+		if len(nlri4) > 0 {
+			attrs = append(attrs, bgp.NewPathAttributeNextHop("192.0.2.1"))
+		}
+		if len(nlri6) > 0 {
+			attrs = append(attrs, bgp.NewPathAttributeMpReachNLRI("2001:db8::1", nlri6))
+		}
+	}
+	if len(wd6) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeMpUnreachNLRI(wd6))
+	}
+	attrs = append(attrs, r.extraAttr...)
+	return bgp.NewBGPUpdateMessage(wd4, attrs, nlri4)
+}
+
+// rmMsg wraps a BGP message in Route Monitoring; addPath serializes
+// path ids for both families.
+func rmMsg(t testing.TB, h bmp.BMPPeerHeader, m *bgp.BGPMessage, addPath bool) []byte {
+	var opts []*bgp.MarshallingOption
+	if addPath {
+		opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.RouteFamily]bgp.BGPAddPathMode{
+			bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_SEND, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_SEND,
+		}})
+	}
+	payload, err := m.Serialize(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rmRaw(t, h, payload)
+}
+
+// rmRaw wraps raw BGP message bytes in Route Monitoring.
+func rmRaw(t testing.TB, h bmp.BMPPeerHeader, payload []byte) []byte {
+	m := bmp.NewBMPRouteMonitoring(h, nil)
+	m.Body.(*bmp.BMPRouteMonitoring).BGPUpdatePayload = payload
+	return mustSerialize(t, m)
+}
+
+func announceMsg(t testing.TB, peer string, asn uint32, flags uint8, r route) []byte {
+	return rmMsg(t, peerHeader(0, flags, peer, asn), updateMsg(t, r), false)
+}
+
+// harness feeds messages through one session's decoder and applier,
+// without sockets.
+type harness struct {
+	t   testing.TB
+	rib *rib.RIB
+	st  *Station
+	ss  *session
+	dec *decoder
+}
+
+func newHarness(t testing.TB) *harness {
+	r := rib.New(rib.Options{Keep: time.Minute})
+	t.Cleanup(r.Close)
+	st := &Station{rib: r, log: slog.New(slog.DiscardHandler), maxMessage: DefaultMaxMessageSize}
+	h := &harness{t: t, rib: r, st: st, dec: newDecoder(&st.c)}
+	h.ss = &session{st: st, remote: netip.MustParseAddrPort("127.0.0.1:40000")}
+	return h
+}
+
+// feed decodes and applies msgs one at a time; it returns the
+// Termination error, if any.
+func (h *harness) feed(msgs ...[]byte) error {
+	for _, m := range msgs {
+		ops, err := h.dec.decode(m, nil)
+		h.ss.apply(ops, err != nil)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *harness) end() { h.ss.apply(nil, true) }
+
+func (h *harness) origin(addr string) uint32 { return h.rib.Origin(netip.MustParseAddr(addr)) }
+
+func (h *harness) route(addr string) (rib.RouteInfo, bool) {
+	return h.rib.LookupRoute(netip.MustParseAddr(addr))
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,225 @@
+package rib
+
+import (
+	"math/bits"
+	"net/netip"
+
+	"github.com/gaissmai/bart"
+)
+
+// The table is split into shards by the first 16 bits of the address,
+// so a writer copies only the shards it changes. Inside a shard those
+// 16 bits are shifted out of every prefix (198.18.7.0/24 is stored in
+// shard 198.18 as 7.0.0.0/8), which saves two trie levels per lookup:
+// an IPv4 /24 is found at the first level. Prefixes shorter than /16
+// live unshifted in one table per family.
+
+// table is one shard. bart.Table (not bart.Fast) because its
+// copy-on-write inserts are several times cheaper, which keeps single
+// updates cheap, and it needs less memory.
+type table = bart.Table[entry]
+
+// group holds the shards that share the first octet.
+type group [256]*table
+
+type shardID uint32
+
+const (
+	v6Base      shardID = 1 << 16
+	short4ID    shardID = 2 << 16
+	short6ID    shardID = short4ID + 1
+	numFamilies         = 2
+)
+
+// family of a shard: 0 IPv4, 1 IPv6.
+func (id shardID) family() int {
+	switch {
+	case id == short4ID:
+		return 0
+	case id == short6ID:
+		return 1
+	}
+	return int(id >> 16)
+}
+
+// shardOf maps a masked prefix to its shard and the key stored there.
+func shardOf(p netip.Prefix) (shardID, netip.Prefix) {
+	a := p.Addr()
+	n := p.Bits()
+	if a.Is4() {
+		if n < 16 {
+			return short4ID, p
+		}
+		b := a.As4()
+		return shardID(b[0])<<8 | shardID(b[1]), netip.PrefixFrom(netip.AddrFrom4([4]byte{b[2], b[3]}), n-16)
+	}
+	if n < 16 {
+		return short6ID, p
+	}
+	b := a.As16()
+	id := v6Base | shardID(b[0])<<8 | shardID(b[1])
+	copy(b[:], b[2:])
+	b[14], b[15] = 0, 0
+	return id, netip.PrefixFrom(netip.AddrFrom16(b), n-16)
+}
+
+// prefixOf inverts shardOf.
+func prefixOf(id shardID, key netip.Prefix) netip.Prefix {
+	switch {
+	case id == short4ID || id == short6ID:
+		return key
+	case id < v6Base:
+		k := key.Addr().As4()
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(id >> 8), byte(id), k[0], k[1]}), key.Bits()+16)
+	default:
+		k := key.Addr().As16()
+		var b [16]byte
+		b[0], b[1] = byte(id>>8), byte(id)
+		copy(b[2:], k[:14])
+		return netip.PrefixFrom(netip.AddrFrom16(b), key.Bits()+16)
+	}
+}
+
+// Origin returns the origin ASN of the best route for the longest
+// prefix matching a, or 0 when no route matches or the origin is
+// unknown (trailing AS_SET). It never waits.
+func (r *RIB) Origin(a netip.Addr) uint32 {
+	if r == nil {
+		return 0
+	}
+	s := r.cur.Load()
+	if a.Is4() {
+		b := a.As4()
+		if g := s.v4[b[0]]; g != nil {
+			if t := g[b[1]]; t != nil {
+				if e, ok := t.Lookup(netip.AddrFrom4([4]byte{b[2], b[3]})); ok {
+					return e.origin
+				}
+			}
+		}
+		if s.short4 != nil {
+			e, _ := s.short4.Lookup(a)
+			return e.origin
+		}
+		return 0
+	}
+	e, _ := s.lookup6(a)
+	return e.origin
+}
+
+func (s *snapshot) lookup6(a netip.Addr) (entry, bool) {
+	if !a.Is6() {
+		return entry{}, false // the zero Addr
+	}
+	if a.Is4In6() {
+		_, e, ok := s.lookupPrefix(a.Unmap())
+		return e, ok
+	}
+	b := a.As16()
+	if g := s.v6[b[0]]; g != nil {
+		if t := g[b[1]]; t != nil {
+			copy(b[:], b[2:])
+			b[14], b[15] = 0, 0
+			if e, ok := t.Lookup(netip.AddrFrom16(b)); ok {
+				return e, true
+			}
+		}
+	}
+	if s.short6 != nil {
+		return s.short6.Lookup(a)
+	}
+	return entry{}, false
+}
+
+// lookupPrefix is the longest-prefix match that also returns the
+// matched prefix.
+func (s *snapshot) lookupPrefix(a netip.Addr) (netip.Prefix, entry, bool) {
+	a = a.Unmap().WithZone("")
+	if !a.IsValid() {
+		return netip.Prefix{}, entry{}, false
+	}
+	full := netip.PrefixFrom(a, a.BitLen())
+	id, key := shardOf(full)
+	if t := s.table(id); t != nil {
+		if p, e, ok := t.LookupPrefixLPM(key); ok {
+			return prefixOf(id, p), e, true
+		}
+	}
+	short := short4ID
+	if a.Is6() {
+		short = short6ID
+	}
+	if t := s.table(short); t != nil {
+		if p, e, ok := t.LookupPrefixLPM(full); ok {
+			return p, e, true
+		}
+	}
+	return netip.Prefix{}, entry{}, false
+}
+
+func (s *snapshot) table(id shardID) *table {
+	switch id {
+	case short4ID:
+		return s.short4
+	case short6ID:
+		return s.short6
+	}
+	groups := &s.v4
+	if id >= v6Base {
+		groups = &s.v6
+	}
+	if g := groups[byte(id>>8)]; g != nil {
+		return g[byte(id)]
+	}
+	return nil
+}
+
+// shardSet is a set of shards (a peer's, to find its routes fast).
+type shardSet struct {
+	bits  [numFamilies][]uint64 // 65536 bits per family, allocated on first use
+	short uint8                 // bit per family: the short table
+}
+
+func (s *shardSet) add(id shardID) {
+	switch id {
+	case short4ID:
+		s.short |= 1
+		return
+	case short6ID:
+		s.short |= 2
+		return
+	}
+	f, v := id>>16, id&0xffff
+	if s.bits[f] == nil {
+		s.bits[f] = make([]uint64, 1<<16/64)
+	}
+	s.bits[f][v>>6] |= 1 << (v & 63)
+}
+
+// list returns the shards of families fams (bit 0 IPv4, bit 1 IPv6).
+func (s *shardSet) list(fams uint8) []shardID {
+	var ids []shardID
+	for f := range numFamilies {
+		if fams&(1<<f) == 0 {
+			continue
+		}
+		for w, word := range s.bits[f] {
+			for ; word != 0; word &= word - 1 {
+				ids = append(ids, shardID(f)<<16|shardID(w*64+bits.TrailingZeros64(word)))
+			}
+		}
+		if s.short&(1<<f) != 0 {
+			ids = append(ids, short4ID+shardID(f))
+		}
+	}
+	return ids
+}
+
+func (s *shardSet) clear(fams uint8) {
+	for f := range numFamilies {
+		if fams&(1<<f) != 0 {
+			s.bits[f] = nil
+			s.short &^= 1 << f
+		}
+	}
+}

@@ -1,0 +1,430 @@
+// Package ipfix exports ended flows to one IPFIX collector over UDP
+// (RFC 7011), with an encoder of our own: templates for IPv4 and IPv6
+// flows, an options record carrying the sampling rate and options records
+// naming the attached interfaces.
+package ipfix
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stepbrobd/rfm/internal/flow"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultObservationDomainID = 1
+	DefaultTemplateRefresh     = 60 * time.Second
+	DefaultMaxMessageSize      = 1400
+	DefaultQueueSize           = 65536
+)
+
+const (
+	// flushInterval bounds how long a record waits in a partly filled
+	// message before it is sent.
+	flushInterval = time.Second
+	// writeTimeout bounds one send, so a full socket buffer costs an
+	// error instead of a stalled sender.
+	writeTimeout = time.Second
+	// closeTimeout bounds the final flush in Close.
+	closeTimeout = 2 * time.Second
+	// warnInterval spaces out warnings about failing sends.
+	warnInterval = time.Minute
+)
+
+// Config configures an Exporter. Zero fields take the defaults above.
+type Config struct {
+	Collector           string // collector host:port, resolved once in New
+	Bind                string // local host:port for the socket; "" lets the kernel choose
+	ObservationDomainID uint32
+	TemplateRefresh     time.Duration // templates and options are resent this often
+	MaxMessageSize      int           // bytes per UDP payload, 512..65507
+	SampleRate          uint32        // initial 1-in-N sampling rate, 0 means 1
+	QueueSize           int           // records waiting for the sender before drops
+}
+
+// Interface names one attached interface for the interface options record.
+type Interface struct {
+	Index       uint32
+	Name        string
+	Description string
+}
+
+// Exporter sends flow records to one IPFIX collector. It implements
+// flow.Sink and prometheus.Collector. ExportFlows only queues; one sender
+// goroutine encodes and sends.
+type Exporter struct {
+	log      *slog.Logger
+	conn     *net.UDPConn
+	local    netip.AddrPort
+	remote   netip.AddrPort
+	domainID uint32
+	refresh  time.Duration
+	limit    int
+
+	mu            sync.Mutex
+	queue         []flowEntry // records waiting for the sender, at most limit
+	closed        bool
+	sampleRate    uint32
+	rateChanged   bool
+	interfaces    []Interface // replaced, never modified in place
+	ifacesChanged bool
+
+	wake      chan struct{} // capacity 1: something is waiting for the sender
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	records  atomic.Uint64
+	messages atomic.Uint64
+	dropped  atomic.Uint64
+	errs     atomic.Uint64
+
+	// Owned by the sender goroutine.
+	msg           *message
+	spare         []flowEntry
+	sequence      uint32 // data records sent before the current message
+	templatesDue  bool
+	nextRefresh   time.Time
+	lastWarn      time.Time
+	errsSinceWarn uint64
+
+	recordsDesc, messagesDesc, droppedDesc, errorsDesc *prometheus.Desc
+}
+
+var _ flow.Sink = (*Exporter)(nil)
+
+// New resolves the collector, opens the exporter's UDP socket (its source
+// port stays the same for the life of the Exporter, since collectors key
+// templates by exporter address and port) and starts the sender.
+func New(cfg Config, log *slog.Logger) (*Exporter, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ObservationDomainID == 0 {
+		cfg.ObservationDomainID = DefaultObservationDomainID
+	}
+	if cfg.TemplateRefresh == 0 {
+		cfg.TemplateRefresh = DefaultTemplateRefresh
+	}
+	if cfg.TemplateRefresh < 0 {
+		return nil, fmt.Errorf("ipfix: template_refresh %s must be positive", cfg.TemplateRefresh)
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.MaxMessageSize < minMessageSize || cfg.MaxMessageSize > maxMessageSizeLimit {
+		return nil, fmt.Errorf("ipfix: max_message_size %d out of range %d..%d", cfg.MaxMessageSize, minMessageSize, maxMessageSizeLimit)
+	}
+	if cfg.SampleRate == 0 {
+		cfg.SampleRate = 1
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+
+	raddr, err := net.ResolveUDPAddr("udp", cfg.Collector)
+	if err != nil {
+		return nil, fmt.Errorf("ipfix: collector %q: %w", cfg.Collector, err)
+	}
+	if raddr.IP == nil || raddr.IP.IsUnspecified() || raddr.Port == 0 {
+		return nil, fmt.Errorf("ipfix: collector %q: need a host and a non-zero port", cfg.Collector)
+	}
+	var laddr *net.UDPAddr
+	if cfg.Bind != "" {
+		laddr, err = net.ResolveUDPAddr("udp", cfg.Bind)
+		if err != nil {
+			return nil, fmt.Errorf("ipfix: bind %q: %w", cfg.Bind, err)
+		}
+	}
+	// A connected socket fixes the 4-tuple (so the datapath can exclude
+	// exactly it) and reports ICMP port unreachable as ECONNREFUSED on a
+	// later send, which tells us a collector may have lost our templates.
+	conn, err := net.DialUDP("udp", laddr, raddr)
+	if err != nil {
+		return nil, fmt.Errorf("ipfix: socket from bind %q to collector %q: %w", cfg.Bind, cfg.Collector, err)
+	}
+
+	e := &Exporter{
+		log:        log,
+		conn:       conn,
+		local:      addrPort(conn.LocalAddr()),
+		remote:     addrPort(conn.RemoteAddr()),
+		domainID:   cfg.ObservationDomainID,
+		refresh:    cfg.TemplateRefresh,
+		limit:      cfg.QueueSize,
+		sampleRate: cfg.SampleRate,
+		wake:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		msg:        newMessage(cfg.MaxMessageSize),
+		recordsDesc: prometheus.NewDesc("rfm_ipfix_records_total",
+			"Flow records sent to the IPFIX collector.", nil, nil),
+		messagesDesc: prometheus.NewDesc("rfm_ipfix_messages_total",
+			"IPFIX messages sent to the collector.", nil, nil),
+		droppedDesc: prometheus.NewDesc("rfm_ipfix_dropped_records_total",
+			"Flow records not exported because the queue was full or the send failed.", nil, nil),
+		errorsDesc: prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.",
+			nil, prometheus.Labels{"subsystem": "ipfix"}),
+	}
+	e.templatesDue = true
+	go e.run()
+	log.Debug("ipfix exporter started", "local", e.local, "collector", e.remote, "observation_domain_id", e.domainID)
+	return e, nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := u.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// LocalAddr is the socket's source address and port (IPv4 unmapped).
+func (e *Exporter) LocalAddr() netip.AddrPort { return e.local }
+
+// RemoteAddr is the collector's resolved address and port (IPv4 unmapped).
+func (e *Exporter) RemoteAddr() netip.AddrPort { return e.remote }
+
+// ExportFlows queues records for the sender and never blocks: records that
+// do not fit in the queue are dropped and counted.
+func (e *Exporter) ExportFlows(recs []flow.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	e.mu.Lock()
+	n := 0
+	if !e.closed {
+		n = min(len(recs), e.limit-len(e.queue))
+		for i := range n {
+			e.queue = append(e.queue, entryFromRecord(&recs[i]))
+		}
+	}
+	e.mu.Unlock()
+	if n < len(recs) {
+		e.dropped.Add(uint64(len(recs) - n))
+	}
+	if n > 0 {
+		e.notify()
+	}
+}
+
+// SetSampleRate changes the sampling rate in the options record and sends
+// the record at once.
+func (e *Exporter) SetSampleRate(rate uint32) {
+	if rate == 0 {
+		rate = 1
+	}
+	e.mu.Lock()
+	e.sampleRate = rate
+	e.rateChanged = true
+	e.mu.Unlock()
+	e.notify()
+}
+
+// SetInterfaces replaces the attached interfaces and sends their options
+// records at once; they are resent with every template refresh.
+func (e *Exporter) SetInterfaces(ifaces []Interface) {
+	list := append([]Interface(nil), ifaces...)
+	e.mu.Lock()
+	e.interfaces = list
+	e.ifacesChanged = true
+	e.mu.Unlock()
+	e.notify()
+}
+
+func (e *Exporter) notify() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close sends what is queued, then closes the socket. The final flush is
+// bounded by a short timeout.
+func (e *Exporter) Close() error {
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+		close(e.stop)
+		select {
+		case <-e.done:
+		case <-time.After(closeTimeout):
+			e.log.Warn("ipfix: final flush timed out", "collector", e.remote)
+		}
+		// Closing the socket also ends a send stuck past the timeout.
+		if err := e.conn.Close(); err != nil {
+			e.closeErr = fmt.Errorf("ipfix: close socket to %s: %w", e.remote, err)
+		}
+		<-e.done
+	})
+	return e.closeErr
+}
+
+func (e *Exporter) run() {
+	defer close(e.done)
+	tick := time.NewTicker(flushInterval)
+	defer tick.Stop()
+	e.step(time.Now(), true) // templates and options go out at start
+	for {
+		select {
+		case <-e.wake:
+			e.step(time.Now(), false)
+		case now := <-tick.C:
+			e.step(now, true)
+		case <-e.stop:
+			e.step(time.Now(), true)
+			return
+		}
+	}
+}
+
+// step takes what was queued, sends options that changed, encodes the
+// queued records and, when flush is set, sends the partly filled message.
+func (e *Exporter) step(now time.Time, flush bool) {
+	e.mu.Lock()
+	batch := e.queue
+	e.queue = e.spare[:0]
+	rate, rateChanged := e.sampleRate, e.rateChanged
+	ifaces, ifacesChanged := e.interfaces, e.ifacesChanged
+	e.rateChanged, e.ifacesChanged = false, false
+	e.mu.Unlock()
+
+	refreshDue := !now.Before(e.nextRefresh)
+	switch {
+	case refreshDue || ((rateChanged || ifacesChanged) && e.templatesDue):
+		e.sendTemplates(now, rate, ifaces)
+	case rateChanged || ifacesChanged:
+		// Records already in the message were sampled at the old rate and
+		// goflow2 applies the rate found in a message to all of its flows,
+		// so the partly filled message goes out first.
+		e.send()
+		if rateChanged {
+			e.msg.addSampling(e.domainID, rate)
+		}
+		if ifacesChanged {
+			e.addInterfaces(ifaces)
+		}
+		e.send()
+	}
+
+	// IPv4 first, then IPv6: a message then holds at most two data sets
+	// instead of a new set each time the family changes.
+	for _, v4 := range [2]bool{true, false} {
+		for i := range batch {
+			if batch[i].v4 == v4 {
+				e.addFlow(now, &batch[i], rate, ifaces)
+			}
+		}
+	}
+	e.spare = batch[:0]
+
+	if flush {
+		e.send()
+	}
+}
+
+// sendTemplates sends what is in the current message, then all templates
+// and options records in messages of their own. Data records never share a
+// message with them, so a data record always fits in the next message.
+func (e *Exporter) sendTemplates(now time.Time, rate uint32, ifaces []Interface) {
+	e.send()
+	e.templatesDue = false
+	e.nextRefresh = now.Add(e.refresh)
+	e.msg.addTemplates()
+	e.msg.addSampling(e.domainID, rate)
+	e.addInterfaces(ifaces)
+	e.send()
+}
+
+func (e *Exporter) addInterfaces(ifaces []Interface) {
+	for i := range ifaces {
+		if !e.msg.addInterface(&ifaces[i]) {
+			e.send()
+			e.msg.addInterface(&ifaces[i])
+		}
+	}
+}
+
+// addFlow adds one record, sending the current message when it is full.
+// Before a new data message, templates and options go out if they are
+// due: by the refresh interval, or after a send error (the collector may
+// have restarted and forgotten them). Checking only there bounds resends
+// to one templates message per data message while a collector is absent.
+func (e *Exporter) addFlow(now time.Time, f *flowEntry, rate uint32, ifaces []Interface) {
+	if !e.msg.empty() {
+		if e.msg.addFlow(f) {
+			return
+		}
+		e.send()
+	}
+	if e.templatesDue || !now.Before(e.nextRefresh) {
+		e.sendTemplates(now, rate, ifaces)
+	}
+	e.msg.addFlow(f) // fits: the message is empty
+}
+
+// send finishes and sends the current message, if it holds anything. The
+// sequence number advances even when the send fails: those records are
+// lost, and the gap tells the collector so.
+func (e *Exporter) send() {
+	if e.msg.empty() {
+		return
+	}
+	now := time.Now()
+	b := e.msg.finish(uint32(now.Unix()), e.sequence, e.domainID)
+	e.sequence += e.msg.dataRecords
+	flows := uint64(e.msg.flowRecords)
+	err := e.conn.SetWriteDeadline(now.Add(writeTimeout))
+	if err == nil {
+		_, err = e.conn.Write(b)
+	}
+	e.msg.reset()
+	if err != nil {
+		e.errs.Add(1)
+		e.dropped.Add(flows)
+		// Whatever the cause, the collector may be new and know no
+		// templates: send them before the next data.
+		e.templatesDue = true
+		// An absent collector fails every other send (ECONNREFUSED comes
+		// from the ICMP the previous datagram caused): warn once a minute
+		// at most, the counter tells the rest.
+		e.errsSinceWarn++
+		if now.Sub(e.lastWarn) >= warnInterval {
+			e.log.Warn("ipfix: sending to the collector failed",
+				"collector", e.remote, "err", err, "failures", e.errsSinceWarn)
+			e.lastWarn = now
+			e.errsSinceWarn = 0
+		}
+		return
+	}
+	e.messages.Add(1)
+	e.records.Add(flows)
+}
+
+// Describe implements prometheus.Collector.
+func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	ch <- e.recordsDesc
+	ch <- e.messagesDesc
+	ch <- e.droppedDesc
+	ch <- e.errorsDesc
+}
+
+// Collect implements prometheus.Collector.
+func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(e.recordsDesc, prometheus.CounterValue, float64(e.records.Load()))
+	ch <- prometheus.MustNewConstMetric(e.messagesDesc, prometheus.CounterValue, float64(e.messages.Load()))
+	ch <- prometheus.MustNewConstMetric(e.droppedDesc, prometheus.CounterValue, float64(e.dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(e.errorsDesc, prometheus.CounterValue, float64(e.errs.Load()))
+}

@@ -1,0 +1,162 @@
+// Package prom exports interface counters and rolled-up flows as
+// Prometheus metrics, read at scrape time from the datapath and the flow
+// table.
+package prom
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/internal/flow"
+)
+
+// Datapath is what the exporter reads from the kernel side.
+type Datapath interface {
+	Counters() ([]datapath.Counters, error)
+	Stats() (datapath.Stats, error)
+	DecodeErrors() uint64
+	Interfaces() []datapath.Interface
+}
+
+// Flows is what the exporter reads from the flow table.
+type Flows interface {
+	Rollup(fn func(k flow.RollupKey, sampledPackets, sampledBytes uint64))
+	Active() int
+	Capacity() int
+	ForcedEvictions() uint64
+}
+
+// Collector implements prometheus.Collector for the core metrics.
+type Collector struct {
+	dp         Datapath
+	flows      Flows
+	sampleRate func() uint32
+	mapErrors  atomic.Uint64 // failed BPF map reads during scrapes
+}
+
+// New returns a collector; sampleRate reports the current 1-in-N rate
+// used to scale sampled counts into estimates.
+func New(dp Datapath, flows Flows, sampleRate func() uint32) *Collector {
+	return &Collector{dp: dp, flows: flows, sampleRate: sampleRate}
+}
+
+var (
+	ifaceLabels = []string{"ifname", "family"}
+	flowLabels  = []string{"ifname", "direction", "proto", "src_asn", "dst_asn", "src_city", "dst_city"}
+
+	rxBytes   = prometheus.NewDesc("rfm_interface_rx_bytes_total", "Bytes received (TC ingress), counted in the kernel for every packet.", ifaceLabels, nil)
+	txBytes   = prometheus.NewDesc("rfm_interface_tx_bytes_total", "Bytes sent (TC egress), counted in the kernel for every packet.", ifaceLabels, nil)
+	rxPackets = prometheus.NewDesc("rfm_interface_rx_packets_total", "Packets received (TC ingress), counted in the kernel.", ifaceLabels, nil)
+	txPackets = prometheus.NewDesc("rfm_interface_tx_packets_total", "Packets sent (TC egress), counted in the kernel.", ifaceLabels, nil)
+
+	flowBytes          = prometheus.NewDesc("rfm_flow_bytes", "Estimated L3 bytes of active flows (sampled bytes times sample_rate).", flowLabels, nil)
+	flowPackets        = prometheus.NewDesc("rfm_flow_packets", "Estimated packets of active flows (sampled packets times sample_rate).", flowLabels, nil)
+	flowSampledBytes   = prometheus.NewDesc("rfm_flow_sampled_bytes", "Sampled L3 bytes of active flows, before scaling.", flowLabels, nil)
+	flowSampledPackets = prometheus.NewDesc("rfm_flow_sampled_packets", "Sampled packets of active flows, before scaling.", flowLabels, nil)
+
+	activeFlows     = prometheus.NewDesc("rfm_collector_active_flows", "Flows held in the flow table.", nil, nil)
+	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; 0 = unlimited).", nil, nil)
+	droppedEvents   = prometheus.NewDesc("rfm_collector_dropped_events_total", "Sampled packets lost because the ring buffer was full.", nil, nil)
+	forcedEvictions = prometheus.NewDesc("rfm_collector_forced_evictions_total", "Flows evicted early because the flow table was full.", nil, nil)
+	malformed       = prometheus.NewDesc("rfm_datapath_malformed_packets_total", "Sampled packets not reported as flows because their headers were truncated or invalid.", nil, nil)
+	sampleRateDesc  = prometheus.NewDesc("rfm_sample_rate", "Current 1-in-N packet sampling rate.", nil, nil)
+	attachedDesc    = prometheus.NewDesc("rfm_interface_attached", "1 for every interface the datapath is attached to.", []string{"ifname"}, nil)
+
+	bpfMapErrors  = prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.", nil, prometheus.Labels{"subsystem": "bpf_map"})
+	ringbufErrors = prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.", nil, prometheus.Labels{"subsystem": "ring_buffer"})
+)
+
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, flowBytes, flowPackets,
+		flowSampledBytes, flowSampledPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions,
+		malformed, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors} {
+		ch <- d
+	}
+}
+
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	names := map[uint32]string{}
+	for _, i := range c.dp.Interfaces() {
+		names[uint32(i.Index)] = i.Name
+		ch <- prometheus.MustNewConstMetric(attachedDesc, prometheus.GaugeValue, 1, i.Name)
+	}
+	c.collectInterfaces(ch)
+
+	rate := float64(c.sampleRate())
+	ch <- prometheus.MustNewConstMetric(sampleRateDesc, prometheus.GaugeValue, rate)
+	c.flows.Rollup(func(k flow.RollupKey, pkts, bytes uint64) {
+		name, ok := names[k.Ifindex]
+		if !ok {
+			name = strconv.FormatUint(uint64(k.Ifindex), 10)
+		}
+		lv := []string{name, k.Dir.String(), ProtoName(k.Proto), asnLabel(k.SrcASN), asnLabel(k.DstASN), k.SrcCity, k.DstCity}
+		ch <- prometheus.MustNewConstMetric(flowSampledPackets, prometheus.GaugeValue, float64(pkts), lv...)
+		ch <- prometheus.MustNewConstMetric(flowSampledBytes, prometheus.GaugeValue, float64(bytes), lv...)
+		ch <- prometheus.MustNewConstMetric(flowPackets, prometheus.GaugeValue, float64(pkts)*rate, lv...)
+		ch <- prometheus.MustNewConstMetric(flowBytes, prometheus.GaugeValue, float64(bytes)*rate, lv...)
+	})
+
+	ch <- prometheus.MustNewConstMetric(activeFlows, prometheus.GaugeValue, float64(c.flows.Active()))
+	ch <- prometheus.MustNewConstMetric(maxFlows, prometheus.GaugeValue, float64(c.flows.Capacity()))
+	ch <- prometheus.MustNewConstMetric(forcedEvictions, prometheus.CounterValue, float64(c.flows.ForcedEvictions()))
+	if st, err := c.dp.Stats(); err == nil {
+		ch <- prometheus.MustNewConstMetric(droppedEvents, prometheus.CounterValue, float64(st.RingDrops))
+		ch <- prometheus.MustNewConstMetric(malformed, prometheus.CounterValue, float64(st.Malformed))
+	} else {
+		c.mapErrors.Add(1)
+	}
+	ch <- prometheus.MustNewConstMetric(bpfMapErrors, prometheus.CounterValue, float64(c.mapErrors.Load()))
+	ch <- prometheus.MustNewConstMetric(ringbufErrors, prometheus.CounterValue, float64(c.dp.DecodeErrors()))
+}
+
+func (c *Collector) collectInterfaces(ch chan<- prometheus.Metric) {
+	counters, err := c.dp.Counters()
+	if err != nil {
+		c.mapErrors.Add(1)
+		return
+	}
+	for _, ct := range counters {
+		bytesDesc, pktDesc := rxBytes, rxPackets
+		if ct.Dir == datapath.Egress {
+			bytesDesc, pktDesc = txBytes, txPackets
+		}
+		for f := datapath.FamilyOther; f <= datapath.FamilyIPv6; f++ {
+			ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(ct.Bytes[f]), ct.Name, f.String())
+			ch <- prometheus.MustNewConstMetric(pktDesc, prometheus.CounterValue, float64(ct.Packets[f]), ct.Name, f.String())
+		}
+	}
+}
+
+func asnLabel(asn uint32) string {
+	if asn == 0 {
+		return ""
+	}
+	return strconv.FormatUint(uint64(asn), 10)
+}
+
+// ProtoName is the proto label: the usual lowercase name for common IP
+// protocols, the decimal number otherwise.
+func ProtoName(p uint8) string {
+	switch p {
+	case 1:
+		return "icmp"
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 47:
+		return "gre"
+	case 50:
+		return "esp"
+	case 58:
+		return "icmpv6"
+	case 132:
+		return "sctp"
+	case 136:
+		return "udplite"
+	}
+	return strconv.Itoa(int(p))
+}

@@ -1,0 +1,185 @@
+package flow
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/stepbrobd/rfm/internal/datapath"
+)
+
+// benchFlows returns n distinct flow templates: a mix of IPv4 (3/4) and
+// IPv6 from the documentation/benchmark ranges, random ports, both
+// directions, a few interfaces and protocols.
+func benchFlows(n int, rng *rand.Rand) []datapath.Event {
+	seen := make(map[Key]bool, n)
+	flows := make([]datapath.Event, 0, n)
+	for len(flows) < n {
+		var ev datapath.Event
+		if rng.IntN(4) != 0 {
+			// 198.18.0.0/15, v4-mapped
+			ev.Src = v4mapped(198, 18+byte(rng.IntN(2)), byte(rng.IntN(256)), byte(rng.IntN(256)))
+			ev.Dst = v4mapped(198, 18+byte(rng.IntN(2)), byte(rng.IntN(256)), byte(rng.IntN(256)))
+		} else {
+			ev.Src = v6doc(rng.Uint64())
+			ev.Dst = v6doc(rng.Uint64())
+		}
+		ev.Ifindex = uint32(2 + rng.IntN(4))
+		ev.Dir = datapath.Direction(rng.IntN(2))
+		ev.Proto = []uint8{6, 17, 6, 6, 1}[rng.IntN(5)]
+		ev.SrcPort = uint16(rng.IntN(65536))
+		ev.DstPort = uint16(rng.IntN(65536))
+		ev.Len = uint32(64 + rng.IntN(1400))
+		k := keyOfEvent(&ev)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		flows = append(flows, ev)
+	}
+	return flows
+}
+
+func v4mapped(a, b, c, d byte) [16]byte {
+	return [16]byte{10: 0xff, 11: 0xff, 12: a, 13: b, 14: c, 15: d}
+}
+
+func v6doc(low uint64) [16]byte {
+	a := [16]byte{0: 0x20, 1: 0x01, 2: 0x0d, 3: 0xb8}
+	for i := range 8 {
+		a[8+i] = byte(low >> (8 * i))
+	}
+	return a
+}
+
+func keyOfEvent(ev *datapath.Event) Key {
+	return Key{Src: ev.Src, Dst: ev.Dst, Ifindex: ev.Ifindex, SrcPort: ev.SrcPort,
+		DstPort: ev.DstPort, Proto: ev.Proto, Dir: ev.Dir}
+}
+
+// benchEvents draws count events uniformly from flows (the worst case for
+// caches: no temporal locality) with increasing timestamps.
+func benchEvents(flows []datapath.Event, count int, rng *rand.Rand) []datapath.Event {
+	evs := make([]datapath.Event, count)
+	for i := range evs {
+		evs[i] = flows[rng.IntN(len(flows))]
+		evs[i].BootNs = uint64(1e9 + i)
+	}
+	return evs
+}
+
+// BenchmarkUpdateBatch measures the collector hot path: batches of
+// BatchSize events for flows already in the table. One op is one event.
+func BenchmarkUpdateBatch(b *testing.B) {
+	for _, n := range []int{1 << 10, 1 << 16, 1 << 20} {
+		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, uint64(n)))
+			flows := benchFlows(n, rng)
+			evs := benchEvents(flows, max(4*n, 1<<20), rng)
+			t := NewTable(Options{MaxFlows: n})
+			t.UpdateBatch(flows) // every flow exists: measure updates
+			b.ReportAllocs()
+			b.ResetTimer()
+			off := 0
+			for done := 0; done < b.N; done += BatchSize {
+				m := min(BatchSize, b.N-done)
+				if off+m > len(evs) {
+					off = 0
+				}
+				t.UpdateBatch(evs[off : off+m])
+				off += m
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			if t.Active() != n {
+				b.Fatalf("active = %d, want %d", t.Active(), n)
+			}
+		})
+	}
+}
+
+// BenchmarkUpdateBatchChurn measures a full table where most events start
+// a new flow and force out the oldest one (a scan or flood).
+func BenchmarkUpdateBatchChurn(b *testing.B) {
+	const tableSize = 1 << 16
+	rng := rand.New(rand.NewPCG(2, 2))
+	flows := benchFlows(1<<20, rng)
+	evs := benchEvents(flows, 1<<21, rng)
+	t := NewTable(Options{MaxFlows: tableSize})
+	t.UpdateBatch(evs[:1<<20])
+	b.ReportAllocs()
+	b.ResetTimer()
+	off := 0
+	for done := 0; done < b.N; done += BatchSize {
+		m := min(BatchSize, b.N-done)
+		if off+m > len(evs) {
+			off = 0
+		}
+		t.UpdateBatch(evs[off : off+m])
+		off += m
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRollup measures the Prometheus scrape path over 65,536 flows:
+// "routerlike" has the remote side spread over 256 ASNs (a few cities
+// each) and the local side fixed, a few thousand groups; "distinct" gives
+// nearly every flow its own group, the worst case.
+func BenchmarkRollup(b *testing.B) {
+	const n = 1 << 16
+	for _, enr := range []struct {
+		name string
+		e    Enricher
+	}{{"routerlike", routerEnricher{}}, {"distinct", &benchEnricher{}}} {
+		b.Run(enr.name, func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(3, 3))
+			flows := benchFlows(n, rng)
+			t := NewTable(Options{MaxFlows: n, Enricher: enr.e})
+			t.UpdateBatch(flows)
+			t.Rollup(func(RollupKey, uint64, uint64) {}) // size the buffers
+			b.ReportAllocs()
+			groups := 0
+			for b.Loop() {
+				groups = 0
+				t.Rollup(func(RollupKey, uint64, uint64) { groups++ })
+			}
+			b.ReportMetric(float64(groups), "groups")
+		})
+	}
+}
+
+// routerEnricher labels the remote side of a flow with one of 256 ASNs
+// and one of 4 cities per ASN; the local side is unknown (own network).
+type routerEnricher struct{}
+
+func (routerEnricher) Enrich(src, dst netip.Addr) Labels {
+	r := src.As16()
+	asn := 64512 + uint32(r[15])
+	return Labels{SrcASN: asn, SrcCity: benchCities[(r[15]+r[14]%4)%16]}
+}
+
+func (routerEnricher) Generation() uint64 { return 1 }
+
+// benchEnricher spreads flows over 64 ASNs and 16 cities per side,
+// derived from the address bytes, about what a busy router sees.
+type benchEnricher struct{}
+
+var benchCities = func() []string {
+	c := make([]string, 16)
+	for i := range c {
+		c[i] = fmt.Sprintf("City %d", i)
+	}
+	return c
+}()
+
+func (*benchEnricher) Enrich(src, dst netip.Addr) Labels {
+	s, d := src.As16(), dst.As16()
+	return Labels{
+		SrcASN:  64512 + uint32(s[15]%64),
+		DstASN:  64512 + uint32(d[15]%64),
+		SrcCity: benchCities[s[14]%16],
+		DstCity: benchCities[d[14]%16],
+	}
+}
+
+func (*benchEnricher) Generation() uint64 { return 1 }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the rfm test suite needs (Debian/Ubuntu, as root) and runs
+# every test against the real kernel. Usage: sudo bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "scripts/test.sh: run as root (the tests load BPF programs and create network namespaces)" >&2
+	exit 1
+fi
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+if ! command -v go >/dev/null; then
+	echo "scripts/test.sh: Go 1.25 or newer is required (https://go.dev/doc/install)" >&2
+	exit 1
+fi
+
+need=()
+for pair in clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 ethtool:ethtool \
+	nfcapd:nfdump tshark:tshark gobgpd:gobgpd /usr/lib/frr/bgpd:frr promtool:prometheus; do
+	bin=${pair%%:*} pkg=${pair#*:}
+	if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then need+=("$pkg"); fi
+done
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "installing: ${need[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "== BPF object matches bpf/rfm.c"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cp internal/datapath/rfm_bpfel.o "$tmp/committed.o"
+go generate ./internal/datapath
+if ! cmp -s internal/datapath/rfm_bpfel.o "$tmp/committed.o"; then
+	echo "internal/datapath/rfm_bpfel.o is stale: run 'go generate ./internal/datapath' and commit it" >&2
+	exit 1
+fi
+
+echo "== gofmt and go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change: $unformatted" >&2
+	exit 1
+fi
+go vet ./...
+
+echo "== go test"
+go test -count=1 -timeout 30m ./...
