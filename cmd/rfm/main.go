@@ -1,0 +1,84 @@
+// Command rfm is the router flow monitor: `rfm agent` attaches eBPF
+// programs to interfaces and serves flow metrics.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stepbrobd/rfm/internal/agent"
+	"github.com/stepbrobd/rfm/internal/config"
+)
+
+func main() {
+	if err := rootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "rfm: "+firstLine(err.Error()))
+		os.Exit(1)
+	}
+}
+
+// firstLine keeps user-facing errors on one line.
+func firstLine(s string) string {
+	return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
+}
+
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "rfm",
+		Short: "Router flow monitor: eBPF packet counters, sampled flows, Prometheus and IPFIX export",
+		Long: `rfm attaches eBPF TC programs to a Linux router's interfaces, counts every
+packet per interface, direction and family, samples 1 in N packets into
+flows, optionally labels them with ASNs and cities (MMDB files, BMP-fed
+RIB), and exports Prometheus metrics and IPFIX.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(agentCommand(), versionCommand())
+	return root
+}
+
+func agentCommand() *cobra.Command {
+	var path, level string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the flow monitoring agent",
+		Long: `Run the agent in the foreground: load and validate the config, attach to the
+configured interfaces, and serve metrics until SIGINT or SIGTERM. On exit
+every active flow is exported and all programs are detached.
+
+Needs root, or CAP_BPF + CAP_NET_ADMIN (+ CAP_PERFMON on some kernels).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lv slog.Level
+			if err := lv.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return agent.Run(ctx, path, log)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "path of the TOML config file")
+	cmd.Flags().StringVar(&level, "log-level", "warn", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the rfm version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Printf("rfm %s (%s %s/%s)\n", agent.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		},
+	}
+}
