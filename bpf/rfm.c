@@ -51,7 +51,10 @@ struct rfm_config {
 	__u8 exclude_dst[16];
 	__u16 exclude_sport; // host order
 	__u16 exclude_dport; // host order
-	__u32 pad;
+	// Wake the consumer only once this many bytes wait in the ring; it
+	// polls on a short timer for the rest. Waking per event costs more
+	// than the event itself.
+	__u32 wakeup_bytes;
 };
 
 struct rfm_iface_counters {
@@ -317,7 +320,10 @@ static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
 	e->ifindex = skb->ifindex;
 	e->dir = dir;
 	e->segs = segs;
-	bpf_ringbuf_submit(e, 0);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&rfm_events, BPF_RB_AVAIL_DATA) >= cfg->wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)

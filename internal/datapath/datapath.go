@@ -74,7 +74,7 @@ type rawConfig struct {
 	ExcludeDst   [16]byte
 	ExcludeSport uint16
 	ExcludeDport uint16
-	_            uint32
+	WakeupBytes  uint32
 }
 
 const cfgExclude = 1
@@ -138,6 +138,7 @@ type Datapath struct {
 	freeSlots []uint32
 
 	decodeErrors atomic.Uint64
+	wakeupBytes  uint32
 }
 
 // Load creates the shared maps (config, counters, stats, ring buffer) and
@@ -179,6 +180,7 @@ func Load(opts Options) (*Datapath, error) {
 		d.closeMaps()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	d.wakeupBytes = spec.Maps[rfmMapRfmEvents].MaxEntries / 8
 	for s := opts.MaxInterfaces - 1; s >= 0; s-- {
 		d.freeSlots = append(d.freeSlots, uint32(s))
 	}
@@ -187,7 +189,7 @@ func Load(opts Options) (*Datapath, error) {
 
 // SetConfig rewrites the config map; programs see it on their next packet.
 func (d *Datapath) SetConfig(c Config) error {
-	raw := rawConfig{SampleRate: c.SampleRate}
+	raw := rawConfig{SampleRate: c.SampleRate, WakeupBytes: d.wakeupBytes}
 	if c.Exclude.valid() {
 		raw.Flags |= cfgExclude
 		raw.ExcludeSrc = c.Exclude.Src.Addr().As16()
@@ -393,10 +395,15 @@ func (d *Datapath) ReadBatch(evs []Event) (int, error) {
 		d.pending = nil
 		return 0, err
 	}
-	// Block for the first event only.
-	d.reader.SetDeadline(time.Time{})
+	// Block for the first event only. The datapath wakes us when the
+	// ring fills past wakeupBytes; the poll interval bounds how long a
+	// trickle of events waits.
 	for {
+		d.reader.SetDeadline(time.Now().Add(PollInterval))
 		if err := d.reader.ReadInto(&d.rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			return 0, err
 		}
 		if err := evs[0].Decode(d.rec.RawSample); err == nil {
@@ -436,6 +443,10 @@ func (d *Datapath) readReady(evs []Event) (int, error) {
 }
 
 var pastDeadline = time.Unix(1, 0)
+
+// PollInterval is the longest a sampled packet waits in the ring before
+// the collector reads it.
+const PollInterval = 20 * time.Millisecond
 
 // Drain makes ReadBatch return what is left in the ring, then ErrFlushed.
 // Used at shutdown after detaching, so no sampled packet is lost.

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Per-packet datapath cost via BPF_PROG_TEST_RUN, next to an empty TCX
+# program (the floor) measured in the same run. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+go test -run x -bench Datapath -benchtime 1000000x -count "${COUNT:-5}" ./internal/datapath
