@@ -1,0 +1,115 @@
+package prom
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/internal/flow"
+)
+
+type fakeDatapath struct{}
+
+func (fakeDatapath) Counters() ([]datapath.Counters, error) {
+	eth0 := datapath.Interface{Index: 2, Name: "eth0"}
+	return []datapath.Counters{
+		{Interface: eth0, Dir: datapath.Ingress, Packets: [3]uint64{1, 10, 20}, Bytes: [3]uint64{60, 1000, 2000}},
+		{Interface: eth0, Dir: datapath.Egress, Packets: [3]uint64{2, 30, 40}, Bytes: [3]uint64{120, 3000, 4000}},
+	}, nil
+}
+func (fakeDatapath) Stats() (datapath.Stats, error) {
+	return datapath.Stats{RingDrops: 7, Malformed: 3}, nil
+}
+func (fakeDatapath) DecodeErrors() uint64 { return 1 }
+func (fakeDatapath) Interfaces() []datapath.Interface {
+	return []datapath.Interface{{Index: 2, Name: "eth0"}}
+}
+
+type fakeFlows struct{}
+
+func (fakeFlows) Rollup(fn func(k flow.RollupKey, p, b uint64)) {
+	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Proto: 17, SrcASN: 64500, SrcCity: "Testville"}, 5, 500)
+	fn(flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, 1, 40)
+}
+func (fakeFlows) Active() int             { return 2 }
+func (fakeFlows) Capacity() int           { return 65536 }
+func (fakeFlows) ForcedEvictions() uint64 { return 4 }
+
+// value finds one sample by name and exact labels.
+func value(t *testing.T, fams []*dto.MetricFamily, name string, labels map[string]string) float64 {
+	t.Helper()
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue next
+				}
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	t.Fatalf("no sample %s%v", name, labels)
+	return 0
+}
+
+func TestCollect(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(New(fakeDatapath{}, fakeFlows{}, func() uint32 { return 100 }))
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flowLabels := map[string]string{"ifname": "eth0", "direction": "egress", "proto": "udp",
+		"src_asn": "64500", "dst_asn": "", "src_city": "Testville", "dst_city": ""}
+	unknownIf := map[string]string{"ifname": "9", "direction": "ingress", "proto": "99",
+		"src_asn": "", "dst_asn": "", "src_city": "", "dst_city": ""}
+	cases := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"rfm_interface_rx_packets_total", map[string]string{"ifname": "eth0", "family": "ipv4"}, 10},
+		{"rfm_interface_rx_bytes_total", map[string]string{"ifname": "eth0", "family": "other"}, 60},
+		{"rfm_interface_tx_packets_total", map[string]string{"ifname": "eth0", "family": "ipv6"}, 40},
+		{"rfm_interface_tx_bytes_total", map[string]string{"ifname": "eth0", "family": "ipv4"}, 3000},
+		{"rfm_flow_sampled_packets", flowLabels, 5},
+		{"rfm_flow_sampled_bytes", flowLabels, 500},
+		{"rfm_flow_packets", flowLabels, 500},
+		{"rfm_flow_bytes", flowLabels, 50000},
+		{"rfm_flow_packets", unknownIf, 100},
+		{"rfm_collector_active_flows", nil, 2},
+		{"rfm_collector_max_flows", nil, 65536},
+		{"rfm_collector_dropped_events_total", nil, 7},
+		{"rfm_collector_forced_evictions_total", nil, 4},
+		{"rfm_datapath_malformed_packets_total", nil, 3},
+		{"rfm_errors_total", map[string]string{"subsystem": "ring_buffer"}, 1},
+		{"rfm_errors_total", map[string]string{"subsystem": "bpf_map"}, 0},
+		{"rfm_sample_rate", nil, 100},
+		{"rfm_interface_attached", map[string]string{"ifname": "eth0"}, 1},
+	}
+	for _, tc := range cases {
+		if got := value(t, fams, tc.name, tc.labels); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+}
+
+func TestProtoName(t *testing.T) {
+	for p, want := range map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 0: "0", 255: "255"} {
+		if got := ProtoName(p); got != want {
+			t.Errorf("ProtoName(%d) = %q, want %q", p, got, want)
+		}
+	}
+}
