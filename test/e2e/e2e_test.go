@@ -1,0 +1,367 @@
+// Package e2e runs the rfm binary against real network namespaces and
+// checks what it exports. Every test needs root and builds its own lab.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// rfmBin is the agent binary built once by TestMain.
+var rfmBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e: skipping: needs root (loads BPF programs, creates network namespaces)")
+		os.Exit(0)
+	}
+	if sources, _ := filepath.Glob("../../cmd/rfm/*.go"); len(sources) == 0 {
+		fmt.Println("e2e: skipping: ../../cmd/rfm has no Go sources yet")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "rfm-e2e-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: temp dir: %v\n", err)
+		os.Exit(1)
+	}
+	rfmBin = filepath.Join(dir, "rfm")
+	build := exec.Command("go", "build", "-o", rfmBin, "../../cmd/rfm")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: building ../../cmd/rfm: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// metricsPort is where every agent serves /metrics, on 127.0.0.1 inside its
+// own namespace, so tests never collide.
+const metricsPort = 9669
+
+// agentConfig holds the knobs the tests vary.
+type agentConfig struct {
+	interfaces      []string
+	sampleRate      int
+	maxFlows        int
+	evictionTimeout string
+}
+
+func (c agentConfig) toml() string {
+	quoted := make([]string, len(c.interfaces))
+	for i, name := range c.interfaces {
+		quoted[i] = strconv.Quote(name)
+	}
+	sampleRate, maxFlows, eviction := c.sampleRate, c.maxFlows, c.evictionTimeout
+	if sampleRate == 0 {
+		sampleRate = 1
+	}
+	if eviction == "" {
+		eviction = "60s"
+	}
+	return fmt.Sprintf(`[agent]
+interfaces = [%s]
+
+[agent.bpf]
+sample_rate = %d
+ring_buf_size = 262144
+
+[agent.collector]
+max_flows = %d
+eviction_timeout = %q
+
+[agent.prometheus]
+host = "127.0.0.1"
+port = %d
+`, strings.Join(quoted, ", "), sampleRate, maxFlows, eviction, metricsPort)
+}
+
+// agent is one running `rfm agent` inside a namespace.
+type agent struct {
+	ns     string
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan struct{}
+	client *http.Client
+}
+
+// writeConfig writes text to a fresh file and returns its path.
+func writeConfig(t testing.TB, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rfm.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatalf("writing config: %v", err)
+	}
+	return path
+}
+
+// startAgent runs the agent in ns with cfg and waits until /metrics answers.
+// The agent is stopped (SIGTERM, then SIGKILL) when the test ends.
+func startAgent(t *testing.T, ns string, cfg string) *agent {
+	t.Helper()
+	a := &agent{ns: ns, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	// `ip netns exec` execs the command, so the pid is the agent's own.
+	a.cmd = exec.Command("ip", "netns", "exec", ns, rfmBin, "agent", "-c", writeConfig(t, cfg))
+	a.cmd.Stdout = a.stderr
+	a.cmd.Stderr = a.stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("starting agent: %v", err)
+	}
+	go func() { a.cmd.Wait(); close(a.done) }()
+	a.client = &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var conn net.Conn
+				err := inNetns(ns, func() error {
+					var err error
+					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return conn, err
+			},
+		},
+	}
+	t.Cleanup(func() {
+		select {
+		case <-a.done:
+			return
+		default:
+		}
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(10 * time.Second):
+			a.cmd.Process.Kill()
+			<-a.done
+			t.Errorf("agent ignored SIGTERM for 10s; output:\n%s", a.stderr)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := a.scrapeOnce(); err == nil {
+			return a
+		} else if time.Now().After(deadline) {
+			t.Fatalf("agent /metrics not up after 20s: %v; output:\n%s", err, a.stderr)
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited early (%v); output:\n%s", a.cmd.ProcessState, a.stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (a *agent) scrapeOnce() (metrics, error) {
+	resp, err := a.client.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading /metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: %s: %s", resp.Status, body)
+	}
+	return parseMetrics(body)
+}
+
+// waitFor scrapes until cond holds, failing with the last scrape (filtered
+// to rfm_ series) after timeout.
+func (a *agent) waitFor(t testing.TB, timeout time.Duration, what string, cond func(metrics) bool) metrics {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last metrics
+	for {
+		m, err := a.scrapeOnce()
+		if err != nil {
+			t.Fatalf("scraping agent: %v; output:\n%s", err, a.stderr)
+		}
+		last = m
+		if cond(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last scrape:\n%s", timeout, what, last.dump("rfm_"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sample is one exposition line.
+type sample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+type metrics []sample
+
+// parseMetrics reads the Prometheus text format, enough for our exporter:
+// comments skipped, labels with escaped values, no timestamps needed.
+func parseMetrics(body []byte) (metrics, error) {
+	var out metrics
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		s := sample{labels: map[string]string{}}
+		rest := line
+		if i := strings.IndexAny(rest, "{ "); i < 0 {
+			return nil, fmt.Errorf("metrics line %q: no value", line)
+		} else {
+			s.name, rest = rest[:i], rest[i:]
+		}
+		if rest[0] == '{' {
+			rest = rest[1:]
+			for {
+				rest = strings.TrimLeft(rest, ", ")
+				if strings.HasPrefix(rest, "}") {
+					rest = rest[1:]
+					break
+				}
+				eq := strings.Index(rest, "=\"")
+				if eq < 0 {
+					return nil, fmt.Errorf("metrics line %q: bad labels", line)
+				}
+				key := rest[:eq]
+				rest = rest[eq+2:]
+				var val strings.Builder
+				i := 0
+				for ; i < len(rest) && rest[i] != '"'; i++ {
+					if rest[i] == '\\' && i+1 < len(rest) {
+						i++
+						if rest[i] == 'n' {
+							val.WriteByte('\n')
+							continue
+						}
+					}
+					val.WriteByte(rest[i])
+				}
+				if i >= len(rest) {
+					return nil, fmt.Errorf("metrics line %q: unterminated label", line)
+				}
+				s.labels[key] = val.String()
+				rest = rest[i+1:]
+			}
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			return nil, fmt.Errorf("metrics line %q: no value", line)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		s.value = v
+		out = append(out, s)
+	}
+	return out, sc.Err()
+}
+
+// sum adds every sample of name whose labels include match ("k", "v", ...).
+func (m metrics) sum(name string, match ...string) float64 {
+	var total float64
+	for _, s := range m {
+		if s.name != name || !s.matches(match) {
+			continue
+		}
+		total += s.value
+	}
+	return total
+}
+
+// has reports whether any sample of name matches.
+func (m metrics) has(name string, match ...string) bool {
+	for _, s := range m {
+		if s.name == name && s.matches(match) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s sample) matches(match []string) bool {
+	for i := 0; i+1 < len(match); i += 2 {
+		if s.labels[match[i]] != match[i+1] {
+			return false
+		}
+	}
+	return true
+}
+
+// dump renders samples whose name has prefix, for failure messages.
+func (m metrics) dump(prefix string) string {
+	var b strings.Builder
+	for _, s := range m {
+		if !strings.HasPrefix(s.name, prefix) {
+			continue
+		}
+		fmt.Fprintf(&b, "%s%v %g\n", s.name, s.labels, s.value)
+	}
+	return b.String()
+}
+
+// attachedPrograms counts TCX programs on ifindex in ns, per direction.
+func attachedPrograms(t testing.TB, ns string, idx int) (ingress, egress int) {
+	t.Helper()
+	err := inNetns(ns, func() error {
+		for _, q := range []struct {
+			attach ebpf.AttachType
+			n      *int
+		}{{ebpf.AttachTCXIngress, &ingress}, {ebpf.AttachTCXEgress, &egress}} {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: idx, Attach: q.attach})
+			if err != nil {
+				return fmt.Errorf("querying %v: %w", q.attach, err)
+			}
+			*q.n = len(res.Programs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("querying TCX programs on ifindex %d in %s: %v", idx, ns, err)
+	}
+	return ingress, egress
+}
+
+// stop sends SIGTERM and returns the exit error (nil for exit 0), failing
+// if the agent takes longer than timeout.
+func (a *agent) stop(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("signalling agent: %v", err)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(timeout):
+		t.Fatalf("agent still running %s after SIGTERM; output:\n%s", timeout, a.stderr)
+	}
+	if a.cmd.ProcessState.Success() {
+		return nil
+	}
+	return errors.New(a.cmd.ProcessState.String())
+}
