@@ -1,0 +1,581 @@
+// Package export holds end-to-end tests of rfm's IPFIX export against a
+// real collector (nfcapd/nfdump): the agent binary runs in one network
+// namespace, nfcapd in another, joined by a veth pair.
+package export
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// rfmBinary is the agent built once by TestMain.
+var rfmBinary string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("skipping test/export: needs root (network namespaces, eBPF)")
+		os.Exit(0)
+	}
+	for _, tool := range []string{"ip", "ethtool", "nfcapd", "nfdump", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Printf("skipping test/export: %s not installed\n", tool)
+			os.Exit(0)
+		}
+	}
+	dir, err := os.MkdirTemp("", "rfm-export-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "temp dir:", err)
+		os.Exit(1)
+	}
+	rfmBinary = filepath.Join(dir, "rfm")
+	build := exec.Command("go", "build", "-o", rfmBinary, "github.com/stepbrobd/rfm/cmd/rfm")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build rfm:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Lab addresses: one /23 link so that A and B sit in different /24s
+// (the MMDB test maps each /24 to its own ASN and city).
+const (
+	addrA4  = "198.18.0.1"
+	addrB4  = "198.18.1.1"
+	addrA6  = "2001:db8:e::1"
+	addrB6  = "2001:db8:e::2"
+	macA    = "02:00:c6:12:00:01"
+	macB    = "02:00:c6:12:01:01"
+	devA    = "rfmxA"
+	devB    = "rfmxB"
+	metrics = "127.0.0.1:9669"
+)
+
+var labSeq atomic.Uint32
+
+// lab is two namespaces A and B joined by the veth pair devA/devB.
+type lab struct {
+	A, B string
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// newLab creates quiet namespaces: no DAD, RA, RS or link-local
+// addresses, permanent neighbours, offloads off; removed at cleanup.
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	n := labSeq.Add(1)
+	l := &lab{A: fmt.Sprintf("rfmxa%d-%d", os.Getpid(), n), B: fmt.Sprintf("rfmxb%d-%d", os.Getpid(), n)}
+	for _, ns := range []string{l.A, l.B} {
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		for _, scope := range []string{"all", "default"} {
+			for _, kv := range []string{"accept_dad=0", "accept_ra=0", "router_solicitations=0", "addr_gen_mode=1"} {
+				run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf."+scope+"."+kv)
+			}
+		}
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	run(t, "ip", "link", "add", devA, "address", macA, "netns", l.A, "type", "veth",
+		"peer", "name", devB, "address", macB, "netns", l.B)
+	for _, side := range []struct{ ns, dev, a4, a6, peer4, peer6, peerMAC string }{
+		{l.A, devA, addrA4, addrA6, addrB4, addrB6, macB},
+		{l.B, devB, addrB4, addrB6, addrA4, addrA6, macA},
+	} {
+		run(t, "ip", "-n", side.ns, "link", "set", side.dev, "mtu", "1500")
+		run(t, "ip", "netns", "exec", side.ns, "ethtool", "-K", side.dev, "gro", "off", "gso", "off", "tso", "off")
+		run(t, "ip", "-n", side.ns, "addr", "add", side.a4+"/23", "dev", side.dev)
+		run(t, "ip", "-n", side.ns, "addr", "add", side.a6+"/64", "dev", side.dev, "nodad")
+		run(t, "ip", "-n", side.ns, "neigh", "add", side.peer4, "lladdr", side.peerMAC, "dev", side.dev, "nud", "permanent")
+		run(t, "ip", "-n", side.ns, "neigh", "add", side.peer6, "lladdr", side.peerMAC, "dev", side.dev, "nud", "permanent")
+		run(t, "ip", "-n", side.ns, "link", "set", side.dev, "up")
+	}
+	return l
+}
+
+// ifindex returns the index of devA in namespace A.
+func (l *lab) ifindexA(t *testing.T) int {
+	t.Helper()
+	out := run(t, "ip", "netns", "exec", l.A, "cat", "/sys/class/net/"+devA+"/ifindex")
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("ifindex of %s: %q", devA, out)
+	}
+	return n
+}
+
+// inNS runs fn on an OS thread switched into namespace ns. Sockets
+// created by fn stay in ns for their whole life.
+func inNS(t *testing.T, ns string, fn func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		ferr := fn()
+		// Leave the thread locked (and so discarded) if we cannot go back.
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("in namespace %s: %v", ns, err)
+	}
+}
+
+// udpSocket binds a UDP socket in ns to local and connects it to remote
+// (remote "" leaves it unconnected, for receivers).
+func udpSocket(t *testing.T, ns, local, remote string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	inNS(t, ns, func() error {
+		la, err := net.ResolveUDPAddr("udp", local)
+		if err != nil {
+			return err
+		}
+		if remote == "" {
+			c, err = net.ListenUDP("udp", la)
+			return err
+		}
+		ra, err := net.ResolveUDPAddr("udp", remote)
+		if err != nil {
+			return err
+		}
+		c, err = net.DialUDP("udp", la, ra)
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func send(t *testing.T, c *net.UDPConn, count, payload int) {
+	t.Helper()
+	buf := make([]byte, payload)
+	for i := 0; i < count; i++ {
+		if _, err := c.Write(buf); err != nil {
+			t.Fatalf("send from %s to %s: %v", c.LocalAddr(), c.RemoteAddr(), err)
+		}
+	}
+}
+
+// poll calls cond until it returns nil or the deadline passes.
+func poll(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lockedBuffer collects a child's output while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// proc is a child process in a namespace.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error
+}
+
+func startProc(t *testing.T, ns, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		if !p.exited() {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and waits for the exit. `ip netns exec` execs the
+// command, so the pid is the command's own.
+func (p *proc) stop(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	if p.exited() {
+		return fmt.Errorf("%s had already exited: %v", p.name, p.err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("signal %s: %v", p.name, err)
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %s after SIGTERM; output:\n%s", p.name, timeout, p.out.String())
+		return nil
+	}
+}
+
+// agentConfig is the part of rfm.toml these tests vary.
+type agentConfig struct {
+	sampleRate      int
+	collectorPort   int
+	templateRefresh string
+	evictionTimeout string
+	asnDB, cityDB   string
+}
+
+func startAgent(t *testing.T, l *lab, c agentConfig) *proc {
+	t.Helper()
+	if c.templateRefresh == "" {
+		c.templateRefresh = "60s"
+	}
+	if c.evictionTimeout == "" {
+		c.evictionTimeout = "30s"
+	}
+	toml := fmt.Sprintf(`[agent]
+interfaces = [%q]
+[agent.bpf]
+sample_rate = %d
+[agent.collector]
+eviction_timeout = %q
+[agent.prometheus]
+host = "127.0.0.1"
+port = 9669
+[agent.ipfix]
+host = %q
+port = %d
+template_refresh = %q
+`, devA, c.sampleRate, c.evictionTimeout, addrB4, c.collectorPort, c.templateRefresh)
+	if c.asnDB != "" {
+		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
+	}
+	path := filepath.Join(t.TempDir(), "rfm.toml")
+	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, l.A, rfmBinary, "agent", "-c", path, "--log-level", "debug")
+	poll(t, 20*time.Second, "agent attached to "+devA, func() error {
+		if p.exited() {
+			t.Fatalf("agent exited at start: %v; output:\n%s", p.err, p.out.String())
+		}
+		m, err := scrape(l)
+		if err != nil {
+			return err
+		}
+		if v, ok := metricValue(m, "rfm_interface_attached", map[string]string{"ifname": devA}); !ok || v != 1 {
+			return errors.New("rfm_interface_attached not 1 yet")
+		}
+		return nil
+	})
+	return p
+}
+
+// scrape fetches /metrics from inside namespace A.
+func scrape(l *lab) (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", l.A, "curl", "-sS", "--max-time", "5",
+		"http://"+metrics+"/metrics").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("curl /metrics: %v: %s", err, out)
+	}
+	return string(out), nil
+}
+
+var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)`)
+var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+
+// metricValue sums the samples of name whose labels include want.
+func metricValue(text, name string, want map[string]string) (float64, bool) {
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := sampleLine.FindStringSubmatch(sc.Text())
+		if m == nil || m[1] != name {
+			continue
+		}
+		labels := map[string]string{}
+		for _, lp := range labelPair.FindAllStringSubmatch(m[2], -1) {
+			labels[lp[1]] = lp[2]
+		}
+		match := true
+		for k, v := range want {
+			if labels[k] != v {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			continue
+		}
+		sum += v
+		found = true
+	}
+	return sum, found
+}
+
+// collector is nfcapd listening on addrB4:port in namespace B.
+type collector struct {
+	dir  string
+	port int
+	p    *proc
+}
+
+func startCollector(t *testing.T, l *lab, port int) *collector {
+	t.Helper()
+	c := &collector{dir: t.TempDir(), port: port}
+	c.p = startProc(t, l.B, "nfcapd", "-w", c.dir, "-p", strconv.Itoa(port), "-b", addrB4, "-t", "3600", "-v")
+	poll(t, 10*time.Second, "nfcapd listening", func() error {
+		if c.p.exited() {
+			t.Fatalf("nfcapd exited: %v; output:\n%s", c.p.err, c.p.out.String())
+		}
+		_, ok, err := udpRxQueue(l.B, port)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("no socket yet")
+		}
+		return nil
+	})
+	return c
+}
+
+// udpRxQueue reads the receive queue of the UDP socket bound to port in
+// ns from /proc/net/udp.
+func udpRxQueue(ns string, port int) (int, bool, error) {
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/udp").Output()
+	if err != nil {
+		return 0, false, err
+	}
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(out), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasSuffix(f[1], suffix) {
+			continue
+		}
+		q := strings.SplitN(f[4], ":", 2) // tx_queue:rx_queue
+		if len(q) != 2 {
+			continue
+		}
+		rx, err := strconv.ParseInt(q[1], 16, 64)
+		if err != nil {
+			return 0, false, err
+		}
+		return int(rx), true, nil
+	}
+	return 0, false, nil
+}
+
+// finish waits until nfcapd has read everything queued on its socket,
+// stops it so it closes its file, and returns the nfdump flows.
+func (c *collector) finish(t *testing.T, l *lab) []nfFlow {
+	t.Helper()
+	poll(t, 10*time.Second, "nfcapd to drain its socket", func() error {
+		rx, ok, err := udpRxQueue(l.B, c.port)
+		if err != nil {
+			return err
+		}
+		if ok && rx != 0 {
+			return fmt.Errorf("%d bytes still queued", rx)
+		}
+		return nil
+	})
+	if err := c.p.stop(t, 10*time.Second); err != nil {
+		t.Logf("nfcapd exit: %v", err)
+	}
+	return readFlows(t, c.dir)
+}
+
+func (c *collector) files(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(c.dir, "nfcapd.*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no nfcapd file in %s (%v); nfcapd output:\n%s", c.dir, err, c.p.out.String())
+	}
+	return files
+}
+
+// nfFlow is one nfdump record, decoded from `nfdump -o json`.
+type nfFlow struct {
+	src, dst       netip.Addr
+	sport, dport   int
+	proto          int
+	packets, bytes uint64
+	srcASN, dstASN uint64
+	direction      int
+	inIf, outIf    int
+	raw            string
+}
+
+func (f nfFlow) String() string { return f.raw }
+
+func readFlows(t *testing.T, dir string) []nfFlow {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "nfcapd.*"))
+	if len(files) == 0 {
+		t.Fatalf("no nfcapd file in %s", dir)
+	}
+	var flows []nfFlow
+	for _, file := range files {
+		out, err := exec.Command("nfdump", "-r", file, "-N", "-q", "-o", "json").Output()
+		if err != nil {
+			t.Fatalf("nfdump -r %s -o json: %v", file, err)
+		}
+		var recs []map[string]any
+		// With -q nfdump drops the enclosing brackets of the array.
+		if out = bytes.TrimSpace(out); len(out) > 0 {
+			if out[0] != '[' {
+				out = append(append([]byte("["), out...), ']')
+			}
+			if err := json.Unmarshal(out, &recs); err != nil {
+				t.Fatalf("nfdump -r %s -o json: decode: %v\n%s", file, err, out)
+			}
+		}
+		for _, r := range recs {
+			raw, _ := json.Marshal(r)
+			fl := nfFlow{raw: string(raw)}
+			fl.src = jsonAddr(r, "src4_addr", "src6_addr")
+			fl.dst = jsonAddr(r, "dst4_addr", "dst6_addr")
+			fl.sport = int(jsonUint(r, "src_port"))
+			fl.dport = int(jsonUint(r, "dst_port"))
+			fl.proto = int(jsonUint(r, "proto"))
+			fl.packets = jsonUint(r, "in_packets")
+			fl.bytes = jsonUint(r, "in_bytes")
+			fl.srcASN = jsonUint(r, "src_as")
+			fl.dstASN = jsonUint(r, "dst_as")
+			fl.direction = int(jsonUint(r, "direction"))
+			fl.inIf = int(jsonUint(r, "input_snmp"))
+			fl.outIf = int(jsonUint(r, "output_snmp"))
+			flows = append(flows, fl)
+		}
+	}
+	return flows
+}
+
+func jsonAddr(r map[string]any, keys ...string) netip.Addr {
+	for _, k := range keys {
+		if s, ok := r[k].(string); ok {
+			if a, err := netip.ParseAddr(s); err == nil {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+func jsonUint(r map[string]any, key string) uint64 {
+	switch v := r[key].(type) {
+	case float64:
+		return uint64(v)
+	case string:
+		n, _ := strconv.ParseUint(v, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func dumpFlows(flows []nfFlow) string {
+	var b strings.Builder
+	for _, f := range flows {
+		b.WriteString(f.raw)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// findFlows returns the flows with the given 5-tuple.
+func findFlows(flows []nfFlow, src, dst string, sport, dport, proto int) []nfFlow {
+	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
+	var out []nfFlow
+	for _, f := range flows {
+		if f.src == s && f.dst == d && f.sport == sport && f.dport == dport && f.proto == proto {
+			out = append(out, f)
+		}
+	}
+	return out
+}
