@@ -41,7 +41,7 @@ RIB), and exports Prometheus metrics and IPFIX.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCommand(), versionCommand())
+	root.AddCommand(agentCommand(), configCommand(), versionCommand())
 	return root
 }
 
@@ -81,4 +81,31 @@ func versionCommand() *cobra.Command {
 			fmt.Printf("rfm %s (%s %s/%s)\n", agent.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		},
 	}
+}
+
+func configCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Work with the config file",
+	}
+	var path string
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Validate a config file and print the effective config",
+		Long: `Validate a config file exactly as the agent does at start (syntax, unknown
+keys, values, interfaces present on this machine, MMDB files readable) and
+print the effective config with every default filled in. Exits 1 with one
+line naming the key and the bad value when the file is invalid.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.LoadAndValidate(path, nil)
+			if err != nil {
+				return err
+			}
+			return cfg.Encode(cmd.OutOrStdout())
+		},
+	}
+	check.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "path of the TOML config file")
+	cmd.AddCommand(check)
+	return cmd
 }
