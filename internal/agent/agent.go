@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/datapath"
@@ -170,7 +169,8 @@ func (a *agent) start(ctx context.Context, ifaces []net.Interface) error {
 		Enricher:    enricher,
 		Logger:      a.log,
 	})
-	reg.MustRegister(prom.New(a.dp, a.table, a.sampleRate.Load))
+	core := prom.New(a.dp, a.table, a.sampleRate.Load)
+	reg.MustRegister(core)
 
 	for _, ifc := range ifaces {
 		if err := a.dp.Attach(ifc.Index, ifc.Name); err != nil {
@@ -189,7 +189,7 @@ func (a *agent) start(ctx context.Context, ifaces []net.Interface) error {
 	go func() { defer a.bg.Done(); a.table.RunSweeper(bgCtx) }()
 
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}))
+	mux.Handle("/metrics", prom.Handler(reg, core, func(err error) { a.log.Warn("metrics", "err", err) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "rfm agent: metrics at /metrics")
 	})

@@ -191,8 +191,24 @@ func listenUDP(t *testing.T, ns string, port int) *receiver {
 	r := &receiver{}
 	err := inNetns(ns, func() error {
 		c, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
+		if err != nil {
+			return err
+		}
 		r.conn = c
-		return err
+		// A loaded CI machine may not schedule the reader before a
+		// burst arrives: a large buffer (root may exceed rmem_max) keeps
+		// the count exact.
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+		}); err != nil {
+			return err
+		}
+		return serr
 	})
 	if err != nil {
 		t.Fatalf("listening on udp port %d in %s: %v", port, ns, err)

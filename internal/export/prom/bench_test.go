@@ -1,11 +1,11 @@
 package prom
 
 import (
-	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/flow"
@@ -17,7 +17,12 @@ var cities = []string{"Amsterdam", "Berlin", "Chicago", "Dallas", "Frankfurt", "
 // BenchmarkScrape measures serving /metrics (gather + text encoding) with
 // 65,536 active flows spread over many label sets.
 func BenchmarkScrape(b *testing.B) {
-	t := flow.NewTable(flow.Options{MaxFlows: 65536, Enricher: asnCityEnricher{}})
+	b.Run("labelsets=router", func(b *testing.B) { benchScrape(b, routerEnricher{}) })
+	b.Run("labelsets=per-flow", func(b *testing.B) { benchScrape(b, asnCityEnricher{}) })
+}
+
+func benchScrape(b *testing.B, en flow.Enricher) {
+	t := flow.NewTable(flow.Options{MaxFlows: 65536, Enricher: en})
 	evs := make([]datapath.Event, 65536)
 	for i := range evs {
 		e := &evs[i]
@@ -35,19 +40,22 @@ func BenchmarkScrape(b *testing.B) {
 	if t.Active() != 65536 {
 		b.Fatalf("active flows = %d", t.Active())
 	}
+	groups := 0
+	t.Rollup(func(flow.RollupKey, uint64, uint64) { groups++ })
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(New(fakeDatapath{}, t, func() uint32 { return 100 }))
+	c := New(fakeDatapath{}, t, func() uint32 { return 100 })
+	reg.MustRegister(c)
+	h := Handler(reg, c, func(err error) { b.Fatal(err) })
+	req := httptest.NewRequest("GET", "/metrics", nil)
 	b.ResetTimer()
 	for b.Loop() {
-		fams, err := reg.Gather()
-		if err != nil {
-			b.Fatal(err)
-		}
-		enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
-		for _, f := range fams {
-			if err := enc.Encode(f); err != nil {
-				b.Fatal(err)
-			}
-		}
+		h.ServeHTTP(discardResponse{}, req)
 	}
+	b.ReportMetric(float64(groups*4), "flow-series")
 }
+
+type discardResponse struct{}
+
+func (discardResponse) Header() http.Header         { return http.Header{} }
+func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (discardResponse) WriteHeader(int)             {}

@@ -19,3 +19,19 @@ func (asnCityEnricher) Enrich(src, dst netip.Addr) flow.Labels {
 }
 
 func (asnCityEnricher) Generation() uint64 { return 1 }
+
+// routerEnricher spreads flows over 64 source ASNs x 8 cities and 16
+// destination ASNs, the shape of a router's top talkers.
+type routerEnricher struct{}
+
+func (routerEnricher) Enrich(src, dst netip.Addr) flow.Labels {
+	s, d := src.As4(), dst.As4()
+	return flow.Labels{
+		SrcASN:  64512 + uint32(s[3]&63),
+		DstASN:  65000 + uint32(d[2]&15),
+		SrcCity: cities[s[3]&7],
+		DstCity: cities[8],
+	}
+}
+
+func (routerEnricher) Generation() uint64 { return 1 }

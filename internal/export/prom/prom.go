@@ -29,7 +29,8 @@ type Flows interface {
 	ForcedEvictions() uint64
 }
 
-// Collector implements prometheus.Collector for the core metrics.
+// Collector implements prometheus.Collector for the core metrics except
+// the rfm_flow_* families, which WriteFlows renders directly (see flows.go).
 type Collector struct {
 	dp         Datapath
 	flows      Flows
@@ -45,17 +46,11 @@ func New(dp Datapath, flows Flows, sampleRate func() uint32) *Collector {
 
 var (
 	ifaceLabels = []string{"ifname", "family"}
-	flowLabels  = []string{"ifname", "direction", "proto", "src_asn", "dst_asn", "src_city", "dst_city"}
 
 	rxBytes   = prometheus.NewDesc("rfm_interface_rx_bytes_total", "Bytes received (TC ingress), counted in the kernel for every packet.", ifaceLabels, nil)
 	txBytes   = prometheus.NewDesc("rfm_interface_tx_bytes_total", "Bytes sent (TC egress), counted in the kernel for every packet.", ifaceLabels, nil)
 	rxPackets = prometheus.NewDesc("rfm_interface_rx_packets_total", "Packets received (TC ingress), counted in the kernel.", ifaceLabels, nil)
 	txPackets = prometheus.NewDesc("rfm_interface_tx_packets_total", "Packets sent (TC egress), counted in the kernel.", ifaceLabels, nil)
-
-	flowBytes          = prometheus.NewDesc("rfm_flow_bytes", "Estimated L3 bytes of active flows (sampled bytes times sample_rate).", flowLabels, nil)
-	flowPackets        = prometheus.NewDesc("rfm_flow_packets", "Estimated packets of active flows (sampled packets times sample_rate).", flowLabels, nil)
-	flowSampledBytes   = prometheus.NewDesc("rfm_flow_sampled_bytes", "Sampled L3 bytes of active flows, before scaling.", flowLabels, nil)
-	flowSampledPackets = prometheus.NewDesc("rfm_flow_sampled_packets", "Sampled packets of active flows, before scaling.", flowLabels, nil)
 
 	activeFlows     = prometheus.NewDesc("rfm_collector_active_flows", "Flows held in the flow table.", nil, nil)
 	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; 0 = unlimited).", nil, nil)
@@ -70,35 +65,19 @@ var (
 )
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, flowBytes, flowPackets,
-		flowSampledBytes, flowSampledPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions,
+	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions,
 		malformed, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors} {
 		ch <- d
 	}
 }
 
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	names := map[uint32]string{}
 	for _, i := range c.dp.Interfaces() {
-		names[uint32(i.Index)] = i.Name
 		ch <- prometheus.MustNewConstMetric(attachedDesc, prometheus.GaugeValue, 1, i.Name)
 	}
 	c.collectInterfaces(ch)
 
-	rate := float64(c.sampleRate())
-	ch <- prometheus.MustNewConstMetric(sampleRateDesc, prometheus.GaugeValue, rate)
-	c.flows.Rollup(func(k flow.RollupKey, pkts, bytes uint64) {
-		name, ok := names[k.Ifindex]
-		if !ok {
-			name = strconv.FormatUint(uint64(k.Ifindex), 10)
-		}
-		lv := []string{name, k.Dir.String(), ProtoName(k.Proto), asnLabel(k.SrcASN), asnLabel(k.DstASN), k.SrcCity, k.DstCity}
-		ch <- prometheus.MustNewConstMetric(flowSampledPackets, prometheus.GaugeValue, float64(pkts), lv...)
-		ch <- prometheus.MustNewConstMetric(flowSampledBytes, prometheus.GaugeValue, float64(bytes), lv...)
-		ch <- prometheus.MustNewConstMetric(flowPackets, prometheus.GaugeValue, float64(pkts)*rate, lv...)
-		ch <- prometheus.MustNewConstMetric(flowBytes, prometheus.GaugeValue, float64(bytes)*rate, lv...)
-	})
-
+	ch <- prometheus.MustNewConstMetric(sampleRateDesc, prometheus.GaugeValue, float64(c.sampleRate()))
 	ch <- prometheus.MustNewConstMetric(activeFlows, prometheus.GaugeValue, float64(c.flows.Active()))
 	ch <- prometheus.MustNewConstMetric(maxFlows, prometheus.GaugeValue, float64(c.flows.Capacity()))
 	ch <- prometheus.MustNewConstMetric(forcedEvictions, prometheus.CounterValue, float64(c.flows.ForcedEvictions()))

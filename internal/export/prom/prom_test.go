@@ -1,10 +1,13 @@
 package prom
 
 import (
+	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/flow"
@@ -32,6 +35,7 @@ type fakeFlows struct{}
 func (fakeFlows) Rollup(fn func(k flow.RollupKey, p, b uint64)) {
 	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Proto: 17, SrcASN: 64500, SrcCity: "Testville"}, 5, 500)
 	fn(flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, 1, 40)
+	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcCity: `Quote"d \ New` + "\n" + `line`}, 2, 80)
 }
 func (fakeFlows) Active() int             { return 2 }
 func (fakeFlows) Capacity() int           { return 65536 }
@@ -66,10 +70,20 @@ func value(t *testing.T, fams []*dto.MetricFamily, name string, labels map[strin
 
 func TestCollect(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(New(fakeDatapath{}, fakeFlows{}, func() uint32 { return 100 }))
-	fams, err := reg.Gather()
+	c := New(fakeDatapath{}, fakeFlows{}, func() uint32 { return 100 })
+	reg.MustRegister(c)
+	// Parse what the handler serves, so the directly rendered flow
+	// families are checked by Prometheus' own text parser.
+	rec := httptest.NewRecorder()
+	Handler(reg, c, func(err error) { t.Fatal(err) }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	parsed, err := parser.TextToMetricFamilies(rec.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("served text does not parse: %v", err)
+	}
+	var fams []*dto.MetricFamily
+	for _, f := range parsed {
+		fams = append(fams, f)
 	}
 	flowLabels := map[string]string{"ifname": "eth0", "direction": "egress", "proto": "udp",
 		"src_asn": "64500", "dst_asn": "", "src_city": "Testville", "dst_city": ""}
@@ -89,6 +103,8 @@ func TestCollect(t *testing.T) {
 		{"rfm_flow_packets", flowLabels, 500},
 		{"rfm_flow_bytes", flowLabels, 50000},
 		{"rfm_flow_packets", unknownIf, 100},
+		{"rfm_flow_sampled_bytes", map[string]string{"ifname": "eth0", "direction": "ingress", "proto": "tcp",
+			"src_asn": "", "dst_asn": "", "src_city": `Quote"d \ New` + "\n" + `line`, "dst_city": ""}, 80},
 		{"rfm_collector_active_flows", nil, 2},
 		{"rfm_collector_max_flows", nil, 65536},
 		{"rfm_collector_dropped_events_total", nil, 7},
