@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/internal/flow"
+)
+
+// udpFrame builds an Ethernet/IPv4/UDP frame of flow number i.
+func udpFrame(i int) []byte {
+	f := make([]byte, 14+20+8+32)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+	ip[8], ip[9] = 64, 17
+	copy(ip[12:], []byte{198, 18, byte(i >> 16), byte(i >> 8)})
+	copy(ip[16:], []byte{198, 19, 0, 1})
+	binary.BigEndian.PutUint16(ip[20:], uint16(i))
+	binary.BigEndian.PutUint16(ip[22:], 443)
+	return f
+}
+
+// BenchmarkConsumer measures read + decode + aggregate from a real ring
+// buffer filled by the real program (BPF_PROG_TEST_RUN at sample rate 1):
+// one op drains 1,048,576 events spread over the given number of flows.
+//
+//	go test -run x -bench Consumer ./internal/agent
+func BenchmarkConsumer(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root to load BPF programs")
+	}
+	const events = 1 << 20
+	for _, flows := range []int{1 << 10, 1 << 16, 1 << 20} {
+		b.Run(fmt.Sprintf("flows=%d", flows), func(b *testing.B) {
+			d, err := datapath.Load(datapath.Options{RingBufSize: 128 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			if err := d.SetConfig(datapath.Config{SampleRate: 1}); err != nil {
+				b.Fatal(err)
+			}
+			inj, err := d.NewInjector()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer inj.Close()
+			frames := make([][]byte, flows)
+			for i := range frames {
+				frames[i] = udpFrame(i)
+			}
+			table := flow.NewTable(flow.Options{MaxFlows: 0})
+			evs := make([]datapath.Event, flow.BatchSize)
+			b.ResetTimer()
+			for n := 0; n < b.N; n++ {
+				b.StopTimer()
+				for sent := 0; sent < events; {
+					for i := 0; i < flows && sent < events; i++ {
+						// Interleave flows as a router would see them.
+						if err := inj.Run(datapath.Ingress, frames[i], 1); err != nil {
+							b.Fatal(err)
+						}
+						sent++
+					}
+				}
+				b.StartTimer()
+				for got := 0; got < events; {
+					k, err := d.ReadBatch(evs)
+					if err != nil {
+						b.Fatal(err)
+					}
+					table.UpdateBatch(evs[:k])
+					got += k
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			if st, _ := d.Stats(); st.RingDrops != 0 {
+				b.Fatalf("ring dropped %d events while filling", st.RingDrops)
+			}
+		})
+	}
+}
