@@ -1,0 +1,195 @@
+# NixOS module for the rfm agent.
+#
+#   imports = [ ./deploy/nixos/module.nix ];
+#   services.rfm = {
+#     enable = true;
+#     package = pkgs.callPackage ./package.nix { };   # rfm is not in nixpkgs
+#     settings.agent.interfaces = [ "eth0" "eth1" ];
+#     settings.agent.prometheus.host = "::";
+#   };
+#
+# Every key the agent knows is a typed option below; unset options (null)
+# are left out of the generated file, so the agent's own defaults apply.
+# Each section is also freeform TOML, so keys added by a newer agent can be
+# set before this module knows them.
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.rfm;
+  settingsFormat = pkgs.formats.toml { };
+
+  # An optional key: null means "not written, agent default".
+  opt = type: description: lib.mkOption {
+    type = lib.types.nullOr type;
+    default = null;
+    inherit description;
+  };
+
+  # A TOML table with typed keys that still accepts unknown ones.
+  section = description: options: lib.mkOption {
+    inherit description;
+    default = { };
+    type = lib.types.submodule {
+      freeformType = settingsFormat.type;
+      inherit options;
+    };
+  };
+
+  # Go's time.ParseDuration syntax, e.g. "30s", "1m30s", "500ms".
+  duration = lib.types.strMatching "([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+";
+  positive = lib.types.ints.positive;
+
+  # pkgs.formats.toml cannot write null: drop unset keys (and tables left
+  # empty by that) before generating the file.
+  withoutNulls = value:
+    if builtins.isAttrs value then
+      lib.filterAttrs (_: v: v != null && v != { })
+        (lib.mapAttrs (_: withoutNulls) value)
+    else value;
+
+  generatedConfig = settingsFormat.generate "rfm.toml" (withoutNulls cfg.settings);
+
+  # TODO(build-time validation): `rfm config check` also checks that the
+  # interfaces and MMDB files exist on the host, which the build sandbox
+  # cannot see. Once it has a host-independent mode, validate here so a
+  # bad setting fails `nixos-rebuild` instead of the service start, e.g.
+  #   configFile = pkgs.runCommand "rfm.toml" { } ''
+  #     ${lib.getExe' cfg.package "rfm"} config check -c ${generatedConfig}
+  #     cp ${generatedConfig} $out
+  #   '';
+  # The check must not need the host: the build sandbox has no real
+  # interfaces and may not see MMDB files outside the store.
+  configFile = generatedConfig;
+
+  metricsPort =
+    if cfg.settings.agent.prometheus.port != null
+    then cfg.settings.agent.prometheus.port else 9669;
+
+  capabilities = [ "CAP_BPF" "CAP_NET_ADMIN" "CAP_PERFMON" ];
+in
+{
+  options.services.rfm = {
+    enable = lib.mkEnableOption "rfm, the eBPF router flow monitor agent";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      description = "The rfm package; its bin/rfm is run.";
+      example = lib.literalExpression "pkgs.callPackage ./package.nix { }";
+    };
+
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Open the Prometheus metrics port (agent.prometheus.port) in the firewall.";
+    };
+
+    settings = lib.mkOption {
+      description = "Contents of rfm.toml; see the Configuration section of rfm's README.";
+      default = { };
+      type = lib.types.submodule {
+        freeformType = settingsFormat.type;
+        options.agent = section "The [agent] table." {
+          interfaces = lib.mkOption {
+            type = lib.types.nonEmptyListOf lib.types.str;
+            example = [ "eth0" "eth1" ];
+            description = ''Interfaces to attach to; [ "*" ] means every non-loopback interface (not mixed with names).'';
+          };
+
+          bpf = section "Datapath settings." {
+            sample_rate = opt positive "Sample 1 packet in N (default 100; 1 samples every packet).";
+            ring_buf_size = opt positive "Ring buffer size in bytes, a power of two >= 4096 (default 262144).";
+          };
+
+          collector = section "Flow table settings." {
+            max_flows = opt lib.types.ints.unsigned "Maximum active flows, 0 = unlimited (default 65536).";
+            eviction_timeout = opt duration ''Idle time after which a flow ends, >= 1s (default "30s").'';
+          };
+
+          prometheus = section "Metrics endpoint." {
+            host = opt lib.types.str ''Listen address (default "::1"; "::" or "0.0.0.0" for all).'';
+            port = opt lib.types.port "Listen port, 1..65535 (default 9669).";
+          };
+
+          ipfix = section "IPFIX export; off unless host or port is set." {
+            host = opt lib.types.str ''Collector address or name (default "::1" when only port is set).'';
+            port = opt lib.types.port "Collector UDP port (default 4739 when only host is set).";
+            bind = section "Fixed source of the exporter socket." {
+              host = opt lib.types.str "Source address.";
+              port = opt lib.types.port "Source port; 0 = ephemeral (still fixed for the process lifetime).";
+            };
+            observation_domain_id = opt positive "Observation domain ID, > 0 (default 1).";
+            template_refresh = opt duration ''How often templates are resent, >= 1s (default "60s").'';
+            max_message_size = opt (lib.types.ints.between 512 65507) "UDP payload bytes per message (default 1400).";
+          };
+
+          enrich = section "Flow enrichment." {
+            mmdb = section "MaxMind-format databases." {
+              asn_db = opt lib.types.path "ASN MMDB file.";
+              city_db = opt lib.types.path "City MMDB file.";
+            };
+            rib = section "BMP-fed routing table." {
+              bmp = section "BMP listener; off unless host or port is set." {
+                host = opt lib.types.str ''Listen address (default "::1" when only port is set).'';
+                port = opt lib.types.port "Listen port (default 11019 when only host is set).";
+                keep = opt duration ''How long routes of an ended session are kept (default "5m").'';
+                allow = opt (lib.types.listOf lib.types.str) "Router addresses or prefixes allowed to connect; empty = all.";
+                max_sessions = opt positive "Maximum concurrent BMP sessions, >= 1 (default 64).";
+                max_message_size = opt (lib.types.ints.between 4096 16777215) "Largest BMP message in bytes (default 1048576).";
+              };
+            };
+          };
+        };
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ metricsPort ];
+
+    # The same least-privilege service as deploy/systemd/rfm.service.
+    systemd.services.rfm = {
+      description = "rfm router flow monitor (eBPF flow telemetry agent)";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      serviceConfig = {
+        Type = "simple";
+        ExecStart = "${lib.getExe' cfg.package "rfm"} agent -c ${configFile}";
+        Restart = "on-failure";
+        RestartSec = "5s";
+
+        DynamicUser = true;
+        User = "rfm";
+        Group = "rfm";
+        AmbientCapabilities = capabilities;
+        CapabilityBoundingSet = capabilities;
+        NoNewPrivileges = true;
+
+        RuntimeDirectory = "rfm";
+        RuntimeDirectoryMode = "0750";
+        StateDirectory = "rfm";
+        StateDirectoryMode = "0750";
+
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectKernelTunables = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+        UMask = "0027";
+      };
+    };
+  };
+}
