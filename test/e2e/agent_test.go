@@ -73,12 +73,12 @@ func TestFlowSampling(t *testing.T) {
 		}
 		// No enrichment configured: exactly one series with empty labels.
 		for _, s := range m {
-			if s.name != "rfm_flow_sampled_packets" {
+			if s.Name != "rfm_flow_sampled_packets" {
 				continue
 			}
 			for _, key := range []string{"src_asn", "dst_asn", "src_city", "dst_city"} {
-				if v, ok := s.labels[key]; !ok || v != "" {
-					t.Errorf("%s%v: label %s = %q (present %v), want present and empty", s.name, s.labels, key, v, ok)
+				if v, ok := s.Labels[key]; !ok || v != "" {
+					t.Errorf("%s%v: label %s = %q (present %v), want present and empty", s.Name, s.Labels, key, v, ok)
 				}
 			}
 		}

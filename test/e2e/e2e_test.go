@@ -3,13 +3,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // rfmBin is the agent binary built once by TestMain.
@@ -41,10 +39,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: temp dir: %v\n", err)
 		os.Exit(1)
 	}
-	rfmBin = filepath.Join(dir, "rfm")
-	build := exec.Command("go", "build", "-o", rfmBin, "../../cmd/rfm")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: building ../../cmd/rfm: %v\n%s", err, out)
+	if rfmBin, err = lab.BuildAgent(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -126,21 +122,7 @@ func startAgent(t *testing.T, ns string, cfg string) *agent {
 		t.Fatalf("starting agent: %v", err)
 	}
 	go func() { a.cmd.Wait(); close(a.done) }()
-	a.client = &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var conn net.Conn
-				err := inNetns(ns, func() error {
-					var err error
-					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return conn, err
-			},
-		},
-	}
+	a.client = lab.HTTPClient(ns, 0)
 	t.Cleanup(func() {
 		select {
 		case <-a.done:
@@ -210,87 +192,23 @@ func (a *agent) waitFor(t testing.TB, timeout time.Duration, what string, cond f
 }
 
 // sample is one exposition line.
-type sample struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
+type sample = lab.Sample
 
 type metrics []sample
 
-// parseMetrics reads the Prometheus text format, enough for our exporter:
-// comments skipped, labels with escaped values, no timestamps needed.
+// parseMetrics reads the Prometheus text format of one scrape.
 func parseMetrics(body []byte) (metrics, error) {
-	var out metrics
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		s := sample{labels: map[string]string{}}
-		rest := line
-		if i := strings.IndexAny(rest, "{ "); i < 0 {
-			return nil, fmt.Errorf("metrics line %q: no value", line)
-		} else {
-			s.name, rest = rest[:i], rest[i:]
-		}
-		if rest[0] == '{' {
-			rest = rest[1:]
-			for {
-				rest = strings.TrimLeft(rest, ", ")
-				if strings.HasPrefix(rest, "}") {
-					rest = rest[1:]
-					break
-				}
-				eq := strings.Index(rest, "=\"")
-				if eq < 0 {
-					return nil, fmt.Errorf("metrics line %q: bad labels", line)
-				}
-				key := rest[:eq]
-				rest = rest[eq+2:]
-				var val strings.Builder
-				i := 0
-				for ; i < len(rest) && rest[i] != '"'; i++ {
-					if rest[i] == '\\' && i+1 < len(rest) {
-						i++
-						if rest[i] == 'n' {
-							val.WriteByte('\n')
-							continue
-						}
-					}
-					val.WriteByte(rest[i])
-				}
-				if i >= len(rest) {
-					return nil, fmt.Errorf("metrics line %q: unterminated label", line)
-				}
-				s.labels[key] = val.String()
-				rest = rest[i+1:]
-			}
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			return nil, fmt.Errorf("metrics line %q: no value", line)
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		s.value = v
-		out = append(out, s)
-	}
-	return out, sc.Err()
+	return lab.ParseMetrics(bytes.NewReader(body))
 }
 
 // sum adds every sample of name whose labels include match ("k", "v", ...).
 func (m metrics) sum(name string, match ...string) float64 {
 	var total float64
 	for _, s := range m {
-		if s.name != name || !s.matches(match) {
+		if s.Name != name || !matches(s, match) {
 			continue
 		}
-		total += s.value
+		total += s.Value
 	}
 	return total
 }
@@ -298,16 +216,16 @@ func (m metrics) sum(name string, match ...string) float64 {
 // has reports whether any sample of name matches.
 func (m metrics) has(name string, match ...string) bool {
 	for _, s := range m {
-		if s.name == name && s.matches(match) {
+		if s.Name == name && matches(s, match) {
 			return true
 		}
 	}
 	return false
 }
 
-func (s sample) matches(match []string) bool {
+func matches(s sample, match []string) bool {
 	for i := 0; i+1 < len(match); i += 2 {
-		if s.labels[match[i]] != match[i+1] {
+		if s.Labels[match[i]] != match[i+1] {
 			return false
 		}
 	}
@@ -318,10 +236,10 @@ func (s sample) matches(match []string) bool {
 func (m metrics) dump(prefix string) string {
 	var b strings.Builder
 	for _, s := range m {
-		if !strings.HasPrefix(s.name, prefix) {
+		if !strings.HasPrefix(s.Name, prefix) {
 			continue
 		}
-		fmt.Fprintf(&b, "%s%v %g\n", s.name, s.labels, s.value)
+		fmt.Fprintf(&b, "%s%v %g\n", s.Name, s.Labels, s.Value)
 	}
 	return b.String()
 }
@@ -329,7 +247,7 @@ func (m metrics) dump(prefix string) string {
 // attachedPrograms counts TCX programs on ifindex in ns, per direction.
 func attachedPrograms(t testing.TB, ns string, idx int) (ingress, egress int) {
 	t.Helper()
-	err := inNetns(ns, func() error {
+	err := lab.InNetns(ns, func() error {
 		for _, q := range []struct {
 			attach ebpf.AttachType
 			n      *int

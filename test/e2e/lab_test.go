@@ -7,14 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stepbrobd/rfm/test/lab"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,10 +26,10 @@ type labOptions struct {
 	txVLANOffload bool
 }
 
-// lab is two network namespaces, "a" (where the agent runs) and "b", joined
-// by a veth pair with one end in each. Traffic goes between ipA/ipB
+// testbed is two network namespaces, "a" (where the agent runs) and "b",
+// joined by a veth pair with one end in each. Traffic goes between ipA/ipB
 // (IPv4) and ip6A/ip6B (IPv6), on top of optional VLAN devices.
-type lab struct {
+type testbed struct {
 	t            *testing.T
 	nsA, nsB     string
 	vethA, vethB string // the veth ends; the agent attaches to vethA
@@ -40,28 +38,19 @@ type lab struct {
 	ip6A, ip6B   netip.Addr
 }
 
-// run executes a command, failing the test with its output on error.
-func run(t testing.TB, name string, args ...string) {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-}
-
 // newLab builds a quiet two-namespace lab and removes it when the test ends.
 // Quiet means nothing but the test's own traffic crosses the veth: no DAD,
 // RA, RS, link-local addresses, ARP/ND (permanent neighbours, NOARP, which
 // also keeps the kernel from joining solicited-node groups and sending MLD
 // reports) and no ICMP errors (the receiver binds the port).
-func newLab(t *testing.T, opts labOptions) *lab {
+func newLab(t *testing.T, opts labOptions) *testbed {
 	t.Helper()
 	n := labCounter.Add(1)
 	if n > 200 {
 		t.Fatalf("too many labs in one run: %d", n)
 	}
 	pid := os.Getpid()
-	l := &lab{
+	l := &testbed{
 		t:     t,
 		nsA:   fmt.Sprintf("rfmt-%d-%d-a", pid, n),
 		nsB:   fmt.Sprintf("rfmt-%d-%d-b", pid, n),
@@ -74,97 +63,27 @@ func newLab(t *testing.T, opts labOptions) *lab {
 		ip6A:  netip.MustParseAddr(fmt.Sprintf("2001:db8:%x::1", n)),
 		ip6B:  netip.MustParseAddr(fmt.Sprintf("2001:db8:%x::2", n)),
 	}
-	for _, ns := range []string{l.nsA, l.nsB} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("removing namespace %s: %v: %s", ns, err, out)
-			}
-		})
-		// Set before any link exists in the namespace so new devices
-		// inherit them from conf/default.
-		for _, conf := range []string{"all", "default"} {
-			for key, val := range map[string]string{
-				"accept_dad": "0", "accept_ra": "0", "router_solicitations": "0", "addr_gen_mode": "1",
-			} {
-				run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", fmt.Sprintf("net.ipv6.conf.%s.%s=%s", conf, key, val))
-			}
-		}
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	run(t, "ip", "link", "add", l.vethA, "netns", l.nsA, "address", l.macA.String(), "type", "veth",
-		"peer", "name", l.vethB, "netns", l.nsB, "address", l.macB.String())
-
-	offload := "off"
+	offload := lab.Off
 	if opts.txVLANOffload {
-		offload = "on"
+		offload = lab.On
 	}
-	for _, side := range []struct{ ns, dev string }{{l.nsA, l.vethA}, {l.nsB, l.vethB}} {
-		run(t, "ip", "netns", "exec", side.ns, "ethtool", "-K", side.dev, "gro", "off", "gso", "off", "tso", "off",
-			"txvlan", offload, "tx-vlan-stag-hw-insert", offload)
-		run(t, "ip", "-n", side.ns, "link", "set", side.dev, "arp", "off")
-	}
-	for _, side := range []struct {
-		ns, dev, veth string
-		ip4, ip6      netip.Addr
-		peer4, peer6  netip.Addr
-		peerMAC       net.HardwareAddr
-	}{
-		{l.nsA, l.vethA, l.vethA, l.ipA, l.ip6A, l.ipB, l.ip6B, l.macB},
-		{l.nsB, l.vethB, l.vethB, l.ipB, l.ip6B, l.ipA, l.ip6A, l.macA},
-	} {
-		run(t, "ip", "-n", side.ns, "addr", "add", side.ip4.String()+"/24", "dev", side.dev)
-		run(t, "ip", "-n", side.ns, "addr", "add", side.ip6.String()+"/64", "dev", side.dev, "nodad")
-		run(t, "ip", "-n", side.ns, "neigh", "replace", side.peer4.String(), "lladdr", side.peerMAC.String(), "dev", side.dev, "nud", "permanent")
-		run(t, "ip", "-n", side.ns, "neigh", "replace", side.peer6.String(), "lladdr", side.peerMAC.String(), "dev", side.dev, "nud", "permanent")
-		run(t, "ip", "-n", side.ns, "link", "set", side.dev, "up")
-	}
+	lab.NewPair(t, lab.PairOptions{
+		NsA: l.nsA, NsB: l.nsB, DevA: l.vethA, DevB: l.vethB, MACA: l.macA, MACB: l.macB,
+		TxVLANOffload: offload,
+		StrictCleanup: true,
+		Addrs: [][2]netip.Prefix{
+			{netip.PrefixFrom(l.ipA, 24), netip.PrefixFrom(l.ipB, 24)},
+			{netip.PrefixFrom(l.ip6A, 64), netip.PrefixFrom(l.ip6B, 64)},
+		},
+	})
 	return l
-}
-
-// inNetns runs fn on an OS thread switched into the named namespace.
-// Sockets created by fn stay in that namespace after it returns.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening netns %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering netns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: Go discards it when this
-			// goroutine ends instead of reusing it in the wrong netns.
-			errc <- fmt.Errorf("leaving netns %s: %w", ns, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // ifindex returns the index of dev inside ns.
 func ifindex(t testing.TB, ns, dev string) int {
 	t.Helper()
 	var idx int
-	err := inNetns(ns, func() error {
+	err := lab.InNetns(ns, func() error {
 		ifc, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err
@@ -189,7 +108,7 @@ type receiver struct {
 func listenUDP(t *testing.T, ns string, port int) *receiver {
 	t.Helper()
 	r := &receiver{}
-	err := inNetns(ns, func() error {
+	err := lab.InNetns(ns, func() error {
 		c, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
 		if err != nil {
 			return err
@@ -249,7 +168,7 @@ type udpSender struct{ conn *net.UDPConn }
 func dialUDP(t *testing.T, ns string, src, dst netip.Addr, srcPort, dstPort int, noDF bool) *udpSender {
 	t.Helper()
 	s := &udpSender{}
-	err := inNetns(ns, func() error {
+	err := lab.InNetns(ns, func() error {
 		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, uint16(srcPort))),
 			net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(dstPort))))
 		if err != nil {
@@ -318,7 +237,7 @@ func sendFrames(t testing.TB, ns, dev string, frame []byte, count int) {
 	t.Helper()
 	idx := ifindex(t, ns, dev)
 	var fd int
-	err := inNetns(ns, func() error {
+	err := lab.InNetns(ns, func() error {
 		var err error
 		// Protocol 0: a send-only packet socket that receives nothing.
 		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)

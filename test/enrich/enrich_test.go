@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // Fixed ports: namespace A is fresh, so nothing else holds them.
@@ -79,7 +80,7 @@ func routerConfig(as int, addr, neighbor string, peerAS int, speaksBMP bool) str
 
 type env struct {
 	t       *testing.T
-	lab     *lab
+	lab     *testbed
 	dir     string
 	client  *http.Client
 	sendSeq int
@@ -156,7 +157,7 @@ func (e *env) send(n int) {
 	e.t.Helper()
 	e.sendSeq++
 	src := &net.UDPAddr{IP: ipA.AsSlice(), Port: 40000 + e.sendSeq}
-	err := inNS(e.lab.nsA, func() error {
+	err := lab.InNetns(e.lab.nsA, func() error {
 		c, err := net.DialUDP("udp4", src, &net.UDPAddr{IP: dstIP.AsSlice(), Port: dstPort})
 		if err != nil {
 			return err
@@ -188,9 +189,9 @@ func (e *env) flowsAre(want map[string]float64) func(s scrape) bool {
 	return func(s scrape) bool {
 		got := map[string]float64{}
 		for _, x := range s.find("rfm_flow_sampled_packets", map[string]string{"direction": "egress", "proto": "udp"}) {
-			got[x.labels["dst_asn"]] += x.value
-			for k, v := range e.flowLabels(x.labels["dst_asn"]) {
-				if x.labels[k] != v {
+			got[x.Labels["dst_asn"]] += x.Value
+			for k, v := range e.flowLabels(x.Labels["dst_asn"]) {
+				if x.Labels[k] != v {
 					return false
 				}
 			}
@@ -212,7 +213,7 @@ func value(s scrape, name string, labels map[string]string) (float64, bool) {
 	if len(xs) != 1 {
 		return 0, false
 	}
-	return xs[0].value, true
+	return xs[0].Value, true
 }
 
 func bmpState(sessions, routes float64) func(s scrape) bool {
@@ -227,7 +228,7 @@ func TestEnrichmentLabels(t *testing.T) {
 	requireLab(t)
 	e := &env{t: t, dir: t.TempDir()}
 	e.lab = newLab(t)
-	e.client = metricsClient(e.lab.nsA)
+	e.client = lab.HTTPClient(e.lab.nsA, 2*time.Second)
 
 	// MMDB: A's subnet is AS 64500 "Alpha", 198.19/16 is AS 64501 "Beta".
 	asnDB, cityDB := filepath.Join(e.dir, "asn.mmdb"), filepath.Join(e.dir, "city.mmdb")
@@ -241,7 +242,7 @@ func TestEnrichmentLabels(t *testing.T) {
 	writeMMDB(t, cityDB, "GeoLite2-City", map[string]mmdbtype.Map{"198.18.0.0/24": city("Alpha"), "198.19.0.0/16": city("Beta")})
 
 	// The receiver binds the port so B sends no ICMP back.
-	err := inNS(e.lab.nsB, func() error {
+	err := lab.InNetns(e.lab.nsB, func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: dstIP.AsSlice(), Port: dstPort})
 		if err == nil {
 			t.Cleanup(func() { c.Close() })

@@ -9,8 +9,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // agentBin is the rfm binary built for this run; skipReason is set
@@ -42,10 +43,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	agentBin = filepath.Join(dir, "rfm")
-	build := exec.Command("go", "build", "-o", agentBin, "github.com/stepbrobd/rfm/cmd/rfm")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "enrich test: build agent: %v\n%s", err, out)
+	if agentBin, err = lab.BuildAgent(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "enrich test: build agent: %v\n", err)
 		return 1
 	}
 	return m.Run()

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // TestIPFIXCollectorAbsentAtStart starts the agent while nothing listens
@@ -22,7 +24,7 @@ func TestIPFIXCollectorAbsentAtStart(t *testing.T) {
 
 	before := udpSocket(t, l.A, addrA4+":40001", addrB4+":5001")
 	send(t, before, 5, 100)
-	poll(t, 20*time.Second, `rfm_errors_total{subsystem="ipfix"} > 0`, func() error {
+	lab.Eventually(t, 20*time.Second, `rfm_errors_total{subsystem="ipfix"} > 0`, func() error {
 		if agent.exited() {
 			t.Fatalf("agent exited while the collector was absent: %v", agent.err)
 		}
@@ -62,7 +64,7 @@ func TestIPFIXCollectorAbsentAtStart(t *testing.T) {
 
 // waitForExport sends one short flow from sport and waits until the
 // exporter has either sent or failed to send a message after it ended.
-func waitForExport(t *testing.T, l *lab, sport int) {
+func waitForExport(t *testing.T, l *testbed, sport int) {
 	t.Helper()
 	counts := func() float64 {
 		m, err := scrape(l)
@@ -77,7 +79,7 @@ func waitForExport(t *testing.T, l *lab, sport int) {
 	start := counts()
 	c := udpSocket(t, l.A, fmt.Sprintf("%s:%d", addrA4, sport), addrB4+":5001")
 	send(t, c, 3, 100)
-	poll(t, 15*time.Second, fmt.Sprintf("export of the flow from port %d", sport), func() error {
+	lab.Eventually(t, 15*time.Second, fmt.Sprintf("export of the flow from port %d", sport), func() error {
 		if now := counts(); now == start {
 			return fmt.Errorf("records+errors+dropped still %v", now)
 		}

@@ -16,7 +16,7 @@ const (
 
 // receivers binds the destination ports in B so that no ICMP port
 // unreachable comes back into the monitored interface.
-func receivers(t *testing.T, l *lab, addrs ...string) {
+func receivers(t *testing.T, l *testbed, addrs ...string) {
 	t.Helper()
 	for _, a := range addrs {
 		udpSocket(t, l.B, a, "")

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // rfmBinary is the agent built once by TestMain.
@@ -46,10 +45,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "temp dir:", err)
 		os.Exit(1)
 	}
-	rfmBinary = filepath.Join(dir, "rfm")
-	build := exec.Command("go", "build", "-o", rfmBinary, "github.com/stepbrobd/rfm/cmd/rfm")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	if rfmBinary, err = lab.BuildAgent(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "build rfm:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -75,57 +71,42 @@ const (
 
 var labSeq atomic.Uint32
 
-// lab is two namespaces A and B joined by the veth pair devA/devB.
-type lab struct {
+// testbed is two namespaces A and B joined by the veth pair devA/devB.
+type testbed struct {
 	A, B string
 }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// newLab creates quiet namespaces: no DAD, RA, RS or link-local
-// addresses, permanent neighbours, offloads off; removed at cleanup.
-func newLab(t *testing.T) *lab {
+// newLab creates quiet namespaces (ARP left on, MTU pinned to 1500);
+// removed at cleanup.
+func newLab(t *testing.T) *testbed {
 	t.Helper()
 	n := labSeq.Add(1)
-	l := &lab{A: fmt.Sprintf("rfmxa%d-%d", os.Getpid(), n), B: fmt.Sprintf("rfmxb%d-%d", os.Getpid(), n)}
-	for _, ns := range []string{l.A, l.B} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		for _, scope := range []string{"all", "default"} {
-			for _, kv := range []string{"accept_dad=0", "accept_ra=0", "router_solicitations=0", "addr_gen_mode=1"} {
-				run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf."+scope+"."+kv)
-			}
-		}
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	run(t, "ip", "link", "add", devA, "address", macA, "netns", l.A, "type", "veth",
-		"peer", "name", devB, "address", macB, "netns", l.B)
-	for _, side := range []struct{ ns, dev, a4, a6, peer4, peer6, peerMAC string }{
-		{l.A, devA, addrA4, addrA6, addrB4, addrB6, macB},
-		{l.B, devB, addrB4, addrB6, addrA4, addrA6, macA},
-	} {
-		run(t, "ip", "-n", side.ns, "link", "set", side.dev, "mtu", "1500")
-		run(t, "ip", "netns", "exec", side.ns, "ethtool", "-K", side.dev, "gro", "off", "gso", "off", "tso", "off")
-		run(t, "ip", "-n", side.ns, "addr", "add", side.a4+"/23", "dev", side.dev)
-		run(t, "ip", "-n", side.ns, "addr", "add", side.a6+"/64", "dev", side.dev, "nodad")
-		run(t, "ip", "-n", side.ns, "neigh", "add", side.peer4, "lladdr", side.peerMAC, "dev", side.dev, "nud", "permanent")
-		run(t, "ip", "-n", side.ns, "neigh", "add", side.peer6, "lladdr", side.peerMAC, "dev", side.dev, "nud", "permanent")
-		run(t, "ip", "-n", side.ns, "link", "set", side.dev, "up")
-	}
+	l := &testbed{A: fmt.Sprintf("rfmxa%d-%d", os.Getpid(), n), B: fmt.Sprintf("rfmxb%d-%d", os.Getpid(), n)}
+	lab.NewPair(t, lab.PairOptions{
+		NsA: l.A, NsB: l.B, DevA: devA, DevB: devB,
+		MACA: mustMAC(macA), MACB: mustMAC(macB),
+		MTU:     1500,
+		KeepARP: true,
+		Addrs: [][2]netip.Prefix{
+			{netip.MustParsePrefix(addrA4 + "/23"), netip.MustParsePrefix(addrB4 + "/23")},
+			{netip.MustParsePrefix(addrA6 + "/64"), netip.MustParsePrefix(addrB6 + "/64")},
+		},
+	})
 	return l
 }
 
+func mustMAC(s string) net.HardwareAddr {
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return mac
+}
+
 // ifindex returns the index of devA in namespace A.
-func (l *lab) ifindexA(t *testing.T) int {
+func (l *testbed) ifindexA(t *testing.T) int {
 	t.Helper()
-	out := run(t, "ip", "netns", "exec", l.A, "cat", "/sys/class/net/"+devA+"/ifindex")
+	out := lab.Run(t, "ip", "netns", "exec", l.A, "cat", "/sys/class/net/"+devA+"/ifindex")
 	n, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
 		t.Fatalf("ifindex of %s: %q", devA, out)
@@ -133,47 +114,12 @@ func (l *lab) ifindexA(t *testing.T) int {
 	return n
 }
 
-// inNS runs fn on an OS thread switched into namespace ns. Sockets
-// created by fn stay in ns for their whole life.
-func inNS(t *testing.T, ns string, fn func() error) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		// Leave the thread locked (and so discarded) if we cannot go back.
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("in namespace %s: %v", ns, err)
-	}
-}
-
 // udpSocket binds a UDP socket in ns to local and connects it to remote
 // (remote "" leaves it unconnected, for receivers).
 func udpSocket(t *testing.T, ns, local, remote string) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	inNS(t, ns, func() error {
+	err := lab.InNetns(ns, func() error {
 		la, err := net.ResolveUDPAddr("udp", local)
 		if err != nil {
 			return err
@@ -189,6 +135,9 @@ func udpSocket(t *testing.T, ns, local, remote string) *net.UDPConn {
 		c, err = net.DialUDP("udp", la, ra)
 		return err
 	})
+	if err != nil {
+		t.Fatalf("in namespace %s: %v", ns, err)
+	}
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -200,22 +149,6 @@ func send(t *testing.T, c *net.UDPConn, count, payload int) {
 		if _, err := c.Write(buf); err != nil {
 			t.Fatalf("send from %s to %s: %v", c.LocalAddr(), c.RemoteAddr(), err)
 		}
-	}
-}
-
-// poll calls cond until it returns nil or the deadline passes.
-func poll(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -304,7 +237,7 @@ type agentConfig struct {
 	asnDB, cityDB   string
 }
 
-func startAgent(t *testing.T, l *lab, c agentConfig) *proc {
+func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {
 	t.Helper()
 	if c.templateRefresh == "" {
 		c.templateRefresh = "60s"
@@ -334,7 +267,7 @@ template_refresh = %q
 		t.Fatal(err)
 	}
 	p := startProc(t, l.A, rfmBinary, "agent", "-c", path, "--log-level", "debug")
-	poll(t, 20*time.Second, "agent attached to "+devA, func() error {
+	lab.Eventually(t, 20*time.Second, "agent attached to "+devA, func() error {
 		if p.exited() {
 			t.Fatalf("agent exited at start: %v; output:\n%s", p.err, p.out.String())
 		}
@@ -351,7 +284,7 @@ template_refresh = %q
 }
 
 // scrape fetches /metrics from inside namespace A.
-func scrape(l *lab) (string, error) {
+func scrape(l *testbed) (string, error) {
 	out, err := exec.Command("ip", "netns", "exec", l.A, "curl", "-sS", "--max-time", "5",
 		"http://"+metrics+"/metrics").CombinedOutput()
 	if err != nil {
@@ -405,11 +338,11 @@ type collector struct {
 	p    *proc
 }
 
-func startCollector(t *testing.T, l *lab, port int) *collector {
+func startCollector(t *testing.T, l *testbed, port int) *collector {
 	t.Helper()
 	c := &collector{dir: t.TempDir(), port: port}
 	c.p = startProc(t, l.B, "nfcapd", "-w", c.dir, "-p", strconv.Itoa(port), "-b", addrB4, "-t", "3600", "-v")
-	poll(t, 10*time.Second, "nfcapd listening", func() error {
+	lab.Eventually(t, 10*time.Second, "nfcapd listening", func() error {
 		if c.p.exited() {
 			t.Fatalf("nfcapd exited: %v; output:\n%s", c.p.err, c.p.out.String())
 		}
@@ -453,9 +386,9 @@ func udpRxQueue(ns string, port int) (int, bool, error) {
 
 // finish waits until nfcapd has read everything queued on its socket,
 // stops it so it closes its file, and returns the nfdump flows.
-func (c *collector) finish(t *testing.T, l *lab) []nfFlow {
+func (c *collector) finish(t *testing.T, l *testbed) []nfFlow {
 	t.Helper()
-	poll(t, 10*time.Second, "nfcapd to drain its socket", func() error {
+	lab.Eventually(t, 10*time.Second, "nfcapd to drain its socket", func() error {
 		rx, ok, err := udpRxQueue(l.B, c.port)
 		if err != nil {
 			return err

@@ -2,14 +2,12 @@ package export
 
 import (
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // testNetwork is one MMDB entry; only benchmarking addresses.
@@ -27,27 +25,11 @@ var testNetworks = []testNetwork{
 // writeMMDB writes a GeoLite2-shaped database with one record per network.
 func writeMMDB(t *testing.T, path, dbType string, record func(testNetwork) mmdbtype.Map) {
 	t.Helper()
-	w, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: dbType, IncludeReservedNetworks: true, RecordSize: 24})
-	if err != nil {
-		t.Fatal(err)
-	}
+	records := make(map[string]mmdbtype.Map, len(testNetworks))
 	for _, n := range testNetworks {
-		_, ipn, err := net.ParseCIDR(n.cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Insert(ipn, record(n)); err != nil {
-			t.Fatalf("insert %s: %v", n.cidr, err)
-		}
+		records[n.cidr] = record(n)
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteTo(f); err != nil {
-		t.Fatalf("write %s: %v", path, err)
-	}
-	if err := f.Close(); err != nil {
+	if err := lab.WriteMMDB(path, dbType, records); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -83,7 +65,7 @@ func TestMMDBEnrichment(t *testing.T) {
 		"src_asn": "64500", "dst_asn": "64501", "src_city": "Testville", "dst_city": "Otherville",
 	}
 	var last string
-	poll(t, 10*time.Second, "enriched flow gauge", func() error {
+	lab.Eventually(t, 10*time.Second, "enriched flow gauge", func() error {
 		m, err := scrape(l)
 		if err != nil {
 			return err
