@@ -454,8 +454,10 @@ func TestShardRoundTrip(t *testing.T) {
 		if got := prefixOf(id, key); got != p {
 			t.Fatalf("prefixOf(shardOf(%s)) = %s", p, got)
 		}
-		if key.Addr().Is4() != p.Addr().Is4() {
-			t.Fatalf("shard key %s of %s changed family", key, p)
+		// IPv6 prefixes of /16 to /48 are kept under IPv4 keys.
+		wantV4 := p.Addr().Is4() || p.Bits() >= 16 && p.Bits() <= 48
+		if key.Addr().Is4() != wantV4 {
+			t.Fatalf("shard key %s of %s: IPv4 key %v, want %v", key, p, key.Addr().Is4(), wantV4)
 		}
 	}
 }
@@ -681,4 +683,71 @@ func pathCount(r *RIB) int {
 		}
 	}
 	return n
+}
+
+// TestIPv6ShardKeys checks longest-prefix match inside one IPv6 shard
+// whose prefixes are split between IPv4 keys (/16 to /48) and IPv6 keys
+// (longer), through announces, withdraws and Peer Down.
+func TestIPv6ShardKeys(t *testing.T) {
+	f := newFixture(t)
+	s := f.connect(router1())
+	a := f.peerUp(s, peerA, 65001)
+	announced := map[string]uint32{
+		"2000::/8":               64500, // short table
+		"2001:db8::/32":          64501, // IPv4 key /16
+		"2001:db8:1::/48":        64502, // IPv4 key /32, the longest
+		"2001:db8:1:8000::/49":   64503, // IPv6 key /33, the shortest
+		"2001:db8:1:8001::/64":   64504,
+		"2001:db8:1:8001::7/128": 64505,
+	}
+	for p, origin := range announced {
+		f.announce(a, PrePolicy, p, 0, seq(65001, origin))
+	}
+	check := func(probe, wantPrefix string, wantOrigin uint32) {
+		t.Helper()
+		if got := f.rib.Origin(addr(probe)); got != wantOrigin {
+			t.Errorf("Origin(%s) = %d, want %d", probe, got, wantOrigin)
+		}
+		ri, ok := f.rib.LookupRoute(addr(probe))
+		if wantPrefix == "" {
+			if ok {
+				t.Errorf("LookupRoute(%s) = %s, want no route", probe, ri.Prefix)
+			}
+			return
+		}
+		if !ok || ri.Prefix != pfx(wantPrefix) || ri.Origin != wantOrigin {
+			t.Errorf("LookupRoute(%s) = %s origin %d (found %v), want %s origin %d", probe, ri.Prefix, ri.Origin, ok, wantPrefix, wantOrigin)
+		}
+		if all := f.rib.LookupAll(addr(probe)); len(all) != 1 || all[0].Prefix != pfx(wantPrefix) {
+			t.Errorf("LookupAll(%s) = %+v, want one route of %s", probe, all, wantPrefix)
+		}
+	}
+	for _, c := range []struct {
+		probe, prefix string
+		origin        uint32
+	}{
+		{"2001:db8:1:8001::7", "2001:db8:1:8001::7/128", 64505},
+		{"2001:db8:1:8001::8", "2001:db8:1:8001::/64", 64504},
+		{"2001:db8:1:8002::1", "2001:db8:1:8000::/49", 64503},
+		{"2001:db8:1:7fff::1", "2001:db8:1::/48", 64502},
+		{"2001:db8:2::1", "2001:db8::/32", 64501},
+		{"2001:db9::1", "2000::/8", 64500},
+		{"2002::1", "2000::/8", 64500},
+		{"3000::1", "", 0},
+	} {
+		check(c.probe, c.prefix, c.origin)
+	}
+	f.withdraw(a, PrePolicy, "2001:db8:1:8000::/49", 0)
+	f.withdraw(a, PrePolicy, "2001:db8:1:8001::/64", 0)
+	check("2001:db8:1:8002::1", "2001:db8:1::/48", 64502)
+	check("2001:db8:1:8001::7", "2001:db8:1:8001::7/128", 64505)
+	f.withdraw(a, PrePolicy, "2001:db8:1:8001::7/128", 0)
+	check("2001:db8:1:8001::7", "2001:db8:1::/48", 64502)
+	f.withdraw(a, PrePolicy, "2001:db8:1::/48", 0)
+	check("2001:db8:1:8001::7", "2001:db8::/32", 64501)
+	f.announce(a, PrePolicy, "2001:db8:1:8001::/64", 0, seq(65001, 64504))
+	f.counts(0, 3, 1)
+	f.rib.Update(func(tx *Tx) { tx.PeerDown(a) })
+	f.counts(0, 0, 0)
+	check("2001:db8:1:8001::7", "", 0)
 }

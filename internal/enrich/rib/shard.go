@@ -13,6 +13,13 @@ import (
 // shard 198.18 as 7.0.0.0/8), which saves two trie levels per lookup:
 // an IPv4 /24 is found at the first level. Prefixes shorter than /16
 // live unshifted in one table per family.
+//
+// An IPv6 shard keeps its prefixes of /16 to /48 (shifted: /0 to /32,
+// nearly every route of a real table) under IPv4 keys made of address
+// bits 16-47, and only longer ones under shifted IPv6 keys, because
+// bart's IPv4 lookup path is cheaper (about 42 to 35 ns on the hot IPv6
+// benchmark). A lookup tries the IPv6
+// keys first (their prefixes are all longer) when the shard has any.
 
 // table is one shard. bart.Table (not bart.Fast) because its
 // copy-on-write inserts are several times cheaper, which keeps single
@@ -58,6 +65,9 @@ func shardOf(p netip.Prefix) (shardID, netip.Prefix) {
 	}
 	b := a.As16()
 	id := v6Base | shardID(b[0])<<8 | shardID(b[1])
+	if n <= 48 {
+		return id, netip.PrefixFrom(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), n-16)
+	}
 	copy(b[:], b[2:])
 	b[14], b[15] = 0, 0
 	return id, netip.PrefixFrom(netip.AddrFrom16(b), n-16)
@@ -71,6 +81,12 @@ func prefixOf(id shardID, key netip.Prefix) netip.Prefix {
 	case id < v6Base:
 		k := key.Addr().As4()
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(id >> 8), byte(id), k[0], k[1]}), key.Bits()+16)
+	case key.Addr().Is4():
+		k := key.Addr().As4()
+		var b [16]byte
+		b[0], b[1] = byte(id>>8), byte(id)
+		copy(b[2:], k[:])
+		return netip.PrefixFrom(netip.AddrFrom16(b), key.Bits()+16)
 	default:
 		k := key.Addr().As16()
 		var b [16]byte
@@ -118,9 +134,14 @@ func (s *snapshot) lookup6(a netip.Addr) (entry, bool) {
 	b := a.As16()
 	if g := s.v6[b[0]]; g != nil {
 		if t := g[b[1]]; t != nil {
-			copy(b[:], b[2:])
-			b[14], b[15] = 0, 0
-			if e, ok := t.Lookup(netip.AddrFrom16(b)); ok {
+			if t.Size6() > 0 {
+				var k [16]byte
+				copy(k[:], b[2:])
+				if e, ok := t.Lookup(netip.AddrFrom16(k)); ok {
+					return e, true
+				}
+			}
+			if e, ok := t.Lookup(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})); ok {
 				return e, true
 			}
 		}
@@ -143,6 +164,13 @@ func (s *snapshot) lookupPrefix(a netip.Addr) (netip.Prefix, entry, bool) {
 	if t := s.table(id); t != nil {
 		if p, e, ok := t.LookupPrefixLPM(key); ok {
 			return prefixOf(id, p), e, true
+		}
+		if a.Is6() {
+			// Then the /16 to /48 prefixes, under IPv4 keys.
+			id, key = shardOf(netip.PrefixFrom(a, 48))
+			if p, e, ok := t.LookupPrefixLPM(key); ok {
+				return prefixOf(id, p), e, true
+			}
 		}
 	}
 	short := short4ID
