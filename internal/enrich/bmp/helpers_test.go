@@ -1,11 +1,9 @@
 package bmp
 
 import (
-	"bytes"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -233,24 +231,6 @@ func (h *harness) origin(addr string) uint32 { return h.rib.Origin(netip.MustPar
 
 func (h *harness) route(addr string) (rib.RouteInfo, bool) {
 	return h.rib.LookupRoute(netip.MustParseAddr(addr))
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/stepbrobd/rfm/test/lab"
 	"io"
 	"log/slog"
 	"net"
@@ -289,7 +290,7 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 	r := rib.New(rib.Options{Keep: time.Minute})
 	defer r.Close()
 	rec := &recorder{sessions: map[netip.AddrPort]*bytes.Buffer{}}
-	logs := &syncBuffer{}
+	logs := &lab.Buffer{}
 	st, err := Listen(config.BMP{Host: "127.0.0.1", Allow: []string{"127.0.0.0/8"}}, r, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

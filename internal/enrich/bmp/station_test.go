@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/stepbrobd/rfm/test/lab"
 	"io"
 	"log/slog"
 	"net"
@@ -23,7 +24,7 @@ type stationFixture struct {
 	t    *testing.T
 	st   *Station
 	rib  *rib.RIB
-	logs *syncBuffer
+	logs *lab.Buffer
 	done chan error
 }
 
@@ -34,7 +35,7 @@ func startStation(t *testing.T, cfg config.BMP) *stationFixture {
 	}
 	r := rib.New(rib.Options{Keep: time.Minute})
 	t.Cleanup(r.Close)
-	logs := &syncBuffer{}
+	logs := &lab.Buffer{}
 	st, err := Listen(cfg, r, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/stepbrobd/rfm/test/lab"
 	"io"
 	"net"
 	"net/netip"
@@ -11,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,24 +66,6 @@ func waitPortTaken(t *testing.T, port int, exited <-chan struct{}) {
 	}
 }
 
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // nfdumpRecords are what the nfcapd test exports: TCP and UDP over both
 // families, both directions, and a non-initial fragment (ports 0).
 func nfdumpRecords() []flow.Record {
@@ -127,7 +109,7 @@ func testNfdump(t *testing.T, nfcapd, nfdump string, rate uint32) {
 		args = append([]string{stdbuf, "-oL"}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	var out lockedBuffer
+	var out lab.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
