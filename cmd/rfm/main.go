@@ -89,16 +89,25 @@ func configCommand() *cobra.Command {
 		Short: "Work with the config file",
 	}
 	var path string
+	var offline bool
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate a config file and print the effective config",
 		Long: `Validate a config file exactly as the agent does at start (syntax, unknown
 keys, values, interfaces present on this machine, MMDB files readable) and
 print the effective config with every default filled in. Exits 1 with one
-line naming the key and the bad value when the file is invalid.`,
+line naming the key and the bad value when the file is invalid.
+
+With --offline only the file itself is checked (syntax, keys, values),
+not this machine: for validating a config built for another host, as the
+NixOS module does at build time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.LoadAndValidate(path, nil)
+			load := func(p string) (*config.Config, error) { return config.LoadAndValidate(p, nil) }
+			if offline {
+				load = config.Load
+			}
+			cfg, err := load(path)
 			if err != nil {
 				return err
 			}
@@ -106,6 +115,7 @@ line naming the key and the bad value when the file is invalid.`,
 		},
 	}
 	check.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "path of the TOML config file")
+	check.Flags().BoolVar(&offline, "offline", false, "check only the file, not this machine's interfaces and files")
 	cmd.AddCommand(check)
 	return cmd
 }

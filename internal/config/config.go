@@ -12,14 +12,22 @@ type Config struct {
 }
 
 type Agent struct {
-	// Interfaces to attach to: names, or ["*"] for every non-loopback
-	// interface.
+	// Interfaces to attach to: names, glob patterns ("veth*"), or ["*"]
+	// for every non-loopback interface. Followed live: interfaces that
+	// appear later and match are attached.
 	Interfaces []string   `toml:"interfaces"`
 	BPF        BPF        `toml:"bpf"`
 	Collector  Collector  `toml:"collector"`
 	IPFIX      IPFIX      `toml:"ipfix"`
 	Prometheus Prometheus `toml:"prometheus"`
 	Enrich     Enrich     `toml:"enrich"`
+	Control    Control    `toml:"control"`
+}
+
+type Control struct {
+	// Socket is the Unix socket of the control plane (rfm status, rfm
+	// flows, ...); default /run/rfm/rfm.sock, "" disables it.
+	Socket string `toml:"socket"`
 }
 
 type BPF struct {
@@ -52,6 +60,9 @@ type Endpoint struct {
 type Prometheus struct {
 	Host string `toml:"host"` // default "::1"
 	Port int    `toml:"port"` // default 9669
+	// WebConfig is an optional Prometheus exporter-toolkit web config
+	// file (TLS, basic auth) for the metrics endpoint.
+	WebConfig string `toml:"web_config"`
 }
 
 type Enrich struct {

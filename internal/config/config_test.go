@@ -160,6 +160,12 @@ func TestRejections(t *testing.T) {
 		{"interface name slash", "[agent]\ninterfaces = [\"a/b\"]\n", "agent.interfaces[0]", `"a/b"`},
 		{"interface name space", "[agent]\ninterfaces = [\"eth 0\"]\n", "agent.interfaces[0]", `"eth 0"`},
 		{"interface name too long", "[agent]\ninterfaces = [\"abcdefghijklmnop\"]\n", "agent.interfaces[0]", `"abcdefghijklmnop"`},
+		{"interface pattern bad class", "[agent]\ninterfaces = [\"eth[0-\"]\n", "agent.interfaces[0]", `"eth[0-"`},
+		{"interface pattern slash", "[agent]\ninterfaces = [\"veth*/x\"]\n", "agent.interfaces[0]", `"veth*/x"`},
+		{"wildcard mixed with pattern", "[agent]\ninterfaces = [\"veth*\", \"*\"]\n", "agent.interfaces", `["veth*", "*"]`},
+		{"control socket relative", base + "[agent.control]\nsocket = \"rfm.sock\"\n", "agent.control.socket", `"rfm.sock"`},
+		{"control socket too long", base + "[agent.control]\nsocket = \"/" + strings.Repeat("s", 120) + "\"\n", "agent.control.socket", ""},
+		{"web_config relative", base + "[agent.prometheus]\nweb_config = \"web.yml\"\n", "agent.prometheus.web_config", `"web.yml"`},
 
 		// agent.bpf and agent.collector.
 		{"sample_rate 0", base + "[agent.bpf]\nsample_rate = 0\n", "agent.bpf.sample_rate", "0"},
@@ -338,6 +344,11 @@ func TestResolveInterfaces(t *testing.T) {
 		{"wildcard skips loopback", []string{"*"}, []string{"eth0", "eth1", "wg0"}},
 		{"config order", []string{"wg0", "eth0"}, []string{"wg0", "eth0"}},
 		{"loopback by name", []string{"lo"}, []string{"lo"}},
+		{"pattern", []string{"eth*"}, []string{"eth0", "eth1"}},
+		{"character class", []string{"eth[1-9]"}, []string{"eth1"}},
+		{"pattern matching nothing yet", []string{"veth*"}, []string{}},
+		{"name and overlapping pattern once", []string{"eth1", "eth?", "w*"}, []string{"eth1", "eth0", "wg0"}},
+		{"pattern may select loopback", []string{"l?"}, []string{"lo"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -346,10 +357,68 @@ func TestResolveInterfaces(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if names := ifaceNames(got); !reflect.DeepEqual(names, tt.want) {
+			if names := ifaceNames(got); len(names)+len(tt.want) > 0 && !reflect.DeepEqual(names, tt.want) {
 				t.Errorf("got %v, want %v", names, tt.want)
 			}
 		})
+	}
+}
+
+func TestInterfaceSelector(t *testing.T) {
+	tests := []struct {
+		list     []string
+		name     string
+		loopback bool
+		want     bool
+	}{
+		{[]string{"*"}, "eth0", false, true},
+		{[]string{"*"}, "lo", true, false},
+		{[]string{"eth0"}, "eth0", false, true},
+		{[]string{"eth0"}, "eth01", false, false},
+		{[]string{"veth*"}, "veth1a2b", false, true},
+		{[]string{"veth*"}, "eth0", false, false},
+		{[]string{"eth[0-9]"}, "eth7", false, true},
+		{[]string{"eth[0-9]"}, "eth10", false, false},
+		{[]string{"lo"}, "lo", true, true},
+		{[]string{"eth0", "wg?"}, "wg1", false, true},
+	}
+	for _, tt := range tests {
+		if got := NewInterfaceSelector(tt.list).Match(tt.name, tt.loopback); got != tt.want {
+			t.Errorf("%v.Match(%q, loopback=%v) = %v, want %v", tt.list, tt.name, tt.loopback, got, tt.want)
+		}
+	}
+}
+
+func TestLoadRefusesUnsafeFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rfm.toml")
+	if err := os.WriteFile(path, []byte(base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if want := "config " + path + ": writable by every user (mode 0666); run chmod o-w on it"; err == nil || err.Error() != want {
+		t.Errorf("world-writable: error = %v, want %q", err, want)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Errorf("mode 0644: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(path, 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		if err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+			t.Errorf("foreign owner: error = %v", err)
+		}
+	}
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("directory: error = %v", err)
 	}
 }
 
@@ -473,6 +542,7 @@ func TestSpecExample(t *testing.T) {
 				MaxMessageSize: 1 << 20,
 			}},
 		},
+		Control: Control{Socket: "/run/rfm/rfm.sock"},
 	}}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("parsed\n%s\nwant\n%s", c, want)

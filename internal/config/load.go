@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
 	"reflect"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -33,17 +35,58 @@ const (
 	DefaultBMPKeep             = 5 * time.Minute
 	DefaultBMPMaxSessions      = 64
 	DefaultBMPMaxMessageSize   = 1 << 20
+	DefaultControlSocket       = "/run/rfm/rfm.sock"
 )
 
 // Load reads and parses the config file at path. See Parse for what is
 // checked; Validate (or LoadAndValidate) adds the checks against this
 // machine.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, &Error{Source: path, Reason: "cannot read: " + describeFileError(err)}
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, &Error{Source: path, Reason: "cannot read: " + describeFileError(err)}
+	}
+	if reason := unsafeOwnership(fi); reason != "" {
+		return nil, &Error{Source: path, Reason: reason}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, &Error{Source: path, Reason: "cannot read: " + describeFileError(err)}
+	}
+	if len(data) > maxConfigSize {
+		return nil, &Error{Source: path, Reason: fmt.Sprintf("larger than %d bytes; not a config file", maxConfigSize)}
+	}
 	return Parse(data, path)
+}
+
+// maxConfigSize bounds what Load reads, so a wrong path (a device, a
+// huge log) fails fast instead of filling memory.
+const maxConfigSize = 1 << 20
+
+// unsafeOwnership refuses a config file that someone other than its
+// owner could have written: the agent runs with CAP_BPF and
+// CAP_NET_ADMIN, and the file decides where it attaches and exports.
+// It returns "" when the file is safe.
+func unsafeOwnership(fi fs.FileInfo) string {
+	if !fi.Mode().IsRegular() {
+		return "not a regular file"
+	}
+	if perm := fi.Mode().Perm(); perm&0o002 != 0 {
+		return fmt.Sprintf("writable by every user (mode %04o); run chmod o-w on it", perm)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	if euid := uint32(os.Geteuid()); st.Uid != 0 && st.Uid != euid {
+		return fmt.Sprintf("owned by uid %d, neither root nor this process (uid %d)", st.Uid, euid)
+	}
+	return ""
 }
 
 // LoadAndValidate is what the agent and `rfm config check` run before
@@ -199,6 +242,9 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	}
 	if !defined("enrich", "rib", "bmp", "max_message_size") {
 		bmp.MaxMessageSize = DefaultBMPMaxMessageSize
+	}
+	if !defined("control", "socket") {
+		a.Control.Socket = DefaultControlSocket
 	}
 }
 

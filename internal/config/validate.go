@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -60,13 +62,18 @@ func Validate(c *Config, ifaces InterfaceLister) error {
 	if e := checkReadableFile("agent.enrich.mmdb.city_db", c.Agent.Enrich.MMDB.CityDB); e != nil {
 		return e
 	}
+	if e := checkReadableFile("agent.prometheus.web_config", c.Agent.Prometheus.WebConfig); e != nil {
+		return e
+	}
 	return nil
 }
 
-// ResolveInterfaces returns the interfaces to attach to: for ["*"] every
-// interface except loopback, in the order the system lists them;
-// otherwise the named interfaces in config order. A named interface that
-// does not exist, or "*" matching nothing, is an error. ifaces nil means
+// ResolveInterfaces returns the interfaces to attach to at start: for
+// ["*"] every interface except loopback, in the order the system lists
+// them; otherwise the named interfaces and those matching a pattern, in
+// config order. A named interface that does not exist, or "*" matching
+// nothing, is an error; a pattern matching nothing is not, since the
+// agent attaches to matching interfaces as they appear. ifaces nil means
 // SystemInterfaces.
 func ResolveInterfaces(c *Config, ifaces InterfaceLister) ([]net.Interface, error) {
 	const key = "agent.interfaces"
@@ -81,10 +88,11 @@ func ResolveInterfaces(c *Config, ifaces InterfaceLister) ([]net.Interface, erro
 	if err != nil {
 		return nil, &Error{Key: key, Reason: "listing network interfaces: " + err.Error()}
 	}
-	if len(names) == 1 && names[0] == "*" {
+	sel := NewInterfaceSelector(names)
+	if sel.all {
 		var out []net.Interface
 		for _, ifc := range all {
-			if ifc.Flags&net.FlagLoopback == 0 {
+			if sel.Match(ifc.Name, ifc.Flags&net.FlagLoopback != 0) {
 				out = append(out, ifc)
 			}
 		}
@@ -98,15 +106,85 @@ func ResolveInterfaces(c *Config, ifaces InterfaceLister) ([]net.Interface, erro
 		byName[ifc.Name] = ifc
 	}
 	out := make([]net.Interface, 0, len(names))
+	taken := make(map[int]bool, len(names))
 	for i, name := range names {
+		if IsInterfacePattern(name) {
+			for _, ifc := range all {
+				if ok, _ := path.Match(name, ifc.Name); ok && !taken[ifc.Index] {
+					taken[ifc.Index] = true
+					out = append(out, ifc)
+				}
+			}
+			continue
+		}
 		ifc, ok := byName[name]
 		if !ok {
 			return nil, keyError(fmt.Sprintf("%s[%d]", key, i), name, "no such interface on this system")
 		}
-		out = append(out, ifc)
+		if !taken[ifc.Index] {
+			taken[ifc.Index] = true
+			out = append(out, ifc)
+		}
 	}
 	return out, nil
 }
+
+// InterfaceSelector decides which interfaces agent.interfaces selects:
+// "*" alone is every non-loopback interface; otherwise exact names and
+// glob patterns (path.Match syntax: *, ?, [a-z]), where a pattern also
+// selects loopback if its name matches.
+type InterfaceSelector struct {
+	all      bool
+	names    map[string]bool
+	patterns []string
+}
+
+// NewInterfaceSelector builds the selector for a validated interface
+// list.
+func NewInterfaceSelector(list []string) InterfaceSelector {
+	if len(list) == 1 && list[0] == "*" {
+		return InterfaceSelector{all: true}
+	}
+	s := InterfaceSelector{names: make(map[string]bool, len(list))}
+	for _, name := range list {
+		if IsInterfacePattern(name) {
+			s.patterns = append(s.patterns, name)
+		} else {
+			s.names[name] = true
+		}
+	}
+	return s
+}
+
+// Match reports whether the interface called name is selected.
+func (s InterfaceSelector) Match(name string, loopback bool) bool {
+	if s.all {
+		return !loopback
+	}
+	if s.names[name] {
+		return true
+	}
+	for _, p := range s.patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Named lists the exact interface names (not patterns) selected; the
+// agent re-attaches these when they come back after vanishing.
+func (s InterfaceSelector) Named() []string {
+	out := make([]string, 0, len(s.names))
+	for n := range s.names {
+		out = append(out, n)
+	}
+	return out
+}
+
+// IsInterfacePattern reports whether an agent.interfaces entry is a glob
+// pattern rather than a name ("*" alone is also a pattern).
+func IsInterfacePattern(s string) bool { return strings.ContainsAny(s, `*?[\`) }
 
 // validateValues applies every rule that needs only the config itself, in
 // file order, and returns the first broken one.
@@ -169,6 +247,9 @@ func validateValues(c *Config) *Error {
 	if e := checkPort("agent.prometheus.port", a.Prometheus.Port, 1); e != nil {
 		return e
 	}
+	if w := a.Prometheus.WebConfig; w != "" && !filepath.IsAbs(w) {
+		return keyError("agent.prometheus.web_config", w, "must be an absolute path")
+	}
 
 	bmp := &a.Enrich.RIB.BMP
 	if e := checkEndpointPair("agent.enrich.rib.bmp", bmp.Host, bmp.Port); e != nil {
@@ -200,8 +281,20 @@ func validateValues(c *Config) *Error {
 		return keyError("agent.enrich.rib.bmp.max_message_size", n,
 			"must be between %d and %d", MinBMPMessageSize, MaxBMPMessageSize)
 	}
+
+	if sock := a.Control.Socket; sock != "" {
+		switch {
+		case !filepath.IsAbs(sock):
+			return keyError("agent.control.socket", sock, `must be an absolute path such as "/run/rfm/rfm.sock", or "" to disable`)
+		case len(sock) > maxSocketPathLen:
+			return keyError("agent.control.socket", sock, "must be at most %d bytes (the kernel's limit for Unix socket paths)", maxSocketPathLen)
+		}
+	}
 	return nil
 }
+
+// maxSocketPathLen is sizeof(sun_path) - 1.
+const maxSocketPathLen = 107
 
 func checkInterfaceNames(names []string) *Error {
 	const key = "agent.interfaces"
@@ -217,7 +310,12 @@ func checkInterfaceNames(names []string) *Error {
 		if name == "" {
 			return keyError(elemKey, name, "interface name must not be empty")
 		}
-		if name != "*" && !validInterfaceName(name) {
+		if IsInterfacePattern(name) {
+			if _, err := path.Match(name, ""); err != nil || strings.ContainsAny(name, "/: \t\n\v\f\r") {
+				return keyError(elemKey, name,
+					`not a valid interface pattern (glob syntax such as "veth*", "eth[0-9]" or "*"; no '/', ':' or whitespace)`)
+			}
+		} else if !validInterfaceName(name) {
 			return keyError(elemKey, name,
 				`not a valid interface name (at most %d bytes, not "." or "..", no '/', ':' or whitespace)`, maxIfNameLen)
 		}
@@ -227,7 +325,7 @@ func checkInterfaceNames(names []string) *Error {
 		seen[name] = i
 	}
 	if _, wildcard := seen["*"]; wildcard && len(names) > 1 {
-		return keyError(key, names, `"*" cannot be mixed with interface names`)
+		return keyError(key, names, `"*" cannot be mixed with interface names or patterns`)
 	}
 	return nil
 }
