@@ -52,7 +52,8 @@ func agentCommand() *cobra.Command {
 		Short: "Run the flow monitoring agent",
 		Long: `Run the agent in the foreground: load and validate the config, attach to the
 configured interfaces, and serve metrics until SIGINT or SIGTERM. On exit
-every active flow is exported and all programs are detached.
+every active flow is exported and all programs are detached. SIGHUP
+re-reads the config file and applies what changed (see rfm reload).
 
 Needs root, or CAP_BPF + CAP_NET_ADMIN (+ CAP_PERFMON on some kernels).`,
 		Args: cobra.NoArgs,
@@ -64,12 +65,34 @@ Needs root, or CAP_BPF + CAP_NET_ADMIN (+ CAP_PERFMON on some kernels).`,
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return agent.Run(ctx, path, log)
+			return agent.Run(ctx, agent.Options{ConfigPath: path, Logger: log, Reload: reloadSignals(ctx)})
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "path of the TOML config file")
 	cmd.Flags().StringVar(&level, "log-level", "warn", "log level: debug, info, warn or error")
 	return cmd
+}
+
+// reloadSignals turns each SIGHUP into a reload request.
+func reloadSignals(ctx context.Context) <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	out := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case out <- struct{}{}:
+				default: // a reload is already pending
+				}
+			}
+		}
+	}()
+	return out
 }
 
 func versionCommand() *cobra.Command {

@@ -1,6 +1,7 @@
 // Package agent wires the stages together: config -> datapath (packets,
 // events) -> flow table -> enrichment -> exporters (Prometheus, IPFIX),
-// and owns start-up order and shutdown.
+// and owns start-up order, live changes (hotplug, reload, control
+// requests) and shutdown.
 package agent
 
 import (
@@ -9,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -35,11 +35,26 @@ var Version = "dev"
 // shutdownGrace bounds how long exporters get to flush at exit.
 const shutdownGrace = 3 * time.Second
 
-// Run starts the agent with the config at path and blocks until ctx is
-// cancelled, then exports every active flow and detaches. Every error
-// before the first packet is seen leaves nothing attached.
-func Run(ctx context.Context, path string, log *slog.Logger) error {
-	cfg, err := config.LoadAndValidate(path, nil)
+// Options configure Run.
+type Options struct {
+	ConfigPath string
+	Logger     *slog.Logger
+	// Reload receives one value per reload request (SIGHUP); nil: none.
+	Reload <-chan struct{}
+	// KeepCapabilities leaves the process's capabilities alone; by
+	// default the agent drops every capability it does not need once
+	// it runs (see caps.go).
+	KeepCapabilities bool
+}
+
+// Run starts the agent and blocks until ctx is cancelled, then exports
+// every active flow and detaches. Every error before the first packet is
+// seen leaves nothing attached.
+func Run(ctx context.Context, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := config.LoadAndValidate(o.ConfigPath, nil)
 	if err != nil {
 		return err
 	}
@@ -47,207 +62,255 @@ func Run(ctx context.Context, path string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{cfg: cfg, log: log}
+	a := &agent{cfg: cfg, configPath: o.ConfigPath, log: o.Logger, startedAt: time.Now()}
 	a.sampleRate.Store(cfg.Agent.BPF.SampleRate)
+	a.fileSampleRate = cfg.Agent.BPF.SampleRate
 	defer a.close()
-	if err := a.start(ctx, ifaces); err != nil {
+	if err := a.start(ifaces); err != nil {
 		return err
 	}
-	log.Info("agent running", "interfaces", len(ifaces), "metrics", "http://"+cfg.PrometheusAddr()+"/metrics",
-		"sample_rate", cfg.Agent.BPF.SampleRate)
-	<-ctx.Done()
-	return a.shutdown()
+	if !o.KeepCapabilities {
+		if err := dropCapabilities(cfg); err != nil {
+			a.log.Warn("could not drop capabilities; running with those it was started with", "err", err)
+		}
+	}
+	a.log.Info("agent running", "interfaces", len(a.dp.Interfaces()), "metrics", "http://"+cfg.PrometheusAddr()+"/metrics",
+		"sample_rate", cfg.Agent.BPF.SampleRate, "control", cfg.Agent.Control.Socket)
+	for {
+		select {
+		case <-ctx.Done():
+			return a.shutdown()
+		case <-o.Reload:
+			if res, err := a.reload(); err != nil {
+				a.log.Error("reload rejected; the running config stays in effect", "err", err)
+			} else {
+				a.logReload(res.Applied, res.NeedsRestart)
+			}
+		}
+	}
 }
 
 type agent struct {
-	cfg        *config.Config
+	configPath string
 	log        *slog.Logger
+	startedAt  time.Time
 	sampleRate atomic.Uint32
+	// fileSampleRate is the rate the config file last asked for; a rate
+	// set over the control socket stays until the file changes it.
+	fileSampleRate uint32
+	readerDone     atomic.Bool // the datapath reader stopped
 
-	db       *mmdb.DB
+	// mu serialises changes (reload, hotplug, control requests that
+	// write) and guards cfg.
+	mu  sync.Mutex
+	cfg *config.Config
+
+	reg      *prometheus.Registry
+	db       *mmdb.DB // current MMDB databases, nil when none
+	enricher *enrich.Enricher
 	rib      *rib.RIB
 	station  *bmp.Station
-	exporter *ipfix.Exporter
+	ipfix    *ipfixSink
 	dp       *datapath.Datapath
 	table    *flow.Table
-	http     *http.Server
+	core     *prom.Collector
+	metrics  *metricsServer
+	watch    linkWatcher
+	control  controlServer
 
-	bg       sync.WaitGroup
-	stopBG   context.CancelFunc
-	runDone  chan error
-	shutdown func() error
+	bg      sync.WaitGroup
+	stopBG  context.CancelFunc
+	bgCtx   context.Context
+	runDone chan error
+	started bool
 }
 
 // start brings stages up in an order where every failure is detected
 // before the kernel is touched: files and sockets first, attach last.
-func (a *agent) start(ctx context.Context, ifaces []net.Interface) error {
+func (a *agent) start(ifaces []net.Interface) error {
 	c := a.cfg.Agent
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reg = prometheus.NewRegistry()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "rfm_build_info",
 		Help:        "Build information of the running agent; always 1.",
 		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	reg.MustRegister(buildInfo)
+	a.reg.MustRegister(buildInfo)
+	a.bgCtx, a.stopBG = context.WithCancel(context.Background())
 
 	// Enrichment.
 	var err error
-	if c.Enrich.MMDB.ASNDB != "" || c.Enrich.MMDB.CityDB != "" {
-		if a.db, err = mmdb.Open(c.Enrich.MMDB.ASNDB, c.Enrich.MMDB.CityDB); err != nil {
-			return err
-		}
+	if a.db, err = openMMDB(c.Enrich.MMDB); err != nil {
+		return err
 	}
-	bgCtx, stop := context.WithCancel(context.Background())
-	a.stopBG = stop
 	if c.Enrich.RIB.BMP.Enabled() {
 		a.rib = rib.New(rib.Options{Keep: c.Enrich.RIB.BMP.Keep.Duration})
 		if a.station, err = bmp.Listen(c.Enrich.RIB.BMP, a.rib, a.log); err != nil {
 			return err
 		}
-		reg.MustRegister(a.rib, a.station)
+		a.reg.MustRegister(a.rib, a.station)
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
-			if err := a.station.Serve(bgCtx); err != nil && bgCtx.Err() == nil {
+			if err := a.station.Serve(a.bgCtx); err != nil && a.bgCtx.Err() == nil {
 				a.log.Error("BMP station stopped", "err", err)
 			}
 		}()
 	}
-	var enricher flow.Enricher
-	if a.db != nil || a.rib != nil {
-		enricher = enrich.New(a.rib, a.db)
-	}
+	a.enricher = enrich.New(a.rib, a.db)
 
-	// Exporters: bind the metrics port and resolve the collector first.
-	ln, err := net.Listen("tcp", a.cfg.PrometheusAddr())
+	// Exporters: bind the metrics port and the control socket, and
+	// resolve the collector, before anything is attached.
+	a.metrics, err = listenMetrics(a.cfg, a.log)
 	if err != nil {
-		return fmt.Errorf("agent.prometheus: listen on %s: %w", a.cfg.PrometheusAddr(), err)
+		return err
 	}
-	var sinks []flow.Sink
+	a.ipfix = &ipfixSink{}
+	a.reg.MustRegister(a.ipfix)
 	if c.IPFIX.Enabled() {
-		bind := ""
-		if c.IPFIX.Bind.Host != "" || c.IPFIX.Bind.Port != 0 {
-			bind = c.IPFIX.Bind.Addr()
-		}
-		a.exporter, err = ipfix.New(ipfix.Config{
-			Collector:           c.IPFIX.CollectorAddr(),
-			Bind:                bind,
-			ObservationDomainID: c.IPFIX.ObservationDomainID,
-			TemplateRefresh:     c.IPFIX.TemplateRefresh.Duration,
-			MaxMessageSize:      c.IPFIX.MaxMessageSize,
-			SampleRate:          c.BPF.SampleRate,
-		}, a.log)
+		e, err := newExporter(c.IPFIX, c.BPF.SampleRate, a.log)
 		if err != nil {
-			ln.Close()
 			return err
 		}
-		reg.MustRegister(a.exporter)
-		sinks = append(sinks, a.exporter)
+		a.ipfix.cur.Store(e)
+	}
+	if err := a.startControl(); err != nil {
+		return err
 	}
 
 	// Datapath.
 	a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.BPF.RingBufSize})
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	dpCfg := datapath.Config{SampleRate: c.BPF.SampleRate}
-	if a.exporter != nil {
-		// Never report our own export packets as flows.
-		dpCfg.Exclude = datapath.Tuple{Src: a.exporter.LocalAddr(), Dst: a.exporter.RemoteAddr()}
-	}
-	if err := a.dp.SetConfig(dpCfg); err != nil {
-		ln.Close()
+	if err := a.dp.SetConfig(a.datapathConfig(c.BPF.SampleRate)); err != nil {
 		return err
 	}
 	a.table = flow.NewTable(flow.Options{
 		MaxFlows:    c.Collector.MaxFlows,
 		IdleTimeout: c.Collector.EvictionTimeout.Duration,
-		Sinks:       sinks,
-		Enricher:    enricher,
+		Sinks:       []flow.Sink{a.ipfix},
+		Enricher:    a.enricher,
 		Logger:      a.log,
 	})
-	core := prom.New(a.dp, a.table, a.sampleRate.Load)
-	reg.MustRegister(core)
+	a.core = prom.New(a.dp, a.table, a.sampleRate.Load)
+	a.reg.MustRegister(a.core)
 
 	for _, ifc := range ifaces {
 		if err := a.dp.Attach(ifc.Index, ifc.Name); err != nil {
-			ln.Close()
 			return err // close() detaches what was attached
 		}
 		a.log.Debug("attached", "interface", ifc.Name, "ifindex", ifc.Index)
 	}
-	if a.exporter != nil {
-		a.exporter.SetInterfaces(exportInterfaces(a.dp.Interfaces()))
+	a.ipfix.setInterfaces(a.dp.Interfaces())
+	if err := a.startWatch(); err != nil {
+		return err
 	}
 
 	a.runDone = make(chan error, 1)
-	go func() { a.runDone <- a.table.Run(context.Background(), a.dp) }()
-	a.bg.Add(1)
-	go func() { defer a.bg.Done(); a.table.RunSweeper(bgCtx) }()
-
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", prom.Handler(reg, core, func(err error) { a.log.Warn("metrics", "err", err) }))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "rfm agent: metrics at /metrics")
-	})
-	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("metrics server stopped", "err", err)
+		err := a.table.Run(context.Background(), a.dp)
+		a.readerDone.Store(true)
+		if err != nil && !errors.Is(err, datapath.ErrFlushed) {
+			a.log.Error("datapath reader stopped", "err", err)
 		}
+		a.runDone <- err
 	}()
+	a.bg.Add(1)
+	go func() { defer a.bg.Done(); a.table.RunSweeper(a.bgCtx) }()
 
-	a.shutdown = func() error {
-		a.log.Info("shutting down: exporting active flows")
-		// Detach first so no new events arrive, then drain what the
-		// ring still holds into the table, then end every flow.
-		var errs []error
-		for _, ifc := range a.dp.Interfaces() {
-			errs = append(errs, a.dp.Detach(ifc.Index))
-		}
-		if err := a.dp.Drain(); err != nil {
-			errs = append(errs, fmt.Errorf("drain ring buffer: %w", err))
-		}
-		select {
-		case err := <-a.runDone:
-			if err != nil && !errors.Is(err, datapath.ErrFlushed) {
-				errs = append(errs, err)
-			}
-		case <-time.After(shutdownGrace):
-			errs = append(errs, errors.New("ring buffer drain timed out"))
-		}
-		a.table.Flush(flow.EndForced)
-		return errors.Join(errs...)
+	a.metrics.serve(a.reg, a.core, a.healthy)
+	a.serveControl()
+	a.started = true
+	return nil
+}
+
+// healthy is what /healthz reports: the agent is up while it reads
+// events from its datapath.
+func (a *agent) healthy() error {
+	if a.readerDone.Load() {
+		return errors.New("datapath reader stopped")
 	}
 	return nil
 }
 
-func exportInterfaces(in []datapath.Interface) []ipfix.Interface {
-	out := make([]ipfix.Interface, len(in))
-	for i, ifc := range in {
-		out[i] = ipfix.Interface{Index: uint32(ifc.Index), Name: ifc.Name}
+// datapathConfig is the BPF config for a sample rate, excluding the IPFIX
+// exporter's own packets so exporting never creates flows.
+func (a *agent) datapathConfig(rate uint32) datapath.Config {
+	dpCfg := datapath.Config{SampleRate: rate}
+	if e := a.ipfix.cur.Load(); e != nil {
+		dpCfg.Exclude = datapath.Tuple{Src: e.LocalAddr(), Dst: e.RemoteAddr()}
 	}
-	return out
+	return dpCfg
+}
+
+func openMMDB(c config.MMDB) (*mmdb.DB, error) {
+	if c.ASNDB == "" && c.CityDB == "" {
+		return nil, nil
+	}
+	return mmdb.Open(c.ASNDB, c.CityDB)
+}
+
+func newExporter(c config.IPFIX, rate uint32, log *slog.Logger) (*ipfix.Exporter, error) {
+	bind := ""
+	if c.Bind.Host != "" || c.Bind.Port != 0 {
+		bind = c.Bind.Addr()
+	}
+	return ipfix.New(ipfix.Config{
+		Collector:           c.CollectorAddr(),
+		Bind:                bind,
+		ObservationDomainID: c.ObservationDomainID,
+		TemplateRefresh:     c.TemplateRefresh.Duration,
+		MaxMessageSize:      c.MaxMessageSize,
+		SampleRate:          rate,
+	}, log)
+}
+
+// shutdown stops watching links, detaches, drains what the ring still
+// holds into the table and ends every flow, so exporters see them all.
+func (a *agent) shutdown() error {
+	a.log.Info("shutting down: exporting active flows")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopWatch()
+	var errs []error
+	for _, ifc := range a.dp.Interfaces() {
+		errs = append(errs, a.dp.Detach(ifc.Index))
+	}
+	if err := a.dp.Drain(); err != nil {
+		errs = append(errs, fmt.Errorf("drain ring buffer: %w", err))
+	}
+	select {
+	case err := <-a.runDone:
+		if err != nil && !errors.Is(err, datapath.ErrFlushed) {
+			errs = append(errs, err)
+		}
+	case <-time.After(shutdownGrace):
+		errs = append(errs, errors.New("ring buffer drain timed out"))
+	}
+	a.table.Flush(flow.EndForced)
+	return errors.Join(errs...)
 }
 
 // close releases everything start created, in reverse order. Safe to
 // call after a partial start.
 func (a *agent) close() {
-	if a.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = a.http.Shutdown(ctx)
-		cancel()
+	a.stopWatch()
+	a.closeControl()
+	if a.metrics != nil {
+		a.metrics.close()
 	}
 	if a.dp != nil {
 		if err := a.dp.Close(); err != nil {
 			a.log.Warn("detach", "err", err)
 		}
 	}
-	if a.exporter != nil {
-		_ = a.exporter.Close()
+	if a.ipfix != nil {
+		if e := a.ipfix.cur.Swap(nil); e != nil {
+			_ = e.Close()
+		}
 	}
 	if a.stopBG != nil {
 		a.stopBG()

@@ -5,6 +5,7 @@ package enrich
 
 import (
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/stepbrobd/rfm/internal/enrich/mmdb"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
@@ -15,39 +16,57 @@ import (
 // neither, labels stay empty. Safe for concurrent use; lookups never
 // wait for the RIB's writers.
 type Enricher struct {
-	rib *rib.RIB
-	db  *mmdb.DB
+	rib   *rib.RIB
+	db    atomic.Pointer[mmdb.DB]
+	swaps atomic.Uint64 // SetDB calls, part of Generation
 }
 
 var _ flow.Enricher = (*Enricher)(nil)
 
 // New returns an Enricher over r and db, both optional.
 func New(r *rib.RIB, db *mmdb.DB) *Enricher {
-	return &Enricher{rib: r, db: db}
+	e := &Enricher{rib: r}
+	e.db.Store(db)
+	return e
 }
+
+// SetDB replaces the MMDB databases (nil: none), for a config reload
+// that changes their paths. Lookups in flight finish on the old ones.
+func (e *Enricher) SetDB(db *mmdb.DB) {
+	e.db.Store(db)
+	e.swaps.Add(1)
+}
+
+// DB returns the MMDB databases in use, nil when none.
+func (e *Enricher) DB() *mmdb.DB { return e.db.Load() }
 
 // Enrich returns the labels of a flow's addresses.
 func (e *Enricher) Enrich(src, dst netip.Addr) flow.Labels {
+	db := e.db.Load()
 	return flow.Labels{
-		SrcASN:  e.ASN(src),
-		DstASN:  e.ASN(dst),
-		SrcCity: e.db.City(src),
-		DstCity: e.db.City(dst),
+		SrcASN:  e.asn(db, src),
+		DstASN:  e.asn(db, dst),
+		SrcCity: db.City(src),
+		DstCity: db.City(dst),
 	}
 }
 
 // ASN is the origin AS of the best RIB route for a or, when no route
 // matches or its origin is unknown (a trailing AS_SET), the MMDB's
 // answer; 0 if neither knows.
-func (e *Enricher) ASN(a netip.Addr) uint32 {
+func (e *Enricher) ASN(a netip.Addr) uint32 { return e.asn(e.db.Load(), a) }
+
+func (e *Enricher) asn(db *mmdb.DB, a netip.Addr) uint32 {
 	if asn := e.rib.Origin(a); asn != 0 {
 		return asn
 	}
-	return e.db.ASN(a)
+	return db.ASN(a)
 }
 
 // Generation changes whenever the RIB changes or the databases are
-// reopened (both counters only grow, so their sum changes with either).
+// reopened or replaced. Every part only grows, so the sum changes with
+// any of them; a replacement adds 1<<40 so a new DB whose own count
+// starts lower cannot cancel it out.
 func (e *Enricher) Generation() uint64 {
-	return e.rib.Generation() + e.db.Generation()
+	return e.rib.Generation() + e.db.Load().Generation() + e.swaps.Load()<<40
 }

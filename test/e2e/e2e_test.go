@@ -94,15 +94,21 @@ port = %d
 type agent struct {
 	ns     string
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *lab.Buffer
 	done   chan struct{}
 	client *http.Client
 }
 
-// writeConfig writes text to a fresh file and returns its path.
+// writeConfig writes text to a fresh file and returns its path. A config
+// without an [agent.control] table gets a control socket next to it, so
+// agents of tests running at the same time never share one.
 func writeConfig(t testing.TB, text string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "rfm.toml")
+	dir := t.TempDir()
+	if !strings.Contains(text, "[agent.control]") {
+		text += fmt.Sprintf("\n[agent.control]\nsocket = %q\n", filepath.Join(dir, "rfm.sock"))
+	}
+	path := filepath.Join(dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatalf("writing config: %v", err)
 	}
@@ -113,9 +119,15 @@ func writeConfig(t testing.TB, text string) string {
 // The agent is stopped (SIGTERM, then SIGKILL) when the test ends.
 func startAgent(t *testing.T, ns string, cfg string) *agent {
 	t.Helper()
-	a := &agent{ns: ns, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	return startAgentAt(t, ns, writeConfig(t, cfg))
+}
+
+// startAgentAt is startAgent with the config file at path.
+func startAgentAt(t *testing.T, ns string, path string) *agent {
+	t.Helper()
+	a := &agent{ns: ns, stderr: &lab.Buffer{}, done: make(chan struct{})}
 	// `ip netns exec` execs the command, so the pid is the agent's own.
-	a.cmd = exec.Command("ip", "netns", "exec", ns, rfmBin, "agent", "-c", writeConfig(t, cfg))
+	a.cmd = exec.Command("ip", "netns", "exec", ns, rfmBin, "agent", "-c", path, "--log-level", "info")
 	a.cmd.Stdout = a.stderr
 	a.cmd.Stderr = a.stderr
 	if err := a.cmd.Start(); err != nil {
@@ -152,6 +164,9 @@ func startAgent(t *testing.T, ns string, cfg string) *agent {
 		}
 	}
 }
+
+// output is what the agent has logged so far.
+func (a *agent) output() string { return a.stderr.String() }
 
 func (a *agent) scrapeOnce() (metrics, error) {
 	resp, err := a.client.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))

@@ -271,7 +271,9 @@ city_db = %q
 host = "127.0.0.1"
 port = %d
 keep = "1s"
-`, e.lab.vethA, promPort, asnDB, cityDB, bmpPort)
+[agent.control]
+socket = %q
+`, e.lab.vethA, promPort, asnDB, cityDB, bmpPort, filepath.Join(e.dir, "rfm.sock"))
 	cfgPath := filepath.Join(e.dir, "rfm.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -243,7 +243,11 @@ template_refresh = %q
 	if c.asnDB != "" {
 		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
 	}
-	path := filepath.Join(t.TempDir(), "rfm.toml")
+	dir := t.TempDir()
+	// Each agent its own control socket: agents of other test packages
+	// may run at the same time.
+	toml += fmt.Sprintf("[agent.control]\nsocket = %q\n", filepath.Join(dir, "rfm.sock"))
+	path := filepath.Join(dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,11 @@ import (
 // BuildAgent builds cmd/rfm into dir and returns the binary's path.
 func BuildAgent(dir string) (string, error) {
 	bin := filepath.Join(dir, "rfm")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/stepbrobd/rfm/cmd/rfm").CombinedOutput()
+	// Static, as the README builds it; the agent drops capabilities on
+	// every thread, which needs a binary without cgo.
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/stepbrobd/rfm/cmd/rfm")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("building github.com/stepbrobd/rfm/cmd/rfm: %w\n%s", err, out)
 	}

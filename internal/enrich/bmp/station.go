@@ -129,6 +129,9 @@ func parseAllow(s string) (netip.Prefix, error) {
 // Addr is the listening address.
 func (s *Station) Addr() net.Addr { return s.ln.Addr() }
 
+// Sessions is the number of open BMP sessions.
+func (s *Station) Sessions() int { return int(s.c.sessions.Load()) }
+
 // Serve accepts sessions until ctx is done or Close is called, then
 // closes every session and returns once they have ended.
 func (s *Station) Serve(ctx context.Context) error {

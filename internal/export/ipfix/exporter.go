@@ -190,6 +190,19 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
+// Stats are the exporter's running totals.
+type Stats struct {
+	Records  uint64 // data records sent
+	Messages uint64 // IPFIX messages sent
+	Dropped  uint64 // records dropped because the queue was full
+	Errors   uint64 // send errors
+}
+
+// Stats reads the running totals.
+func (e *Exporter) Stats() Stats {
+	return Stats{Records: e.records.Load(), Messages: e.messages.Load(), Dropped: e.dropped.Load(), Errors: e.errs.Load()}
+}
+
 // LocalAddr is the socket's source address and port (IPv4 unmapped).
 func (e *Exporter) LocalAddr() netip.AddrPort { return e.local }
 

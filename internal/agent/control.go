@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/stepbrobd/rfm/internal/control"
+	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/internal/flow"
+)
+
+// controlAgent answers control requests from the running agent.
+type controlAgent struct{ a *agent }
+
+var _ control.Agent = controlAgent{}
+
+func (c controlAgent) Status(context.Context) (control.Status, error) {
+	a := c.a
+	a.mu.Lock()
+	cfg := a.cfg.Agent
+	a.mu.Unlock()
+	st := control.Status{
+		Version:    Version,
+		StartedAt:  a.startedAt,
+		Uptime:     control.Seconds(time.Since(a.startedAt).Seconds()),
+		ConfigPath: a.configPath,
+		SampleRate: a.sampleRate.Load(),
+		Interfaces: []control.InterfaceStatus{},
+		Flows: control.FlowTableStatus{
+			Active:          a.table.Active(),
+			Capacity:        a.table.Capacity(),
+			IdleTimeout:     a.table.IdleTimeout().String(),
+			ForcedEvictions: a.table.ForcedEvictions(),
+			IdleEvictions:   a.table.IdleEvictions(),
+		},
+		Datapath: control.DatapathStatus{RingBufSize: cfg.BPF.RingBufSize},
+	}
+	counters, err := a.dp.Counters()
+	if err != nil {
+		return st, err
+	}
+	byIndex := map[int]*control.InterfaceStatus{}
+	for _, ifc := range a.dp.Interfaces() {
+		st.Interfaces = append(st.Interfaces, control.InterfaceStatus{Name: ifc.Name, Index: ifc.Index})
+	}
+	for i := range st.Interfaces {
+		byIndex[st.Interfaces[i].Index] = &st.Interfaces[i]
+	}
+	for _, ctr := range counters {
+		is := byIndex[ctr.Index]
+		if is == nil {
+			continue
+		}
+		var p, b uint64
+		for f := range ctr.Packets {
+			p += ctr.Packets[f]
+			b += ctr.Bytes[f]
+		}
+		if ctr.Dir == datapath.Ingress {
+			is.IngressPackets, is.IngressBytes = p, b
+		} else {
+			is.EgressPackets, is.EgressBytes = p, b
+		}
+	}
+	if s, err := a.dp.Stats(); err == nil {
+		st.Datapath.RingDrops, st.Datapath.Malformed = s.RingDrops, s.Malformed
+	}
+	if e := a.ipfix.cur.Load(); e != nil {
+		s := e.Stats()
+		st.IPFIX = &control.IPFIXStatus{Collector: e.RemoteAddr().String(), Records: s.Records, Messages: s.Messages, Dropped: s.Dropped, Errors: s.Errors}
+	}
+	if a.station != nil {
+		counts := a.rib.Counts()
+		sum := a.rib.Summary()
+		st.BMP = &control.BMPStatus{
+			Listen: a.station.Addr().String(), Sessions: a.station.Sessions(),
+			Routers: len(sum.Routers), Peers: counts.Peers, Routes4: counts.Routes4, Routes6: counts.Routes6,
+		}
+	}
+	return st, nil
+}
+
+func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.Flows, error) {
+	a := c.a
+	var less func(x, y *flow.Record) bool
+	switch args.Sort {
+	case "", "bytes":
+		less = func(x, y *flow.Record) bool { return x.Bytes > y.Bytes || x.Bytes == y.Bytes && x.Packets > y.Packets }
+	case "packets":
+		less = func(x, y *flow.Record) bool {
+			return x.Packets > y.Packets || x.Packets == y.Packets && x.Bytes > y.Bytes
+		}
+	default:
+		return control.Flows{}, fmt.Errorf("sort %q: want bytes or packets", args.Sort)
+	}
+	names := map[uint32]string{}
+	for _, ifc := range a.dp.Interfaces() {
+		names[uint32(ifc.Index)] = ifc.Name
+	}
+	var filter func(*flow.Key) bool
+	if args.Iface != "" {
+		idx, ok := uint32(0), false
+		for i, n := range names {
+			if n == args.Iface {
+				idx, ok = i, true
+			}
+		}
+		if !ok {
+			return control.Flows{}, fmt.Errorf("interface %q: not attached", args.Iface)
+		}
+		filter = func(k *flow.Key) bool { return k.Ifindex == idx }
+	}
+	rate := uint64(a.sampleRate.Load())
+	recs := a.table.Top(args.Top, less, filter)
+	out := control.Flows{SampleRate: uint32(rate), Active: a.table.Active(), Flows: make([]control.Flow, len(recs))}
+	for i := range recs {
+		r := &recs[i]
+		out.Flows[i] = control.Flow{
+			Iface: names[r.Ifindex], Direction: r.Dir.String(), Proto: r.Proto,
+			Src: r.SrcAddr(), Dst: r.DstAddr(), SrcPort: r.SrcPort, DstPort: r.DstPort,
+			Packets: r.Packets * rate, Bytes: r.Bytes * rate, Sampled: r.Packets,
+			Start: r.Start, LastSeen: r.End,
+			SrcASN: r.SrcASN, DstASN: r.DstASN, SrcCity: r.SrcCity, DstCity: r.DstCity,
+		}
+	}
+	return out, nil
+}
+
+func (c controlAgent) RIBSummary(context.Context) (control.RIBSummary, error) {
+	a := c.a
+	out := control.RIBSummary{Enabled: a.rib != nil, Routers: []control.RIBRouter{}}
+	if a.rib == nil {
+		return out, nil
+	}
+	sum := a.rib.Summary()
+	out.Routes4, out.Routes6 = sum.Routes4, sum.Routes6
+	out.Prefixes4, out.Prefixes6 = sum.Prefixes4, sum.Prefixes6
+	for _, r := range sum.Routers {
+		rr := control.RIBRouter{Addr: r.Router.Addr, Name: r.Router.Name, Descr: r.Descr, Connected: r.Connected, Peers: []control.RIBPeer{}}
+		for _, p := range r.Peers {
+			rr.Peers = append(rr.Peers, control.RIBPeer{
+				Addr: p.Peer.Addr, Type: p.Peer.Type, Distinguisher: p.Peer.Distinguisher,
+				ASN: p.ASN, BGPID: p.BGPID, Stale: p.Stale, Routes4: p.Routes4, Routes6: p.Routes6,
+			})
+		}
+		out.Routers = append(out.Routers, rr)
+	}
+	return out, nil
+}
+
+func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIBLookup, error) {
+	a := c.a
+	addr = addr.Unmap()
+	out := control.RIBLookup{Addr: addr, Routes: []control.RIBRoute{}}
+	if db := a.enricher.DB(); db != nil {
+		out.MMDBASN, out.MMDBCity = db.ASN(addr), db.City(addr)
+	}
+	for _, r := range a.rib.LookupAll(addr) {
+		out.Routes = append(out.Routes, control.RIBRoute{
+			Prefix: r.Prefix, Origin: r.Origin, ASPath: r.Path.String(),
+			Router: r.Router.Addr, RouterName: r.Router.Name,
+			Peer: r.Peer.Addr, PeerASN: r.PeerASN, View: r.View.String(), PathID: r.PathID,
+		})
+	}
+	return out, nil
+}
+
+func (c controlAgent) SetSampleRate(_ context.Context, rate uint32) (control.SampleRateChange, error) {
+	a := c.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev, err := a.setSampleRate(rate)
+	if err != nil {
+		return control.SampleRateChange{}, err
+	}
+	a.log.Info("sample rate changed over the control socket", "previous", prev, "rate", rate)
+	return control.SampleRateChange{Previous: prev, Rate: rate}, nil
+}
+
+func (c controlAgent) Reload(context.Context) (control.ReloadResult, error) {
+	res, err := c.a.reload()
+	if err != nil {
+		c.a.log.Error("reload rejected; the running config stays in effect", "err", err)
+		return res, err
+	}
+	c.a.logReload(res.Applied, res.NeedsRestart)
+	slices.SortFunc(res.Applied, cmp.Compare[string])
+	return res, nil
+}

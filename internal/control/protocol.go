@@ -1,0 +1,226 @@
+// Package control is the agent's local control plane: a Unix socket
+// speaking JSON lines, used by `rfm status`, `rfm flows`, `rfm rib ...`,
+// `rfm set sample-rate` and `rfm reload`.
+//
+// Each request is one JSON object on one line; the agent answers each
+// with one JSON object on one line, in order. A client may send several
+// requests on one connection (`rfm flows --watch` does).
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"time"
+)
+
+// Version is the protocol version. The agent refuses requests with a
+// different version so an old client and a new agent never misread each
+// other; additions of optional fields do not change it.
+const Version = 1
+
+// Commands.
+const (
+	CmdStatus        = "status"
+	CmdFlows         = "flows"
+	CmdRIBSummary    = "rib.summary"
+	CmdRIBLookup     = "rib.lookup"
+	CmdSetSampleRate = "set.sample_rate"
+	CmdReload        = "reload"
+)
+
+// Request is one line from the client.
+type Request struct {
+	V    int             `json:"v"`
+	Cmd  string          `json:"cmd"`
+	Args json.RawMessage `json:"args,omitempty"` // FlowsArgs, RIBLookupArgs or SetSampleRateArgs
+}
+
+// Response is one line from the agent: Data on success, Error otherwise.
+type Response struct {
+	V     int             `json:"v"`
+	OK    bool            `json:"ok"`
+	Error string          `json:"error,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// Agent is what the control server needs from the running agent. Every
+// method is called from the connection's goroutine and must be safe for
+// concurrent use.
+type Agent interface {
+	Status(ctx context.Context) (Status, error)
+	Flows(ctx context.Context, args FlowsArgs) (Flows, error)
+	RIBSummary(ctx context.Context) (RIBSummary, error)
+	RIBLookup(ctx context.Context, addr netip.Addr) (RIBLookup, error)
+	SetSampleRate(ctx context.Context, rate uint32) (SampleRateChange, error)
+	Reload(ctx context.Context) (ReloadResult, error)
+}
+
+// Status answers CmdStatus.
+type Status struct {
+	Version    string            `json:"version"`
+	StartedAt  time.Time         `json:"started_at"`
+	Uptime     Seconds           `json:"uptime_seconds"`
+	ConfigPath string            `json:"config_path"`
+	SampleRate uint32            `json:"sample_rate"`
+	Interfaces []InterfaceStatus `json:"interfaces"`
+	Flows      FlowTableStatus   `json:"flows"`
+	Datapath   DatapathStatus    `json:"datapath"`
+	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"` // nil: export disabled
+	BMP        *BMPStatus        `json:"bmp,omitempty"`   // nil: BMP station disabled
+}
+
+// Seconds is a duration carried as float seconds.
+type Seconds float64
+
+func (s Seconds) Duration() time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
+
+// InterfaceStatus is one attached interface with its counters (every
+// packet, not sampled).
+type InterfaceStatus struct {
+	Name           string `json:"name"`
+	Index          int    `json:"index"`
+	IngressPackets uint64 `json:"ingress_packets"`
+	IngressBytes   uint64 `json:"ingress_bytes"`
+	EgressPackets  uint64 `json:"egress_packets"`
+	EgressBytes    uint64 `json:"egress_bytes"`
+}
+
+type FlowTableStatus struct {
+	Active          int    `json:"active"`
+	Capacity        int    `json:"capacity"` // max_flows; 0 = unlimited
+	IdleTimeout     string `json:"idle_timeout"`
+	ForcedEvictions uint64 `json:"forced_evictions"`
+	IdleEvictions   uint64 `json:"idle_evictions"`
+}
+
+type DatapathStatus struct {
+	RingBufSize int    `json:"ring_buf_size"`
+	RingDrops   uint64 `json:"ring_drops"`
+	Malformed   uint64 `json:"malformed"`
+}
+
+type IPFIXStatus struct {
+	Collector string `json:"collector"`
+	Records   uint64 `json:"records"`
+	Messages  uint64 `json:"messages"`
+	Dropped   uint64 `json:"dropped_records"`
+	Errors    uint64 `json:"errors"`
+}
+
+type BMPStatus struct {
+	Listen   string `json:"listen"`
+	Sessions int    `json:"sessions"`
+	Routers  int    `json:"routers"`
+	Peers    int    `json:"peers"`
+	Routes4  int    `json:"routes_ipv4"`
+	Routes6  int    `json:"routes_ipv6"`
+}
+
+// FlowsArgs selects flows for CmdFlows.
+type FlowsArgs struct {
+	Top   int    `json:"top,omitempty"`   // 0: all
+	Sort  string `json:"sort,omitempty"`  // "bytes" (default) or "packets"
+	Iface string `json:"iface,omitempty"` // "": every interface
+}
+
+// Flows answers CmdFlows.
+type Flows struct {
+	SampleRate uint32 `json:"sample_rate"`
+	Active     int    `json:"active"` // flows in the table, before Top and Iface
+	Flows      []Flow `json:"flows"`
+}
+
+// Flow is one active flow. Packets and Bytes are estimates: the sampled
+// counts times the sample rate.
+type Flow struct {
+	Iface     string     `json:"iface"`
+	Direction string     `json:"direction"` // "ingress" or "egress"
+	Proto     uint8      `json:"proto"`
+	Src       netip.Addr `json:"src"`
+	Dst       netip.Addr `json:"dst"`
+	SrcPort   uint16     `json:"src_port"`
+	DstPort   uint16     `json:"dst_port"`
+	Packets   uint64     `json:"packets"`
+	Bytes     uint64     `json:"bytes"`
+	Sampled   uint64     `json:"sampled_packets"`
+	Start     time.Time  `json:"start"`
+	LastSeen  time.Time  `json:"last_seen"`
+	SrcASN    uint32     `json:"src_asn,omitempty"`
+	DstASN    uint32     `json:"dst_asn,omitempty"`
+	SrcCity   string     `json:"src_city,omitempty"`
+	DstCity   string     `json:"dst_city,omitempty"`
+}
+
+// RIBSummary answers CmdRIBSummary.
+type RIBSummary struct {
+	Enabled   bool        `json:"enabled"` // false: no BMP station configured
+	Routes4   int         `json:"routes_ipv4"`
+	Routes6   int         `json:"routes_ipv6"`
+	Prefixes4 int         `json:"prefixes_ipv4"`
+	Prefixes6 int         `json:"prefixes_ipv6"`
+	Routers   []RIBRouter `json:"routers"`
+}
+
+type RIBRouter struct {
+	Addr      netip.Addr `json:"addr"`
+	Name      string     `json:"name,omitempty"`
+	Descr     string     `json:"descr,omitempty"`
+	Connected bool       `json:"connected"`
+	Peers     []RIBPeer  `json:"peers"`
+}
+
+type RIBPeer struct {
+	Addr          netip.Addr `json:"addr"`
+	Type          uint8      `json:"type"` // BMP peer type: 0 global, 1 RD, 2 local, 3 Loc-RIB
+	Distinguisher uint64     `json:"distinguisher,omitempty"`
+	ASN           uint32     `json:"asn"`
+	BGPID         netip.Addr `json:"bgp_id"`
+	Stale         bool       `json:"stale,omitempty"`
+	Routes4       int        `json:"routes_ipv4"`
+	Routes6       int        `json:"routes_ipv6"`
+}
+
+// RIBLookupArgs is the argument of CmdRIBLookup.
+type RIBLookupArgs struct {
+	Addr string `json:"addr"`
+}
+
+// RIBLookup answers CmdRIBLookup: every route of the longest matching
+// prefix, best first, and what the MMDB files say about the address.
+type RIBLookup struct {
+	Addr     netip.Addr `json:"addr"`
+	Routes   []RIBRoute `json:"routes"`
+	MMDBASN  uint32     `json:"mmdb_asn,omitempty"`
+	MMDBCity string     `json:"mmdb_city,omitempty"`
+}
+
+type RIBRoute struct {
+	Prefix     netip.Prefix `json:"prefix"`
+	Origin     uint32       `json:"origin_asn"` // 0: unknown (trailing AS_SET)
+	ASPath     string       `json:"as_path"`    // "64500 64501 {64502,64503}"
+	Router     netip.Addr   `json:"router"`
+	RouterName string       `json:"router_name,omitempty"`
+	Peer       netip.Addr   `json:"peer"`
+	PeerASN    uint32       `json:"peer_asn"`
+	View       string       `json:"view"` // "pre-policy", "post-policy" or "loc-rib"
+	PathID     uint32       `json:"path_id,omitempty"`
+}
+
+// SetSampleRateArgs is the argument of CmdSetSampleRate.
+type SetSampleRateArgs struct {
+	Rate uint32 `json:"rate"`
+}
+
+// SampleRateChange answers CmdSetSampleRate.
+type SampleRateChange struct {
+	Previous uint32 `json:"previous"`
+	Rate     uint32 `json:"rate"`
+}
+
+// ReloadResult answers CmdReload: what changed, and which changed keys
+// need a restart to take effect.
+type ReloadResult struct {
+	Applied      []string `json:"applied"`
+	NeedsRestart []string `json:"needs_restart,omitempty"`
+}
