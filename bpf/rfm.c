@@ -36,7 +36,8 @@ enum rfm_family {
 // Upper bound of interface slots; userspace may lower it before load.
 #define RFM_MAX_SLOTS 1024
 
-// IPv6 extension headers walked before giving up on a packet.
+// Loop passes over the IPv6 header chain before giving up on a packet:
+// up to RFM_MAX_EXT_HDRS - 1 extension headers, then the L4 header.
 #define RFM_MAX_EXT_HDRS 8
 // A packet whose L4 header starts further than this is not reported.
 #define RFM_MAX_L4_OFF 512
@@ -206,6 +207,9 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3,
 	if (frag != 0 || !rfm_has_ports(e->proto))
 		return 0; // later fragments carry no transport header
 
+	// Ports must lie inside the IP packet, not in Ethernet padding.
+	if (ihl + 4 > tot_len)
+		return -1;
 	__u32 l4 = l3 + ihl;
 	if (l4 > RFM_MAX_L4_OFF)
 		return -1;
@@ -242,6 +246,8 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
 
 	__u8 next = ip[6];
 	__u32 off = l3 + 40;
+	// Headers must lie inside the IP packet, not in Ethernet padding.
+	__u32 end = l3 + len;
 	for (int i = 0; i < RFM_MAX_EXT_HDRS; i++) {
 		if (off > RFM_MAX_L4_OFF)
 			return -1;
@@ -250,19 +256,19 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
 		case IPPROTO_DSTOPTS:
-			if ((void *)(h + 2) > data_end)
+			if (off + 8 > end || (void *)(h + 2) > data_end)
 				return -1;
 			next = h[0];
 			off += ((__u32)h[1] + 1) * 8;
 			continue;
 		case IPPROTO_AH:
-			if ((void *)(h + 2) > data_end)
+			if (off + 8 > end || (void *)(h + 2) > data_end)
 				return -1;
 			next = h[0];
 			off += ((__u32)h[1] + 2) * 4;
 			continue;
 		case IPPROTO_FRAGMENT:
-			if ((void *)(h + 8) > data_end)
+			if (off + 8 > end || (void *)(h + 8) > data_end)
 				return -1;
 			next = h[0];
 			off += 8;
@@ -275,7 +281,7 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
 		e->proto = next;
 		if (!rfm_has_ports(next))
 			return 0;
-		if ((void *)(h + 4) > data_end)
+		if (off + 4 > end || (void *)(h + 4) > data_end)
 			return -1;
 		e->sport = ((__u16)h[0] << 8) | h[1];
 		e->dport = ((__u16)h[2] << 8) | h[3];

@@ -41,7 +41,8 @@ RIB), and exports Prometheus metrics and IPFIX.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCommand(), configCommand(), versionCommand())
+	root.AddCommand(agentCommand(), configCommand(), versionCommand(),
+		statusCommand(), flowsCommand(), ribCommand(), setCommand(), reloadCommand())
 	return root
 }
 

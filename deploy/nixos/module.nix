@@ -49,17 +49,19 @@ let
 
   generatedConfig = settingsFormat.generate "rfm.toml" (withoutNulls cfg.settings);
 
-  # TODO(build-time validation): `rfm config check` also checks that the
-  # interfaces and MMDB files exist on the host, which the build sandbox
-  # cannot see. Once it has a host-independent mode, validate here so a
-  # bad setting fails `nixos-rebuild` instead of the service start, e.g.
-  #   configFile = pkgs.runCommand "rfm.toml" { } ''
-  #     ${lib.getExe' cfg.package "rfm"} config check -c ${generatedConfig}
-  #     cp ${generatedConfig} $out
-  #   '';
-  # The check must not need the host: the build sandbox has no real
-  # interfaces and may not see MMDB files outside the store.
-  configFile = generatedConfig;
+  # The generated file checked at build time by the agent itself, so a bad
+  # setting fails `nixos-rebuild` instead of the service start. --offline
+  # checks syntax, keys and values but not this host (the build sandbox has
+  # no real interfaces and may not see MMDB files). The copy is owned by
+  # the build user: the agent refuses config files owned by anyone but
+  # root or itself, and inside the sandbox the store's root appears as
+  # "nobody".
+  configFile = pkgs.runCommand "rfm.toml" { nativeBuildInputs = [ cfg.package ]; } ''
+    cp ${generatedConfig} rfm.toml
+    chmod 0600 rfm.toml
+    rfm config check --offline -c rfm.toml > /dev/null
+    install -m 0444 rfm.toml $out
+  '';
 
   metricsPort =
     if cfg.settings.agent.prometheus.port != null
@@ -92,7 +94,11 @@ in
           interfaces = lib.mkOption {
             type = lib.types.nonEmptyListOf lib.types.str;
             example = [ "eth0" "eth1" ];
-            description = ''Interfaces to attach to; [ "*" ] means every non-loopback interface (not mixed with names).'';
+            description = ''
+              Interfaces to attach to: names, glob patterns such as "eth*" or
+              "veth*", or [ "*" ] for every non-loopback interface. Interfaces
+              that appear later and match are attached too.
+            '';
           };
 
           bpf = section "Datapath settings." {
@@ -108,6 +114,17 @@ in
           prometheus = section "Metrics endpoint." {
             host = opt lib.types.str ''Listen address (default "::1"; "::" or "0.0.0.0" for all).'';
             port = opt lib.types.port "Listen port, 1..65535 (default 9669).";
+            # A string, not a path: a path would copy the file, which names TLS
+            # keys and password hashes, into the world-readable Nix store.
+            web_config = opt lib.types.str "Absolute path of a Prometheus exporter-toolkit web config file (TLS, basic auth) for /metrics and /healthz; readable by the service user.";
+          };
+
+          control = section "Control plane (rfm status, rfm flows, ...)." {
+            socket = lib.mkOption {
+              type = lib.types.str;
+              default = "/run/rfm/rfm.sock";
+              description = ''Unix socket path; "" disables it. The default lives in the service's RuntimeDirectory.'';
+            };
           };
 
           ipfix = section "IPFIX export; off unless host or port is set." {
@@ -146,15 +163,24 @@ in
   config = lib.mkIf cfg.enable {
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ metricsPort ];
 
+    # /etc/rfm/rfm.toml as on other distributions, so `rfm config check`
+    # and the agent find it without -c.
+    environment.etc."rfm/rfm.toml".source = configFile;
+
     # The same least-privilege service as deploy/systemd/rfm.service.
     systemd.services.rfm = {
       description = "rfm router flow monitor (eBPF flow telemetry agent)";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
+      # A new config is applied by SIGHUP (no flows lost), a new package
+      # by a restart.
+      reloadTriggers = [ configFile ];
+      restartTriggers = [ cfg.package ];
       serviceConfig = {
         Type = "simple";
-        ExecStart = "${lib.getExe' cfg.package "rfm"} agent -c ${configFile}";
+        ExecStart = "${lib.getExe' cfg.package "rfm"} agent -c /etc/rfm/rfm.toml";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         Restart = "on-failure";
         RestartSec = "5s";
 

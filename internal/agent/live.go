@@ -1,9 +1,9 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 
@@ -11,12 +11,13 @@ import (
 	"github.com/stepbrobd/rfm/internal/control"
 	"github.com/stepbrobd/rfm/internal/enrich/mmdb"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
+	"github.com/stepbrobd/rfm/internal/flow"
 	"github.com/stepbrobd/rfm/internal/ifwatch"
 )
 
 // linkWatcher is the part of ifwatch.Watcher the agent uses.
 type linkWatcher interface {
-	SetMatch(func(string) bool)
+	SetSelect(func(name string, loopback bool) bool)
 	Close() error
 }
 
@@ -38,7 +39,7 @@ func (a *agent) startWatch() error {
 	links.stopped = false
 	links.ifMu.Unlock()
 	w, err := ifwatch.Start(ifwatch.Options{
-		Match:  func(name string) bool { return links.currentSelector().Match(name, false) },
+		Select: func(name string, loopback bool) bool { return links.currentSelector().Match(name, loopback) },
 		Attach: a.attachLink,
 		Detach: a.detachLink,
 		Logger: a.log,
@@ -73,11 +74,6 @@ func (a *agent) attachLink(l ifwatch.Link) error {
 	links.ifMu.Lock()
 	defer links.ifMu.Unlock()
 	if links.stopped {
-		return nil
-	}
-	// The watcher matches by name only; "*" never means loopback.
-	if ifc, err := net.InterfaceByIndex(l.Index); err == nil && ifc.Flags&net.FlagLoopback != 0 &&
-		!links.selector.Match(l.Name, true) {
 		return nil
 	}
 	if err := a.dp.Attach(l.Index, l.Name); err != nil {
@@ -118,6 +114,12 @@ func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 	a.sampleRate.Store(rate)
 	if e := a.ipfix.cur.Load(); e != nil {
 		e.SetSampleRate(rate)
+	}
+	if prev != rate {
+		// Estimates are sampled counts times the rate, so a flow must
+		// not mix packets sampled at two rates: end the active flows
+		// (exported with reason forced end) and start afresh.
+		a.table.Flush(flow.EndForced)
 	}
 	a.cfg.Agent.BPF.SampleRate = rate
 	return prev, nil
@@ -232,7 +234,7 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		links.ifMu.Unlock()
 		if a.watch != nil {
 			sel := links.currentSelector()
-			a.watch.SetMatch(func(name string) bool { return sel.Match(name, false) })
+			a.watch.SetSelect(sel.Match)
 		}
 	}
 
@@ -271,12 +273,37 @@ func (a *agent) logReload(applied, restart []string) {
 }
 
 // controlServer is the control socket's server (internal/control).
-type controlServer interface{ Close() }
+type controlServer = *control.Server
 
-// startControl binds the control socket, if configured.
-func (a *agent) startControl() error { return nil }
+// startControl binds the control socket, if configured, before anything
+// is attached: a second agent on the same socket stops here.
+func (a *agent) startControl() error {
+	if a.cfg.Agent.Control.Socket == "" {
+		return nil
+	}
+	s, err := control.Listen(a.cfg.Agent.Control.Socket, a.log)
+	if err != nil {
+		return err
+	}
+	a.control = s
+	return nil
+}
 
-// serveControl answers control requests until close.
-func (a *agent) serveControl() {}
+// serveControl answers control requests until closeControl.
+func (a *agent) serveControl() {
+	if a.control == nil {
+		return
+	}
+	go func() {
+		if err := a.control.Serve(context.Background(), controlAgent{a}); err != nil {
+			a.log.Error("control socket stopped", "err", err)
+		}
+	}()
+}
 
-func (a *agent) closeControl() {}
+func (a *agent) closeControl() {
+	if a.control != nil {
+		a.control.Close()
+		a.control = nil
+	}
+}

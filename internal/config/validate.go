@@ -56,6 +56,13 @@ func Validate(c *Config, ifaces InterfaceLister) error {
 	if _, err := ResolveInterfaces(c, ifaces); err != nil {
 		return err
 	}
+	return ValidateFiles(c)
+}
+
+// ValidateFiles checks that the files c names (MMDB databases, the web
+// config) are regular files this process can read. A reload runs it
+// instead of Validate: interfaces may come and go while the agent runs.
+func ValidateFiles(c *Config) error {
 	if e := checkReadableFile("agent.enrich.mmdb.asn_db", c.Agent.Enrich.MMDB.ASNDB); e != nil {
 		return e
 	}

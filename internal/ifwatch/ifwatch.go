@@ -33,6 +33,11 @@ type Options struct {
 	// SkipLoopback leaves links with IFF_LOOPBACK unattached whatever
 	// Match says.
 	SkipLoopback bool
+	// Select, if set, replaces Match and SkipLoopback: it decides from the
+	// name and whether the link has IFF_LOOPBACK, so a selection where
+	// "*" excludes loopback but a named "lo" includes it is expressed
+	// without the agent looking the link up itself.
+	Select func(name string, loopback bool) bool
 	// Attach is called for a link that appeared or now matches. An error
 	// is logged and the attach is retried on the next change of that link
 	// (any RTM_NEWLINK for it), on SetMatch and on a resync.
@@ -90,9 +95,10 @@ type Watcher struct {
 	closeOnce sync.Once
 }
 
+// matchRequest is a SetMatch or SetSelect for the event goroutine.
 type matchRequest struct {
-	match func(string) bool
-	done  chan struct{}
+	sel  selection
+	done chan struct{}
 }
 
 // subscription is one netlink link subscription; netlink closes updates
@@ -124,6 +130,9 @@ func Start(o Options) (*Watcher, error) {
 	if o.Attach == nil {
 		return nil, errors.New("ifwatch: Options.Attach is nil")
 	}
+	if o.Match == nil && o.Select == nil {
+		return nil, errors.New("ifwatch: neither Options.Match nor Options.Select is set")
+	}
 	if o.socketBuffer == 0 {
 		o.socketBuffer = defaultSocketBuffer
 	}
@@ -133,7 +142,7 @@ func Start(o Options) (*Watcher, error) {
 	w := &Watcher{
 		opts:     o,
 		log:      o.Logger,
-		sel:      selection{match: o.Match, skipLoopback: o.SkipLoopback},
+		sel:      selection{match: o.Match, skipLoopback: o.SkipLoopback, sel: o.Select},
 		present:  map[int]candidate{},
 		attached: map[int]Link{},
 		warned:   map[int]string{},
@@ -172,9 +181,20 @@ func Start(o Options) (*Watcher, error) {
 
 // SetMatch replaces the selection (config reload): links that no longer
 // match are detached and links that now match are attached before it
-// returns. It must not be called from Attach or Detach.
+// returns. It keeps Options.SkipLoopback and drops a Select. It must not
+// be called from Attach or Detach. After Close it does nothing.
 func (w *Watcher) SetMatch(match func(string) bool) {
-	req := matchRequest{match: match, done: make(chan struct{})}
+	w.replaceSelection(selection{match: match, skipLoopback: w.opts.SkipLoopback})
+}
+
+// SetSelect is SetMatch for a selection that sees the loopback flag (see
+// Options.Select).
+func (w *Watcher) SetSelect(sel func(name string, loopback bool) bool) {
+	w.replaceSelection(selection{sel: sel})
+}
+
+func (w *Watcher) replaceSelection(sel selection) {
+	req := matchRequest{sel: sel, done: make(chan struct{})}
 	select {
 	case w.setMatch <- req:
 		<-req.done
@@ -334,7 +354,7 @@ func (w *Watcher) run() {
 				w.replacePresent(links)
 			}
 		case req := <-w.setMatch:
-			w.sel.match = req.match
+			w.sel = req.sel
 			w.apply(diff(w.attached, w.sel.wanted(w.present)))
 			close(req.done)
 		}

@@ -13,9 +13,14 @@ type candidate struct {
 type selection struct {
 	match        func(name string) bool
 	skipLoopback bool
+	// sel, when set, decides alone and sees the loopback flag.
+	sel func(name string, loopback bool) bool
 }
 
 func (s selection) wants(c candidate) bool {
+	if s.sel != nil {
+		return s.sel(c.Name, c.Loopback)
+	}
 	if s.skipLoopback && c.Loopback {
 		return false
 	}

@@ -1,7 +1,11 @@
-// Package deploy checks the operator-facing files under deploy/: the
-// Prometheus alert rules, the Grafana dashboard, the systemd unit and the
-// NixOS module, each with the tool that consumes it. Tools that are not
-// installed skip their test with a message naming the Debian package.
+// Package deploy checks the operator-facing files under deploy/ and the
+// Dockerfile: the Prometheus alert rules, the Grafana dashboard, the
+// systemd unit, the NixOS module and the Kubernetes manifests, each with
+// the tool that consumes it where one runs here, and end to end: a real
+// Prometheus scraping a real agent evaluates every dashboard query and
+// alert, and the agent runs with only the unit's capabilities. Tools that
+// are not installed skip their test with a message naming the Debian
+// package; tests that need root skip without it.
 package deploy
 
 import (

@@ -9,8 +9,8 @@ import (
 )
 
 // TestNixOSModuleParses runs nix-instantiate --parse on the module: a
-// syntax check only. Evaluating it needs nixpkgs and a NixOS VM, neither
-// of which this machine has.
+// syntax check. TestNixOSModuleEvaluates evaluates it against a stand-in
+// lib; real nixpkgs and a NixOS VM are not available here.
 func TestNixOSModuleParses(t *testing.T) {
 	nixInstantiate := needTool(t, "nix-instantiate", "nix-bin")
 	module := deployPath(t, "nixos/module.nix")

@@ -62,7 +62,9 @@ func TestSystemdUnitSecurity(t *testing.T) {
 
 // TestSystemdUnitLeastPrivilege pins the privilege settings the README
 // documents: a non-root user with exactly CAP_BPF, CAP_NET_ADMIN and
-// CAP_PERFMON, and the sandboxing the issue asks for.
+// CAP_PERFMON, the sandboxing the issue asks for, /run/rfm for the
+// control socket and reload by SIGHUP. TestAgentRunsWithUnitCapabilities
+// shows each of the three is needed and that they suffice.
 func TestSystemdUnitLeastPrivilege(t *testing.T) {
 	unit, err := os.ReadFile(deployPath(t, "systemd/rfm.service"))
 	if err != nil {
@@ -96,6 +98,7 @@ func TestSystemdUnitLeastPrivilege(t *testing.T) {
 		"StateDirectory":          "rfm",
 		"ConfigurationDirectory":  "rfm",
 		"Restart":                 "on-failure",
+		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"ProtectKernelModules":    "yes",
 		"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
 		"LockPersonality":         "yes",

@@ -163,16 +163,24 @@ func TestReload(t *testing.T) {
 	recv.waitCount(t, 10)
 	a.waitFor(t, 5*time.Second, "flow before reload", func(m metrics) bool { return m.sum("rfm_flow_sampled_packets") == 10 })
 
-	// Valid change: sample rate and max_flows.
-	cfg.sampleRate, cfg.maxFlows = 10, 1000
+	// Valid change of the flow table: active flows stay.
+	cfg.maxFlows, cfg.evictionTimeout = 1000, "90s"
 	rewriteConfig(t, path, cfg.toml())
 	a.cmd.Process.Signal(syscall.SIGHUP)
-	m := a.waitFor(t, 5*time.Second, "new sample rate and max_flows", func(m metrics) bool {
-		return m.sum("rfm_sample_rate") == 10 && m.sum("rfm_collector_max_flows") == 1000
+	m := a.waitFor(t, 5*time.Second, "new max_flows", func(m metrics) bool {
+		return m.sum("rfm_collector_max_flows") == 1000
 	})
 	if got := m.sum("rfm_flow_sampled_packets"); got != 10 {
 		t.Errorf("active flow lost across reload: sampled packets %v, want 10", got)
 	}
+	// A new sample rate applies at once; flows sampled at the old rate
+	// end so no estimate mixes two rates.
+	cfg.sampleRate = 10
+	rewriteConfig(t, path, cfg.toml())
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	a.waitFor(t, 5*time.Second, "new sample rate, old flows ended", func(m metrics) bool {
+		return m.sum("rfm_sample_rate") == 10 && m.sum("rfm_flow_sampled_packets") == 0
+	})
 
 	// Invalid file: rejected, old config keeps running.
 	rewriteConfig(t, path, "[agent]\ninterfaces = [\"x\"]\n[agent.bpf]\nsample_rate = 0\n")

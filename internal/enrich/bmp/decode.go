@@ -88,15 +88,17 @@ type peerState struct {
 	recvOpen *bgp.BGPMessage // OPEN the router received from the peer
 	as4      bool            // both sides announced 4-byte ASNs
 	opts     []*bgp.MarshallingOption
+	addPath  [2]bool   // updates carry path ids: IPv4, IPv6 unicast
 	peer     *rib.Peer // set when the Peer Up op is applied
 }
 
 // decoder turns one session's BMP messages into RIB ops. Not safe for
 // concurrent use.
 type decoder struct {
-	counters *counters
-	peers    map[rib.PeerKey]*peerState
-	seen     bool // a message was decoded
+	counters  *counters
+	peers     map[rib.PeerKey]*peerState
+	seen      bool // a message was decoded
+	gobgpOnly bool // no fast path: every message through gobgp (benchmarks, differential tests)
 	// Reused buffers for AS path decoding.
 	segs, segs4 []rib.Segment
 	asns        []uint32
@@ -132,6 +134,11 @@ func (d *decoder) decode(msg []byte, ops []op) (out []op, err error) {
 	// on its first op).
 	first := !d.seen
 	d.seen = true
+	if typ == typeRouteMonitoring && !d.gobgpOnly {
+		if out, ok := d.fastRouteMonitoring(msg, ops); ok {
+			return out, nil
+		}
+	}
 	m, perr := bmp.ParseBMPMessageWithOptions(msg, d.options)
 	if perr != nil && (m == nil || typ != typeRouteMonitoring) {
 		d.counters.skip(skipMalformed)
@@ -253,6 +260,7 @@ func (d *decoder) peerUp(h bmp.BMPPeerHeader, body *bmp.BMPPeerUpNotification, o
 	for _, rf := range []bgp.RouteFamily{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
 		if recv.addPath[rf]&bgp.BGP_ADD_PATH_SEND != 0 && sent.addPath[rf]&bgp.BGP_ADD_PATH_RECEIVE != 0 {
 			addPath[rf] = bgp.BGP_ADD_PATH_RECEIVE
+			ps.addPath[boolIndex(rf == bgp.RF_IPv6_UC)] = true
 		}
 	}
 	if len(addPath) > 0 {
@@ -260,6 +268,13 @@ func (d *decoder) peerUp(h bmp.BMPPeerHeader, body *bmp.BMPPeerUpNotification, o
 	}
 	d.peers[key] = ps
 	return append(ops, op{kind: opPeerUp, peer: ps})
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 type caps struct {

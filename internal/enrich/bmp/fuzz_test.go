@@ -221,6 +221,8 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		write("FuzzStream", i, fmt.Sprintf("[]byte(%q)\n", s))
 	}
 	for i, s := range updateSeeds(t) {
-		write("FuzzUpdate", i, fmt.Sprintf("byte(%q)\n[]byte(%q)\n", s.flags, s.msg))
+		for _, target := range []string{"FuzzUpdate", "FuzzFastPath"} {
+			write(target, i, fmt.Sprintf("byte(%q)\n[]byte(%q)\n", s.flags, s.msg))
+		}
 	}
 }

@@ -46,7 +46,11 @@ const (
 	// waiting for the RIB (one message of any size always fits).
 	queueBudget = 8 << 20
 	// batchMessages is the most messages applied in one RIB transaction.
-	batchMessages = 2048
+	// During a table dump every transaction copies the shard groups it
+	// touches; 8192 copies them a quarter as often as 2048 did
+	// (BenchmarkDecodeApply, fast/batch2048 vs fast/batch8192) and
+	// still commits within about 10 ms.
+	batchMessages = 8192
 )
 
 // Station accepts BMP sessions and applies them to a RIB.
@@ -280,16 +284,24 @@ func (ss *session) read() error {
 
 // framer splits a BMP byte stream into messages.
 type framer struct {
-	r   *bufio.Reader
-	max int
+	r    *bufio.Reader
+	max  int
+	slab []byte  // Route Monitoring messages are cut from here
+	hdr  [6]byte // here, not on the stack: io.ReadFull would move it to the heap
 }
+
+// slabSize is the chunk Route Monitoring messages are cut from: one
+// allocation for many small messages. Only they share chunks, because
+// nothing keeps a reference into them once decoded (other messages,
+// such as Peer Up, may be kept for the life of a peer).
+const slabSize = 64 << 10
 
 func newFramer(r io.Reader, maxMessage int) *framer {
 	return &framer{r: bufio.NewReaderSize(r, 64<<10), max: maxMessage}
 }
 
 func (f *framer) next() ([]byte, error) {
-	var hdr [6]byte
+	hdr := &f.hdr
 	if _, err := io.ReadFull(f.r, hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, errTruncated
@@ -306,7 +318,17 @@ func (f *framer) next() ([]byte, error) {
 	case n > uint32(f.max):
 		return nil, fmt.Errorf("declared message length %d is over max_message_size %d", n, f.max)
 	}
-	msg := make([]byte, n)
+	var msg []byte
+	if hdr[5] == typeRouteMonitoring && n <= slabSize/4 {
+		if cap(f.slab)-len(f.slab) < int(n) {
+			f.slab = make([]byte, 0, slabSize)
+		}
+		k := len(f.slab)
+		f.slab = f.slab[:k+int(n)]
+		msg = f.slab[k : k+int(n) : k+int(n)]
+	} else {
+		msg = make([]byte, n)
+	}
 	copy(msg, hdr[:])
 	if _, err := io.ReadFull(f.r, msg[6:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

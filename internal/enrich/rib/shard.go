@@ -1,8 +1,10 @@
 package rib
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"net/netip"
+	"unsafe"
 
 	"github.com/gaissmai/bart"
 )
@@ -123,6 +125,38 @@ func (r *RIB) Origin(a netip.Addr) uint32 {
 	return e.origin
 }
 
+// addrHi returns the first 64 bits of an IPv6 address. As16 costs
+// about 5 ns here (the bytes it stores are read back at once, which
+// the CPU does not forward), a quarter of a hot lookup; the Addr's own
+// high word is free. Its layout is checked once (addrLayoutOK), and
+// As16 is the fallback should a Go release change it.
+func addrHi(a netip.Addr) uint64 {
+	if addrLayoutOK {
+		return (*addrWords)(unsafe.Pointer(&a)).hi
+	}
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8])
+}
+
+// addrWords is the start of netip.Addr: the address as two big-endian
+// halves (its uint128).
+type addrWords struct{ hi, lo uint64 }
+
+var addrLayoutOK = func() bool {
+	if unsafe.Sizeof(netip.Addr{}) < unsafe.Sizeof(addrWords{}) {
+		return false
+	}
+	for _, s := range []string{"2001:db8:1234:5678:9abc:def0:1357:2468", "fe80::1", "::ffff:198.18.0.1", "ffff:fffe::"} {
+		a := netip.MustParseAddr(s)
+		b := a.As16()
+		w := (*addrWords)(unsafe.Pointer(&a))
+		if w.hi != binary.BigEndian.Uint64(b[:8]) || w.lo != binary.BigEndian.Uint64(b[8:]) {
+			return false
+		}
+	}
+	return true
+}()
+
 func (s *snapshot) lookup6(a netip.Addr) (entry, bool) {
 	if !a.Is6() {
 		return entry{}, false // the zero Addr
@@ -131,17 +165,18 @@ func (s *snapshot) lookup6(a netip.Addr) (entry, bool) {
 		_, e, ok := s.lookupPrefix(a.Unmap())
 		return e, ok
 	}
-	b := a.As16()
-	if g := s.v6[b[0]]; g != nil {
-		if t := g[b[1]]; t != nil {
+	hi := addrHi(a)
+	if g := s.v6[hi>>56]; g != nil {
+		if t := g[byte(hi>>48)]; t != nil {
 			if t.Size6() > 0 {
+				b := a.As16()
 				var k [16]byte
 				copy(k[:], b[2:])
 				if e, ok := t.Lookup(netip.AddrFrom16(k)); ok {
 					return e, true
 				}
 			}
-			if e, ok := t.Lookup(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})); ok {
+			if e, ok := t.Lookup(netip.AddrFrom4([4]byte{byte(hi >> 40), byte(hi >> 32), byte(hi >> 24), byte(hi >> 16)})); ok {
 				return e, true
 			}
 		}

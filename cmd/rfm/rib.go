@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stepbrobd/rfm/internal/control"
+)
+
+func ribCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rib",
+		Short: "Inspect the RIB the agent learns over BMP",
+	}
+	var sf controlFlags
+	summary := &cobra.Command{
+		Use:   "summary",
+		Short: "Routers, peers and route counts per family",
+		Long: `Show the routes the agent holds per family, and every router that sent BMP
+with its BGP peers (type, ASN, BGP ID, routes per family). Routes of a
+router whose session ended stay for agent.enrich.rib.bmp.keep.`,
+		Example: `  rfm rib summary
+  rfm rib summary --json | jq '.routers[].peers | length'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return query(cmd, &sf, control.CmdRIBSummary, nil, renderRIBSummary)
+		},
+	}
+	sf.register(summary)
+	var lf controlFlags
+	lookup := &cobra.Command{
+		Use:   "lookup ADDR",
+		Short: "The routes of the longest prefix matching an address",
+		Long: `Look ADDR up in the RIB: every route of the longest matching prefix, best
+first, with origin ASN, AS path, and the router, peer and view (pre-policy,
+post-policy, loc-rib) it came from; then what the MMDB files say.`,
+		Example: `  rfm rib lookup 198.18.7.1
+  rfm rib lookup 2001:db8::1 --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			addr, err := parseLookupAddr(args[0])
+			if err != nil {
+				return err
+			}
+			return query(cmd, &lf, control.CmdRIBLookup, control.RIBLookupArgs{Addr: addr.String()}, renderRIBLookup)
+		},
+	}
+	lf.register(lookup)
+	cmd.AddCommand(summary, lookup)
+	return cmd
+}
+
+// parseLookupAddr reads ADDR of `rib lookup`: an IPv4 or IPv6 address
+// (a zone is dropped: routes have none).
+func parseLookupAddr(s string) (netip.Addr, error) {
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("rib lookup: address %q: not an IPv4 or IPv6 address", s)
+	}
+	return addr.WithZone(""), nil
+}
