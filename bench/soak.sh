@@ -123,6 +123,8 @@ port = 4739
 host = "127.0.0.1"
 port = 11019
 keep = "30s"
+[agent.control]
+socket = "$work/rfm.sock"
 EOF
 ip netns exec "$A" "$work/rfm" agent -c "$work/rfm.toml" >"$work/rfm.log" 2>&1 &
 agent=$!

@@ -262,8 +262,12 @@ type agent struct {
 // wantAttached is attached.
 func startAgent(t *testing.T, ns string, c agentConfig, wantAttached ...string) *agent {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "rfm.toml")
-	if err := os.WriteFile(path, []byte(c.toml()), 0o600); err != nil {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rfm.toml")
+	// Every agent its own control socket: agents of other test packages
+	// (and the second agent of TestSecondAgent) run at the same time.
+	text := c.toml() + fmt.Sprintf("\n[agent.control]\nsocket = %q\n", filepath.Join(dir, "rfm.sock"))
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := c.metricsPort
