@@ -47,3 +47,15 @@ go vet ./...
 
 echo "== go test"
 go test -count=1 -timeout 30m ./...
+
+# Every fuzz target also runs briefly beyond its committed corpus
+# (FUZZTIME=5m bash scripts/test.sh for a longer search).
+echo "== fuzz (${FUZZTIME:-4s} each)"
+for target in $(grep -rl --include='*_test.go' '^func Fuzz' internal | xargs grep -h '^func Fuzz' | sed 's/^func \(Fuzz[A-Za-z0-9]*\).*/\1/' | sort -u); do
+	pkg=$(grep -rl --include='*_test.go' "^func $target(" internal | head -1 | xargs dirname)
+	echo "-- $target ($pkg)"
+	go test -run '^$' -fuzz "^$target\$" -fuzztime "${FUZZTIME:-4s}" -fuzzminimizetime 5x "./$pkg" >/tmp/rfm-fuzz.log 2>&1 || {
+		cat /tmp/rfm-fuzz.log >&2
+		exit 1
+	}
+done

@@ -122,14 +122,14 @@ keys, values, interfaces present on this machine, MMDB files readable) and
 print the effective config with every default filled in. Exits 1 with one
 line naming the key and the bad value when the file is invalid.
 
-With --offline only the file itself is checked (syntax, keys, values),
-not this machine: for validating a config built for another host, as the
-NixOS module does at build time.`,
+With --offline only the file's content is checked (syntax, keys, values),
+not this machine nor the file's owner and mode: for validating a config
+built for another host, as the NixOS module does at build time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			load := func(p string) (*config.Config, error) { return config.LoadAndValidate(p, nil) }
 			if offline {
-				load = config.Load
+				load = config.LoadOffline
 			}
 			cfg, err := load(path)
 			if err != nil {

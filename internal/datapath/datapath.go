@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
 
 // Family indexes interface counters; values match enum rfm_family.
@@ -214,11 +215,13 @@ func (d *Datapath) instance(slot uint32) (*ebpf.Collection, error) {
 		Cache:           d.btfCache,
 	})
 	if err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load BPF programs: %+v", verr)
+		hint := ""
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			hint = " (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or root)"
 		}
-		return nil, fmt.Errorf("load BPF programs: %w", err)
+		// A VerifierError prints its last line only; the whole log is
+		// for developers, not for the one-line start-up error.
+		return nil, fmt.Errorf("load BPF programs: %w%s", err, hint)
 	}
 	return coll, nil
 }
