@@ -66,13 +66,9 @@ func Run(ctx context.Context, o Options) error {
 	a.sampleRate.Store(cfg.Agent.BPF.SampleRate)
 	a.fileSampleRate = cfg.Agent.BPF.SampleRate
 	defer a.close()
+	a.keepCaps = o.KeepCapabilities
 	if err := a.start(ifaces); err != nil {
 		return err
-	}
-	if !o.KeepCapabilities {
-		if err := dropCapabilities(cfg); err != nil {
-			a.log.Warn("could not drop capabilities; running with those it was started with", "err", err)
-		}
 	}
 	a.log.Info("agent running", "interfaces", len(a.dp.Interfaces()), "metrics", "http://"+cfg.PrometheusAddr()+"/metrics",
 		"sample_rate", cfg.Agent.BPF.SampleRate, "control", cfg.Agent.Control.Socket)
@@ -99,6 +95,7 @@ type agent struct {
 	// set over the control socket stays until the file changes it.
 	fileSampleRate uint32
 	readerDone     atomic.Bool // the datapath reader stopped
+	keepCaps       bool
 
 	// mu serialises changes (reload, hotplug, control requests that
 	// write) and guards cfg.
@@ -221,6 +218,13 @@ func (a *agent) start(ifaces []net.Interface) error {
 	a.bg.Add(1)
 	go func() { defer a.bg.Done(); a.table.RunSweeper(a.bgCtx) }()
 
+	// Everything privileged at start is done: drop what is not needed
+	// before answering anyone.
+	if !a.keepCaps {
+		if err := dropCapabilities(a.cfg); err != nil {
+			a.log.Warn("could not drop capabilities; running with those it was started with", "err", err)
+		}
+	}
 	a.metrics.serve(a.reg, a.core, a.healthy)
 	a.serveControl()
 	a.started = true
