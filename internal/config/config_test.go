@@ -412,9 +412,15 @@ func TestLoadRefusesUnsafeFile(t *testing.T) {
 		if err := os.Chown(path, 4242, 4242); err != nil {
 			t.Fatal(err)
 		}
+		t.Setenv("SUDO_UID", "")
 		_, err := Load(path)
 		if err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
 			t.Errorf("foreign owner: error = %v", err)
+		}
+		// The user who ran sudo may own it.
+		t.Setenv("SUDO_UID", "4242")
+		if _, err := Load(path); err != nil {
+			t.Errorf("owned by the sudo user: %v", err)
 		}
 	}
 	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {

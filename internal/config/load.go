@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -81,11 +82,11 @@ const maxConfigSize = 1 << 20
 // unsafeOwnership refuses a config file that someone other than its
 // owner could have written: the agent runs with CAP_BPF and
 // CAP_NET_ADMIN, and the file decides where it attaches and exports.
-// It returns "" when the file is safe.
+// The owner must be root, this process's user, or, under sudo, the user
+// who ran sudo (who could write anything as root anyway; this keeps
+// `sudo ./rfm agent -c examples/rfm.toml` in a clone working). It
+// returns "" when the file is safe.
 func unsafeOwnership(fi fs.FileInfo) string {
-	if !fi.Mode().IsRegular() {
-		return "not a regular file"
-	}
 	if perm := fi.Mode().Perm(); perm&0o002 != 0 {
 		return fmt.Sprintf("writable by every user (mode %04o); run chmod o-w on it", perm)
 	}
@@ -93,10 +94,14 @@ func unsafeOwnership(fi fs.FileInfo) string {
 	if !ok {
 		return ""
 	}
-	if euid := uint32(os.Geteuid()); st.Uid != 0 && st.Uid != euid {
-		return fmt.Sprintf("owned by uid %d, neither root nor this process (uid %d)", st.Uid, euid)
+	euid := uint32(os.Geteuid())
+	if st.Uid == 0 || st.Uid == euid {
+		return ""
 	}
-	return ""
+	if sudoUID, err := strconv.ParseUint(os.Getenv("SUDO_UID"), 10, 32); err == nil && euid == 0 && uint32(sudoUID) == st.Uid {
+		return ""
+	}
+	return fmt.Sprintf("owned by uid %d, neither root nor this process (uid %d)", st.Uid, euid)
 }
 
 // LoadAndValidate is what the agent and `rfm config check` run before
