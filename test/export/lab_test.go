@@ -216,6 +216,8 @@ type agentConfig struct {
 	templateRefresh string
 	evictionTimeout string
 	asnDB, cityDB   string
+	// extraInterfaces are added to agent.interfaces after devA.
+	extraInterfaces []string
 }
 
 func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {
@@ -226,8 +228,12 @@ func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {
 	if c.evictionTimeout == "" {
 		c.evictionTimeout = "30s"
 	}
+	ifaces := strconv.Quote(devA)
+	for _, name := range c.extraInterfaces {
+		ifaces += ", " + strconv.Quote(name)
+	}
 	toml := fmt.Sprintf(`[agent]
-interfaces = [%q]
+interfaces = [%s]
 [agent.bpf]
 sample_rate = %d
 [agent.collector]
@@ -239,7 +245,7 @@ port = 9669
 host = %q
 port = %d
 template_refresh = %q
-`, devA, c.sampleRate, c.evictionTimeout, addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, addrB4, c.collectorPort, c.templateRefresh)
 	if c.asnDB != "" {
 		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
 	}
