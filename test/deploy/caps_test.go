@@ -85,8 +85,8 @@ socket = ""
 		tb := newTestbed(t)
 		agent := run(t, tb, caps)
 		waitAttached(t, tb, agent)
-		udpConn(t, tb.B, net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)), "")
-		conn := udpConn(t, tb.A, net.JoinHostPort(labAddrA4, "40001"), net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)))
+		lab.UDPConn(t, tb.B, net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)), "")
+		conn := lab.UDPConn(t, tb.A, net.JoinHostPort(labAddrA4, "40001"), net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)))
 		for i := 0; i < 5; i++ {
 			if _, err := conn.Write(make([]byte, 100)); err != nil {
 				t.Fatalf("send: %v", err)

@@ -224,34 +224,6 @@ func waitAttached(t *testing.T, tb *testbed, agent *process) string {
 	return text
 }
 
-// udpConn opens a UDP socket in ns bound to local, connected to remote
-// unless remote is empty; closed at cleanup.
-func udpConn(t *testing.T, ns, local, remote string) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	err := lab.InNetns(ns, func() error {
-		la, err := net.ResolveUDPAddr("udp", local)
-		if err != nil {
-			return err
-		}
-		if remote == "" {
-			c, err = net.ListenUDP("udp", la)
-			return err
-		}
-		ra, err := net.ResolveUDPAddr("udp", remote)
-		if err != nil {
-			return err
-		}
-		c, err = net.DialUDP("udp", la, ra)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("UDP socket %s -> %q in namespace %s: %v", local, remote, ns, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // sendSteady writes a datagram on each connection every interval until
 // the test ends, so flows stay active for as long as Prometheus scrapes.
 func sendSteady(t *testing.T, interval time.Duration, conns ...*net.UDPConn) {

@@ -108,10 +108,10 @@ func TestPrometheusEndToEnd(t *testing.T) {
 
 	// The collector socket and the traffic sink in B: bound, so no ICMP
 	// port-unreachable comes back.
-	collector := udpConn(t, tb.B, net.JoinHostPort(labAddrB4, fmt.Sprint(labIPFIXPort)), "")
-	udpConn(t, tb.B, net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)), "")
-	udpConn(t, tb.B, net.JoinHostPort(labAddrB6, fmt.Sprint(labSinkPort)), "")
-	udpConn(t, tb.A, net.JoinHostPort(labAddrA4, fmt.Sprint(labSinkPort)), "")
+	collector := lab.UDPConn(t, tb.B, net.JoinHostPort(labAddrB4, fmt.Sprint(labIPFIXPort)), "")
+	lab.UDPConn(t, tb.B, net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)), "")
+	lab.UDPConn(t, tb.B, net.JoinHostPort(labAddrB6, fmt.Sprint(labSinkPort)), "")
+	lab.UDPConn(t, tb.A, net.JoinHostPort(labAddrA4, fmt.Sprint(labSinkPort)), "")
 
 	config := filepath.Join(dir, "rfm.toml")
 	writeFile(t, config, fmt.Sprintf(`[agent]
@@ -143,13 +143,13 @@ socket = %q
 	// Steady IPv4 and IPv6 flows from A to B and one from B to A keep the
 	// flow gauges and both directions' counters filled; a one-off flow
 	// ends after eviction_timeout and goes out over IPFIX.
-	steady4 := udpConn(t, tb.A, net.JoinHostPort(labAddrA4, "40001"), net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)))
-	steady6 := udpConn(t, tb.A, net.JoinHostPort(labAddrA6, "40001"), net.JoinHostPort(labAddrB6, fmt.Sprint(labSinkPort)))
-	oneOff := udpConn(t, tb.A, net.JoinHostPort(labAddrA4, "40002"), net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)))
+	steady4 := lab.UDPConn(t, tb.A, net.JoinHostPort(labAddrA4, "40001"), net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)))
+	steady6 := lab.UDPConn(t, tb.A, net.JoinHostPort(labAddrA6, "40001"), net.JoinHostPort(labAddrB6, fmt.Sprint(labSinkPort)))
+	oneOff := lab.UDPConn(t, tb.A, net.JoinHostPort(labAddrA4, "40002"), net.JoinHostPort(labAddrB4, fmt.Sprint(labSinkPort)))
 	if _, err := oneOff.Write(make([]byte, 100)); err != nil {
 		t.Fatalf("send one-off datagram: %v", err)
 	}
-	reverse := udpConn(t, tb.B, net.JoinHostPort(labAddrB4, "40003"), net.JoinHostPort(labAddrA4, fmt.Sprint(labSinkPort)))
+	reverse := lab.UDPConn(t, tb.B, net.JoinHostPort(labAddrB4, "40003"), net.JoinHostPort(labAddrA4, fmt.Sprint(labSinkPort)))
 	sendSteady(t, 20*time.Millisecond, steady4, steady6, reverse)
 
 	// An IPFIX message reaches the collector socket: export works, so

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 const udpPort = 5001
@@ -247,7 +249,7 @@ func TestShutdown(t *testing.T) {
 	l := newLab(t, labOptions{})
 	a := startAgent(t, l.nsA, agentConfig{interfaces: []string{l.vethA}, sampleRate: 1}.toml())
 	idx := ifindex(t, l.nsA, l.vethA)
-	if in, eg := attachedPrograms(t, l.nsA, idx); in < 1 || eg < 1 {
+	if in, eg := lab.AttachedPrograms(t, l.nsA, idx); in < 1 || eg < 1 {
 		t.Fatalf("while running: %d ingress, %d egress TCX programs on %s, want >= 1 each", in, eg, l.vethA)
 	}
 	start := time.Now()
@@ -255,7 +257,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("agent exit after SIGTERM: %v, want exit 0; output:\n%s", err, a.stderr)
 	}
 	t.Logf("agent exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	if in, eg := attachedPrograms(t, l.nsA, idx); in != 0 || eg != 0 {
+	if in, eg := lab.AttachedPrograms(t, l.nsA, idx); in != 0 || eg != 0 {
 		t.Errorf("after exit: %d ingress, %d egress TCX programs still on %s", in, eg, l.vethA)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // TestConfigRejected runs the agent on invalid configs: each must exit
@@ -62,7 +64,7 @@ func TestConfigRejected(t *testing.T) {
 					t.Errorf("stderr %q does not contain %q", lines[0], w)
 				}
 			}
-			if in, eg := attachedPrograms(t, l.nsA, idx); in != 0 || eg != 0 {
+			if in, eg := lab.AttachedPrograms(t, l.nsA, idx); in != 0 || eg != 0 {
 				t.Errorf("after rejected config: %d ingress, %d egress TCX programs on %s", in, eg, l.vethA)
 			}
 		})

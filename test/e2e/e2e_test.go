@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/stepbrobd/rfm/test/lab"
 )
 
@@ -257,28 +255,6 @@ func (m metrics) dump(prefix string) string {
 		fmt.Fprintf(&b, "%s%v %g\n", s.Name, s.Labels, s.Value)
 	}
 	return b.String()
-}
-
-// attachedPrograms counts TCX programs on ifindex in ns, per direction.
-func attachedPrograms(t testing.TB, ns string, idx int) (ingress, egress int) {
-	t.Helper()
-	err := lab.InNetns(ns, func() error {
-		for _, q := range []struct {
-			attach ebpf.AttachType
-			n      *int
-		}{{ebpf.AttachTCXIngress, &ingress}, {ebpf.AttachTCXEgress, &egress}} {
-			res, err := link.QueryPrograms(link.QueryOptions{Target: idx, Attach: q.attach})
-			if err != nil {
-				return fmt.Errorf("querying %v: %w", q.attach, err)
-			}
-			*q.n = len(res.Programs)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("querying TCX programs on ifindex %d in %s: %v", idx, ns, err)
-	}
-	return ingress, egress
 }
 
 // stop sends SIGTERM and returns the exit error (nil for exit 0), failing

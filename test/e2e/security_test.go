@@ -132,7 +132,7 @@ func TestUnsafeFilesRefused(t *testing.T) {
 				}
 			}
 			idx := ifindex(t, l.nsA, l.vethA)
-			if in, eg := attachedPrograms(t, l.nsA, idx); in+eg != 0 {
+			if in, eg := lab.AttachedPrograms(t, l.nsA, idx); in+eg != 0 {
 				t.Errorf("%d programs left attached", in+eg)
 			}
 		})

@@ -22,7 +22,7 @@ func TestIPFIXCollectorAbsentAtStart(t *testing.T) {
 		templateRefresh: "60s", evictionTimeout: "1s"})
 	ipfixErrors := map[string]string{"subsystem": "ipfix"}
 
-	before := udpSocket(t, l.A, addrA4+":40001", addrB4+":5001")
+	before := lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001")
 	send(t, before, 5, 100)
 	lab.Eventually(t, 20*time.Second, `rfm_errors_total{subsystem="ipfix"} > 0`, func() error {
 		if agent.exited() {
@@ -77,7 +77,7 @@ func waitForExport(t *testing.T, l *testbed, sport int) {
 		return r + e + d
 	}
 	start := counts()
-	c := udpSocket(t, l.A, fmt.Sprintf("%s:%d", addrA4, sport), addrB4+":5001")
+	c := lab.UDPConn(t, l.A, fmt.Sprintf("%s:%d", addrA4, sport), addrB4+":5001")
 	send(t, c, 3, 100)
 	lab.Eventually(t, 15*time.Second, fmt.Sprintf("export of the flow from port %d", sport), func() error {
 		if now := counts(); now == start {

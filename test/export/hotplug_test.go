@@ -45,8 +45,8 @@ func TestFlowsOfVanishedInterfaceExported(t *testing.T) {
 		return nil
 	})
 
-	udpSocket(t, l.B, hxAddrB+":6001", "") // bound: no ICMP back
-	s := udpSocket(t, l.A, hxAddrA+":41001", hxAddrB+":6001")
+	lab.UDPConn(t, l.B, hxAddrB+":6001", "") // bound: no ICMP back
+	s := lab.UDPConn(t, l.A, hxAddrA+":41001", hxAddrB+":6001")
 	send(t, s, 17, 50) // 17 x (20 + 8 + 50) bytes
 	lab.Eventually(t, 10*time.Second, "flow on "+hxA, func() error {
 		m, err := scrape(l)

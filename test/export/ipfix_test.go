@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 const (
@@ -19,7 +21,7 @@ const (
 func receivers(t *testing.T, l *testbed, addrs ...string) {
 	t.Helper()
 	for _, a := range addrs {
-		udpSocket(t, l.B, a, "")
+		lab.UDPConn(t, l.B, a, "")
 	}
 }
 
@@ -60,11 +62,11 @@ func TestIPFIXToNfcapd(t *testing.T) {
 	receivers(t, l, addrB4+":5001", "["+addrB6+"]:5002", addrB4+":5003")
 	agent := startAgent(t, l, agentConfig{sampleRate: 1, collectorPort: collectorPort})
 
-	s4 := udpSocket(t, l.A, addrA4+":40001", addrB4+":5001")
-	s6 := udpSocket(t, l.A, "["+addrA6+"]:40002", "["+addrB6+"]:5002")
-	frag := udpSocket(t, l.A, addrA4+":40003", addrB4+":5003")
+	s4 := lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001")
+	s6 := lab.UDPConn(t, l.A, "["+addrA6+"]:40002", "["+addrB6+"]:5002")
+	frag := lab.UDPConn(t, l.A, addrA4+":40003", addrB4+":5003")
 	allowFragments(t, frag)
-	other := udpSocket(t, l.A, addrA4+":40004", addrB4+":4739")
+	other := lab.UDPConn(t, l.A, addrA4+":40004", addrB4+":4739")
 
 	send(t, s4, 20, 100)   // 20 x (20 + 8 + 100) bytes
 	send(t, s6, 10, 100)   // 10 x (40 + 8 + 100) bytes
@@ -109,7 +111,7 @@ func TestIPFIXSamplingInterval(t *testing.T) {
 	receivers(t, l, addrB4+":5001")
 	agent := startAgent(t, l, agentConfig{sampleRate: 10, collectorPort: collectorPort})
 
-	s4 := udpSocket(t, l.A, addrA4+":40001", addrB4+":5001")
+	s4 := lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001")
 	send(t, s4, 500, 100)
 
 	if err := agent.stop(t, 15*time.Second); err != nil {

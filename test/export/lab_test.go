@@ -115,32 +115,6 @@ func (l *testbed) ifindexA(t *testing.T) int {
 
 // udpSocket binds a UDP socket in ns to local and connects it to remote
 // (remote "" leaves it unconnected, for receivers).
-func udpSocket(t *testing.T, ns, local, remote string) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	err := lab.InNetns(ns, func() error {
-		la, err := net.ResolveUDPAddr("udp", local)
-		if err != nil {
-			return err
-		}
-		if remote == "" {
-			c, err = net.ListenUDP("udp", la)
-			return err
-		}
-		ra, err := net.ResolveUDPAddr("udp", remote)
-		if err != nil {
-			return err
-		}
-		c, err = net.DialUDP("udp", la, ra)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("in namespace %s: %v", ns, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func send(t *testing.T, c *net.UDPConn, count, payload int) {
 	t.Helper()
 	buf := make([]byte, payload)

@@ -57,7 +57,7 @@ func TestMMDBEnrichment(t *testing.T) {
 	receivers(t, l, addrB4+":5001")
 	agent := startAgent(t, l, agentConfig{sampleRate: 1, collectorPort: collectorPort, asnDB: asnDB, cityDB: cityDB})
 
-	s4 := udpSocket(t, l.A, addrA4+":40001", addrB4+":5001")
+	s4 := lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001")
 	send(t, s4, 7, 100)
 
 	want := map[string]string{

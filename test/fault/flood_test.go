@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // blast sends UDP from A to the sink from several goroutines, each on its
@@ -16,7 +18,7 @@ func (l *testbed) blast(t testing.TB, senders, firstPort int, stop <-chan struct
 	var wg sync.WaitGroup
 	counts := make([]uint64, senders)
 	for i := 0; i < senders; i++ {
-		c := udpConn(t, l.A, fmt.Sprintf("%s:%d", addrA, firstPort+i), fmt.Sprintf("%s:%d", addrB, sinkPort))
+		c := lab.UDPConn(t, l.A, fmt.Sprintf("%s:%d", addrA, firstPort+i), fmt.Sprintf("%s:%d", addrB, sinkPort))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -108,7 +110,7 @@ func TestSIGKILLLeavesNothingAttached(t *testing.T) {
 	l.sink(t)
 	idx := ifindex(t, l.A, devA)
 	a := startAgent(t, l.A, agentConfig{sampleRate: 1})
-	if in, eg := attachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
+	if in, eg := lab.AttachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
 		t.Fatalf("running agent: %d ingress, %d egress programs, want 1 each", in, eg)
 	}
 	stop := make(chan struct{})
@@ -121,7 +123,7 @@ func TestSIGKILLLeavesNothingAttached(t *testing.T) {
 	// The kernel releases the links as the process's fds close.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		in, eg := attachedPrograms(t, l.A, idx)
+		in, eg := lab.AttachedPrograms(t, l.A, idx)
 		if in == 0 && eg == 0 {
 			break
 		}
@@ -132,7 +134,7 @@ func TestSIGKILLLeavesNothingAttached(t *testing.T) {
 	}
 
 	b := startAgent(t, l.A, agentConfig{sampleRate: 1})
-	if in, eg := attachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
+	if in, eg := lab.AttachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
 		t.Fatalf("restarted agent: %d ingress, %d egress programs, want 1 each", in, eg)
 	}
 	const n = 200
@@ -156,7 +158,7 @@ func TestSecondAgent(t *testing.T) {
 	idx := ifindex(t, l.A, devA)
 	first := startAgent(t, l.A, agentConfig{sampleRate: 1})
 	second := startAgent(t, l.A, agentConfig{sampleRate: 1, metricsPort: 9670})
-	if in, eg := attachedPrograms(t, l.A, idx); in != 2 || eg != 2 {
+	if in, eg := lab.AttachedPrograms(t, l.A, idx); in != 2 || eg != 2 {
 		t.Fatalf("two agents: %d ingress, %d egress programs, want 2 each", in, eg)
 	}
 	const n = 300
@@ -172,7 +174,7 @@ func TestSecondAgent(t *testing.T) {
 	if st, took := second.signal(t, syscall.SIGTERM, 5*time.Second); !st.Success() {
 		t.Fatalf("second agent exit after %s: %v", took, st)
 	}
-	if in, eg := attachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
+	if in, eg := lab.AttachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
 		t.Fatalf("after the second agent stopped: %d ingress, %d egress programs, want 1 each", in, eg)
 	}
 	l.sendFlow(t, 23001, n, 32)

@@ -54,7 +54,7 @@ func TestLinkDownUpAndMTU(t *testing.T) {
 	if a.exited() {
 		t.Fatalf("agent exited during link churn: %v", a.cmd.ProcessState)
 	}
-	if in, eg := attachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
+	if in, eg := lab.AttachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
 		t.Fatalf("after link churn: %d ingress, %d egress programs on %s, want 1 each", in, eg, devA)
 	}
 	exactBurst(t, l, a, 24100, 100)
@@ -172,7 +172,7 @@ func testInterfaceRecreated(t *testing.T, interfaces string) {
 		if took := time.Since(start); took > time.Second {
 			t.Errorf("re-created %s attached after %s, want within 1s", devA, took)
 		}
-		if in, eg := attachedPrograms(t, l.A, ifindex(t, l.A, devA)); in != 1 || eg != 1 {
+		if in, eg := lab.AttachedPrograms(t, l.A, ifindex(t, l.A, devA)); in != 1 || eg != 1 {
 			t.Fatalf("re-created %s: %d ingress, %d egress programs, want 1 each", devA, in, eg)
 		}
 		exactBurst(t, l, a, 25500+i, 100)

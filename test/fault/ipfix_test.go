@@ -53,7 +53,7 @@ func startIPFIXCollector(t testing.TB, ns string) *ipfixCollector {
 }
 
 func (c *ipfixCollector) open() {
-	c.conn = udpConn(c.t, c.ns, fmt.Sprintf("%s:%d", addrB, ipfixPort), "")
+	c.conn = lab.UDPConn(c.t, c.ns, fmt.Sprintf("%s:%d", addrB, ipfixPort), "")
 	c.done = make(chan struct{})
 	conn, done := c.conn, c.done
 	templates := netflow.CreateTemplateSystem()

@@ -26,9 +26,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
 	"github.com/stepbrobd/rfm/test/lab"
 )
 
@@ -131,63 +128,13 @@ func kernelStats(t testing.TB, ns, dev string, names ...string) map[string]uint6
 	return out
 }
 
-// attachedPrograms counts TCX programs on ifindex in ns, per direction.
-func attachedPrograms(t testing.TB, ns string, idx int) (ingress, egress int) {
-	t.Helper()
-	err := lab.InNetns(ns, func() error {
-		for _, q := range []struct {
-			attach ebpf.AttachType
-			n      *int
-		}{{ebpf.AttachTCXIngress, &ingress}, {ebpf.AttachTCXEgress, &egress}} {
-			res, err := link.QueryPrograms(link.QueryOptions{Target: idx, Attach: q.attach})
-			if err != nil {
-				return fmt.Errorf("querying %v: %w", q.attach, err)
-			}
-			*q.n = len(res.Programs)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("querying TCX programs on ifindex %d in %s: %v", idx, ns, err)
-	}
-	return ingress, egress
-}
-
-// udpConn opens a UDP socket in ns bound to local, connected to remote
-// unless remote is "".
-func udpConn(t testing.TB, ns, local, remote string) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	err := lab.InNetns(ns, func() error {
-		la, err := net.ResolveUDPAddr("udp", local)
-		if err != nil {
-			return err
-		}
-		if remote == "" {
-			c, err = net.ListenUDP("udp", la)
-			return err
-		}
-		ra, err := net.ResolveUDPAddr("udp", remote)
-		if err != nil {
-			return err
-		}
-		c, err = net.DialUDP("udp", la, ra)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("UDP socket %s -> %s in %s: %v", local, remote, ns, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // sink binds the receiving port in B so no ICMP unreachable comes back.
-func (l *testbed) sink(t testing.TB) { udpConn(t, l.B, fmt.Sprintf("%s:%d", addrB, sinkPort), "") }
+func (l *testbed) sink(t testing.TB) { lab.UDPConn(t, l.B, fmt.Sprintf("%s:%d", addrB, sinkPort), "") }
 
 // sendFlow sends count datagrams of payload bytes from A's sport to the sink.
 func (l *testbed) sendFlow(t testing.TB, sport, count, payload int) {
 	t.Helper()
-	c := udpConn(t, l.A, fmt.Sprintf("%s:%d", addrA, sport), fmt.Sprintf("%s:%d", addrB, sinkPort))
+	c := lab.UDPConn(t, l.A, fmt.Sprintf("%s:%d", addrA, sport), fmt.Sprintf("%s:%d", addrB, sinkPort))
 	buf := make([]byte, payload)
 	for i := 0; i < count; i++ {
 		if _, err := c.Write(buf); err != nil {
