@@ -127,11 +127,12 @@ func send(t *testing.T, c *net.UDPConn, count, payload int) {
 
 // proc is a child process in a namespace.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *lab.Buffer
-	done chan struct{}
-	err  error
+	name       string
+	configPath string // the agent's config file
+	cmd        *exec.Cmd
+	out        *lab.Buffer
+	done       chan struct{}
+	err        error
 }
 
 func startProc(t *testing.T, ns, name string, args ...string) *proc {
@@ -192,10 +193,11 @@ type agentConfig struct {
 	asnDB, cityDB   string
 	// extraInterfaces are added to agent.interfaces after devA.
 	extraInterfaces []string
+	metricsPort     int // 0: 9669
 }
 
-func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {
-	t.Helper()
+// toml renders the config; the control socket goes into dir.
+func (c agentConfig) toml(dir string) string {
 	if c.templateRefresh == "" {
 		c.templateRefresh = "60s"
 	}
@@ -214,24 +216,31 @@ sample_rate = %d
 eviction_timeout = %q
 [agent.prometheus]
 host = "127.0.0.1"
-port = 9669
+port = %d
 [agent.ipfix]
 host = %q
 port = %d
 template_refresh = %q
-`, ifaces, c.sampleRate, c.evictionTimeout, addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, c.metricsPortOrDefault(), addrB4, c.collectorPort, c.templateRefresh)
 	if c.asnDB != "" {
 		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
 	}
-	dir := t.TempDir()
 	// Each agent its own control socket: agents of other test packages
 	// may run at the same time.
 	toml += fmt.Sprintf("[agent.control]\nsocket = %q\n", filepath.Join(dir, "rfm.sock"))
+	return toml
+}
+
+func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	toml := c.toml(dir)
 	path := filepath.Join(dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := startProc(t, l.A, rfmBinary, "agent", "-c", path, "--log-level", "debug")
+	p.configPath = path
 	lab.Eventually(t, 20*time.Second, "agent attached to "+devA, func() error {
 		if p.exited() {
 			t.Fatalf("agent exited at start: %v; output:\n%s", p.err, p.out.String())
@@ -249,9 +258,19 @@ template_refresh = %q
 }
 
 // scrape fetches /metrics from inside namespace A.
-func scrape(l *testbed) (string, error) {
+func (c agentConfig) metricsPortOrDefault() int {
+	if c.metricsPort == 0 {
+		return 9669
+	}
+	return c.metricsPort
+}
+
+func scrape(l *testbed) (string, error) { return scrapeAt(l, metrics) }
+
+// scrapeAt reads /metrics at addr ("127.0.0.1:port") in namespace A.
+func scrapeAt(l *testbed, addr string) (string, error) {
 	out, err := exec.Command("ip", "netns", "exec", l.A, "curl", "-sS", "--max-time", "5",
-		"http://"+metrics+"/metrics").CombinedOutput()
+		"http://"+addr+"/metrics").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("curl /metrics: %v: %s", err, out)
 	}

@@ -1,0 +1,85 @@
+package export
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+
+	"github.com/stepbrobd/rfm/test/lab"
+)
+
+// TestReloadMMDBCollectorAndMetricsPort: SIGHUP picks up a replaced MMDB
+// file (active flows are relabelled), moves IPFIX export to a new
+// collector and /metrics to a new port, without ending active flows.
+func TestReloadMMDBCollectorAndMetricsPort(t *testing.T) {
+	dir := t.TempDir()
+	asnDB, cityDB := filepath.Join(dir, "asn.mmdb"), filepath.Join(dir, "city.mmdb")
+	writeASN := func(offset uint32) {
+		tmp := asnDB + ".new"
+		writeMMDB(t, tmp, "GeoLite2-ASN", func(n testNetwork) mmdbtype.Map {
+			return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(n.asn + offset)}
+		})
+		if err := os.Rename(tmp, asnDB); err != nil { // how operators replace a database
+			t.Fatal(err)
+		}
+	}
+	writeASN(0)
+	writeMMDB(t, cityDB, "GeoLite2-City", func(n testNetwork) mmdbtype.Map {
+		return mmdbtype.Map{"city": mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String(n.city)}}}
+	})
+
+	l := newLab(t)
+	const newCollectorPort, newMetrics = 4740, "127.0.0.1:9670"
+	startCollector(t, l, collectorPort)
+	col2 := startCollector(t, l, newCollectorPort)
+	receivers(t, l, addrB4+":5001")
+	cfg := agentConfig{sampleRate: 1, collectorPort: collectorPort, asnDB: asnDB, cityDB: cityDB, evictionTimeout: "10m"}
+	agent := startAgent(t, l, cfg)
+
+	s4 := lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001")
+	send(t, s4, 5, 100)
+	flowWith := func(addr, srcASN string, packets float64) func() error {
+		return func() error {
+			m, err := scrapeAt(l, addr)
+			if err != nil {
+				return err
+			}
+			want := map[string]string{"src_asn": srcASN, "dst_city": "Otherville"}
+			if v, _ := metricValue(m, "rfm_flow_sampled_packets", want); v != packets {
+				return fmt.Errorf("rfm_flow_sampled_packets%v = %v, want %v", want, v, packets)
+			}
+			return nil
+		}
+	}
+	lab.Eventually(t, 10*time.Second, "flow labelled from the first MMDB", flowWith(metrics, "64500", 5))
+
+	// New ASN data, a new collector and a new metrics port in one reload.
+	writeASN(1000)
+	cfg.collectorPort, cfg.metricsPort = newCollectorPort, 9670
+	if err := os.WriteFile(agent.configPath, []byte(cfg.toml(dir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 10*time.Second, "same flow relabelled, served on the new port", flowWith(newMetrics, "65500", 5))
+	if _, err := scrape(l); err == nil {
+		t.Errorf("old metrics address %s still answers after the reload", metrics)
+	}
+
+	send(t, s4, 3, 100)
+	lab.Eventually(t, 10*time.Second, "flow kept counting", flowWith(newMetrics, "65500", 8))
+	if err := agent.stop(t, 15*time.Second); err != nil {
+		t.Errorf("agent exit: %v", err)
+	}
+	flows := col2.finish(t, l)
+	got := findFlows(flows, addrA4, addrB4, 40001, 5001, protoUDP)
+	if len(got) != 1 || got[0].packets != 8 || got[0].srcASN != 65500 {
+		t.Fatalf("new collector: want one flow of 8 packets from AS65500; got:\n%s", dumpFlows(flows))
+	}
+}
