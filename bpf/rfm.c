@@ -42,16 +42,23 @@ enum rfm_family {
 // A packet whose L4 header starts further than this is not reported.
 #define RFM_MAX_L4_OFF 512
 
-#define RFM_CFG_EXCLUDE 1u // exclude_* tuple is valid
+#define RFM_CFG_EXCLUDE 1u  // exclude[0] is valid
+#define RFM_CFG_EXCLUDE2 2u // exclude[1] is valid
+
+// A UDP socket tuple never reported: the IPFIX exporter's own.
+struct rfm_exclude {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport; // host order
+	__u16 dport; // host order
+};
 
 struct rfm_config {
 	__u32 sample_rate; // 1-in-N; 0 disables sampling
 	__u32 flags;       // RFM_CFG_*
-	// One UDP socket tuple (the IPFIX exporter's own) never reported.
-	__u8 exclude_src[16];
-	__u8 exclude_dst[16];
-	__u16 exclude_sport; // host order
-	__u16 exclude_dport; // host order
+	// Two slots, so a reload that replaces the exporter can exclude the
+	// old and the new socket while both send.
+	struct rfm_exclude exclude[2];
 	// Wake the consumer only once this many bytes wait in the ring; it
 	// polls on a short timer for the rest. Waking per event costs more
 	// than the event itself.
@@ -154,16 +161,25 @@ static __always_inline int rfm_should_sample(__u32 rate)
 	return 1;
 }
 
+static __always_inline int rfm_excluded_by(const struct rfm_exclude *x,
+					   const struct rfm_event *e)
+{
+	if (e->sport != x->sport || e->dport != x->dport)
+		return 0;
+	const __u64 *a = (const __u64 *)e->src, *b = (const __u64 *)x->src;
+	const __u64 *c = (const __u64 *)e->dst, *d = (const __u64 *)x->dst;
+	return a[0] == b[0] && a[1] == b[1] && c[0] == d[0] && c[1] == d[1];
+}
+
 static __always_inline int rfm_excluded(const struct rfm_config *cfg,
 					const struct rfm_event *e)
 {
-	if (!(cfg->flags & RFM_CFG_EXCLUDE) || e->proto != IPPROTO_UDP)
+	if (!(cfg->flags & (RFM_CFG_EXCLUDE | RFM_CFG_EXCLUDE2)) ||
+	    e->proto != IPPROTO_UDP)
 		return 0;
-	if (e->sport != cfg->exclude_sport || e->dport != cfg->exclude_dport)
-		return 0;
-	const __u64 *a = (const __u64 *)e->src, *b = (const __u64 *)cfg->exclude_src;
-	const __u64 *c = (const __u64 *)e->dst, *d = (const __u64 *)cfg->exclude_dst;
-	return a[0] == b[0] && a[1] == b[1] && c[0] == d[0] && c[1] == d[1];
+	if ((cfg->flags & RFM_CFG_EXCLUDE) && rfm_excluded_by(&cfg->exclude[0], e))
+		return 1;
+	return (cfg->flags & RFM_CFG_EXCLUDE2) && rfm_excluded_by(&cfg->exclude[1], e);
 }
 
 static __always_inline int rfm_has_ports(__u8 proto)

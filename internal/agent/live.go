@@ -9,6 +9,7 @@ import (
 
 	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/control"
+	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/enrich/mmdb"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
 	"github.com/stepbrobd/rfm/internal/flow"
@@ -174,12 +175,21 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), a.log); err != nil {
 			return res, err
 		}
+		// The new exporter may send templates at once: exclude its
+		// socket from sampling now, next to the running one's.
+		both := a.datapathConfig(a.sampleRate.Load())
+		both.ExcludeAlso = datapath.Tuple{Src: newExp.LocalAddr(), Dst: newExp.RemoteAddr()}
+		if err := a.dp.SetConfig(both); err != nil {
+			_ = newExp.Close()
+			return res, err
+		}
 	}
 	var newMetrics *metricsServer
 	if c.Prometheus != n.Prometheus {
 		if newMetrics, err = listenMetrics(next, a.log); err != nil {
 			if newExp != nil {
 				_ = newExp.Close()
+				_ = a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load()))
 			}
 			return res, err
 		}
@@ -191,19 +201,29 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		res.Applied = append(res.Applied, "agent.enrich.mmdb")
 	}
 	if ipfixChanged {
-		var old *ipfix.Exporter
+		// While the old exporter flushes, exclude both sockets from
+		// sampling, so neither exporter's packets become flows.
+		old := a.ipfix.cur.Load()
+		dpCfg := datapath.Config{SampleRate: a.sampleRate.Load()}
 		if newExp != nil {
 			newExp.SetSampleRate(a.sampleRate.Load())
-			old = a.ipfix.cur.Swap(newExp)
-			a.ipfix.setInterfaces(a.dp.Interfaces())
-		} else {
-			old = a.ipfix.cur.Swap(nil)
+			dpCfg.Exclude = datapath.Tuple{Src: newExp.LocalAddr(), Dst: newExp.RemoteAddr()}
 		}
-		if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
+		if old != nil {
+			dpCfg.ExcludeAlso = datapath.Tuple{Src: old.LocalAddr(), Dst: old.RemoteAddr()}
+		}
+		if err := a.dp.SetConfig(dpCfg); err != nil {
 			a.log.Warn("reload: updating the exporter exclusion", "err", err)
+		}
+		a.ipfix.cur.Store(newExp)
+		if newExp != nil {
+			a.ipfix.setInterfaces(a.dp.Interfaces())
 		}
 		if old != nil {
 			_ = old.Close()
+		}
+		if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
+			a.log.Warn("reload: updating the exporter exclusion", "err", err)
 		}
 		res.Applied = append(res.Applied, "agent.ipfix")
 	}

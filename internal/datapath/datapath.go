@@ -56,6 +56,9 @@ type Config struct {
 	// Exclude, when valid, names one UDP socket tuple (the IPFIX
 	// exporter's own) whose packets are never reported as events.
 	Exclude Tuple
+	// ExcludeAlso is a second such tuple, for the moment a reload has an
+	// old and a new exporter sending at once.
+	ExcludeAlso Tuple
 }
 
 // Tuple is a UDP source/destination address pair. The zero value means
@@ -67,18 +70,30 @@ type Tuple struct {
 
 func (t Tuple) valid() bool { return t.Src.IsValid() && t.Dst.IsValid() }
 
-// Mirrors struct rfm_config.
-type rawConfig struct {
-	SampleRate   uint32
-	Flags        uint32
-	ExcludeSrc   [16]byte
-	ExcludeDst   [16]byte
-	ExcludeSport uint16
-	ExcludeDport uint16
-	WakeupBytes  uint32
+// Mirrors struct rfm_exclude.
+type rawExclude struct {
+	Src   [16]byte
+	Dst   [16]byte
+	Sport uint16
+	Dport uint16
 }
 
-const cfgExclude = 1
+// Mirrors struct rfm_config.
+type rawConfig struct {
+	SampleRate  uint32
+	Flags       uint32
+	Exclude     [2]rawExclude
+	WakeupBytes uint32
+}
+
+const (
+	cfgExclude  = 1
+	cfgExclude2 = 2
+)
+
+func (t Tuple) raw() rawExclude {
+	return rawExclude{Src: t.Src.Addr().As16(), Dst: t.Dst.Addr().As16(), Sport: t.Src.Port(), Dport: t.Dst.Port()}
+}
 
 // Mirrors struct rfm_iface_counters.
 type rawCounters struct {
@@ -193,10 +208,11 @@ func (d *Datapath) SetConfig(c Config) error {
 	raw := rawConfig{SampleRate: c.SampleRate, WakeupBytes: d.wakeupBytes}
 	if c.Exclude.valid() {
 		raw.Flags |= cfgExclude
-		raw.ExcludeSrc = c.Exclude.Src.Addr().As16()
-		raw.ExcludeDst = c.Exclude.Dst.Addr().As16()
-		raw.ExcludeSport = c.Exclude.Src.Port()
-		raw.ExcludeDport = c.Exclude.Dst.Port()
+		raw.Exclude[0] = c.Exclude.raw()
+	}
+	if c.ExcludeAlso.valid() {
+		raw.Flags |= cfgExclude2
+		raw.Exclude[1] = c.ExcludeAlso.raw()
 	}
 	if err := d.config.Put(uint32(0), &raw); err != nil {
 		return fmt.Errorf("write BPF config map: %w", err)

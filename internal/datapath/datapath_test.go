@@ -299,6 +299,15 @@ func TestExcludeTuple(t *testing.T) {
 	if evs := tb.events(t); len(evs) != 1 {
 		t.Fatalf("non-matching tuple: %d events, want 1", len(evs))
 	}
+	// The second slot excludes as well (old and new exporter in a reload).
+	cfg.ExcludeAlso = Tuple{Src: netip.MustParseAddrPort(v4a + ":4739"), Dst: netip.MustParseAddrPort(v4b + ":2055")}
+	if err := tb.d.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	tb.run(t, Egress, frame, 1)
+	if evs := tb.events(t); len(evs) != 0 {
+		t.Fatalf("tuple in the second slot produced %d events", len(evs))
+	}
 }
 
 func TestRingFullCountsDrops(t *testing.T) {
