@@ -185,6 +185,9 @@ func (a *agent) start(ifaces []net.Interface) error {
 	if err := a.dp.SetConfig(a.datapathConfig(c.BPF.SampleRate)); err != nil {
 		return err
 	}
+	if e := a.ipfix.cur.Load(); e != nil {
+		e.Start()
+	}
 	a.table = flow.NewTable(flow.Options{
 		MaxFlows:    c.Collector.MaxFlows,
 		IdleTimeout: c.Collector.EvictionTimeout.Duration,
@@ -257,6 +260,8 @@ func openMMDB(c config.MMDB) (*mmdb.DB, error) {
 	return mmdb.Open(c.ASNDB, c.CityDB)
 }
 
+// newExporter creates an exporter whose sender waits for Start, so its
+// socket can be excluded from sampling before its first packet.
 func newExporter(c config.IPFIX, rate uint32, log *slog.Logger) (*ipfix.Exporter, error) {
 	bind := ""
 	if c.Bind.Host != "" || c.Bind.Port != 0 {
@@ -269,6 +274,7 @@ func newExporter(c config.IPFIX, rate uint32, log *slog.Logger) (*ipfix.Exporter
 		TemplateRefresh:     c.TemplateRefresh.Duration,
 		MaxMessageSize:      c.MaxMessageSize,
 		SampleRate:          rate,
+		Deferred:            true,
 	}, log)
 }
 

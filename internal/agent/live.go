@@ -183,6 +183,7 @@ func (a *agent) reload() (control.ReloadResult, error) {
 			_ = newExp.Close()
 			return res, err
 		}
+		newExp.Start()
 	}
 	var newMetrics *metricsServer
 	if c.Prometheus != n.Prometheus {

@@ -34,10 +34,17 @@ func (d *Datapath) NewInjector() (*Injector, error) {
 		progs: [2]*ebpf.Program{coll.Programs[rfmProgRfmIngress], coll.Programs[rfmProgRfmEgress]}}, nil
 }
 
-// Run passes frame through the dir program repeat times.
+// Run passes frame through the dir program exactly repeat times. It
+// runs one repetition per BPF_PROG_TEST_RUN call: a multi-repetition
+// call interrupted by a signal (the Go runtime's preemption, under load)
+// is restarted from the beginning by the library, which would run some
+// repetitions twice and break exact counts.
 func (in *Injector) Run(dir Direction, frame []byte, repeat int) error {
-	if _, err := in.progs[dir].Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(repeat)}); err != nil {
-		return fmt.Errorf("inject %d-byte frame: %w", len(frame), err)
+	opts := &ebpf.RunOptions{Data: frame, Repeat: 1}
+	for i := 0; i < repeat; i++ {
+		if _, err := in.progs[dir].Run(opts); err != nil {
+			return fmt.Errorf("inject %d-byte frame: %w", len(frame), err)
+		}
 	}
 	return nil
 }

@@ -48,6 +48,10 @@ type Config struct {
 	MaxMessageSize      int           // bytes per UDP payload, 512..65507
 	SampleRate          uint32        // initial 1-in-N sampling rate, 0 means 1
 	QueueSize           int           // records waiting for the sender before drops
+	// Deferred leaves the sender stopped until Start, so the caller can
+	// first exclude the exporter's socket from sampling (its templates
+	// go out as soon as the sender runs).
+	Deferred bool
 }
 
 // Interface names one attached interface for the interface options record.
@@ -81,6 +85,7 @@ type Exporter struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	startOnce sync.Once
 	closeErr  error
 
 	records  atomic.Uint64
@@ -176,7 +181,9 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 			nil, prometheus.Labels{"subsystem": "ipfix"}),
 	}
 	e.templatesDue = true
-	go e.run()
+	if !cfg.Deferred {
+		e.Start()
+	}
 	log.Debug("ipfix exporter started", "local", e.local, "collector", e.remote, "observation_domain_id", e.domainID)
 	return e, nil
 }
@@ -265,7 +272,12 @@ func (e *Exporter) notify() {
 
 // Close sends what is queued, then closes the socket. The final flush is
 // bounded by a short timeout.
+// Start runs the sender of an exporter created with Config.Deferred;
+// otherwise New has already started it. Calling it again does nothing.
+func (e *Exporter) Start() { e.startOnce.Do(func() { go e.run() }) }
+
 func (e *Exporter) Close() error {
+	e.Start() // the sender does the final flush and closes done
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
 		e.closed = true
