@@ -97,21 +97,13 @@ func newTestbed(t *testing.T) *testbed {
 	tb := &testbed{A: fmt.Sprintf("rfmda%d-%d", os.Getpid(), n), B: fmt.Sprintf("rfmdb%d-%d", os.Getpid(), n)}
 	lab.NewPair(t, lab.PairOptions{
 		NsA: tb.A, NsB: tb.B, DevA: labDevA, DevB: labDevB,
-		MACA: mustMAC("02:00:c6:12:00:0d"), MACB: mustMAC("02:00:c6:12:01:0d"),
+		MACA: lab.MustMAC("02:00:c6:12:00:0d"), MACB: lab.MustMAC("02:00:c6:12:01:0d"),
 		Addrs: [][2]netip.Prefix{
 			{netip.MustParsePrefix(labAddrA4 + "/23"), netip.MustParsePrefix(labAddrB4 + "/23")},
 			{netip.MustParsePrefix(labAddrA6 + "/64"), netip.MustParsePrefix(labAddrB6 + "/64")},
 		},
 	})
 	return tb
-}
-
-func mustMAC(s string) net.HardwareAddr {
-	mac, err := net.ParseMAC(s)
-	if err != nil {
-		panic(err)
-	}
-	return mac
 }
 
 // writeLabMMDBs writes an ASN and a City database for labNetworks.

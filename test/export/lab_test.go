@@ -83,7 +83,7 @@ func newLab(t *testing.T) *testbed {
 	l := &testbed{A: fmt.Sprintf("rfmxa%d-%d", os.Getpid(), n), B: fmt.Sprintf("rfmxb%d-%d", os.Getpid(), n)}
 	lab.NewPair(t, lab.PairOptions{
 		NsA: l.A, NsB: l.B, DevA: devA, DevB: devB,
-		MACA: mustMAC(macA), MACB: mustMAC(macB),
+		MACA: lab.MustMAC(macA), MACB: lab.MustMAC(macB),
 		MTU:     1500,
 		KeepARP: true,
 		Addrs: [][2]netip.Prefix{
@@ -92,14 +92,6 @@ func newLab(t *testing.T) *testbed {
 		},
 	})
 	return l
-}
-
-func mustMAC(s string) net.HardwareAddr {
-	mac, err := net.ParseMAC(s)
-	if err != nil {
-		panic(err)
-	}
-	return mac
 }
 
 // ifindex returns the index of devA in namespace A.

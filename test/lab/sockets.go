@@ -60,3 +60,12 @@ func AttachedPrograms(t testing.TB, ns string, idx int) (ingress, egress int) {
 	}
 	return ingress, egress
 }
+
+// MustMAC parses a MAC address written in the test source.
+func MustMAC(s string) net.HardwareAddr {
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return mac
+}
