@@ -113,6 +113,7 @@ type agent struct {
 	core     *prom.Collector
 	metrics  *metricsServer
 	watch    linkWatcher
+	links    linkState
 	control  controlServer
 
 	bg      sync.WaitGroup

@@ -30,17 +30,15 @@ type linkState struct {
 	stopped  bool
 }
 
-var links linkState // one agent per process
-
 // startWatch follows interfaces as they come and go, attaching those
 // agent.interfaces selects.
 func (a *agent) startWatch() error {
-	links.ifMu.Lock()
-	links.selector = config.NewInterfaceSelector(a.cfg.Agent.Interfaces)
-	links.stopped = false
-	links.ifMu.Unlock()
+	a.links.ifMu.Lock()
+	a.links.selector = config.NewInterfaceSelector(a.cfg.Agent.Interfaces)
+	a.links.stopped = false
+	a.links.ifMu.Unlock()
 	w, err := ifwatch.Start(ifwatch.Options{
-		Select: func(name string, loopback bool) bool { return links.currentSelector().Match(name, loopback) },
+		Select: func(name string, loopback bool) bool { return a.links.currentSelector().Match(name, loopback) },
 		Attach: a.attachLink,
 		Detach: a.detachLink,
 		Logger: a.log,
@@ -60,9 +58,9 @@ func (l *linkState) currentSelector() config.InterfaceSelector {
 }
 
 func (a *agent) stopWatch() {
-	links.ifMu.Lock()
-	links.stopped = true
-	links.ifMu.Unlock()
+	a.links.ifMu.Lock()
+	a.links.stopped = true
+	a.links.ifMu.Unlock()
 	if a.watch != nil {
 		_ = a.watch.Close()
 		a.watch = nil
@@ -72,9 +70,9 @@ func (a *agent) stopWatch() {
 // attachLink is the watcher's Attach callback: a link appeared, was
 // renamed, or the selection now includes it.
 func (a *agent) attachLink(l ifwatch.Link) error {
-	links.ifMu.Lock()
-	defer links.ifMu.Unlock()
-	if links.stopped {
+	a.links.ifMu.Lock()
+	defer a.links.ifMu.Unlock()
+	if a.links.stopped {
 		return nil
 	}
 	if err := a.dp.Attach(l.Index, l.Name); err != nil {
@@ -89,9 +87,9 @@ func (a *agent) attachLink(l ifwatch.Link) error {
 // renamed away, or left the selection. Its active flows end now
 // (exported with reason forced end) so no series of it lingers.
 func (a *agent) detachLink(l ifwatch.Link) {
-	links.ifMu.Lock()
-	defer links.ifMu.Unlock()
-	if links.stopped {
+	a.links.ifMu.Lock()
+	defer a.links.ifMu.Unlock()
+	if a.links.stopped {
 		return
 	}
 	if err := a.dp.Detach(l.Index); err != nil {
@@ -250,11 +248,11 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		a.table.SetIdleTimeout(n.Collector.EvictionTimeout.Duration)
 	}
 	if changed("agent.interfaces", !slices.Equal(c.Interfaces, n.Interfaces)) {
-		links.ifMu.Lock()
-		links.selector = config.NewInterfaceSelector(n.Interfaces)
-		links.ifMu.Unlock()
+		a.links.ifMu.Lock()
+		a.links.selector = config.NewInterfaceSelector(n.Interfaces)
+		a.links.ifMu.Unlock()
 		if a.watch != nil {
-			sel := links.currentSelector()
+			sel := a.links.currentSelector()
 			a.watch.SetSelect(sel.Match)
 		}
 	}
