@@ -97,6 +97,12 @@ struct rfm_event {
 
 _Static_assert(sizeof(struct rfm_event) == 56, "rfm_event layout");
 
+// Ring bytes per event: the event and the ring's 8-byte record header.
+#define RFM_EVENT_SLOT (sizeof(struct rfm_event) + 8)
+// Backlog range, above wakeup_bytes, in which a submit wakes the consumer:
+// a few events wide, so concurrent producers rarely all skip it.
+#define RFM_WAKEUP_WINDOW (4 * RFM_EVENT_SLOT)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -342,8 +348,15 @@ static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
 	e->ifindex = skb->ifindex;
 	e->dir = dir;
 	e->segs = segs;
+	// Wake the consumer when the backlog crosses the threshold, not on
+	// every event above it: a consumer that is behind is already awake,
+	// and a forced wakeup per event costs an interrupt (a VM exit under
+	// virtualisation) each. Producers on other CPUs may jump the window;
+	// the consumer's poll timer covers a missed wakeup.
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&rfm_events, BPF_RB_AVAIL_DATA) >= cfg->wakeup_bytes)
+	__u64 avail = bpf_ringbuf_query(&rfm_events, BPF_RB_AVAIL_DATA);
+	if (avail >= cfg->wakeup_bytes &&
+	    avail < cfg->wakeup_bytes + RFM_WAKEUP_WINDOW)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }
