@@ -419,7 +419,7 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 			}
 		}
 	}
-	if got := metricValue(t, st, "rfm_errors_total", `subsystem="bmp"`); got != "0" {
+	if got := seriesValue(gather(t, st), "rfm_errors_total", `subsystem="bmp"`); got != "0" {
 		t.Errorf("station errors: %s", got)
 	}
 	_ = routerC
@@ -436,13 +436,4 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 			t.Logf("recorded testdata/%s: %d bytes", file, len(b))
 		}
 	}
-}
-
-func metricValue(t *testing.T, st *Station, name, label string) string {
-	for _, line := range gather(t, st) {
-		if strings.HasPrefix(line, name+"{"+label+"} ") {
-			return strings.TrimPrefix(line, name+"{"+label+"} ")
-		}
-	}
-	return ""
 }

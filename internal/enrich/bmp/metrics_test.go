@@ -1,16 +1,17 @@
 package bmp
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 )
 
-// gather registers c in a pedantic registry (which checks descriptions
-// against the metrics) and returns "name{labels} value" lines, sorted.
+// gather collects c through a pedantic registry (which checks the
+// descriptions against the metrics) and returns its samples as
+// "name{labels} value" lines in exposition order, comments left out.
 func gather(t *testing.T, c prometheus.Collector) []string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
@@ -21,19 +22,34 @@ func gather(t *testing.T, c prometheus.Collector) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
+	var text strings.Builder
 	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			out = append(out, fmt.Sprintf("%s{%s} %g", mf.GetName(), strings.Join(labels, ","), v))
+		if _, err := expfmt.MetricFamilyToText(&text, mf); err != nil {
+			t.Fatal(err)
 		}
 	}
-	slices.Sort(out)
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(text.String()), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
 	return out
+}
+
+// seriesValue returns the value of series name{label} among gathered
+// lines ("" label: the series without labels), "" if absent.
+func seriesValue(lines []string, name, label string) string {
+	series := name
+	if label != "" {
+		series += "{" + label + "}"
+	}
+	for _, line := range lines {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func TestMetricsExposition(t *testing.T) {
@@ -49,7 +65,7 @@ func TestMetricsExposition(t *testing.T) {
 		`rfm_bmp_messages_total{type="statistics_report"} 0`,
 		`rfm_bmp_messages_total{type="termination"} 0`,
 		`rfm_bmp_messages_total{type="unknown"} 1`,
-		`rfm_bmp_sessions{} 0`,
+		`rfm_bmp_sessions 0`,
 		`rfm_bmp_skipped_total{reason="adj_rib_out"} 0`,
 		`rfm_bmp_skipped_total{reason="malformed"} 1`,
 		`rfm_bmp_skipped_total{reason="unsupported_family"} 0`,

@@ -94,12 +94,7 @@ func isTimeout(err error) bool {
 
 // metric returns one gathered series value, "" if absent.
 func metric(f *stationFixture, name, label string) string {
-	for _, line := range gatherLines(f.t, f.st) {
-		if strings.HasPrefix(line, name+"{"+label+"} ") {
-			return strings.TrimPrefix(line, name+"{"+label+"} ")
-		}
-	}
-	return ""
+	return seriesValue(gatherLines(f.t, f.st), name, label)
 }
 
 func TestStationSession(t *testing.T) {
