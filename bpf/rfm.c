@@ -75,9 +75,12 @@ struct rfm_dp_stats {
 	__u64 malformed;  // sampled packets with truncated/invalid headers
 };
 
+// Per-CPU state of the sampler and of consumer wakeups.
 struct rfm_sampler {
 	__u32 countdown; // packets until the next sample on this CPU
 	__u32 rate;      // rate the countdown was drawn for
+	__u32 unwoken;   // events this CPU submitted above the threshold since it last woke the consumer
+	__u32 pad;
 };
 
 // One sampled packet. Layout is decoded by offset in
@@ -102,6 +105,9 @@ _Static_assert(sizeof(struct rfm_event) == 56, "rfm_event layout");
 // Backlog range, above wakeup_bytes, in which a submit wakes the consumer:
 // a few events wide, so concurrent producers rarely all skip it.
 #define RFM_WAKEUP_WINDOW (4 * RFM_EVENT_SLOT)
+// Above the window, each CPU wakes the consumer again after this many of
+// its events, in case every producer skipped the window.
+#define RFM_REWAKE_EVENTS 1024
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -350,14 +356,21 @@ static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
 	e->segs = segs;
 	// Wake the consumer when the backlog crosses the threshold, not on
 	// every event above it: a consumer that is behind is already awake,
-	// and a forced wakeup per event costs an interrupt (a VM exit under
-	// virtualisation) each. Producers on other CPUs may jump the window;
-	// the consumer's poll timer covers a missed wakeup.
+	// and a forced wakeup costs an interrupt (a VM exit under
+	// virtualisation). Producers on other CPUs may jump the window, so
+	// above it each CPU still wakes the consumer every
+	// RFM_REWAKE_EVENTS events.
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u64 avail = bpf_ringbuf_query(&rfm_events, BPF_RB_AVAIL_DATA);
-	if (avail >= cfg->wakeup_bytes &&
-	    avail < cfg->wakeup_bytes + RFM_WAKEUP_WINDOW)
-		flags = BPF_RB_FORCE_WAKEUP;
+	if (avail >= cfg->wakeup_bytes) {
+		struct rfm_sampler *s = bpf_map_lookup_elem(&rfm_sampler, &zero);
+		if (avail < cfg->wakeup_bytes + RFM_WAKEUP_WINDOW ||
+		    (s && ++s->unwoken >= RFM_REWAKE_EVENTS)) {
+			flags = BPF_RB_FORCE_WAKEUP;
+			if (s)
+				s->unwoken = 0;
+		}
+	}
 	bpf_ringbuf_submit(e, flags);
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepbrobd/rfm/test/lab"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -234,21 +235,10 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// eventually polls cond until it returns nil or the deadline passes.
+// eventually polls cond until it returns nil, for at most 5 s.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	const timeout = 5 * time.Second
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	lab.Eventually(t, 5*time.Second, what, cond)
 }
 
 // waitSet waits until both the agent's set and Attached() equal want.
