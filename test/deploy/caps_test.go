@@ -74,7 +74,7 @@ port = 9669
 socket = ""
 `, labDevA))
 
-	run := func(t *testing.T, tb *testbed, granted []string) *process {
+	run := func(t *testing.T, tb *testbed, granted []string) *lab.Process {
 		set := setprivCaps(granted)
 		return startIn(t, tb.A, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
 			"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set,
@@ -130,14 +130,14 @@ socket = ""
 			tb := newTestbed(t)
 			agent := run(t, tb, granted)
 			select {
-			case <-agent.done:
+			case <-agent.Done():
 			case <-time.After(30 * time.Second):
 				t.Fatalf("the agent kept running without %s; it is not needed", missing)
 			}
-			if agent.err == nil {
+			if agent.Err() == nil {
 				t.Fatalf("the agent exited 0 without %s", missing)
 			}
-			out := agent.out.String()
+			out := agent.Output()
 			if want, ok := symptom[missing]; ok && !strings.Contains(out, want) {
 				t.Errorf("without %s: want the error to mention %q, got:\n%.500s", missing, want, out)
 			}

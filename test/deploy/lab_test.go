@@ -130,45 +130,10 @@ func writeLabMMDBs(t *testing.T, dir string) (asnDB, cityDB string) {
 	return asnDB, cityDB
 }
 
-// process is a child process started in a namespace.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	out  *lab.Buffer
-	done chan struct{}
-	err  error
-}
-
-// startIn runs argv in namespace ns (through `ip netns exec`, which execs
-// it, so the pid is the command's own) and kills it at cleanup.
-func startIn(t *testing.T, ns string, argv ...string) *process {
+// startIn runs argv in namespace ns; it is stopped at cleanup.
+func startIn(t *testing.T, ns string, argv ...string) *lab.Process {
 	t.Helper()
-	p := &process{name: filepath.Base(argv[0]), out: &lab.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", p.name, p.out.String())
-		}
-	})
-	return p
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return lab.Start(t, filepath.Base(argv[0]), ns, argv...)
 }
 
 // httpGet fetches url from inside namespace ns.
@@ -187,12 +152,12 @@ func httpGet(ns, url string) (int, string, error) {
 
 // waitAttached polls the agent's /metrics until it reports devA attached,
 // failing early when the process has exited.
-func waitAttached(t *testing.T, tb *testbed, agent *process) string {
+func waitAttached(t *testing.T, tb *testbed, agent *lab.Process) string {
 	t.Helper()
 	var text string
 	lab.Eventually(t, 30*time.Second, "agent attached to "+labDevA, func() error {
-		if agent.exited() {
-			t.Fatalf("agent exited at start: %v; output:\n%s", agent.err, agent.out.String())
+		if agent.Exited() {
+			t.Fatalf("agent exited at start: %v; output:\n%s", agent.Err(), agent.Output())
 		}
 		code, body, err := httpGet(tb.A, "http://"+labMetrics+"/metrics")
 		if err != nil {

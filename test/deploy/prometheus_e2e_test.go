@@ -189,8 +189,8 @@ scrape_configs:
 	// the file we ship loads in a real server, not only in promtool.
 	alerts := alertExprs(t, rules)
 	lab.Eventually(t, 30*time.Second, "prometheus to load the alert rules", func() error {
-		if prom.exited() {
-			t.Fatalf("prometheus exited: %v", prom.err)
+		if prom.Exited() {
+			t.Fatalf("prometheus exited: %v", prom.Err())
 		}
 		data, err := promAPI(tb.A, "/api/v1/rules", url.Values{"type": {"alert"}})
 		if err != nil {
@@ -224,8 +224,8 @@ scrape_configs:
 	// Enough scrapes for rate() over 1m, and the flow and IPFIX counters
 	// showing the traffic.
 	lab.Eventually(t, 60*time.Second, "prometheus to scrape the agent with traffic", func() error {
-		if prom.exited() {
-			t.Fatalf("prometheus exited: %v", prom.err)
+		if prom.Exited() {
+			t.Fatalf("prometheus exited: %v", prom.Err())
 		}
 		for _, q := range []string{
 			`count_over_time(up{job="rfm"}[1m]) >= 4`,
@@ -308,20 +308,19 @@ scrape_configs:
 	collector.Close()
 	alertFires(t, tb, prom, "RfmIpfixExportFailing", alerts["RfmIpfixExportFailing"])
 	// The agent stops: the scrape fails.
-	if err := agent.cmd.Process.Kill(); err != nil {
+	if err := agent.Kill(); err != nil {
 		t.Fatalf("kill the agent: %v", err)
 	}
-	<-agent.done
 	alertFires(t, tb, prom, "RfmAgentDown", alerts["RfmAgentDown"])
 }
 
 // alertFires polls until the alert's expression returns a series and
 // Prometheus lists the alert as pending or firing.
-func alertFires(t *testing.T, tb *testbed, prom *process, name, expr string) {
+func alertFires(t *testing.T, tb *testbed, prom *lab.Process, name, expr string) {
 	t.Helper()
 	lab.Eventually(t, 30*time.Second, "alert "+name+" to become active", func() error {
-		if prom.exited() {
-			t.Fatalf("prometheus exited: %v", prom.err)
+		if prom.Exited() {
+			t.Fatalf("prometheus exited: %v", prom.Err())
 		}
 		res, err := instantQuery(tb.A, expr)
 		if err != nil {

@@ -254,7 +254,7 @@ func TestShutdown(t *testing.T) {
 	}
 	start := time.Now()
 	if err := a.stop(t, 5*time.Second); err != nil {
-		t.Fatalf("agent exit after SIGTERM: %v, want exit 0; output:\n%s", err, a.stderr)
+		t.Fatalf("agent exit after SIGTERM: %v, want exit 0; output:\n%s", err, a.Output())
 	}
 	t.Logf("agent exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
 	if in, eg := lab.AttachedPrograms(t, l.nsA, idx); in != 0 || eg != 0 {

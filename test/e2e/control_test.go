@@ -101,8 +101,8 @@ func waitControl(t testing.TB, a *agent, socket string) {
 	lab.Eventually(t, 10*time.Second, "control socket "+socket, func() error {
 		if r := rfmCLI(t, "status", "--json", "--socket", socket); r.exit != 0 {
 			select {
-			case <-a.done:
-				t.Fatalf("agent exited; output:\n%s", a.output())
+			case <-a.Done():
+				t.Fatalf("agent exited; output:\n%s", a.Output())
 			default:
 			}
 			return errors.New(strings.TrimSpace(r.stderr))
@@ -432,31 +432,22 @@ func TestControlNoAgent(t *testing.T) {
 	waitControl(t, a, sock)
 
 	// A second agent with the same socket is refused and exits.
-	second := writeConfig(t, agentConfig{interfaces: []string{l.vethB}, sampleRate: 1}.toml()+
+	secondPath := writeConfig(t, agentConfig{interfaces: []string{l.vethB}, sampleRate: 1}.toml()+
 		fmt.Sprintf("\n[agent.control]\nsocket = %q\n", sock))
-	cmd := exec.Command("ip", "netns", "exec", l.nsB, rfmBin, "agent", "-c", second)
-	var out lab.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	second := lab.Start(t, "second agent", l.nsB, rfmBin, "agent", "-c", secondPath)
 	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(out.String(), "agent.control.socket "+sock+": in use by another running agent") {
-			t.Errorf("second agent on a live socket: %v; output:\n%s", err, out.String())
+	case <-second.Done():
+		if err := second.Err(); err == nil || !strings.Contains(second.Output(), "agent.control.socket "+sock+": in use by another running agent") {
+			t.Errorf("second agent on a live socket: %v; output:\n%s", err, second.Output())
 		}
 	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("second agent on a live socket still running after 20s; output:\n%s", out.String())
+		second.Kill()
+		t.Fatalf("second agent on a live socket still running after 20s; output:\n%s", second.Output())
 	}
 	rfmCLI(t, "status", "--socket", sock).ok(t, "first agent after the refused second")
 
 	// SIGKILL leaves the socket file behind.
-	a.cmd.Process.Kill()
-	<-a.done
+	a.Kill()
 	if _, err := os.Lstat(sock); err != nil {
 		t.Fatalf("socket gone after SIGKILL: %v", err)
 	}
@@ -469,7 +460,7 @@ func TestControlNoAgent(t *testing.T) {
 	b := startAgentAt(t, l.nsA, path)
 	waitControl(t, b, sock)
 	if err := b.stop(t, 10*time.Second); err != nil {
-		t.Fatalf("agent exit: %v; output:\n%s", err, b.output())
+		t.Fatalf("agent exit: %v; output:\n%s", err, b.Output())
 	}
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket after SIGTERM: %v, want removed", err)

@@ -9,11 +9,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,10 +88,8 @@ port = %d
 
 // agent is one running `rfm agent` inside a namespace.
 type agent struct {
+	*lab.Process
 	ns     string
-	cmd    *exec.Cmd
-	stderr *lab.Buffer
-	done   chan struct{}
 	client *http.Client
 }
 
@@ -123,29 +119,16 @@ func startAgent(t *testing.T, ns string, cfg string) *agent {
 // startAgentAt is startAgent with the config file at path.
 func startAgentAt(t *testing.T, ns string, path string) *agent {
 	t.Helper()
-	a := &agent{ns: ns, stderr: &lab.Buffer{}, done: make(chan struct{})}
-	// `ip netns exec` execs the command, so the pid is the agent's own.
-	a.cmd = exec.Command("ip", "netns", "exec", ns, rfmBin, "agent", "-c", path, "--log-level", "info")
-	a.cmd.Stdout = a.stderr
-	a.cmd.Stderr = a.stderr
-	if err := a.cmd.Start(); err != nil {
-		t.Fatalf("starting agent: %v", err)
-	}
-	go func() { a.cmd.Wait(); close(a.done) }()
-	a.client = lab.HTTPClient(ns, 0)
+	a := &agent{ns: ns, client: lab.HTTPClient(ns, 0),
+		Process: lab.Start(t, "agent", ns, rfmBin, "agent", "-c", path, "--log-level", "info")}
+	// Registered after Start's own cleanup, so it runs first: an agent
+	// that ignores SIGTERM fails the test.
 	t.Cleanup(func() {
-		select {
-		case <-a.done:
+		if a.Exited() {
 			return
-		default:
 		}
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.done:
-		case <-time.After(10 * time.Second):
-			a.cmd.Process.Kill()
-			<-a.done
-			t.Errorf("agent ignored SIGTERM for 10s; output:\n%s", a.stderr)
+		if _, err := a.Stop(10 * time.Second); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("agent ignored SIGTERM for 10s; output:\n%s", a.Output())
 		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
@@ -153,18 +136,15 @@ func startAgentAt(t *testing.T, ns string, path string) *agent {
 		if _, err := a.scrapeOnce(); err == nil {
 			return a
 		} else if time.Now().After(deadline) {
-			t.Fatalf("agent /metrics not up after 20s: %v; output:\n%s", err, a.stderr)
+			t.Fatalf("agent /metrics not up after 20s: %v; output:\n%s", err, a.Output())
 		}
 		select {
-		case <-a.done:
-			t.Fatalf("agent exited early (%v); output:\n%s", a.cmd.ProcessState, a.stderr)
+		case <-a.Done():
+			t.Fatalf("agent exited early (%v); output:\n%s", a.State(), a.Output())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
-
-// output is what the agent has logged so far.
-func (a *agent) output() string { return a.stderr.String() }
 
 func (a *agent) scrapeOnce() (metrics, error) {
 	resp, err := a.client.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
@@ -191,7 +171,7 @@ func (a *agent) waitFor(t testing.TB, timeout time.Duration, what string, cond f
 	for {
 		m, err := a.scrapeOnce()
 		if err != nil {
-			t.Fatalf("scraping agent: %v; output:\n%s", err, a.stderr)
+			t.Fatalf("scraping agent: %v; output:\n%s", err, a.Output())
 		}
 		last = m
 		if cond(m) {
@@ -261,16 +241,12 @@ func (m metrics) dump(prefix string) string {
 // if the agent takes longer than timeout.
 func (a *agent) stop(t testing.TB, timeout time.Duration) error {
 	t.Helper()
-	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("signalling agent: %v", err)
+	st, err := a.Stop(timeout)
+	if err != nil {
+		t.Fatalf("stopping agent: %v; output:\n%s", err, a.Output())
 	}
-	select {
-	case <-a.done:
-	case <-time.After(timeout):
-		t.Fatalf("agent still running %s after SIGTERM; output:\n%s", timeout, a.stderr)
-	}
-	if a.cmd.ProcessState.Success() {
+	if st.Success() {
 		return nil
 	}
-	return errors.New(a.cmd.ProcessState.String())
+	return errors.New(st.String())
 }

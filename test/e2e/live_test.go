@@ -166,7 +166,7 @@ func TestReload(t *testing.T) {
 	// Valid change of the flow table: active flows stay.
 	cfg.maxFlows, cfg.evictionTimeout = 1000, "90s"
 	rewriteConfig(t, path, cfg.toml())
-	a.cmd.Process.Signal(syscall.SIGHUP)
+	a.Signal(syscall.SIGHUP)
 	m := a.waitFor(t, 5*time.Second, "new max_flows", func(m metrics) bool {
 		return m.sum("rfm_collector_max_flows") == 1000
 	})
@@ -177,23 +177,23 @@ func TestReload(t *testing.T) {
 	// end so no estimate mixes two rates.
 	cfg.sampleRate = 10
 	rewriteConfig(t, path, cfg.toml())
-	a.cmd.Process.Signal(syscall.SIGHUP)
+	a.Signal(syscall.SIGHUP)
 	a.waitFor(t, 5*time.Second, "new sample rate, old flows ended", func(m metrics) bool {
 		return m.sum("rfm_sample_rate") == 10 && m.sum("rfm_flow_sampled_packets") == 0
 	})
 
 	// Invalid file: rejected, old config keeps running.
 	rewriteConfig(t, path, "[agent]\ninterfaces = [\"x\"]\n[agent.bpf]\nsample_rate = 0\n")
-	a.cmd.Process.Signal(syscall.SIGHUP)
+	a.Signal(syscall.SIGHUP)
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(a.output(), "reload rejected") {
+	for !strings.Contains(a.Output(), "reload rejected") {
 		if time.Now().After(deadline) {
-			t.Fatalf("no rejection logged; output:\n%s", a.output())
+			t.Fatalf("no rejection logged; output:\n%s", a.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	var rejection string
-	for _, line := range strings.Split(a.output(), "\n") {
+	for _, line := range strings.Split(a.Output(), "\n") {
 		if strings.Contains(line, "reload rejected") {
 			rejection = line
 		}
@@ -213,7 +213,7 @@ func TestReload(t *testing.T) {
 func TestCapabilitiesDropped(t *testing.T) {
 	l := newLab(t, labOptions{})
 	a := startAgent(t, l.nsA, agentConfig{interfaces: []string{"*"}, sampleRate: 1}.toml())
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}

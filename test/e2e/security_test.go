@@ -43,14 +43,7 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 		fmt.Sprintf("web_config = %q\n", webConfig) // last table of the config is [agent.prometheus]
 	path := writeConfig(t, cfg)
 
-	a := &agent{ns: l.nsA, stderr: &lab.Buffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command("ip", "netns", "exec", l.nsA, rfmBin, "agent", "-c", path)
-	a.cmd.Stdout, a.cmd.Stderr = a.stderr, a.stderr
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { a.cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() { a.cmd.Process.Kill(); <-a.done })
+	a := lab.Start(t, "agent", l.nsA, rfmBin, "agent", "-c", path)
 
 	tlsClient := lab.HTTPClient(l.nsA, 0)
 	tlsClient.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool, ServerName: "rfm.test"}
@@ -70,8 +63,8 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 	}
 	lab.Eventually(t, 20*time.Second, "TLS metrics endpoint up", func() error {
 		select {
-		case <-a.done:
-			t.Fatalf("agent exited: %s", a.stderr)
+		case <-a.Done():
+			t.Fatalf("agent exited: %s", a.Output())
 		default:
 		}
 		_, _, err := get(tlsClient, url, "prom", "s3cret")

@@ -33,49 +33,13 @@ const (
 // views to the agent; the originator (R1) rewrites the next hop, since
 // gobgpd rejects a loopback next hop as martian.
 func routerConfig(as int, addr, neighbor string, peerAS int, speaksBMP bool) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "[global.config]\n  as = %d\n  router-id = %q\n  port = %d\n  local-address-list = [%q]\n", as, addr, bgpPort, addr)
-	if !speaksBMP {
-		b.WriteString(`[global.apply-policy.config]
-  export-policy-list = ["nexthop"]
-  default-export-policy = "accept-route"
-[[policy-definitions]]
-  name = "nexthop"
-  [[policy-definitions.statements]]
-    name = "all"
-    [policy-definitions.statements.actions]
-      route-disposition = "accept-route"
-    [policy-definitions.statements.actions.bgp-actions]
-      set-next-hop = "198.18.0.2"
-`)
-	}
-	fmt.Fprintf(&b, `
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = %q
-    peer-as = %d
-  [neighbors.transport.config]
-    local-address = %q
-    remote-port = %d
-  [neighbors.timers.config]
-    connect-retry = 1
-    hold-time = 9
-    keepalive-interval = 3
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv4-unicast"
-`, neighbor, peerAS, addr, bgpPort)
+	c := lab.GoBGPD{AS: as, Addr: addr, Port: bgpPort, Neighbors: []lab.GoBGPNeighbor{{Addr: neighbor, AS: peerAS}}}
 	if speaksBMP {
-		fmt.Fprintf(&b, `
-[[bmp-servers]]
-  [bmp-servers.config]
-    address = "127.0.0.1"
-    port = %d
-    route-monitoring-policy = "all"
-    sys-name = "r2"
-`, bmpPort)
+		c.BMP = &lab.GoBGPBMP{Port: bmpPort, SysName: "r2"}
+	} else {
+		c.NextHop4 = "198.18.0.2"
 	}
-	return b.String()
+	return c.Config()
 }
 
 type env struct {
@@ -98,13 +62,13 @@ func (e *env) gobgp(addr string, args ...string) error {
 	return nil
 }
 
-func (e *env) startRouter(name, addr, neighbor string, as, peerAS int, speaksBMP bool) *proc {
+func (e *env) startRouter(name, addr, neighbor string, as, peerAS int, speaksBMP bool) *lab.Process {
 	e.t.Helper()
 	conf := filepath.Join(e.dir, name+".toml")
 	if err := os.WriteFile(conf, []byte(routerConfig(as, addr, neighbor, peerAS, speaksBMP)), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	return startProc(e.t, e.dir, name, "ip", "netns", "exec", e.lab.nsA, "gobgpd", "-f", conf,
+	return lab.Start(e.t, name, e.lab.nsA, "gobgpd", "-f", conf,
 		"--api-hosts", net.JoinHostPort(addr, fmt.Sprint(apiPort)), "--pprof-disable", "-p", "-l", "info")
 }
 
@@ -278,12 +242,12 @@ socket = %q
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	agent := startProc(t, e.dir, "agent", "ip", "netns", "exec", e.lab.nsA, agentBin, "agent", "-c", cfgPath)
+	agent := lab.Start(t, "agent", e.lab.nsA, agentBin, "agent", "-c", cfgPath)
 	e.eventually("agent metrics endpoint", 20*time.Second, func(s scrape) bool {
 		_, ok := value(s, "rfm_interface_attached", map[string]string{"ifname": e.lab.vethA})
 		return ok
 	})
-	if agent.exited() {
+	if agent.Exited() {
 		t.Fatal("agent exited")
 	}
 
@@ -325,7 +289,7 @@ socket = %q
 	}
 	e.eventually("re-announced route", 20*time.Second, bmpState(1, 3))
 	e.eventually("flows back on RIB origin", 10*time.Second, e.flowsAre(map[string]float64{originAS: 15}))
-	r1.stop()
+	r1.Stop(5 * time.Second)
 	e.eventually("Peer Down removing R1's routes", 30*time.Second, bmpState(1, 0))
 	e.eventually("flows on MMDB ASN after Peer Down", 10*time.Second, e.flowsAre(map[string]float64{"64501": 15}))
 
@@ -342,7 +306,7 @@ socket = %q
 	// SIGKILL: no Termination or Peer Down from R2, so only the end of
 	// the TCP session tells the station; routes must stay (stale) for
 	// keep, then go.
-	r2.kill()
+	r2.Kill()
 	var staleSeen bool
 	e.eventually("BMP session gone", 10*time.Second, func(s scrape) bool {
 		n, _ := value(s, "rfm_bmp_sessions", nil)
@@ -365,7 +329,7 @@ socket = %q
 	if v, ok := value(s, "rfm_errors_total", map[string]string{"subsystem": "bmp"}); ok && v != 0 {
 		t.Errorf("rfm_errors_total{subsystem=\"bmp\"} = %v, want 0", v)
 	}
-	if agent.exited() {
+	if agent.Exited() {
 		t.Fatal("agent exited during the test")
 	}
 }

@@ -6,13 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/stepbrobd/rfm/test/lab"
@@ -104,81 +99,4 @@ func writeMMDB(t *testing.T, path, dbType string, records map[string]mmdbtype.Ma
 	if err := lab.WriteMMDB(path, dbType, records); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// proc is a long-running process of the test (agent, router); output
-// goes to a file shown when the test fails.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	stopped chan struct{}
-	once    sync.Once
-}
-
-func startProc(t *testing.T, dir, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, logPath: filepath.Join(dir, name+".log"), stopped: make(chan struct{})}
-	out, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(args[0], args[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = out, out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.cmd.Wait(); out.Close(); close(p.stopped) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.logPath)
-			t.Logf("%s output (last lines):\n%s", name, lastLines(string(b), 30))
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and waits, killing after 5s.
-func (p *proc) stop() {
-	p.once.Do(func() {
-		select {
-		case <-p.stopped:
-			return
-		default:
-		}
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.stopped:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.stopped
-		}
-	})
-}
-
-// kill ends the process with SIGKILL, so it cannot say goodbye.
-func (p *proc) kill() {
-	p.once.Do(func() {
-		p.cmd.Process.Kill()
-		<-p.stopped
-	})
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.stopped:
-		return true
-	default:
-		return false
-	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -25,8 +25,8 @@ func TestIPFIXCollectorAbsentAtStart(t *testing.T) {
 	before := lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001")
 	send(t, before, 5, 100)
 	lab.Eventually(t, 20*time.Second, `rfm_errors_total{subsystem="ipfix"} > 0`, func() error {
-		if agent.exited() {
-			t.Fatalf("agent exited while the collector was absent: %v", agent.err)
+		if agent.Exited() {
+			t.Fatalf("agent exited while the collector was absent: %v", agent.Err())
 		}
 		m, err := scrape(l)
 		if err != nil {
@@ -45,15 +45,15 @@ func TestIPFIXCollectorAbsentAtStart(t *testing.T) {
 	learned := false
 	for i := 0; i < 6 && !learned; i++ {
 		waitForExport(t, l, 41000+i)
-		learned = strings.Contains(col.p.out.String(), "New ipfix exporter")
+		learned = strings.Contains(col.p.Output(), "New ipfix exporter")
 	}
 	if !learned {
 		t.Fatalf("nfcapd never learned rfm's templates after it started")
 	}
 	waitForExport(t, l, 42000)
 
-	if agent.exited() {
-		t.Fatalf("agent exited: %v", agent.err)
+	if agent.Exited() {
+		t.Fatalf("agent exited: %v", agent.Err())
 	}
 	if err := agent.stop(t, 15*time.Second); err != nil {
 		t.Errorf("agent exit: %v", err)

@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -119,61 +118,27 @@ func send(t *testing.T, c *net.UDPConn, count, payload int) {
 
 // proc is a child process in a namespace.
 type proc struct {
-	name       string
+	*lab.Process
 	configPath string // the agent's config file
-	cmd        *exec.Cmd
-	out        *lab.Buffer
-	done       chan struct{}
-	err        error
 }
 
+// startProc runs the program name in ns; it is stopped at cleanup.
 func startProc(t *testing.T, ns, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &lab.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.out.String())
-		}
-	})
-	return p
+	return &proc{Process: lab.Start(t, name, ns, append([]string{name}, args...)...)}
 }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits for the exit. `ip netns exec` execs the
-// command, so the pid is the command's own.
+// stop sends SIGTERM and returns the exit error (nil for exit 0),
+// failing the test if the process outlives timeout.
 func (p *proc) stop(t *testing.T, timeout time.Duration) error {
 	t.Helper()
-	if p.exited() {
-		return fmt.Errorf("%s had already exited: %v", p.name, p.err)
+	if p.Exited() {
+		return fmt.Errorf("%s had already exited: %v", p.Name(), p.Err())
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("signal %s: %v", p.name, err)
+	if _, err := p.Stop(timeout); err != nil {
+		t.Fatalf("stopping %s: %v; output:\n%s", p.Name(), err, p.Output())
 	}
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s after SIGTERM; output:\n%s", p.name, timeout, p.out.String())
-		return nil
-	}
+	return p.Err()
 }
 
 // agentConfig is the part of rfm.toml these tests vary.
@@ -234,8 +199,8 @@ func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {
 	p := startProc(t, l.A, rfmBinary, "agent", "-c", path, "--log-level", "debug")
 	p.configPath = path
 	lab.Eventually(t, 20*time.Second, "agent attached to "+devA, func() error {
-		if p.exited() {
-			t.Fatalf("agent exited at start: %v; output:\n%s", p.err, p.out.String())
+		if p.Exited() {
+			t.Fatalf("agent exited at start: %v; output:\n%s", p.Err(), p.Output())
 		}
 		m, err := scrape(l)
 		if err != nil {
@@ -319,8 +284,8 @@ func startCollector(t *testing.T, l *testbed, port int) *collector {
 	c := &collector{dir: t.TempDir(), port: port}
 	c.p = startProc(t, l.B, "nfcapd", "-w", c.dir, "-p", strconv.Itoa(port), "-b", addrB4, "-t", "3600", "-v")
 	lab.Eventually(t, 10*time.Second, "nfcapd listening", func() error {
-		if c.p.exited() {
-			t.Fatalf("nfcapd exited: %v; output:\n%s", c.p.err, c.p.out.String())
+		if c.p.Exited() {
+			t.Fatalf("nfcapd exited: %v; output:\n%s", c.p.Err(), c.p.Output())
 		}
 		_, ok, err := udpRxQueue(l.B, port)
 		if err != nil {
@@ -384,7 +349,7 @@ func (c *collector) files(t *testing.T) []string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(c.dir, "nfcapd.*"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no nfcapd file in %s (%v); nfcapd output:\n%s", c.dir, err, c.p.out.String())
+		t.Fatalf("no nfcapd file in %s (%v); nfcapd output:\n%s", c.dir, err, c.p.Output())
 	}
 	return files
 }

@@ -64,7 +64,7 @@ func TestReloadMMDBCollectorAndMetricsPort(t *testing.T) {
 	if err := os.WriteFile(agent.configPath, []byte(cfg.toml(dir)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := agent.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := agent.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	lab.Eventually(t, 10*time.Second, "same flow relabelled, served on the new port", flowWith(newMetrics, "65500", 5))

@@ -145,7 +145,7 @@ func TestBMPFaults(t *testing.T) {
 		}
 	}
 	m := a.waitFor(t, 10*time.Second, "healthy router's routes", exact(healthyRoutes))
-	baseGoroutines, baseRSS := m.sum("go_goroutines"), rssBytes(t, a.pid())
+	baseGoroutines, baseRSS := m.sum("go_goroutines"), rssBytes(t, a.Pid())
 
 	flaps, flapRoutes := 50, 5
 	if long() {
@@ -239,7 +239,7 @@ func idleRound(t *testing.T, a *agent, round, maxSessions int, healthy func(metr
 		}
 		return nil
 	})
-	peak = rssBytes(t, a.pid())
+	peak = rssBytes(t, a.Pid())
 	for _, r := range idle {
 		r.close()
 	}
@@ -252,5 +252,5 @@ func idleRound(t *testing.T, a *agent, round, maxSessions int, healthy func(metr
 		}
 		return healthy(m)
 	})
-	return peak, rssBytes(t, a.pid()), m.sum("go_goroutines")
+	return peak, rssBytes(t, a.Pid()), m.sum("go_goroutines")
 }

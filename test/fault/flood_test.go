@@ -68,7 +68,7 @@ func TestRingBufferFlood(t *testing.T) {
 	var maxRSS uint64
 	for time.Now().Before(deadline) {
 		a.mustScrape(t) // answers while flooded
-		maxRSS = max(maxRSS, rssBytes(t, a.pid()))
+		maxRSS = max(maxRSS, rssBytes(t, a.Pid()))
 		time.Sleep(200 * time.Millisecond)
 	}
 	close(stop)
@@ -96,7 +96,7 @@ func TestRingBufferFlood(t *testing.T) {
 	if maxRSS >= 64<<20 {
 		t.Errorf("agent RSS reached %.1f MiB during the flood, want < 64 MiB", float64(maxRSS)/(1<<20))
 	}
-	if a.exited() {
+	if a.Exited() {
 		t.Fatalf("agent exited during the flood")
 	}
 }

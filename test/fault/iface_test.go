@@ -51,8 +51,8 @@ func TestLinkDownUpAndMTU(t *testing.T) {
 	}
 	close(stop)
 	wait()
-	if a.exited() {
-		t.Fatalf("agent exited during link churn: %v", a.cmd.ProcessState)
+	if a.Exited() {
+		t.Fatalf("agent exited during link churn: %v", a.State())
 	}
 	if in, eg := lab.AttachedPrograms(t, l.A, idx); in != 1 || eg != 1 {
 		t.Fatalf("after link churn: %d ingress, %d egress programs on %s, want 1 each", in, eg, devA)
@@ -201,7 +201,7 @@ func TestInterfaceDeletedUnderLoad(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			if st, took := a.signal(t, syscall.SIGTERM, 5*time.Second); !st.Success() {
-				t.Errorf("exit after SIGTERM (%s) with the interface gone: %v; output:\n%s", took, st, a.out.String())
+				t.Errorf("exit after SIGTERM (%s) with the interface gone: %v; output:\n%s", took, st, a.Output())
 			}
 		})
 	}

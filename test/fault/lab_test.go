@@ -198,11 +198,9 @@ func (c agentConfig) toml() string {
 
 // agent is a running rfm agent.
 type agent struct {
+	*lab.Process
 	ns      string
 	metrics string // host:port inside ns
-	cmd     *exec.Cmd
-	out     *lab.Buffer
-	done    chan struct{}
 }
 
 // startAgent runs the agent in ns and waits until every interface in
@@ -221,23 +219,8 @@ func startAgent(t *testing.T, ns string, c agentConfig, wantAttached ...string) 
 	if port == 0 {
 		port = 9669
 	}
-	a := &agent{ns: ns, metrics: fmt.Sprintf("127.0.0.1:%d", port), out: &lab.Buffer{}, done: make(chan struct{})}
-	// `ip netns exec` execs the agent: the pid is the agent's own.
-	a.cmd = exec.Command("ip", "netns", "exec", ns, agentBin, "agent", "-c", path)
-	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
-	if err := a.cmd.Start(); err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() {
-		if !a.exited() {
-			_ = a.cmd.Process.Kill()
-			<-a.done
-		}
-		if t.Failed() {
-			t.Logf("agent %s output:\n%s", a.metrics, a.out.String())
-		}
-	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	a := &agent{ns: ns, metrics: addr, Process: lab.Start(t, "agent "+addr, ns, agentBin, "agent", "-c", path)}
 	if len(wantAttached) == 0 {
 		wantAttached = []string{devA}
 	}
@@ -251,17 +234,6 @@ func startAgent(t *testing.T, ns string, c agentConfig, wantAttached ...string) 
 	})
 	return a
 }
-
-func (a *agent) exited() bool {
-	select {
-	case <-a.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (a *agent) pid() int { return a.cmd.Process.Pid }
 
 // metrics is one scrape.
 type metrics []lab.Sample
@@ -304,7 +276,7 @@ func (a *agent) mustScrape(t testing.TB) metrics {
 	t.Helper()
 	m, err := a.scrape()
 	if err != nil {
-		t.Fatalf("agent %s did not answer /metrics: %v (exited: %v)", a.metrics, err, a.exited())
+		t.Fatalf("agent %s did not answer /metrics: %v (exited: %v)", a.metrics, err, a.Exited())
 	}
 	return m
 }
@@ -314,8 +286,8 @@ func (a *agent) waitFor(t testing.TB, timeout time.Duration, what string, cond f
 	t.Helper()
 	var m metrics
 	lab.Eventually(t, timeout, what, func() error {
-		if a.exited() {
-			t.Fatalf("agent exited while waiting for %s: %s; output:\n%s", what, a.cmd.ProcessState, a.out.String())
+		if a.Exited() {
+			t.Fatalf("agent exited while waiting for %s: %s; output:\n%s", what, a.State(), a.Output())
 		}
 		var err error
 		if m, err = a.scrape(); err != nil {
@@ -330,15 +302,14 @@ func (a *agent) waitFor(t testing.TB, timeout time.Duration, what string, cond f
 func (a *agent) signal(t testing.TB, sig syscall.Signal, timeout time.Duration) (*os.ProcessState, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	if err := a.cmd.Process.Signal(sig); err != nil {
+	if err := a.Signal(sig); err != nil {
 		t.Fatalf("signal agent: %v", err)
 	}
-	select {
-	case <-a.done:
-	case <-time.After(timeout):
-		t.Fatalf("agent still running %s after %v; output:\n%s", timeout, sig, a.out.String())
+	st, err := a.Wait(timeout)
+	if err != nil {
+		t.Fatalf("agent still running %s after %v; output:\n%s", timeout, sig, a.Output())
 	}
-	return a.cmd.ProcessState, time.Since(start)
+	return st, time.Since(start)
 }
 
 // rssBytes reads VmRSS of pid.

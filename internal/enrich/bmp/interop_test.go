@@ -122,81 +122,6 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// originPolicy makes A announce next hops from the test ranges: both
-// routers reject A's loopback address as a martian next hop.
-const originPolicy = `
-[[defined-sets.prefix-sets]]
-  prefix-set-name = "v4"
-  [[defined-sets.prefix-sets.prefix-list]]
-    ip-prefix = "198.18.0.0/15"
-    masklength-range = "15..32"
-[[defined-sets.prefix-sets]]
-  prefix-set-name = "v6"
-  [[defined-sets.prefix-sets.prefix-list]]
-    ip-prefix = "2001:db8::/32"
-    masklength-range = "32..128"
-
-[[policy-definitions]]
-  name = "nexthop"
-  [[policy-definitions.statements]]
-    name = "v4"
-    [policy-definitions.statements.conditions.match-prefix-set]
-      prefix-set = "v4"
-    [policy-definitions.statements.actions]
-      route-disposition = "accept-route"
-    [policy-definitions.statements.actions.bgp-actions]
-      set-next-hop = "198.18.0.254"
-  [[policy-definitions.statements]]
-    name = "v6"
-    [policy-definitions.statements.conditions.match-prefix-set]
-      prefix-set = "v6"
-    [policy-definitions.statements.actions]
-      route-disposition = "accept-route"
-    [policy-definitions.statements.actions.bgp-actions]
-      set-next-hop = "2001:db8::fe"
-`
-
-func gobgpConfig(as int, addr string, port int, neighbors map[string]int, bmpPort int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "[global.config]\n  as = %d\n  router-id = %q\n  port = %d\n  local-address-list = [%q]\n", as, addr, port, addr)
-	if bmpPort == 0 {
-		b.WriteString("[global.apply-policy.config]\n  export-policy-list = [\"nexthop\"]\n  default-export-policy = \"accept-route\"\n")
-		b.WriteString(originPolicy)
-	}
-	for n, peerAS := range neighbors {
-		fmt.Fprintf(&b, `
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = %q
-    peer-as = %d
-  [neighbors.transport.config]
-    local-address = %q
-    remote-port = %d
-  [neighbors.timers.config]
-    connect-retry = 1
-    hold-time = 9
-    keepalive-interval = 3
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv4-unicast"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv6-unicast"
-`, n, peerAS, addr, port)
-	}
-	if bmpPort != 0 {
-		fmt.Fprintf(&b, `
-[[bmp-servers]]
-  [bmp-servers.config]
-    address = "127.0.0.1"
-    port = %d
-    route-monitoring-policy = "all"
-    sys-name = %q
-`, bmpPort, nameB)
-	}
-	return b.String()
-}
-
 func frrConfig(port, bmpPort int) string {
 	return fmt.Sprintf(`frr defaults traditional
 hostname %s
@@ -317,8 +242,14 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 		}
 		return p
 	}
-	confA := write("a.toml", gobgpConfig(65001, addrA, bgpPort, map[string]int{addrB: 65002, addrFRR: 65003}, 0))
-	confB := write("b.toml", gobgpConfig(65002, addrB, bgpPort, map[string]int{addrA: 65001}, bmpPort))
+	// A announces next hops from the test ranges: both routers reject
+	// A's loopback address as a martian next hop.
+	confA := write("a.toml", lab.GoBGPD{AS: 65001, Addr: addrA, Port: bgpPort,
+		Neighbors: []lab.GoBGPNeighbor{{Addr: addrB, AS: 65002, IPv6: true}, {Addr: addrFRR, AS: 65003, IPv6: true}},
+		NextHop4:  "198.18.0.254", NextHop6: "2001:db8::fe"}.Config())
+	confB := write("b.toml", lab.GoBGPD{AS: 65002, Addr: addrB, Port: bgpPort,
+		Neighbors: []lab.GoBGPNeighbor{{Addr: addrA, AS: 65001, IPv6: true}},
+		BMP:       &lab.GoBGPBMP{Port: bmpPort, SysName: nameB}}.Config())
 	confC := write("frr.conf", frrConfig(bgpPort, bmpPort))
 
 	daemon(t, dir, "gobgpd-a", "gobgpd", "-f", confA, "--api-hosts", apiA, "--pprof-disable", "-p", "-l", "info")
