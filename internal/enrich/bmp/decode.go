@@ -383,38 +383,20 @@ func (d *decoder) update(ps *peerState, view rib.View, as4 bool, upd *bgp.BGPUpd
 		d.counters.skip(skipFamily)
 		return ops
 	}
-	var path rib.Path
-	pathDone := false
+	r := routeOps{d: d, ps: ps, view: view, raw: raw, as4: as4, withdrawAll: withdrawAll, ops: ops}
 	announce := func(p bgp.AddrPrefixInterface) {
-		pfx, ok := prefixOf(p)
-		if !ok {
+		if pfx, ok := prefixOf(p); ok {
+			r.announce(pfx, p.PathIdentifier())
+		} else {
 			d.counters.skip(skipMalformed)
-			return
 		}
-		if withdrawAll {
-			ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier()})
-			return
-		}
-		if !pathDone {
-			pathDone = true
-			var err error
-			if path, err = d.asPath(raw, as4); err != nil {
-				// A malformed AS_PATH is treat-as-withdraw (RFC 7606).
-				d.counters.skip(skipMalformed)
-				withdrawAll = true
-				ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier()})
-				return
-			}
-		}
-		ops = append(ops, op{kind: opAnnounce, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier(), path: path})
 	}
 	withdraw := func(p bgp.AddrPrefixInterface) {
-		pfx, ok := prefixOf(p)
-		if !ok {
+		if pfx, ok := prefixOf(p); ok {
+			r.withdraw(pfx, p.PathIdentifier())
+		} else {
 			d.counters.skip(skipMalformed)
-			return
 		}
-		ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: pfx, pathID: p.PathIdentifier()})
 	}
 	for _, w := range upd.WithdrawnRoutes {
 		withdraw(w)
@@ -442,7 +424,42 @@ func (d *decoder) update(ps *peerState, view rib.View, as4 bool, upd *bgp.BGPUpd
 	for _, n := range upd.NLRI {
 		announce(n)
 	}
-	return ops
+	return r.ops
+}
+
+// routeOps turns the prefixes of one UPDATE into ops. Announcements
+// share the UPDATE's AS path, decoded once on first use; if it is
+// malformed they all become withdrawals (RFC 7606 treat-as-withdraw).
+type routeOps struct {
+	d           *decoder
+	ps          *peerState
+	view        rib.View
+	raw         []byte // the BGP UPDATE message
+	as4         bool   // AS numbers in AS_PATH are 4 bytes
+	path        rib.Path
+	pathDone    bool
+	withdrawAll bool
+	ops         []op
+}
+
+func (r *routeOps) announce(p netip.Prefix, id uint32) {
+	if !r.withdrawAll && !r.pathDone {
+		r.pathDone = true
+		var err error
+		if r.path, err = r.d.asPath(r.raw, r.as4); err != nil {
+			r.d.counters.skip(skipMalformed)
+			r.withdrawAll = true
+		}
+	}
+	if r.withdrawAll {
+		r.withdraw(p, id)
+		return
+	}
+	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.path})
+}
+
+func (r *routeOps) withdraw(p netip.Prefix, id uint32) {
+	r.ops = append(r.ops, op{kind: opWithdraw, peer: r.ps, view: r.view, prefix: p, pathID: id})
 }
 
 func unicast(afi uint16, safi uint8) bool {

@@ -287,28 +287,8 @@ func (d *decoder) fastRouteMonitoring(msg []byte, ops []op) (out []op, ok bool) 
 
 	// From here on the message is accepted: the ops below are the ones
 	// update() makes from gobgp's objects, in the same order.
-	var path rib.Path
-	pathDone, withdrawAll := false, false
-	announce := func(p netip.Prefix, id uint32) {
-		if withdrawAll {
-			ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: p, pathID: id})
-			return
-		}
-		if !pathDone {
-			pathDone = true
-			var err error
-			if path, err = d.asPath(raw, as4); err != nil {
-				d.counters.skip(skipMalformed)
-				withdrawAll = true
-				ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: p, pathID: id})
-				return
-			}
-		}
-		ops = append(ops, op{kind: opAnnounce, peer: ps, view: view, prefix: p, pathID: id, path: path})
-	}
-	withdraw := func(p netip.Prefix, id uint32) {
-		ops = append(ops, op{kind: opWithdraw, peer: ps, view: view, prefix: p, pathID: id})
-	}
+	r := routeOps{d: d, ps: ps, view: view, raw: raw, as4: as4, ops: ops}
+	announce, withdraw := r.announce, r.withdraw
 	walkPrefixes(u.withdrawn, false, ps.addPath[0], withdraw)
 	for _, mp := range u.mp[:u.nmp] {
 		fam := 0
@@ -322,5 +302,5 @@ func (d *decoder) fastRouteMonitoring(msg []byte, ops []op) (out []op, ok bool) 
 		}
 	}
 	walkPrefixes(u.nlri, false, ps.addPath[0], announce)
-	return ops, true
+	return r.ops, true
 }
