@@ -16,6 +16,7 @@
 # sender; empty = unpinned), RESULTS (output file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 RATES=${RATES:-"50000 100000 150000 200000 250000 300000 0 350000/2 0/2"}
 DURATION=${DURATION:-5}
@@ -51,25 +52,10 @@ echo "building agent and sender" >&2
 CGO_ENABLED=0 go build -o "$TMP/rfm" ./cmd/rfm
 go build -o "$TMP/sender" ./bench/sender
 
-# Quiet namespace pair (same recipe as test/lab.NewPair).
-for ns in "$NSA" "$NSB"; do
-	ip netns add "$ns"
-	for conf in all default; do
-		for kv in accept_dad=0 accept_ra=0 router_solicitations=0 addr_gen_mode=1; do
-			ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$conf.$kv"
-		done
-	done
-	ip -n "$ns" link set lo up
-done
-ip link add "$DEVA" netns "$NSA" address "$MACA" type veth peer name "$DEVB" netns "$NSB" address "$MACB"
-for side in "$NSA $DEVA $ADDRA $ADDRB $MACB" "$NSB $DEVB $ADDRB $ADDRA $MACA"; do
-	read -r ns dev own peer peermac <<<"$side"
-	ip netns exec "$ns" ethtool -K "$dev" gro off gso off tso off >/dev/null
-	ip -n "$ns" link set "$dev" arp off
-	ip -n "$ns" addr add "$own/15" dev "$dev"
-	ip -n "$ns" neigh replace "$peer" lladdr "$peermac" dev "$dev" nud permanent
-	ip -n "$ns" link set "$dev" up
-done
+# Quiet namespace pair (bench/lib.sh).
+netns_pair "$NSA" "$DEVA" "$MACA" "$NSB" "$DEVB" "$MACB"
+veth_end "$NSA" "$DEVA" "$MACB" "$ADDRA/15" "$ADDRB"
+veth_end "$NSB" "$DEVB" "$MACA" "$ADDRB/15" "$ADDRA"
 
 # A bound UDP socket on the receiving port: no ICMP port unreachable.
 ip netns exec "$NSB" "$TMP/sender" -listen "$ADDRB:9" &
