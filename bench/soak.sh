@@ -18,6 +18,7 @@
 # RESULTS (csv path), PLOT (svg path), SAMPLE_RATE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 DURATION=${1:-1h}
 INTERVAL=${INTERVAL:-10}
@@ -64,28 +65,10 @@ trap cleanup EXIT
 echo "soak: building rfm"
 go build -o "$work/rfm" ./cmd/rfm
 
-# Quiet namespaces, as test/lab builds them.
-for ns in "$A" "$B"; do
-	ip netns add "$ns"
-	for conf in all default; do
-		for kv in accept_dad=0 accept_ra=0 router_solicitations=0 addr_gen_mode=1; do
-			ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$conf.$kv"
-		done
-	done
-	ip -n "$ns" link set lo up
-done
-ip link add "$DEVA" netns "$A" address "$MACA" type veth peer name "$DEVB" netns "$B" address "$MACB"
-quiet() { # ns dev own4 peer4 own6 peer6 peermac
-	ip netns exec "$1" ethtool -K "$2" gro off gso off tso off >/dev/null
-	ip -n "$1" link set "$2" arp off
-	ip -n "$1" addr add "$3/24" dev "$2"
-	ip -n "$1" addr add "$5/64" dev "$2" nodad
-	ip -n "$1" neigh replace "$4" lladdr "$7" dev "$2" nud permanent
-	ip -n "$1" neigh replace "$6" lladdr "$7" dev "$2" nud permanent
-	ip -n "$1" link set "$2" up
-}
-quiet "$A" "$DEVA" "$A4" "$B4" "$A6" "$B6" "$MACB"
-quiet "$B" "$DEVB" "$B4" "$A4" "$B6" "$A6" "$MACA"
+# Quiet namespace pair (bench/lib.sh).
+netns_pair "$A" "$DEVA" "$MACA" "$B" "$DEVB" "$MACB"
+veth_end "$A" "$DEVA" "$MACB" "$A4/24" "$B4" "$A6/64" "$B6"
+veth_end "$B" "$DEVB" "$MACA" "$B4/24" "$A4" "$B6/64" "$A6"
 
 # IPFIX collector.
 mkdir -p "$work/nfcapd"
