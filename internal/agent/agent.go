@@ -232,6 +232,9 @@ func (a *agent) start(ifaces []net.Interface) error {
 	a.metrics.serve(a.reg, a.core, a.healthy)
 	a.serveControl()
 	a.started = true
+	if err := releaseStartupPages(); err != nil {
+		a.log.Debug("start-up pages stay mapped", "err", err)
+	}
 	return nil
 }
 
