@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-func exeRSS(t *testing.T) (rssKB uint64, mappings int) {
+// ownMappings returns the mappings of the test binary.
+func ownMappings(t *testing.T) []mapping {
 	t.Helper()
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
@@ -15,24 +16,29 @@ func exeRSS(t *testing.T) (rssKB uint64, mappings int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range maps {
+	if len(maps) == 0 {
+		t.Fatalf("no mappings of %s in /proc/self/smaps", exe)
+	}
+	return maps
+}
+
+func exeRSS(t *testing.T) (rssKB uint64) {
+	t.Helper()
+	for _, m := range ownMappings(t) {
 		rssKB += m.rssKB
 	}
-	return rssKB, len(maps)
+	return rssKB
 }
 
 // The test binary stands in for the agent: after the call its clean
 // read-only segments hold only the pages used since, and it keeps
 // running correctly (this test returning is that check).
 func TestReleaseStartupPages(t *testing.T) {
-	before, n := exeRSS(t)
-	if n == 0 {
-		t.Fatal("no mappings of the executable found in /proc/self/smaps")
-	}
+	before := exeRSS(t)
 	if err := releaseStartupPages(); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := exeRSS(t)
+	after := exeRSS(t)
 	t.Logf("resident pages of the test binary: %d KiB before, %d KiB after", before, after)
 	if after >= before {
 		t.Fatalf("resident pages of the binary did not shrink: %d KiB before, %d KiB after", before, after)
@@ -56,14 +62,7 @@ func TestReleasable(t *testing.T) {
 }
 
 func TestExecutableMappingsParse(t *testing.T) {
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	maps, err := executableMappings(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
+	maps := ownMappings(t)
 	var text, data bool
 	for _, m := range maps {
 		if m.end <= m.start {
@@ -76,6 +75,6 @@ func TestExecutableMappingsParse(t *testing.T) {
 		}
 	}
 	if !text || !data {
-		t.Fatalf("want read-only and writable mappings of %s, got %+v", exe, maps)
+		t.Fatalf("want read-only and writable mappings, got %+v", maps)
 	}
 }
