@@ -79,8 +79,9 @@ struct rfm_dp_stats {
 struct rfm_sampler {
 	__u32 countdown; // packets until the next sample on this CPU
 	__u32 rate;      // rate the countdown was drawn for
-	__u32 unwoken;   // events this CPU submitted above the threshold since it last woke the consumer
-	__u32 pad;
+	// Events this CPU submitted above the wakeup threshold since it
+	// last woke the consumer.
+	__u32 unwoken;
 };
 
 // One sampled packet. Layout is decoded by offset in
