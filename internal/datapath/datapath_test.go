@@ -26,8 +26,14 @@ type testbed struct {
 
 func newTestbed(t testing.TB, rate uint32) *testbed {
 	t.Helper()
+	return newTestbedRing(t, rate, 1<<23)
+}
+
+// newTestbedRing is newTestbed with a ring buffer of ringSize bytes.
+func newTestbedRing(t testing.TB, rate uint32, ringSize int) *testbed {
+	t.Helper()
 	requireRoot(t)
-	d, err := Load(Options{RingBufSize: 1 << 23, MaxInterfaces: 4})
+	d, err := Load(Options{RingBufSize: ringSize, MaxInterfaces: 4})
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
