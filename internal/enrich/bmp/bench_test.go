@@ -74,7 +74,7 @@ func BenchmarkDecodeApply(b *testing.B) {
 					var ops []op
 					b.StartTimer()
 					for done := false; !done; {
-						ops = ops[:0]
+						ops = opsFor(ops, v.batch)
 						for range v.batch {
 							m, err := fr.next()
 							if err == io.EOF {

@@ -351,7 +351,7 @@ func (ss *session) process() error {
 	for {
 		var open bool
 		msgs, open = ss.q.pop(msgs[:0], batchMessages)
-		ops = ops[:0]
+		ops = opsFor(ops, len(msgs))
 		var err error
 		for _, m := range msgs {
 			if ops, err = dec.decode(m, ops); err != nil {
@@ -376,6 +376,16 @@ func (ss *session) process() error {
 			return nil
 		}
 	}
+}
+
+// opsFor empties ops for a batch of n messages, making room for one op
+// per message at once: a table dump's first batch would otherwise grow
+// the slice a dozen times.
+func opsFor(ops []op, n int) []op {
+	if cap(ops) < n {
+		return make([]op, 0, n)
+	}
+	return ops[:0]
 }
 
 // apply runs ops in one RIB transaction; final also ends the session.
