@@ -49,7 +49,7 @@ const (
 	// During a table dump every transaction copies the shards it
 	// touches, so larger batches copy less: on an IPv6 table, where
 	// shards hold a few routes each, 32768 halves the allocations of
-	// 8192 and ingests 1.35-1.4 times as fast (BenchmarkDecodeApply,
+	// 8192 and ingests about 1.5 times as fast (BenchmarkDecodeApply,
 	// fast/batch8192 vs fast/batch32768), and still commits within
 	// about 40 ms. A session with little queued applies what is there.
 	batchMessages = 32768
