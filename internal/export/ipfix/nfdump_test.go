@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"github.com/stepbrobd/rfm/test/lab"
 	"io"
 	"net"
 	"net/netip"
@@ -12,12 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/flow"
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // These tests run real collectors from Debian's packages against the
@@ -33,6 +32,34 @@ func lookTool(t *testing.T, name, pkg string) string {
 	return p
 }
 
+// startNfcapd starts nfcapd on a free loopback UDP port, storing into
+// dir, and returns it once the port is bound. A port found free can be
+// taken before nfcapd binds it (any connected UDP socket on the machine
+// may get it as its ephemeral port); nfcapd then exits with "Address
+// already in use", and we try another port.
+func startNfcapd(t *testing.T, nfcapd, dir string) (*lab.Process, int) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		port := freeUDPPort(t)
+		// -E prints each record as nfcapd stores it, which tells us when
+		// all have arrived; -t 3600 keeps everything in one file until we
+		// stop it. stdbuf makes nfcapd's stdout line-buffered, so records
+		// show up as they are stored rather than at exit.
+		args := []string{nfcapd, "-E", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", dir, "-t", "3600"}
+		if stdbuf, err := exec.LookPath("stdbuf"); err == nil {
+			args = append([]string{stdbuf, "-oL"}, args...)
+		}
+		p := lab.Start(t, "nfcapd", "", args...)
+		if portBound(t, port, p) {
+			return p, port
+		}
+		if attempt == 5 || !strings.Contains(p.Output(), "Address already in use") {
+			t.Fatalf("nfcapd exited before binding udp port %d (attempt %d): %v\n%s", port, attempt, p.Err(), p.Output())
+		}
+		t.Logf("udp port %d was taken before nfcapd bound it; trying another", port)
+	}
+}
+
 // freeUDPPort returns a loopback UDP port that was free a moment ago.
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
@@ -44,26 +71,23 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-// waitPortTaken polls until something is bound to the loopback UDP port.
-func waitPortTaken(t *testing.T, port int, exited <-chan struct{}) {
+// portBound waits until nfcapd reports its socket bound (true) or has
+// exited (false). Its own report is the signal: probing the port from
+// here cannot tell nfcapd's socket from one that took the port first.
+func portBound(t *testing.T, port int, p *lab.Process) bool {
 	t.Helper()
+	bound := fmt.Sprintf("Port: %d\n", port)
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-		if err != nil {
-			return
-		}
-		c.Close()
-		select {
-		case <-exited:
-			t.Fatal("collector exited before binding its port")
-		default:
+	for !strings.Contains(p.Output(), bound) {
+		if p.Exited() {
+			return false
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nothing bound to udp port %d", port)
+			t.Fatalf("nfcapd did not report udp port %d bound after 10s; output:\n%s", port, p.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }
 
 // nfdumpRecords are what the nfcapd test exports: TCP and UDP over both
@@ -99,28 +123,7 @@ func TestNfdumpDecodesExport(t *testing.T) {
 
 func testNfdump(t *testing.T, nfcapd, nfdump string, rate uint32) {
 	dir := t.TempDir()
-	port := freeUDPPort(t)
-	// -E prints each record as nfcapd stores it, which tells us when all
-	// have arrived; -t 3600 keeps everything in one file until we stop it.
-	// stdbuf makes nfcapd's stdout line-buffered, so records show up as
-	// they are stored rather than at exit.
-	args := []string{nfcapd, "-E", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", dir, "-t", "3600"}
-	if stdbuf, err := exec.LookPath("stdbuf"); err == nil {
-		args = append([]string{stdbuf, "-oL"}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	var out lab.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	waitPortTaken(t, port, exited)
+	nfcapdProc, port := startNfcapd(t, nfcapd, dir)
 
 	e, err := New(Config{Collector: fmt.Sprintf("127.0.0.1:%d", port), ObservationDomainID: 5, SampleRate: rate}, nil)
 	if err != nil {
@@ -136,21 +139,18 @@ func testNfdump(t *testing.T, nfcapd, nfdump string, rate uint32) {
 	// nfcapd -E prints one block per stored flow; each names the
 	// source port of the record.
 	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(out.String(), "src port ") < len(recs) {
+	for strings.Count(nfcapdProc.Output(), "src port ") < len(recs) {
 		if time.Now().After(deadline) {
-			t.Fatalf("nfcapd stored fewer than %d records; output:\n%s", len(recs), out.String())
+			t.Fatalf("nfcapd stored fewer than %d records; output:\n%s", len(recs), nfcapdProc.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("nfcapd did not stop on SIGTERM")
+	if _, err := nfcapdProc.Stop(10 * time.Second); err != nil {
+		t.Fatalf("stopping nfcapd: %v", err)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "nfcapd.2*"))
 	if len(files) != 1 {
-		t.Fatalf("nfcapd files %v, want one; output:\n%s", files, out.String())
+		t.Fatalf("nfcapd files %v, want one; output:\n%s", files, nfcapdProc.Output())
 	}
 
 	dump := exec.Command(nfdump, "-r", files[0], "-q", "-N", "-o",
