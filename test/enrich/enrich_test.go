@@ -33,7 +33,9 @@ const (
 // views to the agent; the originator (R1) rewrites the next hop, since
 // gobgpd rejects a loopback next hop as martian.
 func routerConfig(as int, addr, neighbor string, peerAS int, speaksBMP bool) string {
-	c := lab.GoBGPD{AS: as, Addr: addr, Port: bgpPort, Neighbors: []lab.GoBGPNeighbor{{Addr: neighbor, AS: peerAS}}}
+	// The BMP speaker waits for the originator to connect, so the two
+	// never dial each other at once.
+	c := lab.GoBGPD{AS: as, Addr: addr, Port: bgpPort, Neighbors: []lab.GoBGPNeighbor{{Addr: neighbor, AS: peerAS, Passive: speaksBMP}}}
 	if speaksBMP {
 		c.BMP = &lab.GoBGPBMP{Port: bmpPort, SysName: "r2"}
 	} else {

@@ -26,6 +26,11 @@ type GoBGPNeighbor struct {
 	Addr string
 	AS   int
 	IPv6 bool // also negotiate IPv6 unicast
+	// Passive waits for the neighbor to connect. When both ends of a
+	// session dial at once, gobgpd's collision handling can keep the
+	// session down for longer than a test waits; one passive end avoids
+	// the collision.
+	Passive bool
 }
 
 // GoBGPBMP is a BMP station a GoBGPD reports to.
@@ -48,6 +53,7 @@ func (g GoBGPD) Config() string {
   [neighbors.transport.config]
     local-address = %q
     remote-port = %d
+    passive-mode = %t
   [neighbors.timers.config]
     connect-retry = 1
     hold-time = 9
@@ -55,7 +61,7 @@ func (g GoBGPD) Config() string {
   [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv4-unicast"
-`, n.Addr, n.AS, g.Addr, g.Port)
+`, n.Addr, n.AS, g.Addr, g.Port, n.Passive)
 		if n.IPv6 {
 			b.WriteString(`  [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]

@@ -30,7 +30,8 @@ import (
 //	gobgpd B (AS 65002, 127.0.0.12), which monitors pre-policy,
 //	post-policy and Loc-RIB to our station, and with
 //	FRR bgpd (AS 65003, 127.0.0.13, -M bmp), which monitors pre- and
-//	post-policy.
+//	post-policy. B and FRR wait for A to connect: sessions dialled from
+//	both ends at once can collide and stay down for longer than we wait.
 //
 // RFM_BMP_RECORD=1 rewrites testdata/gobgp.bmp and testdata/frr.bmp
 // from the run; TestReplay checks those without routers.
@@ -135,6 +136,7 @@ router bgp 65003
  neighbor %s update-source %s
  neighbor %s timers 3 9
  neighbor %s timers connect 1
+ neighbor %s passive
  !
  address-family ipv4 unicast
   neighbor %s activate
@@ -154,7 +156,7 @@ router bgp 65003
   bmp connect 127.0.0.1 port %d min-retry 100 max-retry 1000
  exit
 !
-`, nameFRR, addrFRR, addrA, addrA, port, addrA, addrFRR, addrA, addrA, addrA, addrA, addrA, addrA, bmpPort)
+`, nameFRR, addrFRR, addrA, addrA, port, addrA, addrFRR, addrA, addrA, addrA, addrA, addrA, addrA, addrA, bmpPort)
 }
 
 // gobgpCLI runs the gobgp client against the daemon's API.
@@ -248,7 +250,7 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 		Neighbors: []lab.GoBGPNeighbor{{Addr: addrB, AS: 65002, IPv6: true}, {Addr: addrFRR, AS: 65003, IPv6: true}},
 		NextHop4:  "198.18.0.254", NextHop6: "2001:db8::fe"}.Config())
 	confB := write("b.toml", lab.GoBGPD{AS: 65002, Addr: addrB, Port: bgpPort,
-		Neighbors: []lab.GoBGPNeighbor{{Addr: addrA, AS: 65001, IPv6: true}},
+		Neighbors: []lab.GoBGPNeighbor{{Addr: addrA, AS: 65001, IPv6: true, Passive: true}},
 		BMP:       &lab.GoBGPBMP{Port: bmpPort, SysName: nameB}}.Config())
 	confC := write("frr.conf", frrConfig(bgpPort, bmpPort))
 
