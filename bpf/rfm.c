@@ -4,6 +4,14 @@
 // direction and family, and report 1-in-N sampled IP packets as fixed-size
 // events into a BPF ring buffer. All behaviour is driven by maps that
 // userspace writes; the programs keep no per-flow state.
+//
+// Events are collected per CPU and written to the ring in batches: one
+// ring record carries up to RFM_BATCH events. A reserve/commit pair on the
+// ring costs about as much as the rest of a sampled packet, so paying it
+// once per batch instead of once per event is what keeps sample rate 1
+// cheap. A per-CPU timer writes out a partial batch after
+// cfg->batch_flush_ns, and userspace runs rfm_flush on every CPU at
+// shutdown, so no event waits in a batch for long.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -11,6 +19,12 @@
 #include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+#define CLOCK_MONOTONIC 1
+// bpf_timer_start flag (kernel 6.7): run the callback on this CPU.
+#ifndef BPF_F_TIMER_CPU_PIN
+#define BPF_F_TIMER_CPU_PIN (1ULL << 1)
+#endif
 
 // Debian 12's UAPI headers predate TCX; the values are fixed kernel ABI.
 #ifndef TCX_NEXT
@@ -63,6 +77,10 @@ struct rfm_config {
 	// polls on a short timer for the rest. Waking per event costs more
 	// than the event itself.
 	__u32 wakeup_bytes;
+	// Events per ring record, 1..RFM_BATCH (0 means RFM_BATCH).
+	__u32 batch_events;
+	// A partial batch is written out this long after its first event.
+	__u64 batch_flush_ns;
 };
 
 struct rfm_iface_counters {
@@ -75,13 +93,10 @@ struct rfm_dp_stats {
 	__u64 malformed;  // sampled packets with truncated/invalid headers
 };
 
-// Per-CPU state of the sampler and of consumer wakeups.
+// Per-CPU state of the sampler.
 struct rfm_sampler {
 	__u32 countdown; // packets until the next sample on this CPU
 	__u32 rate;      // rate the countdown was drawn for
-	// Events this CPU submitted above the wakeup threshold since it
-	// last woke the consumer.
-	__u32 unwoken;
 };
 
 // One sampled packet. Layout is decoded by offset in
@@ -101,14 +116,27 @@ struct rfm_event {
 
 _Static_assert(sizeof(struct rfm_event) == 56, "rfm_event layout");
 
-// Ring bytes per event: the event and the ring's 8-byte record header.
-#define RFM_EVENT_SLOT (sizeof(struct rfm_event) + 8)
-// Backlog range, above wakeup_bytes, in which a submit wakes the consumer:
-// a few events wide, so concurrent producers rarely all skip it.
-#define RFM_WAKEUP_WINDOW (4 * RFM_EVENT_SLOT)
-// Above the window, each CPU wakes the consumer again after this many of
-// its events, in case every producer skipped the window.
-#define RFM_REWAKE_EVENTS 1024
+// Most events in one ring record.
+#define RFM_BATCH 64
+// Above the wakeup threshold, each CPU wakes the consumer again after this
+// many of its records, in case every producer stepped over the crossing.
+#define RFM_REWAKE_RECORDS 16
+
+// One CPU's batch of events not yet in the ring. The elements of the
+// batch array are indexed by CPU: bpf_timer cannot live in a per-CPU map.
+struct rfm_batch {
+	__u32 n;       // events in ev
+	__u32 busy;    // a program on this CPU is between claiming and filling a slot
+	__u32 armed;   // the flush timer is pending
+	__u32 timer_ready;
+	__u32 unwoken; // records written above the wakeup threshold since the last wakeup
+	__u32 pad;
+	struct bpf_timer timer;
+	__u8 pad2[24]; // keeps ev, and the next CPU's element, on a cache line of their own
+	struct rfm_event ev[RFM_BATCH];
+};
+
+_Static_assert(sizeof(struct rfm_batch) % 64 == 0, "rfm_batch padding");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -139,6 +167,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct rfm_sampler);
 } rfm_sampler SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); // set to the number of possible CPUs by userspace
+	__type(key, __u32);
+	__type(value, struct rfm_batch);
+} rfm_batches SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -319,6 +354,91 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
 	return -1; // extension chain longer than we walk
 }
 
+// rfm_flush_batch writes b's events to the ring as one record. The
+// consumer is woken when this record makes the backlog cross
+// wakeup_bytes, not for every record above it: a consumer that is behind
+// is already awake, and a forced wakeup costs an interrupt (a VM exit
+// under virtualisation). Producers on other CPUs may step over the
+// crossing together, so above it each CPU still wakes the consumer every
+// RFM_REWAKE_RECORDS records.
+static __always_inline void rfm_flush_batch(struct rfm_batch *b)
+{
+	__u32 n = b->n;
+	b->n = 0;
+	if (n == 0 || n > RFM_BATCH)
+		return;
+	__u32 zero = 0;
+	struct rfm_config *cfg = bpf_map_lookup_elem(&rfm_config, &zero);
+	struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
+	if (!cfg || !st)
+		return;
+	__u64 size = n * sizeof(struct rfm_event);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 avail = bpf_ringbuf_query(&rfm_events, BPF_RB_AVAIL_DATA);
+	if (avail + size + 8 >= cfg->wakeup_bytes) {
+		if (avail < cfg->wakeup_bytes || ++b->unwoken >= RFM_REWAKE_RECORDS) {
+			flags = BPF_RB_FORCE_WAKEUP;
+			b->unwoken = 0;
+		}
+	}
+	if (bpf_ringbuf_output(&rfm_events, b->ev, size, flags))
+		st->ring_drops += n;
+}
+
+// A partial batch is due: write it out, unless the timer interrupted a
+// program of this CPU in the middle of adding to it (possible only where
+// a program can be preempted or interrupted by softirqs, e.g. under
+// BPF_PROG_TEST_RUN); then try again shortly.
+static int rfm_batch_timer(void *map, __u32 *key, struct rfm_batch *b)
+{
+	if (b->busy) {
+		bpf_timer_start(&b->timer, 100000, BPF_F_TIMER_CPU_PIN);
+		return 0;
+	}
+	rfm_flush_batch(b);
+	b->armed = 0;
+	return 0;
+}
+
+// rfm_batch_add appends e to this CPU's batch and writes the batch to the
+// ring when it is full. When another program of this CPU is in the middle
+// of the batch, e goes to the ring on its own.
+static __always_inline void rfm_batch_add(const struct rfm_event *e,
+					  const struct rfm_config *cfg,
+					  struct rfm_dp_stats *st)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct rfm_batch *b = bpf_map_lookup_elem(&rfm_batches, &cpu);
+	if (!b || b->busy) {
+		if (bpf_ringbuf_output(&rfm_events, (void *)e, sizeof(*e), BPF_RB_NO_WAKEUP))
+			st->ring_drops++;
+		return;
+	}
+	b->busy = 1;
+	asm volatile("" ::: "memory"); // busy is set before the batch changes
+	__u32 i = b->n;
+	if (i >= RFM_BATCH) // never true; bounds the index for the verifier
+		i = 0;
+	b->ev[i] = *e;
+	b->n = ++i;
+	__u32 limit = cfg->batch_events;
+	if (limit == 0 || limit > RFM_BATCH)
+		limit = RFM_BATCH;
+	if (i >= limit)
+		rfm_flush_batch(b);
+	else if (!b->armed) {
+		if (!b->timer_ready) {
+			bpf_timer_init(&b->timer, &rfm_batches, CLOCK_MONOTONIC);
+			bpf_timer_set_callback(&b->timer, rfm_batch_timer);
+			b->timer_ready = 1;
+		}
+		if (bpf_timer_start(&b->timer, cfg->batch_flush_ns, BPF_F_TIMER_CPU_PIN) == 0)
+			b->armed = 1;
+	}
+	asm volatile("" ::: "memory");
+	b->busy = 0;
+}
+
 static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
 				       __u32 l3, int fam, __u16 segs,
 				       const struct rfm_config *cfg)
@@ -335,44 +455,20 @@ static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
 	if (data + want > data_end)
 		bpf_skb_pull_data(skb, want);
 
-	struct rfm_event *e = bpf_ringbuf_reserve(&rfm_events, sizeof(*e), 0);
-	if (!e) {
-		st->ring_drops++;
-		return;
-	}
-	int err = fam == RFM_FAM_IPV4 ? rfm_parse_ipv4(skb, l3, e)
-				      : rfm_parse_ipv6(skb, l3, e);
+	struct rfm_event e;
+	int err = fam == RFM_FAM_IPV4 ? rfm_parse_ipv4(skb, l3, &e)
+				      : rfm_parse_ipv6(skb, l3, &e);
 	if (err) {
 		st->malformed++;
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
-	if (rfm_excluded(cfg, e)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+	if (rfm_excluded(cfg, &e))
 		return;
-	}
-	e->boot_ns = bpf_ktime_get_boot_ns();
-	e->ifindex = skb->ifindex;
-	e->dir = dir;
-	e->segs = segs;
-	// Wake the consumer when the backlog crosses the threshold, not on
-	// every event above it: a consumer that is behind is already awake,
-	// and a forced wakeup costs an interrupt (a VM exit under
-	// virtualisation). Producers on other CPUs may jump the window, so
-	// above it each CPU still wakes the consumer every
-	// RFM_REWAKE_EVENTS events.
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	__u64 avail = bpf_ringbuf_query(&rfm_events, BPF_RB_AVAIL_DATA);
-	if (avail >= cfg->wakeup_bytes) {
-		struct rfm_sampler *s = bpf_map_lookup_elem(&rfm_sampler, &zero);
-		if (avail < cfg->wakeup_bytes + RFM_WAKEUP_WINDOW ||
-		    (s && ++s->unwoken >= RFM_REWAKE_EVENTS)) {
-			flags = BPF_RB_FORCE_WAKEUP;
-			if (s)
-				s->unwoken = 0;
-		}
-	}
-	bpf_ringbuf_submit(e, flags);
+	e.boot_ns = bpf_ktime_get_boot_ns();
+	e.ifindex = skb->ifindex;
+	e.dir = dir;
+	e.segs = segs;
+	rfm_batch_add(&e, cfg, st);
 }
 
 static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
@@ -436,6 +532,23 @@ SEC("tcx/egress")
 int rfm_egress(struct __sk_buff *skb)
 {
 	return rfm_handle(skb, RFM_DIR_EGRESS);
+}
+
+// rfm_flush writes this CPU's batch to the ring now. Userspace runs it on
+// every CPU (BPF_PROG_TEST_RUN on a thread pinned to the CPU) once the
+// interfaces are detached, so shutdown need not wait for the timers.
+// Returns 1 if a program of this CPU was in the middle of the batch.
+SEC("tc")
+int rfm_flush(struct __sk_buff *skb)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct rfm_batch *b = bpf_map_lookup_elem(&rfm_batches, &cpu);
+	if (!b)
+		return 0;
+	if (b->busy)
+		return 1;
+	rfm_flush_batch(b);
+	return 0;
 }
 
 // The cost floor for benchmarks: what any TCX program costs to run.

@@ -68,6 +68,9 @@ func BenchmarkConsumer(b *testing.B) {
 						sent++
 					}
 				}
+				if err := d.FlushBatches(); err != nil { // the last partial batch
+					b.Fatal(err)
+				}
 				b.StartTimer()
 				for got := 0; got < events; {
 					k, err := d.ReadBatch(evs)

@@ -44,10 +44,24 @@ func (f Family) String() string {
 // each one uses a slot of the per-CPU counter array.
 const DefaultMaxInterfaces = 1024
 
+// MaxBatchEvents is the most events one ring record carries (RFM_BATCH).
+const MaxBatchEvents = 64
+
+// DefaultBatchFlush is how long an event may wait in its CPU's partial
+// batch before the datapath writes the batch to the ring.
+const DefaultBatchFlush = 10 * time.Millisecond
+
 // Options configure Load.
 type Options struct {
 	RingBufSize   int // bytes, a power of two >= page size
 	MaxInterfaces int // 0 = DefaultMaxInterfaces
+	// BatchEvents is how many events a CPU collects before writing them
+	// to the ring as one record, 1..MaxBatchEvents. 0 picks the most
+	// that keeps a record within 1/16 of the ring.
+	BatchEvents int
+	// BatchFlush bounds how long an event waits in a partial batch;
+	// 0 = DefaultBatchFlush.
+	BatchFlush time.Duration
 }
 
 // Config is what the programs read from the rfm_config map on every packet.
@@ -80,10 +94,12 @@ type rawExclude struct {
 
 // Mirrors struct rfm_config.
 type rawConfig struct {
-	SampleRate  uint32
-	Flags       uint32
-	Exclude     [2]rawExclude
-	WakeupBytes uint32
+	SampleRate   uint32
+	Flags        uint32
+	Exclude      [2]rawExclude
+	WakeupBytes  uint32
+	BatchEvents  uint32
+	BatchFlushNs uint64
 }
 
 const (
@@ -145,8 +161,11 @@ type Datapath struct {
 	counters *ebpf.Map
 	stats    *ebpf.Map
 	config   *ebpf.Map
+	batches  *ebpf.Map
+	flush    *ebpf.Program // rfm_flush, loaded once
 	reader   *ringbuf.Reader
 	rec      ringbuf.Record // reused by ReadBatch (single consumer)
+	recOff   int            // bytes of rec already decoded
 	pending  error          // reader error held back behind a partial batch
 
 	mu        sync.Mutex
@@ -155,6 +174,8 @@ type Datapath struct {
 
 	decodeErrors atomic.Uint64
 	wakeupBytes  uint32
+	batchEvents  uint32
+	batchFlush   time.Duration
 }
 
 // Load creates the shared maps (config, counters, stats, ring buffer) and
@@ -173,17 +194,42 @@ func Load(opts Options) (*Datapath, error) {
 		spec.Maps[rfmMapRfmEvents].MaxEntries = uint32(opts.RingBufSize)
 	}
 	spec.Maps[rfmMapRfmCounters].MaxEntries = uint32(opts.MaxInterfaces * 2)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	spec.Maps[rfmMapRfmBatches].MaxEntries = uint32(cpus)
+	ringSize := int(spec.Maps[rfmMapRfmEvents].MaxEntries)
+	if opts.BatchEvents <= 0 {
+		opts.BatchEvents = min(MaxBatchEvents, max(1, ringSize/16/EventSize))
+	}
+	if opts.BatchEvents > MaxBatchEvents {
+		return nil, fmt.Errorf("batch of %d events: at most %d", opts.BatchEvents, MaxBatchEvents)
+	}
+	if opts.BatchFlush <= 0 {
+		opts.BatchFlush = DefaultBatchFlush
+	}
+	// rfm_flush is loaded once, below; attachments load the rest.
+	flushSpec := spec.Copy()
+	delete(spec.Programs, rfmProgRfmFlush)
+	for name := range flushSpec.Programs {
+		if name != rfmProgRfmFlush {
+			delete(flushSpec.Programs, name)
+		}
+	}
 
 	d := &Datapath{
-		spec:     spec,
-		btfCache: btf.NewCache(),
-		shared:   map[string]*ebpf.Map{},
-		attached: map[int]*attachment{},
+		spec:        spec,
+		btfCache:    btf.NewCache(),
+		shared:      map[string]*ebpf.Map{},
+		attached:    map[int]*attachment{},
+		batchEvents: uint32(opts.BatchEvents),
+		batchFlush:  opts.BatchFlush,
 	}
-	for _, name := range []string{rfmMapRfmConfig, rfmMapRfmCounters, rfmMapRfmDpStats, rfmMapRfmSampler, rfmMapRfmEvents} {
+	for _, name := range []string{rfmMapRfmConfig, rfmMapRfmCounters, rfmMapRfmDpStats, rfmMapRfmSampler, rfmMapRfmEvents, rfmMapRfmBatches} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
-			d.closeMaps()
+			d.closeShared()
 			return nil, fmt.Errorf("create BPF map %s: %w", name, err)
 		}
 		d.shared[name] = m
@@ -191,9 +237,19 @@ func Load(opts Options) (*Datapath, error) {
 	d.counters = d.shared[rfmMapRfmCounters]
 	d.stats = d.shared[rfmMapRfmDpStats]
 	d.config = d.shared[rfmMapRfmConfig]
+	d.batches = d.shared[rfmMapRfmBatches]
+	flushColl, err := ebpf.NewCollectionWithOptions(flushSpec, ebpf.CollectionOptions{MapReplacements: d.shared, Cache: d.btfCache})
+	if err != nil {
+		d.closeShared()
+		return nil, fmt.Errorf("load BPF program %s: %w", rfmProgRfmFlush, err)
+	}
+	d.flush = flushColl.Programs[rfmProgRfmFlush]
+	// The collection's maps are d.shared; only the program is its own.
+	delete(flushColl.Programs, rfmProgRfmFlush)
+	flushColl.Close()
 	d.reader, err = ringbuf.NewReader(d.shared[rfmMapRfmEvents])
 	if err != nil {
-		d.closeMaps()
+		d.closeShared()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	d.wakeupBytes = spec.Maps[rfmMapRfmEvents].MaxEntries / 8
@@ -205,7 +261,8 @@ func Load(opts Options) (*Datapath, error) {
 
 // SetConfig rewrites the config map; programs see it on their next packet.
 func (d *Datapath) SetConfig(c Config) error {
-	raw := rawConfig{SampleRate: c.SampleRate, WakeupBytes: d.wakeupBytes}
+	raw := rawConfig{SampleRate: c.SampleRate, WakeupBytes: d.wakeupBytes,
+		BatchEvents: d.batchEvents, BatchFlushNs: uint64(d.batchFlush.Nanoseconds())}
 	if c.Exclude.valid() {
 		raw.Flags |= cfgExclude
 		raw.Exclude[0] = c.Exclude.raw()
@@ -414,10 +471,11 @@ func (d *Datapath) ReadBatch(evs []Event) (int, error) {
 		d.pending = nil
 		return 0, err
 	}
-	// Block for the first event only. The datapath wakes us when the
+	// Block for the first record only. The datapath wakes us when the
 	// ring fills past wakeupBytes; the poll interval bounds how long a
 	// trickle of events waits.
-	for {
+	n := d.decodeRecord(evs)
+	for n == 0 {
 		d.reader.SetDeadline(time.Now().Add(PollInterval))
 		if err := d.reader.ReadInto(&d.rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -425,22 +483,20 @@ func (d *Datapath) ReadBatch(evs []Event) (int, error) {
 			}
 			return 0, err
 		}
-		if err := evs[0].Decode(d.rec.RawSample); err == nil {
-			break
-		}
-		d.decodeErrors.Add(1)
+		d.recOff = 0
+		n = d.decodeRecord(evs)
 	}
 	// Then take what is ready. A past deadline makes the reader return
 	// instead of waiting once the ring holds nothing more.
 	d.reader.SetDeadline(pastDeadline)
-	n, err := d.readReady(evs[1:])
-	return 1 + n, err
+	m, err := d.readReady(evs[n:])
+	return n + m, err
 }
 
 // readReady decodes events until the ring is empty or evs is full; the
 // reader's deadline must already be in the past.
 func (d *Datapath) readReady(evs []Event) (int, error) {
-	n := 0
+	n := d.decodeRecord(evs)
 	for n < len(evs) {
 		if err := d.reader.ReadInto(&d.rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -452,24 +508,54 @@ func (d *Datapath) readReady(evs []Event) (int, error) {
 			}
 			return 0, err
 		}
-		if err := evs[n].Decode(d.rec.RawSample); err != nil {
+		d.recOff = 0
+		n += d.decodeRecord(evs[n:])
+	}
+	return n, nil
+}
+
+// decodeRecord decodes events of the current record that evs has room
+// for, from where the last call stopped. A record is a batch of whole
+// events; one of another length is counted as a decode error and skipped.
+func (d *Datapath) decodeRecord(evs []Event) int {
+	raw := d.rec.RawSample
+	if d.recOff == 0 && len(raw)%EventSize != 0 {
+		d.decodeErrors.Add(1)
+		d.recOff = len(raw)
+	}
+	n := 0
+	for n < len(evs) && d.recOff+EventSize <= len(raw) {
+		err := evs[n].Decode(raw[d.recOff : d.recOff+EventSize])
+		d.recOff += EventSize
+		if err != nil {
 			d.decodeErrors.Add(1)
 			continue
 		}
 		n++
 	}
-	return n, nil
+	return n
 }
 
 var pastDeadline = time.Unix(1, 0)
 
 // PollInterval is the longest a sampled packet waits in the ring before
-// the collector reads it.
+// the collector reads it (on top of up to BatchFlush in its CPU's batch).
 const PollInterval = 20 * time.Millisecond
 
-// Drain makes ReadBatch return what is left in the ring, then ErrFlushed.
-// Used at shutdown after detaching, so no sampled packet is lost.
-func (d *Datapath) Drain() error { return d.reader.Flush() }
+// Drain writes the per-CPU batches to the ring and makes ReadBatch
+// return what is left in it, then ErrFlushed. Used at shutdown after
+// detaching, so no sampled packet is lost.
+func (d *Datapath) Drain() error {
+	var errs []error
+	if err := d.FlushBatches(); err != nil {
+		errs = append(errs, err)
+	}
+	// A CPU FlushBatches could not run on is flushed by its timer.
+	if err := d.WaitBatches(4*d.batchFlush + 100*time.Millisecond); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(append(errs, d.reader.Flush())...)
+}
 
 // Close detaches every interface and releases all maps and programs.
 func (d *Datapath) Close() error {
@@ -486,11 +572,16 @@ func (d *Datapath) Close() error {
 	if d.reader != nil {
 		errs = append(errs, d.reader.Close())
 	}
-	d.closeMaps()
+	d.closeShared()
 	return errors.Join(errs...)
 }
 
-func (d *Datapath) closeMaps() {
+// closeShared releases what all attachments share: maps and rfm_flush.
+func (d *Datapath) closeShared() {
+	if d.flush != nil {
+		d.flush.Close()
+		d.flush = nil
+	}
 	for name, m := range d.shared {
 		m.Close()
 		delete(d.shared, name)

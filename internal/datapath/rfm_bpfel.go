@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	rfmMapRfmBatches  = "rfm_batches"
 	rfmMapRfmConfig   = "rfm_config"
 	rfmMapRfmCounters = "rfm_counters"
 	rfmMapRfmDpStats  = "rfm_dp_stats"
@@ -23,6 +24,7 @@ const (
 	rfmMapRfmSampler  = "rfm_sampler"
 	rfmProgRfmEgress  = "rfm_egress"
 	rfmProgRfmFloor   = "rfm_floor"
+	rfmProgRfmFlush   = "rfm_flush"
 	rfmProgRfmIngress = "rfm_ingress"
 	rfmVarRfmSlot     = "rfm_slot"
 )
@@ -71,6 +73,7 @@ type rfmSpecs struct {
 type rfmProgramSpecs struct {
 	RfmEgress  *ebpf.ProgramSpec `ebpf:"rfm_egress"`
 	RfmFloor   *ebpf.ProgramSpec `ebpf:"rfm_floor"`
+	RfmFlush   *ebpf.ProgramSpec `ebpf:"rfm_flush"`
 	RfmIngress *ebpf.ProgramSpec `ebpf:"rfm_ingress"`
 }
 
@@ -78,6 +81,7 @@ type rfmProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmMapSpecs struct {
+	RfmBatches  *ebpf.MapSpec `ebpf:"rfm_batches"`
 	RfmConfig   *ebpf.MapSpec `ebpf:"rfm_config"`
 	RfmCounters *ebpf.MapSpec `ebpf:"rfm_counters"`
 	RfmDpStats  *ebpf.MapSpec `ebpf:"rfm_dp_stats"`
@@ -112,6 +116,7 @@ func (o *rfmObjects) Close() error {
 //
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmMaps struct {
+	RfmBatches  *ebpf.Map `ebpf:"rfm_batches"`
 	RfmConfig   *ebpf.Map `ebpf:"rfm_config"`
 	RfmCounters *ebpf.Map `ebpf:"rfm_counters"`
 	RfmDpStats  *ebpf.Map `ebpf:"rfm_dp_stats"`
@@ -121,6 +126,7 @@ type rfmMaps struct {
 
 func (m *rfmMaps) Close() error {
 	return _RfmClose(
+		m.RfmBatches,
 		m.RfmConfig,
 		m.RfmCounters,
 		m.RfmDpStats,
@@ -142,6 +148,7 @@ type rfmVariables struct {
 type rfmPrograms struct {
 	RfmEgress  *ebpf.Program `ebpf:"rfm_egress"`
 	RfmFloor   *ebpf.Program `ebpf:"rfm_floor"`
+	RfmFlush   *ebpf.Program `ebpf:"rfm_flush"`
 	RfmIngress *ebpf.Program `ebpf:"rfm_ingress"`
 }
 
@@ -149,6 +156,7 @@ func (p *rfmPrograms) Close() error {
 	return _RfmClose(
 		p.RfmEgress,
 		p.RfmFloor,
+		p.RfmFlush,
 		p.RfmIngress,
 	)
 }

@@ -9,21 +9,22 @@ import (
 )
 
 // TestConsumerWakeups checks when the datapath wakes a reader sleeping
-// on the ring: once when the backlog crosses wakeup_bytes, not for the
-// events that follow it, and again after RFM_REWAKE_EVENTS (1024) of
-// one CPU's events above the threshold. An edge-triggered epoll on the
-// ring reports exactly the wakeups: readiness alone (data in the ring)
-// does not wake it again.
+// on the ring: once when a record makes the backlog cross wakeup_bytes,
+// not for the records that follow it, and again after
+// RFM_REWAKE_RECORDS (16) of one CPU's records above the threshold. An
+// edge-triggered epoll on the ring reports exactly the wakeups:
+// readiness alone (data in the ring) does not wake it again. The flush
+// timer is set far out, so every record is a full batch.
 func TestConsumerWakeups(t *testing.T) {
 	const (
 		ringSize = 1 << 20
-		slot     = 64   // ring bytes per event: 56-byte event + 8-byte header
-		window   = 4    // events above the threshold that still wake (RFM_WAKEUP_WINDOW)
-		rewake   = 1024 // RFM_REWAKE_EVENTS
+		batch    = MaxBatchEvents
+		record   = batch*EventSize + 8 // ring bytes per record, with its header
+		rewake   = 16                  // RFM_REWAKE_RECORDS
 	)
-	tb := newTestbedRing(t, 1, ringSize)
-	threshold := int(tb.d.wakeupBytes) / slot // events that reach wakeup_bytes
-	frame := benchFrames()[0].frame           // IPv4 UDP: one event per run
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: ringSize, BatchEvents: batch, BatchFlush: time.Hour})
+	below := int(tb.d.wakeupBytes) / record // records that stay below wakeup_bytes
+	frame := benchFrames()[0].frame         // IPv4 UDP: one event per run
 
 	// The per-CPU rewake count only adds up on one CPU.
 	runtime.LockOSThread()
@@ -67,34 +68,33 @@ func TestConsumerWakeups(t *testing.T) {
 			return n > 0
 		}
 	}
-	inject := func(n int) {
-		for range n {
+	// inject adds records full batches of events on this CPU.
+	inject := func(records int) {
+		for range records * batch {
 			tb.run(t, Ingress, frame, 1) // one run per event: the library restarts interrupted multi-repeat runs
 		}
 	}
 
-	inject(threshold - 1)
+	inject(below)
 	if wakeups(100 * time.Millisecond) {
-		t.Fatalf("woken below the threshold (%d events)", threshold-1)
+		t.Fatalf("woken below the threshold (%d records)", below)
+	}
+	if got := tb.d.reader.AvailableBytes(); got != below*record {
+		t.Fatalf("ring holds %d bytes, want %d full-batch records of %d", got, below, record)
 	}
 	inject(1)
 	if !wakeups(5 * time.Second) {
-		t.Fatalf("not woken when the backlog reached the threshold (%d events)", threshold)
+		t.Fatalf("not woken when the backlog crossed the threshold (%d records)", below+1)
 	}
-	// The rest of the window also wakes; take those wakeups.
-	inject(window)
-	for wakeups(200 * time.Millisecond) {
-	}
-	// One event of this CPU above the window is already counted.
-	inject(rewake - 2)
+	inject(rewake - 1)
 	if wakeups(100 * time.Millisecond) {
-		t.Fatalf("woken again within %d events above the threshold", rewake-1)
+		t.Fatalf("woken again within %d records above the threshold", rewake-1)
 	}
 	inject(1)
 	if !wakeups(5 * time.Second) {
-		t.Fatalf("not woken again after %d events above the threshold", rewake)
+		t.Fatalf("not woken again after %d records above the threshold", rewake)
 	}
-	if got := len(tb.events(t)); got != threshold+window+rewake-1 {
-		t.Fatalf("ring holds %d events, want %d", got, threshold+window+rewake-1)
+	if got, want := len(tb.events(t)), (below+1+rewake)*batch; got != want {
+		t.Fatalf("ring holds %d events, want %d", got, want)
 	}
 }

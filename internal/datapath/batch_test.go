@@ -1,0 +1,154 @@
+package datapath
+
+import (
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pinTo runs the calling goroutine on one CPU until the test ends, so
+// every BPF_PROG_TEST_RUN it makes fills that CPU's batch. It returns
+// false if the process may not run there.
+func pinTo(t *testing.T, cpu int) bool {
+	t.Helper()
+	var one unix.CPUSet
+	one.Set(cpu)
+	return unix.SchedSetaffinity(0, &one) == nil
+}
+
+// lockThread locks the test goroutine to its thread and restores the
+// thread's CPUs when the test ends; it returns the CPUs allowed.
+func lockThread(t *testing.T) unix.CPUSet {
+	t.Helper()
+	runtime.LockOSThread()
+	var was unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.SchedSetaffinity(0, &was)
+		runtime.UnlockOSThread()
+	})
+	return was
+}
+
+func firstCPU(set unix.CPUSet) int {
+	for cpu := 0; cpu < 1024; cpu++ {
+		if set.IsSet(cpu) {
+			return cpu
+		}
+	}
+	return -1
+}
+
+// readAll reads events with ReadBatch into a buffer of bufLen until want
+// have arrived or the deadline passes.
+func readAll(t *testing.T, d *Datapath, want, bufLen int, deadline time.Duration) []Event {
+	t.Helper()
+	var out []Event
+	buf := make([]Event, bufLen)
+	end := time.Now().Add(deadline)
+	for len(out) < want && time.Now().Before(end) {
+		d.reader.SetDeadline(pastDeadline)
+		n, err := d.readReady(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, buf[:n]...)
+		if n == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return out
+}
+
+// A full batch goes to the ring at once, as one record; a partial one
+// does not until it is flushed. The consumer hands a record's events out
+// across calls when its buffer is smaller than the batch.
+func TestBatchFullWritesOneRecord(t *testing.T) {
+	const batch = 16
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchEvents: batch, BatchFlush: time.Hour})
+	pinTo(t, firstCPU(lockThread(t)))
+	frame := benchFrames()[0].frame
+	for range batch - 1 {
+		tb.run(t, Ingress, frame, 1)
+	}
+	if got := tb.d.reader.AvailableBytes(); got != 0 {
+		t.Fatalf("ring holds %d bytes before the batch is full, want 0", got)
+	}
+	tb.run(t, Ingress, frame, 1)
+	if got, want := tb.d.reader.AvailableBytes(), batch*EventSize+8; got != want {
+		t.Fatalf("ring holds %d bytes after a full batch, want one record of %d", got, want)
+	}
+	evs := readAll(t, tb.d, batch, 5, time.Second) // 5 does not divide 16
+	if len(evs) != batch {
+		t.Fatalf("read %d events, want %d", len(evs), batch)
+	}
+	for i, e := range evs {
+		if e.SrcPort != 40000 || e.DstPort != 53 || e.Proto != 17 || e.Dir != Ingress {
+			t.Fatalf("event %d: %+v", i, e)
+		}
+		if i > 0 && e.BootNs < evs[i-1].BootNs {
+			t.Fatalf("event %d is older than event %d", i, i-1)
+		}
+	}
+	if n := tb.d.DecodeErrors(); n != 0 {
+		t.Fatalf("%d decode errors", n)
+	}
+}
+
+// The flush timer writes a partial batch out by itself.
+func TestBatchTimerFlushesPartialBatch(t *testing.T) {
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchFlush: 5 * time.Millisecond})
+	pinTo(t, firstCPU(lockThread(t)))
+	frame := benchFrames()[1].frame
+	for range 3 {
+		tb.run(t, Ingress, frame, 1)
+	}
+	if evs := readAll(t, tb.d, 3, 64, 5*time.Second); len(evs) != 3 {
+		t.Fatalf("%d of 3 events reached the ring without a flush from userspace", len(evs))
+	}
+	// Once the timer has fired, the batch is empty and the timer can be
+	// armed again.
+	for range 2 {
+		tb.run(t, Egress, frame, 1)
+	}
+	if evs := readAll(t, tb.d, 2, 64, 5*time.Second); len(evs) != 2 || evs[0].Dir != Egress {
+		t.Fatalf("second partial batch: %d events, want 2 egress", len(evs))
+	}
+}
+
+// FlushBatches empties every CPU's batch at once, each event exactly
+// once, and WaitBatches then finds nothing waiting.
+func TestFlushBatchesEveryCPU(t *testing.T) {
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, BatchFlush: time.Hour})
+	allowed := lockThread(t)
+	frame := benchFrames()[0].frame
+	want := 0
+	for cpu := 0; cpu < 1024; cpu++ {
+		if !allowed.IsSet(cpu) || !pinTo(t, cpu) {
+			continue
+		}
+		for range cpu + 3 { // a different count per CPU
+			tb.run(t, Ingress, frame, 1)
+		}
+		want += cpu + 3
+	}
+	if got := tb.d.reader.AvailableBytes(); got != 0 {
+		t.Fatalf("ring holds %d bytes before the flush, want 0", got)
+	}
+	if err := tb.d.WaitBatches(10 * time.Millisecond); err == nil {
+		t.Fatal("WaitBatches found the batches empty before the flush")
+	}
+	if err := tb.d.FlushBatches(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.d.WaitBatches(0); err != nil {
+		t.Fatal(err)
+	}
+	if evs := readAll(t, tb.d, want+1, 64, 100*time.Millisecond); len(evs) != want {
+		t.Fatalf("%d events after the flush, want %d", len(evs), want)
+	}
+}
