@@ -276,10 +276,14 @@ func keyOf(ev *datapath.Event) Key {
 func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 	if i := t.index.find(h, k, t.entries); i >= 0 {
 		e := &t.entries[i]
-		// Events from different CPUs can be slightly out of order in the
-		// ring; last-seen only moves forward.
+		// Each CPU batches its events for up to 10 ms, so events of
+		// different CPUs reach the table out of order: last-seen only
+		// moves forward, first-seen only back (rarely, so the second
+		// cache line of the entry is seldom touched).
 		if ns := int64(ev.BootNs); ns > e.last {
 			e.last = ns
+		} else if ns < e.first {
+			e.first = ns
 		}
 		e.packets += segments(ev)
 		e.bytes += uint64(ev.Len)

@@ -480,6 +480,39 @@ func TestSinkRecords(t *testing.T) {
 	}
 }
 
+// Events reach the table out of order when CPUs flush their batches at
+// different moments: the record spans the oldest to the newest event,
+// whatever order they came in.
+func TestOutOfOrderEventsSpanFlow(t *testing.T) {
+	sink := &recSink{}
+	tab := NewTable(Options{Sinks: []Sink{sink}})
+	tab.clock.offset.Store(1_000_000_000_000_000_000)
+	base := evt{src: "198.18.0.1", dst: "198.19.0.1", sport: 5000, dport: 53, proto: 17, ifindex: 3, len: 100}
+	var evs []datapath.Event
+	for _, ns := range []uint64{2_000_000_000, 1_990_000_000, 2_005_000_000, 1_995_000_000, 2_001_000_000} {
+		e := base
+		e.ns = ns
+		evs = append(evs, e.event())
+	}
+	tab.UpdateBatch(evs)
+	tab.clock.offset.Store(1_000_000_000_000_000_000)
+	tab.Flush(EndForced)
+	recs := sink.take()
+	if len(recs) != 1 {
+		t.Fatalf("%d records, want 1", len(recs))
+	}
+	r := recs[0]
+	if want := time.Unix(1_000_000_001, 990_000_000); !r.Start.Equal(want) {
+		t.Errorf("start %v, want %v (the oldest event)", r.Start, want)
+	}
+	if want := time.Unix(1_000_000_002, 5_000_000); !r.End.Equal(want) {
+		t.Errorf("end %v, want %v (the newest event)", r.End, want)
+	}
+	if r.Packets != 5 || r.Bytes != 500 {
+		t.Errorf("%d packets %d bytes, want 5, 500", r.Packets, r.Bytes)
+	}
+}
+
 func TestEnrichmentAtCreationAndRefresh(t *testing.T) {
 	enr := newFakeEnricher()
 	enr.set("198.18.0.1", 64500, "Amsterdam")
