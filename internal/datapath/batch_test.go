@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"errors"
 	"runtime"
 	"testing"
 	"time"
@@ -150,5 +151,41 @@ func TestFlushBatchesEveryCPU(t *testing.T) {
 	}
 	if evs := readAll(t, tb.d, want+1, 64, 100*time.Millisecond); len(evs) != want {
 		t.Fatalf("%d events after the flush, want %d", len(evs), want)
+	}
+}
+
+// Drain, as at shutdown, hands out every event still in a batch and then
+// ErrFlushed, without waiting for the flush timers.
+func TestDrainEmptiesBatches(t *testing.T) {
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchFlush: time.Hour})
+	allowed := lockThread(t)
+	frame := benchFrames()[0].frame
+	want := 0
+	for cpu := 0; cpu < 1024; cpu++ {
+		if !allowed.IsSet(cpu) || !pinTo(t, cpu) {
+			continue
+		}
+		for range 5 {
+			tb.run(t, Egress, frame, 1)
+		}
+		want += 5
+	}
+	if err := tb.d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	evs := make([]Event, 3)
+	for {
+		n, err := tb.d.ReadBatch(evs)
+		got += n
+		if errors.Is(err, ErrFlushed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != want {
+		t.Fatalf("%d events after Drain, want %d", got, want)
 	}
 }

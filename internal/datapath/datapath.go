@@ -550,8 +550,9 @@ func (d *Datapath) Drain() error {
 	if err := d.FlushBatches(); err != nil {
 		errs = append(errs, err)
 	}
-	// A CPU FlushBatches could not run on is flushed by its timer.
-	if err := d.WaitBatches(4*d.batchFlush + 100*time.Millisecond); err != nil {
+	// A CPU FlushBatches could not run on is flushed by its timer; the
+	// wait is capped so shutdown stays well within its 5 s.
+	if err := d.WaitBatches(min(2*d.batchFlush+100*time.Millisecond, 2*time.Second)); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(append(errs, d.reader.Flush())...)
