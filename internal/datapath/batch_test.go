@@ -44,6 +44,25 @@ func firstCPU(set unix.CPUSet) int {
 	return -1
 }
 
+// fillEveryCPU runs count(cpu) packets through the dir program on each
+// CPU the test may use, and returns how many it ran in all.
+func fillEveryCPU(t *testing.T, tb *testbed, dir Direction, count func(cpu int) int) int {
+	t.Helper()
+	allowed := lockThread(t)
+	frame := benchFrames()[0].frame
+	total := 0
+	for cpu := 0; cpu < 1024; cpu++ {
+		if !allowed.IsSet(cpu) || !pinTo(t, cpu) {
+			continue
+		}
+		for range count(cpu) {
+			tb.run(t, dir, frame, 1)
+		}
+		total += count(cpu)
+	}
+	return total
+}
+
 // readAll reads events with ReadBatch into a buffer of bufLen until want
 // have arrived or the deadline passes.
 func readAll(t *testing.T, d *Datapath, want, bufLen int, deadline time.Duration) []Event {
@@ -125,18 +144,7 @@ func TestBatchTimerFlushesPartialBatch(t *testing.T) {
 // once, and WaitBatches then finds nothing waiting.
 func TestFlushBatchesEveryCPU(t *testing.T) {
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, BatchFlush: time.Hour})
-	allowed := lockThread(t)
-	frame := benchFrames()[0].frame
-	want := 0
-	for cpu := 0; cpu < 1024; cpu++ {
-		if !allowed.IsSet(cpu) || !pinTo(t, cpu) {
-			continue
-		}
-		for range cpu + 3 { // a different count per CPU
-			tb.run(t, Ingress, frame, 1)
-		}
-		want += cpu + 3
-	}
+	want := fillEveryCPU(t, tb, Ingress, func(cpu int) int { return cpu + 3 }) // a different count per CPU
 	if got := tb.d.reader.AvailableBytes(); got != 0 {
 		t.Fatalf("ring holds %d bytes before the flush, want 0", got)
 	}
@@ -158,18 +166,7 @@ func TestFlushBatchesEveryCPU(t *testing.T) {
 // ErrFlushed, without waiting for the flush timers.
 func TestDrainEmptiesBatches(t *testing.T) {
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchFlush: time.Hour})
-	allowed := lockThread(t)
-	frame := benchFrames()[0].frame
-	want := 0
-	for cpu := 0; cpu < 1024; cpu++ {
-		if !allowed.IsSet(cpu) || !pinTo(t, cpu) {
-			continue
-		}
-		for range 5 {
-			tb.run(t, Egress, frame, 1)
-		}
-		want += 5
-	}
+	want := fillEveryCPU(t, tb, Egress, func(int) int { return 5 })
 	if err := tb.d.Drain(); err != nil {
 		t.Fatal(err)
 	}
