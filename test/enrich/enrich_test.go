@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -162,15 +163,7 @@ func (e *env) flowsAre(want map[string]float64) func(s scrape) bool {
 				}
 			}
 		}
-		if len(got) != len(want) {
-			return false
-		}
-		for k, v := range want {
-			if got[k] != v {
-				return false
-			}
-		}
-		return true
+		return maps.Equal(got, want)
 	}
 }
 

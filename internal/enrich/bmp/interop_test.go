@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/stepbrobd/rfm/test/lab"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // Interop with real routers from Debian's packages, on loopback
@@ -299,16 +300,7 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 	} {
 		want := wantViews(c.addr, c.origin)
 		eventually(t, fmt.Sprintf("%s in all views with origin %d", c.addr, c.origin), func() bool {
-			got := views(c.addr)
-			if len(got) != len(want) {
-				return false
-			}
-			for k, v := range want {
-				if got[k] != v {
-					return false
-				}
-			}
-			return true
+			return maps.Equal(views(c.addr), want)
 		})
 	}
 	best, _ := r.LookupRoute(netip.MustParseAddr("198.18.1.1"))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/stepbrobd/rfm/test/lab"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
+	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // stationFixture runs a station on 127.0.0.1 with an ephemeral port.
