@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -32,6 +33,15 @@ var keptCapabilities = []uintptr{unix.CAP_BPF, unix.CAP_NET_ADMIN, unix.CAP_PERF
 // dropCapabilities applies the above. A process without CAP_SETPCAP in
 // its effective set (already unprivileged) only loses what it has.
 func dropCapabilities(cfg *config.Config) error {
+	err := dropCapabilitiesAllThreads(cfg)
+	if errors.Is(err, unix.ENOTSUP) {
+		// syscall.AllThreadsSyscall refuses in a binary linked with cgo.
+		return fmt.Errorf("%w (this binary was built with cgo; build it with CGO_ENABLED=0)", err)
+	}
+	return err
+}
+
+func dropCapabilitiesAllThreads(cfg *config.Config) error {
 	keep := uint64(0)
 	for _, c := range keptCapabilities {
 		keep |= 1 << c
