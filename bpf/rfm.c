@@ -126,7 +126,7 @@ _Static_assert(sizeof(struct rfm_event) == 56, "rfm_event layout");
 // batch array are indexed by CPU: bpf_timer cannot live in a per-CPU map.
 struct rfm_batch {
 	__u32 n;       // events in ev
-	__u32 busy;    // a program on this CPU is between claiming and filling a slot
+	__u32 busy;    // a program on this CPU is adding to or writing out the batch
 	__u32 armed;   // the flush timer is pending
 	__u32 timer_ready;
 	__u32 unwoken; // records written above the wakeup threshold since the last wakeup
@@ -354,7 +354,26 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
 	return -1; // extension chain longer than we walk
 }
 
-// rfm_flush_batch writes b's events to the ring as one record. The
+// rfm_claim marks b busy; rfm_release clears it. The barriers keep the
+// compiler from moving batch accesses across them. busy is not atomic:
+// only programs of b's own CPU touch b, and they can interleave only by
+// interrupting one another (a softirq during BPF_PROG_TEST_RUN or during
+// rfm_flush, preemption on PREEMPT_RT), never halfway through a store.
+static __always_inline void rfm_claim(struct rfm_batch *b)
+{
+	b->busy = 1;
+	asm volatile("" ::: "memory");
+}
+
+static __always_inline void rfm_release(struct rfm_batch *b)
+{
+	asm volatile("" ::: "memory");
+	b->busy = 0;
+}
+
+// rfm_flush_batch writes b's events to the ring as one record; the caller
+// has set b->busy, so a program that interrupts the copy on this CPU
+// leaves the batch alone. The
 // consumer is woken when this record makes the backlog cross
 // wakeup_bytes, not for every record above it: a consumer that is behind
 // is already awake, and a forced wakeup costs an interrupt (a VM exit
@@ -386,17 +405,17 @@ static __always_inline void rfm_flush_batch(struct rfm_batch *b)
 }
 
 // A partial batch is due: write it out, unless the timer interrupted a
-// program of this CPU in the middle of adding to it (possible only where
-// a program can be preempted or interrupted by softirqs, e.g. under
-// BPF_PROG_TEST_RUN); then try again shortly.
+// program of this CPU in the middle of the batch; then try again shortly.
 static int rfm_batch_timer(void *map, __u32 *key, struct rfm_batch *b)
 {
 	if (b->busy) {
 		bpf_timer_start(&b->timer, 100000, BPF_F_TIMER_CPU_PIN);
 		return 0;
 	}
+	rfm_claim(b);
 	rfm_flush_batch(b);
 	b->armed = 0;
+	rfm_release(b);
 	return 0;
 }
 
@@ -414,8 +433,7 @@ static __always_inline void rfm_batch_add(const struct rfm_event *e,
 			st->ring_drops++;
 		return;
 	}
-	b->busy = 1;
-	asm volatile("" ::: "memory"); // busy is set before the batch changes
+	rfm_claim(b);
 	__u32 i = b->n;
 	if (i >= RFM_BATCH) // never true; bounds the index for the verifier
 		i = 0;
@@ -435,8 +453,7 @@ static __always_inline void rfm_batch_add(const struct rfm_event *e,
 		if (bpf_timer_start(&b->timer, cfg->batch_flush_ns, BPF_F_TIMER_CPU_PIN) == 0)
 			b->armed = 1;
 	}
-	asm volatile("" ::: "memory");
-	b->busy = 0;
+	rfm_release(b);
 }
 
 static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
@@ -547,7 +564,9 @@ int rfm_flush(struct __sk_buff *skb)
 		return 0;
 	if (b->busy)
 		return 1;
+	rfm_claim(b);
 	rfm_flush_batch(b);
+	rfm_release(b);
 	return 0;
 }
 
