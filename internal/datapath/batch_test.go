@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"testing"
@@ -184,5 +185,42 @@ func TestDrainEmptiesBatches(t *testing.T) {
 	}
 	if got != want {
 		t.Fatalf("%d events after Drain, want %d", got, want)
+	}
+}
+
+// While a CPU's batch is busy (another program of that CPU interrupted
+// in the middle of it), an event goes to the ring on its own instead of
+// into the batch.
+func TestBusyBatchFallsBackToSingleEvents(t *testing.T) {
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchFlush: time.Hour})
+	cpu := firstCPU(lockThread(t))
+	pinTo(t, cpu)
+	setBusy := func(busy uint32) {
+		t.Helper()
+		// The whole element is rewritten, which also frees its timer;
+		// timer_ready = 0 makes the next event set it up again.
+		v := make([]byte, tb.d.batches.ValueSize())
+		binary.NativeEndian.PutUint32(v[4:8], busy) // rfm_batch.busy
+		if err := tb.d.batches.Put(uint32(cpu), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frame := benchFrames()[0].frame
+	setBusy(1)
+	for range 3 {
+		tb.run(t, Ingress, frame, 1)
+	}
+	if got, want := tb.d.reader.AvailableBytes(), 3*(EventSize+8); got != want {
+		t.Fatalf("ring holds %d bytes with the batch busy, want %d (3 single-event records)", got, want)
+	}
+	setBusy(0)
+	for range 2 {
+		tb.run(t, Ingress, frame, 1)
+	}
+	if got, want := tb.d.reader.AvailableBytes(), 3*(EventSize+8); got != want {
+		t.Fatalf("ring holds %d bytes, want the batch to keep the 2 new events", got)
+	}
+	if evs := tb.events(t); len(evs) != 5 {
+		t.Fatalf("%d events, want 5", len(evs))
 	}
 }
