@@ -166,6 +166,7 @@ type Datapath struct {
 	reader   *ringbuf.Reader
 	rec      ringbuf.Record // reused by ReadBatch (single consumer)
 	recOff   int            // bytes of rec already decoded
+	recNew   bool           // rec was just read and is not checked yet
 	pending  error          // reader error held back behind a partial batch
 
 	mu        sync.Mutex
@@ -477,13 +478,12 @@ func (d *Datapath) ReadBatch(evs []Event) (int, error) {
 	n := d.decodeRecord(evs)
 	for n == 0 {
 		d.reader.SetDeadline(time.Now().Add(PollInterval))
-		if err := d.reader.ReadInto(&d.rec); err != nil {
+		if err := d.nextRecord(); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
 			return 0, err
 		}
-		d.recOff = 0
 		n = d.decodeRecord(evs)
 	}
 	// Then take what is ready. A past deadline makes the reader return
@@ -498,7 +498,7 @@ func (d *Datapath) ReadBatch(evs []Event) (int, error) {
 func (d *Datapath) readReady(evs []Event) (int, error) {
 	n := d.decodeRecord(evs)
 	for n < len(evs) {
-		if err := d.reader.ReadInto(&d.rec); err != nil {
+		if err := d.nextRecord(); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return n, nil
 			}
@@ -508,20 +508,32 @@ func (d *Datapath) readReady(evs []Event) (int, error) {
 			}
 			return 0, err
 		}
-		d.recOff = 0
 		n += d.decodeRecord(evs[n:])
 	}
 	return n, nil
 }
 
+// nextRecord reads the next ring record into d.rec.
+func (d *Datapath) nextRecord() error {
+	if err := d.reader.ReadInto(&d.rec); err != nil {
+		return err
+	}
+	d.recOff, d.recNew = 0, true
+	return nil
+}
+
 // decodeRecord decodes events of the current record that evs has room
-// for, from where the last call stopped. A record is a batch of whole
-// events; one of another length is counted as a decode error and skipped.
+// for, from where the last call stopped. A record is a batch of one or
+// more whole events; one of another length is counted as a decode error
+// and skipped.
 func (d *Datapath) decodeRecord(evs []Event) int {
 	raw := d.rec.RawSample
-	if d.recOff == 0 && len(raw)%EventSize != 0 {
-		d.decodeErrors.Add(1)
-		d.recOff = len(raw)
+	if d.recNew {
+		d.recNew = false
+		if len(raw) == 0 || len(raw)%EventSize != 0 {
+			d.decodeErrors.Add(1)
+			d.recOff = len(raw)
+		}
 	}
 	n := 0
 	for n < len(evs) && d.recOff+EventSize <= len(raw) {

@@ -47,3 +47,50 @@ func FuzzEventDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRecordDecode: a ring record is a batch of whole events. The
+// consumer hands them out across calls whatever its buffer size, each
+// equal to decoding its own 56 bytes, in order; a record whose length is
+// not a multiple of EventSize (or is zero) yields no event and counts
+// one decode error.
+func FuzzRecordDecode(f *testing.F) {
+	f.Add(make([]byte, EventSize), uint8(1))
+	f.Add(make([]byte, 3*EventSize), uint8(2))
+	f.Add(bytes.Repeat([]byte{0xab}, 64*EventSize), uint8(5))
+	f.Add(make([]byte, EventSize+8), uint8(0))
+	f.Add([]byte{}, uint8(3))
+	f.Fuzz(func(t *testing.T, rec []byte, bufLen uint8) {
+		var d Datapath
+		d.rec.RawSample, d.recNew = rec, true
+		evs := make([]Event, int(bufLen)%9+1)
+		var got []Event
+		for calls := 0; ; calls++ {
+			n := d.decodeRecord(evs)
+			if n == 0 {
+				break
+			}
+			if n > len(evs) || calls > len(rec) {
+				t.Fatalf("decodeRecord returned %d into a buffer of %d (call %d)", n, len(evs), calls)
+			}
+			got = append(got, evs[:n]...)
+		}
+		if len(rec) == 0 || len(rec)%EventSize != 0 {
+			if len(got) != 0 || d.DecodeErrors() != 1 {
+				t.Fatalf("%d-byte record: %d events, %d decode errors; want 0, 1", len(rec), len(got), d.DecodeErrors())
+			}
+			return
+		}
+		if len(got) != len(rec)/EventSize || d.DecodeErrors() != 0 {
+			t.Fatalf("%d-byte record: %d events, %d decode errors; want %d, 0", len(rec), len(got), d.DecodeErrors(), len(rec)/EventSize)
+		}
+		for i, e := range got {
+			var want Event
+			if err := want.Decode(rec[i*EventSize : (i+1)*EventSize]); err != nil {
+				t.Fatal(err)
+			}
+			if e != want {
+				t.Fatalf("event %d: %+v, want %+v", i, e, want)
+			}
+		}
+	})
+}
