@@ -21,7 +21,7 @@ echo "== Go benchmarks" >&2
 {
 	echo "# go test -bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(go version | cut -d' ' -f3)"
 	echo "# cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs"
-	go test -run '^$' -bench . -benchmem -count "${COUNT:-3}" \
+	go test -run '^$' -bench . -benchmem -count "${COUNT:-3}" -timeout 60m \
 		./internal/agent ./internal/flow ./internal/export/... ./internal/enrich/...
 } | tee bench/go-bench-results.txt
 
