@@ -72,7 +72,7 @@ func (d *Datapath) WaitBatches(timeout time.Duration) error {
 			if err := d.batches.Lookup(cpu, buf); err != nil {
 				return fmt.Errorf("read batch of CPU %d: %w", cpu, err)
 			}
-			waiting += int(binary.NativeEndian.Uint32(buf[0:4])) // rfm_batch.n)
+			waiting += int(binary.NativeEndian.Uint32(buf[0:4])) // rfm_batch.n
 		}
 		if waiting == 0 {
 			return nil

@@ -36,12 +36,17 @@ func lockThread(t *testing.T) unix.CPUSet {
 	return was
 }
 
-func firstCPU(set unix.CPUSet) int {
+// pinToFirstCPU runs the test goroutine on the first CPU it may use,
+// until the test ends, and returns that CPU.
+func pinToFirstCPU(t *testing.T) int {
+	t.Helper()
+	allowed := lockThread(t)
 	for cpu := 0; cpu < 1024; cpu++ {
-		if set.IsSet(cpu) {
+		if allowed.IsSet(cpu) && pinTo(t, cpu) {
 			return cpu
 		}
 	}
+	t.Fatal("cannot pin the test to a CPU")
 	return -1
 }
 
@@ -91,7 +96,7 @@ func readAll(t *testing.T, d *Datapath, want, bufLen int, deadline time.Duration
 func TestBatchFullWritesOneRecord(t *testing.T) {
 	const batch = 16
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchEvents: batch, BatchFlush: time.Hour})
-	pinTo(t, firstCPU(lockThread(t)))
+	pinToFirstCPU(t)
 	frame := benchFrames()[0].frame
 	for range batch - 1 {
 		tb.run(t, Ingress, frame, 1)
@@ -123,7 +128,7 @@ func TestBatchFullWritesOneRecord(t *testing.T) {
 // The flush timer writes a partial batch out by itself.
 func TestBatchTimerFlushesPartialBatch(t *testing.T) {
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchFlush: 5 * time.Millisecond})
-	pinTo(t, firstCPU(lockThread(t)))
+	pinToFirstCPU(t)
 	frame := benchFrames()[1].frame
 	for range 3 {
 		tb.run(t, Ingress, frame, 1)
@@ -193,8 +198,7 @@ func TestDrainEmptiesBatches(t *testing.T) {
 // into the batch.
 func TestBusyBatchFallsBackToSingleEvents(t *testing.T) {
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchFlush: time.Hour})
-	cpu := firstCPU(lockThread(t))
-	pinTo(t, cpu)
+	cpu := pinToFirstCPU(t)
 	setBusy := func(busy uint32) {
 		t.Helper()
 		// The whole element is rewritten, which also frees its timer;

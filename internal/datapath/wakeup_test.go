@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"runtime"
 	"testing"
 	"time"
 
@@ -26,23 +25,8 @@ func TestConsumerWakeups(t *testing.T) {
 	below := int(tb.d.wakeupBytes) / record // records that stay below wakeup_bytes
 	frame := benchFrames()[0].frame         // IPv4 UDP: one event per run
 
-	// The per-CPU rewake count only adds up on one CPU.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var was, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &was); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.SchedSetaffinity(0, &was)
-	for cpu := 0; cpu < 1024; cpu++ {
-		if was.IsSet(cpu) {
-			one.Set(cpu)
-			break
-		}
-	}
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		t.Fatal(err)
-	}
+	// Batches and the per-CPU rewake count only add up on one CPU.
+	pinToFirstCPU(t)
 
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
