@@ -34,7 +34,10 @@ func (d *Datapath) NewInjector() (*Injector, error) {
 		progs: [2]*ebpf.Program{coll.Programs[rfmProgRfmIngress], coll.Programs[rfmProgRfmEgress]}}, nil
 }
 
-// Run passes frame through the dir program exactly repeat times. It
+// Run passes frame through the dir program exactly repeat times. Its
+// sampled events wait in the running CPU's batch like any others: they
+// reach the ring within the batch flush interval, or at once after
+// FlushBatches or Drain. It
 // runs one repetition per BPF_PROG_TEST_RUN call: a multi-repetition
 // call interrupted by a signal (the Go runtime's preemption, under load)
 // is restarted from the beginning by the library, which would run some
