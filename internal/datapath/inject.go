@@ -37,11 +37,11 @@ func (d *Datapath) NewInjector() (*Injector, error) {
 // Run passes frame through the dir program exactly repeat times. Its
 // sampled events wait in the running CPU's batch like any others: they
 // reach the ring within the batch flush interval, or at once after
-// FlushBatches or Drain. It
-// runs one repetition per BPF_PROG_TEST_RUN call: a multi-repetition
-// call interrupted by a signal (the Go runtime's preemption, under load)
-// is restarted from the beginning by the library, which would run some
-// repetitions twice and break exact counts.
+// FlushBatches or Drain. It runs one repetition per BPF_PROG_TEST_RUN
+// call: a multi-repetition call interrupted by a signal (the Go
+// runtime's preemption, under load) is restarted from the beginning by
+// the library, which would run some repetitions twice and break exact
+// counts.
 func (in *Injector) Run(dir Direction, frame []byte, repeat int) error {
 	opts := &ebpf.RunOptions{Data: frame, Repeat: 1}
 	for i := 0; i < repeat; i++ {
