@@ -108,6 +108,13 @@ socket = ""
 			}
 			return errors.New("no egress flow with 5 sampled packets yet")
 		})
+		// Shutdown flushes the per-CPU event batches with
+		// BPF_PROG_TEST_RUN and detaches: both must work with only
+		// these capabilities, or the exit status says otherwise.
+		st, err := agent.Stop(10 * time.Second)
+		if err != nil || !st.Success() {
+			t.Fatalf("stopping the agent: %v (exit %v); output:\n%s", err, st, agent.Output())
+		}
 	})
 
 	// What fails without each capability on this kernel (Linux >= 5.8):
