@@ -174,6 +174,7 @@ type Datapath struct {
 	freeSlots []uint32
 
 	decodeErrors atomic.Uint64
+	sampleRate   atomic.Uint32 // until events carry their own rate
 	wakeupBytes  uint32
 	batchEvents  uint32
 	batchFlush   time.Duration
@@ -275,6 +276,7 @@ func (d *Datapath) SetConfig(c Config) error {
 	if err := d.config.Put(uint32(0), &raw); err != nil {
 		return fmt.Errorf("write BPF config map: %w", err)
 	}
+	d.sampleRate.Store(c.SampleRate)
 	return nil
 }
 
@@ -543,6 +545,7 @@ func (d *Datapath) decodeRecord(evs []Event) int {
 			d.decodeErrors.Add(1)
 			continue
 		}
+		evs[n].SampleRate = d.sampleRate.Load()
 		n++
 	}
 	return n

@@ -37,6 +37,18 @@ type Event struct {
 	Proto   uint8 // IP protocol number after IPv6 extension headers
 	Dir     Direction
 	Segs    uint16 // packets this event stands for (GSO/GRO segments, >= 1)
+	// SampleRate is the 1-in-N rate that sampled this packet (>= 1). An
+	// estimate multiplies this event's packets and bytes by it; events of
+	// two rates must never share one scale factor.
+	SampleRate uint32
+	// InIfindex is the interface the packet arrived on (skb->ingress_ifindex):
+	// equal to Ifindex at ingress, the receiving interface for a forwarded
+	// packet at egress, 0 for locally originated packets at egress.
+	InIfindex uint32
+	// Truncated marks a packet whose transport header lay beyond what the
+	// datapath parses (a long IPv6 extension chain): Proto is the last next
+	// header seen and the ports are 0.
+	Truncated bool
 }
 
 var errShortEvent = errors.New("ring buffer record shorter than an event")
