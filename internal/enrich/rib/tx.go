@@ -34,6 +34,18 @@ type Peer struct {
 // Key returns the peer's identity.
 func (p *Peer) Key() PeerKey { return p.key }
 
+// Routes is how many routes p holds, all views and families; 0 once p
+// is gone. Only for use inside a transaction.
+func (p *Peer) Routes() int {
+	if p == nil {
+		return 0
+	}
+	return p.total()
+}
+
+// Router returns the key of the router that reported p.
+func (p *Peer) Router() RouterKey { return p.router.key }
+
 func (p *Peer) total() int {
 	n := 0
 	for v := range numViews {
