@@ -16,6 +16,9 @@ func TestRoundTrip(t *testing.T) {
 		{"192.0.2.1:5", 0x0001_c000_0201_0005},
 		{"4200000000:7", 0x0002_fa56_ea00_0007},
 		{"65535:4294967295", 0x0000_ffff_ffff_ffff},
+		{"64500:7", 64500<<32 | 7},
+		{"198.18.0.1:100", 1<<48 | 198<<40 | 18<<32 | 0<<24 | 1<<16 | 100},
+		{"4200000000:9", 2<<48 | 4200000000<<16 | 9},
 	}
 	for _, c := range cases {
 		got, err := Parse(c.text)
@@ -25,6 +28,9 @@ func TestRoundTrip(t *testing.T) {
 		if s := Format(c.val); s != c.text {
 			t.Errorf("Format(%#x) = %q, want %q", c.val, s, c.text)
 		}
+	}
+	if got := Format(7 << 48); got != "0x0007000000000000" {
+		t.Errorf("Format(7<<48) = %q", got)
 	}
 	if got, err := Parse("0x0003000000000001"); err != nil || got != 0x0003000000000001 || Format(got) != "0x0003000000000001" {
 		t.Errorf("hex form: %#x, %v, %q", got, err, Format(got))
