@@ -134,10 +134,6 @@ func (r *RIB) Origin(a netip.Addr) uint32 {
 	if len(s.label) > 0 {
 		return s.labelOrigin(a)
 	}
-	return s.fib.origin(a)
-}
-
-func (s *fib) origin(a netip.Addr) uint32 {
 	if a.Is4() {
 		b := a.As4()
 		if g := s.v4[b[0]]; g != nil {
