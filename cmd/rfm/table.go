@@ -318,9 +318,9 @@ func yesNo(b bool) string {
 
 func renderRIBLookup(w io.Writer, l control.RIBLookup) error {
 	if len(l.Routes) == 0 {
-		fmt.Fprintf(w, "%s: no global route\n", l.Addr)
+		fmt.Fprintf(w, "%s: no route\n", l.Addr)
 	} else {
-		fmt.Fprintf(w, "%s: %s for %s\n", l.Addr, plural(len(l.Routes), "global route", "global routes"), l.Routes[0].Prefix)
+		fmt.Fprintf(w, "%s: %s for %s\n", l.Addr, plural(len(l.Routes), "route", "routes"), l.Routes[0].Prefix)
 		if l.Routes[0].Prefix.Bits() == 0 {
 			fmt.Fprintln(w, "(a default route: never used for the origin AS of flows)")
 		}
