@@ -3,6 +3,9 @@
 package rib
 
 import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -148,5 +151,73 @@ func TestDefaultRouteGivesNoOrigin(t *testing.T) {
 	f.rib.Update(func(tx *Tx) { tx.PeerDown(q) })
 	if got := f.rib.Origin(addr("203.0.113.1")); got != 0 {
 		t.Errorf("after another peer's default went: Origin = %d, want 0", got)
+	}
+}
+
+// TestConcurrentVRFLookups runs readers of the global table, a labelling
+// VRF and every VRF against a writer that adds and removes VRFs and
+// their routes; run with -race.
+func TestConcurrentVRFLookups(t *testing.T) {
+	f := newFixture(t)
+	f.rib.SetLabelVRFs([]uint64{rd65000_1})
+	s := f.connect(router1())
+	g := f.peerUp(s, peerA, 65001)
+	f.announce(g, PrePolicy, "198.18.0.0/15", 0, SequencePath(65001, 64500))
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				for i := range 64 {
+					a := netip.AddrFrom4([4]byte{198, 18, byte(i), 1})
+					// The labelling VRF's /24s, or the global /15.
+					if o := f.rib.Origin(a); o != 64500 && o != 64600 {
+						t.Errorf("Origin(%s) = %d", a, o)
+						return
+					}
+					for _, v := range f.rib.LookupVRFs(a) {
+						if o := v.Routes[0].Origin; o != 64600 && o != 64700 {
+							t.Errorf("VRF %+v origin %d", v.VRF, o)
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	for round := range 40 {
+		var lab, other *Peer
+		f.rib.Update(func(tx *Tx) {
+			lab = tx.PeerUp(s, PeerKey{Type: 1, Distinguisher: rd65000_1, Addr: addr(peerB)}, 65002, addr(peerB))
+			other = tx.PeerUp(s, PeerKey{Type: 3, Distinguisher: rd192_0_2_1, Addr: addr("0.0.0.0")}, 65000, netip.Addr{})
+			for i := range 64 {
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24)
+				if (i+round)%2 == 0 {
+					tx.Announce(lab, PrePolicy, p, 0, SequencePath(65002, 64600))
+				}
+				tx.Announce(other, LocRIB, p, 0, SequencePath(64700))
+			}
+		})
+		f.rib.Update(func(tx *Tx) {
+			if round%2 == 0 {
+				tx.PeerDown(lab)
+			} else {
+				tx.PeerDown(other)
+			}
+		})
+		f.rib.Update(func(tx *Tx) {
+			tx.PeerDown(lab)
+			tx.PeerDown(other)
+		})
+	}
+	stop.Store(true)
+	wg.Wait()
+	if n := len(f.rib.Summary().VRFs); n != 0 {
+		t.Errorf("%d VRFs left after every VRF peer went down", n)
+	}
+	if c := f.rib.cur.Load(); len(c.label) != 0 {
+		t.Errorf("label tables left: %v", c.label)
 	}
 }
