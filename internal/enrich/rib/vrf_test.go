@@ -221,3 +221,39 @@ func TestConcurrentVRFLookups(t *testing.T) {
 		t.Errorf("label tables left: %v", c.label)
 	}
 }
+
+// BenchmarkLookupLabelVRFs compares Origin with and without a VRF that
+// labels flows (the global table and the VRF both of /24s).
+func BenchmarkLookupLabelVRFs(b *testing.B) {
+	r := New(Options{})
+	b.Cleanup(r.Close)
+	var s *Session
+	r.Update(func(tx *Tx) {
+		s = tx.Connect(router1(), "")
+		g := tx.PeerUp(s, PeerKey{Addr: addr(peerA)}, 65001, netip.Addr{})
+		v := tx.PeerUp(s, PeerKey{Type: 1, Distinguisher: rd65000_1, Addr: addr(peerB)}, 65002, netip.Addr{})
+		for i := range 1 << 14 {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18 + byte(i>>8&1), byte(i), 0}), 24)
+			tx.Announce(g, PrePolicy, p, 0, SequencePath(65001, 64500))
+			if i%4 == 0 {
+				tx.Announce(v, PrePolicy, p, 0, SequencePath(65002))
+			}
+		}
+	})
+	addrs := make([]netip.Addr, 1024)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{198, 18 + byte(i>>8&1), byte(i * 7), 1})
+	}
+	run := func(b *testing.B) {
+		var sink uint32
+		for i := 0; b.Loop(); i++ {
+			sink += r.Origin(addrs[i&1023])
+		}
+		if sink == 0 {
+			b.Fatal("no origin")
+		}
+	}
+	b.Run("global", run)
+	r.SetLabelVRFs([]uint64{rd65000_1})
+	b.Run("label1", run)
+}
