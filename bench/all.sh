@@ -6,7 +6,7 @@
 #   accuracy-results.txt  sampling accuracy and coverage
 #   e2e-results.txt       end to end at sample_rate = 1 on a veth
 # Memory (memory-results.txt) is read from /proc/PID/status of a running
-# agent; see README.md, Performance.
+# agent; see docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then

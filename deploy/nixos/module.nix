@@ -86,7 +86,7 @@ in
     };
 
     settings = lib.mkOption {
-      description = "Contents of rfm.toml; see the Configuration section of rfm's README.";
+      description = "Contents of rfm.toml; see rfm's docs/configuration.md.";
       default = { };
       type = lib.types.submodule {
         freeformType = settingsFormat.type;

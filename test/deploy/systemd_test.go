@@ -60,7 +60,7 @@ func TestSystemdUnitSecurity(t *testing.T) {
 	}
 }
 
-// TestSystemdUnitLeastPrivilege pins the privilege settings the README
+// TestSystemdUnitLeastPrivilege pins the privilege settings docs/deployment.md
 // documents: a non-root user with exactly CAP_BPF, CAP_NET_ADMIN and
 // CAP_PERFMON, the sandboxing the issue asks for, /run/rfm for the
 // control socket and reload by SIGHUP. TestAgentRunsWithUnitCapabilities

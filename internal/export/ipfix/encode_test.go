@@ -157,7 +157,7 @@ func TestRoundTripGoflow2(t *testing.T) {
 	}
 }
 
-// checkTemplates compares the decoded templates with the IEs the README
+// checkTemplates compares the decoded templates with the IEs docs/ipfix.md
 // documents, independently of the encoder's tables.
 func checkTemplates(t *testing.T, m decodedMessage) {
 	t.Helper()
