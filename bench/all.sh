@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # Every benchmark of issue #5 and #4 in one command (needs root; about
 # 15 minutes on a 2-core machine). Results go next to this script:
 #   datapath-results.txt  BPF_PROG_TEST_RUN per-packet cost vs the floor

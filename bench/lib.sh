@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-only
 # Sourced by the bench scripts: the lab they share, built the way
 # test/lab.NewPair builds it for the tests.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # Installs what the rfm test suite needs (Debian/Ubuntu, as root) and runs
 # every test against the real kernel. Usage: sudo bash scripts/test.sh
 set -euo pipefail

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Command rfm is the router flow monitor: `rfm agent` attaches eBPF
 // programs to interfaces and serves flow metrics.
 package main

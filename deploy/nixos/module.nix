@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-only
 # NixOS module for the rfm agent.
 #
 #   imports = [ ./deploy/nixos/module.nix ];

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package lab holds the plumbing shared by rfm's end-to-end tests: building
 // the agent, quiet network-namespace pairs joined by a veth, running code
 // inside a namespace, scraping Prometheus text and writing MMDB files.
