@@ -100,7 +100,7 @@ func TestSystemdUnitLeastPrivilege(t *testing.T) {
 		"StateDirectory":          "rfm",
 		"ConfigurationDirectory":  "rfm",
 		"Restart":                 "on-failure",
-		"ExecReload":              "/bin/kill -HUP $MAINPID",
+		"ExecReload":              installedBinary + " reload --socket /run/rfm/rfm.sock",
 		"ProtectKernelModules":    "yes",
 		"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
 		"LockPersonality":         "yes",
