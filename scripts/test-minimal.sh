@@ -11,6 +11,10 @@
 #   MIRROR   Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   SUITE    Debian suite (default bookworm)
 #   FRESH=1  build the root anew
+#   MODULES=download  let Go in the root fetch modules from its proxy over
+#            HTTPS itself; by default they are copied in from this host's
+#            module cache (or its proxy), so the root needs no trust setup
+#            for networks that intercept TLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -49,10 +53,19 @@ else
 	tar -C "$repo" --exclude=./.git -cf - . | tar -C "$root/src/rfm" -xf -
 fi
 
-for tool in sysctl kill ps clang ip; do
-	if chroot "$root" /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin sh -c "command -v $tool" >/dev/null; then
-		echo "   note: $tool is present in the root before the test script runs"
-	fi
+goproxy=off
+if [ "${MODULES:-copy}" = download ]; then
+	goproxy=$(go env GOPROXY)
+else
+	echo "== Go modules of go.sum into the root's module cache"
+	GOMODCACHE="$root/root/go/pkg/mod" GOFLAGS=-modcacherw \
+		GOPROXY="file://$(go env GOMODCACHE)/cache/download,$(go env GOPROXY)" go mod download
+fi
+
+for tool in sysctl kill ps clang ip nfdump; do
+	for dir in /usr/sbin /usr/bin /sbin /bin; do
+		if [ -x "$root$dir/$tool" ]; then echo "   note: $dir/$tool is in the root before the test script runs"; fi
+	done
 done
 
 echo "== bash scripts/test.sh in the root"
@@ -66,6 +79,6 @@ unshare --mount --propagation private -- bash -euc '
 	mount -t tmpfs tmpfs "$root/run"
 	exec chroot "$root" /usr/bin/env -i \
 		PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		HOME=/root LANG=C.UTF-8 FUZZTIME="${FUZZTIME:-4s}" \
+		HOME=/root LANG=C.UTF-8 FUZZTIME="${FUZZTIME:-4s}" GOPROXY="$2" GOFLAGS=-modcacherw \
 		bash -c "cd /src/rfm && bash scripts/test.sh"
-' rfm-minimal "$root"
+' rfm-minimal "$root" "$goproxy"
