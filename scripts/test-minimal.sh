@@ -64,7 +64,10 @@ fi
 
 for tool in sysctl kill ps clang ip nfdump; do
 	for dir in /usr/sbin /usr/bin /sbin /bin; do
-		if [ -x "$root$dir/$tool" ]; then echo "   note: $dir/$tool is in the root before the test script runs"; fi
+		if [ -x "$root$dir/$tool" ]; then
+			echo "   note: $dir/$tool is in the root before the test script runs"
+			break
+		fi
 	done
 done
 
