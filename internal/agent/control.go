@@ -114,11 +114,11 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 		}
 		filter = func(k *flow.Key) bool { return k.Ifindex == idx }
 	}
-	rate := uint64(a.sampleRate.Load())
 	recs := a.table.Top(args.Top, less, filter)
-	out := control.Flows{SampleRate: uint32(rate), Active: a.table.Active(), Flows: make([]control.Flow, len(recs))}
+	out := control.Flows{SampleRate: a.sampleRate.Load(), Active: a.table.Active(), Flows: make([]control.Flow, len(recs))}
 	for i := range recs {
 		r := &recs[i]
+		rate := uint64(r.SampleRate) // each flow's own: a rate change may be under way
 		out.Flows[i] = control.Flow{
 			Iface: names[r.Ifindex], Direction: r.Dir.String(), Proto: r.Proto,
 			Src: r.SrcAddr(), Dst: r.DstAddr(), SrcPort: r.SrcPort, DstPort: r.DstPort,

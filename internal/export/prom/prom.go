@@ -23,7 +23,7 @@ type Datapath interface {
 
 // Flows is what the exporter reads from the flow table.
 type Flows interface {
-	Rollup(fn func(k flow.RollupKey, sampledPackets, sampledBytes uint64))
+	Rollup(fn func(k flow.RollupKey, c flow.RollupCounts))
 	Active() int
 	Capacity() int
 	ForcedEvictions() uint64
