@@ -86,13 +86,23 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 
 func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.Flows, error) {
 	a := c.a
+	// Order by estimates: flows of two rates coexist after a rate change.
+	est := func(r *flow.Record) (packets, bytes uint64) {
+		return r.Packets * uint64(r.SampleRate), r.Bytes * uint64(r.SampleRate)
+	}
 	var less func(x, y *flow.Record) bool
 	switch args.Sort {
 	case "", "bytes":
-		less = func(x, y *flow.Record) bool { return x.Bytes > y.Bytes || x.Bytes == y.Bytes && x.Packets > y.Packets }
+		less = func(x, y *flow.Record) bool {
+			xp, xb := est(x)
+			yp, yb := est(y)
+			return xb > yb || xb == yb && xp > yp
+		}
 	case "packets":
 		less = func(x, y *flow.Record) bool {
-			return x.Packets > y.Packets || x.Packets == y.Packets && x.Bytes > y.Bytes
+			xp, xb := est(x)
+			yp, yb := est(y)
+			return xp > yp || xp == yp && xb > yb
 		}
 	default:
 		return control.Flows{}, fmt.Errorf("sort %q: want bytes or packets", args.Sort)
