@@ -12,6 +12,7 @@ import (
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/enrich/mmdb"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
+	"github.com/stepbrobd/rfm/internal/flow"
 	"github.com/stepbrobd/rfm/internal/ifwatch"
 )
 
@@ -99,12 +100,14 @@ func (a *agent) detachLink(l ifwatch.Link) {
 	a.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
 }
 
-// setSampleRate rewrites the BPF config map at once. Nothing else has to
-// follow: every event carries the rate that sampled it, a flow ends (and a
-// new one starts) at its first event of another rate, and each IPFIX
-// record goes out under the sampling options of its own rate, so flows
-// sampled at the old rate keep being scaled by it wherever they are (the
-// table, the exporter's queue, a message being filled). Caller holds a.mu.
+// setSampleRate rewrites the BPF config map at once, then ends the flows
+// sampled at the old rate (forced end), so they are exported now rather
+// than at their idle timeout. The exporter is not told anything: every
+// event carries the rate that sampled it, a flow keeps one rate (its
+// first event of another rate ends it), and each IPFIX record goes out
+// under the sampling options of its own rate, so records of the old rate
+// are scaled by it wherever they wait (the table, the exporter's queue, a
+// message being filled). Caller holds a.mu.
 func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 	if rate == 0 {
 		return 0, errors.New("sample rate must be at least 1")
@@ -114,6 +117,9 @@ func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 		return prev, err
 	}
 	a.sampleRate.Store(rate)
+	if prev != rate {
+		a.table.Flush(flow.EndForced)
+	}
 	a.cfg.Agent.BPF.SampleRate = rate
 	return prev, nil
 }
