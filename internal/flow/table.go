@@ -168,7 +168,7 @@ func NewTable(o Options) *Table {
 		log:      log,
 		rollIdx:  map[rollKey]int32{},
 	}
-	t.capacityA.Store(int64(maxFlows))
+	t.capacityA.Store(int64(t.limit()))
 	t.SetIdleTimeout(o.IdleTimeout)
 	t.SetActiveTimeout(o.ActiveTimeout)
 	t.clock.refresh()
@@ -207,7 +207,7 @@ func (t *Table) SetMaxFlows(n int) {
 	n = max(n, 0)
 	t.mu.Lock()
 	t.maxFlows = n
-	t.capacityA.Store(int64(n))
+	t.capacityA.Store(int64(t.limit()))
 	t.mu.Unlock()
 	for {
 		t.mu.Lock()
@@ -237,8 +237,8 @@ func (t *Table) limit() int {
 // Active returns the number of active flows.
 func (t *Table) Active() int { return int(t.activeA.Load()) }
 
-// Capacity returns the configured maximum number of flows (0 = no limit
-// but MaxFlowsCeiling).
+// Capacity returns the most flows the table holds: MaxFlows, or
+// MaxFlowsCeiling when MaxFlows is 0 or above it.
 func (t *Table) Capacity() int { return int(t.capacityA.Load()) }
 
 // ForcedEvictions counts flows ended because the table was full

@@ -311,8 +311,8 @@ func TestUnlimited(t *testing.T) {
 		evs[i].DstPort = uint16(i / 256)
 	}
 	tab.UpdateBatch(evs)
-	if tab.Active() != n || tab.ForcedEvictions() != 0 || tab.Capacity() != 0 {
-		t.Fatalf("Active/Forced/Capacity = %d/%d/%d, want %d/0/0", tab.Active(), tab.ForcedEvictions(), tab.Capacity(), n)
+	if tab.Active() != n || tab.ForcedEvictions() != 0 || tab.Capacity() != MaxFlowsCeiling {
+		t.Fatalf("Active/Forced/Capacity = %d/%d/%d, want %d/0/%d", tab.Active(), tab.ForcedEvictions(), tab.Capacity(), n, MaxFlowsCeiling)
 	}
 }
 
