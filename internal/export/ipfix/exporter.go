@@ -234,7 +234,7 @@ func (e *Exporter) ExportFlows(recs []flow.Record) {
 	if len(recs) == 0 {
 		return
 	}
-	n, _ := e.enqueue(recs)
+	n, _ := e.enqueue(recs, e.limit)
 	if n < len(recs) {
 		e.dropped.Add(uint64(len(recs) - n))
 	}
@@ -242,14 +242,16 @@ func (e *Exporter) ExportFlows(recs []flow.Record) {
 
 // ExportFlowsPaced queues records like ExportFlows, but when the queue is
 // full it waits for the sender to take it, so a flush of any size (shutdown,
-// rate change, interface removal, table shrink) is delivered whole. Records
+// rate change, interface removal, table shrink) is delivered whole. It
+// fills the queue to three quarters only, leaving the rest to the records
+// the collector ends meanwhile, which a flush must not crowd out. Records
 // are dropped (and counted) only once the exporter is closed or the sender
 // has taken nothing for pacedWait.
 func (e *Exporter) ExportFlowsPaced(recs []flow.Record) {
 	timer := time.NewTimer(pacedWait)
 	defer timer.Stop()
 	for len(recs) > 0 {
-		n, taken := e.enqueue(recs)
+		n, taken := e.enqueue(recs, e.limit-e.limit/4)
 		recs = recs[n:]
 		if len(recs) == 0 {
 			return
@@ -272,16 +274,16 @@ func (e *Exporter) ExportFlowsPaced(recs []flow.Record) {
 	e.dropped.Add(uint64(len(recs)))
 }
 
-// enqueue appends as many of recs as fit and wakes the sender. It returns
-// how many it took and, unless the exporter is closed, a channel closed
-// when the sender next takes the queue.
-func (e *Exporter) enqueue(recs []flow.Record) (int, <-chan struct{}) {
+// enqueue appends as many of recs as fit below limit records queued and
+// wakes the sender. It returns how many it took and, unless the exporter
+// is closed, a channel closed when the sender next takes the queue.
+func (e *Exporter) enqueue(recs []flow.Record, limit int) (int, <-chan struct{}) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return 0, nil
 	}
-	n := min(len(recs), e.limit-len(e.queue))
+	n := max(0, min(len(recs), limit-len(e.queue)))
 	for i := range n {
 		e.queue = append(e.queue, e.entryFromRecord(&recs[i]))
 	}

@@ -289,3 +289,43 @@ func TestExporterLargeFlushDropsNothing(t *testing.T) {
 			len(got), s.Records, s.Dropped, flows, flows)
 	}
 }
+
+// While a flush waits for the queue, records the collector ends live still
+// find room: the flush leaves a quarter of the queue to them.
+func TestExporterFlushLeavesRoomForLive(t *testing.T) {
+	col := startCollector(t, "udp4", "127.0.0.1:0")
+	e, err := New(Config{Collector: col.addr.String(), QueueSize: 8, Deferred: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		e.ExportFlowsPaced(testRecords(20)) // the sender is not running yet
+	}()
+	// Poll until the flush has filled its share and waits.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.mu.Lock()
+		queued := len(e.queue)
+		e.mu.Unlock()
+		if queued == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the flush queued %d records, want 6 of 8", queued)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.ExportFlows(testRecords(2))
+	if d := e.Stats().Dropped; d != 0 {
+		t.Fatalf("live records dropped while a flush waits: %d", d)
+	}
+	e.Start()
+	<-flushed
+	col.waitFor(t, 5*time.Second, "all 22 records", func(m []decodedMessage) bool { return countFlows(m) == 22 })
+	if d := e.Stats().Dropped; d != 0 {
+		t.Fatalf("dropped %d", d)
+	}
+}
