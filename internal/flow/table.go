@@ -20,8 +20,9 @@ const (
 
 	// MaxFlowsCeiling bounds the table whatever MaxFlows says: with
 	// MaxFlows 0 ("no limit") a flood of spoofed sources would otherwise
-	// grow memory without bound. At about 200 bytes per flow (arena entry,
-	// index slots at most half full, queue items) it is about 800 MiB.
+	// grow memory without bound. At about 210 bytes per flow (a 144-byte
+	// arena entry, index slots at most half full, two queue items) it is
+	// some 850 MiB.
 	MaxFlowsCeiling = 1 << 22
 
 	// endChunk bounds the work one lock hold does when ending many flows
