@@ -286,7 +286,7 @@ func gsoFrame(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, sport, dport
 	binary.LittleEndian.PutUint16(b[2:], uint16(l3Start+ipHeaderLen(src)+tcpHeaderNoOptions)) // hdr_len
 	binary.LittleEndian.PutUint16(b[4:], uint16(gsoSize))
 	binary.LittleEndian.PutUint16(b[6:], uint16(l3Start+ipHeaderLen(src))) // csum_start
-	binary.LittleEndian.PutUint16(b[8:], 16)                                // csum_offset: TCP checksum
+	binary.LittleEndian.PutUint16(b[8:], 16)                               // csum_offset: TCP checksum
 	b = append(b, dstMAC...)
 	b = append(b, srcMAC...)
 	b = binary.BigEndian.AppendUint16(b, ethertype)
@@ -322,7 +322,7 @@ func TestTapUntrustedGSO(t *testing.T) {
 		count      int
 	}
 	frames := []superFrame{
-		{netip.MustParseAddr("198.18.7.2"), netip.MustParseAddr("198.18.7.99"), 40000, 44 * gsoSize, 3},  // 44 full segments
+		{netip.MustParseAddr("198.18.7.2"), netip.MustParseAddr("198.18.7.99"), 40000, 44 * gsoSize, 3},   // 44 full segments
 		{netip.MustParseAddr("198.18.7.2"), netip.MustParseAddr("198.18.7.99"), 40001, 43*gsoSize + 1, 2}, // 43 full and 1 byte
 		{netip.MustParseAddr("2001:db8:7::2"), netip.MustParseAddr("2001:db8:7::99"), 40002, 44 * gsoSize, 3},
 		{netip.MustParseAddr("2001:db8:7::2"), netip.MustParseAddr("2001:db8:7::99"), 40003, 30*gsoSize + 500, 2},
