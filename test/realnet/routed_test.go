@@ -50,33 +50,10 @@ func newRouted(t *testing.T) *routed {
 	for _, ns := range []string{l.c, l.s} {
 		sysctl(t, ns, "net.ipv4.tcp_sack=0")
 	}
-	type link struct {
-		nsA, devA, macA, v4A, v6A string
-		nsB, devB, macB, v4B, v6B string
-	}
-	for _, k := range []link{
-		{l.c, l.cDev, "02:52:4e:00:00:01", "198.18.0.2/24", "2001:db8:c::2/64", l.r, l.rIn, "02:52:4e:00:00:02", "198.18.0.1/24", "2001:db8:c::1/64"},
-		{l.s, l.sDev, "02:52:4e:00:01:01", "198.19.0.2/24", "2001:db8:5::2/64", l.r, l.rOut, "02:52:4e:00:01:02", "198.19.0.1/24", "2001:db8:5::1/64"},
-	} {
-		lab.Run(t, "ip", "link", "add", k.devA, "netns", k.nsA, "address", k.macA, "type", "veth",
-			"peer", "name", k.devB, "netns", k.nsB, "address", k.macB)
-		for _, side := range [][5]string{{k.nsA, k.devA, k.v4A, k.v6A, k.macB}, {k.nsB, k.devB, k.v4B, k.v6B, k.macA}} {
-			ns, dev, v4, v6, peerMAC := side[0], side[1], side[2], side[3], side[4]
-			peer4, peer6 := k.v4B, k.v6B
-			if ns == k.nsB {
-				peer4, peer6 = k.v4A, k.v6A
-			}
-			lab.Run(t, "ip", "netns", "exec", ns, "ethtool", "-K", dev, "gro", "on")
-			lab.Run(t, "ip", "-n", ns, "link", "set", dev, "arp", "off")
-			lab.Run(t, "ip", "-n", ns, "addr", "add", v4, "dev", dev)
-			lab.Run(t, "ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad")
-			for _, p := range []string{peer4, peer6} {
-				lab.Run(t, "ip", "-n", ns, "neigh", "replace", strings.Split(p, "/")[0], "lladdr", peerMAC, "dev", dev, "nud", "permanent")
-			}
-			lab.Run(t, "ip", "-n", ns, "link", "set", dev, "up")
-			requireOffloads(t, ns, dev)
-		}
-	}
+	vethPair(t, vethEnd{l.c, l.cDev, "02:52:4e:00:00:01", "198.18.0.2/24", "2001:db8:c::2/64"},
+		vethEnd{l.r, l.rIn, "02:52:4e:00:00:02", "198.18.0.1/24", "2001:db8:c::1/64"})
+	vethPair(t, vethEnd{l.s, l.sDev, "02:52:4e:00:01:01", "198.19.0.2/24", "2001:db8:5::2/64"},
+		vethEnd{l.r, l.rOut, "02:52:4e:00:01:02", "198.19.0.1/24", "2001:db8:5::1/64"})
 	lab.Run(t, "ip", "-n", l.c, "route", "add", "198.19.0.0/24", "via", "198.18.0.1")
 	lab.Run(t, "ip", "-n", l.c, "-6", "route", "add", "2001:db8:5::/64", "via", "2001:db8:c::1")
 	lab.Run(t, "ip", "-n", l.s, "route", "add", "198.18.0.0/24", "via", "198.19.0.1")
@@ -85,6 +62,31 @@ func newRouted(t *testing.T) *routed {
 		l.gsoMaxSize = max(l.gsoMaxSize, gsoMaxSize(t, d[0], d[1]))
 	}
 	return l
+}
+
+// vethEnd is one end of a veth pair: its namespace, name, MAC and
+// addresses (prefix notation).
+type vethEnd struct{ ns, dev, mac, v4, v6 string }
+
+// vethPair joins a and b with a quiet veth pair: NOARP with permanent
+// neighbours, no DAD; offloads left on (TSO and GSO are on by default)
+// and GRO turned on.
+func vethPair(t *testing.T, a, b vethEnd) {
+	t.Helper()
+	lab.Run(t, "ip", "link", "add", a.dev, "netns", a.ns, "address", a.mac, "type", "veth",
+		"peer", "name", b.dev, "netns", b.ns, "address", b.mac)
+	for _, e := range [][2]vethEnd{{a, b}, {b, a}} {
+		own, peer := e[0], e[1]
+		lab.Run(t, "ip", "netns", "exec", own.ns, "ethtool", "-K", own.dev, "gro", "on")
+		lab.Run(t, "ip", "-n", own.ns, "link", "set", own.dev, "arp", "off")
+		lab.Run(t, "ip", "-n", own.ns, "addr", "add", own.v4, "dev", own.dev)
+		lab.Run(t, "ip", "-n", own.ns, "addr", "add", own.v6, "dev", own.dev, "nodad")
+		for _, p := range []string{peer.v4, peer.v6} {
+			lab.Run(t, "ip", "-n", own.ns, "neigh", "replace", strings.Split(p, "/")[0], "lladdr", peer.mac, "dev", own.dev, "nud", "permanent")
+		}
+		lab.Run(t, "ip", "-n", own.ns, "link", "set", own.dev, "up")
+		requireOffloads(t, own.ns, own.dev)
+	}
 }
 
 // requireOffloads fails unless TSO, GSO and GRO are on for dev: the

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package realnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stepbrobd/rfm/test/lab"
+)
+
+// pair is two namespaces joined by one veth (offloads on); the agent runs
+// in a and watches devA.
+type pair struct {
+	a, b       string
+	devA, devB string
+	ipA, ipB   netip.Addr
+}
+
+func newPair(t *testing.T) *pair {
+	t.Helper()
+	p := &pair{a: newNamespace(t, "a"), b: newNamespace(t, "b"), devA: "rfma0", devB: "rfmb0",
+		ipA: netip.MustParseAddr("198.18.9.1"), ipB: netip.MustParseAddr("198.18.9.2")}
+	vethPair(t, vethEnd{p.a, p.devA, "02:52:4e:00:09:01", "198.18.9.1/24", "2001:db8:9::1/64"},
+		vethEnd{p.b, p.devB, "02:52:4e:00:09:02", "198.18.9.2/24", "2001:db8:9::2/64"})
+	return p
+}
+
+// pacedSender writes UDP datagrams from one socket at about perSecond
+// until sent reaches limit, then waits for a higher limit; it counts the
+// writes that succeeded (each one crossed TC egress of the sending
+// device).
+type pacedSender struct {
+	conn      *net.UDPConn
+	perSecond int
+	limit     atomic.Int64
+	sent      atomic.Int64
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+func startPacedSender(t *testing.T, conn *net.UDPConn, perSecond int, limit int64) *pacedSender {
+	s := &pacedSender{conn: conn, perSecond: perSecond, stop: make(chan struct{}), done: make(chan struct{})}
+	s.limit.Store(limit)
+	go s.run()
+	t.Cleanup(s.halt)
+	return s
+}
+
+func (s *pacedSender) run() {
+	defer close(s.done)
+	payload := make([]byte, 64)
+	start, base := time.Now(), int64(0)
+	for {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		n := s.sent.Load()
+		if n >= s.limit.Load() {
+			time.Sleep(time.Millisecond)
+			start, base = time.Now(), n // pace from where it resumes
+			continue
+		}
+		if due := base + int64(time.Since(start).Seconds()*float64(s.perSecond)); n >= due {
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		if _, err := s.conn.Write(payload); err == nil {
+			s.sent.Add(1)
+		}
+	}
+}
+
+func (s *pacedSender) halt() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+// waitSent polls until at least n datagrams went out.
+func (s *pacedSender) waitSent(t testing.TB, n int64) {
+	t.Helper()
+	lab.Eventually(t, 60*time.Second, fmt.Sprintf("%d datagrams sent", n), func() error {
+		if got := s.sent.Load(); got < n {
+			return fmt.Errorf("%d sent", got)
+		}
+		return nil
+	})
+}
+
+// TestSampleRateChangeUnderLoad changes the sample rate 1 -> 100 -> 1 while
+// a known UDP stream flows. Must hold: the flow's packet estimate stays
+// within its sampling bound of the datagrams sent, after the change to 100
+// and after the change back (no event sampled at one rate is scaled by
+// another), and the interface counter is exact throughout.
+func TestSampleRateChangeUnderLoad(t *testing.T) {
+	p := newPair(t)
+	sink := lab.UDPConn(t, p.b, "198.18.9.2:5001", "")
+	go func() { // drain, so the receiver never answers or backs up
+		buf := make([]byte, 2048)
+		for {
+			if _, err := sink.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	a := startAgent(t, p.a, []string{p.devA}, 1)
+	const sport = 40000
+	conn := lab.UDPConn(t, p.a, "198.18.9.1:"+strconv.Itoa(sport), "198.18.9.2:5001")
+	key := flowKey{p.devA, "egress", unix.IPPROTO_UDP, "198.18.9.1:40000", "198.18.9.2:5001"}
+	m0 := a.mustScrape(t)
+
+	const phase1, phase2, phase3 = 40_000, 150_000, 40_000
+	s := startPacedSender(t, conn, 60_000, phase1+phase2)
+	s.waitSent(t, phase1)
+	// setRate changes the rate under load and returns the datagrams sent
+	// before the command started and after it returned.
+	setRate := func(rate int) (before, after int64) {
+		before = s.sent.Load()
+		a.setSampleRate(t, rate)
+		return before, s.sent.Load()
+	}
+	// The stream's flow either lives on across a rate change (its truth:
+	// every datagram sent) or ends at the change and starts again (as
+	// `rfm set sample-rate` documents today; its truth: the datagrams sent
+	// after the change, which happened while the command ran). Either way
+	// an estimate built from one rate per event lies in [sent - sent by
+	// the command's return, sent], widened by the sampling bound of the
+	// datagrams that may have been sampled at 100.
+	checkpoint := func(what string, changedAfter, mayBeAt100 int64) {
+		t.Helper()
+		f := a.settledFlow(t, key, 500*time.Millisecond, 20*time.Second)
+		sent := s.sent.Load()
+		bound := samplingBound(100, float64(mayBeAt100), 1)
+		low, high := float64(sent-changedAfter)-bound, float64(sent)+bound
+		if est := float64(f.Packets); est < low || est > high {
+			t.Errorf("%s: flow estimate %d packets (%d events sampled), want within [%.0f, %.0f]: %d sent, %d of them before the change ended, sampling bound ± %.0f",
+				what, f.Packets, f.Sampled, low, high, sent, changedAfter, bound)
+		} else {
+			t.Logf("%s: flow estimate %d packets (%d events sampled), within [%.0f, %.0f]", what, f.Packets, f.Sampled, low, high)
+		}
+		m := a.mustScrape(t)
+		if got := m.iface(p.devA, "ipv4").minus(m0.iface(p.devA, "ipv4")).txPackets; got != float64(sent) {
+			t.Errorf("%s: %s tx ipv4 packets = %.0f, want %d", what, p.devA, got, sent)
+		}
+		if drops := m.sum("rfm_collector_dropped_events_total"); drops != 0 {
+			t.Errorf("%s: %v events dropped by a full ring: the estimate cannot be checked", what, drops)
+		}
+	}
+	before100, after100 := setRate(100)
+	s.waitSent(t, phase1+phase2)
+	checkpoint("after 1 -> 100", after100, s.sent.Load()-before100)
+
+	s.limit.Store(1 << 62)
+	s.waitSent(t, phase1+phase2+phase3/4)
+	_, after1 := setRate(1)
+	// Long enough after the command that the lower end of the range says
+	// something even if the flow restarted at the change.
+	s.limit.Store(after1 + phase3)
+	s.waitSent(t, after1+phase3)
+	checkpoint("after 100 -> 1", after1, after1-before100)
+}
+
+// TestInterfaceDeletedUnderTraffic deletes the watched interface while
+// UDP flows through it. Must hold: once rfm has detached, /metrics has no
+// series of the interface, neither by name nor as ifname="<ifindex>",
+// and `rfm flows` lists no flow of it: events still in flight when the
+// interface went do not bring its flows back.
+func TestInterfaceDeletedUnderTraffic(t *testing.T) {
+	p := newPair(t)
+	sink := lab.UDPConn(t, p.b, "198.18.9.2:5001", "")
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := sink.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	idx := strconv.Itoa(ifindexIn(t, p.a, p.devA))
+	a := startAgent(t, p.a, []string{p.devA}, 1)
+
+	// Four flat-out senders: batches and the ring hold events of the
+	// interface at the moment it goes.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		conn := lab.UDPConn(t, p.a, fmt.Sprintf("198.18.9.1:%d", 41000+i), "198.18.9.2:5001")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := make([]byte, 64)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				conn.Write(payload) // fails once the interface is gone
+			}
+		}()
+	}
+	lab.Eventually(t, 10*time.Second, "the four flows listed", func() error {
+		n := 0
+		for _, f := range a.flows(t).Flows {
+			if f.Iface == p.devA {
+				n++
+			}
+		}
+		if n < 4 {
+			return fmt.Errorf("%d flows of %s", n, p.devA)
+		}
+		return nil
+	})
+	lab.Run(t, "ip", "-n", p.a, "link", "del", p.devA)
+	close(stop)
+	wg.Wait()
+
+	gone := func() error {
+		var errs []error
+		m, err := a.scrape()
+		if err != nil {
+			return err
+		}
+		for _, s := range m {
+			if n := s.Labels["ifname"]; n == p.devA || n == idx {
+				errs = append(errs, fmt.Errorf("/metrics: %s%v = %v", s.Name, s.Labels, s.Value))
+			}
+		}
+		for _, f := range a.flows(t).Flows {
+			if f.Iface == p.devA || f.Iface == idx {
+				errs = append(errs, fmt.Errorf("rfm flows: %+v", f))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	lab.Eventually(t, 10*time.Second, p.devA+" detached and forgotten", gone)
+	// Flows live until their idle timeout (120s here), so a flow that a
+	// late event recreates stays listed: keep looking for a while (100
+	// batch flush intervals).
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if err := gone(); err != nil {
+			t.Fatalf("after %s was deleted and detached, rfm still shows it (ifindex %s):\n%v", p.devA, idx, err)
+		}
+	}
+	if a.Exited() {
+		t.Fatalf("agent exited: %v", a.State())
+	}
+}
