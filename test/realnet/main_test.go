@@ -96,8 +96,9 @@ type agent struct {
 }
 
 // startAgent runs `rfm agent` in ns watching ifaces at sampleRate and
-// waits until /metrics and the control socket answer.
-func startAgent(t *testing.T, ns string, ifaces []string, sampleRate int) *agent {
+// waits until /metrics and the control socket answer. extra is appended
+// to the config (more TOML tables).
+func startAgent(t *testing.T, ns string, ifaces []string, sampleRate int, extra ...string) *agent {
 	t.Helper()
 	quoted := make([]string, len(ifaces))
 	for i, name := range ifaces {
@@ -122,7 +123,7 @@ port = %d
 
 [agent.control]
 socket = %q
-`, strings.Join(quoted, ", "), sampleRate, metricsPort, socket)
+`, strings.Join(quoted, ", "), sampleRate, metricsPort, socket) + strings.Join(extra, "\n")
 	path := filepath.Join(dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("writing config: %v", err)
