@@ -170,22 +170,29 @@ func checkEstimate(t testing.TB, what string, rate int, got, want, maxUnit float
 	t.Logf("%s = %.0f, want %.0f ± %.0f at rate %d", what, got, want, bound, rate)
 }
 
-// TestNoPacketMutation runs the same TCP transfer through the router
-// twice, with an independent probe last on each of the router's four TC
-// hooks: first without rfm, then with rfm attached at sample rate 1
-// before the probe. Must hold: every linear length (skb->data_end -
+// TestNoPacketMutation runs the same TCP transfer twice, with an
+// independent probe last on each TC hook of the router's two interfaces
+// and of the client's interface (locally generated TCP at egress: clones
+// whose payload sits in page fragments): first without rfm, then with rfm
+// attached at sample rate 1 before the probe (one agent in the router, one
+// in the client). Must hold: every linear length (skb->data_end -
 // skb->data) the probe sees with rfm attached it also saw without: rfm
 // neither pulls nor linearises the packets it watches.
 func TestNoPacketMutation(t *testing.T) {
 	l := newRouted(t)
-	hooks := []struct {
-		dev string
-		at  ebpf.AttachType
-	}{{l.rIn, ebpf.AttachTCXIngress}, {l.rOut, ebpf.AttachTCXEgress}, {l.rOut, ebpf.AttachTCXIngress}, {l.rIn, ebpf.AttachTCXEgress}}
+	type hook struct {
+		ns, dev string
+		at      ebpf.AttachType
+	}
+	hooks := []hook{
+		{l.r, l.rIn, ebpf.AttachTCXIngress}, {l.r, l.rOut, ebpf.AttachTCXEgress},
+		{l.r, l.rOut, ebpf.AttachTCXIngress}, {l.r, l.rIn, ebpf.AttachTCXEgress},
+		{l.c, l.cDev, ebpf.AttachTCXEgress}, {l.c, l.cDev, ebpf.AttachTCXIngress},
+	}
 	probes := make([]*linearProbe, len(hooks))
 	for i, h := range hooks {
 		probes[i] = newLinearProbe(t)
-		probes[i].attach(t, l.r, h.dev, h.at)
+		probes[i].attach(t, h.ns, h.dev, h.at)
 	}
 	l.tcpTransfer(t, false, 5001, 64<<20)
 	without := make([]map[int]uint64, len(hooks))
@@ -193,14 +200,15 @@ func TestNoPacketMutation(t *testing.T) {
 		without[i] = p.histogram(t)
 		p.detach(t)
 	}
-	a := startAgent(t, l.r, []string{l.rIn, l.rOut}, 1)
+	router := startAgent(t, l.r, []string{l.rIn, l.rOut}, 1)
+	client := startAgent(t, l.c, []string{l.cDev}, 1)
 	for i, h := range hooks {
 		// rfm attached first; the probe goes after it and checks so.
-		in, eg := lab.AttachedPrograms(t, l.r, ifindexIn(t, l.r, h.dev))
+		in, eg := lab.AttachedPrograms(t, h.ns, ifindexIn(t, h.ns, h.dev))
 		if n := map[ebpf.AttachType]int{ebpf.AttachTCXIngress: in, ebpf.AttachTCXEgress: eg}[h.at]; n != 1 {
 			t.Fatalf("%s %v: %d programs before the probe, want rfm's 1", h.dev, h.at, n)
 		}
-		probes[i].attach(t, l.r, h.dev, h.at)
+		probes[i].attach(t, h.ns, h.dev, h.at)
 	}
 	l.tcpTransfer(t, false, 5002, 64<<20)
 	for i, p := range probes {
@@ -215,7 +223,9 @@ func TestNoPacketMutation(t *testing.T) {
 		t.Logf("%s %v linear lengths (bytes:packets) without rfm %s; with rfm %s", hooks[i].dev, hooks[i].at, formatHistogram(without[i]), formatHistogram(with))
 	}
 	// The second transfer went through rfm's hooks.
-	if fl := a.flows(t); len(fl.Flows) == 0 {
-		t.Errorf("rfm saw no flows: %+v", fl)
+	for _, a := range []*agent{router, client} {
+		if fl := a.flows(t); len(fl.Flows) == 0 {
+			t.Errorf("rfm in %s saw no flows: %+v", a.ns, fl)
+		}
 	}
 }
