@@ -49,9 +49,14 @@ func tcpTruth(t testing.TB, r tcpResult, v6 bool) (fwd, rev tcpDirection) {
 	if c.Options&tcpiOptTimestamps == 0 || c.Options&tcpiOptWscale == 0 || c.Options&tcpiOptSACK != 0 {
 		t.Fatalf("lab assumption: want timestamps and window scaling on and SACK off, tcpi_options = %#x", c.Options)
 	}
-	if s.Segs_in != c.Segs_out || s.Segs_out+1 != c.Segs_in || s.Bytes_received != c.Bytes_sent+1 {
+	// A retransmission the receiver also got (spurious) is fine: the
+	// router carried it and tcpi_bytes_sent counts it.
+	if s.Segs_in != c.Segs_out || s.Segs_out+1 != c.Segs_in || s.Bytes_received > c.Bytes_sent+1 {
 		t.Fatalf("the lab lost segments, the truth is unknown: client segs_out %d in %d bytes_sent %d, server segs_in %d out %d bytes_received %d (FIN included)",
 			c.Segs_out, c.Segs_in, c.Bytes_sent, s.Segs_in, s.Segs_out, s.Bytes_received)
+	}
+	if c.Total_retrans != 0 {
+		t.Logf("%d retransmitted segments (%d bytes), all received: counted in the truth", c.Total_retrans, c.Bytes_retrans)
 	}
 	ipHeader := 20.0
 	if v6 {
