@@ -175,89 +175,123 @@ func TestSampleRateChangeUnderLoad(t *testing.T) {
 	checkpoint("after 100 -> 1", after1, after1-before100)
 }
 
-// TestInterfaceDeletedUnderTraffic deletes the watched interface while
-// UDP flows through it. Must hold: once rfm has detached, /metrics has no
-// series of the interface, neither by name nor as ifname="<ifindex>",
-// and `rfm flows` lists no flow of it: events still in flight when the
+// TestInterfaceDeletedUnderTraffic deletes a watched interface while UDP
+// flows through it, three times (a fresh veth each round, attached through
+// the pattern "rfmd*"). Must hold: once rfm has detached, /metrics has no
+// series of the interface, neither by name nor as ifname="<ifindex>", and
+// `rfm flows` lists no flow of it: events still in flight when the
 // interface went do not bring its flows back.
 func TestInterfaceDeletedUnderTraffic(t *testing.T) {
-	p := newPair(t)
-	sink := lab.UDPConn(t, p.b, "198.18.9.2:5001", "")
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, err := sink.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	idx := strconv.Itoa(ifindexIn(t, p.a, p.devA))
-	a := startAgent(t, p.a, []string{p.devA}, 1)
-
-	// Four flat-out senders: batches and the ring hold events of the
-	// interface at the moment it goes.
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for i := 0; i < 4; i++ {
-		conn := lab.UDPConn(t, p.a, fmt.Sprintf("198.18.9.1:%d", 41000+i), "198.18.9.2:5001")
-		wg.Add(1)
+	nsA, nsB := newNamespace(t, "a"), newNamespace(t, "b")
+	a := startAgent(t, nsA, []string{"rfmd*"}, 1)
+	for round := 1; round <= 3; round++ {
+		devA := fmt.Sprintf("rfmd%d", round)
+		ipA, ipB := fmt.Sprintf("198.18.%d.1", 20+round), fmt.Sprintf("198.18.%d.2", 20+round)
+		vethPair(t, vethEnd{nsA, devA, fmt.Sprintf("02:52:4e:00:%02x:01", 20+round), ipA + "/24", fmt.Sprintf("2001:db8:%d::1/64", 20+round)},
+			vethEnd{nsB, fmt.Sprintf("rfme%d", round), fmt.Sprintf("02:52:4e:00:%02x:02", 20+round), ipB + "/24", fmt.Sprintf("2001:db8:%d::2/64", 20+round)})
+		idx := strconv.Itoa(ifindexIn(t, nsA, devA))
+		sink := lab.UDPConn(t, nsB, ipB+":5001", "")
 		go func() {
-			defer wg.Done()
-			payload := make([]byte, 64)
+			buf := make([]byte, 2048)
 			for {
-				select {
-				case <-stop:
+				if _, err := sink.Read(buf); err != nil {
 					return
-				default:
 				}
-				conn.Write(payload) // fails once the interface is gone
 			}
 		}()
-	}
-	lab.Eventually(t, 10*time.Second, "the four flows listed", func() error {
-		n := 0
-		for _, f := range a.flows(t).Flows {
-			if f.Iface == p.devA {
-				n++
+		lab.Eventually(t, 10*time.Second, devA+" attached", func() error {
+			m, err := a.scrape()
+			if err != nil {
+				return err
 			}
-		}
-		if n < 4 {
-			return fmt.Errorf("%d flows of %s", n, p.devA)
-		}
-		return nil
-	})
-	lab.Run(t, "ip", "-n", p.a, "link", "del", p.devA)
-	close(stop)
-	wg.Wait()
+			if m.sum("rfm_interface_attached", "ifname", devA) != 1 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
 
-	gone := func() error {
-		var errs []error
-		m, err := a.scrape()
-		if err != nil {
-			return err
+		// Four flat-out senders: batches and the ring hold events of the
+		// interface at the moment it goes.
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for i := 0; i < 4; i++ {
+			conn := lab.UDPConn(t, nsA, fmt.Sprintf("%s:%d", ipA, 41000+i), ipB+":5001")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				payload := make([]byte, 64)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					conn.Write(payload) // fails once the interface is gone
+				}
+			}()
 		}
-		for _, s := range m {
-			if n := s.Labels["ifname"]; n == p.devA || n == idx {
-				errs = append(errs, fmt.Errorf("/metrics: %s%v = %v", s.Name, s.Labels, s.Value))
+		lab.Eventually(t, 10*time.Second, "the four flows listed", func() error {
+			n := 0
+			for _, f := range a.flows(t).Flows {
+				if f.Iface == devA {
+					n++
+				}
+			}
+			if n < 4 {
+				return fmt.Errorf("%d flows of %s", n, devA)
+			}
+			return nil
+		})
+		lab.Run(t, "ip", "-n", nsA, "link", "del", devA)
+		close(stop)
+		wg.Wait()
+
+		// Series and flows by the interface's name may linger until rfm
+		// has detached and ended the flows; anything named by the bare
+		// ifindex is a flow recreated after the name was forgotten, at
+		// any time a failure.
+		check := func() (recreated, lingering error) {
+			var bad, left []error
+			for _, s := range a.mustScrape(t) {
+				switch s.Labels["ifname"] {
+				case idx:
+					bad = append(bad, fmt.Errorf("/metrics: %s%v = %v", s.Name, s.Labels, s.Value))
+				case devA:
+					left = append(left, fmt.Errorf("/metrics: %s%v = %v", s.Name, s.Labels, s.Value))
+				}
+			}
+			for _, f := range a.flows(t).Flows {
+				switch f.Iface {
+				case idx:
+					bad = append(bad, fmt.Errorf("rfm flows: %+v", f))
+				case devA:
+					left = append(left, fmt.Errorf("rfm flows: %+v", f))
+				}
+			}
+			return errors.Join(bad...), errors.Join(left...)
+		}
+		fail := func(err error) {
+			t.Helper()
+			t.Fatalf("round %d: after %s (ifindex %s) was deleted, rfm shows it by ifindex:\n%v", round, devA, idx, err)
+		}
+		lab.Eventually(t, 10*time.Second, devA+" detached and its flows ended", func() error {
+			recreated, lingering := check()
+			if recreated != nil {
+				fail(recreated)
+			}
+			return lingering
+		})
+		// Flows live until their idle timeout (120s here), so a flow that a
+		// late event recreates stays listed: keep looking for a while (100
+		// batch flush intervals).
+		for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			recreated, lingering := check()
+			if err := errors.Join(recreated, lingering); err != nil {
+				fail(err)
 			}
 		}
-		for _, f := range a.flows(t).Flows {
-			if f.Iface == p.devA || f.Iface == idx {
-				errs = append(errs, fmt.Errorf("rfm flows: %+v", f))
-			}
+		if a.Exited() {
+			t.Fatalf("agent exited: %v", a.State())
 		}
-		return errors.Join(errs...)
-	}
-	lab.Eventually(t, 10*time.Second, p.devA+" detached and forgotten", gone)
-	// Flows live until their idle timeout (120s here), so a flow that a
-	// late event recreates stays listed: keep looking for a while (100
-	// batch flush intervals).
-	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if err := gone(); err != nil {
-			t.Fatalf("after %s was deleted and detached, rfm still shows it (ifindex %s):\n%v", p.devA, idx, err)
-		}
-	}
-	if a.Exited() {
-		t.Fatalf("agent exited: %v", a.State())
 	}
 }
