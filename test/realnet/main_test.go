@@ -77,10 +77,18 @@ func newNamespace(t *testing.T, role string) string {
 	return ns
 }
 
-// sysctl sets one key=value inside ns.
+// sysctl sets one key=value inside ns by writing /proc/sys from a thread
+// in ns (no procps needed: a minimal Debian lacks it).
 func sysctl(t testing.TB, ns, kv string) {
 	t.Helper()
-	lab.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", kv)
+	key, value, ok := strings.Cut(kv, "=")
+	if !ok {
+		t.Fatalf("sysctl %q: want key=value", kv)
+	}
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	if err := lab.InNetns(ns, func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
+		t.Fatalf("sysctl %s in %s: %v", kv, ns, err)
+	}
 }
 
 // metricsPort is where every agent serves /metrics, on 127.0.0.1 inside

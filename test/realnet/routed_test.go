@@ -101,13 +101,16 @@ func requireOffloads(t testing.TB, ns, dev string) {
 	}
 }
 
-// gsoMaxSize reads the largest of dev's gso_max_size and gro_max_size
-// (with BIG TCP either may exceed 64 KiB).
+// gsoMaxSize reads the largest super-packet dev may carry: the largest of
+// its GSO and GRO limits, IPv4 ones included (with BIG TCP they may exceed
+// 64 KiB).
 func gsoMaxSize(t testing.TB, ns, dev string) int {
 	t.Helper()
 	var links []struct {
-		GSOMaxSize int `json:"gso_max_size"`
-		GROMaxSize int `json:"gro_max_size"`
+		GSOMaxSize     int `json:"gso_max_size"`
+		GROMaxSize     int `json:"gro_max_size"`
+		GSOIPv4MaxSize int `json:"gso_ipv4_max_size"`
+		GROIPv4MaxSize int `json:"gro_ipv4_max_size"`
 	}
 	out := lab.Run(t, "ip", "-n", ns, "-d", "-j", "link", "show", "dev", dev)
 	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
@@ -116,7 +119,8 @@ func gsoMaxSize(t testing.TB, ns, dev string) int {
 	if links[0].GSOMaxSize == 0 {
 		t.Fatalf("%s in %s: no gso_max_size in %s", dev, ns, out)
 	}
-	return max(links[0].GSOMaxSize, links[0].GROMaxSize, 65536)
+	k := links[0]
+	return max(k.GSOMaxSize, k.GROMaxSize, k.GSOIPv4MaxSize, k.GROIPv4MaxSize, 65536)
 }
 
 // kernelLinkStats reads dev's kernel counters in ns (ip -s -j link).

@@ -136,21 +136,23 @@ func TestTCPOffloadsOn(t *testing.T) {
 			}
 			fwdSrc, fwdDst := addrPort(cli.String(), res.clientPort), addrPort(srv.String(), tc.port)
 			// The most one skb adds: forward, a GSO/GRO super-packet of at
-			// most gsoMaxSize bytes with mss payload bytes per segment;
-			// reverse, one pure ACK (no payload: never GSO'd, never merged by
-			// GRO) or the SYN-ACK.
+			// most gsoMaxSize bytes, so at most ceil(gsoMaxSize/mss)
+			// segments and gsoMaxSize payload bytes plus each segment's
+			// headers; reverse, one pure ACK (no payload: never GSO'd, never
+			// merged by GRO) or the SYN-ACK.
 			ipHeader := 20.0
 			if tc.v6 {
 				ipHeader = 40
 			}
 			fwdMaxSegs := math.Ceil(float64(l.gsoMaxSize) / float64(res.client.Snd_mss))
+			fwdMaxBytes := float64(l.gsoMaxSize) + fwdMaxSegs*(ipHeader+40)
 			for _, f := range []struct {
 				key                 flowKey
 				truth               tcpDirection
 				maxSegs, maxL3Bytes float64
 			}{
-				{flowKey{l.rIn, "ingress", unix.IPPROTO_TCP, fwdSrc, fwdDst}, fwd, fwdMaxSegs, float64(l.gsoMaxSize)},
-				{flowKey{l.rOut, "egress", unix.IPPROTO_TCP, fwdSrc, fwdDst}, fwd, fwdMaxSegs, float64(l.gsoMaxSize)},
+				{flowKey{l.rIn, "ingress", unix.IPPROTO_TCP, fwdSrc, fwdDst}, fwd, fwdMaxSegs, fwdMaxBytes},
+				{flowKey{l.rOut, "egress", unix.IPPROTO_TCP, fwdSrc, fwdDst}, fwd, fwdMaxSegs, fwdMaxBytes},
 				{flowKey{l.rOut, "ingress", unix.IPPROTO_TCP, fwdDst, fwdSrc}, rev, 1, ipHeader + 40},
 				{flowKey{l.rIn, "egress", unix.IPPROTO_TCP, fwdDst, fwdSrc}, rev, 1, ipHeader + 40},
 			} {
