@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -40,13 +41,17 @@ func newRouted(t *testing.T) *routed {
 		rIn: "r0", rOut: "r1", cDev: "c0", sDev: "s0",
 	}
 	sysctl(t, l.r, "net.ipv4.ip_forward=1")
-	// Per-interface IPv6 forwarding (Linux 6.17+) routes without making
-	// the namespace a router: conf/all/forwarding would join ff02::2 on
-	// every interface and send MLD reports into the measurement.
+	// Per-interface IPv6 forwarding routes without making the namespace
+	// a router: conf/all/forwarding would join ff02::2 on every interface
+	// and send MLD reports into the measurement.
+	if _, err := os.Stat("/proc/sys/net/ipv6/conf/default/force_forwarding"); err != nil {
+		t.Fatalf("this lab needs net.ipv6.conf.*.force_forwarding (Linux 6.17 or newer): %v", err)
+	}
 	sysctl(t, l.r, "net.ipv6.conf.default.force_forwarding=1")
-	// SACK off at the endpoints: every segment's TCP options are then
-	// known from the handshake alone (timestamps stay on, as on real
-	// hosts); without SACK blocks a lost segment cannot hide option bytes.
+	// SACK off at the endpoints: every segment's TCP options then follow
+	// from the handshake alone (timestamps stay on, as on real hosts); with
+	// SACK, ACKs after a reordering or loss would carry blocks of unknown
+	// size.
 	for _, ns := range []string{l.c, l.s} {
 		sysctl(t, ns, "net.ipv4.tcp_sack=0")
 	}
