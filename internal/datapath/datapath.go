@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package datapath loads the BPF programs of bpf/rfm.c, attaches them to
 // interfaces with TCX links, writes their config map and reads what they
 // produce: per-interface counters and sampled packet events.

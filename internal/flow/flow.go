@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package flow aggregates sampled packet events into flows, ends them
 // (idle timeout, table full, shutdown) and hands ended flows to sinks.
 package flow

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package export holds end-to-end tests of rfm's IPFIX export against a
 // real collector (nfcapd/nfdump): the agent binary runs in one network
 // namespace, nfcapd in another, joined by a veth pair.
