@@ -251,27 +251,43 @@ func findFlow(fl control.Flows, k flowKey) (control.Flow, bool) {
 	return control.Flow{}, false
 }
 
-// settledFlow polls `rfm flows` until flow k is listed and its sampled
-// count has not moved for settle (many batch flush intervals: events
-// still in per-CPU batches or the ring have arrived), failing after
-// timeout.
+// settledFlow polls `rfm flows` until flow k is listed and its counts
+// have not moved for settle (many batch flush intervals: events still in
+// per-CPU batches or the ring have arrived), failing after timeout.
 func (a *agent) settledFlow(t testing.TB, k flowKey, settle, timeout time.Duration) control.Flow {
 	t.Helper()
+	return a.settledFlows(t, []flowKey{k}, settle, timeout)[k]
+}
+
+// settledFlows is settledFlow for several flows at once.
+func (a *agent) settledFlows(t testing.TB, keys []flowKey, settle, timeout time.Duration) map[flowKey]control.Flow {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last control.Flow
+	var last map[flowKey]control.Flow
 	var lastChange time.Time
-	seen := false
 	for {
-		f, ok := findFlow(a.flows(t), k)
+		fl := a.flows(t)
 		now := time.Now()
-		if ok && (!seen || f.Sampled != last.Sampled || f.Packets != last.Packets) {
-			last, lastChange, seen = f, now, true
+		cur := map[flowKey]control.Flow{}
+		for _, k := range keys {
+			if f, ok := findFlow(fl, k); ok {
+				cur[k] = f
+			}
 		}
-		if seen && now.Sub(lastChange) >= settle {
+		changed := len(cur) != len(last)
+		for k, f := range cur {
+			if l, ok := last[k]; !ok || l.Sampled != f.Sampled || l.Packets != f.Packets || l.Bytes != f.Bytes {
+				changed = true
+			}
+		}
+		if changed {
+			last, lastChange = cur, now
+		}
+		if len(last) == len(keys) && now.Sub(lastChange) >= settle {
 			return last
 		}
 		if now.After(deadline) {
-			t.Fatalf("flow %+v did not settle within %s (listed: %v, last %+v); flows:\n%+v", k, timeout, seen, last, a.flows(t))
+			t.Fatalf("flows %+v did not all appear and settle within %s: have %+v; listed:\n%+v", keys, timeout, last, fl.Flows)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

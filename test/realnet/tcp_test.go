@@ -146,7 +146,7 @@ func TestTCPOffloadsOn(t *testing.T) {
 			}
 			fwdMaxSegs := math.Ceil(float64(l.gsoMaxSize) / float64(res.client.Snd_mss))
 			fwdMaxBytes := float64(l.gsoMaxSize) + fwdMaxSegs*(ipHeader+40)
-			for _, f := range []struct {
+			flows := []struct {
 				key                 flowKey
 				truth               tcpDirection
 				maxSegs, maxL3Bytes float64
@@ -155,8 +155,14 @@ func TestTCPOffloadsOn(t *testing.T) {
 				{flowKey{l.rOut, "egress", unix.IPPROTO_TCP, fwdSrc, fwdDst}, fwd, fwdMaxSegs, fwdMaxBytes},
 				{flowKey{l.rOut, "ingress", unix.IPPROTO_TCP, fwdDst, fwdSrc}, rev, 1, ipHeader + 40},
 				{flowKey{l.rIn, "egress", unix.IPPROTO_TCP, fwdDst, fwdSrc}, rev, 1, ipHeader + 40},
-			} {
-				got := a.settledFlow(t, f.key, 500*time.Millisecond, 20*time.Second)
+			}
+			var keys []flowKey
+			for _, f := range flows {
+				keys = append(keys, f.key)
+			}
+			settled := a.settledFlows(t, keys, 500*time.Millisecond, 20*time.Second)
+			for _, f := range flows {
+				got := settled[f.key]
 				checkEstimate(t, fmt.Sprintf("flow %v packets", f.key), tc.rate, float64(got.Packets), f.truth.segments, f.maxSegs)
 				checkEstimate(t, fmt.Sprintf("flow %v bytes", f.key), tc.rate, float64(got.Bytes), f.truth.l3Bytes, f.maxL3Bytes)
 			}

@@ -114,7 +114,7 @@ func TestVLANTaggedTCPOffloadsOn(t *testing.T) {
 		}
 	}
 	fwdSrc, fwdDst := fmt.Sprintf("198.18.0.2:%d", res.clientPort), "198.19.0.2:5001"
-	for _, f := range []struct {
+	flows := []struct {
 		key   flowKey
 		truth tcpDirection
 	}{
@@ -122,8 +122,14 @@ func TestVLANTaggedTCPOffloadsOn(t *testing.T) {
 		{flowKey{l.rOut, "egress", unix.IPPROTO_TCP, fwdSrc, fwdDst}, fwd},
 		{flowKey{l.rOut, "ingress", unix.IPPROTO_TCP, fwdDst, fwdSrc}, rev},
 		{flowKey{l.rIn, "egress", unix.IPPROTO_TCP, fwdDst, fwdSrc}, rev},
-	} {
-		got := a.settledFlow(t, f.key, 500*time.Millisecond, 20*time.Second)
+	}
+	var keys []flowKey
+	for _, f := range flows {
+		keys = append(keys, f.key)
+	}
+	settled := a.settledFlows(t, keys, 500*time.Millisecond, 20*time.Second)
+	for _, f := range flows {
+		got := settled[f.key]
 		checkEstimate(t, fmt.Sprintf("flow %v packets", f.key), 1, float64(got.Packets), f.truth.segments, 0)
 		checkEstimate(t, fmt.Sprintf("flow %v bytes", f.key), 1, float64(got.Bytes), f.truth.l3Bytes, 0)
 	}
