@@ -200,8 +200,14 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load BPF object: %w", err)
 	}
-	// The floor program exists only for benchmarks.
+	if err := probeKernel(spec); err != nil {
+		return nil, err
+	}
+	// The floor program exists only for benchmarks, the probe for
+	// probeKernel.
 	delete(spec.Programs, rfmProgRfmFloor)
+	delete(spec.Programs, rfmProgRfmProbeTimerPin)
+	delete(spec.Maps, rfmMapRfmProbeTimers)
 	if opts.RingBufSize > 0 {
 		spec.Maps[rfmMapRfmEvents].MaxEntries = uint32(opts.RingBufSize)
 	}

@@ -223,6 +223,7 @@ func TestNixOSModuleValidatesAtBuild(t *testing.T) {
 		{"unknown key", `{ agent = { interfaces = [ "*" ]; sampel_rate = 1; }; }`, "sampel_rate"},
 		{"bad value", `{ agent = { interfaces = [ "eth0" ]; bpf.sample_rate = 0; }; }`, "agent.bpf.sample_rate"},
 		{"bad duration", `{ agent = { interfaces = [ "eth0" ]; collector.eviction_timeout = "10ms"; }; }`, "agent.collector.eviction_timeout"},
+		{"short active_timeout", `{ agent = { interfaces = [ "eth0" ]; collector.active_timeout = "500ms"; }; }`, "agent.collector.active_timeout"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

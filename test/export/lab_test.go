@@ -149,6 +149,7 @@ type agentConfig struct {
 	collectorPort   int
 	templateRefresh string
 	evictionTimeout string
+	activeTimeout   string // "": the default
 	asnDB, cityDB   string
 	// extraInterfaces are added to agent.interfaces after devA.
 	extraInterfaces []string
@@ -167,20 +168,24 @@ func (c agentConfig) toml(dir string) string {
 	for _, name := range c.extraInterfaces {
 		ifaces += ", " + strconv.Quote(name)
 	}
+	active := ""
+	if c.activeTimeout != "" {
+		active = fmt.Sprintf("active_timeout = %q\n", c.activeTimeout)
+	}
 	toml := fmt.Sprintf(`[agent]
 interfaces = [%s]
 [agent.bpf]
 sample_rate = %d
 [agent.collector]
 eviction_timeout = %q
-[agent.prometheus]
+%s[agent.prometheus]
 host = "127.0.0.1"
 port = %d
 [agent.ipfix]
 host = %q
 port = %d
 template_refresh = %q
-`, ifaces, c.sampleRate, c.evictionTimeout, c.metricsPortOrDefault(), addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, active, c.metricsPortOrDefault(), addrB4, c.collectorPort, c.templateRefresh)
 	if c.asnDB != "" {
 		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
 	}

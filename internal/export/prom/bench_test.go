@@ -43,7 +43,7 @@ func benchScrape(b *testing.B, en flow.Enricher) {
 		b.Fatalf("active flows = %d", t.Active())
 	}
 	groups := 0
-	t.Rollup(func(flow.RollupKey, uint64, uint64) { groups++ })
+	t.Rollup(func(flow.RollupKey, flow.RollupCounts) { groups++ })
 	reg := prometheus.NewRegistry()
 	c := New(fakeDatapath{}, t, func() uint32 { return 100 })
 	reg.MustRegister(c)

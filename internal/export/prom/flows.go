@@ -20,23 +20,23 @@ import (
 
 type flowFamily struct {
 	name, help string
-	value      func(r *flowRow, rate uint64) uint64
+	value      func(r *flowRow) uint64
 }
 
 var flowFamilies = []flowFamily{
-	{"rfm_flow_bytes", "Estimated L3 bytes of active flows (sampled bytes times sample_rate).",
-		func(r *flowRow, rate uint64) uint64 { return r.bytes * rate }},
-	{"rfm_flow_packets", "Estimated packets of active flows (sampled packets times sample_rate).",
-		func(r *flowRow, rate uint64) uint64 { return r.packets * rate }},
+	{"rfm_flow_bytes", "Estimated L3 bytes of active flows (sampled bytes times the sample rate of each flow).",
+		func(r *flowRow) uint64 { return r.Bytes }},
+	{"rfm_flow_packets", "Estimated packets of active flows (sampled packets times the sample rate of each flow).",
+		func(r *flowRow) uint64 { return r.Packets }},
 	{"rfm_flow_sampled_bytes", "Sampled L3 bytes of active flows, before scaling.",
-		func(r *flowRow, _ uint64) uint64 { return r.bytes }},
+		func(r *flowRow) uint64 { return r.SampledBytes }},
 	{"rfm_flow_sampled_packets", "Sampled packets of active flows, before scaling.",
-		func(r *flowRow, _ uint64) uint64 { return r.packets }},
+		func(r *flowRow) uint64 { return r.SampledPackets }},
 }
 
 type flowRow struct {
-	labels         []byte // rendered `{ifname="..",...}`
-	packets, bytes uint64
+	labels []byte // rendered `{ifname="..",...}`
+	flow.RollupCounts
 }
 
 // WriteFlows writes the four rfm_flow_* families in the Prometheus text
@@ -48,7 +48,7 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 	}
 	var rows []flowRow
 	var labels []byte // one buffer for every row's labels
-	c.flows.Rollup(func(k flow.RollupKey, pkts, bytes uint64) {
+	c.flows.Rollup(func(k flow.RollupKey, counts flow.RollupCounts) {
 		name, ok := names[k.Ifindex]
 		if !ok {
 			name = strconv.FormatUint(uint64(k.Ifindex), 10)
@@ -68,9 +68,8 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 		labels = appendLabel(labels, `",src_city="`, k.SrcCity)
 		labels = appendLabel(labels, `",dst_city="`, k.DstCity)
 		labels = append(labels, `"} `...)
-		rows = append(rows, flowRow{labels: labels[start:len(labels):len(labels)], packets: pkts, bytes: bytes})
+		rows = append(rows, flowRow{labels: labels[start:len(labels):len(labels)], RollupCounts: counts})
 	})
-	rate := uint64(c.sampleRate())
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var line []byte
 	for _, f := range flowFamilies {
@@ -78,7 +77,7 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 		for i := range rows {
 			line = append(line[:0], f.name...)
 			line = append(line, rows[i].labels...)
-			line = strconv.AppendUint(line, f.value(&rows[i], rate), 10)
+			line = strconv.AppendUint(line, f.value(&rows[i]), 10)
 			line = append(line, '\n')
 			bw.Write(line)
 		}

@@ -34,10 +34,14 @@ func (fakeDatapath) Interfaces() []datapath.Interface {
 
 type fakeFlows struct{}
 
-func (fakeFlows) Rollup(fn func(k flow.RollupKey, p, b uint64)) {
-	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Proto: 17, SrcASN: 64500, SrcCity: "Testville"}, 5, 500)
-	fn(flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, 1, 40)
-	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcCity: `Quote"d \ New` + "\n" + `line`}, 2, 80)
+// Rollup reports flows sampled at 1 in 100 (the rate fakeFlows' tests use).
+func (fakeFlows) Rollup(fn func(k flow.RollupKey, c flow.RollupCounts)) {
+	at100 := func(p, b uint64) flow.RollupCounts {
+		return flow.RollupCounts{SampledPackets: p, SampledBytes: b, Packets: 100 * p, Bytes: 100 * b}
+	}
+	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Proto: 17, SrcASN: 64500, SrcCity: "Testville"}, at100(5, 500))
+	fn(flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, at100(1, 40))
+	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcCity: `Quote"d \ New` + "\n" + `line`}, at100(2, 80))
 }
 func (fakeFlows) Active() int             { return 2 }
 func (fakeFlows) Capacity() int           { return 65536 }
