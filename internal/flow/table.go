@@ -87,6 +87,7 @@ type entry struct {
 	srcCity                uint32 // ids in Table.cities; 0 = unknown
 	dstCity                uint32
 	nextFree               int32 // free-list link while the slot is unused
+	inIfindex              uint32
 	live                   bool
 }
 
@@ -108,6 +109,7 @@ type Table struct {
 	forced   uint64     // lack-of-resources evictions
 	idle     uint64     // idle-timeout evictions
 	touched  uint64     // sink for prefetch loads, see updateGroup
+	gone     goneInterfaces
 
 	// Scratch space of updateGroup, kept here so it is not zeroed per
 	// group.
@@ -122,6 +124,7 @@ type Table struct {
 	activeA       atomic.Int64
 	forcedA       atomic.Uint64
 	idleA         atomic.Uint64
+	lateA         atomic.Uint64 // events of interfaces gone, dropped
 	capacityA     atomic.Int64
 	idleTimeout   atomic.Int64 // ns
 	activeTimeout atomic.Int64 // ns
@@ -362,6 +365,10 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 
 // create adds a new flow, first making room when the table is full.
 func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
+	if t.gone.refuses(k.Ifindex) {
+		t.lateA.Add(1)
+		return
+	}
 	if t.index.count >= t.limit() {
 		t.evictOldest()
 	}
@@ -369,14 +376,15 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	e := &t.entries[i]
 	ns := int64(ev.BootNs)
 	*e = entry{
-		last:    ns,
-		packets: segments(ev),
-		bytes:   uint64(ev.Len),
-		key:     *k,
-		first:   ns,
-		ver:     e.ver,
-		rate:    rateOf(ev),
-		live:    true,
+		last:      ns,
+		packets:   segments(ev),
+		bytes:     uint64(ev.Len),
+		key:       *k,
+		first:     ns,
+		ver:       e.ver,
+		rate:      rateOf(ev),
+		inIfindex: ev.InIfindex,
+		live:      true,
 	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,
@@ -458,6 +466,7 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 		Packets:    e.packets,
 		Bytes:      e.bytes,
 		SampleRate: e.rate,
+		InIfindex:  e.inIfindex,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,
@@ -623,6 +632,9 @@ func (t *Table) Sweep(nowBoot int64) {
 	idleBefore := t.IdleEvictions()
 	t.evictIdle(nowBoot - t.idleTimeout.Load())
 	t.exportActive(nowBoot - t.activeTimeout.Load())
+	t.mu.Lock()
+	t.gone.expire(nowBoot - int64(goneHold))
+	t.mu.Unlock()
 	refreshed := t.refreshLabels()
 	if evicted := t.IdleEvictions() - idleBefore; evicted > 0 || refreshed > 0 {
 		t.log.Debug("flow table swept", "idle_evicted", evicted, "relabelled", refreshed,
@@ -790,7 +802,16 @@ func (t *Table) Flush(reason EndReason) { t.endMatching(reason, 0, false) }
 
 // FlushInterface ends every flow seen on ifindex (EndForced), for an
 // interface that went away.
-func (t *Table) FlushInterface(ifindex uint32) { t.endMatching(EndForced, ifindex, true) }
+//
+// Sampled packets of the interface still on their way to the table do not
+// start new flows afterwards (for a while; see AllowInterface): the
+// interface's last records stay its last.
+func (t *Table) FlushInterface(ifindex uint32) {
+	t.mu.Lock()
+	t.gone.mark(ifindex, BootNow())
+	t.mu.Unlock()
+	t.endMatching(EndForced, ifindex, true)
+}
 
 func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 	t.mu.Lock()
@@ -1045,6 +1066,7 @@ func (t *Table) snapshot(e *entry, cities []string) Record {
 		Packets:    e.prevPackets + e.packets,
 		Bytes:      e.prevBytes + e.bytes,
 		SampleRate: e.rate,
+		InIfindex:  e.inIfindex,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,
