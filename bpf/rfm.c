@@ -56,8 +56,16 @@ enum rfm_family {
 #define RFM_EV_EGRESS 1u    // seen at egress (else ingress)
 #define RFM_EV_TRUNCATED 2u // L4 header beyond the extension headers walked
 
-// Upper bound of interface slots; userspace may lower it before load.
-#define RFM_MAX_SLOTS 1024
+// Interfaces find their counters through rfm_iface_slots, indexed by
+// ifindex modulo RFM_IFACE_TABLE (a power of two): one array load and a
+// compare instead of a hash lookup. An interface whose entry another
+// interface holds is found in rfm_iface_spill, a hash.
+#define RFM_IFACE_TABLE 16384
+// Counters come in chunks of RFM_CHUNK_IFACES interfaces; userspace
+// creates a chunk when the first of its slots is used, so locked memory
+// grows with the interfaces attached.
+#define RFM_CHUNK_IFACES 64
+#define RFM_MAX_CHUNKS 4096
 
 // Passes over the IPv6 header chain: up to RFM_MAX_EXT_HDRS extension
 // headers are walked; a packet with more is reported with the last next
@@ -163,13 +171,49 @@ struct {
 	__type(value, struct rfm_config);
 } rfm_config SEC(".maps");
 
-// Indexed by slot * 2 + direction: a constant per attached program, so
-// the per-packet path has no hash lookup.
+// Where an interface's counters are: its ifindex (0 for a free entry)
+// and its slot.
+struct rfm_iface_slot {
+	__u32 ifindex;
+	__u32 slot;
+};
+
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RFM_IFACE_TABLE);
+	__type(key, __u32);
+	__type(value, struct rfm_iface_slot);
+} rfm_iface_slots SEC(".maps");
+
+// ifindex -> slot for interfaces whose rfm_iface_slots entry was taken.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, RFM_CHUNK_IFACES * RFM_MAX_CHUNKS);
+	__type(key, __u32);
+	__type(value, __u32);
+} rfm_iface_spill SEC(".maps");
+
+// One chunk of counters: a per-CPU array indexed by
+// (slot % RFM_CHUNK_IFACES) * 2 + direction.
+struct rfm_counter_chunk {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RFM_MAX_SLOTS * 2);
+	__uint(max_entries, RFM_CHUNK_IFACES * 2);
 	__type(key, __u32);
 	__type(value, struct rfm_iface_counters);
+};
+
+// Declared only so the chunk's types are in BTF in full (as an inner
+// map's value they would be a forward declaration); userspace does not
+// create it.
+struct rfm_counter_chunk rfm_counter_chunk_spec SEC(".maps");
+
+// Chunk slot / RFM_CHUNK_IFACES of the counters.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, RFM_MAX_CHUNKS);
+	__type(key, __u32);
+	__array(values, struct rfm_counter_chunk);
 } rfm_counters SEC(".maps");
 
 struct {
@@ -198,11 +242,10 @@ struct {
 	__uint(max_entries, 262144); // replaced from agent.bpf.ring_buf_size
 } rfm_events SEC(".maps");
 
-// Interface slot of this program instance, set by userspace per attach.
-const volatile __u32 rfm_slot = 0;
-// Set per attach for links without an L2 header (ARPHRD_NONE as on tun,
-// WireGuard and Tailscale, PPP, IP-in-IP and GRE tunnels): the packet
-// starts with the IP header.
+// Set for the program pair of links without an L2 header (ARPHRD_NONE
+// as on tun, WireGuard and Tailscale, PPP, IP-in-IP and GRE tunnels): the
+// packet starts with the IP header. Userspace loads one pair per link
+// kind and attaches it to every interface of that kind.
 const volatile __u32 rfm_l3_link = 0;
 
 static __always_inline __u32 rfm_gap(__u32 rate)
@@ -607,10 +650,31 @@ static __always_inline void rfm_batch_add(const struct rfm_event *e,
 	rfm_release(b);
 }
 
-static __always_inline void rfm_count(__u32 dir, int fam, __u32 segs, __u32 bytes)
+// rfm_count adds to the counters of the interface the packet is on.
+// Programs are shared by all interfaces, so the slot is found by
+// ifindex: userspace writes the entries before it attaches an interface
+// and clears them after it detached it.
+static __always_inline void rfm_count(struct __sk_buff *skb, __u32 dir, int fam,
+				      __u32 segs, __u32 bytes)
 {
-	__u32 idx = rfm_slot * 2 + dir;
-	struct rfm_iface_counters *c = bpf_map_lookup_elem(&rfm_counters, &idx);
+	__u32 ifindex = skb->ifindex;
+	__u32 key = ifindex & (RFM_IFACE_TABLE - 1);
+	__u32 slot;
+	struct rfm_iface_slot *s = bpf_map_lookup_elem(&rfm_iface_slots, &key);
+	if (s && s->ifindex == ifindex) {
+		slot = s->slot;
+	} else {
+		__u32 *spilled = bpf_map_lookup_elem(&rfm_iface_spill, &ifindex);
+		if (!spilled)
+			return;
+		slot = *spilled;
+	}
+	__u32 chunk = slot / RFM_CHUNK_IFACES;
+	void *counters = bpf_map_lookup_elem(&rfm_counters, &chunk);
+	if (!counters)
+		return;
+	__u32 idx = (slot % RFM_CHUNK_IFACES) * 2 + dir;
+	struct rfm_iface_counters *c = bpf_map_lookup_elem(counters, &idx);
 	if (c) {
 		c->packets[fam] += segs;
 		c->bytes[fam] += bytes;
@@ -649,14 +713,14 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		}
 	}
 	if (!gso && !sample) {
-		rfm_count(dir, fam, 1, skb->len + tag);
+		rfm_count(skb, dir, fam, 1, skb->len + tag);
 		return TCX_NEXT;
 	}
 	// The stack's own GSO packets at egress: the kernel has counted the
 	// segments and worked out their wire length already, nothing to parse.
 	__u32 kernel_segs = skb->gso_segs;
 	if (gso && !sample && dir == RFM_DIR_EGRESS && kernel_segs && skb->wire_len > skb->len) {
-		rfm_count(dir, fam, kernel_segs, skb->wire_len + kernel_segs * tag);
+		rfm_count(skb, dir, fam, kernel_segs, skb->wire_len + kernel_segs * tag);
 		return TCX_NEXT;
 	}
 
@@ -681,7 +745,7 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		else if (h.hdr_len)
 			wire = skb->len + (segs - 1) * h.hdr_len;
 	}
-	rfm_count(dir, fam, segs, wire + segs * tag);
+	rfm_count(skb, dir, fam, segs, wire + segs * tag);
 	if (!sample || !cfg)
 		return TCX_NEXT;
 

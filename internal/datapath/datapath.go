@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -42,9 +43,20 @@ func (f Family) String() string {
 	return "other"
 }
 
-// DefaultMaxInterfaces bounds how many interfaces can be attached at once;
-// each one uses a slot of the per-CPU counter array.
-const DefaultMaxInterfaces = 1024
+// Interface slots are allocated in chunks of ChunkInterfaces; the
+// per-CPU counters of a chunk are created when its first slot is used.
+const ChunkInterfaces = 64
+
+// maxChunks is RFM_MAX_CHUNKS of bpf/rfm.c.
+const maxChunks = 4096
+
+// DefaultMaxInterfaces bounds how many interfaces can be attached at once
+// when Options.MaxInterfaces is 0: what the chunk table holds. Memory is
+// taken per chunk as interfaces are attached, not for this bound.
+const DefaultMaxInterfaces = ChunkInterfaces * maxChunks
+
+// ifaceTable is RFM_IFACE_TABLE of bpf/rfm.c: entries of rfm_iface_slots.
+const ifaceTable = 16384
 
 // MaxBatchEvents is the most events one ring record carries (RFM_BATCH).
 const MaxBatchEvents = 64
@@ -157,32 +169,48 @@ type Stats struct {
 
 type attachment struct {
 	Interface
-	slot  uint32
-	coll  *ebpf.Collection
-	links [2]link.Link
+	slot    uint32
+	spilled bool // found through rfm_iface_spill, not rfm_iface_slots
+	links   [2]link.Link
 }
 
-// Datapath owns the shared maps and one program pair per attached
-// interface. Every program instance has its interface slot compiled in as
-// a constant, so the per-packet path indexes an array instead of hashing.
+// Datapath owns the maps and one program pair per link kind, shared by
+// every attached interface of that kind. The programs find an
+// interface's counter slot by its ifindex in an array (a hash only for
+// the few whose array entry another interface holds), so attaching an
+// interface loads nothing: it writes two map entries and creates two
+// TCX links.
 type Datapath struct {
-	spec     *ebpf.CollectionSpec
-	btfCache *btf.Cache
-	shared   map[string]*ebpf.Map
-	counters *ebpf.Map
-	stats    *ebpf.Map
-	config   *ebpf.Map
-	batches  *ebpf.Map
-	flush    *ebpf.Program // rfm_flush, loaded once
-	reader   *ringbuf.Reader
-	rec      ringbuf.Record // reused by ReadBatch (single consumer)
-	recOff   int            // bytes of rec already decoded
-	recNew   bool           // rec was just read and is not checked yet
-	pending  error          // reader error held back behind a partial batch
+	shared    map[string]*ebpf.Map
+	stats     *ebpf.Map
+	config    *ebpf.Map
+	batches   *ebpf.Map
+	slots     *ebpf.Map // rfm_iface_slots
+	spill     *ebpf.Map // rfm_iface_spill
+	chunkDir  *ebpf.Map // rfm_counters: chunk index -> per-CPU counter array
+	chunkSpec *ebpf.MapSpec
+	progs     [2][2]*ebpf.Program // by LinkKind, then Direction
+	flush     *ebpf.Program       // rfm_flush
+	reader    *ringbuf.Reader
+	rec       ringbuf.Record // reused by ReadBatch (single consumer)
+	recOff    int            // bytes of rec already decoded
+	recNew    bool           // rec was just read and is not checked yet
+	pending   error          // reader error held back behind a partial batch
 
+	// attachMu orders Attach and Detach (the kernel calls they make);
+	// readers never take it.
+	attachMu sync.Mutex
+	// mu guards the fields below. Attach and Detach hold it only to
+	// update them, never across a kernel call; Counters holds it while
+	// it reads the counters, so no slot is reused under a scrape.
 	mu        sync.Mutex
 	attached  map[int]*attachment
-	freeSlots []uint32
+	slotUsed  []bool         // by slot; len = slots of the chunks created
+	chunks    []*ebpf.Map    // per-CPU counter arrays, by chunk index
+	direct    map[uint32]int // rfm_iface_slots entry -> ifindex holding it
+	maxIfaces int
+	readBuf   []rawCounters // Counters' batch buffer, one chunk
+	readKeys  []uint32
 
 	decodeErrors atomic.Uint64
 	wakeupBytes  uint32
@@ -190,11 +218,15 @@ type Datapath struct {
 	batchFlush   time.Duration
 }
 
-// Load creates the shared maps (config, counters, stats, ring buffer) and
-// prepares programs. Nothing is attached yet.
+// Load creates the maps (config, interface slots, counters, stats, ring
+// buffer) and loads the programs: one pair per link kind. Nothing is
+// attached yet.
 func Load(opts Options) (*Datapath, error) {
 	if opts.MaxInterfaces <= 0 {
 		opts.MaxInterfaces = DefaultMaxInterfaces
+	}
+	if opts.MaxInterfaces > DefaultMaxInterfaces {
+		return nil, fmt.Errorf("at most %d interfaces, not %d", DefaultMaxInterfaces, opts.MaxInterfaces)
 	}
 	spec, err := loadRfm()
 	if err != nil {
@@ -204,14 +236,14 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	// The floor program exists only for benchmarks, the probe for
-	// probeKernel.
+	// probeKernel, the chunk map only to describe the chunks in BTF.
 	delete(spec.Programs, rfmProgRfmFloor)
 	delete(spec.Programs, rfmProgRfmProbeTimerPin)
 	delete(spec.Maps, rfmMapRfmProbeTimers)
+	delete(spec.Maps, rfmMapRfmCounterChunkSpec)
 	if opts.RingBufSize > 0 {
 		spec.Maps[rfmMapRfmEvents].MaxEntries = uint32(opts.RingBufSize)
 	}
-	spec.Maps[rfmMapRfmCounters].MaxEntries = uint32(opts.MaxInterfaces * 2)
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, fmt.Errorf("count possible CPUs: %w", err)
@@ -227,24 +259,20 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.BatchFlush <= 0 {
 		opts.BatchFlush = DefaultBatchFlush
 	}
-	// rfm_flush is loaded once, below; attachments load the rest.
-	flushSpec := spec.Copy()
-	delete(spec.Programs, rfmProgRfmFlush)
-	for name := range flushSpec.Programs {
-		if name != rfmProgRfmFlush {
-			delete(flushSpec.Programs, name)
-		}
-	}
+	chunkSpec := spec.Maps[rfmMapRfmCounters].InnerMap.Copy()
+	chunkSpec.Name = "rfm_counters_c"
 
 	d := &Datapath{
-		spec:        spec,
-		btfCache:    btf.NewCache(),
 		shared:      map[string]*ebpf.Map{},
 		attached:    map[int]*attachment{},
+		direct:      map[uint32]int{},
+		maxIfaces:   opts.MaxInterfaces,
+		chunkSpec:   chunkSpec,
 		batchEvents: uint32(opts.BatchEvents),
 		batchFlush:  opts.BatchFlush,
 	}
-	for _, name := range []string{rfmMapRfmConfig, rfmMapRfmCounters, rfmMapRfmDpStats, rfmMapRfmSampler, rfmMapRfmEvents, rfmMapRfmBatches} {
+	for _, name := range []string{rfmMapRfmConfig, rfmMapRfmCounters, rfmMapRfmIfaceSlots, rfmMapRfmIfaceSpill,
+		rfmMapRfmDpStats, rfmMapRfmSampler, rfmMapRfmEvents, rfmMapRfmBatches} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
 			d.closeShared()
@@ -252,29 +280,77 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		d.shared[name] = m
 	}
-	d.counters = d.shared[rfmMapRfmCounters]
+	d.chunkDir = d.shared[rfmMapRfmCounters]
+	d.slots = d.shared[rfmMapRfmIfaceSlots]
+	d.spill = d.shared[rfmMapRfmIfaceSpill]
 	d.stats = d.shared[rfmMapRfmDpStats]
 	d.config = d.shared[rfmMapRfmConfig]
 	d.batches = d.shared[rfmMapRfmBatches]
-	flushColl, err := ebpf.NewCollectionWithOptions(flushSpec, ebpf.CollectionOptions{MapReplacements: d.shared, Cache: d.btfCache})
-	if err != nil {
+	if err := d.loadPrograms(spec); err != nil {
 		d.closeShared()
-		return nil, fmt.Errorf("load BPF program %s: %w", rfmProgRfmFlush, err)
+		return nil, err
 	}
-	d.flush = flushColl.Programs[rfmProgRfmFlush]
-	// The collection's maps are d.shared; only the program is its own.
-	delete(flushColl.Programs, rfmProgRfmFlush)
-	flushColl.Close()
 	d.reader, err = ringbuf.NewReader(d.shared[rfmMapRfmEvents])
 	if err != nil {
 		d.closeShared()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	d.wakeupBytes = spec.Maps[rfmMapRfmEvents].MaxEntries / 8
-	for s := opts.MaxInterfaces - 1; s >= 0; s-- {
-		d.freeSlots = append(d.freeSlots, uint32(s))
-	}
 	return d, nil
+}
+
+// loadPrograms loads rfm_flush and, for each link kind, the
+// ingress/egress pair with rfm_l3_link set for that kind.
+func (d *Datapath) loadPrograms(spec *ebpf.CollectionSpec) error {
+	only := func(names ...string) *ebpf.CollectionSpec {
+		c := spec.Copy()
+		for name := range c.Programs {
+			if !slices.Contains(names, name) {
+				delete(c.Programs, name)
+			}
+		}
+		return c
+	}
+	btfCache := btf.NewCache()
+	load := func(c *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+		coll, err := ebpf.NewCollectionWithOptions(c, ebpf.CollectionOptions{MapReplacements: d.shared, Cache: btfCache})
+		if err != nil {
+			hint := ""
+			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+				hint = " (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or root)"
+			}
+			// A VerifierError prints its last line only; the whole log is
+			// for developers, not for the one-line start-up error.
+			return nil, fmt.Errorf("load BPF programs: %w%s", err, hint)
+		}
+		return coll, nil
+	}
+	// take moves a program out of its collection, whose maps are
+	// d.shared and stay open.
+	take := func(coll *ebpf.Collection, name string) *ebpf.Program {
+		p := coll.Programs[name]
+		delete(coll.Programs, name)
+		return p
+	}
+	coll, err := load(only(rfmProgRfmFlush))
+	if err != nil {
+		return err
+	}
+	d.flush = take(coll, rfmProgRfmFlush)
+	coll.Close()
+	for _, kind := range []LinkKind{LinkEthernet, LinkIP} {
+		c := only(rfmProgRfmIngress, rfmProgRfmEgress)
+		if err := c.Variables[rfmVarRfmL3Link].Set(uint32(kind)); err != nil {
+			return err
+		}
+		coll, err := load(c)
+		if err != nil {
+			return err
+		}
+		d.progs[kind] = [2]*ebpf.Program{take(coll, rfmProgRfmIngress), take(coll, rfmProgRfmEgress)}
+		coll.Close()
+	}
+	return nil
 }
 
 // SetConfig rewrites the config map; programs see it on their next packet.
@@ -295,44 +371,30 @@ func (d *Datapath) SetConfig(c Config) error {
 	return nil
 }
 
-// instance loads one ingress/egress program pair bound to slot, for
-// links whose packets start as kind says.
-func (d *Datapath) instance(slot uint32, kind LinkKind) (*ebpf.Collection, error) {
-	spec := d.spec.Copy()
-	if err := spec.Variables[rfmVarRfmSlot].Set(slot); err != nil {
-		return nil, err
-	}
-	if err := spec.Variables[rfmVarRfmL3Link].Set(uint32(kind)); err != nil {
-		return nil, err
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: d.shared,
-		Cache:           d.btfCache,
-	})
-	if err != nil {
-		hint := ""
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			hint = " (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or root)"
-		}
-		// A VerifierError prints its last line only; the whole log is
-		// for developers, not for the one-line start-up error.
-		return nil, fmt.Errorf("load BPF programs: %w%s", err, hint)
-	}
-	return coll, nil
+// ErrInterfaceLimit is returned by Attach when every interface slot
+// (Options.MaxInterfaces) is in use.
+var ErrInterfaceLimit = errors.New("interface limit reached")
+
+// Mirrors struct rfm_iface_slot.
+type rawIfaceSlot struct {
+	Ifindex uint32
+	Slot    uint32
 }
 
-// Attach loads a program pair for the interface and links it at TCX
+// Attach links the program pair of the interface's link kind at TCX
 // ingress (first in line, so it sees every arriving packet) and egress
 // (last in line, so it sees what actually leaves). Programs return
-// TCX_NEXT: whatever else is attached keeps running.
+// TCX_NEXT: whatever else is attached keeps running. Readers (Counters,
+// Interfaces) wait for Attach only while it updates its bookkeeping,
+// never while it talks to the kernel.
 func (d *Datapath) Attach(ifindex int, name string) error {
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.attached[ifindex]; ok {
+	_, ok := d.attached[ifindex]
+	d.mu.Unlock()
+	if ok {
 		return nil
-	}
-	if len(d.freeSlots) == 0 {
-		return fmt.Errorf("attach %s: all %d interface slots in use", name, cap(d.freeSlots))
 	}
 	arphrd, err := linkType(ifindex)
 	if err != nil {
@@ -342,63 +404,126 @@ func (d *Datapath) Attach(ifindex int, name string) error {
 	if err != nil {
 		return fmt.Errorf("attach %s: %w", name, err)
 	}
-	slot := d.freeSlots[len(d.freeSlots)-1]
-	if err := d.zeroSlot(slot); err != nil {
-		return fmt.Errorf("attach %s: %w", name, err)
-	}
-	coll, err := d.instance(slot, kind)
+	a, err := d.addSlot(ifindex, name, kind)
 	if err != nil {
 		return fmt.Errorf("attach %s: %w", name, err)
 	}
-	a := &attachment{Interface: Interface{Index: ifindex, Name: name, Kind: kind}, slot: slot, coll: coll}
 	hooks := []struct {
-		prog   string
 		attach ebpf.AttachType
 		anchor link.Anchor
 	}{
-		{rfmProgRfmIngress, ebpf.AttachTCXIngress, link.Head()},
-		{rfmProgRfmEgress, ebpf.AttachTCXEgress, link.Tail()},
+		{ebpf.AttachTCXIngress, link.Head()},
+		{ebpf.AttachTCXEgress, link.Tail()},
 	}
-	for i, h := range hooks {
+	for dir, h := range hooks {
 		l, err := link.AttachTCX(link.TCXOptions{
 			Interface: ifindex,
-			Program:   coll.Programs[h.prog],
+			Program:   d.progs[kind][dir],
 			Attach:    h.attach,
 			Anchor:    h.anchor,
 		})
 		if err != nil {
-			a.close()
-			return fmt.Errorf("attach %s %s: %w", name, Direction(i), err)
+			closeLinks(a)
+			d.removeSlot(a)
+			return fmt.Errorf("attach %s %s: %w", name, Direction(dir), err)
 		}
-		a.links[i] = l
+		a.links[dir] = l
 	}
-	d.freeSlots = d.freeSlots[:len(d.freeSlots)-1]
+	d.mu.Lock()
 	d.attached[ifindex] = a
+	d.mu.Unlock()
 	return nil
 }
 
-func (a *attachment) close() {
-	for i, l := range a.links {
-		if l != nil {
-			_ = l.Close()
-			a.links[i] = nil
+// addSlot gives the interface a counter slot, zeroed, and writes where
+// the programs find it. The caller holds attachMu.
+func (d *Datapath) addSlot(ifindex int, name string, kind LinkKind) (*attachment, error) {
+	d.mu.Lock()
+	slot := slices.Index(d.slotUsed, false)
+	if slot < 0 {
+		slot = len(d.slotUsed)
+	}
+	if len(d.attached) >= d.maxIfaces || slot >= d.maxIfaces {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%w: all %d interface slots in use", ErrInterfaceLimit, d.maxIfaces)
+	}
+	d.mu.Unlock()
+	chunk := slot / ChunkInterfaces
+	if chunk >= len(d.chunks) {
+		// Only Attach appends, under attachMu.
+		m, err := d.newChunk(chunk)
+		if err != nil {
+			return nil, err
 		}
+		d.mu.Lock()
+		d.chunks = append(d.chunks, m)
+		d.slotUsed = append(d.slotUsed, make([]bool, ChunkInterfaces)...)
+		d.mu.Unlock()
+	} else if err := d.zeroSlot(uint32(slot)); err != nil {
+		return nil, err
 	}
-	if a.coll != nil {
-		a.coll.Close()
-		a.coll = nil
+	a := &attachment{Interface: Interface{Index: ifindex, Name: name, Kind: kind}, slot: uint32(slot)}
+	entry := uint32(ifindex) % ifaceTable
+	d.mu.Lock()
+	_, taken := d.direct[entry]
+	d.mu.Unlock()
+	var err error
+	if taken {
+		a.spilled = true
+		err = d.spill.Put(uint32(ifindex), a.slot)
+	} else {
+		err = d.slots.Put(entry, rawIfaceSlot{Ifindex: uint32(ifindex), Slot: a.slot})
 	}
+	if err != nil {
+		return nil, fmt.Errorf("write interface slot: %w", err)
+	}
+	d.mu.Lock()
+	d.slotUsed[slot] = true
+	if !taken {
+		d.direct[entry] = ifindex
+	}
+	d.mu.Unlock()
+	return a, nil
 }
 
-// Detach removes the interface's programs. Detaching an interface that is
-// not attached is not an error.
-func (d *Datapath) Detach(ifindex int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	a, ok := d.attached[ifindex]
-	if !ok {
-		return nil
+// removeSlot clears where the programs find a's slot and frees it; a's
+// links are closed. The caller holds attachMu.
+func (d *Datapath) removeSlot(a *attachment) error {
+	var err error
+	entry := uint32(a.Index) % ifaceTable
+	if a.spilled {
+		err = d.spill.Delete(uint32(a.Index))
+	} else {
+		err = d.slots.Put(entry, rawIfaceSlot{})
 	}
+	if err != nil {
+		// The slot stays taken: it is still found by ifindex.
+		return fmt.Errorf("clear interface slot of %s: %w", a.Name, err)
+	}
+	d.mu.Lock()
+	if !a.spilled {
+		delete(d.direct, entry)
+	}
+	d.slotUsed[a.slot] = false
+	d.mu.Unlock()
+	return nil
+}
+
+// newChunk creates the per-CPU counter array of chunk i (zeroed) and
+// puts it in rfm_counters.
+func (d *Datapath) newChunk(i int) (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(d.chunkSpec)
+	if err != nil {
+		return nil, fmt.Errorf("create counters of interfaces %d-%d: %w", i*ChunkInterfaces, (i+1)*ChunkInterfaces-1, err)
+	}
+	if err := d.chunkDir.Put(uint32(i), m); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("add counters of interfaces %d-%d: %w", i*ChunkInterfaces, (i+1)*ChunkInterfaces-1, err)
+	}
+	return m, nil
+}
+
+func closeLinks(a *attachment) error {
 	var errs []error
 	for i, l := range a.links {
 		if l == nil {
@@ -410,10 +535,23 @@ func (d *Datapath) Detach(ifindex int) error {
 		}
 		a.links[i] = nil
 	}
-	a.close()
-	delete(d.attached, ifindex)
-	d.freeSlots = append(d.freeSlots, a.slot)
 	return errors.Join(errs...)
+}
+
+// Detach removes the interface's links; its counters leave Counters at
+// once. Detaching an interface that is not attached is not an error.
+func (d *Datapath) Detach(ifindex int) error {
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	d.mu.Lock()
+	a, ok := d.attached[ifindex]
+	delete(d.attached, ifindex)
+	d.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	err := closeLinks(a)
+	return errors.Join(err, d.removeSlot(a))
 }
 
 // Interfaces lists attached interfaces by ifindex.
@@ -428,10 +566,14 @@ func (d *Datapath) Interfaces() []Interface {
 	return out
 }
 
+// zeroSlot resets a reused slot's counters in both directions.
 func (d *Datapath) zeroSlot(slot uint32) error {
+	d.mu.Lock()
+	m := d.chunks[slot/ChunkInterfaces]
+	d.mu.Unlock()
 	zero := make([]rawCounters, ebpf.MustPossibleCPU())
 	for dir := uint32(0); dir < 2; dir++ {
-		if err := d.counters.Put(slot*2+dir, zero); err != nil {
+		if err := m.Put(slot%ChunkInterfaces*2+dir, zero); err != nil {
 			return fmt.Errorf("reset counters of slot %d: %w", slot, err)
 		}
 	}
@@ -439,19 +581,46 @@ func (d *Datapath) zeroSlot(slot uint32) error {
 }
 
 // Counters reads the per-CPU interface counters of every attached
-// interface and sums them.
+// interface and sums them. Each chunk of ChunkInterfaces interfaces is
+// one BPF_MAP_LOOKUP_BATCH.
 func (d *Datapath) Counters() ([]Counters, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]Counters, 0, 2*len(d.attached))
-	var perCPU []rawCounters
+	bySlot := make([]*attachment, len(d.slotUsed))
 	for _, a := range d.attached {
-		for dir := uint32(0); dir < 2; dir++ {
-			if err := d.counters.Lookup(a.slot*2+dir, &perCPU); err != nil {
-				return nil, fmt.Errorf("read counters of %s: %w", a.Name, err)
+		bySlot[a.slot] = a
+	}
+	cpus := ebpf.MustPossibleCPU()
+	const entries = ChunkInterfaces * 2
+	if len(d.readBuf) != entries*cpus {
+		d.readBuf = make([]rawCounters, entries*cpus)
+		d.readKeys = make([]uint32, entries)
+	}
+	out := make([]Counters, 0, 2*len(d.attached))
+	for ci, m := range d.chunks {
+		used := false
+		for _, a := range bySlot[ci*ChunkInterfaces : (ci+1)*ChunkInterfaces] {
+			used = used || a != nil
+		}
+		if !used {
+			continue
+		}
+		var cursor ebpf.MapBatchCursor
+		n, err := m.BatchLookup(&cursor, d.readKeys, d.readBuf, nil)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, fmt.Errorf("read counters of interface slots %d-%d: %w", ci*ChunkInterfaces, (ci+1)*ChunkInterfaces-1, err)
+		}
+		for i := 0; i < n; i++ {
+			key := d.readKeys[i]
+			if key >= entries {
+				continue
 			}
-			c := Counters{Interface: a.Interface, Dir: Direction(dir)}
-			for _, v := range perCPU {
+			a := bySlot[ci*ChunkInterfaces+int(key/2)]
+			if a == nil {
+				continue
+			}
+			c := Counters{Interface: a.Interface, Dir: Direction(key % 2)}
+			for _, v := range d.readBuf[i*cpus : (i+1)*cpus] {
 				for f := 0; f < numFamilies; f++ {
 					c.Packets[f] += v.Packets[f]
 					c.Bytes[f] += v.Bytes[f]
@@ -620,12 +789,24 @@ func (d *Datapath) Close() error {
 	return errors.Join(errs...)
 }
 
-// closeShared releases what all attachments share: maps and rfm_flush.
+// closeShared releases the programs and maps.
 func (d *Datapath) closeShared() {
 	if d.flush != nil {
 		d.flush.Close()
 		d.flush = nil
 	}
+	for kind := range d.progs {
+		for dir, p := range d.progs[kind] {
+			if p != nil {
+				p.Close()
+				d.progs[kind][dir] = nil
+			}
+		}
+	}
+	for _, m := range d.chunks {
+		m.Close()
+	}
+	d.chunks = nil
 	for name, m := range d.shared {
 		m.Close()
 		delete(d.shared, name)

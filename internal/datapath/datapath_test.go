@@ -19,8 +19,9 @@ func requireRoot(t testing.TB) {
 	}
 }
 
-// testbed is a loaded datapath plus one unattached program pair bound to
-// slot 0, driven with BPF_PROG_TEST_RUN.
+// testbed is a loaded datapath whose Ethernet program pair is driven
+// with BPF_PROG_TEST_RUN. Test runs are on loopback (ifindex 1), which
+// holds slot 0 as an injector's.
 type testbed struct {
 	d     *Datapath
 	progs [2]*ebpf.Program
@@ -47,15 +48,15 @@ func newTestbedOpts(t testing.TB, rate uint32, opts Options) *testbed {
 		t.Fatalf("load: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
-	coll, err := d.instance(0, LinkEthernet)
+	in, err := d.NewInjector()
 	if err != nil {
-		t.Fatalf("instance: %v", err)
+		t.Fatal(err)
 	}
-	t.Cleanup(coll.Close)
+	t.Cleanup(in.Close)
 	if err := d.SetConfig(Config{SampleRate: rate}); err != nil {
 		t.Fatal(err)
 	}
-	return &testbed{d: d, progs: [2]*ebpf.Program{coll.Programs[rfmProgRfmIngress], coll.Programs[rfmProgRfmEgress]}}
+	return &testbed{d: d, progs: in.progs}
 }
 
 func (tb *testbed) run(t testing.TB, dir Direction, frame []byte, repeat uint32) {
@@ -96,7 +97,7 @@ func (tb *testbed) events(t testing.TB) []Event {
 func (tb *testbed) counters(t testing.TB, dir Direction) rawCounters {
 	t.Helper()
 	var perCPU []rawCounters
-	if err := tb.d.counters.Lookup(uint32(dir), &perCPU); err != nil {
+	if err := tb.d.chunks[0].Lookup(uint32(dir), &perCPU); err != nil {
 		t.Fatal(err)
 	}
 	var sum rawCounters
@@ -366,17 +367,17 @@ func TestRingFullCountsDrops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	coll, err := d.instance(0, LinkEthernet)
+	in, err := d.NewInjector()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer coll.Close()
+	defer in.Close()
 	if err := d.SetConfig(Config{SampleRate: 1}); err != nil {
 		t.Fatal(err)
 	}
 	frame := append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))...)
 	const packets = 1000
-	if _, err := coll.Programs[rfmProgRfmIngress].Run(&ebpf.RunOptions{Data: frame, Repeat: packets}); err != nil {
+	if _, err := in.progs[Ingress].Run(&ebpf.RunOptions{Data: frame, Repeat: packets}); err != nil {
 		t.Fatal(err)
 	}
 	tb := &testbed{d: d}

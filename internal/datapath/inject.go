@@ -8,32 +8,36 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Injector runs crafted frames through an unattached program pair with
-// BPF_PROG_TEST_RUN, so events and counters come from the real program
-// without a network. Used by tests and benchmarks; its slot is taken
-// from the pool like an attachment's.
+// Injector runs crafted frames through the Ethernet program pair with
+// BPF_PROG_TEST_RUN, so events and counters come from the real programs
+// without a network. Used by tests and benchmarks. A test run's packet
+// is on loopback (ifindex 1), so the injector takes a counter slot for
+// ifindex 1 like an attachment would; loopback cannot be attached
+// meanwhile.
 type Injector struct {
 	d     *Datapath
-	slot  uint32
-	coll  *ebpf.Collection
+	a     *attachment
 	progs [2]*ebpf.Program
 }
 
-// NewInjector loads a program pair for injection.
+// injectIfindex is the interface of BPF_PROG_TEST_RUN's packets.
+const injectIfindex = 1
+
+// NewInjector takes a counter slot for injected packets.
 func (d *Datapath) NewInjector() (*Injector, error) {
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.freeSlots) == 0 {
-		return nil, fmt.Errorf("injector: all interface slots in use")
+	_, taken := d.attached[injectIfindex]
+	d.mu.Unlock()
+	if taken {
+		return nil, fmt.Errorf("injector: loopback is attached")
 	}
-	slot := d.freeSlots[len(d.freeSlots)-1]
-	coll, err := d.instance(slot, LinkEthernet)
+	a, err := d.addSlot(injectIfindex, "inject", LinkEthernet)
 	if err != nil {
 		return nil, fmt.Errorf("injector: %w", err)
 	}
-	d.freeSlots = d.freeSlots[:len(d.freeSlots)-1]
-	return &Injector{d: d, slot: slot, coll: coll,
-		progs: [2]*ebpf.Program{coll.Programs[rfmProgRfmIngress], coll.Programs[rfmProgRfmEgress]}}, nil
+	return &Injector{d: d, a: a, progs: d.progs[LinkEthernet]}, nil
 }
 
 // Run passes frame through the dir program exactly repeat times. Its
@@ -54,10 +58,9 @@ func (in *Injector) Run(dir Direction, frame []byte, repeat int) error {
 	return nil
 }
 
-// Close releases the programs and the slot.
+// Close releases the slot.
 func (in *Injector) Close() {
-	in.coll.Close()
-	in.d.mu.Lock()
-	in.d.freeSlots = append(in.d.freeSlots, in.slot)
-	in.d.mu.Unlock()
+	in.d.attachMu.Lock()
+	defer in.d.attachMu.Unlock()
+	_ = in.d.removeSlot(in.a)
 }

@@ -17,20 +17,22 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	rfmMapRfmBatches        = "rfm_batches"
-	rfmMapRfmConfig         = "rfm_config"
-	rfmMapRfmCounters       = "rfm_counters"
-	rfmMapRfmDpStats        = "rfm_dp_stats"
-	rfmMapRfmEvents         = "rfm_events"
-	rfmMapRfmProbeTimers    = "rfm_probe_timers"
-	rfmMapRfmSampler        = "rfm_sampler"
-	rfmProgRfmEgress        = "rfm_egress"
-	rfmProgRfmFloor         = "rfm_floor"
-	rfmProgRfmFlush         = "rfm_flush"
-	rfmProgRfmIngress       = "rfm_ingress"
-	rfmProgRfmProbeTimerPin = "rfm_probe_timer_pin"
-	rfmVarRfmL3Link         = "rfm_l3_link"
-	rfmVarRfmSlot           = "rfm_slot"
+	rfmMapRfmBatches          = "rfm_batches"
+	rfmMapRfmConfig           = "rfm_config"
+	rfmMapRfmCounterChunkSpec = "rfm_counter_chunk_spec"
+	rfmMapRfmCounters         = "rfm_counters"
+	rfmMapRfmDpStats          = "rfm_dp_stats"
+	rfmMapRfmEvents           = "rfm_events"
+	rfmMapRfmIfaceSlots       = "rfm_iface_slots"
+	rfmMapRfmIfaceSpill       = "rfm_iface_spill"
+	rfmMapRfmProbeTimers      = "rfm_probe_timers"
+	rfmMapRfmSampler          = "rfm_sampler"
+	rfmProgRfmEgress          = "rfm_egress"
+	rfmProgRfmFloor           = "rfm_floor"
+	rfmProgRfmFlush           = "rfm_flush"
+	rfmProgRfmIngress         = "rfm_ingress"
+	rfmProgRfmProbeTimerPin   = "rfm_probe_timer_pin"
+	rfmVarRfmL3Link           = "rfm_l3_link"
 )
 
 // loadRfm returns the embedded CollectionSpec for rfm.
@@ -86,13 +88,16 @@ type rfmProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmMapSpecs struct {
-	RfmBatches     *ebpf.MapSpec `ebpf:"rfm_batches"`
-	RfmConfig      *ebpf.MapSpec `ebpf:"rfm_config"`
-	RfmCounters    *ebpf.MapSpec `ebpf:"rfm_counters"`
-	RfmDpStats     *ebpf.MapSpec `ebpf:"rfm_dp_stats"`
-	RfmEvents      *ebpf.MapSpec `ebpf:"rfm_events"`
-	RfmProbeTimers *ebpf.MapSpec `ebpf:"rfm_probe_timers"`
-	RfmSampler     *ebpf.MapSpec `ebpf:"rfm_sampler"`
+	RfmBatches          *ebpf.MapSpec `ebpf:"rfm_batches"`
+	RfmConfig           *ebpf.MapSpec `ebpf:"rfm_config"`
+	RfmCounterChunkSpec *ebpf.MapSpec `ebpf:"rfm_counter_chunk_spec"`
+	RfmCounters         *ebpf.MapSpec `ebpf:"rfm_counters"`
+	RfmDpStats          *ebpf.MapSpec `ebpf:"rfm_dp_stats"`
+	RfmEvents           *ebpf.MapSpec `ebpf:"rfm_events"`
+	RfmIfaceSlots       *ebpf.MapSpec `ebpf:"rfm_iface_slots"`
+	RfmIfaceSpill       *ebpf.MapSpec `ebpf:"rfm_iface_spill"`
+	RfmProbeTimers      *ebpf.MapSpec `ebpf:"rfm_probe_timers"`
+	RfmSampler          *ebpf.MapSpec `ebpf:"rfm_sampler"`
 }
 
 // rfmVariableSpecs contains global variables before they are loaded into the kernel.
@@ -100,7 +105,6 @@ type rfmMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmVariableSpecs struct {
 	RfmL3Link *ebpf.VariableSpec `ebpf:"rfm_l3_link"`
-	RfmSlot   *ebpf.VariableSpec `ebpf:"rfm_slot"`
 }
 
 // rfmObjects contains all objects after they have been loaded into the kernel.
@@ -123,22 +127,28 @@ func (o *rfmObjects) Close() error {
 //
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmMaps struct {
-	RfmBatches     *ebpf.Map `ebpf:"rfm_batches"`
-	RfmConfig      *ebpf.Map `ebpf:"rfm_config"`
-	RfmCounters    *ebpf.Map `ebpf:"rfm_counters"`
-	RfmDpStats     *ebpf.Map `ebpf:"rfm_dp_stats"`
-	RfmEvents      *ebpf.Map `ebpf:"rfm_events"`
-	RfmProbeTimers *ebpf.Map `ebpf:"rfm_probe_timers"`
-	RfmSampler     *ebpf.Map `ebpf:"rfm_sampler"`
+	RfmBatches          *ebpf.Map `ebpf:"rfm_batches"`
+	RfmConfig           *ebpf.Map `ebpf:"rfm_config"`
+	RfmCounterChunkSpec *ebpf.Map `ebpf:"rfm_counter_chunk_spec"`
+	RfmCounters         *ebpf.Map `ebpf:"rfm_counters"`
+	RfmDpStats          *ebpf.Map `ebpf:"rfm_dp_stats"`
+	RfmEvents           *ebpf.Map `ebpf:"rfm_events"`
+	RfmIfaceSlots       *ebpf.Map `ebpf:"rfm_iface_slots"`
+	RfmIfaceSpill       *ebpf.Map `ebpf:"rfm_iface_spill"`
+	RfmProbeTimers      *ebpf.Map `ebpf:"rfm_probe_timers"`
+	RfmSampler          *ebpf.Map `ebpf:"rfm_sampler"`
 }
 
 func (m *rfmMaps) Close() error {
 	return _RfmClose(
 		m.RfmBatches,
 		m.RfmConfig,
+		m.RfmCounterChunkSpec,
 		m.RfmCounters,
 		m.RfmDpStats,
 		m.RfmEvents,
+		m.RfmIfaceSlots,
+		m.RfmIfaceSpill,
 		m.RfmProbeTimers,
 		m.RfmSampler,
 	)
@@ -149,7 +159,6 @@ func (m *rfmMaps) Close() error {
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmVariables struct {
 	RfmL3Link *ebpf.Variable `ebpf:"rfm_l3_link"`
-	RfmSlot   *ebpf.Variable `ebpf:"rfm_slot"`
 }
 
 // rfmPrograms contains all programs after they have been loaded into the kernel.

@@ -40,7 +40,7 @@ func requireRoot(t *testing.T) {
 
 // bed is a loaded datapath with one injector. With MaxInterfaces 1 the
 // injector takes slot 0, so its counters are keys 0 (ingress) and 1
-// (egress) of rfm_counters.
+// (egress) of the first counter chunk.
 type bed struct {
 	d        *datapath.Datapath
 	in       *datapath.Injector

@@ -21,7 +21,8 @@ type ifaceCounters struct {
 	Bytes   [3]uint64
 }
 
-// countersMap is the datapath's rfm_counters map, reached by map id.
+// countersMap is the datapath's first chunk of counters (rfm_counters_c,
+// an inner map of rfm_counters), reached by map id.
 // datapath.Counters only reports attached interfaces, not an injector's
 // slot, so the test finds the map among this process's own BPF map file
 // descriptors (never another process's rfm).
@@ -48,7 +49,7 @@ func openCounters() (*countersMap, error) {
 			continue
 		}
 		info, err := m.Info()
-		if err != nil || info.Name != "rfm_counters" {
+		if err != nil || info.Name != "rfm_counters_c" {
 			m.Close()
 			continue
 		}
@@ -59,11 +60,11 @@ func openCounters() (*countersMap, error) {
 		m.Close()
 		if id != foundID { // not just another descriptor of the same map
 			found.Close()
-			return nil, fmt.Errorf("find rfm_counters: more than one datapath loaded in this process")
+			return nil, fmt.Errorf("find rfm_counters_c: more than one datapath loaded in this process")
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("find rfm_counters: no such BPF map among this process's file descriptors")
+		return nil, fmt.Errorf("find rfm_counters_c: no such BPF map among this process's file descriptors")
 	}
 	return &countersMap{m: found}, nil
 }
@@ -88,7 +89,7 @@ func mapID(fdinfo string) (ebpf.MapID, bool) {
 func (c *countersMap) read(dir datapath.Direction) (ifaceCounters, error) {
 	var perCPU []ifaceCounters
 	if err := c.m.Lookup(uint32(dir), &perCPU); err != nil {
-		return ifaceCounters{}, fmt.Errorf("read rfm_counters slot 0 %s: %w", dir, err)
+		return ifaceCounters{}, fmt.Errorf("read rfm_counters_c slot 0 %s: %w", dir, err)
 	}
 	var sum ifaceCounters
 	for _, v := range perCPU {
