@@ -151,6 +151,8 @@ type agentConfig struct {
 	// extraInterfaces are added to agent.interfaces after devA.
 	extraInterfaces []string
 	metricsPort     int // 0: 9669
+	bindPort        int    // agent.ipfix.bind.port; 0: unset
+	webConfig       string // agent.prometheus.web_config; "": unset
 }
 
 // toml renders the config; the control socket goes into dir.
@@ -174,11 +176,15 @@ eviction_timeout = %q
 [agent.prometheus]
 host = "127.0.0.1"
 port = %d
+web_config = %q
 [agent.ipfix]
 host = %q
 port = %d
 template_refresh = %q
-`, ifaces, c.sampleRate, c.evictionTimeout, c.metricsPortOrDefault(), addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, c.metricsPortOrDefault(), c.webConfig, addrB4, c.collectorPort, c.templateRefresh)
+	if c.bindPort != 0 {
+		toml += fmt.Sprintf("[agent.ipfix.bind]\nport = %d\n", c.bindPort)
+	}
 	if c.asnDB != "" {
 		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
 	}

@@ -1,9 +1,12 @@
 package export
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -81,5 +84,98 @@ func TestReloadMMDBCollectorAndMetricsPort(t *testing.T) {
 	got := findFlows(flows, addrA4, addrB4, 40001, 5001, protoUDP)
 	if len(got) != 1 || got[0].packets != 8 || got[0].srcASN != 65500 {
 		t.Fatalf("new collector: want one flow of 8 packets from AS65500; got:\n%s", dumpFlows(flows))
+	}
+}
+
+// reloadAndWait rewrites the agent's config, sends SIGHUP and waits for
+// the agent to log n reloads that applied key, or a rejected reload
+// (a test failure, with the agent's reason).
+func reloadAndWait(t *testing.T, agent *proc, cfg agentConfig, n int, key string) {
+	t.Helper()
+	if err := os.WriteFile(agent.configPath, []byte(cfg.toml(filepath.Dir(agent.configPath))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 10*time.Second, fmt.Sprintf("reload %d applied", n), func() error {
+		out := agent.Output()
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "reload rejected") {
+				t.Fatalf("reload rejected: %s", line)
+			}
+		}
+		applied := 0
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "msg=reloaded") && strings.Contains(line, key) {
+				applied++
+			}
+		}
+		if applied < n {
+			return fmt.Errorf("%d reloads applying %s logged so far", applied, key)
+		}
+		return nil
+	})
+}
+
+// TestReloadSameIPFIXBindPortAndWebConfig: with a fixed
+// agent.ipfix.bind.port, a change under [agent.ipfix] is applied (it was
+// rejected: the new socket was bound before the old one closed), and
+// flows of before and after the reload reach the collector from that
+// port. Then a change of agent.prometheus.web_config alone is applied
+// on the same port (it was rejected: the agent listened on host:port
+// again while the old listener was open).
+func TestReloadSameIPFIXBindPortAndWebConfig(t *testing.T) {
+	dir := t.TempDir()
+	l := newLab(t)
+	col := startCollector(t, l, collectorPort)
+	receivers(t, l, addrB4+":5001")
+	const bindPort = 47390
+	cfg := agentConfig{sampleRate: 1, collectorPort: collectorPort, evictionTimeout: "1s", bindPort: bindPort}
+	agent := startAgent(t, l, cfg)
+
+	before := lab.UDPConn(t, l.A, addrA4+":40011", addrB4+":5001")
+	send(t, before, 4, 100)
+	lab.Eventually(t, 10*time.Second, "first flow seen", func() error {
+		m, err := scrape(l)
+		if err != nil {
+			return err
+		}
+		if v, _ := metricValue(m, "rfm_ipfix_records_total", nil); v < 1 {
+			return errors.New("no IPFIX record sent yet")
+		}
+		return nil
+	})
+
+	cfg.templateRefresh = "30s"
+	reloadAndWait(t, agent, cfg, 1, "agent.ipfix")
+	after := lab.UDPConn(t, l.A, addrA4+":40012", addrB4+":5001")
+	send(t, after, 6, 100)
+
+	web := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(web, []byte("http_server_config:\n  headers:\n    X-Frame-Options: deny\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.webConfig = web
+	reloadAndWait(t, agent, cfg, 1, "agent.prometheus")
+	out, err := exec.Command("ip", "netns", "exec", l.A, "curl", "-sS", "-D", "-", "-o", "/dev/null", "--max-time", "5",
+		"http://"+metrics+"/metrics").CombinedOutput()
+	if err != nil || !strings.Contains(strings.ToLower(string(out)), "x-frame-options: deny") {
+		t.Fatalf("metrics after the web_config reload: %v\n%s", err, out)
+	}
+
+	if err := agent.stop(t, 15*time.Second); err != nil {
+		t.Errorf("agent exit: %v", err)
+	}
+	flows := col.finish(t, l)
+	for _, w := range []struct{ sport, packets int }{{40011, 4}, {40012, 6}} {
+		got := findFlows(flows, addrA4, addrB4, w.sport, 5001, protoUDP)
+		var sum uint64
+		for _, f := range got {
+			sum += f.packets
+		}
+		if sum != uint64(w.packets) {
+			t.Errorf("flow from port %d: %d packets at the collector, want %d; flows:\n%s", w.sport, sum, w.packets, dumpFlows(flows))
+		}
 	}
 }
