@@ -150,7 +150,7 @@ type agentConfig struct {
 	asnDB, cityDB   string
 	// extraInterfaces are added to agent.interfaces after devA.
 	extraInterfaces []string
-	metricsPort     int // 0: 9669
+	metricsPort     int    // 0: 9669
 	bindPort        int    // agent.ipfix.bind.port; 0: unset
 	webConfig       string // agent.prometheus.web_config; "": unset
 }
