@@ -285,7 +285,7 @@ func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) 
 			return nil, fmt.Errorf("agent.ipfix.bind %s: %w", bind, err)
 		}
 	}
-	return ipfix.New(ipfix.Config{
+	e, err := ipfix.New(ipfix.Config{
 		ReusePort:           c.Bind.Port != 0,
 		Collector:           c.CollectorAddr(),
 		Bind:                bind,
@@ -295,6 +295,10 @@ func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) 
 		SampleRate:          rate,
 		Deferred:            true,
 	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("agent.ipfix: %w", err)
+	}
+	return e, nil
 }
 
 // shutdown stops watching links, detaches, drains what the ring still

@@ -170,9 +170,11 @@ func (a *agent) reload() (control.ReloadResult, error) {
 	var newExp *ipfix.Exporter
 	ipfixChanged := c.IPFIX != n.IPFIX
 	if ipfixChanged && n.IPFIX.Enabled() {
-		// With a fixed bind port the new socket shares the port with the
-		// old one (SO_REUSEPORT) until the old exporter has flushed.
-		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), false, a.log); err != nil {
+		// With the same fixed bind port the new socket shares the port
+		// with the old one (SO_REUSEPORT) until the old exporter has
+		// flushed; a new bind address must be free, as at start.
+		exclusive := n.IPFIX.Bind != c.IPFIX.Bind
+		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), exclusive, a.log); err != nil {
 			return res, err
 		}
 		// The new exporter may send templates at once: exclude its
