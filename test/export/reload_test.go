@@ -87,10 +87,11 @@ func TestReloadMMDBCollectorAndMetricsPort(t *testing.T) {
 	}
 }
 
-// reloadAndWait rewrites the agent's config, sends SIGHUP and waits for
-// the agent to log n reloads that applied key, or a rejected reload
-// (a test failure, with the agent's reason).
-func reloadAndWait(t *testing.T, agent *proc, cfg agentConfig, n int, key string) {
+// reloadLog rewrites the agent's config, sends SIGHUP and waits until
+// the agent's log has applied reloads lines saying it applied key and
+// rejected lines saying a reload was rejected (more rejections fail the
+// test at once, with the agent's reason).
+func reloadLog(t *testing.T, agent *proc, cfg agentConfig, key string, applied, rejected int) string {
 	t.Helper()
 	if err := os.WriteFile(agent.configPath, []byte(cfg.toml(filepath.Dir(agent.configPath))), 0o644); err != nil {
 		t.Fatal(err)
@@ -98,31 +99,34 @@ func reloadAndWait(t *testing.T, agent *proc, cfg agentConfig, n int, key string
 	if err := agent.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	lab.Eventually(t, 10*time.Second, fmt.Sprintf("reload %d applied", n), func() error {
-		out := agent.Output()
-		for _, line := range strings.Split(out, "\n") {
-			if strings.Contains(line, "reload rejected") {
-				t.Fatalf("reload rejected: %s", line)
+	var lastRejection string
+	lab.Eventually(t, 10*time.Second, fmt.Sprintf("%d reloads applying %s, %d rejected", applied, key, rejected), func() error {
+		a, r := 0, 0
+		for _, line := range strings.Split(agent.Output(), "\n") {
+			switch {
+			case strings.Contains(line, "reload rejected"):
+				r++
+				lastRejection = line
+			case strings.Contains(line, "msg=reloaded") && strings.Contains(line, key):
+				a++
 			}
 		}
-		applied := 0
-		for _, line := range strings.Split(out, "\n") {
-			if strings.Contains(line, "msg=reloaded") && strings.Contains(line, key) {
-				applied++
-			}
+		if r > rejected {
+			t.Fatalf("reload rejected: %s", lastRejection)
 		}
-		if applied < n {
-			return fmt.Errorf("%d reloads applying %s logged so far", applied, key)
+		if a < applied || r < rejected {
+			return fmt.Errorf("%d applied, %d rejected so far", a, r)
 		}
 		return nil
 	})
+	return lastRejection
 }
 
 // TestReloadSameIPFIXBindPortAndWebConfig: with a fixed
 // agent.ipfix.bind.port, a change under [agent.ipfix] is applied (it was
 // rejected: the new socket was bound before the old one closed), and
-// flows of before and after the reload reach the collector from that
-// port. Then a change of agent.prometheus.web_config alone is applied
+// flows of before and after the reload reach the collector, none lost.
+// Moving to a port another socket holds is rejected and changes nothing. Then a change of agent.prometheus.web_config alone is applied
 // on the same port (it was rejected: the agent listened on host:port
 // again while the old listener was open).
 func TestReloadSameIPFIXBindPortAndWebConfig(t *testing.T) {
@@ -147,8 +151,18 @@ func TestReloadSameIPFIXBindPortAndWebConfig(t *testing.T) {
 		return nil
 	})
 
+	// A bind port some other socket holds: rejected in one line naming
+	// the key, and the running exporter stays.
+	lab.UDPConn(t, l.A, fmt.Sprintf("0.0.0.0:%d", bindPort+1), "")
+	held := cfg
+	held.bindPort = bindPort + 1
+	why := reloadLog(t, agent, held, "agent.ipfix", 0, 1)
+	if !strings.Contains(why, "agent.ipfix.bind") || !strings.Contains(why, "address already in use") {
+		t.Errorf("rejection does not name agent.ipfix.bind and the cause: %s", why)
+	}
+
 	cfg.templateRefresh = "30s"
-	reloadAndWait(t, agent, cfg, 1, "agent.ipfix")
+	reloadLog(t, agent, cfg, "agent.ipfix", 1, 1)
 	after := lab.UDPConn(t, l.A, addrA4+":40012", addrB4+":5001")
 	send(t, after, 6, 100)
 
@@ -157,7 +171,7 @@ func TestReloadSameIPFIXBindPortAndWebConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.webConfig = web
-	reloadAndWait(t, agent, cfg, 1, "agent.prometheus")
+	reloadLog(t, agent, cfg, "agent.prometheus", 1, 1)
 	out, err := exec.Command("ip", "netns", "exec", l.A, "curl", "-sS", "-D", "-", "-o", "/dev/null", "--max-time", "5",
 		"http://"+metrics+"/metrics").CombinedOutput()
 	if err != nil || !strings.Contains(strings.ToLower(string(out)), "x-frame-options: deny") {
