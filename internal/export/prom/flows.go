@@ -59,14 +59,14 @@ const OverflowLabel = "overflow"
 // WriteFlows writes the rfm_flow_* families in the Prometheus text
 // format (version 0.0.4).
 func (c *Collector) WriteFlows(w io.Writer) error {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
+	sc := scratchPool.Get().(*flowScratch)
+	defer scratchPool.Put(sc)
 	names := map[uint32]string{}
 	for _, i := range c.dp.Interfaces() {
 		names[uint32(i.Index)] = i.Name
 	}
-	rows := c.rows[:0]
-	labels := c.labels[:0] // one buffer for every row's labels
+	rows := sc.rows[:0]
+	labels := sc.labels[:0] // one buffer for every row's labels
 	c.flows.LabelSets(func(r *flow.LabelSetRow) {
 		k := &r.Key
 		name, ok := names[k.Ifindex]
@@ -102,7 +102,7 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 	})
 	rate := uint64(c.sampleRate())
 	bw := bufio.NewWriterSize(w, 64<<10)
-	line := c.line[:0]
+	line := sc.line[:0]
 	for _, f := range flowFamilies {
 		bw.WriteString("# HELP " + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.typ + "\n")
 		for i := range rows {
@@ -119,10 +119,21 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 	// Keep the buffers for the next scrape, unless a burst made them
 	// much larger than usual.
 	if cap(labels) <= 8<<20 {
-		c.rows, c.labels, c.line = rows[:0], labels[:0], line[:0]
+		sc.rows, sc.labels, sc.line = rows[:0], labels[:0], line[:0]
 	}
 	return bw.Flush()
 }
+
+// flowScratch holds WriteFlows' buffers between scrapes. A pool rather
+// than one set per Collector: WriteFlows writes to the network, and a
+// client that reads slowly must not hold up other scrapes.
+type flowScratch struct {
+	rows   []flowRow
+	labels []byte
+	line   []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(flowScratch) }}
 
 // appendLabel appends prefix and v escaped for a label value.
 func appendLabel(b []byte, prefix, v string) []byte {

@@ -5,7 +5,6 @@ package prom
 
 import (
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,11 +37,6 @@ type Collector struct {
 	flows      Flows
 	sampleRate func() uint32
 	mapErrors  atomic.Uint64 // failed BPF map reads during scrapes
-
-	writeMu sync.Mutex // one WriteFlows at a time; guards its buffers
-	rows    []flowRow
-	labels  []byte
-	line    []byte
 }
 
 // New returns a collector; sampleRate reports the current 1-in-N rate
