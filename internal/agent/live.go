@@ -257,8 +257,9 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		a.metrics = newMetrics
 		res.Applied = append(res.Applied, "agent.prometheus")
 	}
-	if changed("agent.prometheus.max_label_sets", c.Prometheus.MaxLabelSets != n.Prometheus.MaxLabelSets) ||
-		changed("agent.prometheus.label_set_expiry", c.Prometheus.LabelSetExpiry != n.Prometheus.LabelSetExpiry) {
+	maxSetsChanged := changed("agent.prometheus.max_label_sets", c.Prometheus.MaxLabelSets != n.Prometheus.MaxLabelSets)
+	expiryChanged := changed("agent.prometheus.label_set_expiry", c.Prometheus.LabelSetExpiry != n.Prometheus.LabelSetExpiry)
+	if maxSetsChanged || expiryChanged {
 		a.table.SetLabelSetLimits(n.Prometheus.MaxLabelSets, n.Prometheus.LabelSetExpiry.Duration)
 	}
 	if n.BPF.SampleRate != fileRate {
