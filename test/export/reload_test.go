@@ -171,11 +171,22 @@ func TestReloadSameIPFIXBindPortAndWebConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.webConfig = web
-	reloadLog(t, agent, cfg, "agent.prometheus", 1, 1)
+	cfg.maxLabelSets = 123
+	reloadLog(t, agent, cfg, "agent.prometheus.max_label_sets", 1, 1)
 	out, err := exec.Command("ip", "netns", "exec", l.A, "curl", "-sS", "-D", "-", "-o", "/dev/null", "--max-time", "5",
 		"http://"+metrics+"/metrics").CombinedOutput()
 	if err != nil || !strings.Contains(strings.ToLower(string(out)), "x-frame-options: deny") {
 		t.Fatalf("metrics after the web_config reload: %v\n%s", err, out)
+	}
+	if !strings.Contains(agent.Output(), "applied=\"[agent.prometheus agent.prometheus.max_label_sets]\"") {
+		t.Errorf("the reload did not apply agent.prometheus and agent.prometheus.max_label_sets together:\n%s", agent.Output())
+	}
+	m, err := scrape(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := metricValue(m, "rfm_flow_label_sets_max", nil); !ok || v != 123 {
+		t.Errorf("rfm_flow_label_sets_max = %v after the reload, want 123", v)
 	}
 
 	if err := agent.stop(t, 15*time.Second); err != nil {
