@@ -16,7 +16,7 @@ fi
 
 need=()
 for pair in clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 ethtool:ethtool \
-	nfcapd:nfdump tshark:tshark curl:curl gobgp:gobgpd nix-instantiate:nix-bin systemd-analyze:systemd gobgpd:gobgpd /usr/lib/frr/bgpd:frr promtool:prometheus; do
+	nfcapd:nfdump nfacctd:pmacct tshark:tshark curl:curl gobgp:gobgpd nix-instantiate:nix-bin systemd-analyze:systemd gobgpd:gobgpd /usr/lib/frr/bgpd:frr promtool:prometheus; do
 	bin=${pair%%:*} pkg=${pair#*:}
 	if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then need+=("$pkg"); fi
 done

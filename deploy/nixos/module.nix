@@ -107,8 +107,9 @@ in
           };
 
           collector = section "Flow table settings." {
-            max_flows = opt lib.types.ints.unsigned "Maximum active flows, 0 = unlimited (default 65536).";
+            max_flows = opt (lib.types.ints.between 0 4194304) "Maximum active flows, 0..4194304; 0 = the ceiling of 4194304 (default 65536).";
             eviction_timeout = opt duration ''Idle time after which a flow ends, >= 1s (default "30s").'';
+            active_timeout = opt duration ''A flow that goes on is exported as a delta record this often, >= 1s (default "60s").'';
           };
 
           prometheus = section "Metrics endpoint." {

@@ -190,11 +190,12 @@ func (a *agent) start(ifaces []net.Interface) error {
 		e.Start()
 	}
 	a.table = flow.NewTable(flow.Options{
-		MaxFlows:    c.Collector.MaxFlows,
-		IdleTimeout: c.Collector.EvictionTimeout.Duration,
-		Sinks:       []flow.Sink{a.ipfix},
-		Enricher:    a.enricher,
-		Logger:      a.log,
+		MaxFlows:      c.Collector.MaxFlows,
+		IdleTimeout:   c.Collector.EvictionTimeout.Duration,
+		ActiveTimeout: c.Collector.ActiveTimeout.Duration,
+		Sinks:         []flow.Sink{a.ipfix},
+		Enricher:      a.enricher,
+		Logger:        a.log,
 
 		MaxLabelSets:   c.Prometheus.MaxLabelSets,
 		LabelSetExpiry: c.Prometheus.LabelSetExpiry.Duration,

@@ -86,13 +86,23 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 
 func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.Flows, error) {
 	a := c.a
+	// Order by estimates: flows of two rates coexist after a rate change.
+	est := func(r *flow.Record) (packets, bytes uint64) {
+		return r.Packets * uint64(r.SampleRate), r.Bytes * uint64(r.SampleRate)
+	}
 	var less func(x, y *flow.Record) bool
 	switch args.Sort {
 	case "", "bytes":
-		less = func(x, y *flow.Record) bool { return x.Bytes > y.Bytes || x.Bytes == y.Bytes && x.Packets > y.Packets }
+		less = func(x, y *flow.Record) bool {
+			xp, xb := est(x)
+			yp, yb := est(y)
+			return xb > yb || xb == yb && xp > yp
+		}
 	case "packets":
 		less = func(x, y *flow.Record) bool {
-			return x.Packets > y.Packets || x.Packets == y.Packets && x.Bytes > y.Bytes
+			xp, xb := est(x)
+			yp, yb := est(y)
+			return xp > yp || xp == yp && xb > yb
 		}
 	default:
 		return control.Flows{}, fmt.Errorf("sort %q: want bytes or packets", args.Sort)
@@ -114,11 +124,11 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 		}
 		filter = func(k *flow.Key) bool { return k.Ifindex == idx }
 	}
-	rate := uint64(a.sampleRate.Load())
 	recs := a.table.Top(args.Top, less, filter)
-	out := control.Flows{SampleRate: uint32(rate), Active: a.table.Active(), Flows: make([]control.Flow, len(recs))}
+	out := control.Flows{SampleRate: a.sampleRate.Load(), Active: a.table.Active(), Flows: make([]control.Flow, len(recs))}
 	for i := range recs {
 		r := &recs[i]
+		rate := uint64(r.SampleRate) // each flow's own: a rate change may be under way
 		out.Flows[i] = control.Flow{
 			Iface: names[r.Ifindex], Direction: r.Dir.String(), Proto: r.Proto,
 			Src: r.SrcAddr(), Dst: r.DstAddr(), SrcPort: r.SrcPort, DstPort: r.DstPort,

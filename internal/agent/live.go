@@ -100,8 +100,14 @@ func (a *agent) detachLink(l ifwatch.Link) {
 	a.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
 }
 
-// setSampleRate rewrites the BPF config map at once; the metrics scale
-// and the IPFIX sampling options follow. Caller holds a.mu.
+// setSampleRate rewrites the BPF config map at once, then ends the flows
+// sampled at the old rate (forced end), so they are exported now rather
+// than at their idle timeout. The exporter is not told anything: every
+// event carries the rate that sampled it, a flow keeps one rate (its
+// first event of another rate ends it), and each IPFIX record goes out
+// under the sampling options of its own rate, so records of the old rate
+// are scaled by it wherever they wait (the table, the exporter's queue, a
+// message being filled). Caller holds a.mu.
 func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 	if rate == 0 {
 		return 0, errors.New("sample rate must be at least 1")
@@ -111,13 +117,7 @@ func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 		return prev, err
 	}
 	a.sampleRate.Store(rate)
-	if e := a.ipfix.cur.Load(); e != nil {
-		e.SetSampleRate(rate)
-	}
 	if prev != rate {
-		// Estimates are sampled counts times the rate, so a flow must
-		// not mix packets sampled at two rates: end the active flows
-		// (exported with reason forced end) and start afresh.
 		a.table.Flush(flow.EndForced)
 	}
 	a.cfg.Agent.BPF.SampleRate = rate
@@ -227,7 +227,6 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		old := a.ipfix.cur.Load()
 		dpCfg := datapath.Config{SampleRate: a.sampleRate.Load()}
 		if newExp != nil {
-			newExp.SetSampleRate(a.sampleRate.Load())
 			dpCfg.Exclude = datapath.Tuple{Src: newExp.LocalAddr(), Dst: newExp.RemoteAddr()}
 		}
 		if old != nil {
@@ -276,6 +275,9 @@ func (a *agent) reload() (control.ReloadResult, error) {
 	}
 	if changed("agent.collector.eviction_timeout", c.Collector.EvictionTimeout != n.Collector.EvictionTimeout) {
 		a.table.SetIdleTimeout(n.Collector.EvictionTimeout.Duration)
+	}
+	if changed("agent.collector.active_timeout", c.Collector.ActiveTimeout != n.Collector.ActiveTimeout) {
+		a.table.SetActiveTimeout(n.Collector.ActiveTimeout.Duration)
 	}
 	if changed("agent.interfaces", !slices.Equal(c.Interfaces, n.Interfaces)) {
 		a.links.ifMu.Lock()

@@ -36,6 +36,7 @@ func TestDefaults(t *testing.T) {
 		{"bpf.ring_buf_size", a.BPF.RingBufSize, 262144},
 		{"collector.max_flows", a.Collector.MaxFlows, 65536},
 		{"collector.eviction_timeout", a.Collector.EvictionTimeout.Duration, 30 * time.Second},
+		{"collector.active_timeout", a.Collector.ActiveTimeout.Duration, 60 * time.Second},
 		{"ipfix.host", a.IPFIX.Host, ""},
 		{"ipfix.port", a.IPFIX.Port, 0},
 		{"ipfix.enabled", a.IPFIX.Enabled(), false},
@@ -72,7 +73,7 @@ func TestPartialDefaults(t *testing.T) {
 		got  func(*Config) any
 		want any
 	}{
-		{"max_flows 0 means unlimited", "[agent.collector]\nmax_flows = 0\n",
+		{"max_flows 0 accepted: the flow table ceiling", "[agent.collector]\nmax_flows = 0\n",
 			func(c *Config) any { return c.Agent.Collector.MaxFlows }, 0},
 		{"explicit sample_rate kept", "[agent.bpf]\nsample_rate = 1\n",
 			func(c *Config) any { return c.Agent.BPF.SampleRate }, uint32(1)},
@@ -179,6 +180,10 @@ func TestRejections(t *testing.T) {
 		{"max_flows negative", base + "[agent.collector]\nmax_flows = -1\n", "agent.collector.max_flows", "-1"},
 		{"eviction_timeout short", base + "[agent.collector]\neviction_timeout = \"500ms\"\n", "agent.collector.eviction_timeout", `"500ms"`},
 		{"eviction_timeout negative", base + "[agent.collector]\neviction_timeout = \"-1s\"\n", "agent.collector.eviction_timeout", `"-1s"`},
+		{"max_flows above the ceiling", base + "[agent.collector]\nmax_flows = 4194305\n", "agent.collector.max_flows", "4194305"},
+		{"active_timeout short", base + "[agent.collector]\nactive_timeout = \"999ms\"\n", "agent.collector.active_timeout", `"999ms"`},
+		{"active_timeout zero", base + "[agent.collector]\nactive_timeout = \"0s\"\n", "agent.collector.active_timeout", `"0s"`},
+		{"active_timeout not a duration", base + "[agent.collector]\nactive_timeout = 60\n", "agent.collector.active_timeout", "60"},
 
 		// agent.ipfix.
 		{"ipfix host space", base + "[agent.ipfix]\nhost = \"a b\"\n", "agent.ipfix.host", `"a b"`},
@@ -533,7 +538,7 @@ func TestSpecExample(t *testing.T) {
 	want := &Config{Agent: Agent{
 		Interfaces: []string{"eth0", "tailscale0"},
 		BPF:        BPF{SampleRate: 100, RingBufSize: 262144},
-		Collector:  Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}},
+		Collector:  Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}, ActiveTimeout: Duration{time.Minute}},
 		IPFIX: IPFIX{
 			Host: "127.0.0.1", Port: 4739,
 			Bind:                Endpoint{Host: "192.0.2.10", Port: 0},
@@ -615,6 +620,7 @@ func TestEncodeLayout(t *testing.T) {
 		"\n\n[agent.enrich.mmdb]\n",
 		"\n\n[agent.enrich.rib.bmp]\n",
 		"eviction_timeout = \"30s\"\n",
+		"active_timeout = \"1m0s\"\n",
 		"keep = \"5m0s\"\n",
 	} {
 		if !strings.Contains(text, want) {

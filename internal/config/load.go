@@ -20,10 +20,14 @@ import (
 
 // Defaults for keys the file leaves out.
 const (
-	DefaultSampleRate          = 100
-	DefaultRingBufSize         = 262144
-	DefaultMaxFlows            = 65536
-	DefaultEvictionTimeout     = 30 * time.Second
+	DefaultSampleRate      = 100
+	DefaultRingBufSize     = 262144
+	DefaultMaxFlows        = 65536
+	DefaultEvictionTimeout = 30 * time.Second
+	DefaultActiveTimeout   = 60 * time.Second
+	// MaxFlowsCeiling is the most flows the table holds, whatever
+	// max_flows says (flow.MaxFlowsCeiling); max_flows = 0 means it.
+	MaxFlowsCeiling            = 1 << 22
 	DefaultIPFIXHost           = "::1"
 	DefaultIPFIXPort           = 4739
 	DefaultObservationDomainID = 1
@@ -196,7 +200,7 @@ func describeFileError(err error) string {
 
 // applyDefaults fills in every key the file left out. Keys are "left
 // out" when absent (md.IsDefined), so an explicit 0 stays 0 and is then
-// accepted (max_flows = 0 means unlimited) or rejected by validation.
+// accepted (max_flows = 0 means the ceiling) or rejected by validation.
 // The IPFIX and BMP endpoints follow the spec instead: host "" and port 0
 // are their documented defaults and mean "unset", both unset disables the
 // feature, and one set fills in the other.
@@ -215,6 +219,9 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	}
 	if !defined("collector", "eviction_timeout") {
 		a.Collector.EvictionTimeout.Duration = DefaultEvictionTimeout
+	}
+	if !defined("collector", "active_timeout") {
+		a.Collector.ActiveTimeout.Duration = DefaultActiveTimeout
 	}
 
 	if ipfix := &a.IPFIX; ipfix.Host != "" || ipfix.Port != 0 {

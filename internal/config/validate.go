@@ -215,10 +215,14 @@ func validateValues(c *Config) *Error {
 		return e
 	}
 
-	if a.Collector.MaxFlows < 0 {
-		return keyError("agent.collector.max_flows", a.Collector.MaxFlows, "must be 0 (unlimited) or greater")
+	if a.Collector.MaxFlows < 0 || a.Collector.MaxFlows > MaxFlowsCeiling {
+		return keyError("agent.collector.max_flows", a.Collector.MaxFlows,
+			"must be between 0 and %d (0 means %d, the most the flow table holds)", MaxFlowsCeiling, MaxFlowsCeiling)
 	}
 	if e := checkMinDuration("agent.collector.eviction_timeout", a.Collector.EvictionTimeout, time.Second); e != nil {
+		return e
+	}
+	if e := checkMinDuration("agent.collector.active_timeout", a.Collector.ActiveTimeout, time.Second); e != nil {
 		return e
 	}
 

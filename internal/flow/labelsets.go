@@ -117,7 +117,7 @@ func (t *Table) detachSet(e *entry) { t.sets.sets[e.set].flows-- }
 // countEvent adds one event of e's flow to its set's totals.
 func (t *Table) countEvent(e *entry, ev *datapath.Event) {
 	ls := &t.sets.sets[e.set]
-	rate := uint64(max(ev.SampleRate, 1))
+	rate := uint64(rateOf(ev))
 	ls.packets += segments(ev) * rate
 	ls.bytes += uint64(ev.Len) * rate
 	if ns := int64(ev.BootNs); ns > ls.last {
@@ -179,10 +179,10 @@ func (t *Table) LabelSetStats() LabelSetStats {
 // LabelSetRow is one label set as LabelSets reports it.
 type LabelSetRow struct {
 	Key RollupKey
-	// ActiveFlows, SampledPackets and SampledBytes sum the flows in the
-	// set right now (what the gauges show).
-	ActiveFlows                  int
-	SampledPackets, SampledBytes uint64
+	// ActiveFlows and Active sum the whole flows in the set right now
+	// (what the gauges show).
+	ActiveFlows int
+	Active      RollupCounts
 	// Packets and Bytes are the estimated totals since the set appeared;
 	// they never decrease while the set exists.
 	Packets, Bytes uint64
@@ -211,8 +211,11 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 			}
 			s := &sums[e.set]
 			s.flows++
-			s.packets += e.packets
-			s.bytes += e.bytes
+			p, b := e.prevPackets+e.packets, e.prevBytes+e.bytes
+			s.c.SampledPackets += p
+			s.c.SampledBytes += b
+			s.c.Packets += p * uint64(e.rate)
+			s.c.Bytes += b * uint64(e.rate)
 		}
 		done := end >= len(t.entries)
 		if done {
@@ -237,8 +240,7 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 					Bytes:   ls.bytes,
 				}
 				if i < len(sums) {
-					r.ActiveFlows = int(sums[i].flows)
-					r.SampledPackets, r.SampledBytes = sums[i].packets, sums[i].bytes
+					r.ActiveFlows, r.Active = int(sums[i].flows), sums[i].c
 				}
 				rows = append(rows, r)
 			}
@@ -257,6 +259,6 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 }
 
 type setSum struct {
-	flows          int64
-	packets, bytes uint64
+	flows int64
+	c     RollupCounts
 }

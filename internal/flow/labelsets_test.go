@@ -171,10 +171,10 @@ func TestLabelSetOverflow(t *testing.T) {
 		t.Errorf("stats %+v, want 2 overflowed flows, 3 sets, max 2", st)
 	}
 	var gauges int
-	tab.Rollup(func(k RollupKey, p, b uint64) {
+	tab.Rollup(func(k RollupKey, c RollupCounts) {
 		gauges++
-		if k == ovf && (p != 2 || b != 200) {
-			t.Errorf("overflow gauge %d/%d, want 2/200", p, b)
+		if k == ovf && (c.SampledPackets != 2 || c.SampledBytes != 200) {
+			t.Errorf("overflow gauge %d/%d, want 2/200", c.SampledPackets, c.SampledBytes)
 		}
 	})
 	if gauges != 3 {

@@ -311,8 +311,8 @@ func TestUnlimited(t *testing.T) {
 		evs[i].DstPort = uint16(i / 256)
 	}
 	tab.UpdateBatch(evs)
-	if tab.Active() != n || tab.ForcedEvictions() != 0 || tab.Capacity() != 0 {
-		t.Fatalf("Active/Forced/Capacity = %d/%d/%d, want %d/0/0", tab.Active(), tab.ForcedEvictions(), tab.Capacity(), n)
+	if tab.Active() != n || tab.ForcedEvictions() != 0 || tab.Capacity() != MaxFlowsCeiling {
+		t.Fatalf("Active/Forced/Capacity = %d/%d/%d, want %d/0/%d", tab.Active(), tab.ForcedEvictions(), tab.Capacity(), n, MaxFlowsCeiling)
 	}
 }
 
@@ -593,11 +593,14 @@ func TestRollup(t *testing.T) {
 	})
 	type sums struct{ p, b uint64 }
 	got := map[RollupKey]sums{}
-	tab.Rollup(func(k RollupKey, p, b uint64) {
+	tab.Rollup(func(k RollupKey, c RollupCounts) {
 		if _, dup := got[k]; dup {
 			t.Errorf("group %+v reported twice", k)
 		}
-		got[k] = sums{p, b}
+		if c.Packets != c.SampledPackets || c.Bytes != c.SampledBytes {
+			t.Errorf("group %+v: estimates %d/%d at rate 1, sampled %d/%d", k, c.Packets, c.Bytes, c.SampledPackets, c.SampledBytes)
+		}
+		got[k] = sums{c.SampledPackets, c.SampledBytes}
 	})
 	ams := RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcASN: 64500, SrcCity: "Amsterdam"}
 	egr, udpk := ams, ams
@@ -631,7 +634,7 @@ func TestRollupManyChunks(t *testing.T) {
 	tab.UpdateBatch(evs)
 	var p, b uint64
 	groups := 0
-	tab.Rollup(func(_ RollupKey, sp, sb uint64) { groups++; p += sp; b += sb })
+	tab.Rollup(func(_ RollupKey, c RollupCounts) { groups++; p += c.SampledPackets; b += c.SampledBytes })
 	if groups != 1 || p != n || b != 10*n {
 		t.Fatalf("groups/packets/bytes = %d/%d/%d, want 1/%d/%d", groups, p, b, n, 10*n)
 	}

@@ -120,6 +120,7 @@ type flowEntry struct {
 	ifindex          uint32
 	srcASN, dstASN   uint32
 	srcPort, dstPort uint16
+	rate             uint32 // 1-in-N rate that sampled the record
 	proto            uint8
 	egress           bool
 	reason           uint8
@@ -133,8 +134,13 @@ func unixMilli(ms int64) uint64 {
 	return uint64(ms)
 }
 
-func entryFromRecord(r *flow.Record) flowEntry {
+func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
+	rate := r.SampleRate
+	if rate == 0 {
+		rate = e.defaultRate
+	}
 	return flowEntry{
+		rate:    rate,
 		src:     r.Src,
 		dst:     r.Dst,
 		startMs: unixMilli(r.Start.UnixMilli()),

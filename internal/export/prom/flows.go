@@ -22,7 +22,7 @@ import (
 type flowFamily struct {
 	name, typ, help string
 	active          bool // only label sets with active flows (the gauges)
-	value           func(r *flowRow, rate uint64) uint64
+	value           func(r *flowRow) uint64
 }
 
 // The gauges are the spec's: sums over the flows active right now, so
@@ -31,25 +31,25 @@ type flowFamily struct {
 // gauges' so that no family name collides in OpenMetrics, where a
 // counter family rfm_flow_bytes would be exposed as rfm_flow_bytes_total.
 var flowFamilies = []flowFamily{
-	{"rfm_flow_bytes", "gauge", "Estimated L3 bytes of active flows (sampled bytes times sample_rate).", true,
-		func(r *flowRow, rate uint64) uint64 { return r.sampledBytes * rate }},
-	{"rfm_flow_packets", "gauge", "Estimated packets of active flows (sampled packets times sample_rate).", true,
-		func(r *flowRow, rate uint64) uint64 { return r.sampledPackets * rate }},
+	{"rfm_flow_bytes", "gauge", "Estimated L3 bytes of active flows (sampled bytes times the sample rate of each flow).", true,
+		func(r *flowRow) uint64 { return r.Active.Bytes }},
+	{"rfm_flow_packets", "gauge", "Estimated packets of active flows (sampled packets times the sample rate of each flow).", true,
+		func(r *flowRow) uint64 { return r.Active.Packets }},
 	{"rfm_flow_sampled_bytes", "gauge", "Sampled L3 bytes of active flows, before scaling.", true,
-		func(r *flowRow, _ uint64) uint64 { return r.sampledBytes }},
+		func(r *flowRow) uint64 { return r.Active.SampledBytes }},
 	{"rfm_flow_sampled_packets", "gauge", "Sampled packets of active flows, before scaling.", true,
-		func(r *flowRow, _ uint64) uint64 { return r.sampledPackets }},
+		func(r *flowRow) uint64 { return r.Active.SampledPackets }},
 	{"rfm_flow_estimated_bytes_total", "counter", "Estimated L3 bytes of all flows of the label set, ended ones included (each sampled packet times the rate that sampled it).", false,
-		func(r *flowRow, _ uint64) uint64 { return r.bytes }},
+		func(r *flowRow) uint64 { return r.bytes }},
 	{"rfm_flow_estimated_packets_total", "counter", "Estimated packets of all flows of the label set, ended ones included (each sampled packet times the rate that sampled it).", false,
-		func(r *flowRow, _ uint64) uint64 { return r.packets }},
+		func(r *flowRow) uint64 { return r.packets }},
 }
 
 type flowRow struct {
-	labels                       []byte // rendered `{ifname="..",...} `
-	active                       bool
-	sampledPackets, sampledBytes uint64
-	packets, bytes               uint64
+	labels         []byte // rendered `{ifname="..",...} `
+	active         bool
+	Active         flow.RollupCounts
+	packets, bytes uint64
 }
 
 // OverflowLabel is the value of every label but ifname and direction in
@@ -96,11 +96,9 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 		labels = append(labels, `"} `...)
 		rows = append(rows, flowRow{
 			labels: labels[start:len(labels):len(labels)], active: r.ActiveFlows > 0,
-			sampledPackets: r.SampledPackets, sampledBytes: r.SampledBytes,
-			packets: r.Packets, bytes: r.Bytes,
+			Active: r.Active, packets: r.Packets, bytes: r.Bytes,
 		})
 	})
-	rate := uint64(c.sampleRate())
 	bw := bufio.NewWriterSize(w, 64<<10)
 	line := sc.line[:0]
 	for _, f := range flowFamilies {
@@ -111,7 +109,7 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 			}
 			line = append(line[:0], f.name...)
 			line = append(line, rows[i].labels...)
-			line = strconv.AppendUint(line, f.value(&rows[i], rate), 10)
+			line = strconv.AppendUint(line, f.value(&rows[i]), 10)
 			line = append(line, '\n')
 			bw.Write(line)
 		}

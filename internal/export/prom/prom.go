@@ -54,7 +54,7 @@ var (
 	txPackets = prometheus.NewDesc("rfm_interface_tx_packets_total", "Packets sent (TC egress), counted in the kernel.", ifaceLabels, nil)
 
 	activeFlows     = prometheus.NewDesc("rfm_collector_active_flows", "Flows held in the flow table.", nil, nil)
-	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; 0 = unlimited).", nil, nil)
+	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; its ceiling when that is 0).", nil, nil)
 	droppedEvents   = prometheus.NewDesc("rfm_collector_dropped_events_total", "Sampled packets lost because the ring buffer was full.", nil, nil)
 	forcedEvictions = prometheus.NewDesc("rfm_collector_forced_evictions_total", "Flows evicted early because the flow table was full.", nil, nil)
 	malformed       = prometheus.NewDesc("rfm_datapath_malformed_packets_total", "Sampled packets not reported as flows because their headers were truncated or invalid.", nil, nil)

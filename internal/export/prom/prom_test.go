@@ -32,17 +32,21 @@ func (fakeDatapath) Interfaces() []datapath.Interface {
 
 type fakeFlows struct{}
 
+// LabelSets reports flows sampled at 1 in 100 (the rate fakeFlows' tests use).
 func (fakeFlows) LabelSets(fn func(r *flow.LabelSetRow)) {
+	at100 := func(p, b uint64) flow.RollupCounts {
+		return flow.RollupCounts{SampledPackets: p, SampledBytes: b, Packets: 100 * p, Bytes: 100 * b}
+	}
 	for _, r := range []flow.LabelSetRow{
 		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Proto: 17, SrcASN: 64500, SrcCity: "Testville"},
-			ActiveFlows: 1, SampledPackets: 5, SampledBytes: 500, Packets: 7000, Bytes: 900000},
-		{Key: flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, ActiveFlows: 1, SampledPackets: 1, SampledBytes: 40},
+			ActiveFlows: 1, Active: at100(5, 500), Packets: 7000, Bytes: 900000},
+		{Key: flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, ActiveFlows: 1, Active: at100(1, 40)},
 		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcCity: `Quote"d \ New` + "\n" + `line`},
-			ActiveFlows: 2, SampledPackets: 2, SampledBytes: 80},
+			ActiveFlows: 2, Active: at100(2, 80)},
 		// No active flow: only in the counters.
 		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 1, DstASN: 64511}, Packets: 3, Bytes: 252},
 		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Overflow: true},
-			ActiveFlows: 3, SampledPackets: 4, SampledBytes: 400, Packets: 11, Bytes: 1100},
+			ActiveFlows: 3, Active: at100(4, 400), Packets: 11, Bytes: 1100},
 	} {
 		fn(&r)
 	}

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package export
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stepbrobd/rfm/test/lab"
+)
+
+// TestIPFIXRateChangeKeepsRates changes the sample rate of a running agent
+// twice (`rfm set sample-rate`) and reads the flows it ended back from
+// nfdump, which scales each record by the sampling options in force when
+// nfcapd read it: a flow sampled at 1 must read as the packets sent, not
+// a thousand times more, and one sampled at 1000 as a multiple of 1000.
+func TestIPFIXRateChangeKeepsRates(t *testing.T) {
+	l := newLab(t)
+	col := startCollector(t, l, collectorPort)
+	receivers(t, l, addrB4+":5001", addrB4+":5002")
+	agent := startAgent(t, l, agentConfig{sampleRate: 1, collectorPort: collectorPort})
+	sock := filepath.Join(filepath.Dir(agent.configPath), "rfm.sock")
+	setRate := func(rate int) {
+		t.Helper()
+		out, err := exec.Command(rfmBinary, "set", "sample-rate", fmt.Sprint(rate), "--socket", sock).CombinedOutput()
+		if err != nil {
+			t.Fatalf("rfm set sample-rate %d: %v\n%s", rate, err, out)
+		}
+	}
+	sampled := func(want float64) {
+		t.Helper()
+		lab.Eventually(t, 10*time.Second, fmt.Sprintf("%v sampled packets in the table", want), func() error {
+			m, err := scrape(l)
+			if err != nil {
+				return err
+			}
+			if v, _ := metricValue(m, "rfm_flow_sampled_packets", nil); v < want {
+				return fmt.Errorf("%v sampled packets", v)
+			}
+			return nil
+		})
+	}
+
+	const atOne, atThousand = 2000, 30000
+	send(t, lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001"), atOne, 100)
+	sampled(atOne) // all of them in the table before the rate changes
+	setRate(1000)
+	send(t, lab.UDPConn(t, l.A, addrA4+":40002", addrB4+":5002"), atThousand, 100)
+	sampled(1) // at least one of them sampled
+	setRate(1)
+
+	if err := agent.stop(t, 15*time.Second); err != nil {
+		t.Errorf("agent exit: %v", err)
+	}
+	flows := col.finish(t, l)
+	expectFlow(t, flows, addrA4, addrB4, 40001, 5001, atOne, atOne*128)
+	var packets uint64
+	for _, f := range findFlows(flows, addrA4, addrB4, 40002, 5002, protoUDP) {
+		if f.packets%1000 != 0 || f.bytes != f.packets*128 {
+			t.Errorf("flow sampled at 1000 not scaled by 1000: %s", f)
+		}
+		packets += f.packets
+	}
+	// About 30 of 30,000 sampled: far from 30 or 30 million.
+	if packets < atThousand/5 || packets > 5*atThousand {
+		t.Errorf("flow sampled at 1000 reads as %d packets, sent %d; flows:\n%s", packets, atThousand, dumpFlows(flows))
+	}
+}
