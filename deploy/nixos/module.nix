@@ -155,6 +155,8 @@ in
                 allow = opt (lib.types.listOf lib.types.str) "Router addresses or prefixes allowed to connect; empty = all.";
                 max_sessions = opt positive "Maximum concurrent BMP sessions, >= 1 (default 64).";
                 max_message_size = opt (lib.types.ints.between 4096 16777215) "Largest BMP message in bytes (default 1048576).";
+                label_vrfs = opt (lib.types.listOf lib.types.str) ''Route distinguishers ("65000:1", "192.0.2.1:5") whose VRF routes also label flows; empty = global routes only (default).'';
+                max_routes_per_peer = opt lib.types.ints.unsigned "Routes one monitored peer may hold before all its routes are dropped until it comes up again; 0 = no limit (default).";
               };
             };
           };

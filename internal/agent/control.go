@@ -10,6 +10,8 @@ import (
 
 	"github.com/stepbrobd/rfm/internal/control"
 	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/internal/enrich/rd"
+	"github.com/stepbrobd/rfm/internal/enrich/rib"
 	"github.com/stepbrobd/rfm/internal/flow"
 )
 
@@ -152,12 +154,24 @@ func (c controlAgent) RIBSummary(context.Context) (control.RIBSummary, error) {
 	for _, r := range sum.Routers {
 		rr := control.RIBRouter{Addr: r.Router.Addr, Name: r.Router.Name, Descr: r.Descr, Connected: r.Connected, Peers: []control.RIBPeer{}}
 		for _, p := range r.Peers {
-			rr.Peers = append(rr.Peers, control.RIBPeer{
+			cp := control.RIBPeer{
 				Addr: p.Peer.Addr, Type: p.Peer.Type, Distinguisher: p.Peer.Distinguisher,
 				ASN: p.ASN, BGPID: p.BGPID, Stale: p.Stale, Routes4: p.Routes4, Routes6: p.Routes6,
-			})
+			}
+			if !p.Peer.Global() {
+				cp.RD = rd.Format(p.Peer.Distinguisher)
+			}
+			rr.Peers = append(rr.Peers, cp)
 		}
 		out.Routers = append(out.Routers, rr)
+	}
+	out.VRFs = []control.RIBVRF{}
+	for _, v := range sum.VRFs {
+		out.VRFs = append(out.VRFs, control.RIBVRF{
+			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
+			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
+			Peers: v.Peers, Routes4: v.Routes4, Routes6: v.Routes6,
+		})
 	}
 	return out, nil
 }
@@ -169,12 +183,27 @@ func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIB
 	if db := a.enricher.DB(); db != nil {
 		out.MMDBASN, out.MMDBCity = db.ASN(addr), db.City(addr)
 	}
-	for _, r := range a.rib.LookupAll(addr) {
-		out.Routes = append(out.Routes, control.RIBRoute{
+	out.FlowASN = a.enricher.ASN(addr)
+	route := func(r rib.RouteInfo) control.RIBRoute {
+		return control.RIBRoute{
 			Prefix: r.Prefix, Origin: r.Origin, ASPath: r.Path.String(),
 			Router: r.Router.Addr, RouterName: r.Router.Name,
 			Peer: r.Peer.Addr, PeerASN: r.PeerASN, View: r.View.String(), PathID: r.PathID,
-		})
+		}
+	}
+	for _, r := range a.rib.LookupAll(addr) {
+		out.Routes = append(out.Routes, route(r))
+	}
+	out.VRFs = []control.RIBVRFRoutes{}
+	for _, v := range a.rib.LookupVRFs(addr) {
+		vr := control.RIBVRFRoutes{
+			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
+			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
+		}
+		for _, r := range v.Routes {
+			vr.Routes = append(vr.Routes, route(r))
+		}
+		out.VRFs = append(out.VRFs, vr)
 	}
 	return out, nil
 }

@@ -309,7 +309,8 @@ func (a *agent) reload() (control.ReloadResult, error) {
 
 func bmpEqual(a, b config.BMP) bool {
 	return a.Host == b.Host && a.Port == b.Port && a.Keep == b.Keep && slices.Equal(a.Allow, b.Allow) &&
-		a.MaxSessions == b.MaxSessions && a.MaxMessageSize == b.MaxMessageSize
+		a.MaxSessions == b.MaxSessions && a.MaxMessageSize == b.MaxMessageSize &&
+		slices.Equal(a.LabelVRFs, b.LabelVRFs) && a.MaxRoutesPerPeer == b.MaxRoutesPerPeer
 }
 
 func (a *agent) logReload(applied, restart []string) {

@@ -105,6 +105,14 @@ type BMP struct {
 	MaxSessions int `toml:"max_sessions"`
 	// MaxMessageSize bounds one BMP message in bytes (default 1 MiB).
 	MaxMessageSize int `toml:"max_message_size"`
+	// LabelVRFs lists route distinguishers ("65000:1", "192.0.2.1:5")
+	// whose VRF routes also label flows; by default only routes of the
+	// global instance (global peers and the default Loc-RIB) do.
+	LabelVRFs []string `toml:"label_vrfs"`
+	// MaxRoutesPerPeer drops the routes of a monitored peer that holds
+	// more (all views and path ids together) until the router reports
+	// it up again; 0 means no limit.
+	MaxRoutesPerPeer int `toml:"max_routes_per_peer"`
 }
 
 // Enabled reports whether the BMP listener is configured.

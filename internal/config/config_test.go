@@ -58,6 +58,8 @@ func TestDefaults(t *testing.T) {
 		{"enrich.rib.bmp.allow", a.Enrich.RIB.BMP.Allow, []string(nil)},
 		{"enrich.rib.bmp.max_sessions", a.Enrich.RIB.BMP.MaxSessions, 64},
 		{"enrich.rib.bmp.max_message_size", a.Enrich.RIB.BMP.MaxMessageSize, 1048576},
+		{"enrich.rib.bmp.label_vrfs", a.Enrich.RIB.BMP.LabelVRFs, []string(nil)},
+		{"enrich.rib.bmp.max_routes_per_peer", a.Enrich.RIB.BMP.MaxRoutesPerPeer, 0},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {
@@ -221,6 +223,9 @@ func TestRejections(t *testing.T) {
 		{"bmp max_sessions 0", base + "[agent.enrich.rib.bmp]\nmax_sessions = 0\n", "agent.enrich.rib.bmp.max_sessions", "0"},
 		{"bmp max_message_size small", base + "[agent.enrich.rib.bmp]\nmax_message_size = 4095\n", "agent.enrich.rib.bmp.max_message_size", "4095"},
 		{"bmp max_message_size big", base + "[agent.enrich.rib.bmp]\nmax_message_size = 16777216\n", "agent.enrich.rib.bmp.max_message_size", "16777216"},
+		{"bmp label_vrfs no number", base + "[agent.enrich.rib.bmp]\nlabel_vrfs = [\"65000:1\", \"65000\"]\n", "agent.enrich.rib.bmp.label_vrfs[1]", `"65000"`},
+		{"bmp label_vrfs IPv6 admin", base + "[agent.enrich.rib.bmp]\nlabel_vrfs = [\"2001:db8::1:5\"]\n", "agent.enrich.rib.bmp.label_vrfs[0]", `"2001:db8::1:5"`},
+		{"bmp max_routes_per_peer negative", base + "[agent.enrich.rib.bmp]\nmax_routes_per_peer = -1\n", "agent.enrich.rib.bmp.max_routes_per_peer", "-1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -687,6 +692,22 @@ func TestAllowPrefixes(t *testing.T) {
 	}
 	if p, err := (BMP{}).AllowPrefixes(); p != nil || err != nil {
 		t.Errorf("empty allow = %v, %v; want nil, nil", p, err)
+	}
+}
+
+func TestLabelDistinguishers(t *testing.T) {
+	c := mustParse(t, base+"[agent.enrich.rib.bmp]\nlabel_vrfs = [\"65000:1\", \"192.0.2.1:5\"]\nmax_routes_per_peer = 1000\n")
+	got, err := c.Agent.Enrich.RIB.BMP.LabelDistinguishers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RFC 4364 4.2: type 0 (2-byte ASN 65000 = 0xfde8), type 1 (IPv4).
+	want := []uint64{0x0000_fde8_0000_0001, 0x0001_c000_0201_0005}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("LabelDistinguishers = %#x, want %#x", got, want)
+	}
+	if n := c.Agent.Enrich.RIB.BMP.MaxRoutesPerPeer; n != 1000 {
+		t.Errorf("max_routes_per_peer = %d, want 1000", n)
 	}
 }
 

@@ -296,6 +296,9 @@ func normalize(c *Config) {
 	if len(c.Agent.Enrich.RIB.BMP.Allow) == 0 {
 		c.Agent.Enrich.RIB.BMP.Allow = nil
 	}
+	if len(c.Agent.Enrich.RIB.BMP.LabelVRFs) == 0 {
+		c.Agent.Enrich.RIB.BMP.LabelVRFs = nil
+	}
 }
 
 // The schema is derived from the Config struct's toml tags, so the key

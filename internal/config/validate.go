@@ -305,6 +305,12 @@ func validateValues(c *Config) *Error {
 		return keyError("agent.enrich.rib.bmp.max_message_size", n,
 			"must be between %d and %d", MinBMPMessageSize, MaxBMPMessageSize)
 	}
+	if _, e := bmp.LabelDistinguishers(); e != nil {
+		return e
+	}
+	if bmp.MaxRoutesPerPeer < 0 {
+		return keyError("agent.enrich.rib.bmp.max_routes_per_peer", bmp.MaxRoutesPerPeer, "must be 0 (no limit) or positive")
+	}
 
 	if sock := a.Control.Socket; sock != "" {
 		switch {

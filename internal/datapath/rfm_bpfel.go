@@ -26,6 +26,7 @@ const (
 	rfmProgRfmFloor   = "rfm_floor"
 	rfmProgRfmFlush   = "rfm_flush"
 	rfmProgRfmIngress = "rfm_ingress"
+	rfmVarRfmL3Link   = "rfm_l3_link"
 	rfmVarRfmSlot     = "rfm_slot"
 )
 
@@ -93,7 +94,8 @@ type rfmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmVariableSpecs struct {
-	RfmSlot *ebpf.VariableSpec `ebpf:"rfm_slot"`
+	RfmL3Link *ebpf.VariableSpec `ebpf:"rfm_l3_link"`
+	RfmSlot   *ebpf.VariableSpec `ebpf:"rfm_slot"`
 }
 
 // rfmObjects contains all objects after they have been loaded into the kernel.
@@ -139,7 +141,8 @@ func (m *rfmMaps) Close() error {
 //
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmVariables struct {
-	RfmSlot *ebpf.Variable `ebpf:"rfm_slot"`
+	RfmL3Link *ebpf.Variable `ebpf:"rfm_l3_link"`
+	RfmSlot   *ebpf.Variable `ebpf:"rfm_slot"`
 }
 
 // rfmPrograms contains all programs after they have been loaded into the kernel.
