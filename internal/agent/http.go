@@ -104,7 +104,8 @@ func (m *metricsServer) serve(reg *prometheus.Registry, core *prom.Collector, he
 	failed := make(chan error, 1)
 	go func() {
 		err := web.Serve(view, srv, flags, m.log)
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// A retired server's Serve ends with net.ErrClosed (see retire).
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			m.log.Error("metrics server stopped", "addr", m.addr, "err", err)
 		}
 		failed <- err
@@ -129,21 +130,30 @@ func (m *metricsServer) serve(reg *prometheus.Registry, core *prom.Collector, he
 // user-facing error gets.
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 
-// retire stops m's server after another one took over its socket:
-// requests in progress finish, idle keep-alive connections are closed
-// (clients reconnect to the new server); the socket stays open.
+// retire stops m's server after another one took over its socket; the
+// socket stays open. Not Shutdown: a connection the old server accepted
+// just before the handover but whose request it reads only after
+// Shutdown began would be closed unanswered, a failed scrape. Instead
+// the server stops accepting and stops keeping connections alive: every
+// request it has or gets on its connections is answered, idle keep-alive
+// connections are closed (Prometheus' client retries a request that
+// meets a closed idle connection), and the next connection goes to the
+// new server.
 func (m *metricsServer) retire() {
 	if m.srv == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = m.srv.Shutdown(ctx)
+	m.view.Close()
+	m.srv.SetKeepAlivesEnabled(false)
 }
 
 // close stops the server and closes the socket.
 func (m *metricsServer) close() {
-	m.retire()
+	if m.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = m.srv.Shutdown(ctx)
+	}
 	m.ln.Close()
 }
 

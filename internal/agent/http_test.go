@@ -118,7 +118,7 @@ func TestMetricsWebConfigReloadSameSocket(t *testing.T) {
 		t.Fatalf("binding %s twice succeeded; the test cannot show the problem", addr)
 	}
 
-	// A client with a new connection per request, all through the swap.
+	// Clients requesting all through the swap.
 	plain := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	get := func(c *http.Client, url string) (string, error) {
 		resp, err := c.Get(url)
@@ -142,21 +142,29 @@ func TestMetricsWebConfigReloadSameSocket(t *testing.T) {
 		requests int
 		seen     = map[string]int{}
 	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for !stop.Load() {
-			h, err := get(plain, "http://"+addr+"/healthz")
-			mu.Lock()
-			requests++
-			if err != nil {
-				failures = append(failures, err.Error())
-			} else {
-				seen[h]++
-			}
-			mu.Unlock()
+	// Several clients, so connections are in flight at the handover; two
+	// keep their connections alive, as Prometheus does.
+	for i := range 4 {
+		c := plain
+		if i%2 == 1 {
+			c = &http.Client{Timeout: 5 * time.Second}
 		}
-	}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				h, err := get(c, "http://"+addr+"/healthz")
+				mu.Lock()
+				requests++
+				if err != nil {
+					failures = append(failures, err.Error())
+				} else {
+					seen[h]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
 	waitRequests := func(n int) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
