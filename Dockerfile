@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-only
 # rfm agent image: a static binary on a distroless base.
 #
 #   docker build -t rfm .
@@ -23,6 +24,10 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/rfm ./cmd/rfm
 # CAP_PERFMON at start.
 FROM gcr.io/distroless/static-debian12
 COPY --from=build /out/rfm /usr/local/bin/rfm
+# Licence texts: Go code AGPL-3.0-only, the embedded BPF program
+# GPL-2.0-only.
+COPY LICENSE /usr/share/doc/rfm/LICENSE
+COPY LICENSES/ /usr/share/doc/rfm/LICENSES/
 # Metrics and /healthz.
 EXPOSE 9669/tcp
 ENTRYPOINT ["/usr/local/bin/rfm", "agent", "-c", "/etc/rfm/rfm.toml"]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # Sampling accuracy with the real BPF program (BPF_PROG_TEST_RUN) and the
 # real flow table: exact interface counters, per-flow estimate error
 # against sqrt(N/P), flow coverage against 1-(1-1/N)^P. Needs root; about

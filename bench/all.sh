@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # Every benchmark of issue #5 and #4 in one command (needs root; about
 # 15 minutes on a 2-core machine). Results go next to this script:
 #   datapath-results.txt  BPF_PROG_TEST_RUN per-packet cost vs the floor
@@ -6,7 +7,7 @@
 #   accuracy-results.txt  sampling accuracy and coverage
 #   e2e-results.txt       end to end at sample_rate = 1 on a veth
 # Memory (memory-results.txt) is read from /proc/PID/status of a running
-# agent; see README.md, Performance.
+# agent; see docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then

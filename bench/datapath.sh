@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # Per-packet datapath cost via BPF_PROG_TEST_RUN, next to an empty TCX
 # program (the floor) measured in the same run. Needs root.
 set -euo pipefail

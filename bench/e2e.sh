@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # End-to-end load test of the real agent at sample_rate = 1. Needs root.
 #
 # Two network namespaces joined by a veth (GRO/GSO/TSO off, no ARP, no

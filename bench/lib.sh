@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-only
 # Sourced by the bench scripts: the lab they share, built the way
 # test/lab.NewPair builds it for the tests.
 
@@ -10,7 +11,8 @@ netns_pair() {
 		ip netns add "$ns"
 		for conf in all default; do
 			for kv in accept_dad=0 accept_ra=0 router_solicitations=0 addr_gen_mode=1; do
-				ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$conf.$kv"
+				# /proc/sys rather than sysctl(8): minimal systems have no procps.
+				ip netns exec "$ns" sh -c "echo ${kv#*=} > /proc/sys/net/ipv6/conf/$conf/${kv%%=*}"
 			done
 		done
 		ip -n "$ns" link set lo up

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-only
 # Plots bench/soak.sh results: gnuplot -e "results='bench/soak-results.csv'; out='bench/soak.svg'" bench/soak-plot.gp
 # Columns: elapsed_s,rss_kib,goroutines,open_fds,ring_drops,active_flows,rib_routes,ipfix_records
 if (!exists("results")) results = 'bench/soak-results.csv'

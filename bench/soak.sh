@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # On-demand soak test of the real agent (not run in CI). Needs root.
 #
 # Two quiet network namespaces joined by a veth; the agent runs in A at

@@ -731,6 +731,43 @@ int rfm_flush(struct __sk_buff *skb)
 	return 0;
 }
 
+struct rfm_probe_timer {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_probe_timer);
+} rfm_probe_timers SEC(".maps");
+
+static int rfm_probe_timer_cb(void *map, __u32 *key, struct rfm_probe_timer *t)
+{
+	return 0;
+}
+
+// rfm_probe_timer_pin returns 0 when bpf_timer_start takes
+// BPF_F_TIMER_CPU_PIN (Linux 6.7), which the batch timers need; userspace
+// runs it once at load to name a missing feature instead of failing later.
+SEC("tc")
+int rfm_probe_timer_pin(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct rfm_probe_timer *t = bpf_map_lookup_elem(&rfm_probe_timers, &zero);
+	if (!t)
+		return 1;
+	long r = bpf_timer_init(&t->timer, &rfm_probe_timers, CLOCK_MONOTONIC);
+	if (r && r != -16)
+		return 2;
+	if (bpf_timer_set_callback(&t->timer, rfm_probe_timer_cb))
+		return 3;
+	if (bpf_timer_start(&t->timer, 1000000000ull, BPF_F_TIMER_CPU_PIN))
+		return 4;
+	bpf_timer_cancel(&t->timer);
+	return 0;
+}
+
 // The cost floor for benchmarks: what any TCX program costs to run.
 SEC("tcx/ingress")
 int rfm_floor(struct __sk_buff *skb)

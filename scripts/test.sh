@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-only
 # Installs what the rfm test suite needs (Debian/Ubuntu, as root) and runs
 # every test against the real kernel. Usage: sudo bash scripts/test.sh
 set -euo pipefail
@@ -14,13 +15,22 @@ if ! command -v go >/dev/null; then
 	exit 1
 fi
 
+# Every command this script and the tests execute, with its Debian
+# package. A minimal Debian (debootstrap minbase, a container image) has
+# none of the tools below the first line; scripts/test-minimal.sh runs the
+# suite in such a root to keep this list complete. The tests skip what is
+# missing, so a gap here shows as skips, not failures.
 need=()
-for pair in clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 ethtool:ethtool \
-	nfcapd:nfdump nfacctd:pmacct tshark:tshark curl:curl gobgp:gobgpd nix-instantiate:nix-bin systemd-analyze:systemd gobgpd:gobgpd /usr/lib/frr/bgpd:frr promtool:prometheus; do
+for pair in sh:dash bash:bash cat:coreutils stdbuf:coreutils setpriv:util-linux cmp:diffutils find:findutils \
+	clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 ethtool:ethtool \
+	nfcapd:nfdump nfdump:nfdump nfacctd:pmacct tshark:tshark curl:curl gobgp:gobgpd gobgpd:gobgpd /usr/lib/frr/bgpd:frr \
+	nix-instantiate:nix-bin systemd-analyze:systemd promtool:prometheus prometheus:prometheus; do
 	bin=${pair%%:*} pkg=${pair#*:}
 	if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then need+=("$pkg"); fi
 done
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+# Go fetches modules over HTTPS.
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "installing: ${need[*]}"
 	apt-get update -qq

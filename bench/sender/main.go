@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Command sender offers UDP load for bench/e2e.sh: IPv4 packets with many
 // distinct 5-tuples (source addresses and ports in 198.18.0.0/16), built
 // once and sent in sendmmsg batches over a raw socket, rate-limited per

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package main
 
 // Shared plumbing of the commands that talk to a running agent over its
@@ -10,6 +12,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/stepbrobd/rfm/internal/config"
@@ -22,9 +25,15 @@ type controlFlags struct {
 	json   bool
 }
 
-func (f *controlFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.socket, "socket", config.DefaultControlSocket, "control socket of the running agent (its agent.control.socket)")
-	cmd.Flags().BoolVar(&f.json, "json", false, "print the agent's answer as JSON instead of a table")
+func (f *controlFlags) register(cmd *cobra.Command) { f.registerOn(cmd.Flags()) }
+
+// registerPersistent puts the flags on a command group, for all of its
+// subcommands.
+func (f *controlFlags) registerPersistent(cmd *cobra.Command) { f.registerOn(cmd.PersistentFlags()) }
+
+func (f *controlFlags) registerOn(fs *pflag.FlagSet) {
+	fs.StringVar(&f.socket, "socket", config.DefaultControlSocket, "control socket of the running agent (its agent.control.socket)")
+	fs.BoolVar(&f.json, "json", false, "print the agent's answer as JSON instead of a table")
 }
 
 // query runs one command against the agent at f.socket: the raw answer

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Command rfm is the router flow monitor: `rfm agent` attaches eBPF
 // programs to interfaces and serves flow metrics.
 package main
@@ -40,7 +42,13 @@ flows, optionally labels them with ASNs and cities (MMDB files, BMP-fed
 RIB), and exports Prometheus metrics and IPFIX.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Without arguments the root prints its help; a word that is no
+		// command is an error (cobra's own says so over several lines).
+		Args: rejectArgsAsCommands,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	root.SetFlagErrorFunc(flagError)
+	root.SetHelpCommand(helpCommand())
 	root.AddCommand(agentCommand(), configCommand(), versionCommand(),
 		statusCommand(), flowsCommand(), ribCommand(), setCommand(), reloadCommand())
 	return root
@@ -108,10 +116,10 @@ func versionCommand() *cobra.Command {
 }
 
 func configCommand() *cobra.Command {
-	cmd := &cobra.Command{
+	cmd := commandGroup(&cobra.Command{
 		Use:   "config",
 		Short: "Work with the config file",
-	}
+	})
 	var path string
 	var offline bool
 	check := &cobra.Command{

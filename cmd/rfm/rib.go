@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package main
 
 import (
@@ -10,11 +12,12 @@ import (
 )
 
 func ribCommand() *cobra.Command {
-	cmd := &cobra.Command{
+	cmd := commandGroup(&cobra.Command{
 		Use:   "rib",
 		Short: "Inspect the RIB the agent learns over BMP",
-	}
-	var sf controlFlags
+	})
+	var f controlFlags
+	f.registerPersistent(cmd)
 	summary := &cobra.Command{
 		Use:   "summary",
 		Short: "Routers, peers and route counts per family",
@@ -27,11 +30,9 @@ router whose session ended stay for agent.enrich.rib.bmp.keep.`,
   rfm rib summary --json | jq '.routers[].peers | length'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &sf, control.CmdRIBSummary, nil, renderRIBSummary)
+			return query(cmd, &f, control.CmdRIBSummary, nil, renderRIBSummary)
 		},
 	}
-	sf.register(summary)
-	var lf controlFlags
 	lookup := &cobra.Command{
 		Use:   "lookup ADDR",
 		Short: "The routes of the longest prefix matching an address",
@@ -43,16 +44,21 @@ and what the MMDB files say. A default route is shown but never gives flows
 an origin AS.`,
 		Example: `  rfm rib lookup 198.18.7.1
   rfm rib lookup 2001:db8::1 --json`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("%s takes one address; got %d arguments", cmd.CommandPath(), len(args))
+			}
+			_, err := parseLookupAddr(args[0])
+			return err
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr, err := parseLookupAddr(args[0])
 			if err != nil {
 				return err
 			}
-			return query(cmd, &lf, control.CmdRIBLookup, control.RIBLookupArgs{Addr: addr.String()}, renderRIBLookup)
+			return query(cmd, &f, control.CmdRIBLookup, control.RIBLookupArgs{Addr: addr.String()}, renderRIBLookup)
 		},
 	}
-	lf.register(lookup)
 	cmd.AddCommand(summary, lookup)
 	return cmd
 }

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package main
 
 import (
@@ -10,11 +12,14 @@ import (
 )
 
 func setCommand() *cobra.Command {
-	cmd := &cobra.Command{
+	cmd := commandGroup(&cobra.Command{
 		Use:   "set",
 		Short: "Change a setting of the running agent",
-	}
+	})
+	// On the group, so `rfm set WORD --socket PATH` fails on WORD, not
+	// on the flag.
 	var f controlFlags
+	f.registerPersistent(cmd)
 	rate := &cobra.Command{
 		Use:   "sample-rate N",
 		Short: "Sample 1 in N packets from now on",
@@ -25,7 +30,13 @@ restarts or a reload finds a different agent.bpf.sample_rate in the
 config file.`,
 		Example: `  rfm set sample-rate 10
   sample rate 100 -> 10`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("%s takes one value, N; got %d", cmd.CommandPath(), len(args))
+			}
+			_, err := parseSampleRate(args[0])
+			return err
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := parseSampleRate(args[0])
 			if err != nil {
@@ -34,7 +45,6 @@ config file.`,
 			return query(cmd, &f, control.CmdSetSampleRate, control.SetSampleRateArgs{Rate: n}, renderSampleRate)
 		},
 	}
-	f.register(rate)
 	cmd.AddCommand(rate)
 	return cmd
 }

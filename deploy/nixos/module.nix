@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-only
 # NixOS module for the rfm agent.
 #
 #   imports = [ ./deploy/nixos/module.nix ];
@@ -86,7 +87,7 @@ in
     };
 
     settings = lib.mkOption {
-      description = "Contents of rfm.toml; see the Configuration section of rfm's README.";
+      description = "Contents of rfm.toml; see rfm's docs/configuration.md.";
       default = { };
       type = lib.types.submodule {
         freeformType = settingsFormat.type;
@@ -178,14 +179,17 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
-      # A new config is applied by SIGHUP (no flows lost), a new package
-      # by a restart.
+      # A new config is applied by a reload over the control socket (no
+      # flows lost), a new package by a restart.
       reloadTriggers = [ configFile ];
       restartTriggers = [ cfg.package ];
       serviceConfig = {
         Type = "simple";
         ExecStart = "${lib.getExe' cfg.package "rfm"} agent -c /etc/rfm/rfm.toml";
-        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        # With the control socket disabled, SIGHUP does the same.
+        ExecReload =
+          if cfg.settings.agent.control.socket == "" then "${pkgs.coreutils}/bin/kill -HUP $MAINPID"
+          else "${lib.getExe' cfg.package "rfm"} reload --socket ${cfg.settings.agent.control.socket}";
         Restart = "on-failure";
         RestartSec = "5s";
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package agent wires the stages together: config -> datapath (packets,
 // events) -> flow table -> enrichment -> exporters (Prometheus, IPFIX),
 // and owns start-up order, live changes (hotplug, reload, control

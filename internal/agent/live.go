@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package agent
 
 import (
@@ -78,6 +80,9 @@ func (a *agent) attachLink(l ifwatch.Link) error {
 	if err := a.dp.Attach(l.Index, l.Name); err != nil {
 		return err
 	}
+	// An interface detached before (or its ifindex reused) may start
+	// flows again.
+	a.table.AllowInterface(uint32(l.Index))
 	a.ipfix.setInterfaces(a.dp.Interfaces())
 	a.log.Info("attached", "interface", l.Name, "ifindex", l.Index)
 	return nil

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package config loads and validates the rfm TOML configuration.
 package config
 

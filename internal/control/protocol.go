@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package control is the agent's local control plane: a Unix socket
 // speaking JSON lines, used by `rfm status`, `rfm flows`, `rfm rib ...`,
 // `rfm set sample-rate` and `rfm reload`.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package datapath loads the BPF programs of bpf/rfm.c, attaches them to
 // interfaces with TCX links, writes their config map and reads what they
 // produce: per-interface counters and sampled packet events.
@@ -198,8 +200,14 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load BPF object: %w", err)
 	}
-	// The floor program exists only for benchmarks.
+	if err := probeKernel(spec); err != nil {
+		return nil, err
+	}
+	// The floor program exists only for benchmarks, the probe for
+	// probeKernel.
 	delete(spec.Programs, rfmProgRfmFloor)
+	delete(spec.Programs, rfmProgRfmProbeTimerPin)
+	delete(spec.Maps, rfmMapRfmProbeTimers)
 	if opts.RingBufSize > 0 {
 		spec.Maps[rfmMapRfmEvents].MaxEntries = uint32(opts.RingBufSize)
 	}

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package datapath
 
 // The BPF object is generated from bpf/rfm.c and committed, so building rfm
@@ -5,3 +7,6 @@ package datapath
 // llvm-strip from Debian's clang/llvm packages); CI checks the committed
 // object matches. The prefix map keeps build paths out of the object.
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -strip llvm-strip -target bpfel -no-global-types rfm ../../bpf/rfm.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -fdebug-prefix-map=${PWD}/../..=.
+
+// bpf2go writes no licence header; the generated Go file is rfm's Go code.
+//go:generate sed -i "1i // SPDX-License-Identifier: AGPL-3.0-only" rfm_bpfel.go

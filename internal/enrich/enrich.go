@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package enrich labels flow addresses with origin ASNs and city names:
 // the ASN from the BMP-fed RIB first (the route's origin AS), the MMDB
 // as the fallback, the city from the MMDB.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package flow aggregates sampled packet events into flows, ends them
 // (idle timeout, table full, shutdown) and hands ended flows to sinks.
 package flow
@@ -86,6 +88,10 @@ type Record struct {
 	// SampleRate is the 1-in-N rate that sampled every packet counted
 	// here: a flow never mixes rates (an event of another rate ends it).
 	SampleRate uint32
+	// InIfindex is the interface the flow's first sampled packet arrived
+	// on: for an egress flow of forwarded packets the receiving
+	// interface, 0 for locally originated ones; Ifindex at ingress.
+	InIfindex uint32
 	Labels
 	Reason EndReason
 }

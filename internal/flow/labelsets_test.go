@@ -24,8 +24,8 @@ func totals(t *testing.T, tab *Table) map[RollupKey][2]uint64 {
 }
 
 // TestLabelSetTotalsNeverDecrease reads the totals over and over while
-// flows start, end (idle timeout, table full, flush, interface removal)
-// and are relabelled, and requires every total to only grow; at the end
+// flows start, end (idle timeout, table full, flush, table shrink) and
+// are relabelled, and requires every total to only grow; at the end
 // each set's totals equal what was sent to it, computed here from the
 // events.
 func TestLabelSetTotalsNeverDecrease(t *testing.T) {
@@ -94,7 +94,8 @@ func TestLabelSetTotalsNeverDecrease(t *testing.T) {
 		case 2:
 			tab.Flush(EndForced)
 		case 3:
-			tab.FlushInterface(2)
+			tab.SetMaxFlows(8) // ends all but the newest 8
+			tab.SetMaxFlows(64)
 		}
 	}
 	close(stop)
@@ -191,7 +192,7 @@ func TestLabelSetExpiry(t *testing.T) {
 	tab := NewTable(Options{Enricher: enr, IdleTimeout: time.Hour, LabelSetExpiry: time.Minute, MaxLabelSets: 1})
 	a := udp(1, uint64(time.Second))
 	tab.Update(&a)
-	tab.FlushInterface(2) // a's set has no flow left
+	tab.Flush(EndForced) // a's set has no flow left
 	b := udp(2, uint64(time.Second))
 	tab.Update(&b) // over the limit: overflow set
 	if st := tab.LabelSetStats(); st.Sets != 2 || st.Overflowed != 1 {

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package flow
 
 // ageQueue orders flows for eviction. It is a 4-ary min-heap keyed by the

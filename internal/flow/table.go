@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package flow
 
 import (
@@ -20,8 +22,9 @@ const (
 
 	// MaxFlowsCeiling bounds the table whatever MaxFlows says: with
 	// MaxFlows 0 ("no limit") a flood of spoofed sources would otherwise
-	// grow memory without bound. At about 200 bytes per flow (arena entry,
-	// index slots at most half full, queue items) it is about 800 MiB.
+	// grow memory without bound. At about 210 bytes per flow (a 144-byte
+	// arena entry, index slots at most half full, two queue items) it is
+	// some 850 MiB.
 	MaxFlowsCeiling = 1 << 22
 
 	// endChunk bounds the work one lock hold does when ending many flows
@@ -90,6 +93,7 @@ type entry struct {
 	srcCity                uint32 // ids in Table.cities; 0 = unknown
 	dstCity                uint32
 	nextFree               int32 // free-list link while the slot is unused
+	inIfindex              uint32
 	live                   bool
 }
 
@@ -112,6 +116,7 @@ type Table struct {
 	forced   uint64     // lack-of-resources evictions
 	idle     uint64     // idle-timeout evictions
 	touched  uint64     // sink for prefetch loads, see updateGroup
+	gone     goneInterfaces
 
 	// Scratch space of updateGroup, kept here so it is not zeroed per
 	// group.
@@ -126,6 +131,7 @@ type Table struct {
 	activeA       atomic.Int64
 	forcedA       atomic.Uint64
 	idleA         atomic.Uint64
+	lateA         atomic.Uint64 // events of interfaces gone, dropped
 	capacityA     atomic.Int64
 	idleTimeout   atomic.Int64 // ns
 	activeTimeout atomic.Int64 // ns
@@ -365,6 +371,10 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 
 // create adds a new flow, first making room when the table is full.
 func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
+	if t.gone.refuses(k.Ifindex) {
+		t.lateA.Add(1)
+		return
+	}
 	if t.index.count >= t.limit() {
 		t.evictOldest()
 	}
@@ -372,14 +382,15 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	e := &t.entries[i]
 	ns := int64(ev.BootNs)
 	*e = entry{
-		last:    ns,
-		packets: segments(ev),
-		bytes:   uint64(ev.Len),
-		key:     *k,
-		first:   ns,
-		ver:     e.ver,
-		rate:    rateOf(ev),
-		live:    true,
+		last:      ns,
+		packets:   segments(ev),
+		bytes:     uint64(ev.Len),
+		key:       *k,
+		first:     ns,
+		ver:       e.ver,
+		rate:      rateOf(ev),
+		inIfindex: ev.InIfindex,
+		live:      true,
 	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,
@@ -464,6 +475,7 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 		Packets:    e.packets,
 		Bytes:      e.bytes,
 		SampleRate: e.rate,
+		InIfindex:  e.inIfindex,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,
@@ -629,6 +641,9 @@ func (t *Table) Sweep(nowBoot int64) {
 	idleBefore := t.IdleEvictions()
 	t.evictIdle(nowBoot - t.idleTimeout.Load())
 	t.exportActive(nowBoot - t.activeTimeout.Load())
+	t.mu.Lock()
+	t.gone.expire(nowBoot - int64(goneHold))
+	t.mu.Unlock()
 	refreshed := t.refreshLabels()
 	t.expireSets(nowBoot)
 	if evicted := t.IdleEvictions() - idleBefore; evicted > 0 || refreshed > 0 {
@@ -799,7 +814,16 @@ func (t *Table) Flush(reason EndReason) { t.endMatching(reason, 0, false) }
 
 // FlushInterface ends every flow seen on ifindex (EndForced), for an
 // interface that went away.
-func (t *Table) FlushInterface(ifindex uint32) { t.endMatching(EndForced, ifindex, true) }
+//
+// Sampled packets of the interface still on their way to the table do not
+// start new flows afterwards (for a while; see AllowInterface): the
+// interface's last records stay its last.
+func (t *Table) FlushInterface(ifindex uint32) {
+	t.mu.Lock()
+	t.gone.mark(ifindex, BootNow())
+	t.mu.Unlock()
+	t.endMatching(EndForced, ifindex, true)
+}
 
 func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 	t.mu.Lock()
@@ -990,6 +1014,7 @@ func (t *Table) snapshot(e *entry, cities []string) Record {
 		Packets:    e.prevPackets + e.packets,
 		Bytes:      e.prevBytes + e.bytes,
 		SampleRate: e.rate,
+		InIfindex:  e.inIfindex,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,

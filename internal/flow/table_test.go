@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package flow
 
 import (
@@ -402,7 +404,9 @@ func TestFlushInterface(t *testing.T) {
 		t.Fatalf("Active() = %d, want 2", tab.Active())
 	}
 	// Stale queue entries of the flushed flows must not confuse later
-	// evictions: fill the table again and force one out.
+	// evictions: fill the table again and force one out (ifindex 2 is
+	// attached again, see TestFlushInterfaceRefusesLateEvents).
+	tab.AllowInterface(2)
 	more := []datapath.Event{udp(5, 10), udp(6, 11), udp(7, 12)}
 	tab.UpdateBatch(more)
 	if got := srcHosts(sink.take()); !slices.Equal(got, []byte{2}) {
@@ -725,5 +729,43 @@ func TestQueueCompaction(t *testing.T) {
 	}
 	if live != 250 {
 		t.Fatalf("active = %d, want 250", live)
+	}
+}
+
+// Sampled packets of an interface still in flight when it went away do
+// not start its flows again; a re-attached interface starts flows anew.
+func TestFlushInterfaceRefusesLateEvents(t *testing.T) {
+	sink := &recSink{}
+	tab := NewTable(Options{MaxFlows: 16, IdleTimeout: time.Second, Sinks: []Sink{sink}})
+	on := func(ifindex uint32, host byte, ns uint64) datapath.Event {
+		ev := udp(host, ns)
+		ev.Ifindex = ifindex
+		return ev
+	}
+	tab.UpdateBatch([]datapath.Event{on(7, 1, 1), on(8, 2, 2)})
+	tab.FlushInterface(7)
+	if got := srcHosts(sink.take()); !slices.Equal(got, []byte{1}) {
+		t.Fatalf("FlushInterface(7) ended %v, want [1]", got)
+	}
+	// Late: the same flow and a new one on the gone interface.
+	tab.UpdateBatch([]datapath.Event{on(7, 1, 3), on(7, 3, 4), on(8, 2, 5)})
+	if tab.Active() != 1 || tab.LateEvents() != 2 {
+		t.Fatalf("after late events: %d active, %d late; want 1 (ifindex 8), 2", tab.Active(), tab.LateEvents())
+	}
+	tab.Flush(EndForced)
+	if recs := sink.take(); len(recs) != 1 || recs[0].Ifindex != 8 {
+		t.Fatalf("records after the interface went: %+v, want only ifindex 8's flow", recs)
+	}
+	tab.AllowInterface(7)
+	tab.UpdateBatch([]datapath.Event{on(7, 4, 6)})
+	if tab.Active() != 1 {
+		t.Fatalf("re-attached interface: %d active flows, want 1", tab.Active())
+	}
+	// The mark also lapses on its own once late packets cannot arrive.
+	tab.FlushInterface(7)
+	tab.Sweep(BootNow() + int64(goneHold) + 1)
+	tab.UpdateBatch([]datapath.Event{on(7, 5, uint64(BootNow()))})
+	if tab.LateEvents() != 2 || tab.Active() != 1 {
+		t.Fatalf("after goneHold: %d late, %d active; want 2, 1", tab.LateEvents(), tab.Active())
 	}
 }

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package ifwatch follows the host's network interfaces over netlink and
 // tells the agent which ones to attach its programs to and detach them
 // from: links that appear, vanish, are renamed or moved to another network

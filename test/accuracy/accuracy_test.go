@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package accuracy measures what sampling costs in accuracy, with the real
 // BPF program (run on crafted frames with BPF_PROG_TEST_RUN) and the real
 // flow table: interface counters against the frames injected, per-flow

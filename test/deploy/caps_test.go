@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package deploy
 
 import (
@@ -5,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,6 +65,16 @@ func TestAgentRunsWithUnitCapabilities(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The control socket lives in a directory of the agent's user, as
+	// /run/rfm is under the unit's RuntimeDirectory.
+	runDir := filepath.Join(dir, "run")
+	if err := os.Mkdir(runDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(runDir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(runDir, "rfm.sock")
 	config := filepath.Join(dir, "rfm.toml")
 	writeFile(t, config, fmt.Sprintf(`[agent]
 interfaces = [%q]
@@ -71,8 +84,8 @@ sample_rate = 1
 host = "127.0.0.1"
 port = 9669
 [agent.control]
-socket = ""
-`, labDevA))
+socket = %q
+`, labDevA, socket))
 
 	run := func(t *testing.T, tb *testbed, granted []string) *lab.Process {
 		set := setprivCaps(granted)
@@ -108,6 +121,13 @@ socket = ""
 			}
 			return errors.New("no egress flow with 5 sampled packets yet")
 		})
+		// The unit's ExecReload, run as the same user (systemd runs it
+		// with the service's credentials), must reload this agent.
+		reload := unitExecReload(t, rfm, socket)
+		out, err := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups"}, reload...)...).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "reloaded") {
+			t.Errorf("the unit's ExecReload (%s): %v\n%s", strings.Join(reload, " "), err, out)
+		}
 		// Shutdown flushes the per-CPU event batches with
 		// BPF_PROG_TEST_RUN and detaches: both must work with only
 		// these capabilities, or the exit status says otherwise.
@@ -150,4 +170,30 @@ socket = ""
 			}
 		})
 	}
+}
+
+// unitExecReload returns the unit's ExecReload command line with the
+// installed binary and the default socket replaced by the test's.
+func unitExecReload(t *testing.T, rfm, socket string) []string {
+	t.Helper()
+	unit, err := os.ReadFile(deployPath(t, "systemd/rfm.service"))
+	if err != nil {
+		t.Fatalf("read deploy/systemd/rfm.service: %v", err)
+	}
+	for _, line := range strings.Split(string(unit), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecReload="); ok {
+			argv := strings.Fields(rest)
+			for i, a := range argv {
+				switch a {
+				case installedBinary:
+					argv[i] = rfm
+				case "/run/rfm/rfm.sock":
+					argv[i] = socket
+				}
+			}
+			return argv
+		}
+	}
+	t.Fatal("deploy/systemd/rfm.service: no ExecReload=")
+	return nil
 }

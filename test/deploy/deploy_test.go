@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package deploy checks the operator-facing files under deploy/ and the
 // Dockerfile: the Prometheus alert rules, the Grafana dashboard, the
 // systemd unit, the NixOS module and the Kubernetes manifests, each with

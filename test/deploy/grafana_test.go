@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package deploy
 
 import (
@@ -149,7 +151,7 @@ func TestDashboardStructure(t *testing.T) {
 }
 
 // TestDashboardMetrics requires every metric any dashboard query names to
-// be one the agent exports (README Metrics section), and that every
+// be one the agent exports (docs/metrics.md), and that every
 // selector of the list is shown somewhere.
 func TestDashboardMetrics(t *testing.T) {
 	exprs := dashboardExprs(t, loadDashboard(t))

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package deploy
 
 import (
@@ -389,8 +391,8 @@ func sectionOf(toml, name string) string {
 
 // TestDockerfile checks the Dockerfile without a Docker engine (none runs
 // here): a builder stage that builds the static binary the way the issue
-// asks, a distroless or scratch final stage that copies only the binary,
-// and the entrypoint the Kubernetes manifests rely on. It also builds the
+// asks, a distroless or scratch final stage that copies only the binary
+// and the licence texts, and the entrypoint the Kubernetes manifests rely on. It also builds the
 // binary with the same command and requires it to be static.
 func TestDockerfile(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(deployDir, "..", "Dockerfile"))
@@ -427,8 +429,16 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	finalStage := text[strings.LastIndex(text, "FROM "):]
-	if strings.Count(finalStage, "\nCOPY ") != 1 || strings.Contains(finalStage, "\nRUN ") {
-		t.Errorf("Dockerfile: the final stage should only copy the binary:\n%s", finalStage)
+	for _, want := range []string{
+		"COPY LICENSE /usr/share/doc/rfm/LICENSE",
+		"COPY LICENSES/ /usr/share/doc/rfm/LICENSES/",
+	} {
+		if !strings.Contains(finalStage, "\n"+want+"\n") {
+			t.Errorf("Dockerfile: the final stage does not carry the licence texts: missing %s", want)
+		}
+	}
+	if strings.Count(finalStage, "\nCOPY ") != 3 || strings.Contains(finalStage, "\nRUN ") {
+		t.Errorf("Dockerfile: the final stage should only copy the binary and the licence texts:\n%s", finalStage)
 	}
 	ignore, err := os.ReadFile(filepath.Join(deployDir, "..", ".dockerignore"))
 	if err != nil {

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package deploy
 
 import (
@@ -18,26 +20,18 @@ func TestNixOSModuleParses(t *testing.T) {
 }
 
 // TestNixOSModuleCoversConfigKeys requires a typed option for every key in
-// the README's Configuration table, so settings stay "typed for every
+// the Configuration table in docs/configuration.md, so settings stay "typed for every
 // config key" as the agent grows.
 func TestNixOSModuleCoversConfigKeys(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(deployDir, "..", "README.md"))
+	doc, err := os.ReadFile(filepath.Join(deployDir, "..", "docs", "configuration.md"))
 	if err != nil {
-		t.Fatalf("read README.md: %v", err)
+		t.Fatalf("read docs/configuration.md: %v", err)
 	}
 	module, err := os.ReadFile(deployPath(t, "nixos/module.nix"))
 	if err != nil {
 		t.Fatalf("read deploy/nixos/module.nix: %v", err)
 	}
-	text := string(readme)
-	start := strings.Index(text, "\n## Configuration\n")
-	if start < 0 {
-		t.Fatal(`README.md: no "## Configuration" section`)
-	}
-	section := text[start+1:]
-	if end := strings.Index(section[1:], "\n## "); end >= 0 {
-		section = section[:end+1]
-	}
+	section := string(doc)
 	keys := 0
 	firstCell := regexp.MustCompile("^\\| (`[^|]+)\\|")
 	code := regexp.MustCompile("`([a-z_.]+)`")
@@ -61,7 +55,7 @@ func TestNixOSModuleCoversConfigKeys(t *testing.T) {
 		}
 	}
 	if keys < 20 {
-		t.Fatalf("README.md Configuration table: found only %d keys", keys)
+		t.Fatalf("docs/configuration.md table: found only %d keys", keys)
 	}
 }
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package deploy
 
 import (
@@ -14,24 +16,16 @@ import (
 	"testing"
 )
 
-// exportedMetrics reads the metric names the agent exports from the
-// README's "## Metrics" section, the documented contract. The go_* and
-// process_* families are listed there only as prefixes.
+// exportedMetrics reads the metric names the agent exports from
+// docs/metrics.md, the documented contract. The go_* and process_*
+// families are listed there only as prefixes.
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	readme, err := os.ReadFile(filepath.Join(deployDir, "..", "README.md"))
+	doc, err := os.ReadFile(filepath.Join(deployDir, "..", "docs", "metrics.md"))
 	if err != nil {
-		t.Fatalf("read README.md: %v", err)
+		t.Fatalf("read docs/metrics.md: %v", err)
 	}
-	text := string(readme)
-	start := strings.Index(text, "\n## Metrics\n")
-	if start < 0 {
-		t.Fatal(`README.md: no "## Metrics" section`)
-	}
-	section := text[start+len("\n## Metrics\n"):]
-	if end := strings.Index(section, "\n## "); end >= 0 {
-		section = section[:end]
-	}
+	section := string(doc)
 	names := map[string]bool{}
 	for _, code := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(section, -1) {
 		for _, n := range regexp.MustCompile(`\brfm_[a-z0-9_]+`).FindAllString(code[1], -1) {
@@ -39,7 +33,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		}
 	}
 	if len(names) < 20 {
-		t.Fatalf("README.md Metrics section: found only %d rfm_ metric names: %v", len(names), names)
+		t.Fatalf("docs/metrics.md: found only %d rfm_ metric names: %v", len(names), names)
 	}
 	return names
 }
@@ -117,7 +111,7 @@ func checkMetricNames(t *testing.T, where, expr string) {
 		if n == "up" || exported[n] || strings.HasPrefix(n, "go_") || strings.HasPrefix(n, "process_") {
 			continue
 		}
-		t.Errorf("%s: metric %q is not exported by the agent (README Metrics section): %s", where, n, expr)
+		t.Errorf("%s: metric %q is not exported by the agent (docs/metrics.md): %s", where, n, expr)
 	}
 }
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package deploy
 
 import (
@@ -60,7 +62,7 @@ func TestSystemdUnitSecurity(t *testing.T) {
 	}
 }
 
-// TestSystemdUnitLeastPrivilege pins the privilege settings the README
+// TestSystemdUnitLeastPrivilege pins the privilege settings docs/deployment.md
 // documents: a non-root user with exactly CAP_BPF, CAP_NET_ADMIN and
 // CAP_PERFMON, the sandboxing the issue asks for, /run/rfm for the
 // control socket and reload by SIGHUP. TestAgentRunsWithUnitCapabilities
@@ -98,7 +100,7 @@ func TestSystemdUnitLeastPrivilege(t *testing.T) {
 		"StateDirectory":          "rfm",
 		"ConfigurationDirectory":  "rfm",
 		"Restart":                 "on-failure",
-		"ExecReload":              "/bin/kill -HUP $MAINPID",
+		"ExecReload":              installedBinary + " reload --socket /run/rfm/rfm.sock",
 		"ProtectKernelModules":    "yes",
 		"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
 		"LockPersonality":         "yes",

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package e2e runs the rfm binary against real network namespaces and
 // checks what it exports. Every test needs root and builds its own lab.
 package e2e

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package enrich tests, through the real agent binary, that enrichment
 // labels reach the flow metrics: ASNs from a BMP-fed RIB (fed by real
 // gobgpd routers) first and the MMDB second, cities from the MMDB, and

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package export holds end-to-end tests of rfm's IPFIX export against a
 // real collector (nfcapd/nfdump): the agent binary runs in one network
 // namespace, nfcapd in another, joined by a veth pair.
@@ -147,6 +149,7 @@ type agentConfig struct {
 	collectorPort   int
 	templateRefresh string
 	evictionTimeout string
+	activeTimeout   string // "": the default
 	asnDB, cityDB   string
 	// extraInterfaces are added to agent.interfaces after devA.
 	extraInterfaces []string
@@ -168,20 +171,24 @@ func (c agentConfig) toml(dir string) string {
 	for _, name := range c.extraInterfaces {
 		ifaces += ", " + strconv.Quote(name)
 	}
+	active := ""
+	if c.activeTimeout != "" {
+		active = fmt.Sprintf("active_timeout = %q\n", c.activeTimeout)
+	}
 	toml := fmt.Sprintf(`[agent]
 interfaces = [%s]
 [agent.bpf]
 sample_rate = %d
 [agent.collector]
 eviction_timeout = %q
-[agent.prometheus]
+%s[agent.prometheus]
 host = "127.0.0.1"
 port = %d
 %s[agent.ipfix]
 host = %q
 port = %d
 template_refresh = %q
-`, ifaces, c.sampleRate, c.evictionTimeout, c.metricsPortOrDefault(), c.prometheusExtra(), addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, active, c.metricsPortOrDefault(), c.prometheusExtra(), addrB4, c.collectorPort, c.templateRefresh)
 	if c.bindPort != 0 {
 		toml += fmt.Sprintf("[agent.ipfix.bind]\nport = %d\n", c.bindPort)
 	}

@@ -3,9 +3,12 @@
 package export
 
 import (
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +70,55 @@ func TestIPFIXRateChangeKeepsRates(t *testing.T) {
 	// About 30 of 30,000 sampled: far from 30 or 30 million.
 	if packets < atThousand/5 || packets > 5*atThousand {
 		t.Errorf("flow sampled at 1000 reads as %d packets, sent %d; flows:\n%s", packets, atThousand, dumpFlows(flows))
+	}
+}
+
+// TestIPFIXActiveTimeout streams to a running agent with active_timeout
+// 1s for longer than that: nfdump reads several records of the one flow,
+// delta records (flowEndReason 2) that add up to the datagrams sent.
+func TestIPFIXActiveTimeout(t *testing.T) {
+	l := newLab(t)
+	col := startCollector(t, l, collectorPort)
+	receivers(t, l, addrB4+":5001")
+	agent := startAgent(t, l, agentConfig{sampleRate: 1, collectorPort: collectorPort, activeTimeout: "1s"})
+
+	c := lab.UDPConn(t, l.A, addrA4+":40001", addrB4+":5001")
+	const perRound, rounds = 50, 8
+	start := time.Now()
+	for r := range rounds {
+		send(t, c, perRound, 100)
+		// Spread the stream over about 4 s: at least three active
+		// timeouts pass while the flow goes on.
+		time.Sleep(time.Until(start.Add(time.Duration(r+1) * 500 * time.Millisecond)))
+	}
+	if err := agent.stop(t, 15*time.Second); err != nil {
+		t.Errorf("agent exit: %v", err)
+	}
+	flows := col.finish(t, l)
+	recs := findFlows(flows, addrA4, addrB4, 40001, 5001, protoUDP)
+	var packets, bytes uint64
+	for _, f := range recs {
+		packets += f.packets
+		bytes += f.bytes
+	}
+	if len(recs) < 3 || packets != perRound*rounds || bytes != packets*128 {
+		t.Fatalf("%d records summing to %d packets %d bytes, want 3 or more summing to %d packets of 128 bytes:\n%s",
+			len(recs), packets, bytes, perRound*rounds, dumpFlows(recs))
+	}
+	// The records tile the flow: each starts where the previous ended.
+	type span struct{ first, last string }
+	var spans []span
+	for _, f := range recs {
+		var r struct{ First, Last string }
+		if err := json.Unmarshal([]byte(f.raw), &r); err != nil || r.First == "" {
+			t.Fatalf("no first/last in %s: %v", f, err)
+		}
+		spans = append(spans, span{r.First, r.Last})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return strings.Compare(a.first, b.first) })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].first != spans[i-1].last {
+			t.Errorf("record %d starts at %s, the previous ended at %s", i, spans[i].first, spans[i-1].last)
+		}
 	}
 }

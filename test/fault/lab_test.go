@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package fault is rfm's fault-injection suite: the real agent binary in
 // network namespaces on the real kernel, put through floods, collector
 // and BMP router failures, signals, a second agent and interface churn.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package lab holds the plumbing shared by rfm's end-to-end tests: building
 // the agent, quiet network-namespace pairs joined by a veth, running code
 // inside a namespace, scraping Prometheus text and writing MMDB files.
@@ -86,6 +88,19 @@ func InNetns(ns string, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// SetSysctl writes a kernel setting inside the named network namespace
+// through /proc/sys, as `sysctl -w` would, without needing procps (which
+// minimal systems and containers lack). key is in sysctl's dotted form.
+func SetSysctl(t testing.TB, ns, key, value string) {
+	t.Helper()
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	// /proc/sys/net shows the network namespace of the thread that opens
+	// it, so the open must happen on the switched thread.
+	if err := InNetns(ns, func() error { return os.WriteFile(path, []byte(value), 0) }); err != nil {
+		t.Fatalf("set %s = %s in netns %s: %v", key, value, ns, err)
+	}
 }
 
 // HTTPClient returns a client whose connections are dialled inside ns,

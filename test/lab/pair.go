@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package lab
 
 import (
@@ -5,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -46,7 +49,8 @@ func NewPair(t *testing.T, o PairOptions) *Pair {
 		// Before any link exists, so new devices inherit conf/default.
 		for _, conf := range []string{"all", "default"} {
 			for _, kv := range []string{"accept_dad=0", "accept_ra=0", "router_solicitations=0", "addr_gen_mode=1"} {
-				Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf."+conf+"."+kv)
+				key, value, _ := strings.Cut(kv, "=")
+				SetSysctl(t, ns, "net.ipv6.conf."+conf+"."+key, value)
 			}
 		}
 		Run(t, "ip", "-n", ns, "link", "set", "lo", "up")

@@ -1,7 +1,10 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package lab
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -113,6 +116,32 @@ func TestProcessCleanup(t *testing.T) {
 	for _, p := range []*Process{plain, stubborn} {
 		if !p.Exited() {
 			t.Errorf("%s (pid %d) still running after its test ended", p.Name(), p.Pid())
+		}
+	}
+}
+
+// TestSetSysctl checks that SetSysctl changes the setting in the named
+// namespace only, read back through `ip netns exec` (which remounts
+// /proc/sys for that namespace) and from this process's own namespace.
+func TestSetSysctl(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace")
+	}
+	const key, file = "net.ipv6.conf.default.accept_ra", "/proc/sys/net/ipv6/conf/default/accept_ra"
+	ns := fmt.Sprintf("rfm-sysctl-%d", os.Getpid())
+	Run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	host, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, value := range []string{"0", "2"} {
+		SetSysctl(t, ns, key, value)
+		if got := strings.TrimSpace(Run(t, "ip", "netns", "exec", ns, "cat", file)); got != value {
+			t.Errorf("%s in %s = %q after SetSysctl(%s), want %s", key, ns, got, value, value)
+		}
+		if now, _ := os.ReadFile(file); string(now) != string(host) {
+			t.Errorf("%s in the test's own namespace changed from %q to %q", key, host, now)
 		}
 	}
 }

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package bmp is a BGP Monitoring Protocol station (RFC 7854, Loc-RIB
 // from RFC 9069) that feeds routes from monitored routers into a RIB.
 //

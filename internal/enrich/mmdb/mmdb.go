@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package mmdb looks up ASNs and city names in MaxMind DB files.
 //
 // Accepted layouts: the ASN database needs autonomous_system_number at

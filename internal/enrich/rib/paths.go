@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package rib
 
 // Interned AS paths, one table per peer: routes of a full table share a

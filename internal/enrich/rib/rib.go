@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package rib holds the routes learned from BMP-monitored routers and
 // answers longest-prefix-match lookups for flow enrichment.
 //

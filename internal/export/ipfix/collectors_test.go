@@ -195,7 +195,11 @@ imt_path[m]: %s
 	// the test, so it is killed rather than waited for.
 	defer func() { _ = proc.Signal(os.Kill); _, _ = proc.Wait(5 * time.Second) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(proc.Output(), fmt.Sprintf("127.0.0.1:%d", port)) {
+	// Both the collector core and the memory plugin must be up: records
+	// that reach the core before the plugin listens are lost (seen on a
+	// loaded machine).
+	for out := proc.Output(); !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) ||
+		!strings.Contains(out, "waiting for data on"); out = proc.Output() {
 		if proc.Exited() || time.Now().After(deadline) {
 			t.Fatalf("nfacctd did not start listening on port %d:\n%s", port, proc.Output())
 		}

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package ipfix
 
 import (
@@ -157,7 +159,7 @@ func TestRoundTripGoflow2(t *testing.T) {
 	}
 }
 
-// checkTemplates compares the decoded templates with the IEs the README
+// checkTemplates compares the decoded templates with the IEs docs/ipfix.md
 // documents, independently of the encoder's tables.
 func checkTemplates(t *testing.T, m decodedMessage) {
 	t.Helper()

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package ipfix exports ended flows to one IPFIX collector over UDP
 // (RFC 7011), with an encoder of our own: templates for IPv4 and IPv6
 // flows, an options record carrying the sampling rate and options records

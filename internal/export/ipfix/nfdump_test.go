@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 package ipfix
 
 import (
@@ -10,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -94,20 +97,20 @@ func portBound(t *testing.T, port int, p *lab.Process) bool {
 // families, both directions, and a non-initial fragment (ports 0).
 func nfdumpRecords() []flow.Record {
 	start := time.Now().Add(-10 * time.Second).Truncate(time.Millisecond)
-	mk := func(src, dst string, sport, dport uint16, proto uint8, dir datapath.Direction, ifindex uint32, pkts, bytes uint64) flow.Record {
+	mk := func(src, dst string, sport, dport uint16, proto uint8, dir datapath.Direction, ifindex, inIfindex uint32, pkts, bytes uint64) flow.Record {
 		r := flow.Record{Start: start, End: start.Add(2 * time.Second), Packets: pkts, Bytes: bytes,
 			Labels: flow.Labels{SrcASN: 64500, DstASN: 64501}, Reason: flow.EndIdleTimeout}
 		r.Src = netip.MustParseAddr(src).As16()
 		r.Dst = netip.MustParseAddr(dst).As16()
-		r.SrcPort, r.DstPort, r.Proto, r.Dir, r.Ifindex = sport, dport, proto, dir, ifindex
+		r.SrcPort, r.DstPort, r.Proto, r.Dir, r.Ifindex, r.InIfindex = sport, dport, proto, dir, ifindex, inIfindex
 		return r
 	}
 	return []flow.Record{
-		mk("198.18.0.1", "198.19.0.2", 40001, 443, 6, datapath.Ingress, 2, 3, 180),
-		mk("198.18.0.3", "198.19.0.4", 40002, 53, 17, datapath.Egress, 3, 5, 500),
-		mk("198.18.0.5", "198.19.0.6", 0, 0, 17, datapath.Ingress, 2, 1, 1480), // fragment
-		mk("2001:db8::1", "2001:db8:1::2", 40003, 443, 6, datapath.Ingress, 2, 7, 1400),
-		mk("2001:db8::3", "2001:db8:1::4", 40004, 4789, 17, datapath.Egress, 3, 2, 300),
+		mk("198.18.0.1", "198.19.0.2", 40001, 443, 6, datapath.Ingress, 2, 2, 3, 180),
+		mk("198.18.0.3", "198.19.0.4", 40002, 53, 17, datapath.Egress, 3, 2, 5, 500), // forwarded from 2
+		mk("198.18.0.5", "198.19.0.6", 0, 0, 17, datapath.Ingress, 2, 2, 1, 1480),    // fragment
+		mk("2001:db8::1", "2001:db8:1::2", 40003, 443, 6, datapath.Ingress, 2, 2, 7, 1400),
+		mk("2001:db8::3", "2001:db8:1::4", 40004, 4789, 17, datapath.Egress, 3, 0, 2, 300), // sent by this host
 	}
 }
 
@@ -166,7 +169,7 @@ func testNfdump(t *testing.T, nfcapd, nfdump string, rate uint32) {
 	for _, r := range recs {
 		in, out := r.Ifindex, uint32(0)
 		if r.Dir == datapath.Egress {
-			in, out = 0, r.Ifindex
+			in, out = r.InIfindex, r.Ifindex
 		}
 		// nfdump scales sampled counts by the interval it read from the
 		// sampling options record.
@@ -196,6 +199,8 @@ func testNfdump(t *testing.T, nfcapd, nfdump string, rate uint32) {
 			t.Errorf("nfdump -E lacks %q:\n%s", want, exporters)
 		}
 	}
+
+	runDocNfdumpCommands(t, nfdump, dir, files[0])
 }
 
 // TestTsharkFindsNoMalformedPackets captures the exporter's datagrams to a
@@ -294,3 +299,91 @@ func writePcap(t *testing.T, w io.Writer, from []netip.AddrPort, to netip.AddrPo
 }
 
 func putBE16(b []byte, v uint16) { b[0], b[1] = byte(v>>8), byte(v) }
+
+// docNfcapdFile is how docs/ipfix.md names one nfcapd file.
+var docNfcapdFile = regexp.MustCompile(`^/var/cache/nfdump/nfcapd\.[0-9]{12}$`)
+
+// runDocNfdumpCommands runs every nfdump command line in the code blocks
+// of docs/ipfix.md
+// on what this test's nfcapd stored, so the documented commands keep
+// working with the nfdump Debian ships: the doc's directory becomes dir
+// and its example file name the file nfcapd wrote.
+func runDocNfdumpCommands(t *testing.T, nfdump, dir, file string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../../docs/ipfix.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := 0
+	inCode := false
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(line, "```") {
+			inCode = !inCode
+			continue
+		}
+		if !inCode || !strings.HasPrefix(line, "nfdump ") {
+			continue
+		}
+		args := shellWords(t, line)[1:]
+		for i, a := range args {
+			switch {
+			case docNfcapdFile.MatchString(a):
+				args[i] = file
+			case a == "/var/cache/nfdump":
+				args[i] = dir
+			}
+		}
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command(nfdump, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		// nfdump 1.7.1 answers a bad command line with its usage on
+		// stdout, the reason on stderr and exit status 0.
+		if err != nil || stderr.Len() > 0 || stdout.Len() == 0 || bytes.HasPrefix(stdout.Bytes(), []byte("usage")) {
+			t.Errorf("docs/ipfix.md: %s: %v\n%s%.300s", line, err, stderr.Bytes(), stdout.Bytes())
+		}
+		ran++
+	}
+	if ran < 2 {
+		t.Errorf("docs/ipfix.md: found %d nfdump command lines, want at least 2", ran)
+	}
+}
+
+// shellWords splits a documented command line as sh would for the
+// quoting the docs use: single quotes, and a # comment after a blank.
+func shellWords(t *testing.T, line string) []string {
+	t.Helper()
+	var words []string
+	var cur strings.Builder
+	inWord, quoted := false, false
+	for _, r := range line {
+		switch {
+		case quoted:
+			if r == '\'' {
+				quoted = false
+			} else {
+				cur.WriteRune(r)
+			}
+		case r == '\'':
+			quoted, inWord = true, true
+		case r == ' ' || r == '\t':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case r == '#' && !inWord:
+			return words
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quoted {
+		t.Fatalf("unbalanced quote in %q", line)
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
+}

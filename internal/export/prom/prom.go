@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
 // Package prom exports interface counters and rolled-up flows as
 // Prometheus metrics, read at scrape time from the datapath and the flow
 // table.
