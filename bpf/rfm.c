@@ -281,7 +281,7 @@ static __always_inline int rfm_ip_family(__u8 first)
 // walk is plain loads.
 static __noinline int rfm_classify_l2(struct __sk_buff *skb, __u32 *l3)
 {
-	__u8 h[RFM_L2_WINDOW] = {};
+	__u8 h[RFM_L2_WINDOW];
 	__u32 n = skb->len < RFM_L2_WINDOW ? skb->len : RFM_L2_WINDOW;
 	if (n < ETH_HLEN || rfm_load(skb, 0, h, n))
 		return RFM_FAM_OTHER;
@@ -650,6 +650,13 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (!gso && !sample) {
 		rfm_count(dir, fam, 1, skb->len + tag);
+		return TCX_NEXT;
+	}
+	// The stack's own GSO packets at egress: the kernel has counted the
+	// segments and worked out their wire length already, nothing to parse.
+	__u32 kernel_segs = skb->gso_segs;
+	if (gso && !sample && dir == RFM_DIR_EGRESS && kernel_segs && skb->wire_len > skb->len) {
+		rfm_count(dir, fam, kernel_segs, skb->wire_len + kernel_segs * tag);
 		return TCX_NEXT;
 	}
 

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // kernelNeed is one kernel feature the datapath cannot run without, and
@@ -40,7 +41,13 @@ func probeKernel(spec *ebpf.CollectionSpec) error {
 		{"bpf_timer_start with BPF_F_TIMER_CPU_PIN", "6.7", func() error { return probeTimerPin(spec) }},
 	}
 	for _, n := range needs {
-		if err := n.probe(); err != nil {
+		err := n.probe()
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			// Without the privileges a probe cannot tell; loading the
+			// datapath next reports what is missing, capabilities first.
+			return nil
+		}
+		if err != nil {
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				return fmt.Errorf("kernel lacks %s (Linux %s or newer): %w", n.what, n.since, err)
 			}

@@ -30,6 +30,7 @@ type Flows interface {
 	Active() int
 	Capacity() int
 	ForcedEvictions() uint64
+	LateEvents() uint64
 }
 
 // Collector implements prometheus.Collector for the core metrics except
@@ -58,8 +59,11 @@ var (
 	activeFlows     = prometheus.NewDesc("rfm_collector_active_flows", "Flows held in the flow table.", nil, nil)
 	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; its ceiling when that is 0).", nil, nil)
 	droppedEvents   = prometheus.NewDesc("rfm_collector_dropped_events_total", "Sampled packets lost because the ring buffer was full.", nil, nil)
+	lateEvents      = prometheus.NewDesc("rfm_collector_late_events_total", "Sampled packets dropped because they arrived after their interface was detached and its flows ended.", nil, nil)
 	forcedEvictions = prometheus.NewDesc("rfm_collector_forced_evictions_total", "Flows evicted early because the flow table was full.", nil, nil)
 	malformed       = prometheus.NewDesc("rfm_datapath_malformed_packets_total", "Sampled packets not reported as flows because their headers were truncated or invalid.", nil, nil)
+	truncated       = prometheus.NewDesc("rfm_datapath_truncated_packets_total", "Sampled IPv6 packets whose transport header lay past the extension headers walked; reported as flows without ports.", nil, nil)
+	timerErrors     = prometheus.NewDesc("rfm_datapath_timer_errors_total", "Per-CPU batch flush timers that could not be armed; the batch was written to the ring at once.", nil, nil)
 	sampleRateDesc  = prometheus.NewDesc("rfm_sample_rate", "Current 1-in-N packet sampling rate.", nil, nil)
 	attachedDesc    = prometheus.NewDesc("rfm_interface_attached", "1 for every interface the datapath is attached to.", []string{"ifname"}, nil)
 
@@ -73,8 +77,8 @@ var (
 )
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions,
-		malformed, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors,
+	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions, lateEvents,
+		malformed, truncated, timerErrors, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors,
 		labelSets, labelSetsMax, labelSetOverflows, labelSetsExpired} {
 		ch <- d
 	}
@@ -90,6 +94,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(activeFlows, prometheus.GaugeValue, float64(c.flows.Active()))
 	ch <- prometheus.MustNewConstMetric(maxFlows, prometheus.GaugeValue, float64(c.flows.Capacity()))
 	ch <- prometheus.MustNewConstMetric(forcedEvictions, prometheus.CounterValue, float64(c.flows.ForcedEvictions()))
+	ch <- prometheus.MustNewConstMetric(lateEvents, prometheus.CounterValue, float64(c.flows.LateEvents()))
 	ls := c.flows.LabelSetStats()
 	ch <- prometheus.MustNewConstMetric(labelSets, prometheus.GaugeValue, float64(ls.Sets))
 	ch <- prometheus.MustNewConstMetric(labelSetsMax, prometheus.GaugeValue, float64(ls.Max))
@@ -98,6 +103,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if st, err := c.dp.Stats(); err == nil {
 		ch <- prometheus.MustNewConstMetric(droppedEvents, prometheus.CounterValue, float64(st.RingDrops))
 		ch <- prometheus.MustNewConstMetric(malformed, prometheus.CounterValue, float64(st.Malformed))
+		ch <- prometheus.MustNewConstMetric(truncated, prometheus.CounterValue, float64(st.Truncated))
+		ch <- prometheus.MustNewConstMetric(timerErrors, prometheus.CounterValue, float64(st.TimerErrors))
 	} else {
 		c.mapErrors.Add(1)
 	}

@@ -59,6 +59,7 @@ func (fakeFlows) LabelSetStats() flow.LabelSetStats {
 func (fakeFlows) Active() int             { return 2 }
 func (fakeFlows) Capacity() int           { return 65536 }
 func (fakeFlows) ForcedEvictions() uint64 { return 4 }
+func (fakeFlows) LateEvents() uint64      { return 0 }
 
 // value finds one sample by name and exact labels.
 func value(t *testing.T, fams []*dto.MetricFamily, name string, labels map[string]string) float64 {
