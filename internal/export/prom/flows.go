@@ -197,6 +197,9 @@ func Handler(reg prometheus.Gatherer, c *Collector, onError func(error)) http.Ha
 				return
 			}
 		}
+		if err := c.writeInterfaces(bw); err != nil {
+			return
+		}
 		if err := c.WriteFlows(bw); err == nil {
 			_ = bw.Flush()
 		}

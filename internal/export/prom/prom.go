@@ -49,12 +49,7 @@ func New(dp Datapath, flows Flows, sampleRate func() uint32) *Collector {
 }
 
 var (
-	ifaceLabels = []string{"ifname", "family"}
 
-	rxBytes   = prometheus.NewDesc("rfm_interface_rx_bytes_total", "Bytes received (TC ingress), counted in the kernel for every packet.", ifaceLabels, nil)
-	txBytes   = prometheus.NewDesc("rfm_interface_tx_bytes_total", "Bytes sent (TC egress), counted in the kernel for every packet.", ifaceLabels, nil)
-	rxPackets = prometheus.NewDesc("rfm_interface_rx_packets_total", "Packets received (TC ingress), counted in the kernel.", ifaceLabels, nil)
-	txPackets = prometheus.NewDesc("rfm_interface_tx_packets_total", "Packets sent (TC egress), counted in the kernel.", ifaceLabels, nil)
 
 	activeFlows     = prometheus.NewDesc("rfm_collector_active_flows", "Flows held in the flow table.", nil, nil)
 	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; its ceiling when that is 0).", nil, nil)
@@ -65,7 +60,6 @@ var (
 	truncated       = prometheus.NewDesc("rfm_datapath_truncated_packets_total", "Sampled IPv6 packets whose transport header lay past the extension headers walked; reported as flows without ports.", nil, nil)
 	timerErrors     = prometheus.NewDesc("rfm_datapath_timer_errors_total", "Per-CPU batch flush timers that could not be armed; the batch was written to the ring at once.", nil, nil)
 	sampleRateDesc  = prometheus.NewDesc("rfm_sample_rate", "Current 1-in-N packet sampling rate.", nil, nil)
-	attachedDesc    = prometheus.NewDesc("rfm_interface_attached", "1 for every interface the datapath is attached to.", []string{"ifname"}, nil)
 
 	labelSets         = prometheus.NewDesc("rfm_flow_label_sets", "Label sets of the rfm_flow_* series kept now, overflow sets included.", nil, nil)
 	labelSetsMax      = prometheus.NewDesc("rfm_flow_label_sets_max", "Most label sets kept before new ones go to overflow sets (agent.prometheus.max_label_sets).", nil, nil)
@@ -77,19 +71,15 @@ var (
 )
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions, lateEvents,
-		malformed, truncated, timerErrors, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors,
+	for _, d := range []*prometheus.Desc{activeFlows, maxFlows, droppedEvents, forcedEvictions, lateEvents,
+		malformed, truncated, timerErrors, sampleRateDesc, bpfMapErrors, ringbufErrors,
 		labelSets, labelSetsMax, labelSetOverflows, labelSetsExpired} {
 		ch <- d
 	}
 }
 
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	for _, i := range c.dp.Interfaces() {
-		ch <- prometheus.MustNewConstMetric(attachedDesc, prometheus.GaugeValue, 1, i.Name)
-	}
-	c.collectInterfaces(ch)
-
+	// The per-interface families are written by writeInterfaces.
 	ch <- prometheus.MustNewConstMetric(sampleRateDesc, prometheus.GaugeValue, float64(c.sampleRate()))
 	ch <- prometheus.MustNewConstMetric(activeFlows, prometheus.GaugeValue, float64(c.flows.Active()))
 	ch <- prometheus.MustNewConstMetric(maxFlows, prometheus.GaugeValue, float64(c.flows.Capacity()))
@@ -110,24 +100,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(bpfMapErrors, prometheus.CounterValue, float64(c.mapErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(ringbufErrors, prometheus.CounterValue, float64(c.dp.DecodeErrors()))
-}
-
-func (c *Collector) collectInterfaces(ch chan<- prometheus.Metric) {
-	counters, err := c.dp.Counters()
-	if err != nil {
-		c.mapErrors.Add(1)
-		return
-	}
-	for _, ct := range counters {
-		bytesDesc, pktDesc := rxBytes, rxPackets
-		if ct.Dir == datapath.Egress {
-			bytesDesc, pktDesc = txBytes, txPackets
-		}
-		for f := datapath.FamilyOther; f <= datapath.FamilyIPv6; f++ {
-			ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(ct.Bytes[f]), ct.Name, f.String())
-			ch <- prometheus.MustNewConstMetric(pktDesc, prometheus.CounterValue, float64(ct.Packets[f]), ct.Name, f.String())
-		}
-	}
 }
 
 func asnLabel(asn uint32) string {
