@@ -506,7 +506,34 @@ func (d *Datapath) removeSlot(a *attachment) error {
 	}
 	d.slotUsed[a.slot] = false
 	d.mu.Unlock()
-	return nil
+	return d.dropEmptyChunks()
+}
+
+// dropEmptyChunks frees the last chunks while none of their slots is
+// used, so locked memory shrinks again when interfaces go (slots are
+// taken lowest first, so the last chunks empty first). The caller holds
+// attachMu.
+func (d *Datapath) dropEmptyChunks() error {
+	for {
+		d.mu.Lock()
+		last := len(d.chunks) - 1
+		if last < 0 || slices.Contains(d.slotUsed[last*ChunkInterfaces:], true) {
+			d.mu.Unlock()
+			return nil
+		}
+		d.mu.Unlock()
+		// The programs stop finding the chunk first; no slot of it is
+		// in use, so none of them looks for it.
+		if err := d.chunkDir.Delete(uint32(last)); err != nil {
+			return fmt.Errorf("free counters of interface slots %d-%d: %w", last*ChunkInterfaces, (last+1)*ChunkInterfaces-1, err)
+		}
+		d.mu.Lock()
+		m := d.chunks[last]
+		d.chunks = d.chunks[:last]
+		d.slotUsed = d.slotUsed[:last*ChunkInterfaces]
+		d.mu.Unlock()
+		m.Close()
+	}
 }
 
 // newChunk creates the per-CPU counter array of chunk i (zeroed) and
