@@ -36,9 +36,9 @@ func newManyInterfaces(n int) *manyInterfaces {
 }
 
 func (m *manyInterfaces) Counters() ([]datapath.Counters, error) { return m.counters, nil }
-func (m *manyInterfaces) Stats() (datapath.Stats, error)        { return datapath.Stats{}, nil }
-func (m *manyInterfaces) DecodeErrors() uint64                  { return 0 }
-func (m *manyInterfaces) Interfaces() []datapath.Interface      { return m.ifaces }
+func (m *manyInterfaces) Stats() (datapath.Stats, error)         { return datapath.Stats{}, nil }
+func (m *manyInterfaces) DecodeErrors() uint64                   { return 0 }
+func (m *manyInterfaces) Interfaces() []datapath.Interface       { return m.ifaces }
 
 // BenchmarkScrapeInterfaces serves /metrics for a Kubernetes node's
 // worth of interfaces: 2,000 attached, with no flows and with 65,536

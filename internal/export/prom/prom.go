@@ -49,8 +49,6 @@ func New(dp Datapath, flows Flows, sampleRate func() uint32) *Collector {
 }
 
 var (
-
-
 	activeFlows     = prometheus.NewDesc("rfm_collector_active_flows", "Flows held in the flow table.", nil, nil)
 	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; its ceiling when that is 0).", nil, nil)
 	droppedEvents   = prometheus.NewDesc("rfm_collector_dropped_events_total", "Sampled packets lost because the ring buffer was full.", nil, nil)
