@@ -60,16 +60,17 @@ func newBed(t *testing.T) *bed {
 		t.Fatalf("load datapath: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
-	cm, err := openCounters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cm.close)
+	// The injector's slot brings the first counter chunk into being.
 	in, err := d.NewInjector()
 	if err != nil {
 		t.Fatalf("new injector: %v", err)
 	}
 	t.Cleanup(in.Close)
+	cm, err := openCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cm.close)
 	return &bed{d: d, in: in, counters: cm, evs: make([]datapath.Event, flow.BatchSize)}
 }
 
