@@ -88,3 +88,4 @@ unshare --mount --propagation private -- bash -euc '
 		HOME=/root LANG=C.UTF-8 FUZZTIME="${FUZZTIME:-4s}" GOPROXY="$2" GOFLAGS=-modcacherw \
 		bash -c "cd /src/rfm && bash scripts/test.sh"
 ' rfm-minimal "$root" "$goproxy"
+echo "== scripts/test.sh passed in the minimal $suite root $root"
