@@ -35,6 +35,11 @@
 #define ETH_P_8021AD_BE bpf_htons(0x88A8)
 #define ETH_P_IP_BE bpf_htons(0x0800)
 #define ETH_P_IPV6_BE bpf_htons(0x86DD)
+#define ETH_P_MPLS_UC_BE bpf_htons(0x8847)
+#define ETH_P_MPLS_MC_BE bpf_htons(0x8848)
+#define ETH_P_PPP_SES_BE bpf_htons(0x8864)
+#define PPP_IPV4_BE bpf_htons(0x0021)
+#define PPP_IPV6_BE bpf_htons(0x0057)
 
 // Families index the counter arrays; keep in sync with internal/datapath.
 enum rfm_family {
@@ -47,14 +52,20 @@ enum rfm_family {
 #define RFM_DIR_INGRESS 0
 #define RFM_DIR_EGRESS 1
 
+// rfm_event.flags
+#define RFM_EV_EGRESS 1u    // seen at egress (else ingress)
+#define RFM_EV_TRUNCATED 2u // L4 header beyond the extension headers walked
+
 // Upper bound of interface slots; userspace may lower it before load.
 #define RFM_MAX_SLOTS 1024
 
-// Loop passes over the IPv6 header chain before giving up on a packet:
-// up to RFM_MAX_EXT_HDRS - 1 extension headers, then the L4 header.
+// Passes over the IPv6 header chain: up to RFM_MAX_EXT_HDRS extension
+// headers are walked; a packet with more is reported with the last next
+// header and no ports, flagged truncated, so padding a packet with
+// options cannot hide it.
 #define RFM_MAX_EXT_HDRS 8
-// A packet whose L4 header starts further than this is not reported.
-#define RFM_MAX_L4_OFF 512
+// MPLS labels walked to the bottom of the stack.
+#define RFM_MAX_LABELS 8
 
 #define RFM_CFG_EXCLUDE 1u  // exclude[0] is valid
 #define RFM_CFG_EXCLUDE2 2u // exclude[1] is valid
@@ -83,14 +94,19 @@ struct rfm_config {
 	__u64 batch_flush_ns;
 };
 
+// Packets count segments as they cross the wire (a GSO/GRO super-packet
+// is gso_segs packets) and bytes count every segment's frame: headers
+// repeated per segment, a VLAN tag in skb metadata included.
 struct rfm_iface_counters {
 	__u64 packets[RFM_FAM_MAX];
 	__u64 bytes[RFM_FAM_MAX];
 };
 
 struct rfm_dp_stats {
-	__u64 ring_drops; // sampled packets lost to a full ring buffer
-	__u64 malformed;  // sampled packets with truncated/invalid headers
+	__u64 ring_drops;   // sampled packets lost to a full ring buffer
+	__u64 malformed;    // sampled packets with truncated/invalid headers
+	__u64 truncated;    // sampled IPv6 packets whose L4 header lies past RFM_MAX_EXT_HDRS
+	__u64 timer_errors; // batch timers that failed to init or start (batch written at once)
 };
 
 // Per-CPU state of the sampler.
@@ -99,22 +115,24 @@ struct rfm_sampler {
 	__u32 rate;      // rate the countdown was drawn for
 };
 
-// One sampled packet. Layout is decoded by offset in
-// internal/datapath/event.go: keep both in sync (56 bytes).
+// One sampled skb. Layout is decoded by offset in
+// internal/datapath/event.go: keep both in sync (64 bytes).
 struct rfm_event {
 	__u64 boot_ns;
 	__u8 src[16]; // IPv4 as ::ffff:a.b.c.d
 	__u8 dst[16];
 	__u32 ifindex;
-	__u32 len; // L3 bytes: IP header + payload
-	__u16 sport; // host order; 0 for non-initial fragments
+	__u32 in_ifindex; // skb->ingress_ifindex: where a forwarded packet came in
+	__u32 len;        // L3 bytes (IP header + payload) of all its segments
+	__u32 rate;       // the 1-in-N rate that sampled it
+	__u16 sport;      // host order; 0 for non-initial fragments
 	__u16 dport;
+	__u16 segs; // segments on the wire (>= 1)
 	__u8 proto;
-	__u8 dir;
-	__u16 segs; // GSO segments carried by this skb (>= 1)
+	__u8 flags; // RFM_EV_*
 };
 
-_Static_assert(sizeof(struct rfm_event) == 56, "rfm_event layout");
+_Static_assert(sizeof(struct rfm_event) == 64, "rfm_event layout");
 
 // Most events in one ring record.
 #define RFM_BATCH 64
@@ -182,6 +200,10 @@ struct {
 
 // Interface slot of this program instance, set by userspace per attach.
 const volatile __u32 rfm_slot = 0;
+// Set per attach for links without an L2 header (ARPHRD_NONE as on tun,
+// WireGuard and Tailscale, PPP, IP-in-IP and GRE tunnels): the packet
+// starts with the IP header.
+const volatile __u32 rfm_l3_link = 0;
 
 static __always_inline __u32 rfm_gap(__u32 rate)
 {
@@ -236,14 +258,127 @@ static __always_inline int rfm_has_ports(__u8 proto)
 	       proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
 }
 
-// Parses IPv4 at l3 into e. Returns 0 when e holds a valid flow.
-static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3,
-					  struct rfm_event *e)
+// Headers are copied with bpf_skb_load_bytes, which reads paged data of
+// GSO/GRO packets too, and never changes the packet: a monitor must not
+// linearise what it watches, so there is no bpf_skb_pull_data.
+#define rfm_load bpf_skb_load_bytes
+
+// Bytes of link header copied for the uncommon link layers (VLAN tags,
+// MPLS labels, PPPoE): room for two tags and RFM_MAX_LABELS labels.
+#define RFM_L2_WINDOW 64
+
+static __always_inline int rfm_ip_family(__u8 first)
+{
+	first >>= 4;
+	return first == 4 ? RFM_FAM_IPV4 : first == 6 ? RFM_FAM_IPV6 : RFM_FAM_OTHER;
+}
+
+// rfm_classify_l2 walks what follows the Ethernet addresses when the
+// ethertype is not IP: up to two VLAN tags in the data (an outer tag the
+// kernel moved into skb metadata is not in the data), then IP, a PPPoE
+// session header, or an MPLS label stack to its bottom (IPv4/IPv6 by the
+// first nibble under it). The header is copied to the stack once, so the
+// walk is plain loads.
+static __noinline int rfm_classify_l2(struct __sk_buff *skb, __u32 *l3)
+{
+	__u8 h[RFM_L2_WINDOW];
+	__u32 n = skb->len < RFM_L2_WINDOW ? skb->len : RFM_L2_WINDOW;
+	if (n < ETH_HLEN || rfm_load(skb, 0, h, n))
+		return RFM_FAM_OTHER;
+	__be16 proto = *(__be16 *)(h + 12);
+	__u32 off = ETH_HLEN;
+	for (int i = 0; i < 2; i++) {
+		if (proto != ETH_P_8021Q_BE && proto != ETH_P_8021AD_BE)
+			break;
+		if (off + 4 > n)
+			return RFM_FAM_OTHER;
+		proto = *(__be16 *)(h + (off & 31) + 2);
+		off += 4;
+	}
+	*l3 = off;
+	if (proto == ETH_P_IP_BE)
+		return RFM_FAM_IPV4;
+	if (proto == ETH_P_IPV6_BE)
+		return RFM_FAM_IPV6;
+	if (proto == ETH_P_PPP_SES_BE) {
+		// 6-byte PPPoE session header, then the 2-byte PPP protocol.
+		if (off + 8 > n)
+			return RFM_FAM_OTHER;
+		proto = *(__be16 *)(h + (off & 31) + 6);
+		*l3 = off + 8;
+		return proto == PPP_IPV4_BE ? RFM_FAM_IPV4 : proto == PPP_IPV6_BE ? RFM_FAM_IPV6 : RFM_FAM_OTHER;
+	}
+	if (proto != ETH_P_MPLS_UC_BE && proto != ETH_P_MPLS_MC_BE)
+		return RFM_FAM_OTHER;
+	for (int i = 0; i < RFM_MAX_LABELS; i++) {
+		if (off + 5 > n)
+			return RFM_FAM_OTHER;
+		__u8 bos = h[(off + 2) & (RFM_L2_WINDOW - 1)] & 1;
+		off += 4;
+		if (bos) {
+			*l3 = off;
+			return rfm_ip_family(h[off & (RFM_L2_WINDOW - 1)]);
+		}
+	}
+	return RFM_FAM_OTHER; // deeper stack than we walk
+}
+
+// rfm_classify returns the packet's family and sets *l3 to the offset of
+// its IP header. Plain Ethernet and bare-IP links, nearly all traffic,
+// are read in place from the linear area (always there at TC).
+static __always_inline int rfm_classify(struct __sk_buff *skb, __u32 *l3)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	__u8 *ip = data + l3;
-	if ((void *)(ip + 20) > data_end)
+	if (rfm_l3_link) {
+		*l3 = 0;
+		__u8 b;
+		if (data + 1 <= data_end)
+			b = *(__u8 *)data;
+		else if (rfm_load(skb, 0, &b, 1))
+			return RFM_FAM_OTHER;
+		return rfm_ip_family(b);
+	}
+	*l3 = ETH_HLEN;
+	if (data + ETH_HLEN <= data_end) {
+		__be16 proto = ((struct ethhdr *)data)->h_proto;
+		if (proto == ETH_P_IP_BE)
+			return RFM_FAM_IPV4;
+		if (proto == ETH_P_IPV6_BE)
+			return RFM_FAM_IPV6;
+	}
+	return rfm_classify_l2(skb, l3);
+}
+
+// What rfm_parse learns besides the event's fields.
+struct rfm_hdrs {
+	__u32 ip_len;  // IP total length of this skb (header + payload)
+	__u32 hdr_len; // bytes from the start of the data to the first payload byte; 0 if unknown
+};
+
+// rfm_l4_hdr_len sets h->hdr_len for a GSO packet: where its segments'
+// payload starts, the headers each segment repeats on the wire.
+static __always_inline void rfm_l4_hdr_len(struct __sk_buff *skb, __u32 l4, __u8 proto,
+					   struct rfm_hdrs *h)
+{
+	if (proto == IPPROTO_UDP) {
+		h->hdr_len = l4 + 8;
+	} else if (proto == IPPROTO_TCP) {
+		__u8 doff;
+		if (rfm_load(skb, l4 + 12, &doff, 1) == 0 && (doff >> 4) >= 5)
+			h->hdr_len = l4 + (doff >> 4) * 4;
+	}
+}
+
+// Parses IPv4 at l3 into e. Returns 0 when e holds a valid flow.
+static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3, int gso,
+					  struct rfm_event *e, struct rfm_hdrs *h)
+{
+	// One copy for the usual header and the ports behind it; a packet
+	// too short for that is copied again without them.
+	__u8 ip[24];
+	int with_ports = rfm_load(skb, l3, ip, 24) == 0;
+	if (!with_ports && rfm_load(skb, l3, ip, 20))
 		return -1;
 	__u32 ihl = (ip[0] & 0x0f) * 4;
 	if ((ip[0] >> 4) != 4 || ihl < 20)
@@ -260,12 +395,12 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3,
 	dst[0] = 0;
 	((__u32 *)e->src)[2] = bpf_htonl(0x0000ffff);
 	((__u32 *)e->dst)[2] = bpf_htonl(0x0000ffff);
-	((__u32 *)e->src)[3] = *(__u32 *)(ip + 12);
-	((__u32 *)e->dst)[3] = *(__u32 *)(ip + 16);
+	__builtin_memcpy(&((__u32 *)e->src)[3], ip + 12, 4);
+	__builtin_memcpy(&((__u32 *)e->dst)[3], ip + 16, 4);
 	e->proto = ip[9];
-	e->len = tot_len;
 	e->sport = 0;
 	e->dport = 0;
+	h->ip_len = tot_len;
 
 	__u16 frag = ((__u16)ip[6] << 8 | ip[7]) & 0x1fff;
 	if (frag != 0 || !rfm_has_ports(e->proto))
@@ -275,24 +410,25 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3,
 	if (ihl + 4 > tot_len)
 		return -1;
 	__u32 l4 = l3 + ihl;
-	if (l4 > RFM_MAX_L4_OFF)
-		return -1;
-	__u8 *p = data + l4;
-	if ((void *)(p + 4) > data_end)
-		return -1;
+	__u8 *p = ip + 20;
+	if (ihl != 20 || !with_ports) {
+		if (rfm_load(skb, l4, ip + 20, 4))
+			return -1;
+	}
 	e->sport = ((__u16)p[0] << 8) | p[1];
 	e->dport = ((__u16)p[2] << 8) | p[3];
+	if (gso)
+		rfm_l4_hdr_len(skb, l4, e->proto, h);
 	return 0;
 }
 
 // Parses IPv6 at l3, walking extension headers to the real L4 protocol.
-static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
-					  struct rfm_event *e)
+static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3, int gso,
+					  struct rfm_event *e, struct rfm_hdrs *h)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	__u8 *ip = data + l3;
-	if ((void *)(ip + 40) > data_end)
+	__u8 ip[44]; // header and, without extension headers, the ports
+	int with_ports = rfm_load(skb, l3, ip, 44) == 0;
+	if (!with_ports && rfm_load(skb, l3, ip, 40))
 		return -1;
 	if ((ip[0] >> 4) != 6)
 		return -1;
@@ -304,54 +440,60 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3,
 		return -1;
 	__builtin_memcpy(e->src, ip + 8, 16);
 	__builtin_memcpy(e->dst, ip + 24, 16);
-	e->len = len;
 	e->sport = 0;
 	e->dport = 0;
+	h->ip_len = len;
 
 	__u8 next = ip[6];
-	__u32 off = l3 + 40;
+	__u32 off = 40; // from l3
 	// Headers must lie inside the IP packet, not in Ethernet padding.
-	__u32 end = l3 + len;
-	for (int i = 0; i < RFM_MAX_EXT_HDRS; i++) {
-		if (off > RFM_MAX_L4_OFF)
-			return -1;
-		__u8 *h = data + off;
+	for (int i = 0; i <= RFM_MAX_EXT_HDRS; i++) {
+		__u8 x[4];
 		switch (next) {
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
 		case IPPROTO_DSTOPTS:
-			if (off + 8 > end || (void *)(h + 2) > data_end)
-				return -1;
-			next = h[0];
-			off += ((__u32)h[1] + 1) * 8;
-			continue;
 		case IPPROTO_AH:
-			if (off + 8 > end || (void *)(h + 2) > data_end)
-				return -1;
-			next = h[0];
-			off += ((__u32)h[1] + 2) * 4;
-			continue;
 		case IPPROTO_FRAGMENT:
-			if (off + 8 > end || (void *)(h + 8) > data_end)
-				return -1;
-			next = h[0];
-			off += 8;
-			if ((((__u16)h[2] << 8) | h[3]) & 0xfff8) {
-				e->proto = next; // non-initial fragment: no ports
+			if (i == RFM_MAX_EXT_HDRS) {
+				// More headers than we walk: still a flow, without ports.
+				e->proto = next;
+				e->flags |= RFM_EV_TRUNCATED;
 				return 0;
+			}
+			if (off + 8 > len || rfm_load(skb, l3 + off, x, 4))
+				return -1;
+			if (next == IPPROTO_FRAGMENT) {
+				next = x[0];
+				off += 8;
+				if ((((__u16)x[2] << 8) | x[3]) & 0xfff8) {
+					e->proto = next; // non-initial fragment: no ports
+					return 0;
+				}
+			} else if (next == IPPROTO_AH) {
+				next = x[0];
+				off += ((__u32)x[1] + 2) * 4;
+			} else {
+				next = x[0];
+				off += ((__u32)x[1] + 1) * 8;
 			}
 			continue;
 		}
-		e->proto = next;
-		if (!rfm_has_ports(next))
-			return 0;
-		if (off + 4 > end || (void *)(h + 4) > data_end)
-			return -1;
-		e->sport = ((__u16)h[0] << 8) | h[1];
-		e->dport = ((__u16)h[2] << 8) | h[3];
-		return 0;
+		break;
 	}
-	return -1; // extension chain longer than we walk
+	e->proto = next;
+	if (!rfm_has_ports(next))
+		return 0;
+	__u8 *p = ip + 40;
+	if (off + 4 > len)
+		return -1;
+	if ((off != 40 || !with_ports) && rfm_load(skb, l3 + off, p, 4))
+		return -1;
+	e->sport = ((__u16)p[0] << 8) | p[1];
+	e->dport = ((__u16)p[2] << 8) | p[3];
+	if (gso)
+		rfm_l4_hdr_len(skb, l3 + off, next, h);
+	return 0;
 }
 
 // rfm_claim marks b busy; rfm_release clears it. The barriers keep the
@@ -446,96 +588,122 @@ static __always_inline void rfm_batch_add(const struct rfm_event *e,
 		rfm_flush_batch(b);
 	else if (!b->armed) {
 		if (!b->timer_ready) {
-			bpf_timer_init(&b->timer, &rfm_batches, CLOCK_MONOTONIC);
-			bpf_timer_set_callback(&b->timer, rfm_batch_timer);
-			b->timer_ready = 1;
+			// -EBUSY: initialised before (by an earlier map user).
+			long r = bpf_timer_init(&b->timer, &rfm_batches, CLOCK_MONOTONIC);
+			if (r == 0 || r == -16)
+				r = bpf_timer_set_callback(&b->timer, rfm_batch_timer);
+			if (r == 0)
+				b->timer_ready = 1;
 		}
-		if (bpf_timer_start(&b->timer, cfg->batch_flush_ns, BPF_F_TIMER_CPU_PIN) == 0)
+		if (b->timer_ready &&
+		    bpf_timer_start(&b->timer, cfg->batch_flush_ns, BPF_F_TIMER_CPU_PIN) == 0) {
 			b->armed = 1;
+		} else {
+			// Without a timer nothing would write a partial batch out.
+			st->timer_errors++;
+			rfm_flush_batch(b);
+		}
 	}
 	rfm_release(b);
 }
 
-static __always_inline void rfm_report(struct __sk_buff *skb, __u32 dir,
-				       __u32 l3, int fam, __u16 segs,
-				       const struct rfm_config *cfg)
+static __always_inline void rfm_count(__u32 dir, int fam, __u32 segs, __u32 bytes)
 {
-	__u32 zero = 0;
-	struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
-	if (!st)
-		return;
-
-	// Headers beyond the linear area: pull a bounded prefix once.
-	__u32 want = skb->len < 256 ? skb->len : 256;
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	if (data + want > data_end)
-		bpf_skb_pull_data(skb, want);
-
-	struct rfm_event e;
-	int err = fam == RFM_FAM_IPV4 ? rfm_parse_ipv4(skb, l3, &e)
-				      : rfm_parse_ipv6(skb, l3, &e);
-	if (err) {
-		st->malformed++;
-		return;
-	}
-	if (rfm_excluded(cfg, &e))
-		return;
-	e.boot_ns = bpf_ktime_get_boot_ns();
-	e.ifindex = skb->ifindex;
-	e.dir = dir;
-	e.segs = segs;
-	rfm_batch_add(&e, cfg, st);
-}
-
-static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
-{
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-
-	// Classify by the innermost ethertype of up to two tags in the data;
-	// an outer tag the kernel moved into skb metadata is not in the data.
-	int fam = RFM_FAM_OTHER;
-	__u32 l3 = ETH_HLEN;
-	if (data + ETH_HLEN <= data_end) {
-		__be16 proto = ((struct ethhdr *)data)->h_proto;
-		if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE) {
-			if (data + ETH_HLEN + 4 > data_end)
-				goto count;
-			proto = *(__be16 *)(data + ETH_HLEN + 2);
-			l3 += 4;
-			if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE) {
-				if (data + ETH_HLEN + 8 > data_end)
-					goto count;
-				proto = *(__be16 *)(data + ETH_HLEN + 6);
-				l3 += 4;
-			}
-		}
-		if (proto == ETH_P_IP_BE)
-			fam = RFM_FAM_IPV4;
-		else if (proto == ETH_P_IPV6_BE)
-			fam = RFM_FAM_IPV6;
-	}
-
-count:;
-	__u32 segs = skb->gso_segs;
-	if (segs == 0)
-		segs = 1;
 	__u32 idx = rfm_slot * 2 + dir;
 	struct rfm_iface_counters *c = bpf_map_lookup_elem(&rfm_counters, &idx);
 	if (c) {
 		c->packets[fam] += segs;
-		// Wire bytes: a tag moved into metadata still crossed the wire.
-		c->bytes[fam] += skb->len + (skb->vlan_present ? 4 : 0);
+		c->bytes[fam] += bytes;
+	}
+}
+
+// rfm_segments is how many packets a GSO packet becomes on the wire:
+// gso_segs, or for an untrusted packet (tap/virtio with a vnet header,
+// gso_segs 0) its payload divided into gso_size pieces.
+static __always_inline __u32 rfm_segments(struct __sk_buff *skb, __u32 hdr_len)
+{
+	__u32 segs = skb->gso_segs;
+	__u32 mss = skb->gso_size;
+	if (segs == 0 && hdr_len && skb->len > hdr_len && mss)
+		segs = (skb->len - hdr_len + mss - 1) / mss;
+	return segs ? segs : 1;
+}
+
+static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
+{
+	__u32 l3 = 0;
+	int fam = rfm_classify(skb, &l3);
+	// A tag the kernel moved into metadata still crosses the wire with
+	// every segment.
+	__u32 tag = skb->vlan_present ? 4 : 0;
+	int gso = skb->gso_size != 0;
+	__u32 zero = 0;
+	struct rfm_config *cfg = NULL;
+	__u32 rate = 0;
+	int sample = 0;
+	if (fam != RFM_FAM_OTHER) {
+		cfg = bpf_map_lookup_elem(&rfm_config, &zero);
+		if (cfg) {
+			rate = cfg->sample_rate; // read once: the event carries this rate
+			sample = rfm_should_sample(rate);
+		}
+	}
+	if (!gso && !sample) {
+		rfm_count(dir, fam, 1, skb->len + tag);
+		return TCX_NEXT;
+	}
+	// The stack's own GSO packets at egress: the kernel has counted the
+	// segments and worked out their wire length already, nothing to parse.
+	__u32 kernel_segs = skb->gso_segs;
+	if (gso && !sample && dir == RFM_DIR_EGRESS && kernel_segs && skb->wire_len > skb->len) {
+		rfm_count(dir, fam, kernel_segs, skb->wire_len + kernel_segs * tag);
+		return TCX_NEXT;
 	}
 
-	if (fam == RFM_FAM_OTHER)
+	struct rfm_event e;
+	struct rfm_hdrs h = {};
+	e.flags = dir == RFM_DIR_EGRESS ? RFM_EV_EGRESS : 0;
+	int err = -1;
+	if (fam == RFM_FAM_IPV4)
+		err = rfm_parse_ipv4(skb, l3, gso, &e, &h);
+	else if (fam == RFM_FAM_IPV6)
+		err = rfm_parse_ipv6(skb, l3, gso, &e, &h);
+
+	// Wire bytes of all segments from the start of the data: the kernel
+	// works them out for the qdisc at egress (wire_len, which also knows
+	// tunnel inner headers); at ingress each segment repeats the headers
+	// up to the payload.
+	__u32 segs = 1, wire = skb->len;
+	if (gso) {
+		segs = rfm_segments(skb, h.hdr_len);
+		if (dir == RFM_DIR_EGRESS && skb->wire_len > skb->len)
+			wire = skb->wire_len;
+		else if (h.hdr_len)
+			wire = skb->len + (segs - 1) * h.hdr_len;
+	}
+	rfm_count(dir, fam, segs, wire + segs * tag);
+	if (!sample || !cfg)
 		return TCX_NEXT;
-	__u32 zero = 0;
-	struct rfm_config *cfg = bpf_map_lookup_elem(&rfm_config, &zero);
-	if (!cfg || !rfm_should_sample(cfg->sample_rate))
+
+	struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
+	if (!st)
 		return TCX_NEXT;
-	rfm_report(skb, dir, l3, fam, segs > 0xffff ? 0xffff : segs, cfg);
+	if (err) {
+		st->malformed++;
+		return TCX_NEXT;
+	}
+	if (e.flags & RFM_EV_TRUNCATED)
+		st->truncated++;
+	if (rfm_excluded(cfg, &e))
+		return TCX_NEXT;
+	// L3 bytes: the IP packet, or for a GSO packet every segment's.
+	e.len = gso ? wire - segs * l3 : h.ip_len;
+	e.segs = segs > 0xffff ? 0xffff : segs;
+	e.rate = rate;
+	e.boot_ns = bpf_ktime_get_boot_ns();
+	e.ifindex = skb->ifindex;
+	e.in_ifindex = skb->ingress_ifindex;
+	rfm_batch_add(&e, cfg, st);
 	return TCX_NEXT;
 }
 
@@ -567,6 +735,43 @@ int rfm_flush(struct __sk_buff *skb)
 	rfm_claim(b);
 	rfm_flush_batch(b);
 	rfm_release(b);
+	return 0;
+}
+
+struct rfm_probe_timer {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_probe_timer);
+} rfm_probe_timers SEC(".maps");
+
+static int rfm_probe_timer_cb(void *map, __u32 *key, struct rfm_probe_timer *t)
+{
+	return 0;
+}
+
+// rfm_probe_timer_pin returns 0 when bpf_timer_start takes
+// BPF_F_TIMER_CPU_PIN (Linux 6.7), which the batch timers need; userspace
+// runs it once at load to name a missing feature instead of failing later.
+SEC("tc")
+int rfm_probe_timer_pin(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct rfm_probe_timer *t = bpf_map_lookup_elem(&rfm_probe_timers, &zero);
+	if (!t)
+		return 1;
+	long r = bpf_timer_init(&t->timer, &rfm_probe_timers, CLOCK_MONOTONIC);
+	if (r && r != -16)
+		return 2;
+	if (bpf_timer_set_callback(&t->timer, rfm_probe_timer_cb))
+		return 3;
+	if (bpf_timer_start(&t->timer, 1000000000ull, BPF_F_TIMER_CPU_PIN))
+		return 4;
+	bpf_timer_cancel(&t->timer);
 	return 0;
 }
 

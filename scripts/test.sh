@@ -23,7 +23,7 @@ fi
 need=()
 for pair in sh:dash bash:bash cat:coreutils stdbuf:coreutils setpriv:util-linux cmp:diffutils find:findutils \
 	clang:clang llvm-strip:llvm bpftool:bpftool ip:iproute2 ethtool:ethtool \
-	nfcapd:nfdump nfdump:nfdump tshark:tshark curl:curl gobgp:gobgpd gobgpd:gobgpd /usr/lib/frr/bgpd:frr \
+	nfcapd:nfdump nfdump:nfdump nfacctd:pmacct tshark:tshark curl:curl gobgp:gobgpd gobgpd:gobgpd /usr/lib/frr/bgpd:frr \
 	nix-instantiate:nix-bin systemd-analyze:systemd promtool:prometheus prometheus:prometheus; do
 	bin=${pair%%:*} pkg=${pair#*:}
 	if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then need+=("$pkg"); fi

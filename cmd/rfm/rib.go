@@ -22,7 +22,9 @@ func ribCommand() *cobra.Command {
 		Use:   "summary",
 		Short: "Routers, peers and route counts per family",
 		Long: `Show the routes the agent holds per family, and every router that sent BMP
-with its BGP peers (type, ASN, BGP ID, routes per family). Routes of a
+with its BGP peers (type, ASN, BGP ID, routes per family), then the VRFs
+(per router and route distinguisher) kept apart from the global table and
+whether they label flows (agent.enrich.rib.bmp.label_vrfs). Routes of a
 router whose session ended stay for agent.enrich.rib.bmp.keep.`,
 		Example: `  rfm rib summary
   rfm rib summary --json | jq '.routers[].peers | length'`,
@@ -34,9 +36,12 @@ router whose session ended stay for agent.enrich.rib.bmp.keep.`,
 	lookup := &cobra.Command{
 		Use:   "lookup ADDR",
 		Short: "The routes of the longest prefix matching an address",
-		Long: `Look ADDR up in the RIB: every route of the longest matching prefix, best
-first, with origin ASN, AS path, and the router, peer and view (pre-policy,
-post-policy, loc-rib) it came from; then what the MMDB files say.`,
+		Long: `Look ADDR up in the RIB: every global route of the longest matching prefix,
+best first, with origin ASN, AS path, and the router, peer and view
+(pre-policy, post-policy, loc-rib) it came from; then the same for each VRF
+(by router and route distinguisher) holding a match; then the ASN flows get
+and what the MMDB files say. A default route is shown but never gives flows
+an origin AS.`,
 		Example: `  rfm rib lookup 198.18.7.1
   rfm rib lookup 2001:db8::1 --json`,
 		Args: func(cmd *cobra.Command, args []string) error {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/stepbrobd/rfm/internal/control"
+	"github.com/stepbrobd/rfm/internal/enrich/rd"
 	"github.com/stepbrobd/rfm/internal/export/prom"
 )
 
@@ -217,17 +218,20 @@ func renderFlows(w io.Writer, f control.Flows, args control.FlowsArgs) error {
 	return tw.Flush()
 }
 
-// peerType names a BMP peer type (RFC 7854, RFC 9069).
+// peerType names a BMP peer type (RFC 7854, RFC 9069) with the
+// distinguisher of a VRF peer.
 func peerType(p control.RIBPeer) string {
-	switch p.Type {
-	case 0:
+	switch {
+	case p.Type == 0:
 		return "global"
-	case 1:
-		return "rd " + formatRD(p.Distinguisher)
-	case 2:
-		return "local"
-	case 3:
+	case p.Type == 1:
+		return "rd " + rd.Format(p.Distinguisher)
+	case p.Type == 2:
+		return "local " + rd.Format(p.Distinguisher)
+	case p.Type == 3 && p.Distinguisher == 0:
 		return "loc-rib"
+	case p.Type == 3:
+		return "loc-rib rd " + rd.Format(p.Distinguisher)
 	}
 	return "type " + strconv.Itoa(int(p.Type))
 }
@@ -239,20 +243,6 @@ func peerAddr(a netip.Addr) string {
 		return "-"
 	}
 	return a.String()
-}
-
-// formatRD renders a route distinguisher (RFC 4364 section 4.2).
-func formatRD(rd uint64) string {
-	switch rd >> 48 {
-	case 0:
-		return fmt.Sprintf("%d:%d", (rd>>32)&0xffff, rd&0xffffffff)
-	case 1:
-		ip := netip.AddrFrom4([4]byte{byte(rd >> 40), byte(rd >> 32), byte(rd >> 24), byte(rd >> 16)})
-		return fmt.Sprintf("%s:%d", ip, rd&0xffff)
-	case 2:
-		return fmt.Sprintf("%d:%d", (rd>>16)&0xffffffff, rd&0xffff)
-	}
-	return fmt.Sprintf("%#016x", rd)
 }
 
 func renderRIBSummary(w io.Writer, r control.RIBSummary) error {
@@ -298,7 +288,34 @@ func renderRIBSummary(w io.Writer, r control.RIBSummary) error {
 				strconv.Itoa(p.Routes4), strconv.Itoa(p.Routes6))...)
 		}
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.VRFs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	row(tw, "VRF RD", "ROUTER", "PEERS", "IPV4 ROUTES", "IPV6 ROUTES", "LABELS FLOWS")
+	for _, v := range r.VRFs {
+		row(tw, v.RD, routerName(v.Router, v.RouterName), strconv.Itoa(v.Peers),
+			strconv.Itoa(v.Routes4), strconv.Itoa(v.Routes6), yesNo(v.LabelsFlows))
+	}
 	return tw.Flush()
+}
+
+func routerName(a netip.Addr, name string) string {
+	if name == "" {
+		return a.String()
+	}
+	return name + " " + a.String()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 func renderRIBLookup(w io.Writer, l control.RIBLookup) error {
@@ -306,35 +323,26 @@ func renderRIBLookup(w io.Writer, l control.RIBLookup) error {
 		fmt.Fprintf(w, "%s: no route\n", l.Addr)
 	} else {
 		fmt.Fprintf(w, "%s: %s for %s\n", l.Addr, plural(len(l.Routes), "route", "routes"), l.Routes[0].Prefix)
-		withPathID := false
-		for _, r := range l.Routes {
-			withPathID = withPathID || r.PathID != 0
+		if l.Routes[0].Prefix.Bits() == 0 {
+			fmt.Fprintln(w, "(a default route: never used for the origin AS of flows)")
 		}
-		tw := newTable(w)
-		head := []string{"PREFIX", "ORIGIN", "AS PATH", "ROUTER", "PEER", "VIEW"}
-		if withPathID {
-			head = append(head, "PATH ID")
-		}
-		row(tw, head...)
-		for _, r := range l.Routes {
-			origin := asn(r.Origin)
-			if origin == "" {
-				origin = "?"
-			}
-			router := r.Router.String()
-			if r.RouterName != "" {
-				router = r.RouterName + " " + router
-			}
-			peer := strings.TrimSpace(strings.TrimPrefix(peerAddr(r.Peer), "-") + " " + asn(r.PeerASN))
-			cells := []string{r.Prefix.String(), origin, r.ASPath, router, peer, r.View}
-			if withPathID {
-				cells = append(cells, strconv.FormatUint(uint64(r.PathID), 10))
-			}
-			row(tw, cells...)
-		}
-		if err := tw.Flush(); err != nil {
+		if err := routesTable(w, l.Routes); err != nil {
 			return err
 		}
+	}
+	for _, v := range l.VRFs {
+		labels := "does not label flows"
+		if v.LabelsFlows {
+			labels = "labels flows"
+		}
+		fmt.Fprintf(w, "\nvrf rd %s on %s (%s): %s for %s\n", v.RD, routerName(v.Router, v.RouterName), labels,
+			plural(len(v.Routes), "route", "routes"), v.Routes[0].Prefix)
+		if err := routesTable(w, v.Routes); err != nil {
+			return err
+		}
+	}
+	if l.FlowASN != 0 {
+		fmt.Fprintf(w, "flow label: %s\n", asn(l.FlowASN))
 	}
 	if l.MMDBASN != 0 || l.MMDBCity != "" {
 		var parts []string
@@ -347,6 +355,33 @@ func renderRIBLookup(w io.Writer, l control.RIBLookup) error {
 		fmt.Fprintf(w, "mmdb: %s\n", strings.Join(parts, ", "))
 	}
 	return nil
+}
+
+// routesTable lists routes of one prefix, best first.
+func routesTable(w io.Writer, routes []control.RIBRoute) error {
+	withPathID := false
+	for _, r := range routes {
+		withPathID = withPathID || r.PathID != 0
+	}
+	tw := newTable(w)
+	head := []string{"PREFIX", "ORIGIN", "AS PATH", "ROUTER", "PEER", "VIEW"}
+	if withPathID {
+		head = append(head, "PATH ID")
+	}
+	row(tw, head...)
+	for _, r := range routes {
+		origin := asn(r.Origin)
+		if origin == "" {
+			origin = "?"
+		}
+		peer := strings.TrimSpace(strings.TrimPrefix(peerAddr(r.Peer), "-") + " " + asn(r.PeerASN))
+		cells := []string{r.Prefix.String(), origin, r.ASPath, routerName(r.Router, r.RouterName), peer, r.View}
+		if withPathID {
+			cells = append(cells, strconv.FormatUint(uint64(r.PathID), 10))
+		}
+		row(tw, cells...)
+	}
+	return tw.Flush()
 }
 
 func renderSampleRate(w io.Writer, c control.SampleRateChange) error {

@@ -48,8 +48,12 @@ var rib = control.RIBSummary{Enabled: true, Routes4: 951234, Routes6: 210456, Pr
 		{Addr: netip.MustParseAddr("198.18.1.1"), ASN: 64500, BGPID: netip.MustParseAddr("198.18.1.1"), Routes4: 951234},
 		{Addr: netip.IPv4Unspecified(), Type: 3, ASN: 64499, BGPID: netip.MustParseAddr("198.18.0.9"), Routes4: 1},
 		{Addr: netip.MustParseAddr("2001:db8:1::1"), Type: 1, Distinguisher: 64500<<32 | 7, ASN: 64501, BGPID: netip.MustParseAddr("198.18.1.2"), Routes6: 210456, Stale: true},
+		{Addr: netip.IPv4Unspecified(), Type: 3, Distinguisher: 1<<48 | 198<<40 | 18<<32 | 9<<16 | 5, ASN: 64499, BGPID: netip.MustParseAddr("198.18.0.9"), Routes4: 12},
 	}},
 	{Addr: netip.MustParseAddr("198.18.0.10"), Connected: false, Peers: []control.RIBPeer{}},
+}, VRFs: []control.RIBVRF{
+	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "64500:7", Peers: 1, Routes6: 210456},
+	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "198.18.0.9:5", Peers: 1, Routes4: 12, LabelsFlows: true},
 }}
 
 var lookup = control.RIBLookup{Addr: netip.MustParseAddr("198.18.7.10"), MMDBASN: 64500, MMDBCity: "Berlin", Routes: []control.RIBRoute{
@@ -59,6 +63,15 @@ var lookup = control.RIBLookup{Addr: netip.MustParseAddr("198.18.7.10"), MMDBASN
 		Peer: netip.MustParseAddr("198.18.1.2"), PeerASN: 64502, View: "pre-policy", PathID: 2},
 	{Prefix: netip.MustParsePrefix("198.18.0.0/15"), Origin: 64500, ASPath: "64501 64500", Router: netip.MustParseAddr("198.18.0.9"),
 		RouterName: "edge1", Peer: netip.IPv4Unspecified(), PeerASN: 64499, View: "loc-rib"},
+}, FlowASN: 64500, VRFs: []control.RIBVRFRoutes{
+	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "198.18.0.9:5", LabelsFlows: true, Routes: []control.RIBRoute{
+		{Prefix: netip.MustParsePrefix("198.18.7.0/24"), Origin: 64700, ASPath: "64700", Router: netip.MustParseAddr("198.18.0.9"),
+			RouterName: "edge1", Peer: netip.IPv4Unspecified(), PeerASN: 64499, View: "loc-rib"},
+	}},
+	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "64500:7", Routes: []control.RIBRoute{
+		{Prefix: netip.MustParsePrefix("198.18.0.0/16"), Origin: 65001, ASPath: "65001", Router: netip.MustParseAddr("198.18.0.9"),
+			RouterName: "edge1", Peer: netip.MustParseAddr("2001:db8:1::1"), PeerASN: 65001, View: "pre-policy"},
+	}},
 }}
 
 func TestRender(t *testing.T) {
@@ -80,6 +93,12 @@ func TestRender(t *testing.T) {
 		{"rib_summary", func(b *bytes.Buffer) error { return renderRIBSummary(b, rib) }},
 		{"rib_disabled", func(b *bytes.Buffer) error { return renderRIBSummary(b, control.RIBSummary{}) }},
 		{"rib_lookup", func(b *bytes.Buffer) error { return renderRIBLookup(b, lookup) }},
+		{"rib_lookup_default", func(b *bytes.Buffer) error {
+			return renderRIBLookup(b, control.RIBLookup{Addr: netip.MustParseAddr("198.19.0.1"), MMDBASN: 64999, FlowASN: 64999, Routes: []control.RIBRoute{
+				{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Origin: 64500, ASPath: "64500", Router: netip.MustParseAddr("198.18.0.9"),
+					Peer: netip.MustParseAddr("198.18.1.1"), PeerASN: 64500, View: "pre-policy"},
+			}})
+		}},
 		{"rib_lookup_none", func(b *bytes.Buffer) error {
 			return renderRIBLookup(b, control.RIBLookup{Addr: netip.MustParseAddr("2001:db8::1")})
 		}},
@@ -128,22 +147,6 @@ func TestHumanBytes(t *testing.T) {
 	} {
 		if got := humanBytes(tc.n); got != tc.want {
 			t.Errorf("humanBytes(%d) = %q, want %q", tc.n, got, tc.want)
-		}
-	}
-}
-
-func TestFormatRD(t *testing.T) {
-	for _, tc := range []struct {
-		rd   uint64
-		want string
-	}{
-		{64500<<32 | 7, "64500:7"},
-		{1<<48 | 198<<40 | 18<<32 | 0<<24 | 1<<16 | 100, "198.18.0.1:100"},
-		{2<<48 | 4200000000<<16 | 9, "4200000000:9"},
-		{7 << 48, "0x0007000000000000"},
-	} {
-		if got := formatRD(tc.rd); got != tc.want {
-			t.Errorf("formatRD(%#x) = %q, want %q", tc.rd, got, tc.want)
 		}
 	}
 }

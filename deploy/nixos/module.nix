@@ -108,8 +108,9 @@ in
           };
 
           collector = section "Flow table settings." {
-            max_flows = opt lib.types.ints.unsigned "Maximum active flows, 0 = unlimited (default 65536).";
+            max_flows = opt (lib.types.ints.between 0 4194304) "Maximum active flows, 0..4194304; 0 = the ceiling of 4194304 (default 65536).";
             eviction_timeout = opt duration ''Idle time after which a flow ends, >= 1s (default "30s").'';
+            active_timeout = opt duration ''A flow that goes on is exported as a delta record this often, >= 1s (default "60s").'';
           };
 
           prometheus = section "Metrics endpoint." {
@@ -118,6 +119,8 @@ in
             # A string, not a path: a path would copy the file, which names TLS
             # keys and password hashes, into the world-readable Nix store.
             web_config = opt lib.types.str "Absolute path of a Prometheus exporter-toolkit web config file (TLS, basic auth) for /metrics and /healthz; readable by the service user.";
+            max_label_sets = opt (lib.types.ints.between 1 1000000) ''Most label sets of the rfm_flow_* series; past it new ones go to the "overflow" series (default 10000).'';
+            label_set_expiry = opt duration ''A label set without traffic for this long is dropped, >= 1m (default "1h").'';
           };
 
           control = section "Control plane (rfm status, rfm flows, ...)." {
@@ -153,6 +156,8 @@ in
                 allow = opt (lib.types.listOf lib.types.str) "Router addresses or prefixes allowed to connect; empty = all.";
                 max_sessions = opt positive "Maximum concurrent BMP sessions, >= 1 (default 64).";
                 max_message_size = opt (lib.types.ints.between 4096 16777215) "Largest BMP message in bytes (default 1048576).";
+                label_vrfs = opt (lib.types.listOf lib.types.str) ''Route distinguishers ("65000:1", "192.0.2.1:5") whose VRF routes also label flows; empty = global routes only (default).'';
+                max_routes_per_peer = opt lib.types.ints.unsigned "Routes one monitored peer may hold before all its routes are dropped until it comes up again; 0 = no limit (default).";
               };
             };
           };

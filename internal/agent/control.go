@@ -12,6 +12,8 @@ import (
 
 	"github.com/stepbrobd/rfm/internal/control"
 	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/internal/enrich/rd"
+	"github.com/stepbrobd/rfm/internal/enrich/rib"
 	"github.com/stepbrobd/rfm/internal/flow"
 )
 
@@ -88,13 +90,23 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 
 func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.Flows, error) {
 	a := c.a
+	// Order by estimates: flows of two rates coexist after a rate change.
+	est := func(r *flow.Record) (packets, bytes uint64) {
+		return r.Packets * uint64(r.SampleRate), r.Bytes * uint64(r.SampleRate)
+	}
 	var less func(x, y *flow.Record) bool
 	switch args.Sort {
 	case "", "bytes":
-		less = func(x, y *flow.Record) bool { return x.Bytes > y.Bytes || x.Bytes == y.Bytes && x.Packets > y.Packets }
+		less = func(x, y *flow.Record) bool {
+			xp, xb := est(x)
+			yp, yb := est(y)
+			return xb > yb || xb == yb && xp > yp
+		}
 	case "packets":
 		less = func(x, y *flow.Record) bool {
-			return x.Packets > y.Packets || x.Packets == y.Packets && x.Bytes > y.Bytes
+			xp, xb := est(x)
+			yp, yb := est(y)
+			return xp > yp || xp == yp && xb > yb
 		}
 	default:
 		return control.Flows{}, fmt.Errorf("sort %q: want bytes or packets", args.Sort)
@@ -116,11 +128,11 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 		}
 		filter = func(k *flow.Key) bool { return k.Ifindex == idx }
 	}
-	rate := uint64(a.sampleRate.Load())
 	recs := a.table.Top(args.Top, less, filter)
-	out := control.Flows{SampleRate: uint32(rate), Active: a.table.Active(), Flows: make([]control.Flow, len(recs))}
+	out := control.Flows{SampleRate: a.sampleRate.Load(), Active: a.table.Active(), Flows: make([]control.Flow, len(recs))}
 	for i := range recs {
 		r := &recs[i]
+		rate := uint64(r.SampleRate) // each flow's own: a rate change may be under way
 		out.Flows[i] = control.Flow{
 			Iface: names[r.Ifindex], Direction: r.Dir.String(), Proto: r.Proto,
 			Src: r.SrcAddr(), Dst: r.DstAddr(), SrcPort: r.SrcPort, DstPort: r.DstPort,
@@ -144,12 +156,24 @@ func (c controlAgent) RIBSummary(context.Context) (control.RIBSummary, error) {
 	for _, r := range sum.Routers {
 		rr := control.RIBRouter{Addr: r.Router.Addr, Name: r.Router.Name, Descr: r.Descr, Connected: r.Connected, Peers: []control.RIBPeer{}}
 		for _, p := range r.Peers {
-			rr.Peers = append(rr.Peers, control.RIBPeer{
+			cp := control.RIBPeer{
 				Addr: p.Peer.Addr, Type: p.Peer.Type, Distinguisher: p.Peer.Distinguisher,
 				ASN: p.ASN, BGPID: p.BGPID, Stale: p.Stale, Routes4: p.Routes4, Routes6: p.Routes6,
-			})
+			}
+			if !p.Peer.Global() {
+				cp.RD = rd.Format(p.Peer.Distinguisher)
+			}
+			rr.Peers = append(rr.Peers, cp)
 		}
 		out.Routers = append(out.Routers, rr)
+	}
+	out.VRFs = []control.RIBVRF{}
+	for _, v := range sum.VRFs {
+		out.VRFs = append(out.VRFs, control.RIBVRF{
+			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
+			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
+			Peers: v.Peers, Routes4: v.Routes4, Routes6: v.Routes6,
+		})
 	}
 	return out, nil
 }
@@ -161,12 +185,27 @@ func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIB
 	if db := a.enricher.DB(); db != nil {
 		out.MMDBASN, out.MMDBCity = db.ASN(addr), db.City(addr)
 	}
-	for _, r := range a.rib.LookupAll(addr) {
-		out.Routes = append(out.Routes, control.RIBRoute{
+	out.FlowASN = a.enricher.ASN(addr)
+	route := func(r rib.RouteInfo) control.RIBRoute {
+		return control.RIBRoute{
 			Prefix: r.Prefix, Origin: r.Origin, ASPath: r.Path.String(),
 			Router: r.Router.Addr, RouterName: r.Router.Name,
 			Peer: r.Peer.Addr, PeerASN: r.PeerASN, View: r.View.String(), PathID: r.PathID,
-		})
+		}
+	}
+	for _, r := range a.rib.LookupAll(addr) {
+		out.Routes = append(out.Routes, route(r))
+	}
+	out.VRFs = []control.RIBVRFRoutes{}
+	for _, v := range a.rib.LookupVRFs(addr) {
+		vr := control.RIBVRFRoutes{
+			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
+			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
+		}
+		for _, r := range v.Routes {
+			vr.Routes = append(vr.Routes, route(r))
+		}
+		out.VRFs = append(out.VRFs, vr)
 	}
 	return out, nil
 }

@@ -80,6 +80,9 @@ func (a *agent) attachLink(l ifwatch.Link) error {
 	if err := a.dp.Attach(l.Index, l.Name); err != nil {
 		return err
 	}
+	// An interface detached before (or its ifindex reused) may start
+	// flows again.
+	a.table.AllowInterface(uint32(l.Index))
 	a.ipfix.setInterfaces(a.dp.Interfaces())
 	a.log.Info("attached", "interface", l.Name, "ifindex", l.Index)
 	return nil
@@ -102,8 +105,14 @@ func (a *agent) detachLink(l ifwatch.Link) {
 	a.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
 }
 
-// setSampleRate rewrites the BPF config map at once; the metrics scale
-// and the IPFIX sampling options follow. Caller holds a.mu.
+// setSampleRate rewrites the BPF config map at once, then ends the flows
+// sampled at the old rate (forced end), so they are exported now rather
+// than at their idle timeout. The exporter is not told anything: every
+// event carries the rate that sampled it, a flow keeps one rate (its
+// first event of another rate ends it), and each IPFIX record goes out
+// under the sampling options of its own rate, so records of the old rate
+// are scaled by it wherever they wait (the table, the exporter's queue, a
+// message being filled). Caller holds a.mu.
 func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 	if rate == 0 {
 		return 0, errors.New("sample rate must be at least 1")
@@ -113,13 +122,7 @@ func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 		return prev, err
 	}
 	a.sampleRate.Store(rate)
-	if e := a.ipfix.cur.Load(); e != nil {
-		e.SetSampleRate(rate)
-	}
 	if prev != rate {
-		// Estimates are sampled counts times the rate, so a flow must
-		// not mix packets sampled at two rates: end the active flows
-		// (exported with reason forced end) and start afresh.
 		a.table.Flush(flow.EndForced)
 	}
 	a.cfg.Agent.BPF.SampleRate = rate
@@ -172,7 +175,11 @@ func (a *agent) reload() (control.ReloadResult, error) {
 	var newExp *ipfix.Exporter
 	ipfixChanged := c.IPFIX != n.IPFIX
 	if ipfixChanged && n.IPFIX.Enabled() {
-		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), a.log); err != nil {
+		// With the same fixed bind port the new socket shares the port
+		// with the old one (SO_REUSEPORT) until the old exporter has
+		// flushed; a new bind address must be free, as at start.
+		exclusive := n.IPFIX.Bind != c.IPFIX.Bind
+		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), exclusive, a.log); err != nil {
 			return res, err
 		}
 		// The new exporter may send templates at once: exclude its
@@ -185,9 +192,27 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		}
 		newExp.Start()
 	}
+	// The metrics server goes last among the fallible steps: once the
+	// new one answers, nothing below can fail. A new address gets a new
+	// socket (the old one answers until the new one does); a change of
+	// web_config alone keeps the socket and hands it to a server with
+	// the new settings, since binding the same address again would fail
+	// while the old listener is open.
 	var newMetrics *metricsServer
-	if c.Prometheus != n.Prometheus {
-		if newMetrics, err = listenMetrics(next, a.log); err != nil {
+	cHost, cPort, cWeb := c.Prometheus.Listener()
+	nHost, nPort, nWeb := n.Prometheus.Listener()
+	if cHost != nHost || cPort != nPort || cWeb != nWeb {
+		if cHost != nHost || cPort != nPort {
+			newMetrics, err = listenMetrics(next, a.log)
+		} else {
+			newMetrics, err = a.metrics.withWebConfig(nWeb)
+		}
+		if err == nil {
+			if err = newMetrics.serve(a.reg, a.core, a.healthy); err != nil && newMetrics.ln != a.metrics.ln {
+				newMetrics.ln.Close()
+			}
+		}
+		if err != nil {
 			if newExp != nil {
 				_ = newExp.Close()
 				_ = a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load()))
@@ -207,7 +232,6 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		old := a.ipfix.cur.Load()
 		dpCfg := datapath.Config{SampleRate: a.sampleRate.Load()}
 		if newExp != nil {
-			newExp.SetSampleRate(a.sampleRate.Load())
 			dpCfg.Exclude = datapath.Tuple{Src: newExp.LocalAddr(), Dst: newExp.RemoteAddr()}
 		}
 		if old != nil {
@@ -229,10 +253,18 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		res.Applied = append(res.Applied, "agent.ipfix")
 	}
 	if newMetrics != nil {
-		newMetrics.serve(a.reg, a.core, a.healthy)
-		a.metrics.close()
+		if newMetrics.ln == a.metrics.ln {
+			a.metrics.retire()
+		} else {
+			a.metrics.close()
+		}
 		a.metrics = newMetrics
 		res.Applied = append(res.Applied, "agent.prometheus")
+	}
+	maxSetsChanged := changed("agent.prometheus.max_label_sets", c.Prometheus.MaxLabelSets != n.Prometheus.MaxLabelSets)
+	expiryChanged := changed("agent.prometheus.label_set_expiry", c.Prometheus.LabelSetExpiry != n.Prometheus.LabelSetExpiry)
+	if maxSetsChanged || expiryChanged {
+		a.table.SetLabelSetLimits(n.Prometheus.MaxLabelSets, n.Prometheus.LabelSetExpiry.Duration)
 	}
 	if n.BPF.SampleRate != fileRate {
 		if _, err := a.setSampleRate(n.BPF.SampleRate); err != nil {
@@ -248,6 +280,9 @@ func (a *agent) reload() (control.ReloadResult, error) {
 	}
 	if changed("agent.collector.eviction_timeout", c.Collector.EvictionTimeout != n.Collector.EvictionTimeout) {
 		a.table.SetIdleTimeout(n.Collector.EvictionTimeout.Duration)
+	}
+	if changed("agent.collector.active_timeout", c.Collector.ActiveTimeout != n.Collector.ActiveTimeout) {
+		a.table.SetActiveTimeout(n.Collector.ActiveTimeout.Duration)
 	}
 	if changed("agent.interfaces", !slices.Equal(c.Interfaces, n.Interfaces)) {
 		a.links.ifMu.Lock()
@@ -279,7 +314,8 @@ func (a *agent) reload() (control.ReloadResult, error) {
 
 func bmpEqual(a, b config.BMP) bool {
 	return a.Host == b.Host && a.Port == b.Port && a.Keep == b.Keep && slices.Equal(a.Allow, b.Allow) &&
-		a.MaxSessions == b.MaxSessions && a.MaxMessageSize == b.MaxMessageSize
+		a.MaxSessions == b.MaxSessions && a.MaxMessageSize == b.MaxMessageSize &&
+		slices.Equal(a.LabelVRFs, b.LabelVRFs) && a.MaxRoutesPerPeer == b.MaxRoutesPerPeer
 }
 
 func (a *agent) logReload(applied, restart []string) {

@@ -19,11 +19,19 @@ type ipfixSink struct {
 	cur atomic.Pointer[ipfix.Exporter]
 }
 
-var _ flow.Sink = (*ipfixSink)(nil)
+var _ flow.PacedSink = (*ipfixSink)(nil)
 
 func (s *ipfixSink) ExportFlows(recs []flow.Record) {
 	if e := s.cur.Load(); e != nil {
 		e.ExportFlows(recs)
+	}
+}
+
+// ExportFlowsPaced takes the records of a flush, waiting for the
+// exporter's queue rather than dropping.
+func (s *ipfixSink) ExportFlowsPaced(recs []flow.Record) {
+	if e := s.cur.Load(); e != nil {
+		e.ExportFlowsPaced(recs)
 	}
 }
 

@@ -38,8 +38,9 @@ type BPF struct {
 }
 
 type Collector struct {
-	MaxFlows        int      `toml:"max_flows"`        // default 65536, >= 0, 0 = unlimited
+	MaxFlows        int      `toml:"max_flows"`        // default 65536, 0..MaxFlowsCeiling, 0 = the ceiling
 	EvictionTimeout Duration `toml:"eviction_timeout"` // default 30s, >= 1s
+	ActiveTimeout   Duration `toml:"active_timeout"`   // default 60s, >= 1s
 }
 
 type IPFIX struct {
@@ -65,6 +66,19 @@ type Prometheus struct {
 	// WebConfig is an optional Prometheus exporter-toolkit web config
 	// file (TLS, basic auth) for the metrics endpoint.
 	WebConfig string `toml:"web_config"`
+	// MaxLabelSets bounds the label sets of the rfm_flow_* series
+	// (default 10000, >= 1); past it, traffic of new label sets goes to
+	// one overflow set per interface and direction.
+	MaxLabelSets int `toml:"max_label_sets"`
+	// LabelSetExpiry drops a label set that saw no traffic and has no
+	// active flow for this long (default 1h, >= 1m).
+	LabelSetExpiry Duration `toml:"label_set_expiry"`
+}
+
+// Listener is the part of the metrics settings the HTTP listener uses;
+// the rest (label sets) applies to the flow table.
+func (p Prometheus) Listener() (host string, port int, webConfig string) {
+	return p.Host, p.Port, p.WebConfig
 }
 
 type Enrich struct {
@@ -93,6 +107,14 @@ type BMP struct {
 	MaxSessions int `toml:"max_sessions"`
 	// MaxMessageSize bounds one BMP message in bytes (default 1 MiB).
 	MaxMessageSize int `toml:"max_message_size"`
+	// LabelVRFs lists route distinguishers ("65000:1", "192.0.2.1:5")
+	// whose VRF routes also label flows; by default only routes of the
+	// global instance (global peers and the default Loc-RIB) do.
+	LabelVRFs []string `toml:"label_vrfs"`
+	// MaxRoutesPerPeer drops the routes of a monitored peer that holds
+	// more (all views and path ids together) until the router reports
+	// it up again; 0 means no limit.
+	MaxRoutesPerPeer int `toml:"max_routes_per_peer"`
 }
 
 // Enabled reports whether the BMP listener is configured.

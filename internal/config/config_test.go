@@ -38,6 +38,7 @@ func TestDefaults(t *testing.T) {
 		{"bpf.ring_buf_size", a.BPF.RingBufSize, 262144},
 		{"collector.max_flows", a.Collector.MaxFlows, 65536},
 		{"collector.eviction_timeout", a.Collector.EvictionTimeout.Duration, 30 * time.Second},
+		{"collector.active_timeout", a.Collector.ActiveTimeout.Duration, 60 * time.Second},
 		{"ipfix.host", a.IPFIX.Host, ""},
 		{"ipfix.port", a.IPFIX.Port, 0},
 		{"ipfix.enabled", a.IPFIX.Enabled(), false},
@@ -48,6 +49,8 @@ func TestDefaults(t *testing.T) {
 		{"ipfix.max_message_size", a.IPFIX.MaxMessageSize, 1400},
 		{"prometheus.host", a.Prometheus.Host, "::1"},
 		{"prometheus.port", a.Prometheus.Port, 9669},
+		{"prometheus.max_label_sets", a.Prometheus.MaxLabelSets, 10000},
+		{"prometheus.label_set_expiry", a.Prometheus.LabelSetExpiry.Duration, time.Hour},
 		{"enrich.mmdb.asn_db", a.Enrich.MMDB.ASNDB, ""},
 		{"enrich.mmdb.city_db", a.Enrich.MMDB.CityDB, ""},
 		{"enrich.rib.bmp.host", a.Enrich.RIB.BMP.Host, ""},
@@ -57,6 +60,8 @@ func TestDefaults(t *testing.T) {
 		{"enrich.rib.bmp.allow", a.Enrich.RIB.BMP.Allow, []string(nil)},
 		{"enrich.rib.bmp.max_sessions", a.Enrich.RIB.BMP.MaxSessions, 64},
 		{"enrich.rib.bmp.max_message_size", a.Enrich.RIB.BMP.MaxMessageSize, 1048576},
+		{"enrich.rib.bmp.label_vrfs", a.Enrich.RIB.BMP.LabelVRFs, []string(nil)},
+		{"enrich.rib.bmp.max_routes_per_peer", a.Enrich.RIB.BMP.MaxRoutesPerPeer, 0},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {
@@ -72,7 +77,7 @@ func TestPartialDefaults(t *testing.T) {
 		got  func(*Config) any
 		want any
 	}{
-		{"max_flows 0 means unlimited", "[agent.collector]\nmax_flows = 0\n",
+		{"max_flows 0 accepted: the flow table ceiling", "[agent.collector]\nmax_flows = 0\n",
 			func(c *Config) any { return c.Agent.Collector.MaxFlows }, 0},
 		{"explicit sample_rate kept", "[agent.bpf]\nsample_rate = 1\n",
 			func(c *Config) any { return c.Agent.BPF.SampleRate }, uint32(1)},
@@ -179,6 +184,10 @@ func TestRejections(t *testing.T) {
 		{"max_flows negative", base + "[agent.collector]\nmax_flows = -1\n", "agent.collector.max_flows", "-1"},
 		{"eviction_timeout short", base + "[agent.collector]\neviction_timeout = \"500ms\"\n", "agent.collector.eviction_timeout", `"500ms"`},
 		{"eviction_timeout negative", base + "[agent.collector]\neviction_timeout = \"-1s\"\n", "agent.collector.eviction_timeout", `"-1s"`},
+		{"max_flows above the ceiling", base + "[agent.collector]\nmax_flows = 4194305\n", "agent.collector.max_flows", "4194305"},
+		{"active_timeout short", base + "[agent.collector]\nactive_timeout = \"999ms\"\n", "agent.collector.active_timeout", `"999ms"`},
+		{"active_timeout zero", base + "[agent.collector]\nactive_timeout = \"0s\"\n", "agent.collector.active_timeout", `"0s"`},
+		{"active_timeout not a duration", base + "[agent.collector]\nactive_timeout = 60\n", "agent.collector.active_timeout", "60"},
 
 		// agent.ipfix.
 		{"ipfix host space", base + "[agent.ipfix]\nhost = \"a b\"\n", "agent.ipfix.host", `"a b"`},
@@ -200,6 +209,10 @@ func TestRejections(t *testing.T) {
 		{"prometheus host empty", base + "[agent.prometheus]\nhost = \"\"\n", "agent.prometheus.host", `""`},
 		{"prometheus port 0", base + "[agent.prometheus]\nport = 0\n", "agent.prometheus.port", "0"},
 		{"prometheus port too big", base + "[agent.prometheus]\nport = 65536\n", "agent.prometheus.port", "65536"},
+		{"max_label_sets 0", base + "[agent.prometheus]\nmax_label_sets = 0\n", "agent.prometheus.max_label_sets", "0"},
+		{"max_label_sets too big", base + "[agent.prometheus]\nmax_label_sets = 1000001\n", "agent.prometheus.max_label_sets", "1000001"},
+		{"label_set_expiry short", base + "[agent.prometheus]\nlabel_set_expiry = \"59s\"\n", "agent.prometheus.label_set_expiry", `"59s"`},
+		{"label_set_expiry not a duration", base + "[agent.prometheus]\nlabel_set_expiry = \"1 hour\"\n", "agent.prometheus.label_set_expiry", `"1 hour"`},
 
 		// agent.enrich.rib.bmp.
 		{"bmp host space", base + "[agent.enrich.rib.bmp]\nhost = \"a b\"\n", "agent.enrich.rib.bmp.host", `"a b"`},
@@ -212,6 +225,9 @@ func TestRejections(t *testing.T) {
 		{"bmp max_sessions 0", base + "[agent.enrich.rib.bmp]\nmax_sessions = 0\n", "agent.enrich.rib.bmp.max_sessions", "0"},
 		{"bmp max_message_size small", base + "[agent.enrich.rib.bmp]\nmax_message_size = 4095\n", "agent.enrich.rib.bmp.max_message_size", "4095"},
 		{"bmp max_message_size big", base + "[agent.enrich.rib.bmp]\nmax_message_size = 16777216\n", "agent.enrich.rib.bmp.max_message_size", "16777216"},
+		{"bmp label_vrfs no number", base + "[agent.enrich.rib.bmp]\nlabel_vrfs = [\"65000:1\", \"65000\"]\n", "agent.enrich.rib.bmp.label_vrfs[1]", `"65000"`},
+		{"bmp label_vrfs IPv6 admin", base + "[agent.enrich.rib.bmp]\nlabel_vrfs = [\"2001:db8::1:5\"]\n", "agent.enrich.rib.bmp.label_vrfs[0]", `"2001:db8::1:5"`},
+		{"bmp max_routes_per_peer negative", base + "[agent.enrich.rib.bmp]\nmax_routes_per_peer = -1\n", "agent.enrich.rib.bmp.max_routes_per_peer", "-1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -529,7 +545,7 @@ func TestSpecExample(t *testing.T) {
 	want := &Config{Agent: Agent{
 		Interfaces: []string{"eth0", "tailscale0"},
 		BPF:        BPF{SampleRate: 100, RingBufSize: 262144},
-		Collector:  Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}},
+		Collector:  Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}, ActiveTimeout: Duration{time.Minute}},
 		IPFIX: IPFIX{
 			Host: "127.0.0.1", Port: 4739,
 			Bind:                Endpoint{Host: "192.0.2.10", Port: 0},
@@ -537,7 +553,7 @@ func TestSpecExample(t *testing.T) {
 			TemplateRefresh:     Duration{time.Minute},
 			MaxMessageSize:      1400,
 		},
-		Prometheus: Prometheus{Host: "::1", Port: 9669},
+		Prometheus: Prometheus{Host: "::1", Port: 9669, MaxLabelSets: 10000, LabelSetExpiry: Duration{time.Hour}},
 		Enrich: Enrich{
 			MMDB: MMDB{
 				ASNDB:  filepath.Join(dir, "dbip-asn-lite.mmdb"),
@@ -611,6 +627,7 @@ func TestEncodeLayout(t *testing.T) {
 		"\n\n[agent.enrich.mmdb]\n",
 		"\n\n[agent.enrich.rib.bmp]\n",
 		"eviction_timeout = \"30s\"\n",
+		"active_timeout = \"1m0s\"\n",
 		"keep = \"5m0s\"\n",
 	} {
 		if !strings.Contains(text, want) {
@@ -677,6 +694,22 @@ func TestAllowPrefixes(t *testing.T) {
 	}
 	if p, err := (BMP{}).AllowPrefixes(); p != nil || err != nil {
 		t.Errorf("empty allow = %v, %v; want nil, nil", p, err)
+	}
+}
+
+func TestLabelDistinguishers(t *testing.T) {
+	c := mustParse(t, base+"[agent.enrich.rib.bmp]\nlabel_vrfs = [\"65000:1\", \"192.0.2.1:5\"]\nmax_routes_per_peer = 1000\n")
+	got, err := c.Agent.Enrich.RIB.BMP.LabelDistinguishers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RFC 4364 4.2: type 0 (2-byte ASN 65000 = 0xfde8), type 1 (IPv4).
+	want := []uint64{0x0000_fde8_0000_0001, 0x0001_c000_0201_0005}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("LabelDistinguishers = %#x, want %#x", got, want)
+	}
+	if n := c.Agent.Enrich.RIB.BMP.MaxRoutesPerPeer; n != 1000 {
+		t.Errorf("max_routes_per_peer = %d, want 1000", n)
 	}
 }
 

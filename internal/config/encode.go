@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/stepbrobd/rfm/internal/enrich/rd"
 )
 
 // PrometheusAddr is the metrics listen address, e.g. "[::1]:9669".
@@ -59,6 +61,20 @@ func (c BMP) AllowPrefixes() ([]netip.Prefix, error) {
 				`must be an IP prefix such as "192.0.2.0/24" or a single IP address`)
 		}
 		out = append(out, p)
+	}
+	return out, nil
+}
+
+// LabelDistinguishers returns label_vrfs as distinguisher values.
+func (c BMP) LabelDistinguishers() ([]uint64, *Error) {
+	var out []uint64
+	for i, s := range c.LabelVRFs {
+		d, err := rd.Parse(s)
+		if err != nil {
+			return nil, keyError(fmt.Sprintf("agent.enrich.rib.bmp.label_vrfs[%d]", i), s,
+				`must be a route distinguisher such as "65000:1" or "192.0.2.1:5"`)
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }

@@ -22,10 +22,14 @@ import (
 
 // Defaults for keys the file leaves out.
 const (
-	DefaultSampleRate          = 100
-	DefaultRingBufSize         = 262144
-	DefaultMaxFlows            = 65536
-	DefaultEvictionTimeout     = 30 * time.Second
+	DefaultSampleRate      = 100
+	DefaultRingBufSize     = 262144
+	DefaultMaxFlows        = 65536
+	DefaultEvictionTimeout = 30 * time.Second
+	DefaultActiveTimeout   = 60 * time.Second
+	// MaxFlowsCeiling is the most flows the table holds, whatever
+	// max_flows says (flow.MaxFlowsCeiling); max_flows = 0 means it.
+	MaxFlowsCeiling            = 1 << 22
 	DefaultIPFIXHost           = "::1"
 	DefaultIPFIXPort           = 4739
 	DefaultObservationDomainID = 1
@@ -33,6 +37,8 @@ const (
 	DefaultIPFIXMaxMessageSize = 1400
 	DefaultPrometheusHost      = "::1"
 	DefaultPrometheusPort      = 9669
+	DefaultMaxLabelSets        = 10000
+	DefaultLabelSetExpiry      = time.Hour
 	DefaultBMPHost             = "::1"
 	DefaultBMPPort             = 11019
 	DefaultBMPKeep             = 5 * time.Minute
@@ -196,7 +202,7 @@ func describeFileError(err error) string {
 
 // applyDefaults fills in every key the file left out. Keys are "left
 // out" when absent (md.IsDefined), so an explicit 0 stays 0 and is then
-// accepted (max_flows = 0 means unlimited) or rejected by validation.
+// accepted (max_flows = 0 means the ceiling) or rejected by validation.
 // The IPFIX and BMP endpoints follow the spec instead: host "" and port 0
 // are their documented defaults and mean "unset", both unset disables the
 // feature, and one set fills in the other.
@@ -215,6 +221,9 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	}
 	if !defined("collector", "eviction_timeout") {
 		a.Collector.EvictionTimeout.Duration = DefaultEvictionTimeout
+	}
+	if !defined("collector", "active_timeout") {
+		a.Collector.ActiveTimeout.Duration = DefaultActiveTimeout
 	}
 
 	if ipfix := &a.IPFIX; ipfix.Host != "" || ipfix.Port != 0 {
@@ -240,6 +249,12 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	}
 	if !defined("prometheus", "port") {
 		a.Prometheus.Port = DefaultPrometheusPort
+	}
+	if !defined("prometheus", "max_label_sets") {
+		a.Prometheus.MaxLabelSets = DefaultMaxLabelSets
+	}
+	if !defined("prometheus", "label_set_expiry") {
+		a.Prometheus.LabelSetExpiry.Duration = DefaultLabelSetExpiry
 	}
 
 	bmp := &a.Enrich.RIB.BMP
@@ -282,6 +297,9 @@ func normalize(c *Config) {
 	}
 	if len(c.Agent.Enrich.RIB.BMP.Allow) == 0 {
 		c.Agent.Enrich.RIB.BMP.Allow = nil
+	}
+	if len(c.Agent.Enrich.RIB.BMP.LabelVRFs) == 0 {
+		c.Agent.Enrich.RIB.BMP.LabelVRFs = nil
 	}
 }
 

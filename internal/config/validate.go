@@ -29,6 +29,13 @@ const (
 	// headers must fit; 16 MiB - 1 caps what one peer can make us buffer.
 	MinBMPMessageSize = 4096
 	MaxBMPMessageSize = 1<<24 - 1
+	// MaxLabelSets caps agent.prometheus.max_label_sets: six flow series
+	// per label set, so a million sets is already far more than one
+	// Prometheus target should expose.
+	MaxLabelSets = 1000000
+	// MinLabelSetExpiry keeps a label set alive over several scrapes: a
+	// set that expires and returns restarts its counters from zero.
+	MinLabelSetExpiry = time.Minute
 	// maxIfNameLen is IFNAMSIZ - 1.
 	maxIfNameLen = 15
 )
@@ -210,10 +217,14 @@ func validateValues(c *Config) *Error {
 		return e
 	}
 
-	if a.Collector.MaxFlows < 0 {
-		return keyError("agent.collector.max_flows", a.Collector.MaxFlows, "must be 0 (unlimited) or greater")
+	if a.Collector.MaxFlows < 0 || a.Collector.MaxFlows > MaxFlowsCeiling {
+		return keyError("agent.collector.max_flows", a.Collector.MaxFlows,
+			"must be between 0 and %d (0 means %d, the most the flow table holds)", MaxFlowsCeiling, MaxFlowsCeiling)
 	}
 	if e := checkMinDuration("agent.collector.eviction_timeout", a.Collector.EvictionTimeout, time.Second); e != nil {
+		return e
+	}
+	if e := checkMinDuration("agent.collector.active_timeout", a.Collector.ActiveTimeout, time.Second); e != nil {
 		return e
 	}
 
@@ -259,6 +270,12 @@ func validateValues(c *Config) *Error {
 	if w := a.Prometheus.WebConfig; w != "" && !filepath.IsAbs(w) {
 		return keyError("agent.prometheus.web_config", w, "must be an absolute path")
 	}
+	if n := a.Prometheus.MaxLabelSets; n < 1 || n > MaxLabelSets {
+		return keyError("agent.prometheus.max_label_sets", n, "must be between 1 and %d", MaxLabelSets)
+	}
+	if e := checkMinDuration("agent.prometheus.label_set_expiry", a.Prometheus.LabelSetExpiry, MinLabelSetExpiry); e != nil {
+		return e
+	}
 
 	bmp := &a.Enrich.RIB.BMP
 	if e := checkEndpointPair("agent.enrich.rib.bmp", bmp.Host, bmp.Port); e != nil {
@@ -289,6 +306,12 @@ func validateValues(c *Config) *Error {
 	if n := bmp.MaxMessageSize; n < MinBMPMessageSize || n > MaxBMPMessageSize {
 		return keyError("agent.enrich.rib.bmp.max_message_size", n,
 			"must be between %d and %d", MinBMPMessageSize, MaxBMPMessageSize)
+	}
+	if _, e := bmp.LabelDistinguishers(); e != nil {
+		return e
+	}
+	if bmp.MaxRoutesPerPeer < 0 {
+		return keyError("agent.enrich.rib.bmp.max_routes_per_peer", bmp.MaxRoutesPerPeer, "must be 0 (no limit) or positive")
 	}
 
 	if sock := a.Control.Socket; sock != "" {

@@ -162,6 +162,20 @@ type RIBSummary struct {
 	Prefixes4 int         `json:"prefixes_ipv4"`
 	Prefixes6 int         `json:"prefixes_ipv6"`
 	Routers   []RIBRouter `json:"routers"`
+	VRFs      []RIBVRF    `json:"vrfs"` // routes kept apart from the global table, per router and distinguisher
+}
+
+// RIBVRF counts the routes of one VRF of one router: its RD-instance
+// and local-instance peers and its Loc-RIB.
+type RIBVRF struct {
+	Router        netip.Addr `json:"router"`
+	RouterName    string     `json:"router_name,omitempty"`
+	RD            string     `json:"rd"` // the distinguisher as "65000:1" or "192.0.2.1:5"
+	Distinguisher uint64     `json:"distinguisher"`
+	LabelsFlows   bool       `json:"labels_flows"` // listed in agent.enrich.rib.bmp.label_vrfs
+	Peers         int        `json:"peers"`
+	Routes4       int        `json:"routes_ipv4"`
+	Routes6       int        `json:"routes_ipv6"`
 }
 
 type RIBRouter struct {
@@ -176,6 +190,7 @@ type RIBPeer struct {
 	Addr          netip.Addr `json:"addr"`
 	Type          uint8      `json:"type"` // BMP peer type: 0 global, 1 RD, 2 local, 3 Loc-RIB
 	Distinguisher uint64     `json:"distinguisher,omitempty"`
+	RD            string     `json:"rd,omitempty"` // Distinguisher formatted, for VRF peers
 	ASN           uint32     `json:"asn"`
 	BGPID         netip.Addr `json:"bgp_id"`
 	Stale         bool       `json:"stale,omitempty"`
@@ -189,12 +204,26 @@ type RIBLookupArgs struct {
 }
 
 // RIBLookup answers CmdRIBLookup: every route of the longest matching
-// prefix, best first, and what the MMDB files say about the address.
+// global prefix, best first; the same per VRF; what the MMDB files say
+// about the address; and the ASN flows get.
 type RIBLookup struct {
-	Addr     netip.Addr `json:"addr"`
-	Routes   []RIBRoute `json:"routes"`
-	MMDBASN  uint32     `json:"mmdb_asn,omitempty"`
-	MMDBCity string     `json:"mmdb_city,omitempty"`
+	Addr     netip.Addr     `json:"addr"`
+	Routes   []RIBRoute     `json:"routes"`
+	VRFs     []RIBVRFRoutes `json:"vrfs"`
+	MMDBASN  uint32         `json:"mmdb_asn,omitempty"`
+	MMDBCity string         `json:"mmdb_city,omitempty"`
+	FlowASN  uint32         `json:"flow_asn,omitempty"` // what labels flows: RIB, else MMDB
+}
+
+// RIBVRFRoutes are one VRF's routes for the longest prefix it holds
+// matching the address, best first.
+type RIBVRFRoutes struct {
+	Router        netip.Addr `json:"router"`
+	RouterName    string     `json:"router_name,omitempty"`
+	RD            string     `json:"rd"`
+	Distinguisher uint64     `json:"distinguisher"`
+	LabelsFlows   bool       `json:"labels_flows"`
+	Routes        []RIBRoute `json:"routes"`
 }
 
 type RIBRoute struct {

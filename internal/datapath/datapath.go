@@ -121,14 +121,17 @@ type rawCounters struct {
 
 // Mirrors struct rfm_dp_stats.
 type rawStats struct {
-	RingDrops uint64
-	Malformed uint64
+	RingDrops   uint64
+	Malformed   uint64
+	Truncated   uint64
+	TimerErrors uint64
 }
 
 // Interface is an attached interface.
 type Interface struct {
 	Index int
 	Name  string
+	Kind  LinkKind // where its packets' IP header starts
 }
 
 // Counters are the packets and bytes seen on one interface in one
@@ -144,6 +147,12 @@ type Counters struct {
 type Stats struct {
 	RingDrops uint64 // sampled packets lost because the ring was full
 	Malformed uint64 // sampled packets with truncated or invalid headers
+	// Truncated counts sampled IPv6 packets whose transport header lay
+	// past the extension headers walked; they are reported without ports.
+	Truncated uint64
+	// TimerErrors counts batch flush timers that could not be armed; the
+	// batch was written out at once instead.
+	TimerErrors uint64
 }
 
 type attachment struct {
@@ -176,7 +185,6 @@ type Datapath struct {
 	freeSlots []uint32
 
 	decodeErrors atomic.Uint64
-	sampleRate   atomic.Uint32 // until events carry their own rate
 	wakeupBytes  uint32
 	batchEvents  uint32
 	batchFlush   time.Duration
@@ -192,8 +200,14 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load BPF object: %w", err)
 	}
-	// The floor program exists only for benchmarks.
+	if err := probeKernel(spec); err != nil {
+		return nil, err
+	}
+	// The floor program exists only for benchmarks, the probe for
+	// probeKernel.
 	delete(spec.Programs, rfmProgRfmFloor)
+	delete(spec.Programs, rfmProgRfmProbeTimerPin)
+	delete(spec.Maps, rfmMapRfmProbeTimers)
 	if opts.RingBufSize > 0 {
 		spec.Maps[rfmMapRfmEvents].MaxEntries = uint32(opts.RingBufSize)
 	}
@@ -278,14 +292,17 @@ func (d *Datapath) SetConfig(c Config) error {
 	if err := d.config.Put(uint32(0), &raw); err != nil {
 		return fmt.Errorf("write BPF config map: %w", err)
 	}
-	d.sampleRate.Store(c.SampleRate)
 	return nil
 }
 
-// instance loads one ingress/egress program pair bound to slot.
-func (d *Datapath) instance(slot uint32) (*ebpf.Collection, error) {
+// instance loads one ingress/egress program pair bound to slot, for
+// links whose packets start as kind says.
+func (d *Datapath) instance(slot uint32, kind LinkKind) (*ebpf.Collection, error) {
 	spec := d.spec.Copy()
 	if err := spec.Variables[rfmVarRfmSlot].Set(slot); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables[rfmVarRfmL3Link].Set(uint32(kind)); err != nil {
 		return nil, err
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
@@ -317,15 +334,23 @@ func (d *Datapath) Attach(ifindex int, name string) error {
 	if len(d.freeSlots) == 0 {
 		return fmt.Errorf("attach %s: all %d interface slots in use", name, cap(d.freeSlots))
 	}
+	arphrd, err := linkType(ifindex)
+	if err != nil {
+		return fmt.Errorf("attach %s: %w", name, err)
+	}
+	kind, err := linkKindOf(arphrd)
+	if err != nil {
+		return fmt.Errorf("attach %s: %w", name, err)
+	}
 	slot := d.freeSlots[len(d.freeSlots)-1]
 	if err := d.zeroSlot(slot); err != nil {
 		return fmt.Errorf("attach %s: %w", name, err)
 	}
-	coll, err := d.instance(slot)
+	coll, err := d.instance(slot, kind)
 	if err != nil {
 		return fmt.Errorf("attach %s: %w", name, err)
 	}
-	a := &attachment{Interface: Interface{Index: ifindex, Name: name}, slot: slot, coll: coll}
+	a := &attachment{Interface: Interface{Index: ifindex, Name: name, Kind: kind}, slot: slot, coll: coll}
 	hooks := []struct {
 		prog   string
 		attach ebpf.AttachType
@@ -454,6 +479,8 @@ func (d *Datapath) Stats() (Stats, error) {
 	for _, v := range perCPU {
 		s.RingDrops += v.RingDrops
 		s.Malformed += v.Malformed
+		s.Truncated += v.Truncated
+		s.TimerErrors += v.TimerErrors
 	}
 	return s, nil
 }
@@ -547,7 +574,6 @@ func (d *Datapath) decodeRecord(evs []Event) int {
 			d.decodeErrors.Add(1)
 			continue
 		}
-		evs[n].SampleRate = d.sampleRate.Load()
 		n++
 	}
 	return n

@@ -47,7 +47,7 @@ func newTestbedOpts(t testing.TB, rate uint32, opts Options) *testbed {
 		t.Fatalf("load: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
-	coll, err := d.instance(0)
+	coll, err := d.instance(0, LinkEthernet)
 	if err != nil {
 		t.Fatalf("instance: %v", err)
 	}
@@ -121,6 +121,7 @@ type wantEvent struct {
 	sport, dport uint16
 	proto        uint8
 	len          uint32
+	truncated    bool
 }
 
 func TestParseFrames(t *testing.T) {
@@ -134,19 +135,19 @@ func TestParseFrames(t *testing.T) {
 		want  *wantEvent
 	}{
 		{"ipv4 udp", append(ethHeader(0x0800), udp4...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4))}},
+			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4)), false}},
 		{"ipv4 tcp with options honours IHL", append(ethHeader(0x0800), tcp4opt...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 1234, 443, 6, uint32(len(tcp4opt))}},
+			&wantEvent{v4a, v4b, 1234, 443, 6, uint32(len(tcp4opt)), false}},
 		{"ipv4 sctp", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 132, v4opts{}, l4Header(132, 5000, 6000, 4))...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 5000, 6000, 132, 20 + 16}},
+			&wantEvent{v4a, v4b, 5000, 6000, 132, 20 + 16, false}},
 		{"ipv4 udplite", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 136, v4opts{}, l4Header(136, 7, 9, 0))...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 7, 9, 136, 28}},
+			&wantEvent{v4a, v4b, 7, 9, 136, 28, false}},
 		{"ipv4 icmp has no ports", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, l4Header(1, 0, 0, 8))...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 0, 0, 1, 36}},
+			&wantEvent{v4a, v4b, 0, 0, 1, 36, false}},
 		{"ipv4 first fragment keeps ports", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{moreFrags: true}, l4Header(17, 1000, 2000, 16))...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 1000, 2000, 17, 44}},
+			&wantEvent{v4a, v4b, 1000, 2000, 17, 44, false}},
 		{"ipv4 later fragment reports ports 0", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{fragOffset: 3}, make([]byte, 24))...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 0, 0, 17, 44}},
+			&wantEvent{v4a, v4b, 0, 0, 17, 44, false}},
 		{"ipv4 IHL below 5 is malformed", func() []byte {
 			f := append(ethHeader(0x0800), udp4...)
 			f[14] = 0x44
@@ -163,27 +164,51 @@ func TestParseFrames(t *testing.T) {
 			return f
 		}(), FamilyIPv4, nil},
 		{"ipv6 udp", append(ethHeader(0x86dd), udp6...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 40000, 53, 17, uint32(len(udp6))}},
+			&wantEvent{v6a, v6b, 40000, 53, 17, uint32(len(udp6)), false}},
 		{"ipv6 hop-by-hop, destination options and routing", append(ethHeader(0x86dd),
 			ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}, {typ: 60, len: 16}, {typ: 43, len: 24}}, l4Header(6, 33000, 22, 0))...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 33000, 22, 6, 40 + 48 + 20}},
+			&wantEvent{v6a, v6b, 33000, 22, 6, 40 + 48 + 20, false}},
 		{"ipv6 AH", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{{typ: 51, len: 12}}, l4Header(17, 1, 2, 0))...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 1, 2, 17, 40 + 12 + 8}},
+			&wantEvent{v6a, v6b, 1, 2, 17, 40 + 12 + 8, false}},
 		{"ipv6 first fragment keeps ports", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{{typ: 44, len: 8}}, l4Header(17, 1111, 2222, 8))...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 1111, 2222, 17, 40 + 8 + 16}},
+			&wantEvent{v6a, v6b, 1111, 2222, 17, 40 + 8 + 16, false}},
 		{"ipv6 later fragment reports ports 0", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{{typ: 44, len: 8, fragOf: 10}}, make([]byte, 32))...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 0, 0, 17, 40 + 8 + 32}},
+			&wantEvent{v6a, v6b, 0, 0, 17, 40 + 8 + 32, false}},
 		{"ipv6 icmpv6 has no ports", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 58, nil, l4Header(58, 0, 0, 4))...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 0, 0, 58, 40 + 12}},
-		{"ipv6 extension chain too long", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{
+			&wantEvent{v6a, v6b, 0, 0, 58, 40 + 12, false}},
+		{"ipv6 eight extension headers keep ports", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{
+			{typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8},
+			{typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}}, l4Header(17, 1, 2, 0))...), FamilyIPv6,
+			&wantEvent{v6a, v6b, 1, 2, 17, 40 + 64 + 8, false}},
+		{"ipv6 longer extension chain is a truncated flow", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{
 			{typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8},
-			{typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}}, l4Header(17, 1, 2, 0))...), FamilyIPv6, nil},
+			{typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}}, l4Header(17, 1, 2, 0))...), FamilyIPv6,
+			&wantEvent{v6a, v6b, 0, 0, 60, 40 + 72 + 8, true}},
+		{"ipv6 options padding ports far out is a truncated flow", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 6, []ext{
+			{typ: 60, len: 200}, {typ: 60, len: 200}, {typ: 60, len: 200}, {typ: 60, len: 200}, {typ: 60, len: 200},
+			{typ: 60, len: 200}, {typ: 0, len: 8}, {typ: 43, len: 8}, {typ: 60, len: 8}}, l4Header(6, 1, 2, 0))...), FamilyIPv6,
+			&wantEvent{v6a, v6b, 0, 0, 60, 40 + 1224 + 20, true}},
+		{"mpls one label ipv4", mplsFrame(1, udp4), FamilyIPv4,
+			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4)), false}},
+		{"mpls two labels ipv6", mplsFrame(2, udp6), FamilyIPv6,
+			&wantEvent{v6a, v6b, 40000, 53, 17, uint32(len(udp6)), false}},
+		{"mpls three labels behind a tag ipv4", mplsFrame(3, udp4, 0x8100), FamilyIPv4,
+			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4)), false}},
+		{"mpls eight labels ipv6", mplsFrame(8, udp6), FamilyIPv6,
+			&wantEvent{v6a, v6b, 40000, 53, 17, uint32(len(udp6)), false}},
+		{"mpls nine labels are more than walked", mplsFrame(9, udp4), FamilyOther, nil},
+		{"mpls over a non-IP payload is other", mplsFrame(1, append([]byte{0x00}, udp4[1:]...)), FamilyOther, nil},
+		{"pppoe ipv4", pppoeFrame(0x0021, udp4), FamilyIPv4,
+			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4)), false}},
+		{"pppoe ipv6 behind a tag", pppoeFrame(0x0057, udp6, 0x8100), FamilyIPv6,
+			&wantEvent{v6a, v6b, 40000, 53, 17, uint32(len(udp6)), false}},
+		{"pppoe LCP is other", pppoeFrame(0xc021, make([]byte, 8)), FamilyOther, nil},
 		{"802.1Q ipv4", append(ethHeader(0x0800, 0x8100), udp4...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4))}},
+			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4)), false}},
 		{"QinQ 802.1ad outer, 802.1Q inner, ipv6", append(ethHeader(0x86dd, 0x88a8, 0x8100), udp6...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 40000, 53, 17, uint32(len(udp6))}},
+			&wantEvent{v6a, v6b, 40000, 53, 17, uint32(len(udp6)), false}},
 		{"QinQ 802.1Q outer, 802.1Q inner, ipv4", append(ethHeader(0x0800, 0x8100, 0x8100), udp4...), FamilyIPv4,
-			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4))}},
+			&wantEvent{v4a, v4b, 40000, 53, 17, uint32(len(udp4)), false}},
 		{"three tags are more than supported", append(ethHeader(0x0800, 0x88a8, 0x8100, 0x8100), udp4...), FamilyOther, nil},
 		{"ARP is other", append(ethHeader(0x0806), make([]byte, 28)...), FamilyOther, nil},
 	}
@@ -215,7 +240,8 @@ func TestParseFrames(t *testing.T) {
 				e := evs[0]
 				w := tc.want
 				if e.Src != mapped(w.src) || e.Dst != mapped(w.dst) || e.SrcPort != w.sport || e.DstPort != w.dport ||
-					e.Proto != w.proto || e.Len != w.len || e.Dir != dir || e.Segs != 1 || e.Ifindex == 0 || e.BootNs == 0 {
+					e.Proto != w.proto || e.Len != w.len || e.Truncated != w.truncated || e.Dir != dir || e.Segs != 1 ||
+					e.SampleRate != 1 || e.Ifindex == 0 || e.BootNs == 0 {
 					t.Errorf("%s: event %+v, want %+v", dir, e, *w)
 				}
 			}
@@ -340,7 +366,7 @@ func TestRingFullCountsDrops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	coll, err := d.instance(0)
+	coll, err := d.instance(0, LinkEthernet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +385,7 @@ func TestRingFullCountsDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A 4096-byte ring holds fewer than 4096/56 events, however they are
+	// A 4096-byte ring holds fewer than 4096/EventSize events, however they are
 	// batched into records; every other packet is a counted drop.
 	if got == 0 || got >= 4096/EventSize || st.RingDrops != uint64(packets-got) {
 		t.Fatalf("%d events delivered and %d drops counted, want drops = %d - delivered", got, st.RingDrops, packets)

@@ -22,18 +22,26 @@ func (d Direction) String() string {
 	return "ingress"
 }
 
-// EventSize is the size of one ring-buffer record written by bpf/rfm.c
-// (struct rfm_event). The layout is fixed so decoding is a handful of loads.
-const EventSize = 56
+// EventSize is the size of one event written by bpf/rfm.c (struct
+// rfm_event); a ring record holds a batch of them. The layout is fixed so
+// decoding is a handful of loads.
+const EventSize = 64
 
-// Event is one sampled IP packet as reported by the datapath.
+// Event flags (rfm_event.flags).
+const (
+	evFlagEgress    = 1
+	evFlagTruncated = 2
+)
+
+// Event is one sampled skb as reported by the datapath: one packet, or a
+// GSO/GRO super-packet standing for Segs packets on the wire.
 // IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d).
 type Event struct {
 	BootNs  uint64   // CLOCK_BOOTTIME at the hook, nanoseconds
 	Src     [16]byte // source address, IPv4 v4-mapped
 	Dst     [16]byte // destination address, IPv4 v4-mapped
 	Ifindex uint32
-	Len     uint32 // L3 bytes (IP header + payload) of the packet
+	Len     uint32 // L3 bytes (IP header + payload) of all Segs packets
 	SrcPort uint16 // 0 for non-initial fragments and port-less protocols
 	DstPort uint16
 	Proto   uint8 // IP protocol number after IPv6 extension headers
@@ -55,8 +63,8 @@ type Event struct {
 
 var errShortEvent = errors.New("ring buffer record shorter than an event")
 
-// Decode fills e from one raw record using fixed offsets (no reflection,
-// no allocation). The record is in host byte order except ports, which
+// Decode fills e from one raw event using fixed offsets (no reflection,
+// no allocation). The event is in host byte order except ports, which
 // the datapath already converted to host order.
 func (e *Event) Decode(b []byte) error {
 	if len(b) < EventSize {
@@ -67,11 +75,18 @@ func (e *Event) Decode(b []byte) error {
 	copy(e.Src[:], b[8:24])
 	copy(e.Dst[:], b[24:40])
 	e.Ifindex = binary.LittleEndian.Uint32(b[40:44])
-	e.Len = binary.LittleEndian.Uint32(b[44:48])
-	e.SrcPort = binary.LittleEndian.Uint16(b[48:50])
-	e.DstPort = binary.LittleEndian.Uint16(b[50:52])
-	e.Proto = b[52]
-	e.Dir = Direction(b[53])
-	e.Segs = binary.LittleEndian.Uint16(b[54:56])
+	e.InIfindex = binary.LittleEndian.Uint32(b[44:48])
+	e.Len = binary.LittleEndian.Uint32(b[48:52])
+	e.SampleRate = binary.LittleEndian.Uint32(b[52:56])
+	e.SrcPort = binary.LittleEndian.Uint16(b[56:58])
+	e.DstPort = binary.LittleEndian.Uint16(b[58:60])
+	e.Segs = binary.LittleEndian.Uint16(b[60:62])
+	e.Proto = b[62]
+	flags := b[63]
+	e.Dir = Ingress
+	if flags&evFlagEgress != 0 {
+		e.Dir = Egress
+	}
+	e.Truncated = flags&evFlagTruncated != 0
 	return nil
 }

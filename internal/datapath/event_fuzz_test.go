@@ -10,8 +10,8 @@ import (
 
 // FuzzEventDecode: any record of at least EventSize bytes decodes, and
 // the fields put back at their offsets give the record's first
-// EventSize bytes again (no field overlaps, none is skipped); shorter
-// records are refused.
+// EventSize bytes again (no field overlaps, none is skipped; of the flags
+// byte, only the defined bits); shorter records are refused.
 func FuzzEventDecode(f *testing.F) {
 	f.Add(make([]byte, EventSize))
 	f.Add(make([]byte, EventSize-1))
@@ -38,21 +38,28 @@ func FuzzEventDecode(f *testing.F) {
 		copy(out[8:], e.Src[:])
 		copy(out[24:], e.Dst[:])
 		binary.LittleEndian.PutUint32(out[40:], e.Ifindex)
-		binary.LittleEndian.PutUint32(out[44:], e.Len)
-		binary.LittleEndian.PutUint16(out[48:], e.SrcPort)
-		binary.LittleEndian.PutUint16(out[50:], e.DstPort)
-		out[52] = e.Proto
-		out[53] = byte(e.Dir)
-		binary.LittleEndian.PutUint16(out[54:], e.Segs)
-		if !bytes.Equal(out, b[:EventSize]) {
-			t.Fatalf("round trip\n%x\nwant\n%x", out, b[:EventSize])
+		binary.LittleEndian.PutUint32(out[44:], e.InIfindex)
+		binary.LittleEndian.PutUint32(out[48:], e.Len)
+		binary.LittleEndian.PutUint32(out[52:], e.SampleRate)
+		binary.LittleEndian.PutUint16(out[56:], e.SrcPort)
+		binary.LittleEndian.PutUint16(out[58:], e.DstPort)
+		binary.LittleEndian.PutUint16(out[60:], e.Segs)
+		out[62] = e.Proto
+		out[63] = byte(e.Dir)
+		if e.Truncated {
+			out[63] |= evFlagTruncated
+		}
+		want := append([]byte{}, b[:EventSize]...)
+		want[63] &= evFlagEgress | evFlagTruncated
+		if !bytes.Equal(out, want) {
+			t.Fatalf("round trip\n%x\nwant\n%x", out, want)
 		}
 	})
 }
 
 // FuzzRecordDecode: a ring record is a batch of whole events. The
 // consumer hands them out across calls whatever its buffer size, each
-// equal to decoding its own 56 bytes, in order; a record whose length is
+// equal to decoding its own EventSize bytes, in order; a record whose length is
 // not a multiple of EventSize (or is zero) yields no event and counts
 // one decode error.
 func FuzzRecordDecode(f *testing.F) {

@@ -108,3 +108,28 @@ func ipv6Packet(src, dst string, proto uint8, exts []ext, l4 []byte) []byte {
 	copy(b[24:], d[:])
 	return append(append(b, chain...), l4...)
 }
+
+// mplsFrame puts packet under an MPLS label stack of n labels (ethertype
+// 0x8847), the last with the bottom-of-stack bit, behind tags.
+func mplsFrame(n int, packet []byte, tags ...uint16) []byte {
+	b := ethHeader(0x8847, tags...)
+	for i := 0; i < n; i++ {
+		lse := uint32(16+i)<<12 | 64 // label, TTL 64
+		if i == n-1 {
+			lse |= 1 << 8
+		}
+		b = binary.BigEndian.AppendUint32(b, lse)
+	}
+	return append(b, packet...)
+}
+
+// pppoeFrame wraps packet in a PPPoE session header (ethertype 0x8864)
+// with the given PPP protocol (0x0021 IPv4, 0x0057 IPv6).
+func pppoeFrame(pppProto uint16, packet []byte, tags ...uint16) []byte {
+	b := ethHeader(0x8864, tags...)
+	b = append(b, 0x11, 0x00) // version 1, type 1, code 0 (session data)
+	b = binary.BigEndian.AppendUint16(b, 0x1234)
+	b = binary.BigEndian.AppendUint16(b, uint16(2+len(packet)))
+	b = binary.BigEndian.AppendUint16(b, pppProto)
+	return append(b, packet...)
+}

@@ -110,7 +110,7 @@ func checkFrame(t *testing.T, tb *testbed, dir Direction, frame []byte) {
 			t.Fatalf("%s: valid frame gave %d events and %d malformed, want 1 event %+v; frame %x",
 				dir, len(evs), malformed, ref.ev, frame)
 		}
-		if e := evs[0]; !sameFlow(e, ref.ev) || e.Dir != dir || e.Segs != 1 || e.Ifindex == 0 || e.BootNs == 0 {
+		if e := evs[0]; !sameFlow(e, ref.ev) || e.Dir != dir || e.Segs != 1 || e.SampleRate != 1 || e.Ifindex == 0 || e.BootNs == 0 {
 			t.Fatalf("%s: event\n %+v\nwant\n %+v; frame %x", dir, e, ref.ev, frame)
 		}
 	}
@@ -125,7 +125,7 @@ func strictPadding() bool { return os.Getenv("RFM_FUZZ_STRICT") == "1" }
 // sameFlow compares the fields refParse derives.
 func sameFlow(e, w Event) bool {
 	return e.Src == w.Src && e.Dst == w.Dst && e.SrcPort == w.SrcPort && e.DstPort == w.DstPort &&
-		e.Proto == w.Proto && e.Len == w.Len
+		e.Proto == w.Proto && e.Len == w.Len && e.Truncated == w.Truncated
 }
 
 // testRunRejects reports frames the kernel's BPF_PROG_TEST_RUN refuses
@@ -151,16 +151,19 @@ type refResult struct {
 	ev  Event  // addresses, ports, proto and length only
 }
 
-// Limits the datapath documents (bpf/rfm.c): how many IPv6 headers it
-// walks in total and how far into the frame the L4 header may start.
+// Limits the datapath documents (bpf/rfm.c): how many IPv6 extension
+// headers it walks (a packet with more is reported without ports, flagged
+// truncated) and how many MPLS labels.
 const (
-	refMaxIPv6Headers = 8
-	refMaxL4Offset    = 512
+	refMaxIPv6ExtHeaders = 8
+	refMaxLabels         = 8
 )
 
 // refParse reads a frame as the datapath is specified to, written
 // independently of bpf/rfm.c: family from the ethertype behind at most
-// two VLAN tags (802.1Q or 802.1ad); for IP, the addresses, protocol
+// two VLAN tags (802.1Q or 802.1ad), inside a PPPoE session (PPP
+// protocol 0x0021/0x0057) or under an MPLS label stack (the first nibble
+// behind the bottom-of-stack label); for IP, the addresses, protocol
 // after IPv6 extension headers, total length and the transport ports.
 // Every header it reads must lie inside both the frame and the IP
 // packet's own length: bytes behind the IP packet (Ethernet padding)
@@ -183,6 +186,41 @@ func refParseBounded(frame []byte, toFrameEnd bool) refResult {
 		}
 		et = binary.BigEndian.Uint16(frame[l3+2:])
 		l3 += 4
+	}
+	switch et {
+	case 0x8864: // PPPoE session: 6-byte header, then the PPP protocol
+		if len(frame) < l3+8 {
+			return refResult{fam: FamilyOther}
+		}
+		switch binary.BigEndian.Uint16(frame[l3+6:]) {
+		case 0x0021:
+			et = 0x0800
+		case 0x0057:
+			et = 0x86dd
+		default:
+			return refResult{fam: FamilyOther}
+		}
+		l3 += 8
+	case 0x8847, 0x8848: // MPLS unicast/multicast label stack
+		et = 0
+		for labels := 0; labels < refMaxLabels && et == 0; labels++ {
+			if len(frame) < l3+5 { // the label and the byte behind it
+				return refResult{fam: FamilyOther}
+			}
+			bottom := frame[l3+2]&1 == 1
+			l3 += 4
+			if !bottom {
+				continue
+			}
+			switch frame[l3] >> 4 {
+			case 4:
+				et = 0x0800
+			case 6:
+				et = 0x86dd
+			default:
+				return refResult{fam: FamilyOther}
+			}
+		}
 	}
 	switch et {
 	case 0x0800:
@@ -232,9 +270,6 @@ func refIPv4(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	if binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 || !refPorts(e.Proto) {
 		return e, ""
 	}
-	if l3+ihl > refMaxL4Offset {
-		return e, "L4 header too deep"
-	}
 	if ihl+4 > end {
 		return e, "ports outside the IP packet"
 	}
@@ -268,9 +303,14 @@ func refIPv6(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	e.Len = uint32(total)
 	next := ip[6]
 	off := 40 // from the start of the IPv6 header
-	for hdr := 0; hdr < refMaxIPv6Headers; hdr++ {
-		if l3+off > refMaxL4Offset {
-			return e, "L4 header too deep"
+	for hdr := 0; ; hdr++ {
+		switch next {
+		case 0, 43, 60, 51, 44:
+			if hdr == refMaxIPv6ExtHeaders {
+				// Longer chains are still flows: no ports, flagged.
+				e.Proto, e.Truncated = next, true
+				return e, ""
+			}
 		}
 		switch next {
 		case 0, 43, 60: // hop-by-hop, routing, destination options
@@ -308,7 +348,6 @@ func refIPv6(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 		e.DstPort = binary.BigEndian.Uint16(ip[off+2:])
 		return e, ""
 	}
-	return e, "more IPv6 headers than the datapath walks"
 }
 
 type datapathSeed struct {
@@ -362,7 +401,7 @@ func datapathSeeds() []datapathSeed {
 	add("ipv4-no-payload", append(append([]byte{}, eth4...), ipv4Packet(v4a, v4b, 255, v4opts{}, nil)...))
 	// IPv6 extension chains.
 	dst := ext{typ: 60, len: 8}
-	for n := 1; n <= 9; n++ {
+	for n := 1; n <= 10; n++ {
 		exts := make([]ext, n)
 		for i := range exts {
 			exts[i] = dst
@@ -394,6 +433,35 @@ func datapathSeeds() []datapathSeed {
 	add("vlan-3-tags", append(ethHeader(0x0800, 0x88a8, 0x8100, 0x8100), udp4...))
 	add("vlan-4-tags", append(ethHeader(0x86dd, 0x8100, 0x8100, 0x8100, 0x8100), ipv6Packet(v6a, v6b, 17, nil, l4Header(17, 1, 2, 4))...))
 	add("vlan-tag-then-nothing", ethHeader(0x8100)[:14])
+	// Evasion: destination options padding the L4 header far out.
+	{
+		exts := make([]ext, 9)
+		for i := range exts {
+			exts[i] = ext{typ: 60, len: 128}
+		}
+		add("ipv6-ext-padded-far", append(append([]byte{}, eth6...), ipv6Packet(v6a, v6b, 6, exts, l4Header(6, 1, 2, 0))...))
+	}
+	// MPLS label stacks and PPPoE sessions, and every truncation of them.
+	udp6 := ipv6Packet(v6a, v6b, 17, nil, l4Header(17, 1, 2, 4))
+	layered := map[string][]byte{
+		"mpls1-ipv4":        mplsFrame(1, udp4),
+		"mpls3-ipv6":        mplsFrame(3, udp6),
+		"dot1q-mpls2-ipv4":  mplsFrame(2, udp4, 0x8100),
+		"pppoe-ipv4":        pppoeFrame(0x0021, udp4),
+		"dot1q-pppoe-ipv6":  pppoeFrame(0x0057, udp6, 0x8100),
+		"pppoe-lcp":         pppoeFrame(0xc021, make([]byte, 8)),
+		"mpls9-ipv4":        mplsFrame(9, udp4),
+		"mpls1-not-ip":      mplsFrame(1, append([]byte{0x00}, udp4[1:]...)),
+		"mpls8-ipv6-qinq":   mplsFrame(8, udp6, 0x88a8, 0x8100),
+		"mpls-no-bottom":    ethHeader(0x8847, 0x8100)[:18],
+		"pppoe-ipv4-no-ppp": pppoeFrame(0x0021, nil)[:18],
+	}
+	for name, f := range layered {
+		for n := 14; n <= len(f); n += max(1, len(f)/40) {
+			add(fmt.Sprintf("trunc-%s-%03d", name, n), f[:n])
+		}
+		add(name, f)
+	}
 	add("arp", append(ethHeader(0x0806), make([]byte, 28)...))
 	return seeds
 }

@@ -27,7 +27,7 @@ func (d *Datapath) NewInjector() (*Injector, error) {
 		return nil, fmt.Errorf("injector: all interface slots in use")
 	}
 	slot := d.freeSlots[len(d.freeSlots)-1]
-	coll, err := d.instance(slot)
+	coll, err := d.instance(slot, LinkEthernet)
 	if err != nil {
 		return nil, fmt.Errorf("injector: %w", err)
 	}

@@ -17,17 +17,20 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	rfmMapRfmBatches  = "rfm_batches"
-	rfmMapRfmConfig   = "rfm_config"
-	rfmMapRfmCounters = "rfm_counters"
-	rfmMapRfmDpStats  = "rfm_dp_stats"
-	rfmMapRfmEvents   = "rfm_events"
-	rfmMapRfmSampler  = "rfm_sampler"
-	rfmProgRfmEgress  = "rfm_egress"
-	rfmProgRfmFloor   = "rfm_floor"
-	rfmProgRfmFlush   = "rfm_flush"
-	rfmProgRfmIngress = "rfm_ingress"
-	rfmVarRfmSlot     = "rfm_slot"
+	rfmMapRfmBatches        = "rfm_batches"
+	rfmMapRfmConfig         = "rfm_config"
+	rfmMapRfmCounters       = "rfm_counters"
+	rfmMapRfmDpStats        = "rfm_dp_stats"
+	rfmMapRfmEvents         = "rfm_events"
+	rfmMapRfmProbeTimers    = "rfm_probe_timers"
+	rfmMapRfmSampler        = "rfm_sampler"
+	rfmProgRfmEgress        = "rfm_egress"
+	rfmProgRfmFloor         = "rfm_floor"
+	rfmProgRfmFlush         = "rfm_flush"
+	rfmProgRfmIngress       = "rfm_ingress"
+	rfmProgRfmProbeTimerPin = "rfm_probe_timer_pin"
+	rfmVarRfmL3Link         = "rfm_l3_link"
+	rfmVarRfmSlot           = "rfm_slot"
 )
 
 // loadRfm returns the embedded CollectionSpec for rfm.
@@ -72,29 +75,32 @@ type rfmSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmProgramSpecs struct {
-	RfmEgress  *ebpf.ProgramSpec `ebpf:"rfm_egress"`
-	RfmFloor   *ebpf.ProgramSpec `ebpf:"rfm_floor"`
-	RfmFlush   *ebpf.ProgramSpec `ebpf:"rfm_flush"`
-	RfmIngress *ebpf.ProgramSpec `ebpf:"rfm_ingress"`
+	RfmEgress        *ebpf.ProgramSpec `ebpf:"rfm_egress"`
+	RfmFloor         *ebpf.ProgramSpec `ebpf:"rfm_floor"`
+	RfmFlush         *ebpf.ProgramSpec `ebpf:"rfm_flush"`
+	RfmIngress       *ebpf.ProgramSpec `ebpf:"rfm_ingress"`
+	RfmProbeTimerPin *ebpf.ProgramSpec `ebpf:"rfm_probe_timer_pin"`
 }
 
 // rfmMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmMapSpecs struct {
-	RfmBatches  *ebpf.MapSpec `ebpf:"rfm_batches"`
-	RfmConfig   *ebpf.MapSpec `ebpf:"rfm_config"`
-	RfmCounters *ebpf.MapSpec `ebpf:"rfm_counters"`
-	RfmDpStats  *ebpf.MapSpec `ebpf:"rfm_dp_stats"`
-	RfmEvents   *ebpf.MapSpec `ebpf:"rfm_events"`
-	RfmSampler  *ebpf.MapSpec `ebpf:"rfm_sampler"`
+	RfmBatches     *ebpf.MapSpec `ebpf:"rfm_batches"`
+	RfmConfig      *ebpf.MapSpec `ebpf:"rfm_config"`
+	RfmCounters    *ebpf.MapSpec `ebpf:"rfm_counters"`
+	RfmDpStats     *ebpf.MapSpec `ebpf:"rfm_dp_stats"`
+	RfmEvents      *ebpf.MapSpec `ebpf:"rfm_events"`
+	RfmProbeTimers *ebpf.MapSpec `ebpf:"rfm_probe_timers"`
+	RfmSampler     *ebpf.MapSpec `ebpf:"rfm_sampler"`
 }
 
 // rfmVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmVariableSpecs struct {
-	RfmSlot *ebpf.VariableSpec `ebpf:"rfm_slot"`
+	RfmL3Link *ebpf.VariableSpec `ebpf:"rfm_l3_link"`
+	RfmSlot   *ebpf.VariableSpec `ebpf:"rfm_slot"`
 }
 
 // rfmObjects contains all objects after they have been loaded into the kernel.
@@ -117,12 +123,13 @@ func (o *rfmObjects) Close() error {
 //
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmMaps struct {
-	RfmBatches  *ebpf.Map `ebpf:"rfm_batches"`
-	RfmConfig   *ebpf.Map `ebpf:"rfm_config"`
-	RfmCounters *ebpf.Map `ebpf:"rfm_counters"`
-	RfmDpStats  *ebpf.Map `ebpf:"rfm_dp_stats"`
-	RfmEvents   *ebpf.Map `ebpf:"rfm_events"`
-	RfmSampler  *ebpf.Map `ebpf:"rfm_sampler"`
+	RfmBatches     *ebpf.Map `ebpf:"rfm_batches"`
+	RfmConfig      *ebpf.Map `ebpf:"rfm_config"`
+	RfmCounters    *ebpf.Map `ebpf:"rfm_counters"`
+	RfmDpStats     *ebpf.Map `ebpf:"rfm_dp_stats"`
+	RfmEvents      *ebpf.Map `ebpf:"rfm_events"`
+	RfmProbeTimers *ebpf.Map `ebpf:"rfm_probe_timers"`
+	RfmSampler     *ebpf.Map `ebpf:"rfm_sampler"`
 }
 
 func (m *rfmMaps) Close() error {
@@ -132,6 +139,7 @@ func (m *rfmMaps) Close() error {
 		m.RfmCounters,
 		m.RfmDpStats,
 		m.RfmEvents,
+		m.RfmProbeTimers,
 		m.RfmSampler,
 	)
 }
@@ -140,17 +148,19 @@ func (m *rfmMaps) Close() error {
 //
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmVariables struct {
-	RfmSlot *ebpf.Variable `ebpf:"rfm_slot"`
+	RfmL3Link *ebpf.Variable `ebpf:"rfm_l3_link"`
+	RfmSlot   *ebpf.Variable `ebpf:"rfm_slot"`
 }
 
 // rfmPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmPrograms struct {
-	RfmEgress  *ebpf.Program `ebpf:"rfm_egress"`
-	RfmFloor   *ebpf.Program `ebpf:"rfm_floor"`
-	RfmFlush   *ebpf.Program `ebpf:"rfm_flush"`
-	RfmIngress *ebpf.Program `ebpf:"rfm_ingress"`
+	RfmEgress        *ebpf.Program `ebpf:"rfm_egress"`
+	RfmFloor         *ebpf.Program `ebpf:"rfm_floor"`
+	RfmFlush         *ebpf.Program `ebpf:"rfm_flush"`
+	RfmIngress       *ebpf.Program `ebpf:"rfm_ingress"`
+	RfmProbeTimerPin *ebpf.Program `ebpf:"rfm_probe_timer_pin"`
 }
 
 func (p *rfmPrograms) Close() error {
@@ -159,6 +169,7 @@ func (p *rfmPrograms) Close() error {
 		p.RfmFloor,
 		p.RfmFlush,
 		p.RfmIngress,
+		p.RfmProbeTimerPin,
 	)
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/stepbrobd/rfm/internal/datapath"
 )
@@ -135,12 +136,12 @@ func BenchmarkRollup(b *testing.B) {
 			flows := benchFlows(n, rng)
 			t := NewTable(Options{MaxFlows: n, Enricher: enr.e})
 			t.UpdateBatch(flows)
-			t.Rollup(func(RollupKey, uint64, uint64) {}) // size the buffers
+			t.Rollup(func(RollupKey, RollupCounts) {}) // size the buffers
 			b.ReportAllocs()
 			groups := 0
 			for b.Loop() {
 				groups = 0
-				t.Rollup(func(RollupKey, uint64, uint64) { groups++ })
+				t.Rollup(func(RollupKey, RollupCounts) { groups++ })
 			}
 			b.ReportMetric(float64(groups), "groups")
 		})
@@ -182,3 +183,28 @@ func (*benchEnricher) Enrich(src, dst netip.Addr) Labels {
 }
 
 func (*benchEnricher) Generation() uint64 { return 1 }
+
+// BenchmarkTopLockHold runs Top over 500,000 flows and reports the
+// longest and the mean hold of the table lock, which is how long the
+// collector can be kept waiting by someone running `rfm flows`. On a busy
+// machine the longest includes time the holder was not scheduled.
+func BenchmarkTopLockHold(b *testing.B) {
+	const n = 500_000
+	rng := rand.New(rand.NewPCG(5, 5))
+	t := NewTable(Options{MaxFlows: n})
+	t.UpdateBatch(benchFlows(n, rng))
+	byBytes := func(x, y *Record) bool { return x.Bytes > y.Bytes }
+	defer func() { topLockHeld = nil }()
+	for _, top := range []int{20, 0} {
+		b.Run(fmt.Sprintf("top=%d", top), func(b *testing.B) {
+			var longest, sum time.Duration
+			holds := 0
+			topLockHeld = func(d time.Duration) { longest = max(longest, d); sum += d; holds++ }
+			for b.Loop() {
+				_ = t.Top(top, byBytes, nil)
+			}
+			b.ReportMetric(float64(longest.Microseconds()), "max-lock-hold-µs")
+			b.ReportMetric(float64(sum.Microseconds())/float64(holds), "mean-lock-hold-µs")
+		})
+	}
+}

@@ -154,7 +154,7 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}()
 	readers := []func(){
-		func() { tab.Rollup(func(RollupKey, uint64, uint64) {}) },
+		func() { tab.Rollup(func(RollupKey, RollupCounts) {}) },
 		func() { _ = tab.Top(10, func(a, b *Record) bool { return a.Bytes > b.Bytes }, nil) },
 		func() { _, _, _, _ = tab.Active(), tab.Capacity(), tab.ForcedEvictions(), tab.IdleEvictions() },
 		func() { enr.gen.Add(1); tab.Sweep(int64(time.Second) + rounds*BatchSize/2) },

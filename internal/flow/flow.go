@@ -38,9 +38,9 @@ type EndReason uint8
 
 const (
 	EndIdleTimeout     EndReason = 1 // idle longer than eviction_timeout
-	EndActiveTimeout   EndReason = 2
+	EndActiveTimeout   EndReason = 2 // a delta record of a flow that goes on
 	EndOfFlow          EndReason = 3
-	EndForced          EndReason = 4 // agent shutdown or interface gone
+	EndForced          EndReason = 4 // agent shutdown, interface gone, or the sample rate changed
 	EndLackOfResources EndReason = 5 // evicted because the table was full
 )
 
@@ -69,23 +69,48 @@ type Labels struct {
 	DstCity string
 }
 
-// Record is an ended flow as handed to a Sink. Packets and Bytes are the
-// sampled counts, as observed (not scaled by the sample rate).
+// Record is a flow record as handed to a Sink. Packets and Bytes are the
+// sampled counts, as observed; the estimate is each times SampleRate.
+//
+// A flow that lasts longer than the active timeout is handed over in
+// several records: every active timeout a delta record (Reason
+// EndActiveTimeout) with the packets since the previous record, and at its
+// end one with the rest. Each record's Start is the previous record's End,
+// so the records of a flow tile its lifetime, and their counts add up to
+// the flow. A flow whose last record was a delta and that got no packet
+// since ends without another record.
 type Record struct {
 	Key
-	Start   time.Time // first sampled packet, wall clock
+	Start   time.Time // first sampled packet, or the previous record's End; wall clock
 	End     time.Time // last sampled packet, wall clock
 	Packets uint64
 	Bytes   uint64
+	// SampleRate is the 1-in-N rate that sampled every packet counted
+	// here: a flow never mixes rates (an event of another rate ends it).
+	SampleRate uint32
+	// InIfindex is the interface the flow's first sampled packet arrived
+	// on: for an egress flow of forwarded packets the receiving
+	// interface, 0 for locally originated ones; Ifindex at ingress.
+	InIfindex uint32
 	Labels
 	Reason EndReason
 }
 
-// Sink receives ended flows. ExportFlows is called from the collector
+// Sink receives flow records. ExportFlows is called from the collector
 // goroutine and must not block: a sink that talks to the network queues
 // and returns. The slice is reused after the call returns.
 type Sink interface {
 	ExportFlows(recs []Record)
+}
+
+// PacedSink is a Sink that can also take the records of a flush (Flush,
+// FlushInterface, SetMaxFlows), which may be far more than its queue
+// holds: ExportFlowsPaced waits, within a bound of its choosing, for room
+// instead of dropping. It is not called from the collector goroutine and
+// may run concurrently with ExportFlows.
+type PacedSink interface {
+	Sink
+	ExportFlowsPaced(recs []Record)
 }
 
 // Enricher labels flow addresses (ASN, city). Lookups must be safe for

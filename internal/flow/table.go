@@ -4,8 +4,7 @@ package flow
 
 import (
 	"log/slog"
-	"math"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,16 @@ const (
 	// DefaultIdleTimeout applies when Options.IdleTimeout is not positive
 	// (the agent.collector.eviction_timeout default).
 	DefaultIdleTimeout = 30 * time.Second
+	// DefaultActiveTimeout applies when Options.ActiveTimeout is not
+	// positive (the agent.collector.active_timeout default).
+	DefaultActiveTimeout = 60 * time.Second
+
+	// MaxFlowsCeiling bounds the table whatever MaxFlows says: with
+	// MaxFlows 0 ("no limit") a flood of spoofed sources would otherwise
+	// grow memory without bound. At about 210 bytes per flow (a 144-byte
+	// arena entry, index slots at most half full, two queue items) it is
+	// some 850 MiB.
+	MaxFlowsCeiling = 1 << 22
 
 	// endChunk bounds the work one lock hold does when ending many flows
 	// (sweep, flush, shrink): the collector waits for the lock at most
@@ -35,17 +44,26 @@ const (
 	// preallocFlows caps what NewTable allocates up front; a larger table
 	// grows on demand.
 	preallocFlows = 1 << 16
-	// maxArena keeps arena indexes within int32 even when unlimited.
-	maxArena = math.MaxInt32
 )
+
+// flowCeiling is MaxFlowsCeiling; tests lower it to flood a small table.
+var flowCeiling = MaxFlowsCeiling
 
 // Options configure a Table.
 type Options struct {
-	MaxFlows    int           // most active flows; 0 = unlimited
+	MaxFlows    int           // most active flows; 0 or more than MaxFlowsCeiling = MaxFlowsCeiling
 	IdleTimeout time.Duration // end flows idle this long; <= 0 means DefaultIdleTimeout
-	Sinks       []Sink        // receive ended flows, in this order
-	Enricher    Enricher      // labels new flows; may be nil
-	Logger      *slog.Logger  // nil discards
+	// ActiveTimeout is how often a flow that goes on is exported as a
+	// delta record; <= 0 means DefaultActiveTimeout.
+	ActiveTimeout time.Duration
+	Sinks         []Sink       // receive ended flows, in this order
+	Enricher      Enricher     // labels new flows; may be nil
+	Logger        *slog.Logger // nil discards
+	// MaxLabelSets and LabelSetExpiry bound the label sets (see
+	// labelsets.go); <= 0 selects DefaultMaxLabelSets and
+	// DefaultLabelSetExpiry.
+	MaxLabelSets   int
+	LabelSetExpiry time.Duration
 }
 
 // entry is one active flow in the arena. Neither it nor the index holds
@@ -53,21 +71,30 @@ type Options struct {
 // large it grows.
 type entry struct {
 	// Read or written by every update: the key (compared by the index
-	// lookup) and the counters, together in the first 72 bytes.
+	// lookup), the rate and the counters, together in the first 80 bytes.
 	key     Key
 	ver     uint32 // bumped when the slot is freed; stale queue items compare it
+	rate    uint32 // 1-in-N rate of every packet counted in this flow
 	last    int64  // boot ns of the newest sampled packet
-	packets uint64
+	packets uint64 // sampled, since the current record started
 	bytes   uint64
+	set     int32 // label set (Table.sets) the flow counts in
 
-	first    int64  // boot ns of the first sampled packet
-	gen      uint64 // Enricher.Generation() the labels came from
-	srcASN   uint32
-	dstASN   uint32
-	srcCity  uint32 // ids in Table.cities; 0 = unknown
-	dstCity  uint32
-	nextFree int32 // free-list link while the slot is unused
-	live     bool
+	first int64 // boot ns of the first sampled packet
+	// Set by the first active-timeout export: where the current record
+	// starts (the previous record's End, wall ns, kept as it was handed
+	// out so that records tile exactly even when the boot-to-wall offset
+	// is re-measured in between) and what earlier records held.
+	recStartWall           int64
+	prevPackets, prevBytes uint64
+	gen                    uint64 // Enricher.Generation() the labels came from
+	srcASN                 uint32
+	dstASN                 uint32
+	srcCity                uint32 // ids in Table.cities; 0 = unknown
+	dstCity                uint32
+	nextFree               int32 // free-list link while the slot is unused
+	inIfindex              uint32
+	live                   bool
 }
 
 // Table aggregates sampled packet events into flows keyed by Key, ends
@@ -79,13 +106,17 @@ type Table struct {
 	entries  []entry    // arena; slots are reused through freeHead
 	index    flowIndex  // flow key -> arena slot
 	freeHead int32      // first free slot, -1 if none
-	queue    ageQueue   // eviction order
+	queue    ageQueue   // eviction order, by last-seen
+	due      ageQueue   // active-timeout order, by start of the current record
 	cities   *cityTable // city names behind entry.srcCity/dstCity
-	maxFlows int        // 0 = unlimited
+	sets     labelSets  // Prometheus label sets and their totals
+	maxFlows int        // 0 = unlimited (up to flowCeiling)
+	hint     int        // flows NewTable sized for; shrinking stops there
 	ended    []Record   // flows ended under mu, not yet delivered
 	forced   uint64     // lack-of-resources evictions
 	idle     uint64     // idle-timeout evictions
 	touched  uint64     // sink for prefetch loads, see updateGroup
+	gone     goneInterfaces
 
 	// Scratch space of updateGroup, kept here so it is not zeroed per
 	// group.
@@ -97,11 +128,13 @@ type Table struct {
 	} // last published values
 
 	// Published at the end of every lock hold for lock-free readers.
-	activeA     atomic.Int64
-	forcedA     atomic.Uint64
-	idleA       atomic.Uint64
-	capacityA   atomic.Int64
-	idleTimeout atomic.Int64 // ns
+	activeA       atomic.Int64
+	forcedA       atomic.Uint64
+	idleA         atomic.Uint64
+	lateA         atomic.Uint64 // events of interfaces gone, dropped
+	capacityA     atomic.Int64
+	idleTimeout   atomic.Int64 // ns
+	activeTimeout atomic.Int64 // ns
 
 	enricher Enricher
 	sinks    []Sink
@@ -116,11 +149,9 @@ type Table struct {
 	refreshCursor int
 	refreshBuf    []refreshItem
 
-	rollupMu sync.Mutex // one Rollup at a time; guards the buffers below
-	rollIdx  map[rollKey]int32
-	rollKeys []rollKey
-	rollSums []rollSum
-	rollRows []rollRow
+	rollupMu sync.Mutex // one LabelSets at a time; guards the buffers below
+	setSums  []setSum
+	setRows  []LabelSetRow
 }
 
 // NewTable returns an empty flow table.
@@ -139,18 +170,34 @@ func NewTable(o Options) *Table {
 		index:    newFlowIndex(hint),
 		freeHead: -1,
 		queue:    ageQueue{items: make([]queueItem, 0, hint)},
+		due:      ageQueue{items: make([]queueItem, 0, hint)},
 		cities:   newCityTable(),
 		maxFlows: maxFlows,
+		hint:     hint,
 		enricher: o.Enricher,
 		sinks:    append([]Sink(nil), o.Sinks...),
 		log:      log,
-		rollIdx:  map[rollKey]int32{},
+		sets:     newLabelSets(o.MaxLabelSets, o.LabelSetExpiry),
 	}
-	t.capacityA.Store(int64(maxFlows))
+	t.capacityA.Store(int64(t.limit()))
 	t.SetIdleTimeout(o.IdleTimeout)
+	t.SetActiveTimeout(o.ActiveTimeout)
 	t.clock.refresh()
 	return t
 }
+
+// SetActiveTimeout changes how often a flow that goes on is exported as
+// a delta record; it applies from the next sweep. A value <= 0 selects
+// DefaultActiveTimeout.
+func (t *Table) SetActiveTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultActiveTimeout
+	}
+	t.activeTimeout.Store(int64(d))
+}
+
+// ActiveTimeout returns the current active timeout.
+func (t *Table) ActiveTimeout() time.Duration { return time.Duration(t.activeTimeout.Load()) }
 
 // SetIdleTimeout changes the idle timeout; it applies from the next
 // sweep. A value <= 0 selects DefaultIdleTimeout.
@@ -171,7 +218,7 @@ func (t *Table) SetMaxFlows(n int) {
 	n = max(n, 0)
 	t.mu.Lock()
 	t.maxFlows = n
-	t.capacityA.Store(int64(n))
+	t.capacityA.Store(int64(t.limit()))
 	t.mu.Unlock()
 	for {
 		t.mu.Lock()
@@ -181,19 +228,28 @@ func (t *Table) SetMaxFlows(n int) {
 		more := t.overLimit()
 		ended := t.finishLocked()
 		t.mu.Unlock()
-		t.deliver(ended)
+		t.deliverPaced(ended)
 		if !more {
 			return
 		}
 	}
 }
 
-func (t *Table) overLimit() bool { return t.maxFlows > 0 && t.index.count > t.maxFlows }
+func (t *Table) overLimit() bool { return t.index.count > t.limit() }
+
+// limit is the most flows the table holds: maxFlows, at most flowCeiling.
+func (t *Table) limit() int {
+	if t.maxFlows == 0 || t.maxFlows > flowCeiling {
+		return flowCeiling
+	}
+	return t.maxFlows
+}
 
 // Active returns the number of active flows.
 func (t *Table) Active() int { return int(t.activeA.Load()) }
 
-// Capacity returns the configured maximum number of flows (0 = unlimited).
+// Capacity returns the most flows the table holds: MaxFlows, or
+// MaxFlowsCeiling when MaxFlows is 0 or above it.
 func (t *Table) Capacity() int { return int(t.capacityA.Load()) }
 
 // ForcedEvictions counts flows ended because the table was full
@@ -240,7 +296,7 @@ func (t *Table) updateGroup(evs []datapath.Event) {
 	for j := range evs {
 		if w := slots[(hashes[j]>>32)&mask]; w != 0 {
 			// First and last word of the part an update reads (key
-			// to bytes, 72 bytes), which spans two cache lines.
+			// to bytes, 80 bytes), which spans two cache lines.
 			e := &t.entries[uint32(w)-1]
 			touched += uint64(e.key.Src[0]) + e.bytes
 		}
@@ -274,10 +330,28 @@ func keyOf(ev *datapath.Event) Key {
 	}
 }
 
+// rateOf is the rate that sampled ev; events that carry none (tests,
+// older datapaths) count as 1 in 1.
+func rateOf(ev *datapath.Event) uint32 { return max(ev.SampleRate, 1) }
+
 // apply adds ev, whose key k has hash h, to its flow.
 func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 	if i := t.index.find(h, k, t.entries); i >= 0 {
 		e := &t.entries[i]
+		if e.rate != rateOf(ev) {
+			// Estimates multiply a flow's counts by its one rate: the
+			// flow sampled at the old rate ends here (forced end) and
+			// a new one starts with this event.
+			t.endFlow(i, EndForced)
+			t.create(k, h, ev)
+			return
+		}
+		if e.packets == 0 {
+			// The previous record went out on the active timeout and
+			// none is pending: this packet opens the next one, which
+			// starts where that one ended (e.last, not yet moved).
+			t.due.push(queueItem{at: e.last, idx: i, ver: e.ver})
+		}
 		// Each CPU batches its events for up to 10 ms, so events of
 		// different CPUs reach the table out of order: last-seen only
 		// moves forward, first-seen only back (rarely, so the second
@@ -289,6 +363,7 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 		}
 		e.packets += segments(ev)
 		e.bytes += uint64(ev.Len)
+		t.countEvent(e, ev)
 		return
 	}
 	t.create(k, h, ev)
@@ -296,24 +371,26 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 
 // create adds a new flow, first making room when the table is full.
 func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
-	limit := t.maxFlows
-	if limit == 0 || limit > maxArena {
-		limit = maxArena
+	if t.gone.refuses(k.Ifindex) {
+		t.lateA.Add(1)
+		return
 	}
-	if t.index.count >= limit {
+	if t.index.count >= t.limit() {
 		t.evictOldest()
 	}
 	i := t.allocSlot()
 	e := &t.entries[i]
 	ns := int64(ev.BootNs)
 	*e = entry{
-		last:    ns,
-		packets: segments(ev),
-		bytes:   uint64(ev.Len),
-		key:     *k,
-		first:   ns,
-		ver:     e.ver,
-		live:    true,
+		last:      ns,
+		packets:   segments(ev),
+		bytes:     uint64(ev.Len),
+		key:       *k,
+		first:     ns,
+		ver:       e.ver,
+		rate:      rateOf(ev),
+		inIfindex: ev.InIfindex,
+		live:      true,
 	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,
@@ -322,8 +399,11 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 		l := t.enricher.Enrich(k.SrcAddr(), k.DstAddr())
 		t.setLabels(e, &l)
 	}
+	t.attachSet(e, ns)
+	t.countEvent(e, ev)
 	t.index.insert(h, i)
 	t.queue.push(queueItem{at: ns, idx: i, ver: e.ver})
+	t.due.push(queueItem{at: ns, idx: i, ver: e.ver})
 }
 
 func (t *Table) setLabels(e *entry, l *Labels) {
@@ -342,13 +422,15 @@ func (t *Table) allocSlot() int32 {
 	return int32(len(t.entries) - 1)
 }
 
-// endFlow removes the flow in slot i and records it for the sinks.
+// endFlow removes the flow in slot i and records the rest of it for the
+// sinks (nothing when its last delta record holds everything).
 func (t *Table) endFlow(i int32, reason EndReason) {
 	e := &t.entries[i]
-	if len(t.sinks) > 0 {
+	if len(t.sinks) > 0 && e.packets > 0 {
 		t.ended = append(t.ended, t.record(e, reason))
 	}
 	t.index.remove(t.index.hash(&e.key), i)
+	t.detachSet(e)
 	e.live = false
 	e.ver++
 	e.nextFree = t.freeHead
@@ -380,14 +462,20 @@ func (t *Table) popOldest() int32 {
 	}
 }
 
-// record converts an entry to a Record. Active flows have Reason 0.
+// record converts the current record of an entry to a Record.
 func (t *Table) record(e *entry, reason EndReason) Record {
+	start := t.clock.wall(e.first)
+	if e.prevPackets > 0 {
+		start = time.Unix(0, e.recStartWall)
+	}
 	return Record{
-		Key:     e.key,
-		Start:   t.clock.wall(e.first),
-		End:     t.clock.wall(e.last),
-		Packets: e.packets,
-		Bytes:   e.bytes,
+		Key:        e.key,
+		Start:      start,
+		End:        t.clock.wall(e.last),
+		Packets:    e.packets,
+		Bytes:      e.bytes,
+		SampleRate: e.rate,
+		InIfindex:  e.inIfindex,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,
@@ -439,6 +527,37 @@ func (t *Table) deliver(recs []Record) {
 		s.ExportFlows(recs)
 	}
 	t.sinkMu.Unlock()
+	t.recycle(recs)
+}
+
+// deliverPaced is deliver for flushes: a PacedSink may wait for room, and
+// does so without sinkMu, so the collector's own deliveries (evictions)
+// never wait behind a flush.
+func (t *Table) deliverPaced(recs []Record) {
+	if len(recs) == 0 {
+		return
+	}
+	paced := false
+	t.sinkMu.Lock()
+	for _, s := range t.sinks {
+		if _, ok := s.(PacedSink); ok {
+			paced = true
+			continue
+		}
+		s.ExportFlows(recs)
+	}
+	t.sinkMu.Unlock()
+	if paced {
+		for _, s := range t.sinks {
+			if p, ok := s.(PacedSink); ok {
+				p.ExportFlowsPaced(recs)
+			}
+		}
+	}
+	t.recycle(recs)
+}
+
+func (t *Table) recycle(recs []Record) {
 	t.bufMu.Lock()
 	t.bufs = append(t.bufs, recs[:0])
 	t.bufMu.Unlock()
@@ -452,17 +571,68 @@ func (t *Table) compactLocked() {
 		t.entries = t.entries[:0]
 		t.freeHead = -1
 		t.queue.reset()
+		t.due.reset()
 		return
 	}
+	current := func(it queueItem) bool { return t.entries[it.idx].ver == it.ver }
 	if t.queue.len() > 2*t.index.count+1024 {
-		t.queue.rebuild(func(it queueItem) bool { return t.entries[it.idx].ver == it.ver })
+		t.queue.rebuild(current)
+	}
+	if t.due.len() > 2*t.index.count+1024 {
+		t.due.rebuild(current)
 	}
 }
 
+// shrinkLocked gives memory back after a flood: once the arena or the
+// index is more than four times the size the active flows need (and
+// larger than NewTable made it), the flows move to a new arena sized for
+// twice their number, and the index and queues are rebuilt. That costs
+// one pass over the old arena under the lock, which only a table that
+// lost three quarters of its flows pays, once.
+func (t *Table) shrinkLocked() {
+	n := t.index.count
+	want := max(2*n, t.hint)
+	if cap(t.entries) <= 4*want && len(t.index.slots) <= 4*slotsFor(want) {
+		return
+	}
+	old := t.entries
+	t.entries = make([]entry, 0, want)
+	x := newFlowIndex(want)
+	x.seed = t.index.seed // keep the seed: hashes stay valid
+	t.index = x
+	t.queue.items = make([]queueItem, 0, want)
+	t.due.items = make([]queueItem, 0, want)
+	for i := range old {
+		e := &old[i]
+		if !e.live {
+			continue
+		}
+		j := int32(len(t.entries))
+		t.entries = append(t.entries, *e)
+		t.index.insert(t.index.hash(&e.key), j)
+		// Pushing in arena order and then restoring heap order would be
+		// O(n) instead of O(n log n); these run once per flood.
+		t.queue.push(queueItem{at: e.last, idx: j, ver: e.ver})
+		if e.packets > 0 {
+			// The boot time of a later record's start is not kept; its
+			// last-seen is at or after it, so the record is at worst
+			// exported a little late.
+			at := e.first
+			if e.prevPackets > 0 {
+				at = e.last
+			}
+			t.due.push(queueItem{at: at, idx: j, ver: e.ver})
+		}
+	}
+	t.freeHead = -1
+	t.refreshCursor = 0
+}
+
 // Sweep ends flows idle for longer than the idle timeout at nowBoot
-// (CLOCK_BOOTTIME ns, see BootNow), refreshes the labels of up to
-// refreshBudget flows whose enricher generation is outdated, and
-// re-measures the boot-to-wall clock offset.
+// (CLOCK_BOOTTIME ns, see BootNow), exports a delta record of every flow
+// whose current record started an active timeout ago or earlier,
+// refreshes the labels of up to refreshBudget flows whose enricher
+// generation is outdated, and re-measures the boot-to-wall clock offset.
 func (t *Table) Sweep(nowBoot int64) {
 	t.sweepMu.Lock()
 	defer t.sweepMu.Unlock()
@@ -470,7 +640,12 @@ func (t *Table) Sweep(nowBoot int64) {
 	started := time.Now()
 	idleBefore := t.IdleEvictions()
 	t.evictIdle(nowBoot - t.idleTimeout.Load())
+	t.exportActive(nowBoot - t.activeTimeout.Load())
+	t.mu.Lock()
+	t.gone.expire(nowBoot - int64(goneHold))
+	t.mu.Unlock()
 	refreshed := t.refreshLabels()
+	t.expireSets(nowBoot)
 	if evicted := t.IdleEvictions() - idleBefore; evicted > 0 || refreshed > 0 {
 		t.log.Debug("flow table swept", "idle_evicted", evicted, "relabelled", refreshed,
 			"active", t.Active(), "took", time.Since(started))
@@ -484,6 +659,7 @@ func (t *Table) evictIdle(cutoff int64) {
 		done := t.evictIdleLocked(cutoff, endChunk)
 		if done {
 			t.compactLocked()
+			t.shrinkLocked()
 		}
 		ended := t.finishLocked()
 		t.mu.Unlock()
@@ -517,6 +693,55 @@ func (t *Table) evictIdleLocked(cutoff int64, budget int) bool {
 			t.endFlow(top.idx, EndIdleTimeout)
 			t.idle++
 		}
+	}
+	return true
+}
+
+// exportActive hands the sinks a delta record (EndActiveTimeout) of every
+// flow whose current record started at or before cutoff, and starts the
+// next record where that one ends. The flows stay in the table.
+func (t *Table) exportActive(cutoff int64) {
+	for {
+		t.mu.Lock()
+		done := t.exportActiveLocked(cutoff, endChunk)
+		recs := t.finishLocked()
+		t.mu.Unlock()
+		t.deliver(recs)
+		if done {
+			return
+		}
+	}
+}
+
+// exportActiveLocked works through the due queue front while its key is
+// at or before cutoff. A flow is in the queue only while its current
+// record holds packets (apply queues it again with the next packet), and
+// its key changes only here, where it leaves the queue, so the front is
+// exactly the oldest record. It returns false when budget ran out.
+func (t *Table) exportActiveLocked(cutoff int64, budget int) bool {
+	for n := 0; t.due.len() > 0; n++ {
+		if n == budget {
+			return false
+		}
+		top := t.due.items[0]
+		if top.at > cutoff {
+			return true
+		}
+		t.due.popRoot()
+		e := &t.entries[top.idx]
+		if e.ver != top.ver || e.packets == 0 {
+			continue // flow gone, or its slot reused
+		}
+		end := t.clock.wall(e.last).UnixNano()
+		if len(t.sinks) > 0 {
+			r := t.record(e, EndActiveTimeout)
+			end = r.End.UnixNano()
+			t.ended = append(t.ended, r)
+		}
+		e.prevPackets += e.packets
+		e.prevBytes += e.bytes
+		e.packets, e.bytes = 0, 0
+		e.recStartWall = end
 	}
 	return true
 }
@@ -573,6 +798,8 @@ func (t *Table) refreshLabels() int {
 			if e := &t.entries[it.idx]; e.live && sameKey(&e.key, &it.key) {
 				t.setLabels(e, &it.labels)
 				e.gen = gen
+				t.detachSet(e) // counted so far stays in the old set
+				t.attachSet(e, e.last)
 			}
 		}
 		t.mu.Unlock()
@@ -587,7 +814,16 @@ func (t *Table) Flush(reason EndReason) { t.endMatching(reason, 0, false) }
 
 // FlushInterface ends every flow seen on ifindex (EndForced), for an
 // interface that went away.
-func (t *Table) FlushInterface(ifindex uint32) { t.endMatching(EndForced, ifindex, true) }
+//
+// Sampled packets of the interface still on their way to the table do not
+// start new flows afterwards (for a while; see AllowInterface): the
+// interface's last records stay its last.
+func (t *Table) FlushInterface(ifindex uint32) {
+	t.mu.Lock()
+	t.gone.mark(ifindex, BootNow())
+	t.mu.Unlock()
+	t.endMatching(EndForced, ifindex, true)
+}
 
 func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 	t.mu.Lock()
@@ -610,7 +846,7 @@ func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 		}
 		recs := t.finishLocked()
 		t.mu.Unlock()
-		t.deliver(recs)
+		t.deliverPaced(recs)
 		if done {
 			return
 		}
@@ -626,6 +862,10 @@ type RollupKey struct {
 	DstASN  uint32
 	SrcCity string
 	DstCity string
+	// Overflow marks the overflow set of Ifindex and Dir, which takes
+	// the flows whose own label set did not fit under the limit; the
+	// other fields are zero.
+	Overflow bool
 }
 
 // rollKey is RollupKey with city ids: cheaper to hash and pointer-free.
@@ -635,157 +875,184 @@ type rollKey struct {
 	dir                                       datapath.Direction
 }
 
-type rollSum struct{ packets, bytes uint64 }
-
-type rollRow struct {
-	key            RollupKey
-	packets, bytes uint64
+// RollupCounts are the summed counts of the whole active flows of one
+// group (every record so far, not only the current one): as sampled, and
+// estimated with each flow's own sample rate.
+type RollupCounts struct {
+	SampledPackets, SampledBytes uint64
+	Packets, Bytes               uint64
 }
 
 // rollupChunk is how many arena slots Rollup aggregates per lock hold.
 const rollupChunk = 8192
 
-// Rollup sums the sampled packets and bytes of the active flows by
-// RollupKey and calls fn once per group, after the table lock is
+// Rollup sums the packets and bytes of the active flows by label set and
+// calls fn once per set with active flows, after the table lock is
 // released. The arena is aggregated a chunk at a time under the lock, so
 // the collector never waits for a whole scan; a flow that starts or ends
 // meanwhile may or may not be counted, as if it had happened just before
 // or after the scrape. fn must not call Rollup.
-func (t *Table) Rollup(fn func(k RollupKey, sampledPackets, sampledBytes uint64)) {
-	t.rollupMu.Lock()
-	defer t.rollupMu.Unlock()
-	clear(t.rollIdx)
-	keys, sums, rows := t.rollKeys[:0], t.rollSums[:0], t.rollRows[:0]
-
-	var prev rollKey
-	prevIdx := int32(-1)
-	for start := 0; ; start += rollupChunk {
-		t.mu.Lock()
-		end := min(start+rollupChunk, len(t.entries))
-		for i := start; i < end; i++ {
-			e := &t.entries[i]
-			if !e.live {
-				continue
-			}
-			rk := rollKey{
-				ifindex: e.key.Ifindex,
-				srcASN:  e.srcASN,
-				dstASN:  e.dstASN,
-				srcCity: e.srcCity,
-				dstCity: e.dstCity,
-				proto:   e.key.Proto,
-				dir:     e.key.Dir,
-			}
-			j := prevIdx
-			if j < 0 || rk != prev {
-				var ok bool
-				if j, ok = t.rollIdx[rk]; !ok {
-					j = int32(len(sums))
-					t.rollIdx[rk] = j
-					keys = append(keys, rk)
-					sums = append(sums, rollSum{})
-				}
-				prev, prevIdx = rk, j
-			}
-			sums[j].packets += e.packets
-			sums[j].bytes += e.bytes
+func (t *Table) Rollup(fn func(k RollupKey, c RollupCounts)) {
+	t.LabelSets(func(r *LabelSetRow) {
+		if r.ActiveFlows > 0 {
+			fn(r.Key, r.Active)
 		}
-		done := end >= len(t.entries)
-		if done {
-			for j, rk := range keys {
-				rows = append(rows, rollRow{
-					key: RollupKey{
-						Ifindex: rk.ifindex,
-						Dir:     rk.dir,
-						Proto:   rk.proto,
-						SrcASN:  rk.srcASN,
-						DstASN:  rk.dstASN,
-						SrcCity: t.cities.name(rk.srcCity),
-						DstCity: t.cities.name(rk.dstCity),
-					},
-					packets: sums[j].packets,
-					bytes:   sums[j].bytes,
-				})
-			}
-		}
-		t.mu.Unlock()
-		if done {
-			break
-		}
-	}
-
-	for i := range rows {
-		fn(rows[i].key, rows[i].packets, rows[i].bytes)
-	}
-	t.rollKeys, t.rollSums, t.rollRows = keys, sums, rows
+	})
 }
+
+// topChunk is how many arena slots Top copies per lock hold.
+const topChunk = 8192
+
+// topLockHeld, when set (by a benchmark), is told how long each of Top's
+// lock holds lasted.
+var topLockHeld func(time.Duration)
 
 // Top returns snapshot copies of up to n active flows (all when n <= 0)
 // that pass filter (nil passes all), ordered by less (nil: arena order).
-// Reason is 0 in the copies. filter and less run under the table lock and
-// must not call back into the Table.
+// A copy describes the whole flow so far (all its records): Packets and
+// Bytes are sampled counts at SampleRate; Reason is 0.
+//
+// The table lock is held only to copy a chunk of the arena at a time;
+// filter, less and the selection run without it, so the collector never
+// waits for a sort, and filter and less may call the Table. As with
+// Rollup, a flow that starts or ends meanwhile may or may not be listed.
 func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool) []Record {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	var out []Record
-	if n <= 0 || less == nil {
-		for i := range t.entries {
-			e := &t.entries[i]
-			if !e.live || (filter != nil && !filter(&e.key)) {
+	if n <= 0 {
+		out = make([]Record, 0, t.Active())
+	}
+	chunk := make([]entry, 0, topChunk)
+	var cities []string
+	for start := 0; ; start += topChunk {
+		t.mu.Lock()
+		var locked time.Time
+		if topLockHeld != nil {
+			locked = time.Now()
+		}
+		end := min(start+topChunk, len(t.entries))
+		chunk = chunk[:0]
+		for i := start; i < end; i++ {
+			if t.entries[i].live {
+				chunk = append(chunk, t.entries[i])
+			}
+		}
+		// City names are only ever appended, so the elements this
+		// slice header covers never change: safe to read unlocked.
+		cities = t.cities.names
+		done := end >= len(t.entries)
+		t.mu.Unlock()
+		if topLockHeld != nil {
+			topLockHeld(time.Since(locked))
+		}
+
+		for i := range chunk {
+			e := &chunk[i]
+			if filter != nil && !filter(&e.key) {
 				continue
 			}
-			out = append(out, t.record(e, 0))
+			r := t.snapshot(e, cities)
+			switch {
+			case less == nil || n <= 0:
+				out = append(out, r)
+			case len(out) < n:
+				out = append(out, r)
+				heapUp(out, less, len(out)-1)
+			case less(&r, &out[0]):
+				out[0] = r
+				heapDown(out, less, 0)
+			}
 			if less == nil && n > 0 && len(out) == n {
 				return out
 			}
 		}
-		if less != nil {
-			sort.SliceStable(out, func(i, j int) bool { return less(&out[i], &out[j]) })
-		}
-		return out
-	}
-	// Keep the best n in a heap whose root is the worst of them, so the
-	// memory used is O(n) however many flows there are.
-	worse := func(i, j int) bool { return less(&out[j], &out[i]) }
-	for i := range t.entries {
-		e := &t.entries[i]
-		if !e.live || (filter != nil && !filter(&e.key)) {
-			continue
-		}
-		r := t.record(e, 0)
-		if len(out) < n {
-			out = append(out, r)
-			for c := len(out) - 1; c > 0; {
-				p := (c - 1) / 2
-				if !worse(c, p) {
-					break
-				}
-				out[c], out[p] = out[p], out[c]
-				c = p
-			}
-			continue
-		}
-		if !less(&r, &out[0]) {
-			continue
-		}
-		out[0] = r
-		for p := 0; ; {
-			w, l, rt := p, 2*p+1, 2*p+2
-			if l < len(out) && worse(l, w) {
-				w = l
-			}
-			if rt < len(out) && worse(rt, w) {
-				w = rt
-			}
-			if w == p {
-				break
-			}
-			out[p], out[w] = out[w], out[p]
-			p = w
+		if done {
+			break
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return less(&out[i], &out[j]) })
+	if less != nil {
+		out = sortRecords(out, less)
+	}
 	return out
+}
+
+// sortRecords sorts stably by less. It sorts positions and then moves
+// each record once: a stable sort that swapped the records themselves
+// would move each about log n times.
+func sortRecords(recs []Record, less func(a, b *Record) bool) []Record {
+	order := make([]int32, len(recs))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(i, j int32) int {
+		switch {
+		case less(&recs[i], &recs[j]):
+			return -1
+		case less(&recs[j], &recs[i]):
+			return 1
+		}
+		return 0
+	})
+	sorted := make([]Record, len(recs))
+	for i, j := range order {
+		sorted[i] = recs[j]
+	}
+	return sorted
+}
+
+// snapshot converts a copied entry to a Record of the whole flow.
+func (t *Table) snapshot(e *entry, cities []string) Record {
+	name := func(id uint32) string {
+		if int(id) < len(cities) {
+			return cities[id]
+		}
+		return ""
+	}
+	return Record{
+		Key:        e.key,
+		Start:      t.clock.wall(e.first),
+		End:        t.clock.wall(e.last),
+		Packets:    e.prevPackets + e.packets,
+		Bytes:      e.prevBytes + e.bytes,
+		SampleRate: e.rate,
+		InIfindex:  e.inIfindex,
+		Labels: Labels{
+			SrcASN:  e.srcASN,
+			DstASN:  e.dstASN,
+			SrcCity: name(e.srcCity),
+			DstCity: name(e.dstCity),
+		},
+	}
+}
+
+// heapUp and heapDown keep the best n records in a heap whose root is the
+// worst of them (by less), so Top's memory is O(n) however many flows
+// there are.
+func heapUp(h []Record, less func(a, b *Record) bool, c int) {
+	for c > 0 {
+		p := (c - 1) / 2
+		if !less(&h[p], &h[c]) {
+			break
+		}
+		h[c], h[p] = h[p], h[c]
+		c = p
+	}
+}
+
+func heapDown(h []Record, less func(a, b *Record) bool, p int) {
+	for {
+		w, l, r := p, 2*p+1, 2*p+2
+		if l < len(h) && less(&h[w], &h[l]) {
+			w = l
+		}
+		if r < len(h) && less(&h[w], &h[r]) {
+			w = r
+		}
+		if w == p {
+			return
+		}
+		h[p], h[w] = h[w], h[p]
+		p = w
+	}
 }
 
 // segments is how many packets an event stands for: a GSO/GRO skb is

@@ -313,8 +313,8 @@ func TestUnlimited(t *testing.T) {
 		evs[i].DstPort = uint16(i / 256)
 	}
 	tab.UpdateBatch(evs)
-	if tab.Active() != n || tab.ForcedEvictions() != 0 || tab.Capacity() != 0 {
-		t.Fatalf("Active/Forced/Capacity = %d/%d/%d, want %d/0/0", tab.Active(), tab.ForcedEvictions(), tab.Capacity(), n)
+	if tab.Active() != n || tab.ForcedEvictions() != 0 || tab.Capacity() != MaxFlowsCeiling {
+		t.Fatalf("Active/Forced/Capacity = %d/%d/%d, want %d/0/%d", tab.Active(), tab.ForcedEvictions(), tab.Capacity(), n, MaxFlowsCeiling)
 	}
 }
 
@@ -404,7 +404,9 @@ func TestFlushInterface(t *testing.T) {
 		t.Fatalf("Active() = %d, want 2", tab.Active())
 	}
 	// Stale queue entries of the flushed flows must not confuse later
-	// evictions: fill the table again and force one out.
+	// evictions: fill the table again and force one out (ifindex 2 is
+	// attached again, see TestFlushInterfaceRefusesLateEvents).
+	tab.AllowInterface(2)
 	more := []datapath.Event{udp(5, 10), udp(6, 11), udp(7, 12)}
 	tab.UpdateBatch(more)
 	if got := srcHosts(sink.take()); !slices.Equal(got, []byte{2}) {
@@ -595,11 +597,14 @@ func TestRollup(t *testing.T) {
 	})
 	type sums struct{ p, b uint64 }
 	got := map[RollupKey]sums{}
-	tab.Rollup(func(k RollupKey, p, b uint64) {
+	tab.Rollup(func(k RollupKey, c RollupCounts) {
 		if _, dup := got[k]; dup {
 			t.Errorf("group %+v reported twice", k)
 		}
-		got[k] = sums{p, b}
+		if c.Packets != c.SampledPackets || c.Bytes != c.SampledBytes {
+			t.Errorf("group %+v: estimates %d/%d at rate 1, sampled %d/%d", k, c.Packets, c.Bytes, c.SampledPackets, c.SampledBytes)
+		}
+		got[k] = sums{c.SampledPackets, c.SampledBytes}
 	})
 	ams := RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcASN: 64500, SrcCity: "Amsterdam"}
 	egr, udpk := ams, ams
@@ -633,7 +638,7 @@ func TestRollupManyChunks(t *testing.T) {
 	tab.UpdateBatch(evs)
 	var p, b uint64
 	groups := 0
-	tab.Rollup(func(_ RollupKey, sp, sb uint64) { groups++; p += sp; b += sb })
+	tab.Rollup(func(_ RollupKey, c RollupCounts) { groups++; p += c.SampledPackets; b += c.SampledBytes })
 	if groups != 1 || p != n || b != 10*n {
 		t.Fatalf("groups/packets/bytes = %d/%d/%d, want 1/%d/%d", groups, p, b, n, 10*n)
 	}
@@ -724,5 +729,43 @@ func TestQueueCompaction(t *testing.T) {
 	}
 	if live != 250 {
 		t.Fatalf("active = %d, want 250", live)
+	}
+}
+
+// Sampled packets of an interface still in flight when it went away do
+// not start its flows again; a re-attached interface starts flows anew.
+func TestFlushInterfaceRefusesLateEvents(t *testing.T) {
+	sink := &recSink{}
+	tab := NewTable(Options{MaxFlows: 16, IdleTimeout: time.Second, Sinks: []Sink{sink}})
+	on := func(ifindex uint32, host byte, ns uint64) datapath.Event {
+		ev := udp(host, ns)
+		ev.Ifindex = ifindex
+		return ev
+	}
+	tab.UpdateBatch([]datapath.Event{on(7, 1, 1), on(8, 2, 2)})
+	tab.FlushInterface(7)
+	if got := srcHosts(sink.take()); !slices.Equal(got, []byte{1}) {
+		t.Fatalf("FlushInterface(7) ended %v, want [1]", got)
+	}
+	// Late: the same flow and a new one on the gone interface.
+	tab.UpdateBatch([]datapath.Event{on(7, 1, 3), on(7, 3, 4), on(8, 2, 5)})
+	if tab.Active() != 1 || tab.LateEvents() != 2 {
+		t.Fatalf("after late events: %d active, %d late; want 1 (ifindex 8), 2", tab.Active(), tab.LateEvents())
+	}
+	tab.Flush(EndForced)
+	if recs := sink.take(); len(recs) != 1 || recs[0].Ifindex != 8 {
+		t.Fatalf("records after the interface went: %+v, want only ifindex 8's flow", recs)
+	}
+	tab.AllowInterface(7)
+	tab.UpdateBatch([]datapath.Event{on(7, 4, 6)})
+	if tab.Active() != 1 {
+		t.Fatalf("re-attached interface: %d active flows, want 1", tab.Active())
+	}
+	// The mark also lapses on its own once late packets cannot arrive.
+	tab.FlushInterface(7)
+	tab.Sweep(BootNow() + int64(goneHold) + 1)
+	tab.UpdateBatch([]datapath.Event{on(7, 5, uint64(BootNow()))})
+	if tab.LateEvents() != 2 || tab.Active() != 1 {
+		t.Fatalf("after goneHold: %d late, %d active; want 2, 1", tab.LateEvents(), tab.Active())
 	}
 }

@@ -48,7 +48,7 @@ type bed struct {
 	evs      []datapath.Event
 }
 
-// ringSize holds 131,072 events (56 bytes + 8 bytes of record header);
+// ringSize holds 131,072 events (64 bytes each, batched into records);
 // inject drains well before that.
 const ringSize = 1 << 23
 

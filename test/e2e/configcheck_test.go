@@ -22,7 +22,7 @@ func TestConfigCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config check of a valid file: %v", err)
 	}
-	for _, want := range []string{"sample_rate = 7", "ring_buf_size = 262144", "max_flows = 65536", `eviction_timeout = "30s"`, "port = 9669"} {
+	for _, want := range []string{"sample_rate = 7", "ring_buf_size = 262144", "max_flows = 65536", `eviction_timeout = "30s"`, `active_timeout = "1m0s"`, "port = 9669"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("effective config lacks %q:\n%s", want, out)
 		}

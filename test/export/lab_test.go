@@ -149,10 +149,14 @@ type agentConfig struct {
 	collectorPort   int
 	templateRefresh string
 	evictionTimeout string
+	activeTimeout   string // "": the default
 	asnDB, cityDB   string
 	// extraInterfaces are added to agent.interfaces after devA.
 	extraInterfaces []string
-	metricsPort     int // 0: 9669
+	metricsPort     int    // 0: 9669
+	bindPort        int    // agent.ipfix.bind.port; 0: unset
+	webConfig       string // agent.prometheus.web_config; "": unset
+	maxLabelSets    int    // agent.prometheus.max_label_sets; 0: unset
 }
 
 // toml renders the config; the control socket goes into dir.
@@ -167,20 +171,27 @@ func (c agentConfig) toml(dir string) string {
 	for _, name := range c.extraInterfaces {
 		ifaces += ", " + strconv.Quote(name)
 	}
+	active := ""
+	if c.activeTimeout != "" {
+		active = fmt.Sprintf("active_timeout = %q\n", c.activeTimeout)
+	}
 	toml := fmt.Sprintf(`[agent]
 interfaces = [%s]
 [agent.bpf]
 sample_rate = %d
 [agent.collector]
 eviction_timeout = %q
-[agent.prometheus]
+%s[agent.prometheus]
 host = "127.0.0.1"
 port = %d
-[agent.ipfix]
+%s[agent.ipfix]
 host = %q
 port = %d
 template_refresh = %q
-`, ifaces, c.sampleRate, c.evictionTimeout, c.metricsPortOrDefault(), addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, active, c.metricsPortOrDefault(), c.prometheusExtra(), addrB4, c.collectorPort, c.templateRefresh)
+	if c.bindPort != 0 {
+		toml += fmt.Sprintf("[agent.ipfix.bind]\nport = %d\n", c.bindPort)
+	}
 	if c.asnDB != "" {
 		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
 	}
@@ -188,6 +199,18 @@ template_refresh = %q
 	// may run at the same time.
 	toml += fmt.Sprintf("[agent.control]\nsocket = %q\n", filepath.Join(dir, "rfm.sock"))
 	return toml
+}
+
+// prometheusExtra renders the optional keys of [agent.prometheus].
+func (c agentConfig) prometheusExtra() string {
+	s := ""
+	if c.webConfig != "" {
+		s += fmt.Sprintf("web_config = %q\n", c.webConfig)
+	}
+	if c.maxLabelSets != 0 {
+		s += fmt.Sprintf("max_label_sets = %d\n", c.maxLabelSets)
+	}
+	return s
 }
 
 func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {

@@ -92,12 +92,7 @@ func fastPathCase(t testing.TB, flags byte, msg []byte) bool {
 	}
 	p.decode(t, initiationMsg(t, "fuzz"))
 	p.decode(t, peerUpMsg(t, peerA, 65001, o))
-	peerType := uint8(0)
-	if flags&0x80 != 0 {
-		peerType = peerTypeLocRIB
-	}
-	hdr := peerHeader(peerType, flags&(flagPostPolicy|flagTwoByteAS|flagAdjRIBOut), peerA, 65001)
-	m := rmRaw(t, hdr, msg)
+	m := rmRaw(t, fuzzHeader(flags), msg)
 	p.decode(t, m) // a Loc-RIB peer is registered here by the gobgp path
 	p.decode(t, m) // and here known to both
 	_, ok := p.fast.fastRouteMonitoring(m, nil)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
 )
 
 // FuzzStream feeds a byte stream through the framer, the decoder and
@@ -37,8 +38,9 @@ func FuzzStream(f *testing.F) {
 
 // FuzzUpdate wraps a BGP message in Route Monitoring for a peer whose
 // Peer Up negotiated ADD-PATH (flags bit 0); flags also carry the BMP
-// per-peer flags (L, A, O) and bit 7 selects the Loc-RIB peer type. A
-// Peer Down afterwards must leave no route of that peer.
+// per-peer flags (L, A, O), bit 7 selects the Loc-RIB peer type and
+// bit 2 a VRF (fuzzHeader). A Peer Down afterwards must leave no route
+// of that peer; a VRF's routes must stay out of global lookups.
 func FuzzUpdate(f *testing.F) {
 	for _, s := range updateSeeds(f) {
 		f.Add(s.flags, s.msg)
@@ -51,20 +53,51 @@ func FuzzUpdate(f *testing.F) {
 			o.sentAddPath, o.recvAddPath = both, both
 		}
 		h.feed(initiationMsg(t, "fuzz"), peerUpMsg(t, peerA, 65001, o))
-		peerType := uint8(0)
-		if flags&0x80 != 0 {
-			peerType = peerTypeLocRIB
-		}
-		hdr := peerHeader(peerType, flags&(flagPostPolicy|flagTwoByteAS|flagAdjRIBOut), peerA, 65001)
+		hdr := fuzzHeader(flags)
 		if err := h.feed(rmRaw(t, hdr, msg)); err != nil {
 			t.Fatal(err)
 		}
 		checkRIB(t, h)
+		if hdr.PeerType == 1 || hdr.PeerDistinguisher != 0 {
+			for _, r := range h.rib.Summary().Routers {
+				for _, p := range r.Peers {
+					if p.Peer.Global() && p.Routes4+p.Routes6 != 0 {
+						t.Fatalf("VRF update gave global peer %+v routes", p)
+					}
+				}
+			}
+			for _, v := range h.rib.Summary().VRFs {
+				if v.VRF.Distinguisher != hdr.PeerDistinguisher {
+					t.Fatalf("VRF %+v, want distinguisher %#x", v.VRF, hdr.PeerDistinguisher)
+				}
+			}
+		}
 		h.feed(peerDownMsg(t, peerA, 65001))
-		if c := h.rib.Counts(); peerType == 0 && (c.Routes4 != 0 || c.Routes6 != 0 || c.Prefixes4 != 0 || c.Prefixes6 != 0) {
+		if c := h.rib.Counts(); hdr.PeerType == 0 && (c.Routes4 != 0 || c.Routes6 != 0 || c.Prefixes4 != 0 || c.Prefixes6 != 0) {
 			t.Fatalf("routes left after Peer Down: %+v", c)
 		}
 	})
+}
+
+// fuzzRD is the distinguisher of fuzzed VRF peers: 65000:1.
+const fuzzRD = 0x0000_fde8_0000_0001
+
+// fuzzHeader is the per-peer header the update fuzzers use: the BMP
+// flags L, A and O from flags; bit 7 the Loc-RIB peer type, bit 2 a VRF
+// (an RD-instance peer, or with bit 7 a VRF's Loc-RIB) with fuzzRD.
+func fuzzHeader(flags byte) bmp.BMPPeerHeader {
+	peerType := uint8(0)
+	if flags&0x80 != 0 {
+		peerType = peerTypeLocRIB
+	}
+	var rd uint64
+	if flags&0x04 != 0 {
+		rd = fuzzRD
+		if peerType == 0 {
+			peerType = bmp.BMP_PEER_TYPE_L3VPN
+		}
+	}
+	return *bmp.NewBMPPeerHeader(peerType, flags&(flagPostPolicy|flagTwoByteAS|flagAdjRIBOut), rd, peerA, 65001, "192.0.2.254", 0)
 }
 
 // checkRIB checks that counts are sane and every counted route can be
@@ -134,6 +167,19 @@ func streamSeeds(t testing.TB) [][]byte {
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
 		[]byte{3, 0, 0, 0, 6, 4},
 		[]byte{3, 0, 0, 0, 100, 0, 1},
+		// A PE: an RD-instance peer, a VRF Loc-RIB, a default route.
+		slices.Concat(
+			initiationMsg(t, "pe"),
+			mustSerialize(t, bmp.NewBMPPeerUpNotification(*bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, peerB, 65002, "192.0.2.254", 0),
+				"192.0.2.254", 179, 40000, openMsg(65000, false, nil), openMsg(65002, false, nil))),
+			rmMsg(t, *bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, peerB, 65002, "192.0.2.254", 0),
+				updateMsg(t, route{announce: []string{"198.18.8.0/24"}, path: []uint32{65002}}), false),
+			rmMsg(t, *bmp.NewBMPPeerHeader(peerTypeLocRIB, 0, 0x0001_c000_0201_0005, "0.0.0.0", 65000, "192.0.2.254", 0),
+				updateMsg(t, route{announce: []string{"198.18.9.0/24"}, path: []uint32{64700}}), false),
+			rmMsg(t, peerHeader(0, 0, peerA, 65001), updateMsg(t, route{announce: []string{"0.0.0.0/0", "::/0"}, path: []uint32{65001}}), false),
+			mustSerialize(t, bmp.NewBMPPeerDownNotification(*bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, peerB, 65002, "192.0.2.254", 0),
+				bmp.BMP_PEER_DOWN_REASON_REMOTE_NO_NOTIFICATION, nil, nil)),
+		),
 	)
 	return seeds
 }
@@ -200,6 +246,10 @@ func updateSeeds(t testing.TB) []updateSeed {
 		updateSeed{0x80, ser(updateMsg(t, route{announce: []string{"198.18.9.0/24"}}), false)},
 		updateSeed{0, ser(vpn, false)},
 		updateSeed{0, ser(bgp.NewEndOfRib(bgp.RF_IPv6_UC), false)},
+		// VRFs: an RD-instance peer, a VRF Loc-RIB; a default route.
+		updateSeed{0x04, ser(updateMsg(t, route{announce: []string{"198.18.8.0/24", "2001:db8:8::/48"}, path: []uint32{65001}}), false)},
+		updateSeed{0x84, ser(updateMsg(t, route{announce: []string{"198.18.9.0/24"}, path: []uint32{64700}}), false)},
+		updateSeed{0x80, ser(updateMsg(t, route{announce: []string{"0.0.0.0/0", "::/0"}, path: []uint32{64500}}), false)},
 	)
 	return seeds
 }

@@ -9,6 +9,8 @@ var (
 	messagesDesc = prometheus.NewDesc("rfm_bmp_messages_total", "BMP messages received, by type.", []string{"type"}, nil)
 	skippedDesc  = prometheus.NewDesc("rfm_bmp_skipped_total", "BMP messages or parts of updates skipped, by reason.", []string{"reason"}, nil)
 	errorsDesc   = prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.", nil, prometheus.Labels{"subsystem": "bmp"})
+	limitDesc    = prometheus.NewDesc("rfm_bmp_route_limit_drops_total",
+		"Times a monitored peer went over agent.enrich.rib.bmp.max_routes_per_peer and its routes were dropped.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -17,6 +19,7 @@ func (s *Station) Describe(ch chan<- *prometheus.Desc) {
 	ch <- messagesDesc
 	ch <- skippedDesc
 	ch <- errorsDesc
+	ch <- limitDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -30,4 +33,5 @@ func (s *Station) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.CounterValue, float64(c.skipped[r].Load()), name)
 	}
 	ch <- prometheus.MustNewConstMetric(errorsDesc, prometheus.CounterValue, float64(c.errors.Load()))
+	ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.CounterValue, float64(c.routeLimit.Load()))
 }

@@ -67,6 +67,7 @@ func TestMetricsExposition(t *testing.T) {
 		`rfm_bmp_messages_total{type="statistics_report"} 0`,
 		`rfm_bmp_messages_total{type="termination"} 0`,
 		`rfm_bmp_messages_total{type="unknown"} 1`,
+		`rfm_bmp_route_limit_drops_total 0`,
 		`rfm_bmp_sessions 0`,
 		`rfm_bmp_skipped_total{reason="adj_rib_out"} 0`,
 		`rfm_bmp_skipped_total{reason="malformed"} 1`,

@@ -28,12 +28,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/stepbrobd/rfm/internal/config"
+	"github.com/stepbrobd/rfm/internal/enrich/rd"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 )
 
@@ -42,6 +44,12 @@ const (
 	DefaultMaxSessions    = 64
 	DefaultMaxMessageSize = 1 << 20
 )
+
+// InitiationTimeout is how long a new session may go without sending
+// its Initiation message, which RFC 7854 (4.3) requires first: a
+// connection that sends none would otherwise hold one of max_sessions
+// for good. Routers send it as soon as they connect.
+const InitiationTimeout = 30 * time.Second
 
 const (
 	// queueBudget is how many bytes of messages a session may have
@@ -65,6 +73,8 @@ type Station struct {
 	allow       []netip.Prefix
 	maxSessions int
 	maxMessage  int
+	maxRoutes   int           // per peer, 0: no limit
+	initTimeout time.Duration // InitiationTimeout; tests shorten it
 	c           counters
 
 	mu       sync.Mutex
@@ -88,6 +98,8 @@ func Listen(cfg config.BMP, r *rib.RIB, log *slog.Logger) (*Station, error) {
 		log:         log,
 		maxSessions: cfg.MaxSessions,
 		maxMessage:  cfg.MaxMessageSize,
+		maxRoutes:   cfg.MaxRoutesPerPeer,
+		initTimeout: InitiationTimeout,
 		sessions:    make(map[*session]struct{}),
 	}
 	if s.maxSessions == 0 {
@@ -102,6 +114,13 @@ func Listen(cfg config.BMP, r *rib.RIB, log *slog.Logger) (*Station, error) {
 	if s.maxMessage < minMessageSize {
 		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_message_size: %d: must be at least %d", cfg.MaxMessageSize, minMessageSize)
 	}
+	if s.maxRoutes < 0 {
+		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_routes_per_peer: %d: must be 0 (no limit) or positive", cfg.MaxRoutesPerPeer)
+	}
+	labels, kerr := cfg.LabelDistinguishers()
+	if kerr != nil {
+		return nil, kerr
+	}
 	for _, a := range cfg.Allow {
 		p, err := parseAllow(a)
 		if err != nil {
@@ -115,6 +134,9 @@ func Listen(cfg config.BMP, r *rib.RIB, log *slog.Logger) (*Station, error) {
 		return nil, fmt.Errorf("agent.enrich.rib.bmp: %w", err)
 	}
 	s.ln = ln
+	if len(labels) > 0 {
+		r.SetLabelVRFs(labels)
+	}
 	return s, nil
 }
 
@@ -275,10 +297,22 @@ func (ss *session) read() error {
 		src = io.TeeReader(src, tap(ss.remote))
 	}
 	fr := newFramer(src, ss.st.maxMessage)
+	d := ss.st.initTimeout
+	waiting := d > 0 // for Initiation
+	if waiting {
+		ss.conn.SetReadDeadline(time.Now().Add(d))
+	}
 	for {
 		msg, err := fr.next()
 		if err != nil {
+			if waiting && errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("no Initiation message within %s (RFC 7854 requires it first)", d)
+			}
 			return err
+		}
+		if waiting && msg[5] == typeInitiation {
+			waiting = false
+			ss.conn.SetReadDeadline(time.Time{})
 		}
 		if !ss.q.push(msg) {
 			return nil // the processor stopped
@@ -416,6 +450,9 @@ func (ss *session) apply(ops []op, final bool) {
 			tx.PeerDown(o.peer.peer)
 		case opAnnounce:
 			tx.Announce(o.peer.peer, o.view, o.prefix, o.pathID, o.path)
+			if lim := ss.st.maxRoutes; lim > 0 && o.peer.peer.Routes() > lim {
+				ss.overLimit(tx, o.peer.peer)
+			}
 		case opWithdraw:
 			tx.Withdraw(o.peer.peer, o.view, o.prefix, o.pathID)
 		case opEndOfRIB:
@@ -425,6 +462,19 @@ func (ss *session) apply(ops []op, final bool) {
 	if final && ss.rs != nil {
 		tx.Disconnect(ss.rs)
 	}
+}
+
+// overLimit drops the routes of a peer over max_routes_per_peer. The
+// peer's handle is gone after that, so the rest of its routes are
+// ignored until the router reports it up again (a new Peer Up).
+func (ss *session) overLimit(tx *rib.Tx, p *rib.Peer) {
+	st := ss.st
+	st.c.routeLimit.Add(1)
+	k := p.Key()
+	st.log.Warn("bmp: peer over agent.enrich.rib.bmp.max_routes_per_peer: its routes dropped until it comes up again",
+		"router", ss.remote.Addr(), "router_name", p.Router().Name, "peer", k.Addr, "peer_type", k.Type,
+		"rd", rd.Format(k.Distinguisher), "limit", st.maxRoutes)
+	tx.PeerDown(p)
 }
 
 // queue holds framed messages between the reader and the processor,
@@ -506,6 +556,9 @@ type counters struct {
 	messages [numTypes]atomic.Uint64
 	skipped  [numSkips]atomic.Uint64
 	errors   atomic.Uint64
+	// routeLimit counts peers whose routes were dropped for going over
+	// max_routes_per_peer.
+	routeLimit atomic.Uint64
 }
 
 func (c *counters) message(typ byte) {

@@ -30,7 +30,9 @@ type stationFixture struct {
 	done chan error
 }
 
-func startStation(t *testing.T, cfg config.BMP) *stationFixture {
+// startStation runs a station; setup, if any, adjusts it before it
+// accepts sessions.
+func startStation(t *testing.T, cfg config.BMP, setup ...func(*Station)) *stationFixture {
 	t.Helper()
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
@@ -41,6 +43,9 @@ func startStation(t *testing.T, cfg config.BMP) *stationFixture {
 	st, err := Listen(cfg, r, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(st)
 	}
 	f := &stationFixture{t: t, st: st, rib: r, logs: logs, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -102,13 +102,12 @@ type entry struct {
 
 // snapshot is one published, immutable state of the RIB.
 type snapshot struct {
-	v4     [256]*group
-	v6     [256]*group
-	short4 *table
-	short6 *table
-	peers  []*Peer        // by index; entries of released indices are nil
-	paths  [][]*pathChunk // by peer index: the peer's path chunks
-	gen    uint64
+	fib                  // the global instance
+	vrfs  []*fib         // by VRF index - 1; nil for a free index
+	label []uint32       // indices of the VRF tables that label flows, in VRF key order
+	peers []*Peer        // by index; entries of released indices are nil
+	paths [][]*pathChunk // by peer index: the peer's path chunks
+	gen   uint64
 
 	routes   [2]int // by family: 0 IPv4, 1 IPv6
 	prefixes [2]int
@@ -130,8 +129,12 @@ type RIB struct {
 
 	mu          sync.Mutex // serialises writers; guards everything below
 	tx          Tx
-	peers       []*Peer // registry, shared with the published snapshot
-	peersShared bool    // peers must be copied before it is written
+	vrfs        map[VRFKey]*vrf
+	vrfByIdx    []*vrf // by index - 1
+	freeVRF     []uint32
+	labelRDs    map[uint64]bool // distinguishers whose VRFs label flows
+	peers       []*Peer         // registry, shared with the published snapshot
+	peersShared bool            // peers must be copied before it is written
 	free        []uint32
 	routers     map[RouterKey]*router
 
@@ -151,6 +154,7 @@ func New(o Options) *RIB {
 		keep:    o.Keep,
 		clock:   o.Clock,
 		routers: make(map[RouterKey]*router),
+		vrfs:    make(map[VRFKey]*vrf),
 	}
 	r.cur.Store(&snapshot{})
 	r.tx.r = r
@@ -257,6 +261,7 @@ func (r *RIB) Counts() Counts {
 type Summary struct {
 	Counts
 	Routers []RouterSummary
+	VRFs    []VRFSummary // in VRF key order
 }
 
 type RouterSummary struct {
@@ -283,6 +288,7 @@ func (r *RIB) Summary() Summary {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := Summary{Counts: r.Counts()}
+	vrfs := map[*vrf]*VRFSummary{}
 	for _, rt := range r.routers {
 		rs := RouterSummary{Router: rt.key, Descr: rt.descr, Connected: rt.cur != nil}
 		for _, p := range r.peers {
@@ -294,12 +300,26 @@ func (r *RIB) Summary() Summary {
 				ps.Routes4 += p.routes[v][0]
 				ps.Routes6 += p.routes[v][1]
 			}
+			if p.vrf != nil {
+				vs := vrfs[p.vrf]
+				if vs == nil {
+					vs = &VRFSummary{VRF: p.vrf.key, LabelsFlows: r.labelRDs[p.vrf.key.Distinguisher]}
+					vrfs[p.vrf] = vs
+				}
+				vs.Peers++
+				vs.Routes4 += ps.Routes4
+				vs.Routes6 += ps.Routes6
+			}
 			rs.Peers = append(rs.Peers, ps)
 		}
 		slices.SortFunc(rs.Peers, func(a, b PeerSummary) int { return comparePeerKeys(a.Peer, b.Peer) })
 		out.Routers = append(out.Routers, rs)
 	}
 	slices.SortFunc(out.Routers, func(a, b RouterSummary) int { return compareRouterKeys(a.Router, b.Router) })
+	for _, vs := range vrfs {
+		out.VRFs = append(out.VRFs, *vs)
+	}
+	slices.SortFunc(out.VRFs, func(a, b VRFSummary) int { return compareVRFKeys(a.VRF, b.VRF) })
 	return out
 }
 

@@ -33,24 +33,46 @@ type table = bart.Table[entry]
 // group holds the shards that share the first octet.
 type group [256]*table
 
-type shardID uint32
+// fib is one routing instance's table: the global one, or one VRF of
+// one router.
+type fib struct {
+	v4     [256]*group
+	v6     [256]*group
+	short4 *table
+	short6 *table
+}
+
+// shardID names a shard: the low 32 bits say which shard of a table
+// (shardOf), the high ones which table: 0 the global one, i the VRF
+// with index i.
+type shardID uint64
 
 const (
 	v6Base      shardID = 1 << 16
 	short4ID    shardID = 2 << 16
 	short6ID    shardID = short4ID + 1
 	numFamilies         = 2
+	instShift           = 32
 )
+
+// base is the shard within its table.
+func (id shardID) base() shardID { return id & (1<<instShift - 1) }
+
+// inst is the table: 0 global, else a VRF index.
+func (id shardID) inst() uint32 { return uint32(id >> instShift) }
+
+func (id shardID) in(inst uint32) shardID { return id.base() | shardID(inst)<<instShift }
 
 // family of a shard: 0 IPv4, 1 IPv6.
 func (id shardID) family() int {
-	switch {
+	switch id := id.base(); {
 	case id == short4ID:
 		return 0
 	case id == short6ID:
 		return 1
+	default:
+		return int(id >> 16)
 	}
-	return int(id >> 16)
 }
 
 // shardOf maps a masked prefix to its shard and the key stored there.
@@ -79,6 +101,7 @@ func shardOf(p netip.Prefix) (shardID, netip.Prefix) {
 
 // prefixOf inverts shardOf.
 func prefixOf(id shardID, key netip.Prefix) netip.Prefix {
+	id = id.base()
 	switch {
 	case id == short4ID || id == short6ID:
 		return key
@@ -101,13 +124,18 @@ func prefixOf(id shardID, key netip.Prefix) netip.Prefix {
 }
 
 // Origin returns the origin ASN of the best route for the longest
-// prefix matching a, or 0 when no route matches or the origin is
-// unknown (trailing AS_SET). It never waits.
+// prefix matching a in the global instance and the VRFs that label
+// flows (SetLabelVRFs), or 0 when no route matches, the origin is
+// unknown (trailing AS_SET), or the match is a default route. It never
+// waits.
 func (r *RIB) Origin(a netip.Addr) uint32 {
 	if r == nil {
 		return 0
 	}
 	s := r.cur.Load()
+	if len(s.label) > 0 {
+		return s.labelOrigin(a)
+	}
 	if a.Is4() {
 		b := a.As4()
 		if g := s.v4[b[0]]; g != nil {
@@ -159,7 +187,7 @@ var addrLayoutOK = func() bool {
 	return true
 }()
 
-func (s *snapshot) lookup6(a netip.Addr) (entry, bool) {
+func (s *fib) lookup6(a netip.Addr) (entry, bool) {
 	if !a.Is6() {
 		return entry{}, false // the zero Addr
 	}
@@ -191,7 +219,7 @@ func (s *snapshot) lookup6(a netip.Addr) (entry, bool) {
 
 // lookupPrefix is the longest-prefix match that also returns the
 // matched prefix.
-func (s *snapshot) lookupPrefix(a netip.Addr) (netip.Prefix, entry, bool) {
+func (s *fib) lookupPrefix(a netip.Addr) (netip.Prefix, entry, bool) {
 	a = a.Unmap().WithZone("")
 	if !a.IsValid() {
 		return netip.Prefix{}, entry{}, false
@@ -223,7 +251,17 @@ func (s *snapshot) lookupPrefix(a netip.Addr) (netip.Prefix, entry, bool) {
 }
 
 func (s *snapshot) table(id shardID) *table {
-	switch id {
+	if i := id.inst(); i != 0 {
+		if int(i) > len(s.vrfs) || s.vrfs[i-1] == nil {
+			return nil
+		}
+		return s.vrfs[i-1].table(id)
+	}
+	return s.fib.table(id)
+}
+
+func (s *fib) table(id shardID) *table {
+	switch id = id.base(); id {
 	case short4ID:
 		return s.short4
 	case short6ID:
@@ -246,7 +284,7 @@ type shardSet struct {
 }
 
 func (s *shardSet) add(id shardID) {
-	switch id {
+	switch id = id.base(); id {
 	case short4ID:
 		s.short |= 1
 		return
@@ -261,8 +299,9 @@ func (s *shardSet) add(id shardID) {
 	s.bits[f][v>>6] |= 1 << (v & 63)
 }
 
-// list returns the shards of families fams (bit 0 IPv4, bit 1 IPv6).
-func (s *shardSet) list(fams uint8) []shardID {
+// list returns the shards of families fams (bit 0 IPv4, bit 1 IPv6),
+// in table inst.
+func (s *shardSet) list(fams uint8, inst uint32) []shardID {
 	var ids []shardID
 	for f := range numFamilies {
 		if fams&(1<<f) == 0 {
@@ -270,11 +309,11 @@ func (s *shardSet) list(fams uint8) []shardID {
 		}
 		for w, word := range s.bits[f] {
 			for ; word != 0; word &= word - 1 {
-				ids = append(ids, shardID(f)<<16|shardID(w*64+bits.TrailingZeros64(word)))
+				ids = append(ids, (shardID(f)<<16 | shardID(w*64+bits.TrailingZeros64(word))).in(inst))
 			}
 		}
 		if s.short&(1<<f) != 0 {
-			ids = append(ids, short4ID+shardID(f))
+			ids = append(ids, (short4ID + shardID(f)).in(inst))
 		}
 	}
 	return ids

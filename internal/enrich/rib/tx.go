@@ -19,6 +19,7 @@ type Peer struct {
 	bgpID  netip.Addr
 	router *router
 	sess   *Session
+	vrf    *vrf // nil for the global instance
 
 	// Writer state, guarded by RIB.mu.
 	stale  bool
@@ -34,6 +35,18 @@ type Peer struct {
 
 // Key returns the peer's identity.
 func (p *Peer) Key() PeerKey { return p.key }
+
+// Routes is how many routes p holds, all views and families; 0 once p
+// is gone. Only for use inside a transaction.
+func (p *Peer) Routes() int {
+	if p == nil {
+		return 0
+	}
+	return p.total()
+}
+
+// Router returns the key of the router that reported p.
+func (p *Peer) Router() RouterKey { return p.router.key }
 
 func (p *Peer) total() int {
 	n := 0
@@ -67,13 +80,20 @@ type Tx struct {
 	next       *snapshot // copy of cur, made on the first change
 	shards     map[shardID]shardState
 	groupOwned [numFamilies][256]bool // next.v4/v6[i] is a private copy
-	released   []uint32
-	dirtyPaths []*Peer // peers whose path table changed
-	lastPeer   *Peer   // memo of the last interned path
-	lastPath   Path
-	lastIdx    uint32
-	scratch    []update
-	seq        uint64
+	// The same for VRF tables: the next.vrfs slice, a VRF's fib, and its
+	// groups (by inst<<16 | family<<8 | first octet).
+	vrfsOwned     bool
+	fibOwned      map[uint32]bool
+	vrfGroupOwned map[uint64]bool
+	vrfsChanged   bool     // a VRF appeared or went: rebuild next.label
+	releasedVRFs  []uint32 // VRF indices free after the commit
+	released      []uint32
+	dirtyPaths    []*Peer // peers whose path table changed
+	lastPeer      *Peer   // memo of the last interned path
+	lastPath      Path
+	lastIdx       uint32
+	scratch       []update
+	seq           uint64
 }
 
 type shardState struct {
@@ -112,6 +132,9 @@ func (r *RIB) Update(f func(tx *Tx)) {
 func (tx *Tx) Commit() {
 	r := tx.r
 	if tx.next != nil {
+		if tx.vrfsChanged {
+			tx.next.label = r.labelTables(tx.next)
+		}
 		tx.next.gen = tx.cur.gen + 1
 		tx.next.peers = r.peers
 		r.peersShared = true
@@ -122,8 +145,13 @@ func (tx *Tx) Commit() {
 	// longer holds their routes.
 	r.free = append(r.free, tx.released...)
 	tx.released = tx.released[:0]
+	r.freeVRF = append(r.freeVRF, tx.releasedVRFs...)
+	tx.releasedVRFs = tx.releasedVRFs[:0]
 	clear(tx.shards)
 	tx.groupOwned = [numFamilies][256]bool{}
+	tx.vrfsOwned, tx.vrfsChanged = false, false
+	clear(tx.fibOwned)
+	clear(tx.vrfGroupOwned)
 	tx.cur, tx.next = nil, nil
 	r.mu.Unlock()
 }
@@ -161,30 +189,77 @@ func (tx *Tx) table(id shardID) *table { return tx.snap().table(id) }
 
 func (tx *Tx) setTable(id shardID, t *table) {
 	n := tx.touch()
+	inst := id.inst()
+	fb := &n.fib
+	if inst != 0 {
+		fb = tx.vrfFib(inst)
+	}
+	id = id.base()
 	switch id {
 	case short4ID:
-		n.short4 = t
+		fb.short4 = t
 		return
 	case short6ID:
-		n.short6 = t
+		fb.short6 = t
 		return
 	}
 	f, hi := id>>16, byte(id>>8)
-	groups := &n.v4
+	groups := &fb.v4
 	if f == 1 {
-		groups = &n.v6
+		groups = &fb.v6
 	}
 	g := groups[hi]
-	if !tx.groupOwned[f][hi] {
+	if !tx.claimGroup(inst, f, hi) {
 		ng := new(group)
 		if g != nil {
 			*ng = *g
 		}
 		groups[hi] = ng
-		tx.groupOwned[f][hi] = true
 		g = ng
 	}
 	g[byte(id)] = t
+}
+
+// claimGroup reports whether group hi of family f in table inst is
+// already a private copy in this transaction, and marks it as one.
+func (tx *Tx) claimGroup(inst uint32, f shardID, hi byte) bool {
+	if inst == 0 {
+		was := tx.groupOwned[f][hi]
+		tx.groupOwned[f][hi] = true
+		return was
+	}
+	k := uint64(inst)<<16 | uint64(f)<<8 | uint64(hi)
+	was := tx.vrfGroupOwned[k]
+	tx.vrfGroupOwned[k] = true
+	return was
+}
+
+// vrfFib returns the next snapshot's table of VRF inst, a private copy
+// (and so is the slice holding it).
+func (tx *Tx) vrfFib(inst uint32) *fib {
+	n := tx.touch()
+	if !tx.vrfsOwned {
+		n.vrfs = slices.Clone(n.vrfs)
+		tx.vrfsOwned = true
+	}
+	for int(inst) > len(n.vrfs) {
+		n.vrfs = append(n.vrfs, nil)
+	}
+	if tx.fibOwned == nil {
+		tx.fibOwned = make(map[uint32]bool)
+		tx.vrfGroupOwned = make(map[uint64]bool)
+	}
+	f := n.vrfs[inst-1]
+	if !tx.fibOwned[inst] {
+		nf := new(fib)
+		if f != nil {
+			*nf = *f
+		}
+		n.vrfs[inst-1] = nf
+		tx.fibOwned[inst] = true
+		f = nf
+	}
+	return f
 }
 
 // put stores e under key in shard id, copying the shard or its path as
@@ -279,8 +354,16 @@ func (tx *Tx) compareRoutes(a, b route) int {
 	return 0
 }
 
-func newEntry(routes []route) entry {
-	return entry{routes: routes, origin: routes[0].origin}
+// newEntry makes the entry of prefix bits long. A default route (bits
+// 0) keeps its routes for `rfm rib lookup` but gives no origin: it
+// would otherwise label every address the table lacks and keep the
+// MMDB fallback from answering.
+func newEntry(routes []route, bits int) entry {
+	e := entry{routes: routes}
+	if bits > 0 {
+		e.origin = routes[0].origin
+	}
+	return e
 }
 
 // Announce adds or replaces the route of p in view for pfx and path id.
@@ -292,6 +375,7 @@ func (tx *Tx) Announce(p *Peer, view View, pfx netip.Prefix, pathID uint32, path
 	}
 	pfx = pfx.Masked()
 	id, key := shardOf(pfx)
+	id = id.in(p.inst())
 	fam := familyOf(pfx)
 	var old entry
 	if t := tx.table(id); t != nil {
@@ -345,7 +429,7 @@ func (tx *Tx) Announce(p *Peer, view View, pfx netip.Prefix, pathID uint32, path
 		n.prefixes[fam]++
 	}
 	p.shards.add(id)
-	tx.put(id, key, newEntry(routes))
+	tx.put(id, key, newEntry(routes, pfx.Bits()))
 	if prev >= 0 {
 		pp := p.prev
 		tx.drop(pp, old.routes[prev].path)
@@ -365,6 +449,7 @@ func (tx *Tx) Withdraw(p *Peer, view View, pfx netip.Prefix, pathID uint32) {
 	}
 	pfx = pfx.Masked()
 	id, key := shardOf(pfx)
+	id = id.in(p.inst())
 	t := tx.table(id)
 	if t == nil {
 		return
@@ -408,7 +493,7 @@ func (tx *Tx) Withdraw(p *Peer, view View, pfx netip.Prefix, pathID uint32) {
 		n.prefixes[fam]--
 		tx.del(id, key)
 	} else {
-		tx.put(id, key, newEntry(routes))
+		tx.put(id, key, newEntry(routes, pfx.Bits()))
 	}
 	if removedPrev {
 		pp := p.prev
@@ -472,7 +557,7 @@ func (tx *Tx) removeRoutes(p *Peer, views, fams uint8) {
 	// When everything goes, the path table goes with the peer.
 	whole := views == 1<<numViews-1 && fams == 3
 	n := tx.touch()
-	for _, id := range p.shards.list(fams) {
+	for _, id := range p.shards.list(fams, p.inst()) {
 		t := tx.table(id)
 		if t == nil {
 			continue
@@ -498,7 +583,7 @@ func (tx *Tx) removeRoutes(p *Peer, views, fams uint8) {
 			n.routes[fam] -= removed
 			u := update{key: key}
 			if len(routes) > 0 {
-				u.e = newEntry(routes)
+				u.e = newEntry(routes, prefixOf(id, key).Bits())
 			} else {
 				n.prefixes[fam]--
 			}
@@ -647,6 +732,9 @@ func (tx *Tx) PeerUp(s *Session, key PeerKey, asn uint32, bgpID netip.Addr) *Pee
 	rt := s.router
 	tx.seq++
 	p := &Peer{key: key, asn: asn, bgpID: bgpID, router: rt, sess: s, seq: tx.seq}
+	if !key.Global() {
+		p.vrf = tx.holdVRF(VRFKey{Router: rt.key, Distinguisher: key.Distinguisher})
+	}
 	tx.register(p)
 	if st := rt.stale[key]; st != nil && st.next == nil {
 		p.prev = st
@@ -707,6 +795,9 @@ func (tx *Tx) release(p *Peer) {
 	}
 	tx.setPeer(p.idx, nil)
 	tx.setPathList(p.idx, nil)
+	if p.vrf != nil {
+		tx.dropVRF(p.vrf)
+	}
 	p.pt = pathTable{}
 	if tx.lastPeer == p {
 		tx.lastPeer = nil

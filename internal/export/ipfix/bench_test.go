@@ -27,7 +27,7 @@ func BenchmarkEncode(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				e := entryFromRecord(&tt.recs[i&1])
+				e := (&Exporter{defaultRate: 1}).entryFromRecord(&tt.recs[i&1])
 				if !m.addFlow(&e) {
 					m.finish(1740830400, seq, 1)
 					seq += m.dataRecords

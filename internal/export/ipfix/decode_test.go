@@ -247,7 +247,8 @@ func wantFlow(r *flow.Record) decodedFlow {
 		DstASN:  r.DstASN,
 	}
 	if r.Dir == datapath.Egress {
-		w.Egress, w.Direction = r.Ifindex, 1
+		// A forwarded packet's egress flow also names where it came in.
+		w.Egress, w.Ingress, w.Direction = r.Ifindex, r.InIfindex, 1
 	} else {
 		w.Ingress = r.Ifindex
 	}
@@ -283,6 +284,9 @@ func testRecord(i int) flow.Record {
 	}
 	if i%4 >= 2 {
 		r.Dir = datapath.Egress
+		if i%8 >= 6 { // forwarded: came in on another interface
+			r.InIfindex = uint32(20 + i%3)
+		}
 	}
 	return r
 }

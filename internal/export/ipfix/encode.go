@@ -120,8 +120,10 @@ type flowEntry struct {
 	startMs, endMs   uint64
 	packets, octets  uint64
 	ifindex          uint32
+	inIfindex        uint32 // where an egress flow's packets came in; 0 if local
 	srcASN, dstASN   uint32
 	srcPort, dstPort uint16
+	rate             uint32 // 1-in-N rate that sampled the record
 	proto            uint8
 	egress           bool
 	reason           uint8
@@ -135,22 +137,28 @@ func unixMilli(ms int64) uint64 {
 	return uint64(ms)
 }
 
-func entryFromRecord(r *flow.Record) flowEntry {
+func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
+	rate := r.SampleRate
+	if rate == 0 {
+		rate = e.defaultRate
+	}
 	return flowEntry{
-		src:     r.Src,
-		dst:     r.Dst,
-		startMs: unixMilli(r.Start.UnixMilli()),
-		endMs:   unixMilli(r.End.UnixMilli()),
-		packets: r.Packets,
-		octets:  r.Bytes,
-		ifindex: r.Ifindex,
-		srcASN:  r.SrcASN,
-		dstASN:  r.DstASN,
-		srcPort: r.SrcPort,
-		dstPort: r.DstPort,
-		proto:   r.Proto,
-		egress:  r.Dir == datapath.Egress,
-		reason:  uint8(r.Reason),
+		rate:      rate,
+		src:       r.Src,
+		dst:       r.Dst,
+		startMs:   unixMilli(r.Start.UnixMilli()),
+		endMs:     unixMilli(r.End.UnixMilli()),
+		packets:   r.Packets,
+		octets:    r.Bytes,
+		ifindex:   r.Ifindex,
+		inIfindex: r.InIfindex,
+		srcASN:    r.SrcASN,
+		dstASN:    r.DstASN,
+		srcPort:   r.SrcPort,
+		dstPort:   r.DstPort,
+		proto:     r.Proto,
+		egress:    r.Dir == datapath.Egress,
+		reason:    uint8(r.Reason),
 		// The IPv4 template only when both addresses are IPv4: a mixed
 		// pair cannot come from one packet, but must not lose bytes.
 		v4: isV4Mapped(&r.Src) && isV4Mapped(&r.Dst),
@@ -376,11 +384,13 @@ func putFlowTail(b []byte, f *flowEntry) {
 	binary.BigEndian.PutUint16(b[2:], f.dstPort)
 	b[4] = f.proto
 	// The interface the packet was seen on is the ingress interface of an
-	// ingress flow and the egress interface of an egress flow; the other
-	// side is unknown at a TC hook and exported as 0.
+	// ingress flow and the egress interface of an egress flow. An egress
+	// flow of forwarded packets also knows where they came in
+	// (skb->ingress_ifindex); where they will leave is unknown at ingress
+	// and exported as 0, as is the ingress side of local traffic.
 	ingress, egress, direction := f.ifindex, uint32(0), uint8(0)
 	if f.egress {
-		ingress, egress, direction = 0, f.ifindex, 1
+		ingress, egress, direction = f.inIfindex, f.ifindex, 1
 	}
 	binary.BigEndian.PutUint32(b[5:], ingress)
 	binary.BigEndian.PutUint32(b[9:], egress)

@@ -89,7 +89,7 @@ func encodeStream(t testing.TB, maxSize int, domainID, rate uint32, ifaces []Int
 	}
 	emit()
 	for i := range recs {
-		e := entryFromRecord(&recs[i])
+		e := (&Exporter{defaultRate: 1}).entryFromRecord(&recs[i])
 		if !m.addFlow(&e) {
 			emit()
 			if !m.addFlow(&e) {
@@ -209,7 +209,7 @@ func TestRecordsPerMessage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newMessage(tt.maxSize)
-			e := entryFromRecord(tt.rec)
+			e := (&Exporter{defaultRate: 1}).entryFromRecord(tt.rec)
 			n := 0
 			for m.addFlow(&e) {
 				n++
@@ -284,7 +284,7 @@ func TestDirectionSetsInterfaces(t *testing.T) {
 		{"egress", testRecord(2), 0, 4, 1},  // testRecord(2): ifindex 4, egress
 	}
 	for _, tt := range tests {
-		e := entryFromRecord(&tt.rec)
+		e := (&Exporter{defaultRate: 1}).entryFromRecord(&tt.rec)
 		m := newMessage(1400)
 		m.addFlow(&e)
 		b := m.buf[headerLen+setHeaderLen+8:] // past set header and IPv4 addresses
@@ -322,7 +322,7 @@ func TestPutFixedString(t *testing.T) {
 func TestZeroTimesEncodeAsZero(t *testing.T) {
 	r := testRecord(0)
 	r.Start, r.End = r.Start.AddDate(-3000, 0, 0), r.End.AddDate(-3000, 0, 0) // before 1970
-	e := entryFromRecord(&r)
+	e := (&Exporter{defaultRate: 1}).entryFromRecord(&r)
 	if e.startMs != 0 || e.endMs != 0 {
 		t.Errorf("times before the epoch encode as %d, %d; want 0, 0", e.startMs, e.endMs)
 	}

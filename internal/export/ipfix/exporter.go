@@ -7,10 +7,12 @@
 package ipfix
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,9 @@ const (
 	writeTimeout = time.Second
 	// closeTimeout bounds the final flush in Close.
 	closeTimeout = 2 * time.Second
+	// pacedWait bounds how long ExportFlowsPaced waits for the sender to
+	// take the queue; only a sender stuck that long makes it drop.
+	pacedWait = 5 * time.Second
 	// warnInterval spaces out warnings about failing sends.
 	warnInterval = time.Minute
 )
@@ -48,12 +53,17 @@ type Config struct {
 	ObservationDomainID uint32
 	TemplateRefresh     time.Duration // templates and options are resent this often
 	MaxMessageSize      int           // bytes per UDP payload, 512..65507
-	SampleRate          uint32        // initial 1-in-N sampling rate, 0 means 1
-	QueueSize           int           // records waiting for the sender before drops
+	// SampleRate is the 1-in-N rate announced before the first record,
+	// and the rate of records whose SampleRate is 0; 0 means 1.
+	SampleRate uint32
+	QueueSize  int // records waiting for the sender before drops
 	// Deferred leaves the sender stopped until Start, so the caller can
 	// first exclude the exporter's socket from sampling (its templates
 	// go out as soon as the sender runs).
 	Deferred bool
+	// ReusePort binds with SO_REUSEPORT, so a replacement exporter can
+	// bind the same fixed port while this one flushes (reuseport.go).
+	ReusePort bool
 }
 
 // Interface names one attached interface for the interface options record.
@@ -75,11 +85,12 @@ type Exporter struct {
 	refresh  time.Duration
 	limit    int
 
+	defaultRate uint32 // Config.SampleRate
+
 	mu            sync.Mutex
-	queue         []flowEntry // records waiting for the sender, at most limit
+	queue         []flowEntry   // records waiting for the sender, at most limit
+	taken         chan struct{} // closed when the sender takes the queue
 	closed        bool
-	sampleRate    uint32
-	rateChanged   bool
 	interfaces    []Interface // replaced, never modified in place
 	ifacesChanged bool
 
@@ -100,6 +111,7 @@ type Exporter struct {
 	spare         []flowEntry
 	sequence      uint32 // data records sent before the current message
 	templatesDue  bool
+	announced     uint32 // rate of the last sampling options record
 	nextRefresh   time.Time
 	lastWarn      time.Time
 	errsSinceWarn uint64
@@ -155,24 +167,26 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	// A connected socket fixes the 4-tuple (so the datapath can exclude
 	// exactly it) and reports ICMP port unreachable as ECONNREFUSED on a
 	// later send, which tells us a collector may have lost our templates.
-	conn, err := net.DialUDP("udp", laddr, raddr)
+	conn, err := dialUDP(laddr, raddr, cfg.ReusePort)
 	if err != nil {
 		return nil, fmt.Errorf("ipfix: socket from bind %q to collector %q: %w", cfg.Bind, cfg.Collector, err)
 	}
 
 	e := &Exporter{
-		log:        log,
-		conn:       conn,
-		local:      addrPort(conn.LocalAddr()),
-		remote:     addrPort(conn.RemoteAddr()),
-		domainID:   cfg.ObservationDomainID,
-		refresh:    cfg.TemplateRefresh,
-		limit:      cfg.QueueSize,
-		sampleRate: cfg.SampleRate,
-		wake:       make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
-		msg:        newMessage(cfg.MaxMessageSize),
+		log:         log,
+		conn:        conn,
+		local:       addrPort(conn.LocalAddr()),
+		remote:      addrPort(conn.RemoteAddr()),
+		domainID:    cfg.ObservationDomainID,
+		refresh:     cfg.TemplateRefresh,
+		limit:       cfg.QueueSize,
+		defaultRate: cfg.SampleRate,
+		announced:   cfg.SampleRate,
+		taken:       make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+		msg:         newMessage(cfg.MaxMessageSize),
 		recordsDesc: prometheus.NewDesc("rfm_ipfix_records_total",
 			"Flow records sent to the IPFIX collector.", nil, nil),
 		messagesDesc: prometheus.NewDesc("rfm_ipfix_messages_total",
@@ -219,39 +233,71 @@ func (e *Exporter) LocalAddr() netip.AddrPort { return e.local }
 func (e *Exporter) RemoteAddr() netip.AddrPort { return e.remote }
 
 // ExportFlows queues records for the sender and never blocks: records that
-// do not fit in the queue are dropped and counted.
+// do not fit in the queue are dropped and counted. This is the live path
+// (flows ended while traffic flows), where only an overload drops.
 func (e *Exporter) ExportFlows(recs []flow.Record) {
 	if len(recs) == 0 {
 		return
 	}
-	e.mu.Lock()
-	n := 0
-	if !e.closed {
-		n = min(len(recs), e.limit-len(e.queue))
-		for i := range n {
-			e.queue = append(e.queue, entryFromRecord(&recs[i]))
-		}
-	}
-	e.mu.Unlock()
+	n, _ := e.enqueue(recs, e.limit)
 	if n < len(recs) {
 		e.dropped.Add(uint64(len(recs) - n))
 	}
+}
+
+// ExportFlowsPaced queues records like ExportFlows, but when the queue is
+// full it waits for the sender to take it, so a flush of any size (shutdown,
+// rate change, interface removal, table shrink) is delivered whole. It
+// fills the queue to three quarters only, leaving the rest to the records
+// the collector ends meanwhile, which a flush must not crowd out. Records
+// are dropped (and counted) only once the exporter is closed or the sender
+// has taken nothing for pacedWait.
+func (e *Exporter) ExportFlowsPaced(recs []flow.Record) {
+	timer := time.NewTimer(pacedWait)
+	defer timer.Stop()
+	for len(recs) > 0 {
+		n, taken := e.enqueue(recs, e.limit-e.limit/4)
+		recs = recs[n:]
+		if len(recs) == 0 {
+			return
+		}
+		if taken == nil {
+			break // closed
+		}
+		if n > 0 {
+			timer.Reset(pacedWait)
+		}
+		select {
+		case <-taken:
+		case <-timer.C:
+			e.log.Warn("ipfix: the sender took no records for a while; dropping the rest of a flush",
+				"collector", e.remote, "dropped", len(recs), "waited", pacedWait)
+			e.dropped.Add(uint64(len(recs)))
+			return
+		}
+	}
+	e.dropped.Add(uint64(len(recs)))
+}
+
+// enqueue appends as many of recs as fit below limit records queued and
+// wakes the sender. It returns how many it took and, unless the exporter
+// is closed, a channel closed when the sender next takes the queue.
+func (e *Exporter) enqueue(recs []flow.Record, limit int) (int, <-chan struct{}) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return 0, nil
+	}
+	n := max(0, min(len(recs), limit-len(e.queue)))
+	for i := range n {
+		e.queue = append(e.queue, e.entryFromRecord(&recs[i]))
+	}
+	taken := e.taken
+	e.mu.Unlock()
 	if n > 0 {
 		e.notify()
 	}
-}
-
-// SetSampleRate changes the sampling rate in the options record and sends
-// the record at once.
-func (e *Exporter) SetSampleRate(rate uint32) {
-	if rate == 0 {
-		rate = 1
-	}
-	e.mu.Lock()
-	e.sampleRate = rate
-	e.rateChanged = true
-	e.mu.Unlock()
-	e.notify()
+	return n, taken
 }
 
 // SetInterfaces replaces the attached interfaces and sends their options
@@ -323,37 +369,47 @@ func (e *Exporter) step(now time.Time, flush bool) {
 	e.mu.Lock()
 	batch := e.queue
 	e.queue = e.spare[:0]
-	rate, rateChanged := e.sampleRate, e.rateChanged
+	if len(batch) > 0 {
+		close(e.taken)
+		e.taken = make(chan struct{})
+	}
 	ifaces, ifacesChanged := e.interfaces, e.ifacesChanged
-	e.rateChanged, e.ifacesChanged = false, false
+	e.ifacesChanged = false
 	e.mu.Unlock()
 
 	refreshDue := !now.Before(e.nextRefresh)
 	switch {
-	case refreshDue || ((rateChanged || ifacesChanged) && e.templatesDue):
-		e.sendTemplates(now, rate, ifaces)
-	case rateChanged || ifacesChanged:
-		// Records already in the message were sampled at the old rate and
-		// goflow2 applies the rate found in a message to all of its flows,
-		// so the partly filled message goes out first.
+	case refreshDue || (ifacesChanged && e.templatesDue):
+		e.sendTemplates(now, ifaces)
+	case ifacesChanged:
 		e.send()
-		if rateChanged {
-			e.msg.addSampling(e.domainID, rate)
-		}
-		if ifacesChanged {
-			e.addInterfaces(ifaces)
-		}
+		e.addInterfaces(ifaces)
 		e.send()
 	}
 
-	// IPv4 first, then IPv6: a message then holds at most two data sets
-	// instead of a new set each time the family changes.
-	for _, v4 := range [2]bool{true, false} {
-		for i := range batch {
-			if batch[i].v4 == v4 {
-				e.addFlow(now, &batch[i], rate, ifaces)
+	// By rate (the one announced last first), then IPv4 before IPv6: a
+	// message then holds at most two data sets instead of a new set each
+	// time the family changes, and the sampling options record is resent
+	// only when the rate really changes.
+	if !sameRate(batch, e.announced) {
+		announced := e.announced
+		slices.SortStableFunc(batch, func(a, b flowEntry) int {
+			return cmp.Or(cmp.Compare(b2i(a.rate != announced), b2i(b.rate != announced)), cmp.Compare(a.rate, b.rate))
+		})
+	}
+	for start := 0; start < len(batch); {
+		end := start + 1
+		for end < len(batch) && batch[end].rate == batch[start].rate {
+			end++
+		}
+		for _, v4 := range [2]bool{true, false} {
+			for i := start; i < end; i++ {
+				if batch[i].v4 == v4 {
+					e.addFlow(now, &batch[i], ifaces)
+				}
 			}
 		}
+		start = end
 	}
 	e.spare = batch[:0]
 
@@ -362,15 +418,33 @@ func (e *Exporter) step(now time.Time, flush bool) {
 	}
 }
 
+func sameRate(batch []flowEntry, rate uint32) bool {
+	for i := range batch {
+		if batch[i].rate != rate {
+			return false
+		}
+	}
+	return true
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // sendTemplates sends what is in the current message, then all templates
 // and options records in messages of their own. Data records never share a
 // message with them, so a data record always fits in the next message.
-func (e *Exporter) sendTemplates(now time.Time, rate uint32, ifaces []Interface) {
+// The sampling options record carries the rate announced last, the one
+// the next data record was sampled at (addFlow announces a new one first).
+func (e *Exporter) sendTemplates(now time.Time, ifaces []Interface) {
 	e.send()
 	e.templatesDue = false
 	e.nextRefresh = now.Add(e.refresh)
 	e.msg.addTemplates()
-	e.msg.addSampling(e.domainID, rate)
+	e.msg.addSampling(e.domainID, e.announced)
 	e.addInterfaces(ifaces)
 	e.send()
 }
@@ -389,17 +463,29 @@ func (e *Exporter) addInterfaces(ifaces []Interface) {
 // due: by the refresh interval, or after a send error (the collector may
 // have restarted and forgotten them). Checking only there bounds resends
 // to one templates message per data message while a collector is absent.
-func (e *Exporter) addFlow(now time.Time, f *flowEntry, rate uint32, ifaces []Interface) {
-	if !e.msg.empty() {
+//
+// A record sampled at another rate than the one announced last starts a
+// new message that opens with the sampling options record of its rate:
+// collectors (goflow2, nfacctd) apply the sampling options they know when
+// a message has been read to all of its records, so records of two rates
+// never share a message.
+func (e *Exporter) addFlow(now time.Time, f *flowEntry, ifaces []Interface) {
+	newRate := f.rate != e.announced
+	if newRate {
+		e.send()
+		e.announced = f.rate
+	} else if !e.msg.empty() {
 		if e.msg.addFlow(f) {
 			return
 		}
 		e.send()
 	}
 	if e.templatesDue || !now.Before(e.nextRefresh) {
-		e.sendTemplates(now, rate, ifaces)
+		e.sendTemplates(now, ifaces)
+	} else if newRate {
+		e.msg.addSampling(e.domainID, e.announced)
 	}
-	e.msg.addFlow(f) // fits: the message is empty
+	e.msg.addFlow(f) // fits: the message holds at most one options record
 }
 
 // send finishes and sends the current message, if it holds anything. The

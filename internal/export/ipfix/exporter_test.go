@@ -281,15 +281,6 @@ func TestExporterRefreshesTemplates(t *testing.T) {
 	}
 }
 
-func TestExporterSetSampleRate(t *testing.T) {
-	col := startCollector(t, "udp4", "127.0.0.1:0")
-	e := newTestExporter(t, Config{Collector: col.addr.String(), SampleRate: 1, TemplateRefresh: time.Hour})
-	col.waitFor(t, 2*time.Second, "sampling interval 1", func(msgs []decodedMessage) bool { return samplingSeen(msgs, 1) })
-	e.SetSampleRate(10)
-	// The refresh is an hour away, so only SetSampleRate can send it.
-	col.waitFor(t, 2*time.Second, "sampling interval 10", func(msgs []decodedMessage) bool { return samplingSeen(msgs, 10) })
-}
-
 func samplingSeen(msgs []decodedMessage, interval uint32) bool {
 	for _, m := range msgs {
 		for _, s := range m.Sampling {

@@ -97,20 +97,20 @@ func portBound(t *testing.T, port int, p *lab.Process) bool {
 // families, both directions, and a non-initial fragment (ports 0).
 func nfdumpRecords() []flow.Record {
 	start := time.Now().Add(-10 * time.Second).Truncate(time.Millisecond)
-	mk := func(src, dst string, sport, dport uint16, proto uint8, dir datapath.Direction, ifindex uint32, pkts, bytes uint64) flow.Record {
+	mk := func(src, dst string, sport, dport uint16, proto uint8, dir datapath.Direction, ifindex, inIfindex uint32, pkts, bytes uint64) flow.Record {
 		r := flow.Record{Start: start, End: start.Add(2 * time.Second), Packets: pkts, Bytes: bytes,
 			Labels: flow.Labels{SrcASN: 64500, DstASN: 64501}, Reason: flow.EndIdleTimeout}
 		r.Src = netip.MustParseAddr(src).As16()
 		r.Dst = netip.MustParseAddr(dst).As16()
-		r.SrcPort, r.DstPort, r.Proto, r.Dir, r.Ifindex = sport, dport, proto, dir, ifindex
+		r.SrcPort, r.DstPort, r.Proto, r.Dir, r.Ifindex, r.InIfindex = sport, dport, proto, dir, ifindex, inIfindex
 		return r
 	}
 	return []flow.Record{
-		mk("198.18.0.1", "198.19.0.2", 40001, 443, 6, datapath.Ingress, 2, 3, 180),
-		mk("198.18.0.3", "198.19.0.4", 40002, 53, 17, datapath.Egress, 3, 5, 500),
-		mk("198.18.0.5", "198.19.0.6", 0, 0, 17, datapath.Ingress, 2, 1, 1480), // fragment
-		mk("2001:db8::1", "2001:db8:1::2", 40003, 443, 6, datapath.Ingress, 2, 7, 1400),
-		mk("2001:db8::3", "2001:db8:1::4", 40004, 4789, 17, datapath.Egress, 3, 2, 300),
+		mk("198.18.0.1", "198.19.0.2", 40001, 443, 6, datapath.Ingress, 2, 2, 3, 180),
+		mk("198.18.0.3", "198.19.0.4", 40002, 53, 17, datapath.Egress, 3, 2, 5, 500), // forwarded from 2
+		mk("198.18.0.5", "198.19.0.6", 0, 0, 17, datapath.Ingress, 2, 2, 1, 1480),    // fragment
+		mk("2001:db8::1", "2001:db8:1::2", 40003, 443, 6, datapath.Ingress, 2, 2, 7, 1400),
+		mk("2001:db8::3", "2001:db8:1::4", 40004, 4789, 17, datapath.Egress, 3, 0, 2, 300), // sent by this host
 	}
 }
 
@@ -169,7 +169,7 @@ func testNfdump(t *testing.T, nfcapd, nfdump string, rate uint32) {
 	for _, r := range recs {
 		in, out := r.Ifindex, uint32(0)
 		if r.Dir == datapath.Egress {
-			in, out = 0, r.Ifindex
+			in, out = r.InIfindex, r.Ifindex
 		}
 		// nfdump scales sampled counts by the interval it read from the
 		// sampling options record.

@@ -25,10 +25,12 @@ type Datapath interface {
 
 // Flows is what the exporter reads from the flow table.
 type Flows interface {
-	Rollup(fn func(k flow.RollupKey, sampledPackets, sampledBytes uint64))
+	LabelSets(fn func(r *flow.LabelSetRow))
+	LabelSetStats() flow.LabelSetStats
 	Active() int
 	Capacity() int
 	ForcedEvictions() uint64
+	LateEvents() uint64
 }
 
 // Collector implements prometheus.Collector for the core metrics except
@@ -55,20 +57,29 @@ var (
 	txPackets = prometheus.NewDesc("rfm_interface_tx_packets_total", "Packets sent (TC egress), counted in the kernel.", ifaceLabels, nil)
 
 	activeFlows     = prometheus.NewDesc("rfm_collector_active_flows", "Flows held in the flow table.", nil, nil)
-	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; 0 = unlimited).", nil, nil)
+	maxFlows        = prometheus.NewDesc("rfm_collector_max_flows", "Flow table capacity (agent.collector.max_flows; its ceiling when that is 0).", nil, nil)
 	droppedEvents   = prometheus.NewDesc("rfm_collector_dropped_events_total", "Sampled packets lost because the ring buffer was full.", nil, nil)
+	lateEvents      = prometheus.NewDesc("rfm_collector_late_events_total", "Sampled packets dropped because they arrived after their interface was detached and its flows ended.", nil, nil)
 	forcedEvictions = prometheus.NewDesc("rfm_collector_forced_evictions_total", "Flows evicted early because the flow table was full.", nil, nil)
 	malformed       = prometheus.NewDesc("rfm_datapath_malformed_packets_total", "Sampled packets not reported as flows because their headers were truncated or invalid.", nil, nil)
+	truncated       = prometheus.NewDesc("rfm_datapath_truncated_packets_total", "Sampled IPv6 packets whose transport header lay past the extension headers walked; reported as flows without ports.", nil, nil)
+	timerErrors     = prometheus.NewDesc("rfm_datapath_timer_errors_total", "Per-CPU batch flush timers that could not be armed; the batch was written to the ring at once.", nil, nil)
 	sampleRateDesc  = prometheus.NewDesc("rfm_sample_rate", "Current 1-in-N packet sampling rate.", nil, nil)
 	attachedDesc    = prometheus.NewDesc("rfm_interface_attached", "1 for every interface the datapath is attached to.", []string{"ifname"}, nil)
+
+	labelSets         = prometheus.NewDesc("rfm_flow_label_sets", "Label sets of the rfm_flow_* series kept now, overflow sets included.", nil, nil)
+	labelSetsMax      = prometheus.NewDesc("rfm_flow_label_sets_max", "Most label sets kept before new ones go to overflow sets (agent.prometheus.max_label_sets).", nil, nil)
+	labelSetOverflows = prometheus.NewDesc("rfm_flow_label_set_overflows_total", "Flows counted in an overflow label set because max_label_sets label sets were in use.", nil, nil)
+	labelSetsExpired  = prometheus.NewDesc("rfm_flow_label_sets_expired_total", "Label sets dropped after label_set_expiry without traffic.", nil, nil)
 
 	bpfMapErrors  = prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.", nil, prometheus.Labels{"subsystem": "bpf_map"})
 	ringbufErrors = prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.", nil, prometheus.Labels{"subsystem": "ring_buffer"})
 )
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions,
-		malformed, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors} {
+	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions, lateEvents,
+		malformed, truncated, timerErrors, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors,
+		labelSets, labelSetsMax, labelSetOverflows, labelSetsExpired} {
 		ch <- d
 	}
 }
@@ -83,9 +94,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(activeFlows, prometheus.GaugeValue, float64(c.flows.Active()))
 	ch <- prometheus.MustNewConstMetric(maxFlows, prometheus.GaugeValue, float64(c.flows.Capacity()))
 	ch <- prometheus.MustNewConstMetric(forcedEvictions, prometheus.CounterValue, float64(c.flows.ForcedEvictions()))
+	ch <- prometheus.MustNewConstMetric(lateEvents, prometheus.CounterValue, float64(c.flows.LateEvents()))
+	ls := c.flows.LabelSetStats()
+	ch <- prometheus.MustNewConstMetric(labelSets, prometheus.GaugeValue, float64(ls.Sets))
+	ch <- prometheus.MustNewConstMetric(labelSetsMax, prometheus.GaugeValue, float64(ls.Max))
+	ch <- prometheus.MustNewConstMetric(labelSetOverflows, prometheus.CounterValue, float64(ls.Overflowed))
+	ch <- prometheus.MustNewConstMetric(labelSetsExpired, prometheus.CounterValue, float64(ls.Expired))
 	if st, err := c.dp.Stats(); err == nil {
 		ch <- prometheus.MustNewConstMetric(droppedEvents, prometheus.CounterValue, float64(st.RingDrops))
 		ch <- prometheus.MustNewConstMetric(malformed, prometheus.CounterValue, float64(st.Malformed))
+		ch <- prometheus.MustNewConstMetric(truncated, prometheus.CounterValue, float64(st.Truncated))
+		ch <- prometheus.MustNewConstMetric(timerErrors, prometheus.CounterValue, float64(st.TimerErrors))
 	} else {
 		c.mapErrors.Add(1)
 	}
