@@ -24,7 +24,7 @@ old=$(mktemp -d /tmp/rfm-scale-base.XXXXXX)
 trap 'git worktree remove --force "$old" >/dev/null 2>&1 || rm -rf "$old"' EXIT
 git worktree add --detach "$old" "$base" >/dev/null 2>&1
 
-filter='Datapath/(floor|rate=0/(ipv4|ipv6|qinq-ipv4|mpls3-ipv4|gso12-tcp))$'
+filter='Datapath/(floor|rate=0)$'
 {
 	echo "# bench/scale.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(go version | cut -d' ' -f3)"
 	echo "# cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs"
