@@ -211,6 +211,29 @@ func TestDetachLeavesNothing(t *testing.T) {
 		if err != nil {
 			panic(err)
 		}
+		// Scrapes run all along (for the race detector).
+		stop, scraped := make(chan struct{}), make(chan error)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					scraped <- nil
+					return
+				default:
+				}
+				if _, err := d.Counters(); err != nil {
+					scraped <- err
+					return
+				}
+				d.Interfaces()
+			}
+		}()
+		defer func() {
+			close(stop)
+			if err := <-scraped; err != nil {
+				panic(fmt.Sprintf("counters during attach and detach: %v", err))
+			}
+		}()
 		for round := 0; round < 2; round++ {
 			for _, l := range links {
 				if err := d.Attach(l.Attrs().Index, l.Attrs().Name); err != nil {
