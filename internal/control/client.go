@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -120,6 +121,10 @@ func (c *Client) Do(ctx context.Context, call Call, out any) error {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
+		}
+		if strings.Contains(err.Error(), "malformed HTTP ") {
+			// An agent from before the HTTP API answers in JSON lines.
+			return fmt.Errorf("%s: the agent on %s does not answer in HTTP: an older agent? (use the rfm binary matching it)", call, c.path)
 		}
 		return fmt.Errorf("%s: no answer from the agent on %s: %w", call, c.path, err)
 	}

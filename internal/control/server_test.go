@@ -862,6 +862,34 @@ func TestDialErrors(t *testing.T) {
 	}
 }
 
+// TestOldAgent: an agent from before the HTTP API answered each request
+// line with a JSON line and closed on garbage; the client says so in
+// one line rather than quoting the bytes.
+func TestOldAgent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rfm.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			bufio.NewReader(c).ReadString('\n')
+			io.WriteString(c, `{"v":1,"ok":false,"error":"malformed request: invalid character 'G' looking for beginning of value"}`+"\n")
+			c.Close()
+		}
+	}()
+	_, err = NewClient(path).Status(bg)
+	want := "GET /v1/status: the agent on " + path + " does not answer in HTTP: an older agent? (use the rfm binary matching it)"
+	if err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %q", err, want)
+	}
+}
+
 func TestConcurrentClients(t *testing.T) {
 	fake := &fakeAgent{}
 	_, path := startServer(t, fake)
