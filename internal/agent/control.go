@@ -109,7 +109,7 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 			return xp > yp || xp == yp && xb > yb
 		}
 	default:
-		return control.Flows{}, fmt.Errorf("sort %q: want bytes or packets", args.Sort)
+		return control.Flows{}, control.BadParam("sort", args.Sort, fmt.Sprintf("sort %q: want bytes or packets", args.Sort))
 	}
 	names := map[uint32]string{}
 	for _, ifc := range a.dp.Interfaces() {
@@ -124,7 +124,7 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 			}
 		}
 		if !ok {
-			return control.Flows{}, fmt.Errorf("interface %q: not attached", args.Iface)
+			return control.Flows{}, control.BadParam("iface", args.Iface, fmt.Sprintf("interface %q: not attached", args.Iface))
 		}
 		filter = func(k *flow.Key) bool { return k.Ifindex == idx }
 	}
