@@ -119,6 +119,8 @@ in
             # A string, not a path: a path would copy the file, which names TLS
             # keys and password hashes, into the world-readable Nix store.
             web_config = opt lib.types.str "Absolute path of a Prometheus exporter-toolkit web config file (TLS, basic auth) for /metrics and /healthz; readable by the service user.";
+            max_label_sets = opt (lib.types.ints.between 1 1000000) ''Most label sets of the rfm_flow_* series; past it new ones go to the "overflow" series (default 10000).'';
+            label_set_expiry = opt duration ''A label set without traffic for this long is dropped, >= 1m (default "1h").'';
           };
 
           control = section "Control plane (rfm status, rfm flows, ...)." {

@@ -170,7 +170,7 @@ func (a *agent) start(ifaces []net.Interface) error {
 	a.ipfix = &ipfixSink{}
 	a.reg.MustRegister(a.ipfix)
 	if c.IPFIX.Enabled() {
-		e, err := newExporter(c.IPFIX, c.BPF.SampleRate, a.log)
+		e, err := newExporter(c.IPFIX, c.BPF.SampleRate, true, a.log)
 		if err != nil {
 			return err
 		}
@@ -198,6 +198,9 @@ func (a *agent) start(ifaces []net.Interface) error {
 		Sinks:         []flow.Sink{a.ipfix},
 		Enricher:      a.enricher,
 		Logger:        a.log,
+
+		MaxLabelSets:   c.Prometheus.MaxLabelSets,
+		LabelSetExpiry: c.Prometheus.LabelSetExpiry.Duration,
 	})
 	a.core = prom.New(a.dp, a.table, a.sampleRate.Load)
 	a.reg.MustRegister(a.core)
@@ -232,7 +235,9 @@ func (a *agent) start(ifaces []net.Interface) error {
 			a.log.Warn("could not drop capabilities; running with those it was started with", "err", err)
 		}
 	}
-	a.metrics.serve(a.reg, a.core, a.healthy)
+	if err := a.metrics.serve(a.reg, a.core, a.healthy); err != nil {
+		return err
+	}
 	a.serveControl()
 	a.started = true
 	return nil
@@ -265,13 +270,23 @@ func openMMDB(c config.MMDB) (*mmdb.DB, error) {
 }
 
 // newExporter creates an exporter whose sender waits for Start, so its
-// socket can be excluded from sampling before its first packet.
-func newExporter(c config.IPFIX, rate uint32, log *slog.Logger) (*ipfix.Exporter, error) {
+// socket can be excluded from sampling before its first packet. A fixed
+// bind port is bound with SO_REUSEPORT, so that a reload can open the
+// replacement socket while the old exporter still flushes; at start
+// (exclusive) the port is first bound alone, so a port some other
+// socket holds is still an error, as it would be without the option.
+func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
 	bind := ""
 	if c.Bind.Host != "" || c.Bind.Port != 0 {
 		bind = c.Bind.Addr()
 	}
-	return ipfix.New(ipfix.Config{
+	if exclusive && c.Bind.Port != 0 {
+		if err := ipfix.CheckBindFree(bind, c.CollectorAddr()); err != nil {
+			return nil, fmt.Errorf("agent.ipfix.bind %s: %w", bind, err)
+		}
+	}
+	e, err := ipfix.New(ipfix.Config{
+		ReusePort:           c.Bind.Port != 0,
 		Collector:           c.CollectorAddr(),
 		Bind:                bind,
 		ObservationDomainID: c.ObservationDomainID,
@@ -280,6 +295,10 @@ func newExporter(c config.IPFIX, rate uint32, log *slog.Logger) (*ipfix.Exporter
 		SampleRate:          rate,
 		Deferred:            true,
 	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("agent.ipfix: %w", err)
+	}
+	return e, nil
 }
 
 // shutdown stops watching links, detaches, drains what the ring still

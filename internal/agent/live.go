@@ -175,7 +175,11 @@ func (a *agent) reload() (control.ReloadResult, error) {
 	var newExp *ipfix.Exporter
 	ipfixChanged := c.IPFIX != n.IPFIX
 	if ipfixChanged && n.IPFIX.Enabled() {
-		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), a.log); err != nil {
+		// With the same fixed bind port the new socket shares the port
+		// with the old one (SO_REUSEPORT) until the old exporter has
+		// flushed; a new bind address must be free, as at start.
+		exclusive := n.IPFIX.Bind != c.IPFIX.Bind
+		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), exclusive, a.log); err != nil {
 			return res, err
 		}
 		// The new exporter may send templates at once: exclude its
@@ -188,9 +192,27 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		}
 		newExp.Start()
 	}
+	// The metrics server goes last among the fallible steps: once the
+	// new one answers, nothing below can fail. A new address gets a new
+	// socket (the old one answers until the new one does); a change of
+	// web_config alone keeps the socket and hands it to a server with
+	// the new settings, since binding the same address again would fail
+	// while the old listener is open.
 	var newMetrics *metricsServer
-	if c.Prometheus != n.Prometheus {
-		if newMetrics, err = listenMetrics(next, a.log); err != nil {
+	cHost, cPort, cWeb := c.Prometheus.Listener()
+	nHost, nPort, nWeb := n.Prometheus.Listener()
+	if cHost != nHost || cPort != nPort || cWeb != nWeb {
+		if cHost != nHost || cPort != nPort {
+			newMetrics, err = listenMetrics(next, a.log)
+		} else {
+			newMetrics, err = a.metrics.withWebConfig(nWeb)
+		}
+		if err == nil {
+			if err = newMetrics.serve(a.reg, a.core, a.healthy); err != nil && newMetrics.ln != a.metrics.ln {
+				newMetrics.ln.Close()
+			}
+		}
+		if err != nil {
 			if newExp != nil {
 				_ = newExp.Close()
 				_ = a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load()))
@@ -231,10 +253,18 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		res.Applied = append(res.Applied, "agent.ipfix")
 	}
 	if newMetrics != nil {
-		newMetrics.serve(a.reg, a.core, a.healthy)
-		a.metrics.close()
+		if newMetrics.ln == a.metrics.ln {
+			a.metrics.retire()
+		} else {
+			a.metrics.close()
+		}
 		a.metrics = newMetrics
 		res.Applied = append(res.Applied, "agent.prometheus")
+	}
+	maxSetsChanged := changed("agent.prometheus.max_label_sets", c.Prometheus.MaxLabelSets != n.Prometheus.MaxLabelSets)
+	expiryChanged := changed("agent.prometheus.label_set_expiry", c.Prometheus.LabelSetExpiry != n.Prometheus.LabelSetExpiry)
+	if maxSetsChanged || expiryChanged {
+		a.table.SetLabelSetLimits(n.Prometheus.MaxLabelSets, n.Prometheus.LabelSetExpiry.Duration)
 	}
 	if n.BPF.SampleRate != fileRate {
 		if _, err := a.setSampleRate(n.BPF.SampleRate); err != nil {

@@ -66,6 +66,19 @@ type Prometheus struct {
 	// WebConfig is an optional Prometheus exporter-toolkit web config
 	// file (TLS, basic auth) for the metrics endpoint.
 	WebConfig string `toml:"web_config"`
+	// MaxLabelSets bounds the label sets of the rfm_flow_* series
+	// (default 10000, >= 1); past it, traffic of new label sets goes to
+	// one overflow set per interface and direction.
+	MaxLabelSets int `toml:"max_label_sets"`
+	// LabelSetExpiry drops a label set that saw no traffic and has no
+	// active flow for this long (default 1h, >= 1m).
+	LabelSetExpiry Duration `toml:"label_set_expiry"`
+}
+
+// Listener is the part of the metrics settings the HTTP listener uses;
+// the rest (label sets) applies to the flow table.
+func (p Prometheus) Listener() (host string, port int, webConfig string) {
+	return p.Host, p.Port, p.WebConfig
 }
 
 type Enrich struct {

@@ -49,6 +49,8 @@ func TestDefaults(t *testing.T) {
 		{"ipfix.max_message_size", a.IPFIX.MaxMessageSize, 1400},
 		{"prometheus.host", a.Prometheus.Host, "::1"},
 		{"prometheus.port", a.Prometheus.Port, 9669},
+		{"prometheus.max_label_sets", a.Prometheus.MaxLabelSets, 10000},
+		{"prometheus.label_set_expiry", a.Prometheus.LabelSetExpiry.Duration, time.Hour},
 		{"enrich.mmdb.asn_db", a.Enrich.MMDB.ASNDB, ""},
 		{"enrich.mmdb.city_db", a.Enrich.MMDB.CityDB, ""},
 		{"enrich.rib.bmp.host", a.Enrich.RIB.BMP.Host, ""},
@@ -207,6 +209,10 @@ func TestRejections(t *testing.T) {
 		{"prometheus host empty", base + "[agent.prometheus]\nhost = \"\"\n", "agent.prometheus.host", `""`},
 		{"prometheus port 0", base + "[agent.prometheus]\nport = 0\n", "agent.prometheus.port", "0"},
 		{"prometheus port too big", base + "[agent.prometheus]\nport = 65536\n", "agent.prometheus.port", "65536"},
+		{"max_label_sets 0", base + "[agent.prometheus]\nmax_label_sets = 0\n", "agent.prometheus.max_label_sets", "0"},
+		{"max_label_sets too big", base + "[agent.prometheus]\nmax_label_sets = 1000001\n", "agent.prometheus.max_label_sets", "1000001"},
+		{"label_set_expiry short", base + "[agent.prometheus]\nlabel_set_expiry = \"59s\"\n", "agent.prometheus.label_set_expiry", `"59s"`},
+		{"label_set_expiry not a duration", base + "[agent.prometheus]\nlabel_set_expiry = \"1 hour\"\n", "agent.prometheus.label_set_expiry", `"1 hour"`},
 
 		// agent.enrich.rib.bmp.
 		{"bmp host space", base + "[agent.enrich.rib.bmp]\nhost = \"a b\"\n", "agent.enrich.rib.bmp.host", `"a b"`},
@@ -547,7 +553,7 @@ func TestSpecExample(t *testing.T) {
 			TemplateRefresh:     Duration{time.Minute},
 			MaxMessageSize:      1400,
 		},
-		Prometheus: Prometheus{Host: "::1", Port: 9669},
+		Prometheus: Prometheus{Host: "::1", Port: 9669, MaxLabelSets: 10000, LabelSetExpiry: Duration{time.Hour}},
 		Enrich: Enrich{
 			MMDB: MMDB{
 				ASNDB:  filepath.Join(dir, "dbip-asn-lite.mmdb"),

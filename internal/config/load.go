@@ -37,6 +37,8 @@ const (
 	DefaultIPFIXMaxMessageSize = 1400
 	DefaultPrometheusHost      = "::1"
 	DefaultPrometheusPort      = 9669
+	DefaultMaxLabelSets        = 10000
+	DefaultLabelSetExpiry      = time.Hour
 	DefaultBMPHost             = "::1"
 	DefaultBMPPort             = 11019
 	DefaultBMPKeep             = 5 * time.Minute
@@ -247,6 +249,12 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	}
 	if !defined("prometheus", "port") {
 		a.Prometheus.Port = DefaultPrometheusPort
+	}
+	if !defined("prometheus", "max_label_sets") {
+		a.Prometheus.MaxLabelSets = DefaultMaxLabelSets
+	}
+	if !defined("prometheus", "label_set_expiry") {
+		a.Prometheus.LabelSetExpiry.Duration = DefaultLabelSetExpiry
 	}
 
 	bmp := &a.Enrich.RIB.BMP

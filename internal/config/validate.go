@@ -29,6 +29,13 @@ const (
 	// headers must fit; 16 MiB - 1 caps what one peer can make us buffer.
 	MinBMPMessageSize = 4096
 	MaxBMPMessageSize = 1<<24 - 1
+	// MaxLabelSets caps agent.prometheus.max_label_sets: six flow series
+	// per label set, so a million sets is already far more than one
+	// Prometheus target should expose.
+	MaxLabelSets = 1000000
+	// MinLabelSetExpiry keeps a label set alive over several scrapes: a
+	// set that expires and returns restarts its counters from zero.
+	MinLabelSetExpiry = time.Minute
 	// maxIfNameLen is IFNAMSIZ - 1.
 	maxIfNameLen = 15
 )
@@ -262,6 +269,12 @@ func validateValues(c *Config) *Error {
 	}
 	if w := a.Prometheus.WebConfig; w != "" && !filepath.IsAbs(w) {
 		return keyError("agent.prometheus.web_config", w, "must be an absolute path")
+	}
+	if n := a.Prometheus.MaxLabelSets; n < 1 || n > MaxLabelSets {
+		return keyError("agent.prometheus.max_label_sets", n, "must be between 1 and %d", MaxLabelSets)
+	}
+	if e := checkMinDuration("agent.prometheus.label_set_expiry", a.Prometheus.LabelSetExpiry, MinLabelSetExpiry); e != nil {
+		return e
 	}
 
 	bmp := &a.Enrich.RIB.BMP

@@ -59,6 +59,11 @@ type Options struct {
 	Sinks         []Sink       // receive ended flows, in this order
 	Enricher      Enricher     // labels new flows; may be nil
 	Logger        *slog.Logger // nil discards
+	// MaxLabelSets and LabelSetExpiry bound the label sets (see
+	// labelsets.go); <= 0 selects DefaultMaxLabelSets and
+	// DefaultLabelSetExpiry.
+	MaxLabelSets   int
+	LabelSetExpiry time.Duration
 }
 
 // entry is one active flow in the arena. Neither it nor the index holds
@@ -73,6 +78,7 @@ type entry struct {
 	last    int64  // boot ns of the newest sampled packet
 	packets uint64 // sampled, since the current record started
 	bytes   uint64
+	set     int32 // label set (Table.sets) the flow counts in
 
 	first int64 // boot ns of the first sampled packet
 	// Set by the first active-timeout export: where the current record
@@ -103,6 +109,7 @@ type Table struct {
 	queue    ageQueue   // eviction order, by last-seen
 	due      ageQueue   // active-timeout order, by start of the current record
 	cities   *cityTable // city names behind entry.srcCity/dstCity
+	sets     labelSets  // Prometheus label sets and their totals
 	maxFlows int        // 0 = unlimited (up to flowCeiling)
 	hint     int        // flows NewTable sized for; shrinking stops there
 	ended    []Record   // flows ended under mu, not yet delivered
@@ -142,11 +149,9 @@ type Table struct {
 	refreshCursor int
 	refreshBuf    []refreshItem
 
-	rollupMu sync.Mutex // one Rollup at a time; guards the buffers below
-	rollIdx  map[rollKey]int32
-	rollKeys []rollKey
-	rollSums []RollupCounts
-	rollRows []rollRow
+	rollupMu sync.Mutex // one LabelSets at a time; guards the buffers below
+	setSums  []setSum
+	setRows  []LabelSetRow
 }
 
 // NewTable returns an empty flow table.
@@ -172,7 +177,7 @@ func NewTable(o Options) *Table {
 		enricher: o.Enricher,
 		sinks:    append([]Sink(nil), o.Sinks...),
 		log:      log,
-		rollIdx:  map[rollKey]int32{},
+		sets:     newLabelSets(o.MaxLabelSets, o.LabelSetExpiry),
 	}
 	t.capacityA.Store(int64(t.limit()))
 	t.SetIdleTimeout(o.IdleTimeout)
@@ -358,6 +363,7 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 		}
 		e.packets += segments(ev)
 		e.bytes += uint64(ev.Len)
+		t.countEvent(e, ev)
 		return
 	}
 	t.create(k, h, ev)
@@ -393,6 +399,8 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 		l := t.enricher.Enrich(k.SrcAddr(), k.DstAddr())
 		t.setLabels(e, &l)
 	}
+	t.attachSet(e, ns)
+	t.countEvent(e, ev)
 	t.index.insert(h, i)
 	t.queue.push(queueItem{at: ns, idx: i, ver: e.ver})
 	t.due.push(queueItem{at: ns, idx: i, ver: e.ver})
@@ -422,6 +430,7 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 		t.ended = append(t.ended, t.record(e, reason))
 	}
 	t.index.remove(t.index.hash(&e.key), i)
+	t.detachSet(e)
 	e.live = false
 	e.ver++
 	e.nextFree = t.freeHead
@@ -636,6 +645,7 @@ func (t *Table) Sweep(nowBoot int64) {
 	t.gone.expire(nowBoot - int64(goneHold))
 	t.mu.Unlock()
 	refreshed := t.refreshLabels()
+	t.expireSets(nowBoot)
 	if evicted := t.IdleEvictions() - idleBefore; evicted > 0 || refreshed > 0 {
 		t.log.Debug("flow table swept", "idle_evicted", evicted, "relabelled", refreshed,
 			"active", t.Active(), "took", time.Since(started))
@@ -788,6 +798,8 @@ func (t *Table) refreshLabels() int {
 			if e := &t.entries[it.idx]; e.live && sameKey(&e.key, &it.key) {
 				t.setLabels(e, &it.labels)
 				e.gen = gen
+				t.detachSet(e) // counted so far stays in the old set
+				t.attachSet(e, e.last)
 			}
 		}
 		t.mu.Unlock()
@@ -850,6 +862,10 @@ type RollupKey struct {
 	DstASN  uint32
 	SrcCity string
 	DstCity string
+	// Overflow marks the overflow set of Ifindex and Dir, which takes
+	// the flows whose own label set did not fit under the limit; the
+	// other fields are zero.
+	Overflow bool
 }
 
 // rollKey is RollupKey with city ids: cheaper to hash and pointer-free.
@@ -867,89 +883,21 @@ type RollupCounts struct {
 	Packets, Bytes               uint64
 }
 
-type rollRow struct {
-	key RollupKey
-	RollupCounts
-}
-
 // rollupChunk is how many arena slots Rollup aggregates per lock hold.
 const rollupChunk = 8192
 
-// Rollup sums the packets and bytes of the active flows by RollupKey and
-// calls fn once per group, after the table lock is
+// Rollup sums the packets and bytes of the active flows by label set and
+// calls fn once per set with active flows, after the table lock is
 // released. The arena is aggregated a chunk at a time under the lock, so
 // the collector never waits for a whole scan; a flow that starts or ends
 // meanwhile may or may not be counted, as if it had happened just before
 // or after the scrape. fn must not call Rollup.
 func (t *Table) Rollup(fn func(k RollupKey, c RollupCounts)) {
-	t.rollupMu.Lock()
-	defer t.rollupMu.Unlock()
-	clear(t.rollIdx)
-	keys, sums, rows := t.rollKeys[:0], t.rollSums[:0], t.rollRows[:0]
-
-	var prev rollKey
-	prevIdx := int32(-1)
-	for start := 0; ; start += rollupChunk {
-		t.mu.Lock()
-		end := min(start+rollupChunk, len(t.entries))
-		for i := start; i < end; i++ {
-			e := &t.entries[i]
-			if !e.live {
-				continue
-			}
-			rk := rollKey{
-				ifindex: e.key.Ifindex,
-				srcASN:  e.srcASN,
-				dstASN:  e.dstASN,
-				srcCity: e.srcCity,
-				dstCity: e.dstCity,
-				proto:   e.key.Proto,
-				dir:     e.key.Dir,
-			}
-			j := prevIdx
-			if j < 0 || rk != prev {
-				var ok bool
-				if j, ok = t.rollIdx[rk]; !ok {
-					j = int32(len(sums))
-					t.rollIdx[rk] = j
-					keys = append(keys, rk)
-					sums = append(sums, RollupCounts{})
-				}
-				prev, prevIdx = rk, j
-			}
-			p, b := e.prevPackets+e.packets, e.prevBytes+e.bytes
-			sums[j].SampledPackets += p
-			sums[j].SampledBytes += b
-			sums[j].Packets += p * uint64(e.rate)
-			sums[j].Bytes += b * uint64(e.rate)
+	t.LabelSets(func(r *LabelSetRow) {
+		if r.ActiveFlows > 0 {
+			fn(r.Key, r.Active)
 		}
-		done := end >= len(t.entries)
-		if done {
-			for j, rk := range keys {
-				rows = append(rows, rollRow{
-					key: RollupKey{
-						Ifindex: rk.ifindex,
-						Dir:     rk.dir,
-						Proto:   rk.proto,
-						SrcASN:  rk.srcASN,
-						DstASN:  rk.dstASN,
-						SrcCity: t.cities.name(rk.srcCity),
-						DstCity: t.cities.name(rk.dstCity),
-					},
-					RollupCounts: sums[j],
-				})
-			}
-		}
-		t.mu.Unlock()
-		if done {
-			break
-		}
-	}
-
-	for i := range rows {
-		fn(rows[i].key, rows[i].RollupCounts)
-	}
-	t.rollKeys, t.rollSums, t.rollRows = keys, sums, rows
+	})
 }
 
 // topChunk is how many arena slots Top copies per lock hold.

@@ -170,6 +170,8 @@ func TestDashboardMetrics(t *testing.T) {
 		"rfm_collector_forced_evictions_total", "rfm_errors_total",
 		"rfm_bmp_sessions", "rfm_rib_routes", "rfm_ipfix_records_total",
 		"rfm_ipfix_dropped_records_total",
+		"rfm_flow_estimated_bytes_total", "rfm_flow_estimated_packets_total",
+		"rfm_flow_label_sets", "rfm_flow_label_set_overflows_total",
 	} {
 		if !used[want] {
 			t.Errorf("dashboard: no panel shows %s", want)

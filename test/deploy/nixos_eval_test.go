@@ -224,6 +224,8 @@ func TestNixOSModuleValidatesAtBuild(t *testing.T) {
 		{"bad value", `{ agent = { interfaces = [ "eth0" ]; bpf.sample_rate = 0; }; }`, "agent.bpf.sample_rate"},
 		{"bad duration", `{ agent = { interfaces = [ "eth0" ]; collector.eviction_timeout = "10ms"; }; }`, "agent.collector.eviction_timeout"},
 		{"short active_timeout", `{ agent = { interfaces = [ "eth0" ]; collector.active_timeout = "500ms"; }; }`, "agent.collector.active_timeout"},
+		{"label sets", `{ agent = { interfaces = [ "eth0" ]; prometheus = { max_label_sets = 500; label_set_expiry = "2h"; }; }; }`, ""},
+		{"short label set expiry", `{ agent = { interfaces = [ "eth0" ]; prometheus.label_set_expiry = "30s"; }; }`, "agent.prometheus.label_set_expiry"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

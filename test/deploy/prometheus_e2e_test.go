@@ -187,7 +187,7 @@ scrape_configs:
 		"--web.listen-address="+promListen,
 		"--log.level=warn")
 
-	// Loaded rules: all six groups' alerts are known to Prometheus, so
+	// Loaded rules: all the alerts are known to Prometheus, so
 	// the file we ship loads in a real server, not only in promtool.
 	alerts := alertExprs(t, rules)
 	lab.Eventually(t, 30*time.Second, "prometheus to load the alert rules", func() error {
@@ -236,6 +236,9 @@ scrape_configs:
 			`rate(rfm_interface_rx_packets_total{ifname="` + labDevA + `",family="ipv4"}[1m]) > 0`,
 			`rate(rfm_interface_tx_packets_total{ifname="` + labDevA + `",family="ipv6"}[1m]) > 0`,
 			`rfm_flow_bytes{src_asn="64500",dst_asn="64501",src_city="Testville",dst_city="Otherville"}`,
+			// The flow counters give a rate by the enriched labels.
+			`rate(rfm_flow_estimated_bytes_total{src_asn="64500",dst_asn="64501",src_city="Testville",dst_city="Otherville"}[1m]) > 0`,
+			`rate(rfm_flow_estimated_packets_total{ifname="` + labDevA + `",direction="egress",proto="udp"}[1m]) > 0`,
 		} {
 			res, err := instantQuery(tb.A, q)
 			if err != nil {
@@ -247,6 +250,22 @@ scrape_configs:
 		}
 		return nil
 	})
+
+	// Prometheus itself finds no counter reset in the flow counters over
+	// the whole run, although flows ended during it: the counters never
+	// went down between two scrapes.
+	for _, q := range []string{
+		`resets(rfm_flow_estimated_bytes_total[10m]) > 0`,
+		`resets(rfm_flow_estimated_packets_total[10m]) > 0`,
+	} {
+		res, err := instantQuery(tb.A, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		if len(res) != 0 {
+			t.Errorf("%s: counter resets in %v", q, res)
+		}
+	}
 
 	names := metricNamesInPrometheus(t, tb)
 

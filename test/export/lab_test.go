@@ -153,7 +153,10 @@ type agentConfig struct {
 	asnDB, cityDB   string
 	// extraInterfaces are added to agent.interfaces after devA.
 	extraInterfaces []string
-	metricsPort     int // 0: 9669
+	metricsPort     int    // 0: 9669
+	bindPort        int    // agent.ipfix.bind.port; 0: unset
+	webConfig       string // agent.prometheus.web_config; "": unset
+	maxLabelSets    int    // agent.prometheus.max_label_sets; 0: unset
 }
 
 // toml renders the config; the control socket goes into dir.
@@ -181,11 +184,14 @@ eviction_timeout = %q
 %s[agent.prometheus]
 host = "127.0.0.1"
 port = %d
-[agent.ipfix]
+%s[agent.ipfix]
 host = %q
 port = %d
 template_refresh = %q
-`, ifaces, c.sampleRate, c.evictionTimeout, active, c.metricsPortOrDefault(), addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, active, c.metricsPortOrDefault(), c.prometheusExtra(), addrB4, c.collectorPort, c.templateRefresh)
+	if c.bindPort != 0 {
+		toml += fmt.Sprintf("[agent.ipfix.bind]\nport = %d\n", c.bindPort)
+	}
 	if c.asnDB != "" {
 		toml += fmt.Sprintf("[agent.enrich.mmdb]\nasn_db = %q\ncity_db = %q\n", c.asnDB, c.cityDB)
 	}
@@ -193,6 +199,18 @@ template_refresh = %q
 	// may run at the same time.
 	toml += fmt.Sprintf("[agent.control]\nsocket = %q\n", filepath.Join(dir, "rfm.sock"))
 	return toml
+}
+
+// prometheusExtra renders the optional keys of [agent.prometheus].
+func (c agentConfig) prometheusExtra() string {
+	s := ""
+	if c.webConfig != "" {
+		s += fmt.Sprintf("web_config = %q\n", c.webConfig)
+	}
+	if c.maxLabelSets != 0 {
+		s += fmt.Sprintf("max_label_sets = %d\n", c.maxLabelSets)
+	}
+	return s
 }
 
 func startAgent(t *testing.T, l *testbed, c agentConfig) *proc {

@@ -61,6 +61,9 @@ type Config struct {
 	// first exclude the exporter's socket from sampling (its templates
 	// go out as soon as the sender runs).
 	Deferred bool
+	// ReusePort binds with SO_REUSEPORT, so a replacement exporter can
+	// bind the same fixed port while this one flushes (reuseport.go).
+	ReusePort bool
 }
 
 // Interface names one attached interface for the interface options record.
@@ -164,7 +167,7 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	// A connected socket fixes the 4-tuple (so the datapath can exclude
 	// exactly it) and reports ICMP port unreachable as ECONNREFUSED on a
 	// later send, which tells us a collector may have lost our templates.
-	conn, err := net.DialUDP("udp", laddr, raddr)
+	conn, err := dialUDP(laddr, raddr, cfg.ReusePort)
 	if err != nil {
 		return nil, fmt.Errorf("ipfix: socket from bind %q to collector %q: %w", cfg.Bind, cfg.Collector, err)
 	}

@@ -16,14 +16,19 @@ import (
 var cities = []string{"Amsterdam", "Berlin", "Chicago", "Dallas", "Frankfurt", "London", "Madrid", "Miami",
 	"Paris", "Prague", "Seattle", "Singapore", "Sydney", "Tokyo", "Toronto", "Zurich"}
 
-// BenchmarkScrape measures serving /metrics (gather + text encoding) with
-// 65,536 active flows spread over many label sets.
+// BenchmarkScrape measures serving /metrics (gather, text encoding and,
+// as Prometheus asks for it, gzip) with 65,536 active flows spread over
+// many label sets: a router's shape, 4,096 sets, and one set per flow
+// capped at the default limit of 10,000 label sets.
 func BenchmarkScrape(b *testing.B) {
-	b.Run("labelsets=router", func(b *testing.B) { benchScrape(b, routerEnricher{}) })
-	b.Run("labelsets=per-flow", func(b *testing.B) { benchScrape(b, asnCityEnricher{}) })
+	for _, enc := range []string{"gzip", "identity"} {
+		b.Run("labelsets=router/"+enc, func(b *testing.B) { benchScrape(b, routerEnricher{}, enc) })
+		b.Run("labelsets=4096/"+enc, func(b *testing.B) { benchScrape(b, asnCityEnricher{}, enc) })
+		b.Run("labelsets=max/"+enc, func(b *testing.B) { benchScrape(b, distinctEnricher{}, enc) })
+	}
 }
 
-func benchScrape(b *testing.B, en flow.Enricher) {
+func benchScrape(b *testing.B, en flow.Enricher, encoding string) {
 	t := flow.NewTable(flow.Options{MaxFlows: 65536, Enricher: en})
 	evs := make([]datapath.Event, 65536)
 	for i := range evs {
@@ -43,21 +48,25 @@ func benchScrape(b *testing.B, en flow.Enricher) {
 		b.Fatalf("active flows = %d", t.Active())
 	}
 	groups := 0
-	t.Rollup(func(flow.RollupKey, flow.RollupCounts) { groups++ })
+	t.LabelSets(func(*flow.LabelSetRow) { groups++ })
 	reg := prometheus.NewRegistry()
 	c := New(fakeDatapath{}, t, func() uint32 { return 100 })
 	reg.MustRegister(c)
 	h := Handler(reg, c, func(err error) { b.Fatal(err) })
 	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept-Encoding", encoding)
+	var w countingResponse
 	b.ResetTimer()
 	for b.Loop() {
-		h.ServeHTTP(discardResponse{}, req)
+		w.n = 0
+		h.ServeHTTP(&w, req)
 	}
-	b.ReportMetric(float64(groups*4), "flow-series")
+	b.ReportMetric(float64(groups*6), "flow-series")
+	b.ReportMetric(float64(w.n), "body-bytes")
 }
 
-type discardResponse struct{}
+type countingResponse struct{ n int }
 
-func (discardResponse) Header() http.Header         { return http.Header{} }
-func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
-func (discardResponse) WriteHeader(int)             {}
+func (*countingResponse) Header() http.Header           { return http.Header{} }
+func (w *countingResponse) Write(b []byte) (int, error) { w.n += len(b); return len(b), nil }
+func (*countingResponse) WriteHeader(int)               {}

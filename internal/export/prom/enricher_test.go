@@ -37,3 +37,14 @@ func (routerEnricher) Enrich(src, dst netip.Addr) flow.Labels {
 }
 
 func (routerEnricher) Generation() uint64 { return 1 }
+
+// distinctEnricher gives every flow of the benchmark its own label set
+// (source ASN from the two low address bytes).
+type distinctEnricher struct{}
+
+func (distinctEnricher) Enrich(src, dst netip.Addr) flow.Labels {
+	s := src.As4()
+	return flow.Labels{SrcASN: 64512 + uint32(s[2])<<8 + uint32(s[3]), SrcCity: cities[s[3]&15]}
+}
+
+func (distinctEnricher) Generation() uint64 { return 1 }

@@ -25,7 +25,8 @@ type Datapath interface {
 
 // Flows is what the exporter reads from the flow table.
 type Flows interface {
-	Rollup(fn func(k flow.RollupKey, c flow.RollupCounts))
+	LabelSets(fn func(r *flow.LabelSetRow))
+	LabelSetStats() flow.LabelSetStats
 	Active() int
 	Capacity() int
 	ForcedEvictions() uint64
@@ -66,13 +67,19 @@ var (
 	sampleRateDesc  = prometheus.NewDesc("rfm_sample_rate", "Current 1-in-N packet sampling rate.", nil, nil)
 	attachedDesc    = prometheus.NewDesc("rfm_interface_attached", "1 for every interface the datapath is attached to.", []string{"ifname"}, nil)
 
+	labelSets         = prometheus.NewDesc("rfm_flow_label_sets", "Label sets of the rfm_flow_* series kept now, overflow sets included.", nil, nil)
+	labelSetsMax      = prometheus.NewDesc("rfm_flow_label_sets_max", "Most label sets kept before new ones go to overflow sets (agent.prometheus.max_label_sets).", nil, nil)
+	labelSetOverflows = prometheus.NewDesc("rfm_flow_label_set_overflows_total", "Flows counted in an overflow label set because max_label_sets label sets were in use.", nil, nil)
+	labelSetsExpired  = prometheus.NewDesc("rfm_flow_label_sets_expired_total", "Label sets dropped after label_set_expiry without traffic.", nil, nil)
+
 	bpfMapErrors  = prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.", nil, prometheus.Labels{"subsystem": "bpf_map"})
 	ringbufErrors = prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.", nil, prometheus.Labels{"subsystem": "ring_buffer"})
 )
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{rxBytes, txBytes, rxPackets, txPackets, activeFlows, maxFlows, droppedEvents, forcedEvictions, lateEvents,
-		malformed, truncated, timerErrors, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors} {
+		malformed, truncated, timerErrors, sampleRateDesc, attachedDesc, bpfMapErrors, ringbufErrors,
+		labelSets, labelSetsMax, labelSetOverflows, labelSetsExpired} {
 		ch <- d
 	}
 }
@@ -88,6 +95,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(maxFlows, prometheus.GaugeValue, float64(c.flows.Capacity()))
 	ch <- prometheus.MustNewConstMetric(forcedEvictions, prometheus.CounterValue, float64(c.flows.ForcedEvictions()))
 	ch <- prometheus.MustNewConstMetric(lateEvents, prometheus.CounterValue, float64(c.flows.LateEvents()))
+	ls := c.flows.LabelSetStats()
+	ch <- prometheus.MustNewConstMetric(labelSets, prometheus.GaugeValue, float64(ls.Sets))
+	ch <- prometheus.MustNewConstMetric(labelSetsMax, prometheus.GaugeValue, float64(ls.Max))
+	ch <- prometheus.MustNewConstMetric(labelSetOverflows, prometheus.CounterValue, float64(ls.Overflowed))
+	ch <- prometheus.MustNewConstMetric(labelSetsExpired, prometheus.CounterValue, float64(ls.Expired))
 	if st, err := c.dp.Stats(); err == nil {
 		ch <- prometheus.MustNewConstMetric(droppedEvents, prometheus.CounterValue, float64(st.RingDrops))
 		ch <- prometheus.MustNewConstMetric(malformed, prometheus.CounterValue, float64(st.Malformed))

@@ -34,14 +34,27 @@ func (fakeDatapath) Interfaces() []datapath.Interface {
 
 type fakeFlows struct{}
 
-// Rollup reports flows sampled at 1 in 100 (the rate fakeFlows' tests use).
-func (fakeFlows) Rollup(fn func(k flow.RollupKey, c flow.RollupCounts)) {
+// LabelSets reports flows sampled at 1 in 100 (the rate fakeFlows' tests use).
+func (fakeFlows) LabelSets(fn func(r *flow.LabelSetRow)) {
 	at100 := func(p, b uint64) flow.RollupCounts {
 		return flow.RollupCounts{SampledPackets: p, SampledBytes: b, Packets: 100 * p, Bytes: 100 * b}
 	}
-	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Proto: 17, SrcASN: 64500, SrcCity: "Testville"}, at100(5, 500))
-	fn(flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, at100(1, 40))
-	fn(flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcCity: `Quote"d \ New` + "\n" + `line`}, at100(2, 80))
+	for _, r := range []flow.LabelSetRow{
+		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Proto: 17, SrcASN: 64500, SrcCity: "Testville"},
+			ActiveFlows: 1, Active: at100(5, 500), Packets: 7000, Bytes: 900000},
+		{Key: flow.RollupKey{Ifindex: 9, Dir: datapath.Ingress, Proto: 99}, ActiveFlows: 1, Active: at100(1, 40)},
+		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 6, SrcCity: `Quote"d \ New` + "\n" + `line`},
+			ActiveFlows: 2, Active: at100(2, 80)},
+		// No active flow: only in the counters.
+		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Ingress, Proto: 1, DstASN: 64511}, Packets: 3, Bytes: 252},
+		{Key: flow.RollupKey{Ifindex: 2, Dir: datapath.Egress, Overflow: true},
+			ActiveFlows: 3, Active: at100(4, 400), Packets: 11, Bytes: 1100},
+	} {
+		fn(&r)
+	}
+}
+func (fakeFlows) LabelSetStats() flow.LabelSetStats {
+	return flow.LabelSetStats{Sets: 5, Max: 4, Overflowed: 3, Expired: 6}
 }
 func (fakeFlows) Active() int             { return 2 }
 func (fakeFlows) Capacity() int           { return 65536 }
@@ -75,6 +88,28 @@ func value(t *testing.T, fams []*dto.MetricFamily, name string, labels map[strin
 	return 0
 }
 
+// has reports whether the sample name{labels} exists.
+func has(fams []*dto.MetricFamily, name string, labels map[string]string) bool {
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
+					continue next
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
 func TestCollect(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	c := New(fakeDatapath{}, fakeFlows{}, func() uint32 { return 100 })
@@ -96,6 +131,13 @@ func TestCollect(t *testing.T) {
 		"src_asn": "64500", "dst_asn": "", "src_city": "Testville", "dst_city": ""}
 	unknownIf := map[string]string{"ifname": "9", "direction": "ingress", "proto": "99",
 		"src_asn": "", "dst_asn": "", "src_city": "", "dst_city": ""}
+	icmpIn := map[string]string{"ifname": "eth0", "direction": "ingress", "proto": "icmp",
+		"src_asn": "", "dst_asn": "64511", "src_city": "", "dst_city": ""}
+	overflow := map[string]string{"ifname": "eth0", "direction": "egress", "proto": "overflow",
+		"src_asn": "overflow", "dst_asn": "overflow", "src_city": "overflow", "dst_city": "overflow"}
+	if has(fams, "rfm_flow_bytes", icmpIn) {
+		t.Errorf("a label set without active flows has a gauge series")
+	}
 	cases := []struct {
 		name   string
 		labels map[string]string
@@ -120,6 +162,15 @@ func TestCollect(t *testing.T) {
 		{"rfm_errors_total", map[string]string{"subsystem": "ring_buffer"}, 1},
 		{"rfm_errors_total", map[string]string{"subsystem": "bpf_map"}, 0},
 		{"rfm_sample_rate", nil, 100},
+		{"rfm_flow_estimated_bytes_total", flowLabels, 900000},
+		{"rfm_flow_estimated_packets_total", flowLabels, 7000},
+		{"rfm_flow_estimated_packets_total", icmpIn, 3},
+		{"rfm_flow_estimated_bytes_total", overflow, 1100},
+		{"rfm_flow_packets", overflow, 400},
+		{"rfm_flow_label_sets", nil, 5},
+		{"rfm_flow_label_sets_max", nil, 4},
+		{"rfm_flow_label_set_overflows_total", nil, 3},
+		{"rfm_flow_label_sets_expired_total", nil, 6},
 		{"rfm_interface_attached", map[string]string{"ifname": "eth0"}, 1},
 	}
 	for _, tc := range cases {
