@@ -141,6 +141,8 @@ stop_agent() {
 	AGENT_PID=
 }
 
+# Before tee truncates the results file, which would make the tree dirty.
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
 {
 	echo "# rfm memory (bench/memory.sh), CGO_ENABLED=0 build, sample_rate = 1,"
 	echo "# default max_flows 65536 and ring_buf_size 262144, agent on one veth end"
@@ -148,7 +150,7 @@ stop_agent() {
 	echo "# cpu:     $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs online"
 	echo "# kernel:  $(uname -r)"
 	echo "# go:      $(go version | awk '{ print $3 }')"
-	echo "# commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+	echo "# commit:  $COMMIT"
 	echo "# binary:  $(stat -c %s "$TMP/rfm") bytes"
 	echo "# columns (MiB, bpf_locked KiB): VmRSS; anonymous = RssAnon; bpf_locked = memlock of the"
 	echo "#          agent's BPF maps; file = RssFile without mapped BPF maps; anon+bpf = what the agent"
