@@ -142,7 +142,7 @@ stop_agent() {
 }
 
 # Before tee truncates the results file, which would make the tree dirty.
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet -- . ":(exclude)$RESULTS" 2>/dev/null || echo ' (dirty tree)')"
 {
 	echo "# rfm memory (bench/memory.sh), CGO_ENABLED=0 build, sample_rate = 1,"
 	echo "# default max_flows 65536 and ring_buf_size 262144, agent on one veth end"
