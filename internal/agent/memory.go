@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -40,10 +41,11 @@ func readMemoryUsage() (memoryUsage, error) {
 	if err != nil {
 		return m, fmt.Errorf("memory usage: %w", err)
 	}
-	anon, file, err := parseStatusRSS(status)
+	rss, err := procFields(status, parseKB, "RssAnon", "RssFile")
 	if err != nil {
 		return m, fmt.Errorf("memory usage: /proc/self/status: %w", err)
 	}
+	anon, file := rss[0], rss[1]
 	mappedBPF, err := bpfMappedRSS("/proc/self/smaps")
 	if err != nil {
 		return m, fmt.Errorf("memory usage: %w", err)
@@ -59,32 +61,31 @@ func readMemoryUsage() (memoryUsage, error) {
 	return m, nil
 }
 
-// parseStatusRSS returns RssAnon and RssFile, in bytes, from the
-// contents of /proc/PID/status.
-func parseStatusRSS(status []byte) (anon, file uint64, err error) {
-	var haveAnon, haveFile bool
-	for line := range bytes.Lines(status) {
+// procFields returns the values of keys in a /proc "key: value" file,
+// each parsed with parse; every key must be there.
+func procFields(text []byte, parse func(string) (uint64, error), keys ...string) ([]uint64, error) {
+	values := make([]uint64, len(keys))
+	found := 0
+	for line := range bytes.Lines(text) {
 		key, value, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
 			continue
 		}
-		var dst *uint64
-		switch string(key) {
-		case "RssAnon":
-			dst, haveAnon = &anon, true
-		case "RssFile":
-			dst, haveFile = &file, true
-		default:
+		i := slices.Index(keys, string(key))
+		if i < 0 {
 			continue
 		}
-		if *dst, err = parseKB(string(value)); err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", key, err)
+		v, err := parse(string(value))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
 		}
+		values[i] = v
+		found++
 	}
-	if !haveAnon || !haveFile {
-		return 0, 0, fmt.Errorf("no RssAnon or RssFile line")
+	if found < len(keys) {
+		return nil, fmt.Errorf("want lines %s", strings.Join(keys, ", "))
 	}
-	return anon, file, nil
+	return values, nil
 }
 
 // parseKB parses a "   1234 kB" field into bytes.
@@ -157,10 +158,11 @@ func bpfMapsLocked(fdDir, fdinfoDir string) (uint64, error) {
 		if err != nil {
 			continue // closed since the listing
 		}
-		id, memlock, err := parseMapFdinfo(info)
+		fields, err := procFields(info, parseDecimal, "map_id", "memlock")
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", filepath.Join(fdinfoDir, e.Name()), err)
 		}
+		id, memlock := fields[0], fields[1]
 		if !seen[id] {
 			seen[id] = true
 			total += memlock
@@ -169,32 +171,12 @@ func bpfMapsLocked(fdDir, fdinfoDir string) (uint64, error) {
 	return total, nil
 }
 
-// parseMapFdinfo returns the map_id and memlock (bytes) fields of a BPF
-// map's fdinfo.
-func parseMapFdinfo(info []byte) (id, memlock uint64, err error) {
-	var haveID, haveMemlock bool
-	for line := range bytes.Lines(info) {
-		key, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		var dst *uint64
-		switch string(key) {
-		case "map_id":
-			dst, haveID = &id, true
-		case "memlock":
-			dst, haveMemlock = &memlock, true
-		default:
-			continue
-		}
-		if *dst, err = strconv.ParseUint(string(bytes.TrimSpace(value)), 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("%s: %q: not a number", key, bytes.TrimSpace(value))
-		}
+func parseDecimal(s string) (uint64, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: not a number", strings.TrimSpace(s))
 	}
-	if !haveID || !haveMemlock {
-		return 0, 0, fmt.Errorf("no map_id or memlock line")
-	}
-	return id, memlock, nil
+	return n, nil
 }
 
 // memoryCollector exports memoryUsage, measured at each scrape.

@@ -13,21 +13,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func TestParseStatusRSS(t *testing.T) {
+func TestProcFieldsStatus(t *testing.T) {
 	status := "Name:\trfm\nVmRSS:\t    9216 kB\nRssAnon:\t    3480 kB\nRssFile:\t    5736 kB\nRssShmem:\t       0 kB\n"
-	anon, file, err := parseStatusRSS([]byte(status))
+	got, err := procFields([]byte(status), parseKB, "RssAnon", "RssFile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if anon != 3480*1024 || file != 5736*1024 {
-		t.Fatalf("anon %d file %d, want %d and %d", anon, file, 3480*1024, 5736*1024)
+	if got[0] != 3480*1024 || got[1] != 5736*1024 {
+		t.Fatalf("RssAnon, RssFile = %d, want %d and %d", got, 3480*1024, 5736*1024)
 	}
 	for _, bad := range []string{
 		"RssAnon:\t1 kB\n",                     // no RssFile
 		"RssAnon:\tx kB\nRssFile:\t1 kB\n",     // not a number
 		"RssAnon:\t12 pages\nRssFile:\t1 kB\n", // not kB
 	} {
-		if _, _, err := parseStatusRSS([]byte(bad)); err == nil {
+		if _, err := procFields([]byte(bad), parseKB, "RssAnon", "RssFile"); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
 	}
@@ -36,12 +36,12 @@ func TestParseStatusRSS(t *testing.T) {
 // A map's fdinfo as Linux 6.x writes it.
 const arrayFdinfo = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\nmap_type:\t2\nkey_size:\t4\nvalue_size:\t96\nmax_entries:\t1\nmap_flags:\t0x0\nmap_extra:\t0x0\nmemlock:\t408\nmap_id:\t22759\nfrozen:\t0\n"
 
-func TestParseMapFdinfo(t *testing.T) {
-	id, memlock, err := parseMapFdinfo([]byte(arrayFdinfo))
-	if err != nil || id != 22759 || memlock != 408 {
-		t.Fatalf("id %d memlock %d err %v, want 22759 408", id, memlock, err)
+func TestProcFieldsFdinfo(t *testing.T) {
+	got, err := procFields([]byte(arrayFdinfo), parseDecimal, "map_id", "memlock")
+	if err != nil || got[0] != 22759 || got[1] != 408 {
+		t.Fatalf("map_id, memlock = %v, err %v; want 22759 408", got, err)
 	}
-	if _, _, err := parseMapFdinfo([]byte("pos:\t0\nprog_type:\t3\nmemlock:\t4096\n")); err == nil {
+	if _, err := procFields([]byte("pos:\t0\nprog_type:\t3\nmemlock:\t4096\n"), parseDecimal, "map_id", "memlock"); err == nil {
 		t.Fatal("fdinfo without map_id: no error")
 	}
 }
