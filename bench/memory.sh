@@ -25,39 +25,8 @@ RESULTS=${RESULTS:-bench/memory-results.txt}
 RUNS=${RUNS:-3}
 FLOWS=65536
 
-if [[ $(id -u) != 0 ]]; then
-	echo "memory.sh: needs root (network namespaces, BPF)" >&2
-	exit 1
-fi
+sender_lab mem 9670
 
-NSA=rfmmem-a-$$ NSB=rfmmem-b-$$
-DEVA=rfmmem-a DEVB=rfmmem-b
-ADDRA=198.18.0.1 ADDRB=198.19.255.2
-MACA=02:00:00:e3:e0:0a MACB=02:00:00:e3:e0:0b
-PORT=9670
-TMP=$(mktemp -d /tmp/rfm-memory.XXXXXX)
-AGENT_PID= LISTEN_PID=
-
-cleanup() {
-	[[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
-	[[ -n $LISTEN_PID ]] && kill "$LISTEN_PID" 2>/dev/null && wait "$LISTEN_PID" 2>/dev/null || true
-	ip netns del "$NSA" 2>/dev/null || true
-	ip netns del "$NSB" 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-echo "building agent and sender" >&2
-CGO_ENABLED=0 go build -o "$TMP/rfm" ./cmd/rfm
-go build -o "$TMP/sender" ./bench/sender
-
-netns_pair "$NSA" "$DEVA" "$MACA" "$NSB" "$DEVB" "$MACB"
-veth_end "$NSA" "$DEVA" "$MACB" "$ADDRA/15" "$ADDRB"
-veth_end "$NSB" "$DEVB" "$MACA" "$ADDRB/15" "$ADDRA"
-ip netns exec "$NSB" "$TMP/sender" -listen "$ADDRB:9" &
-LISTEN_PID=$!
-
-scrape() { ip netns exec "$NSB" curl -sf "http://127.0.0.1:$PORT/metrics"; }
 value() { awk -v m="$1" '$1 == m { printf "%.0f\n", $2 }' <<<"$2"; }
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
@@ -105,19 +74,7 @@ row() {
 }
 
 start_agent() {
-	cat >"$TMP/rfm.toml" <<-TOML
-	[agent]
-	interfaces = ["$DEVB"]
-	[agent.bpf]
-	sample_rate = 1
-	[agent.prometheus]
-	host = "127.0.0.1"
-	port = $PORT
-	[agent.control]
-	socket = ""
-	TOML
-	ip netns exec "$NSB" "$TMP/rfm" agent -c "$TMP/rfm.toml" 2>"$TMP/agent.log" &
-	AGENT_PID=$!
+	lab_agent "" # the default ring_buf_size
 	# Up once its metrics listener is: checked with ss, without
 	# connecting, so the first measurement is of a never-scraped agent.
 	for _ in $(seq 100); do
