@@ -76,6 +76,9 @@ echo "== bash scripts/test.sh in the root"
 # /dev go away with it.
 unshare --mount --propagation private -- bash -euc '
 	root=$1
+	# The root must be a mount point: `ip netns exec` remounts / as a
+	# slave, which fails on a plain directory.
+	mount --bind "$root" "$root"
 	mount -t proc proc "$root/proc"
 	mount --rbind /sys "$root/sys"
 	mount --rbind /dev "$root/dev"
@@ -85,3 +88,4 @@ unshare --mount --propagation private -- bash -euc '
 		HOME=/root LANG=C.UTF-8 FUZZTIME="${FUZZTIME:-4s}" GOPROXY="$2" GOFLAGS=-modcacherw \
 		bash -c "cd /src/rfm && bash scripts/test.sh"
 ' rfm-minimal "$root" "$goproxy"
+echo "== scripts/test.sh passed in the minimal $suite root $root"

@@ -262,3 +262,26 @@ type setSum struct {
 	flows int64
 	c     RollupCounts
 }
+
+// dropInterfaceSets forgets the label sets of an interface that went
+// away, once its flows have ended: their series leave /metrics with the
+// interface instead of lingering under its bare ifindex until expiry.
+func (t *Table) dropInterfaceSets(ifindex uint32) {
+	t.rollupMu.Lock() // a Rollup in progress indexes sets between lock holds
+	defer t.rollupMu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := &t.sets
+	for i := range s.sets {
+		ls := &s.sets[i]
+		if !ls.live || ls.key.ifindex != ifindex || ls.flows > 0 {
+			continue
+		}
+		delete(s.index, ls.key)
+		if !ls.key.overflow {
+			s.normal--
+		}
+		*ls = labelSet{nextFree: s.freeHead}
+		s.freeHead = int32(i)
+	}
+}

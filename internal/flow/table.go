@@ -823,6 +823,7 @@ func (t *Table) FlushInterface(ifindex uint32) {
 	t.gone.mark(ifindex, BootNow())
 	t.mu.Unlock()
 	t.endMatching(EndForced, ifindex, true)
+	t.dropInterfaceSets(ifindex)
 }
 
 func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {

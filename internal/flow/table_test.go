@@ -769,3 +769,20 @@ func TestFlushInterfaceRefusesLateEvents(t *testing.T) {
 		t.Fatalf("after goneHold: %d late, %d active; want 2, 1", tab.LateEvents(), tab.Active())
 	}
 }
+
+// The label sets (and so the rate-able counters) of a detached interface
+// leave with it.
+func TestFlushInterfaceDropsLabelSets(t *testing.T) {
+	tab := NewTable(Options{MaxFlows: 16, IdleTimeout: time.Second})
+	ev := udp(1, 1)
+	ev.Ifindex = 7
+	other := udp(2, 2)
+	other.Ifindex = 8
+	tab.UpdateBatch([]datapath.Event{ev, other})
+	tab.FlushInterface(7)
+	var ifindexes []uint32
+	tab.LabelSets(func(r *LabelSetRow) { ifindexes = append(ifindexes, r.Key.Ifindex) })
+	if !slices.Equal(ifindexes, []uint32{8}) {
+		t.Fatalf("label sets after FlushInterface(7) are on ifindexes %v, want [8]", ifindexes)
+	}
+}

@@ -77,18 +77,15 @@ func newNamespace(t *testing.T, role string) string {
 	return ns
 }
 
-// sysctl sets one key=value inside ns by writing /proc/sys from a thread
-// in ns (no procps needed: a minimal Debian lacks it).
+// sysctl sets one key=value inside ns through /proc/sys (lab.SetSysctl:
+// no procps needed, a minimal Debian lacks it).
 func sysctl(t testing.TB, ns, kv string) {
 	t.Helper()
 	key, value, ok := strings.Cut(kv, "=")
 	if !ok {
 		t.Fatalf("sysctl %q: want key=value", kv)
 	}
-	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	if err := lab.InNetns(ns, func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
-		t.Fatalf("sysctl %s in %s: %v", kv, ns, err)
-	}
+	lab.SetSysctl(t, ns, key, value)
 }
 
 // metricsPort is where every agent serves /metrics, on 127.0.0.1 inside

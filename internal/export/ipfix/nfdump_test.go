@@ -243,6 +243,11 @@ func TestTsharkFindsNoMalformedPackets(t *testing.T) {
 			continue // tshark's own notices
 		}
 		frames++
+		// tshark marks UDP to ports 33434-33534 as a possible traceroute
+		// whatever the payload; the ephemeral collector port may land there.
+		if strings.HasPrefix(cols[2], "Possible traceroute") {
+			cols[2] = ""
+		}
 		if cols[1] != "" || cols[2] != "" {
 			t.Errorf("frame %s: malformed %q, expert %q", cols[0], cols[1], cols[2])
 		}
