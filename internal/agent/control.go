@@ -43,6 +43,11 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 		},
 		Datapath: control.DatapathStatus{RingBufSize: cfg.BPF.RingBufSize},
 	}
+	if m, err := readMemoryUsage(); err == nil {
+		st.Memory = &control.MemoryStatus{Anonymous: m.Anonymous, BPFLocked: m.BPFLocked, File: m.File}
+	} else {
+		a.log.Debug("status without memory", "err", err)
+	}
 	counters, err := a.dp.Counters()
 	if err != nil {
 		return st, err

@@ -122,8 +122,17 @@ type Status struct {
 	Interfaces []InterfaceStatus `json:"interfaces"`
 	Flows      FlowTableStatus   `json:"flows"`
 	Datapath   DatapathStatus    `json:"datapath"`
-	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"` // nil: export disabled
-	BMP        *BMPStatus        `json:"bmp,omitempty"`   // nil: BMP station disabled
+	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"`  // nil: export disabled
+	BMP        *BMPStatus        `json:"bmp,omitempty"`    // nil: BMP station disabled
+	Memory     *MemoryStatus     `json:"memory,omitempty"` // nil: not measured
+}
+
+// MemoryStatus is the agent's memory in bytes: Anonymous plus BPFLocked
+// is what it costs the machine; File is clean pages of its binary.
+type MemoryStatus struct {
+	Anonymous uint64 `json:"anonymous_bytes"`
+	BPFLocked uint64 `json:"bpf_locked_bytes"`
+	File      uint64 `json:"file_bytes"`
 }
 
 // Seconds is a duration carried as float seconds.

@@ -162,6 +162,10 @@ func TestControlCommands(t *testing.T) {
 		if st.Flows.Active < 1 || st.Flows.IdleTimeout != "1m0s" {
 			t.Errorf("flows = %+v, want >= 1 active, idle timeout 1m0s", st.Flows)
 		}
+		// A running agent has heap, BPF maps and pages of its binary.
+		if m := st.Memory; m == nil || m.Anonymous == 0 || m.BPFLocked == 0 || m.File == 0 {
+			t.Errorf("memory = %+v, want all three figures", m)
+		}
 		var ifc *control.InterfaceStatus
 		for i := range st.Interfaces {
 			if st.Interfaces[i].Name == l.vethA {
