@@ -6,8 +6,7 @@
 #   go-bench-results.txt  consumer, flow table, scrape, IPFIX, RIB, BMP
 #   accuracy-results.txt  sampling accuracy and coverage
 #   e2e-results.txt       end to end at sample_rate = 1 on a veth
-# Memory (memory-results.txt) is read from /proc/PID/status of a running
-# agent; see docs/performance.md.
+#   memory-results.txt    the agent's anonymous, BPF locked and file memory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
@@ -31,3 +30,6 @@ bash bench/accuracy.sh
 
 echo "== end to end" >&2
 bash bench/e2e.sh
+
+echo "== memory" >&2
+bash bench/memory.sh

@@ -27,42 +27,7 @@ SENDER_CPU=${SENDER_CPU-}
 RESULTS=${RESULTS:-bench/e2e-results.txt}
 FLOWS=${FLOWS:-4096}
 
-if [[ $(id -u) != 0 ]]; then
-	echo "e2e.sh: needs root (network namespaces, BPF)" >&2
-	exit 1
-fi
-
-NSA=rfme2e-a-$$ NSB=rfme2e-b-$$
-DEVA=rfme2e-a DEVB=rfme2e-b
-ADDRA=198.18.0.1 ADDRB=198.19.255.2
-MACA=02:00:00:e2:e0:0a MACB=02:00:00:e2:e0:0b
-PORT=9669
-TMP=$(mktemp -d /tmp/rfm-e2e.XXXXXX)
-AGENT_PID= LISTEN_PID=
-
-cleanup() {
-	[[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
-	[[ -n $LISTEN_PID ]] && kill "$LISTEN_PID" 2>/dev/null && wait "$LISTEN_PID" 2>/dev/null || true
-	ip netns del "$NSA" 2>/dev/null || true
-	ip netns del "$NSB" 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-echo "building agent and sender" >&2
-CGO_ENABLED=0 go build -o "$TMP/rfm" ./cmd/rfm
-go build -o "$TMP/sender" ./bench/sender
-
-# Quiet namespace pair (bench/lib.sh).
-netns_pair "$NSA" "$DEVA" "$MACA" "$NSB" "$DEVB" "$MACB"
-veth_end "$NSA" "$DEVA" "$MACB" "$ADDRA/15" "$ADDRB"
-veth_end "$NSB" "$DEVB" "$MACA" "$ADDRB/15" "$ADDRA"
-
-# A bound UDP socket on the receiving port: no ICMP port unreachable.
-ip netns exec "$NSB" "$TMP/sender" -listen "$ADDRB:9" &
-LISTEN_PID=$!
-
-scrape() { ip netns exec "$NSB" curl -sf "http://127.0.0.1:$PORT/metrics"; }
+sender_lab e2e 9669
 
 # rfm_rx: rfm_interface_rx_packets_total of DEVB summed over families;
 # drops: rfm_collector_dropped_events_total.
@@ -80,21 +45,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 start_agent() {
 	local ring=$1
-	cat >"$TMP/rfm.toml" <<-TOML
-	[agent]
-	interfaces = ["$DEVB"]
-	[agent.bpf]
-	sample_rate = 1
-	ring_buf_size = $ring
-	[agent.prometheus]
-	host = "127.0.0.1"
-	port = $PORT
-	[agent.control]
-	socket = ""
-	TOML
-	# ip netns exec execs the agent, so $! is the agent's own PID.
-	ip netns exec "$NSB" "$TMP/rfm" agent -c "$TMP/rfm.toml" 2>"$TMP/agent.log" &
-	AGENT_PID=$!
+	lab_agent "$ring"
 	for _ in $(seq 100); do
 		if scrape 2>/dev/null | grep -q "^rfm_interface_attached{ifname=\"$DEVB\"} 1"; then
 			return 0

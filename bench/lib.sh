@@ -40,3 +40,69 @@ veth_end() {
 	done
 	ip -n "$ns" link set "$dev" up
 }
+
+# sender_lab NAME PORT builds the agent and bench/sender into a
+# temporary directory and sets up the lab that bench/e2e.sh and
+# bench/memory.sh share: namespaces $NSA (sending) and $NSB (the
+# agent's, metrics on 127.0.0.1:PORT), joined by a veth ($DEVA, $DEVB),
+# with a bound UDP socket on $ADDRB:9 so no ICMP port unreachable comes
+# back. Everything goes on exit, the agent ($AGENT_PID, when set) first.
+sender_lab() {
+	local name=$1
+	PORT=$2
+	if [[ $(id -u) != 0 ]]; then
+		echo "$(basename "$0"): needs root (network namespaces, BPF)" >&2
+		exit 1
+	fi
+	NSA=rfm$name-a-$$ NSB=rfm$name-b-$$
+	DEVA=rfm$name-a DEVB=rfm$name-b
+	ADDRA=198.18.0.1 ADDRB=198.19.255.2
+	MACA=02:00:00:e2:e0:0a MACB=02:00:00:e2:e0:0b
+	TMP=$(mktemp -d "/tmp/rfm-$name.XXXXXX")
+	AGENT_PID= LISTEN_PID=
+	trap sender_lab_cleanup EXIT
+
+	echo "building agent and sender" >&2
+	CGO_ENABLED=0 go build -o "$TMP/rfm" ./cmd/rfm
+	go build -o "$TMP/sender" ./bench/sender
+
+	netns_pair "$NSA" "$DEVA" "$MACA" "$NSB" "$DEVB" "$MACB"
+	veth_end "$NSA" "$DEVA" "$MACB" "$ADDRA/15" "$ADDRB"
+	veth_end "$NSB" "$DEVB" "$MACA" "$ADDRB/15" "$ADDRA"
+	ip netns exec "$NSB" "$TMP/sender" -listen "$ADDRB:9" &
+	LISTEN_PID=$!
+}
+
+# scrape prints the agent's /metrics.
+scrape() { ip netns exec "$NSB" curl -sf "http://127.0.0.1:$PORT/metrics"; }
+
+sender_lab_cleanup() {
+	[[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
+	[[ -n $LISTEN_PID ]] && kill "$LISTEN_PID" 2>/dev/null && wait "$LISTEN_PID" 2>/dev/null || true
+	ip netns del "$NSA" 2>/dev/null || true
+	ip netns del "$NSB" 2>/dev/null || true
+	rm -rf "$TMP"
+}
+
+# lab_agent RING_BUF_SIZE starts the agent in $NSB on $DEVB at
+# sample_rate = 1 with metrics on 127.0.0.1:$PORT and no control socket
+# (ring_buf_size as given; empty for the default). It sets AGENT_PID;
+# callers wait for what they need.
+lab_agent() {
+	local ring=$1
+	cat >"$TMP/rfm.toml" <<-TOML
+	[agent]
+	interfaces = ["$DEVB"]
+	[agent.bpf]
+	sample_rate = 1
+	${ring:+ring_buf_size = $ring}
+	[agent.prometheus]
+	host = "127.0.0.1"
+	port = $PORT
+	[agent.control]
+	socket = ""
+	TOML
+	# ip netns exec execs the agent, so $! is the agent's own PID.
+	ip netns exec "$NSB" "$TMP/rfm" agent -c "$TMP/rfm.toml" 2>"$TMP/agent.log" &
+	AGENT_PID=$!
+}

@@ -3,9 +3,11 @@
 package main
 
 // Shared plumbing of the commands that talk to a running agent over its
-// control socket: rfm status, flows, rib, set and reload.
+// control socket (HTTP, see internal/control and docs/api.md): rfm
+// status, flows, rib, set and reload.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -36,31 +38,37 @@ func (f *controlFlags) registerOn(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.json, "json", false, "print the agent's answer as JSON instead of a table")
 }
 
-// query runs one command against the agent at f.socket: the raw answer
-// with --json, else the decoded answer rendered by render.
-func query[T any](cmd *cobra.Command, f *controlFlags, name string, args any, render func(io.Writer, T) error) error {
-	c, err := control.Dial(f.socket)
-	if err != nil {
-		return err
-	}
+// query makes one call to the agent's control API at f.socket: the
+// raw answer with --json, else the decoded answer rendered by render.
+func query[T any](cmd *cobra.Command, f *controlFlags, call control.Call, render func(io.Writer, T) error) error {
+	c := control.NewClient(f.socket)
 	defer c.Close()
-	return queryOn(c, cmd.OutOrStdout(), f.json, name, args, render)
+	return queryOn(commandContext(cmd), c, cmd.OutOrStdout(), f.json, call, render)
 }
 
-func queryOn[T any](c *control.Client, w io.Writer, asJSON bool, name string, args any, render func(io.Writer, T) error) error {
+func queryOn[T any](ctx context.Context, c *control.Client, w io.Writer, asJSON bool, call control.Call, render func(io.Writer, T) error) error {
 	if asJSON {
 		var raw json.RawMessage
-		if err := c.Do(name, args, &raw); err != nil {
+		if err := c.Do(ctx, call, &raw); err != nil {
 			return err
 		}
 		_, err := fmt.Fprintf(w, "%s\n", raw)
 		return err
 	}
 	var v T
-	if err := c.Do(name, args, &v); err != nil {
+	if err := c.Do(ctx, call, &v); err != nil {
 		return err
 	}
 	return render(w, v)
+}
+
+// commandContext is the command's context, or a background one when the
+// command runs outside Execute (tests).
+func commandContext(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
 }
 
 // isTerminal reports whether w is a terminal, for redrawing in place.

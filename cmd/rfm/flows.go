@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,7 +49,7 @@ line, or one JSON object per line with --json).`,
 				return fmt.Errorf("--interval %s: must be positive", interval)
 			}
 			if !watch {
-				return query(cmd, &f, control.CmdFlows, args, func(w io.Writer, fl control.Flows) error {
+				return query(cmd, &f, control.FlowsCall(args), func(w io.Writer, fl control.Flows) error {
 					return renderFlows(w, fl, args)
 				})
 			}
@@ -70,30 +71,27 @@ line, or one JSON object per line with --json).`,
 const clearScreen = "\x1b[H\x1b[2J"
 
 // watchFlows redraws the flow table every interval until ctx ends,
-// reusing one connection (and redialing once if the agent closed it, as
-// it does after control.IdleTimeout).
+// keeping one connection open between frames (the client dials again
+// when the agent closed it: idle timeout, agent restart).
 func watchFlows(ctx context.Context, w io.Writer, f controlFlags, args control.FlowsArgs, interval time.Duration) error {
-	c, err := control.Dial(f.socket)
-	if err != nil {
-		return err
-	}
-	defer func() { c.Close() }()
+	c := control.NewClient(f.socket)
+	defer c.Close()
 	tty := isTerminal(w) && !f.json
 	render := func(w io.Writer, fl control.Flows) error { return renderFlows(w, fl, args) }
+	call := control.FlowsCall(args)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for first := true; ; first = false {
 		var frame bytes.Buffer
-		err := queryOn(c, &frame, f.json, control.CmdFlows, args, render)
-		if err != nil && ctx.Err() == nil {
-			// One retry on a fresh connection; an error answer from the
-			// agent (bad --iface) fails again and ends the watch.
+		err := queryOn(ctx, c, &frame, f.json, call, render)
+		var answer *control.Error
+		if err != nil && ctx.Err() == nil && !errors.As(err, &answer) {
+			// One retry on a fresh connection when the call failed on
+			// the way (an agent restarting); an error answer from the
+			// agent (bad --iface) ends the watch.
 			c.Close()
-			if c, err = control.Dial(f.socket); err != nil {
-				return err
-			}
 			frame.Reset()
-			err = queryOn(c, &frame, f.json, control.CmdFlows, args, render)
+			err = queryOn(ctx, c, &frame, f.json, call, render)
 		}
 		if ctx.Err() != nil {
 			return nil // Ctrl-C

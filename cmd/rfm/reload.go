@@ -23,7 +23,7 @@ running config stays in effect (exit status 1).`,
   reloaded: applied agent.collector.eviction_timeout, agent.interfaces`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &f, control.CmdReload, nil, renderReload)
+			return query(cmd, &f, control.ReloadCall(), renderReload)
 		},
 	}
 	f.register(cmd)

@@ -30,7 +30,7 @@ router whose session ended stay for agent.enrich.rib.bmp.keep.`,
   rfm rib summary --json | jq '.routers[].peers | length'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &f, control.CmdRIBSummary, nil, renderRIBSummary)
+			return query(cmd, &f, control.RIBSummaryCall(), renderRIBSummary)
 		},
 	}
 	lookup := &cobra.Command{
@@ -56,7 +56,7 @@ an origin AS.`,
 			if err != nil {
 				return err
 			}
-			return query(cmd, &f, control.CmdRIBLookup, control.RIBLookupArgs{Addr: addr.String()}, renderRIBLookup)
+			return query(cmd, &f, control.RIBLookupCall(addr), renderRIBLookup)
 		},
 	}
 	cmd.AddCommand(summary, lookup)

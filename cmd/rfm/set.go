@@ -42,7 +42,7 @@ config file.`,
 			if err != nil {
 				return err
 			}
-			return query(cmd, &f, control.CmdSetSampleRate, control.SetSampleRateArgs{Rate: n}, renderSampleRate)
+			return query(cmd, &f, control.SetSampleRateCall(n), renderSampleRate)
 		},
 	}
 	cmd.AddCommand(rate)

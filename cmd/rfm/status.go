@@ -25,7 +25,7 @@ The socket is mode 0600: run as the agent's user (usually root).`,
   rfm status --socket /run/rfm-lab/rfm.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &f, control.CmdStatus, nil, renderStatus)
+			return query(cmd, &f, control.StatusCall(), renderStatus)
 		},
 	}
 	f.register(cmd)

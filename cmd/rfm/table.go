@@ -128,6 +128,10 @@ func renderStatus(w io.Writer, s control.Status) error {
 	} else {
 		row(tw, "bmp", "disabled")
 	}
+	if m := s.Memory; m != nil {
+		row(tw, "memory", fmt.Sprintf("%s anonymous + %s BPF locked; %s file-backed (clean pages, page cache)",
+			humanBytes(m.Anonymous), humanBytes(m.BPFLocked), humanBytes(m.File)))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ var statusFull = control.Status{
 	Datapath: control.DatapathStatus{RingBufSize: 262144, RingDrops: 0, Malformed: 3},
 	IPFIX:    &control.IPFIXStatus{Collector: "198.18.0.2:4739", Records: 48213, Messages: 1630},
 	BMP:      &control.BMPStatus{Listen: "[::]:11019", Sessions: 1, Routers: 1, Peers: 2, Routes4: 951234, Routes6: 210456},
+	Memory:   &control.MemoryStatus{Anonymous: 4608 << 10, BPFLocked: 507084, File: 14 << 20},
 }
 
 var flows = control.Flows{SampleRate: 100, Active: 1204, Flows: []control.Flow{

@@ -137,7 +137,7 @@ func (a *agent) start(ifaces []net.Interface) error {
 		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	a.reg.MustRegister(buildInfo)
+	a.reg.MustRegister(buildInfo, newMemoryCollector())
 	a.bgCtx, a.stopBG = context.WithCancel(context.Background())
 
 	// Enrichment.
@@ -240,9 +240,6 @@ func (a *agent) start(ifaces []net.Interface) error {
 	}
 	a.serveControl()
 	a.started = true
-	if err := releaseStartupPages(); err != nil {
-		a.log.Debug("start-up pages stay mapped", "err", err)
-	}
 	return nil
 }
 

@@ -43,6 +43,11 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 		},
 		Datapath: control.DatapathStatus{RingBufSize: cfg.BPF.RingBufSize},
 	}
+	if m, err := readMemoryUsage(); err == nil {
+		st.Memory = &control.MemoryStatus{Anonymous: m.Anonymous, BPFLocked: m.BPFLocked, File: m.File}
+	} else {
+		a.log.Debug("status without memory", "err", err)
+	}
 	counters, err := a.dp.Counters()
 	if err != nil {
 		return st, err
@@ -109,7 +114,7 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 			return xp > yp || xp == yp && xb > yb
 		}
 	default:
-		return control.Flows{}, fmt.Errorf("sort %q: want bytes or packets", args.Sort)
+		return control.Flows{}, control.BadParam("sort", args.Sort, fmt.Sprintf("sort %q: want bytes or packets", args.Sort))
 	}
 	names := map[uint32]string{}
 	for _, ifc := range a.dp.Interfaces() {
@@ -124,7 +129,7 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 			}
 		}
 		if !ok {
-			return control.Flows{}, fmt.Errorf("interface %q: not attached", args.Iface)
+			return control.Flows{}, control.BadParam("iface", args.Iface, fmt.Sprintf("interface %q: not attached", args.Iface))
 		}
 		filter = func(k *flow.Key) bool { return k.Ifindex == idx }
 	}

@@ -1,54 +1,108 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 
-// Package control is the agent's local control plane: a Unix socket
-// speaking JSON lines, used by `rfm status`, `rfm flows`, `rfm rib ...`,
-// `rfm set sample-rate` and `rfm reload`.
+// Package control is the agent's local control API: HTTP/1.1 with JSON
+// bodies on a Unix socket, used by `rfm status`, `rfm flows`, `rfm rib
+// ...`, `rfm set sample-rate` and `rfm reload`, and by any HTTP client
+// that can dial a Unix socket (curl --unix-socket).
 //
-// Each request is one JSON object on one line; the agent answers each
-// with one JSON object on one line, in order. A client may send several
-// requests on one connection (`rfm flows --watch` does).
+// Paths carry the API version (/v1/...). Within a version, fields are
+// only ever added to answers; a change that would make an old client
+// misread an answer gets a new version. docs/api.md describes every
+// path, request, answer and error.
 package control
 
 import (
 	"context"
-	"encoding/json"
+	"net/http"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"time"
 )
 
-// Version is the protocol version. The agent refuses requests with a
-// different version so an old client and a new agent never misread each
-// other; additions of optional fields do not change it.
-const Version = 1
+// APIVersion is the version prefix of every path this agent serves.
+const APIVersion = "v1"
 
-// Commands.
+// Paths of the API.
 const (
-	CmdStatus        = "status"
-	CmdFlows         = "flows"
-	CmdRIBSummary    = "rib.summary"
-	CmdRIBLookup     = "rib.lookup"
-	CmdSetSampleRate = "set.sample_rate"
-	CmdReload        = "reload"
+	PathStatus     = "/" + APIVersion + "/status"
+	PathFlows      = "/" + APIVersion + "/flows"
+	PathRIBSummary = "/" + APIVersion + "/rib/summary"
+	PathRIBLookup  = "/" + APIVersion + "/rib/lookup"
+	PathSampleRate = "/" + APIVersion + "/sample-rate"
+	PathReload     = "/" + APIVersion + "/reload"
 )
 
-// Request is one line from the client.
-type Request struct {
-	V    int             `json:"v"`
-	Cmd  string          `json:"cmd"`
-	Args json.RawMessage `json:"args,omitempty"` // FlowsArgs, RIBLookupArgs or SetSampleRateArgs
+// Call is one API request as the client sends it.
+type Call struct {
+	Method string
+	Path   string
+	Query  url.Values // nil: none
+	Body   any        // encoded as JSON; nil: no body
 }
 
-// Response is one line from the agent: Data on success, Error otherwise.
-type Response struct {
-	V     int             `json:"v"`
-	OK    bool            `json:"ok"`
-	Error string          `json:"error,omitempty"`
-	Data  json.RawMessage `json:"data,omitempty"`
+// String names the call in error messages: "GET /v1/status".
+func (c Call) String() string { return c.Method + " " + c.Path }
+
+// StatusCall asks for the agent's state (Status).
+func StatusCall() Call { return Call{Method: http.MethodGet, Path: PathStatus} }
+
+// FlowsCall asks for the live flow table (Flows); zero fields of args
+// are left to the agent's defaults.
+func FlowsCall(args FlowsArgs) Call {
+	q := url.Values{}
+	if args.Top != 0 {
+		q.Set("top", strconv.Itoa(args.Top))
+	}
+	if args.Sort != "" {
+		q.Set("sort", args.Sort)
+	}
+	if args.Iface != "" {
+		q.Set("iface", args.Iface)
+	}
+	return Call{Method: http.MethodGet, Path: PathFlows, Query: q}
+}
+
+// RIBSummaryCall asks for the RIB's routers, peers and counts (RIBSummary).
+func RIBSummaryCall() Call { return Call{Method: http.MethodGet, Path: PathRIBSummary} }
+
+// RIBLookupCall asks for the routes covering addr (RIBLookup).
+func RIBLookupCall(addr netip.Addr) Call {
+	return Call{Method: http.MethodGet, Path: PathRIBLookup, Query: url.Values{"addr": {addr.String()}}}
+}
+
+// SetSampleRateCall sets the sample rate (SampleRateChange).
+func SetSampleRateCall(rate uint32) Call {
+	return Call{Method: http.MethodPut, Path: PathSampleRate, Body: SetSampleRateArgs{Rate: rate}}
+}
+
+// ReloadCall makes the agent re-read its config file (ReloadResult).
+func ReloadCall() Call { return Call{Method: http.MethodPost, Path: PathReload} }
+
+// Error is an error answer: the HTTP status and the JSON body. Parameter
+// and Value name the offending query parameter or body field and what
+// was sent, for 400 answers about one input.
+type Error struct {
+	Status    int     `json:"-"`
+	Message   string  `json:"error"`
+	Parameter string  `json:"parameter,omitempty"`
+	Value     *string `json:"value,omitempty"`
+}
+
+// Error is the message alone: it is what `rfm` prints.
+func (e *Error) Error() string { return e.Message }
+
+// BadParam is the error an Agent method returns for an input that is
+// well-formed but names nothing the agent has (an interface that is not
+// attached); the server answers it with 400.
+func BadParam(param, value, msg string) error {
+	return &Error{Status: http.StatusBadRequest, Message: msg, Parameter: param, Value: &value}
 }
 
 // Agent is what the control server needs from the running agent. Every
-// method is called from the connection's goroutine and must be safe for
-// concurrent use.
+// method is called from a request's goroutine and must be safe for
+// concurrent use. A method's error is answered with 500, unless it is an
+// *Error (its own status) or the context's (503).
 type Agent interface {
 	Status(ctx context.Context) (Status, error)
 	Flows(ctx context.Context, args FlowsArgs) (Flows, error)
@@ -58,7 +112,7 @@ type Agent interface {
 	Reload(ctx context.Context) (ReloadResult, error)
 }
 
-// Status answers CmdStatus.
+// Status answers GET /v1/status.
 type Status struct {
 	Version    string            `json:"version"`
 	StartedAt  time.Time         `json:"started_at"`
@@ -68,8 +122,17 @@ type Status struct {
 	Interfaces []InterfaceStatus `json:"interfaces"`
 	Flows      FlowTableStatus   `json:"flows"`
 	Datapath   DatapathStatus    `json:"datapath"`
-	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"` // nil: export disabled
-	BMP        *BMPStatus        `json:"bmp,omitempty"`   // nil: BMP station disabled
+	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"`  // nil: export disabled
+	BMP        *BMPStatus        `json:"bmp,omitempty"`    // nil: BMP station disabled
+	Memory     *MemoryStatus     `json:"memory,omitempty"` // nil: not measured
+}
+
+// MemoryStatus is the agent's memory in bytes: Anonymous plus BPFLocked
+// is what it costs the machine; File is clean pages of its binary.
+type MemoryStatus struct {
+	Anonymous uint64 `json:"anonymous_bytes"`
+	BPFLocked uint64 `json:"bpf_locked_bytes"`
+	File      uint64 `json:"file_bytes"`
 }
 
 // Seconds is a duration carried as float seconds.
@@ -119,14 +182,15 @@ type BMPStatus struct {
 	Routes6  int    `json:"routes_ipv6"`
 }
 
-// FlowsArgs selects flows for CmdFlows.
+// FlowsArgs selects flows for GET /v1/flows (query parameters top, sort
+// and iface).
 type FlowsArgs struct {
 	Top   int    `json:"top,omitempty"`   // 0: all
 	Sort  string `json:"sort,omitempty"`  // "bytes" (default) or "packets"
 	Iface string `json:"iface,omitempty"` // "": every interface
 }
 
-// Flows answers CmdFlows.
+// Flows answers GET /v1/flows.
 type Flows struct {
 	SampleRate uint32 `json:"sample_rate"`
 	Active     int    `json:"active"` // flows in the table, before Top and Iface
@@ -154,7 +218,7 @@ type Flow struct {
 	DstCity   string     `json:"dst_city,omitempty"`
 }
 
-// RIBSummary answers CmdRIBSummary.
+// RIBSummary answers GET /v1/rib/summary.
 type RIBSummary struct {
 	Enabled   bool        `json:"enabled"` // false: no BMP station configured
 	Routes4   int         `json:"routes_ipv4"`
@@ -198,12 +262,7 @@ type RIBPeer struct {
 	Routes6       int        `json:"routes_ipv6"`
 }
 
-// RIBLookupArgs is the argument of CmdRIBLookup.
-type RIBLookupArgs struct {
-	Addr string `json:"addr"`
-}
-
-// RIBLookup answers CmdRIBLookup: every route of the longest matching
+// RIBLookup answers GET /v1/rib/lookup?addr=ADDR: every route of the longest matching
 // global prefix, best first; the same per VRF; what the MMDB files say
 // about the address; and the ASN flows get.
 type RIBLookup struct {
@@ -238,18 +297,18 @@ type RIBRoute struct {
 	PathID     uint32       `json:"path_id,omitempty"`
 }
 
-// SetSampleRateArgs is the argument of CmdSetSampleRate.
+// SetSampleRateArgs is the body of PUT /v1/sample-rate.
 type SetSampleRateArgs struct {
 	Rate uint32 `json:"rate"`
 }
 
-// SampleRateChange answers CmdSetSampleRate.
+// SampleRateChange answers PUT /v1/sample-rate.
 type SampleRateChange struct {
 	Previous uint32 `json:"previous"`
 	Rate     uint32 `json:"rate"`
 }
 
-// ReloadResult answers CmdReload: what changed, and which changed keys
+// ReloadResult answers POST /v1/reload: what changed, and which changed keys
 // need a restart to take effect.
 type ReloadResult struct {
 	Applied      []string `json:"applied"`

@@ -4,6 +4,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,10 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
+	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -23,35 +23,61 @@ import (
 // Limits of the server. They keep a misbehaving or stuck local client
 // from holding memory or goroutines in the agent.
 const (
-	// MaxConns is how many connections are served at once; more are
-	// answered with an error and closed.
+	// MaxConns is how many connections are served at once. A connection
+	// over the limit is answered 503 and closed.
 	MaxConns = 16
-	// MaxLineBytes is the longest request line accepted, newline included.
-	MaxLineBytes = 64 << 10
-	// IdleTimeout closes a connection that sends no request for this
-	// long. `rfm flows --watch` redials when its interval is longer.
-	IdleTimeout = 2 * time.Minute
-	// RequestTimeout bounds one call into the Agent.
+	// MaxHeaderBytes bounds the request line and headers (net/http reads
+	// up to 4 KiB beyond it before answering 431).
+	MaxHeaderBytes = 16 << 10
+	// MaxBodyBytes bounds a request body; a longer one is answered 413.
+	MaxBodyBytes = 4 << 10
+	// ReadHeaderTimeout and ReadTimeout bound reading a request's header
+	// and the whole request.
+	ReadHeaderTimeout = 10 * time.Second
+	ReadTimeout       = 20 * time.Second
+	// RequestTimeout bounds one call into the Agent; past it the answer
+	// is 503.
 	RequestTimeout = 30 * time.Second
-	// writeTimeout bounds writing one response to a client that stopped
-	// reading.
-	writeTimeout = 10 * time.Second
+	// WriteTimeout bounds the time from the end of reading a request's
+	// header to the end of writing its answer.
+	WriteTimeout = RequestTimeout + 10*time.Second
+	// IdleTimeout closes a kept-alive connection that sends no request
+	// for this long.
+	IdleTimeout = 2 * time.Minute
+	// maxRefusing is how many connections over MaxConns are answered 503
+	// at once; beyond that they are closed unanswered.
+	maxRefusing = 4
+	// refuseTimeout bounds reading the request and writing the 503 of a
+	// refused connection.
+	refuseTimeout = time.Second
 )
+
+// timeouts are a server's; tests shorten them.
+type timeouts struct {
+	readHeader, read, write, idle, request time.Duration
+}
+
+var defaultTimeouts = timeouts{
+	readHeader: ReadHeaderTimeout, read: ReadTimeout, write: WriteTimeout, idle: IdleTimeout, request: RequestTimeout,
+}
 
 // Server is a listening control socket.
 type Server struct {
-	path string
-	ln   *net.UnixListener
-	log  *slog.Logger
+	path     string
+	ln       *net.UnixListener
+	log      *slog.Logger
+	timeouts timeouts
 	// dev and ino identify the socket file this server created, so Close
 	// never removes a socket another agent put at the same path later.
 	dev, ino uint64
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
-	once   sync.Once
+	mu       sync.Mutex
+	closed   bool
+	srv      *http.Server       // set by Serve
+	cancel   context.CancelFunc // ends the requests' contexts
+	inflight int                // handlers running
+	idle     *sync.Cond         // signalled when inflight drops to 0
+	once     sync.Once
 }
 
 // Listen creates the control socket at path, mode 0600 (owned by the
@@ -93,7 +119,9 @@ func Listen(path string, log *slog.Logger) (*Server, error) {
 		os.Remove(path)
 		return fail(fmt.Errorf("agent.control.socket %s: %w", path, err))
 	}
-	return &Server{path: path, ln: ln, log: log, dev: st.Dev, ino: st.Ino, conns: map[net.Conn]struct{}{}}, nil
+	srv := &Server{path: path, ln: ln, log: log, timeouts: defaultTimeouts, dev: st.Dev, ino: st.Ino}
+	srv.idle = sync.NewCond(&srv.mu)
+	return srv, nil
 }
 
 // maxSocketPath is the longest path sockaddr_un holds (108 bytes with
@@ -179,71 +207,62 @@ func clearStale(path string, log *slog.Logger) error {
 // Path is where the socket is.
 func (s *Server) Path() string { return s.path }
 
-// Serve answers connections with a until ctx ends or Close is called,
-// then closes every open connection and waits for them. It returns nil
-// after an orderly stop.
+// Serve answers HTTP requests with a until ctx ends or Close is called,
+// then closes every connection and waits for the requests in progress
+// (whose contexts are cancelled). It returns nil after an orderly stop.
 func (s *Server) Serve(ctx context.Context, a Agent) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv := &http.Server{
+		Handler:           s.track(newHandler(a, s.log, s.timeouts.request)),
+		ReadHeaderTimeout: s.timeouts.readHeader,
+		ReadTimeout:       s.timeouts.read,
+		WriteTimeout:      s.timeouts.write,
+		IdleTimeout:       s.timeouts.idle,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.srv, s.cancel = srv, cancel
+	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, s.shutdown)
 	defer stop()
-	sem := make(chan struct{}, MaxConns)
-	var tempDelay time.Duration
-	for {
-		conn, err := s.ln.Accept()
-		if err != nil {
-			if s.isClosed() {
-				s.shutdown() // waits for a shutdown in progress to finish
-				s.wg.Wait()
-				return nil
-			}
-			// Out of file descriptors and the like: back off, keep serving.
-			if tempDelay == 0 {
-				tempDelay = 5 * time.Millisecond
-			} else if tempDelay < time.Second {
-				tempDelay *= 2
-			}
-			s.log.Warn("control socket accept", "err", err)
-			select {
-			case <-time.After(tempDelay):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		tempDelay = 0
-		select {
-		case sem <- struct{}{}:
-		default:
-			s.refuse(conn, fmt.Sprintf("busy: %d control connections already open", MaxConns))
-			continue
-		}
-		if !s.track(conn) {
-			conn.Close()
-			<-sem
-			continue
-		}
-		s.wg.Add(1)
-		go func() {
-			defer func() { s.untrack(conn); <-sem; s.wg.Done() }()
-			s.serveConn(ctx, conn, a)
-		}()
+	err := srv.Serve(&limitListener{Listener: s.ln, serving: make(chan struct{}, MaxConns), refusing: make(chan struct{}, maxRefusing), log: s.log})
+	closed := s.isClosed()
+	s.shutdown() // waits for a shutdown in progress to finish
+	s.waitIdle()
+	if closed {
+		return nil
 	}
+	return fmt.Errorf("agent.control.socket %s: %w", s.path, err)
 }
 
-// Close stops Serve, closes every connection and removes the socket
-// file if it is still the one this server created.
+// Close stops Serve, closes every connection, waits for the requests in
+// progress and removes the socket file if it is still the one this
+// server created.
 func (s *Server) Close() {
 	s.shutdown()
-	s.wg.Wait()
+	s.waitIdle()
 }
 
 func (s *Server) shutdown() {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		for c := range s.conns {
-			c.Close()
-		}
+		srv, cancel := s.srv, s.cancel
 		s.mu.Unlock()
-		s.ln.Close()
+		if cancel != nil {
+			cancel()
+		}
+		if srv != nil {
+			srv.Close()
+		}
+		s.ln.Close() // Serve may not have handed it to srv yet
 		var st syscall.Stat_t
 		if err := syscall.Lstat(s.path, &st); err == nil && st.Dev == s.dev && st.Ino == s.ino {
 			if err := os.Remove(s.path); err != nil {
@@ -259,189 +278,102 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
-}
-
-// refuse answers one error and closes, for connections over the limit.
-func (s *Server) refuse(c net.Conn, msg string) {
-	c.SetWriteDeadline(time.Now().Add(time.Second))
-	writeResponse(c, errorResponse(msg))
-	c.Close()
-}
-
-// serveConn answers request lines in order until the client closes, goes
-// idle, sends something unreadable, or the server stops.
-func (s *Server) serveConn(ctx context.Context, c net.Conn, a Agent) {
-	r := bufio.NewReaderSize(c, 4096)
-	for {
-		c.SetReadDeadline(time.Now().Add(IdleTimeout))
-		line, err := readLine(r, MaxLineBytes)
-		if errors.Is(err, errLineTooLong) {
-			s.reply(c, errorResponse(fmt.Sprintf("request line longer than %d bytes", MaxLineBytes)))
+// track counts the requests in progress, so Close can wait for them,
+// and answers 503 to a request that arrives while the server stops.
+func (s *Server) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "the agent is shutting down"})
 			return
 		}
-		if err != nil {
-			// EOF, idle timeout or a closed connection: nothing to answer.
-			if !errors.Is(err, io.EOF) && !s.isClosed() {
-				s.log.Debug("control connection ended", "err", err)
+		s.inflight++
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			if s.inflight--; s.inflight == 0 {
+				s.idle.Broadcast()
 			}
-			return
-		}
-		resp, keep := s.handle(ctx, line, a)
-		if !s.reply(c, resp) || !keep {
-			return
-		}
-	}
+			s.mu.Unlock()
+		}()
+		h.ServeHTTP(w, r)
+	})
 }
 
-// reply writes resp, reporting whether the connection is still usable.
-func (s *Server) reply(c net.Conn, resp Response) bool {
-	c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err := writeResponse(c, resp); err != nil {
-		s.log.Debug("control response not written", "err", err)
-		return false
+func (s *Server) waitIdle() {
+	s.mu.Lock()
+	for s.inflight > 0 {
+		s.idle.Wait()
 	}
-	return true
+	s.mu.Unlock()
 }
 
-var errLineTooLong = errors.New("line too long")
+// limitListener hands net/http at most cap(serving) connections at a
+// time. One over the limit is answered 503 by a short-lived goroutine
+// (at most cap(refusing) of them), or closed when those are busy too.
+type limitListener struct {
+	net.Listener
+	serving, refusing chan struct{}
+	log               *slog.Logger
+}
 
-// readLine reads one '\n'-terminated line of at most limit bytes
-// (newline included) and returns it without the newline. A final line
-// without newline at EOF is returned as a line.
-func readLine(r *bufio.Reader, limit int) ([]byte, error) {
-	var line []byte
+func (l *limitListener) Accept() (net.Conn, error) {
 	for {
-		chunk, err := r.ReadSlice('\n')
-		if len(line)+len(chunk) > limit {
-			return nil, errLineTooLong
-		}
-		line = append(line, chunk...)
-		switch {
-		case err == nil:
-			return line[:len(line)-1], nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(line) > 0:
-			return line, nil
-		default:
-			return nil, err
-		}
-	}
-}
-
-// handle answers one request line. keep is false when the connection
-// should close after the answer (the line was not a request at all).
-func (s *Server) handle(ctx context.Context, line []byte, a Agent) (resp Response, keep bool) {
-	var req Request
-	if err := json.Unmarshal(line, &req); err != nil {
-		return errorResponse(fmt.Sprintf("malformed request: %v", err)), false
-	}
-	if req.V != Version {
-		return errorResponse(fmt.Sprintf("protocol version %d not supported: this agent speaks version %d (use the rfm binary matching the agent)", req.V, Version)), true
-	}
-	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-	defer cancel()
-	start := time.Now()
-	data, err := s.dispatch(ctx, req, a)
-	s.log.Debug("control request", "cmd", req.Cmd, "took", time.Since(start), "err", err)
-	if err != nil {
-		return errorResponse(err.Error()), true
-	}
-	raw, err := json.Marshal(data)
-	if err != nil {
-		return errorResponse(fmt.Sprintf("%s: encoding the answer: %v", req.Cmd, err)), true
-	}
-	return Response{V: Version, OK: true, Data: raw}, true
-}
-
-// dispatch calls the Agent method for req. A panic in the Agent becomes
-// an error answer rather than taking the agent down.
-func (s *Server) dispatch(ctx context.Context, req Request, a Agent) (data any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("control request panicked", "cmd", req.Cmd, "panic", p, "stack", string(debug.Stack()))
-			data, err = nil, fmt.Errorf("%s: internal error in the agent (logged)", req.Cmd)
-		}
-	}()
-	switch req.Cmd {
-	case CmdStatus:
-		return a.Status(ctx)
-	case CmdFlows:
-		var args FlowsArgs
-		if err := decodeArgs(req, &args); err != nil {
-			return nil, err
-		}
-		if args.Top < 0 {
-			return nil, fmt.Errorf("flows: top %d: must be >= 0", args.Top)
-		}
-		if args.Sort != "" && args.Sort != "bytes" && args.Sort != "packets" {
-			return nil, fmt.Errorf("flows: sort %q: want bytes or packets", args.Sort)
-		}
-		return a.Flows(ctx, args)
-	case CmdRIBSummary:
-		return a.RIBSummary(ctx)
-	case CmdRIBLookup:
-		var args RIBLookupArgs
-		if err := decodeArgs(req, &args); err != nil {
-			return nil, err
-		}
-		addr, err := netip.ParseAddr(args.Addr)
+		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, fmt.Errorf("rib lookup: address %q: not an IPv4 or IPv6 address", args.Addr)
-		}
-		return a.RIBLookup(ctx, addr)
-	case CmdSetSampleRate:
-		var args SetSampleRateArgs
-		if err := decodeArgs(req, &args); err != nil {
 			return nil, err
 		}
-		if args.Rate < 1 {
-			return nil, fmt.Errorf("sample rate %d: must be >= 1", args.Rate)
+		select {
+		case l.serving <- struct{}{}:
+			return &slotConn{Conn: c, release: func() { <-l.serving }}, nil
+		default:
 		}
-		return a.SetSampleRate(ctx, args.Rate)
-	case CmdReload:
-		return a.Reload(ctx)
+		select {
+		case l.refusing <- struct{}{}:
+			go func() {
+				defer func() { <-l.refusing }()
+				refuse(c, l.log)
+			}()
+		default:
+			c.Close()
+		}
 	}
-	return nil, fmt.Errorf("unknown command %q", req.Cmd)
 }
 
-// decodeArgs reads req.Args into v; absent args leave v zero. Unknown
-// fields are ignored: newer clients may send optional additions.
-func decodeArgs(req Request, v any) error {
-	if len(req.Args) == 0 || string(req.Args) == "null" {
-		return nil
-	}
-	if err := json.Unmarshal(req.Args, v); err != nil {
-		return fmt.Errorf("%s: bad args: %v", req.Cmd, err)
-	}
-	return nil
+// slotConn gives its slot back when net/http closes it.
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
 }
 
-func errorResponse(msg string) Response {
-	return Response{V: Version, OK: false, Error: msg}
-}
-
-// writeResponse writes resp as one line.
-func writeResponse(w io.Writer, resp Response) error {
-	b, err := json.Marshal(resp)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
 	return err
+}
+
+// refuse answers a connection over MaxConns with 503 and closes it. It
+// reads the request header first, so a client that writes its request
+// after connecting does not find the connection reset.
+func refuse(c net.Conn, log *slog.Logger) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(refuseTimeout))
+	r := bufio.NewReaderSize(io.LimitReader(c, MaxHeaderBytes), 4096)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			break // EOF, timeout or oversize: answer anyway
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 && err == nil {
+			break // end of the header
+		}
+	}
+	body, _ := json.Marshal(Error{Message: fmt.Sprintf("busy: %d control connections already open", MaxConns)})
+	body = append(body, '\n')
+	resp := fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	if _, err := io.WriteString(c, resp); err != nil {
+		log.Debug("control connection refused unanswered", "err", err)
+	}
 }

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	gobmp "github.com/osrg/gobgp/v3/pkg/packet/bmp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	gobmp "github.com/osrg/gobgp/v4/pkg/packet/bmp"
 
 	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/bmp"
@@ -44,30 +44,41 @@ func vrfStream(t *testing.T) []byte {
 		out = append(out, b...)
 	}
 	hdr := func(typ uint8, dist uint64, peer string, asn uint32) gobmp.BMPPeerHeader {
-		return *gobmp.NewBMPPeerHeader(typ, 0, dist, peer, asn, "192.0.2.254", 0)
+		return *gobmp.NewBMPPeerHeader(typ, 0, dist, netip.MustParseAddr(peer), asn, netip.MustParseAddr("192.0.2.254"), 0)
 	}
 	open := func(asn uint32) *bgp.BGPMessage {
-		return bgp.NewBGPOpenMessage(uint16(asn), 90, "192.0.2.254", []bgp.OptionParameterInterface{
+		m, err := bgp.NewBGPOpenMessage(uint16(asn), 90, netip.MustParseAddr("192.0.2.254"), []bgp.OptionParameterInterface{
 			bgp.NewOptionParameterCapability([]bgp.ParameterCapabilityInterface{
 				bgp.NewCapMultiProtocol(bgp.RF_IPv4_UC), bgp.NewCapFourOctetASNumber(asn)})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	nextHop, err := bgp.NewPathAttributeNextHop(netip.MustParseAddr("192.0.2.1"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	announce := func(h gobmp.BMPPeerHeader, prefix string, path ...uint32) {
-		p := netip.MustParsePrefix(prefix)
+		nlri, err := bgp.NewIPAddrPrefix(netip.MustParsePrefix(prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
 		var segs []bgp.AsPathParamInterface
 		if len(path) > 0 {
 			segs = append(segs, bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, path))
 		}
 		upd := bgp.NewBGPUpdateMessage(nil, []bgp.PathAttributeInterface{
-			bgp.NewPathAttributeOrigin(0), bgp.NewPathAttributeAsPath(segs), bgp.NewPathAttributeNextHop("192.0.2.1"),
-		}, []*bgp.IPAddrPrefix{bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())})
+			bgp.NewPathAttributeOrigin(0), bgp.NewPathAttributeAsPath(segs), nextHop,
+		}, []bgp.PathNLRI{{NLRI: nlri}})
 		add(gobmp.NewBMPRouteMonitoring(h, upd))
 	}
 	add(gobmp.NewBMPInitiation([]gobmp.BMPInfoTLVInterface{
 		gobmp.NewBMPInfoTLVString(gobmp.BMP_INIT_TLV_TYPE_SYS_NAME, "pe1")}))
 	global := hdr(gobmp.BMP_PEER_TYPE_GLOBAL, 0, "192.0.2.1", 64500)
 	vrfPeer := hdr(gobmp.BMP_PEER_TYPE_L3VPN, rdASN, "192.0.2.2", 65001)
-	add(gobmp.NewBMPPeerUpNotification(global, "192.0.2.254", 179, 40000, open(65000), open(64500)))
-	add(gobmp.NewBMPPeerUpNotification(vrfPeer, "192.0.2.254", 179, 40001, open(65000), open(65001)))
+	add(gobmp.NewBMPPeerUpNotification(global, netip.MustParseAddr("192.0.2.254"), 179, 40000, open(65000), open(64500)))
+	add(gobmp.NewBMPPeerUpNotification(vrfPeer, netip.MustParseAddr("192.0.2.254"), 179, 40001, open(65000), open(65001)))
 	announce(global, "0.0.0.0/0", 64500)
 	announce(global, "198.18.8.0/24", 64500, 64496, 15169)
 	announce(vrfPeer, "198.18.8.0/24", 65001)

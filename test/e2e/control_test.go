@@ -162,6 +162,10 @@ func TestControlCommands(t *testing.T) {
 		if st.Flows.Active < 1 || st.Flows.IdleTimeout != "1m0s" {
 			t.Errorf("flows = %+v, want >= 1 active, idle timeout 1m0s", st.Flows)
 		}
+		// A running agent has heap, BPF maps and pages of its binary.
+		if m := st.Memory; m == nil || m.Anonymous == 0 || m.BPFLocked == 0 || m.File == 0 {
+			t.Errorf("memory = %+v, want all three figures", m)
+		}
 		var ifc *control.InterfaceStatus
 		for i := range st.Interfaces {
 			if st.Interfaces[i].Name == l.vethA {
@@ -260,6 +264,37 @@ func TestControlCommands(t *testing.T) {
 		}
 		rfmCLI(t, "rib", "lookup", "198.18.0.300", "--socket", sock).failed(t, "rfm rib lookup bad",
 			`rfm: rib lookup: address "198.18.0.300": not an IPv4 or IPv6 address`)
+	})
+
+	t.Run("curl", func(t *testing.T) {
+		// The control API is plain HTTP on the socket: curl speaks it.
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			t.Skip("curl not installed (scripts/test.sh installs it)")
+		}
+		get := func(target string) (body string, status string) {
+			t.Helper()
+			out, err := exec.Command(curl, "-sS", "--max-time", "20", "--unix-socket", sock, "-w", "\n%{http_code}", "http://rfm"+target).Output()
+			if err != nil {
+				t.Fatalf("curl %s: %v", target, err)
+			}
+			i := strings.LastIndexByte(string(out), '\n')
+			return string(out[:i]), string(out[i+1:])
+		}
+		body, status := get("/v1/status")
+		var st control.Status
+		if err := json.Unmarshal([]byte(body), &st); err != nil || status != "200" || st.ConfigPath != path {
+			t.Errorf("curl /v1/status: %s %s (%v)", status, body, err)
+		}
+		body, status = get("/v1/flows?top=1&iface=" + l.vethA)
+		var fl control.Flows
+		if err := json.Unmarshal([]byte(body), &fl); err != nil || status != "200" || len(fl.Flows) != 1 || fl.Flows[0].Iface != l.vethA {
+			t.Errorf("curl /v1/flows: %s %s (%v)", status, body, err)
+		}
+		body, status = get("/v1/flows?iface=nosuch0")
+		if want := `{"error":"interface \"nosuch0\": not attached","parameter":"iface","value":"nosuch0"}` + "\n"; status != "400" || body != want {
+			t.Errorf("curl /v1/flows?iface=nosuch0: %s %q, want 400 %q", status, body, want)
+		}
 	})
 
 	t.Run("socket file", func(t *testing.T) {

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bmp"
 
 	"github.com/stepbrobd/rfm/test/lab"
 )
@@ -69,30 +70,42 @@ func (r *fakeRouter) up(name, peer string, asn uint32) {
 	})))
 	open := func(as uint32) *bgp.BGPMessage {
 		caps := []bgp.ParameterCapabilityInterface{bgp.NewCapMultiProtocol(bgp.RF_IPv4_UC), bgp.NewCapFourOctetASNumber(as)}
-		return bgp.NewBGPOpenMessage(uint16(as), 90, peer, []bgp.OptionParameterInterface{bgp.NewOptionParameterCapability(caps)})
+		m, err := bgp.NewBGPOpenMessage(uint16(as), 90, netip.MustParseAddr(peer), []bgp.OptionParameterInterface{bgp.NewOptionParameterCapability(caps)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
 	}
-	r.write(serialize(t, bmp.NewBMPPeerUpNotification(r.peerHeader(peer, asn), "198.18.255.254", 179, 40000, open(65000), open(asn))))
+	r.write(serialize(t, bmp.NewBMPPeerUpNotification(r.peerHeader(peer, asn), netip.MustParseAddr("198.18.255.254"), 179, 40000, open(65000), open(asn))))
 }
 
 func (r *fakeRouter) peerHeader(peer string, asn uint32) bmp.BMPPeerHeader {
-	return *bmp.NewBMPPeerHeader(0, 0, 0, peer, asn, peer, 0)
+	addr := netip.MustParseAddr(peer)
+	return *bmp.NewBMPPeerHeader(0, 0, 0, addr, asn, addr, 0)
 }
 
 // announce sends one Route Monitoring message per prefix.
 func (r *fakeRouter) announce(peer string, asn uint32, prefixes []string) {
 	t := r.t
 	t.Helper()
+	nextHop, err := bgp.NewPathAttributeNextHop(netip.MustParseAddr(peer))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range prefixes {
-		_, ipn, err := net.ParseCIDR(p)
+		pfx, err := netip.ParsePrefix(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		bits, _ := ipn.Mask.Size()
+		nlri, err := bgp.NewIPAddrPrefix(pfx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		upd := bgp.NewBGPUpdateMessage(nil, []bgp.PathAttributeInterface{
 			bgp.NewPathAttributeOrigin(0),
 			bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{asn})}),
-			bgp.NewPathAttributeNextHop(peer),
-		}, []*bgp.IPAddrPrefix{bgp.NewIPAddrPrefix(uint8(bits), ipn.IP.String())})
+			nextHop,
+		}, []bgp.PathNLRI{{NLRI: nlri}})
 		r.write(serialize(t, bmp.NewBMPRouteMonitoring(r.peerHeader(peer, asn), upd)))
 	}
 }

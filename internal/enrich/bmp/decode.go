@@ -6,11 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bmp"
 
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 )
@@ -101,6 +100,9 @@ type decoder struct {
 	peers     map[rib.PeerKey]*peerState
 	seen      bool // a message was decoded
 	gobgpOnly bool // no fast path: every message through gobgp (benchmarks, differential tests)
+	// The message being parsed has an AS_PATH to read with 2-byte
+	// ASNs (see twoByteASPath); options passes it to the parser.
+	twoByteAS bool
 	// Reused buffers for AS path decoding.
 	segs, segs4 []rib.Segment
 	asns        []uint32
@@ -141,6 +143,7 @@ func (d *decoder) decode(msg []byte, ops []op) (out []op, err error) {
 			return out, nil
 		}
 	}
+	d.twoByteAS = typ == typeRouteMonitoring && twoByteASPath(msg)
 	m, perr := bmp.ParseBMPMessageWithOptions(msg, d.options)
 	if perr != nil && (m == nil || typ != typeRouteMonitoring) {
 		d.counters.skip(skipMalformed)
@@ -210,35 +213,62 @@ func terminationError(t *bmp.BMPTermination) error {
 	return fmt.Errorf("%w (%s)", errTerminated, reason)
 }
 
+// twoByteASOption makes the parser read AS_PATH with 2-byte ASNs.
+var twoByteASOption = &bgp.MarshallingOption{Use2ByteAS: true}
+
 // options gives the parser the ADD-PATH settings of the peer a message
-// is about.
+// is about, and the AS_PATH width of the message.
 func (d *decoder) options(h bmp.BMPPeerHeader) []*bgp.MarshallingOption {
-	key, ok := peerKey(&h)
-	if !ok {
-		return nil
+	var opts []*bgp.MarshallingOption
+	if key, ok := peerKey(&h); ok {
+		if ps := d.peers[key]; ps != nil {
+			opts = ps.opts
+		}
 	}
-	if ps := d.peers[key]; ps != nil {
-		return ps.opts
+	if d.twoByteAS {
+		opts = append([]*bgp.MarshallingOption{twoByteASOption}, opts...)
 	}
-	return nil
+	return opts
+}
+
+// twoByteASPath reports whether the AS_PATH of a Route Monitoring
+// message is to be read with 2-byte ASNs: the A flag says so (RFC 7854
+// 4.2) unless the bytes parse only with the other width, as asPath
+// decides. The parser reads the width it is told and would treat a
+// route whose router sets the flag inconsistently as withdrawn.
+func twoByteASPath(msg []byte) bool {
+	const hdr = bmp.BMP_HEADER_SIZE + bmp.BMP_PEER_HEADER_SIZE
+	if len(msg) < hdr {
+		return false
+	}
+	peerType, flags := msg[bmp.BMP_HEADER_SIZE], msg[bmp.BMP_HEADER_SIZE+1]
+	as4 := peerType == peerTypeLocRIB || flags&flagTwoByteAS == 0
+	var asPath []byte
+	rawAttrs(msg[hdr:], func(typ byte, val []byte) {
+		if typ == attrASPath {
+			asPath = val
+		}
+	})
+	if !gobgpASPathOK(asPath, as4) && gobgpASPathOK(asPath, !as4) {
+		as4 = !as4
+	}
+	return !as4
 }
 
 func peerKey(h *bmp.BMPPeerHeader) (rib.PeerKey, bool) {
-	a, ok := netip.AddrFromSlice(h.PeerAddress)
-	if !ok {
-		return rib.PeerKey{}, false
-	}
+	a := h.PeerAddress
 	if h.PeerType == peerTypeLocRIB {
-		// Zero-filled (RFC 9069); the flag that would make it IPv6 is
-		// the "filtered" flag for this peer type.
+		// Zero-filled (RFC 9069): the parser leaves it unset, and the
+		// flag that would make it IPv6 is the "filtered" flag for this
+		// peer type.
 		a = netip.IPv4Unspecified()
 	}
+	if !a.IsValid() {
+		return rib.PeerKey{}, false
+	}
+	// An IPv4 peer announced with the V flag is the same peer as
+	// without it.
 	return rib.PeerKey{Type: h.PeerType, Distinguisher: h.PeerDistinguisher, Addr: a.Unmap()}, true
-}
-
-func addrOf(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip)
-	return a.Unmap()
 }
 
 func (d *decoder) peerUp(h bmp.BMPPeerHeader, body *bmp.BMPPeerUpNotification, ops []op) []op {
@@ -250,7 +280,7 @@ func (d *decoder) peerUp(h bmp.BMPPeerHeader, body *bmp.BMPPeerUpNotification, o
 	ps := &peerState{
 		key:      key,
 		asn:      h.PeerAS,
-		bgpID:    addrOf(h.PeerBGPID),
+		bgpID:    h.PeerBGPID,
 		sentOpen: body.SentOpenMsg,
 		recvOpen: body.ReceivedOpenMsg,
 	}
@@ -258,8 +288,8 @@ func (d *decoder) peerUp(h bmp.BMPPeerHeader, body *bmp.BMPPeerUpNotification, o
 	ps.as4 = sent.as4 && recv.as4
 	// Updates from the peer carry path ids for a family when the peer
 	// may send them and the router asked to receive them (RFC 7911).
-	addPath := map[bgp.RouteFamily]bgp.BGPAddPathMode{}
-	for _, rf := range []bgp.RouteFamily{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
+	addPath := map[bgp.Family]bgp.BGPAddPathMode{}
+	for _, rf := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
 		if recv.addPath[rf]&bgp.BGP_ADD_PATH_SEND != 0 && sent.addPath[rf]&bgp.BGP_ADD_PATH_RECEIVE != 0 {
 			addPath[rf] = bgp.BGP_ADD_PATH_RECEIVE
 			ps.addPath[boolIndex(rf == bgp.RF_IPv6_UC)] = true
@@ -281,7 +311,7 @@ func boolIndex(b bool) int {
 
 type caps struct {
 	as4     bool
-	addPath map[bgp.RouteFamily]bgp.BGPAddPathMode
+	addPath map[bgp.Family]bgp.BGPAddPathMode
 }
 
 func capabilities(m *bgp.BGPMessage) caps {
@@ -304,10 +334,10 @@ func capabilities(m *bgp.BGPMessage) caps {
 				c.as4 = true
 			case *bgp.CapAddPath:
 				if c.addPath == nil {
-					c.addPath = map[bgp.RouteFamily]bgp.BGPAddPathMode{}
+					c.addPath = map[bgp.Family]bgp.BGPAddPathMode{}
 				}
 				for _, t := range v.Tuples {
-					c.addPath[t.RouteFamily] |= t.Mode
+					c.addPath[t.Family] |= t.Mode
 				}
 			}
 		}
@@ -335,7 +365,7 @@ func (d *decoder) routeMonitoring(h *bmp.BMPPeerHeader, body *bmp.BMPRouteMonito
 	if ps == nil {
 		// Route Monitoring before (or without) Peer Up, as some routers
 		// do for their Loc-RIB: register the peer without ADD-PATH.
-		ps = &peerState{key: key, asn: h.PeerAS, bgpID: addrOf(h.PeerBGPID), as4: true}
+		ps = &peerState{key: key, asn: h.PeerAS, bgpID: h.PeerBGPID, as4: true}
 		d.peers[key] = ps
 		ops = append(ops, op{kind: opPeerUp, peer: ps})
 	}
@@ -386,16 +416,16 @@ func (d *decoder) update(ps *peerState, view rib.View, as4 bool, upd *bgp.BGPUpd
 		return ops
 	}
 	r := routeOps{d: d, ps: ps, view: view, raw: raw, as4: as4, withdrawAll: withdrawAll, ops: ops}
-	announce := func(p bgp.AddrPrefixInterface) {
-		if pfx, ok := prefixOf(p); ok {
-			r.announce(pfx, p.PathIdentifier())
+	announce := func(p bgp.PathNLRI) {
+		if pfx, ok := prefixOf(p.NLRI); ok {
+			r.announce(pfx, p.ID)
 		} else {
 			d.counters.skip(skipMalformed)
 		}
 	}
-	withdraw := func(p bgp.AddrPrefixInterface) {
-		if pfx, ok := prefixOf(p); ok {
-			r.withdraw(pfx, p.PathIdentifier())
+	withdraw := func(p bgp.PathNLRI) {
+		if pfx, ok := prefixOf(p.NLRI); ok {
+			r.withdraw(pfx, p.ID)
 		} else {
 			d.counters.skip(skipMalformed)
 		}
@@ -468,29 +498,15 @@ func unicast(afi uint16, safi uint8) bool {
 	return (afi == bgp.AFI_IP || afi == bgp.AFI_IP6) && safi == bgp.SAFI_UNICAST
 }
 
-func prefixOf(p bgp.AddrPrefixInterface) (netip.Prefix, bool) {
-	var ip net.IP
-	var bits uint8
-	switch v := p.(type) {
-	case *bgp.IPAddrPrefix:
-		ip, bits = v.Prefix, v.Length
-	case *bgp.IPv6AddrPrefix:
-		ip, bits = v.Prefix, v.Length
-	default:
+// prefixOf returns the prefix of an IPv4 or IPv6 unicast NLRI. The
+// parser builds it from the family's address length, so an IPv4 prefix
+// is never an IPv4-mapped IPv6 one, and clears the bits past the length.
+func prefixOf(n bgp.NLRI) (netip.Prefix, bool) {
+	p, ok := n.(*bgp.IPAddrPrefix)
+	if !ok || !p.Prefix.IsValid() {
 		return netip.Prefix{}, false
 	}
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	if _, v4 := p.(*bgp.IPAddrPrefix); v4 {
-		a = a.Unmap()
-	}
-	pfx := netip.PrefixFrom(a, int(bits))
-	if !pfx.IsValid() {
-		return netip.Prefix{}, false
-	}
-	return pfx.Masked(), true
+	return p.Prefix, true
 }
 
 // Path attribute type codes.

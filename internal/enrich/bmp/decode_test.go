@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bmp"
 
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 )
@@ -128,10 +128,10 @@ func TestAddPathNegotiation(t *testing.T) {
 			h := newHarness(t)
 			o := peerUpOpts{}
 			if c.sent != 0 {
-				o.sentAddPath = map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: c.sent}
+				o.sentAddPath = map[bgp.Family]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: c.sent}
 			}
 			if c.recv != 0 {
-				o.recvAddPath = map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: c.recv}
+				o.recvAddPath = map[bgp.Family]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: c.recv}
 			}
 			h.feed(initiationMsg(t, "r"), peerUpMsg(t, peerA, 65001, o))
 			hdr := peerHeader(0, 0, peerA, 65001)
@@ -165,12 +165,12 @@ func as2Update(asPath []uint16, as4Path []uint32) *bgp.BGPMessage {
 	attrs := []bgp.PathAttributeInterface{
 		bgp.NewPathAttributeOrigin(0),
 		bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAsPathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, asPath)}),
-		bgp.NewPathAttributeNextHop("192.0.2.1"),
+		must(bgp.NewPathAttributeNextHop(netip.MustParseAddr("192.0.2.1"))),
 	}
 	if as4Path != nil {
 		attrs = append(attrs, bgp.NewPathAttributeAs4Path([]*bgp.As4PathParam{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, as4Path)}))
 	}
-	return bgp.NewBGPUpdateMessage(nil, attrs, []*bgp.IPAddrPrefix{bgp.NewIPAddrPrefix(24, "198.18.0.0")})
+	return bgp.NewBGPUpdateMessage(nil, attrs, []bgp.PathNLRI{nlri("198.18.0.0/24")})
 }
 
 func TestASPathFormats(t *testing.T) {
@@ -209,8 +209,8 @@ func TestASPathFormats(t *testing.T) {
 			bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{65001}),
 			bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SET, []uint32{64501, 64500}),
 		}),
-		bgp.NewPathAttributeNextHop("192.0.2.1"),
-	}, []*bgp.IPAddrPrefix{bgp.NewIPAddrPrefix(24, "198.18.0.0")})
+		must(bgp.NewPathAttributeNextHop(netip.MustParseAddr("192.0.2.1"))),
+	}, []bgp.PathNLRI{nlri("198.18.0.0/24")})
 	h.feed(rmMsg(t, peerHeader(0, 0, peerA, 65001), m, false))
 	if ri, ok := h.route("198.18.0.1"); !ok || ri.Origin != 0 || ri.Path.String() != "65001 {64501,64500}" {
 		t.Fatalf("AS_SET route %+v %v", ri, ok)
@@ -257,9 +257,7 @@ func TestSkippedInput(t *testing.T) {
 	vpn := bgp.NewBGPUpdateMessage(nil, []bgp.PathAttributeInterface{
 		bgp.NewPathAttributeOrigin(0),
 		bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{65001})}),
-		bgp.NewPathAttributeMpReachNLRI("192.0.2.1", []bgp.AddrPrefixInterface{
-			bgp.NewLabeledVPNIPAddrPrefix(24, "198.18.3.0", *bgp.NewMPLSLabelStack(100), bgp.NewRouteDistinguisherTwoOctetAS(65001, 1)),
-		}),
+		vpnReach("198.18.3.0/24", "192.0.2.1"),
 	}, nil)
 
 	// An UPDATE whose attribute length runs past the message.

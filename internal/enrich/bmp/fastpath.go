@@ -138,6 +138,17 @@ func checkPrefixes(b []byte, v6, addPath bool) bool {
 	return true
 }
 
+// bgpMarker reports whether a BGP message starts with the 16-byte
+// all-ones marker (RFC 4271 4.1), which gobgp requires.
+func bgpMarker(msg []byte) bool {
+	for _, b := range msg[:16] {
+		if b != 0xff {
+			return false
+		}
+	}
+	return true
+}
+
 // fastUpdate is one UPDATE split into its parts by fastSplit.
 type fastUpdate struct {
 	withdrawn, nlri []byte
@@ -155,7 +166,7 @@ type fastUpdate struct {
 // it. ok is false unless gobgp would parse the message without error
 // and every part is one the fast path handles.
 func fastSplit(msg []byte, addPath [2]bool) (u fastUpdate, ok bool) {
-	if len(msg) < 23 || msg[18] != 2 {
+	if len(msg) < 23 || msg[18] != 2 || !bgpMarker(msg) {
 		return u, false
 	}
 	hl := int(binary.BigEndian.Uint16(msg[16:18]))

@@ -6,11 +6,12 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
 // pairedDecoders decode the same messages with and without the fast
@@ -82,12 +83,12 @@ func fastPathCase(t testing.TB, flags byte, msg []byte) bool {
 	p := newPairedDecoders()
 	var o peerUpOpts
 	if flags&1 != 0 {
-		both := map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_BOTH}
+		both := map[bgp.Family]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_BOTH}
 		o.sentAddPath, o.recvAddPath = both, both
 	}
 	if flags&2 != 0 {
 		// ADD-PATH for IPv6 only.
-		v6 := map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_BOTH}
+		v6 := map[bgp.Family]bgp.BGPAddPathMode{bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_BOTH}
 		o.sentAddPath, o.recvAddPath = v6, v6
 	}
 	p.decode(t, initiationMsg(t, "fuzz"))
@@ -170,13 +171,13 @@ func TestFastPathGenerated(t *testing.T) {
 				bgp.NewPathAttributeLargeCommunities([]*bgp.LargeCommunity{bgp.NewLargeCommunity(65001, 1, 2)}))
 		}
 		if rnd.IntN(8) == 0 {
-			r.extraAttr = append(r.extraAttr, bgp.NewPathAttributeAtomicAggregate(), bgp.NewPathAttributeAggregator(uint32(65001), "192.0.2.1"))
+			r.extraAttr = append(r.extraAttr, bgp.NewPathAttributeAtomicAggregate(), must(bgp.NewPathAttributeAggregator(uint32(65001), netip.MustParseAddr("192.0.2.1"))))
 		}
 		var msg []byte
 		var err error
 		var opts []*bgp.MarshallingOption
 		if addPath {
-			opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.RouteFamily]bgp.BGPAddPathMode{
+			opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.Family]bgp.BGPAddPathMode{
 				bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_SEND, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_SEND,
 			}})
 		}

@@ -5,13 +5,14 @@ package bmp
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bmp"
 )
 
 // FuzzStream feeds a byte stream through the framer, the decoder and
@@ -49,7 +50,7 @@ func FuzzUpdate(f *testing.F) {
 		h := newHarness(t)
 		var o peerUpOpts
 		if flags&1 != 0 {
-			both := map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_BOTH}
+			both := map[bgp.Family]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_BOTH}
 			o.sentAddPath, o.recvAddPath = both, both
 		}
 		h.feed(initiationMsg(t, "fuzz"), peerUpMsg(t, peerA, 65001, o))
@@ -97,7 +98,7 @@ func fuzzHeader(flags byte) bmp.BMPPeerHeader {
 			peerType = bmp.BMP_PEER_TYPE_L3VPN
 		}
 	}
-	return *bmp.NewBMPPeerHeader(peerType, flags&(flagPostPolicy|flagTwoByteAS|flagAdjRIBOut), rd, peerA, 65001, "192.0.2.254", 0)
+	return *bmp.NewBMPPeerHeader(peerType, flags&(flagPostPolicy|flagTwoByteAS|flagAdjRIBOut), rd, netip.MustParseAddr(peerA), 65001, netip.MustParseAddr("192.0.2.254"), 0)
 }
 
 // checkRIB checks that counts are sane and every counted route can be
@@ -152,7 +153,7 @@ func streamSeeds(t testing.TB) [][]byte {
 			seeds = append(seeds, slices.Concat(slices.Concat(head...), slices.Concat(rest[i:min(i+4, len(rest))]...)))
 		}
 	}
-	both := map[bgp.RouteFamily]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH}
+	both := map[bgp.Family]bgp.BGPAddPathMode{bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_BOTH}
 	seeds = append(seeds,
 		slices.Concat(
 			initiationMsg(t, "r"),
@@ -170,14 +171,14 @@ func streamSeeds(t testing.TB) [][]byte {
 		// A PE: an RD-instance peer, a VRF Loc-RIB, a default route.
 		slices.Concat(
 			initiationMsg(t, "pe"),
-			mustSerialize(t, bmp.NewBMPPeerUpNotification(*bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, peerB, 65002, "192.0.2.254", 0),
-				"192.0.2.254", 179, 40000, openMsg(65000, false, nil), openMsg(65002, false, nil))),
-			rmMsg(t, *bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, peerB, 65002, "192.0.2.254", 0),
+			mustSerialize(t, bmp.NewBMPPeerUpNotification(*bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, netip.MustParseAddr(peerB), 65002, netip.MustParseAddr("192.0.2.254"), 0),
+				netip.MustParseAddr("192.0.2.254"), 179, 40000, openMsg(65000, false, nil), openMsg(65002, false, nil))),
+			rmMsg(t, *bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, netip.MustParseAddr(peerB), 65002, netip.MustParseAddr("192.0.2.254"), 0),
 				updateMsg(t, route{announce: []string{"198.18.8.0/24"}, path: []uint32{65002}}), false),
-			rmMsg(t, *bmp.NewBMPPeerHeader(peerTypeLocRIB, 0, 0x0001_c000_0201_0005, "0.0.0.0", 65000, "192.0.2.254", 0),
+			rmMsg(t, *bmp.NewBMPPeerHeader(peerTypeLocRIB, 0, 0x0001_c000_0201_0005, netip.MustParseAddr("0.0.0.0"), 65000, netip.MustParseAddr("192.0.2.254"), 0),
 				updateMsg(t, route{announce: []string{"198.18.9.0/24"}, path: []uint32{64700}}), false),
 			rmMsg(t, peerHeader(0, 0, peerA, 65001), updateMsg(t, route{announce: []string{"0.0.0.0/0", "::/0"}, path: []uint32{65001}}), false),
-			mustSerialize(t, bmp.NewBMPPeerDownNotification(*bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, peerB, 65002, "192.0.2.254", 0),
+			mustSerialize(t, bmp.NewBMPPeerDownNotification(*bmp.NewBMPPeerHeader(bmp.BMP_PEER_TYPE_L3VPN, 0, fuzzRD, netip.MustParseAddr(peerB), 65002, netip.MustParseAddr("192.0.2.254"), 0),
 				bmp.BMP_PEER_DOWN_REASON_REMOTE_NO_NOTIFICATION, nil, nil)),
 		),
 	)
@@ -211,7 +212,7 @@ func updateSeeds(t testing.TB) []updateSeed {
 	ser := func(m *bgp.BGPMessage, addPath bool) []byte {
 		var opts []*bgp.MarshallingOption
 		if addPath {
-			opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.RouteFamily]bgp.BGPAddPathMode{
+			opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.Family]bgp.BGPAddPathMode{
 				bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_SEND, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_SEND,
 			}})
 		}
@@ -228,14 +229,12 @@ func updateSeeds(t testing.TB) []updateSeed {
 			bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{65001}),
 			bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SET, []uint32{64501, 64500}),
 		}),
-		bgp.NewPathAttributeNextHop("192.0.2.1"),
-	}, []*bgp.IPAddrPrefix{bgp.NewIPAddrPrefix(24, "198.18.0.0")})
+		must(bgp.NewPathAttributeNextHop(netip.MustParseAddr("192.0.2.1"))),
+	}, []bgp.PathNLRI{nlri("198.18.0.0/24")})
 	vpn := bgp.NewBGPUpdateMessage(nil, []bgp.PathAttributeInterface{
 		bgp.NewPathAttributeOrigin(0),
 		bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{65001})}),
-		bgp.NewPathAttributeMpReachNLRI("192.0.2.1", []bgp.AddrPrefixInterface{
-			bgp.NewLabeledVPNIPAddrPrefix(24, "198.18.3.0", *bgp.NewMPLSLabelStack(100), bgp.NewRouteDistinguisherTwoOctetAS(65001, 1)),
-		}),
+		vpnReach("198.18.3.0/24", "192.0.2.1"),
 	}, nil)
 	addPathRoutes := updateMsg(t, route{announce: []string{"198.18.0.0/24", "198.18.1.0/24", "2001:db8::/32"}, pathIDs: []uint32{1, 2, 3}, path: []uint32{65001, 64500}})
 	seeds = append(seeds,

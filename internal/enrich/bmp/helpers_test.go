@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v3/pkg/packet/bmp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/packet/bmp"
 
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 )
@@ -48,12 +48,21 @@ func terminationMsg(t testing.TB) []byte {
 }
 
 func peerHeader(peerType, flags uint8, peer string, asn uint32) bmp.BMPPeerHeader {
-	return *bmp.NewBMPPeerHeader(peerType, flags, 0, peer, asn, "192.0.2.254", 0)
+	return *bmp.NewBMPPeerHeader(peerType, flags, 0, netip.MustParseAddr(peer), asn, netip.MustParseAddr("192.0.2.254"), 0)
+}
+
+// must returns v and panics on err: gobgp's constructors check their
+// arguments, and the tests' arguments are constants that pass.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 // openMsg builds an OPEN with 4-byte ASN support (unless as2) and the
 // given ADD-PATH modes.
-func openMsg(asn uint32, as2 bool, addPath map[bgp.RouteFamily]bgp.BGPAddPathMode) *bgp.BGPMessage {
+func openMsg(asn uint32, as2 bool, addPath map[bgp.Family]bgp.BGPAddPathMode) *bgp.BGPMessage {
 	caps := []bgp.ParameterCapabilityInterface{
 		bgp.NewCapMultiProtocol(bgp.RF_IPv4_UC),
 		bgp.NewCapMultiProtocol(bgp.RF_IPv6_UC),
@@ -72,18 +81,18 @@ func openMsg(asn uint32, as2 bool, addPath map[bgp.RouteFamily]bgp.BGPAddPathMod
 	if len(tuples) > 0 {
 		caps = append(caps, bgp.NewCapAddPath(tuples))
 	}
-	return bgp.NewBGPOpenMessage(myAS, 90, "192.0.2.254", []bgp.OptionParameterInterface{bgp.NewOptionParameterCapability(caps)})
+	return must(bgp.NewBGPOpenMessage(myAS, 90, netip.MustParseAddr("192.0.2.254"), []bgp.OptionParameterInterface{bgp.NewOptionParameterCapability(caps)}))
 }
 
 type peerUpOpts struct {
-	sentAddPath, recvAddPath map[bgp.RouteFamily]bgp.BGPAddPathMode
+	sentAddPath, recvAddPath map[bgp.Family]bgp.BGPAddPathMode
 	as2                      bool
 }
 
 func peerUpMsg(t testing.TB, peer string, asn uint32, o peerUpOpts) []byte {
-	local := "192.0.2.254"
+	local := netip.MustParseAddr("192.0.2.254")
 	if strings.Contains(peer, ":") {
-		local = "2001:db8:ffff::fe"
+		local = netip.MustParseAddr("2001:db8:ffff::fe")
 	}
 	return mustSerialize(t, bmp.NewBMPPeerUpNotification(peerHeader(0, 0, peer, asn), local, 179, 40000,
 		openMsg(65000, o.as2, o.sentAddPath), openMsg(asn, o.as2, o.recvAddPath)))
@@ -109,22 +118,14 @@ type route struct {
 	extraAttr []bgp.PathAttributeInterface
 }
 
-func prefix(t testing.TB, s string, id uint32) bgp.AddrPrefixInterface {
+// prefix returns the NLRI of s with path id id, and whether it is IPv4.
+func prefix(s string, id uint32) (bgp.PathNLRI, bool) {
 	p := netip.MustParsePrefix(s)
-	var a bgp.AddrPrefixInterface
-	if p.Addr().Is4() {
-		a = bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
-	} else {
-		a = bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
-	}
-	a.SetPathIdentifier(id)
-	a.SetPathLocalIdentifier(id) // what gobgp serializes
-	return a
+	return bgp.PathNLRI{NLRI: must(bgp.NewIPAddrPrefix(p)), ID: id}, p.Addr().Is4()
 }
 
 func updateMsg(t testing.TB, r route) *bgp.BGPMessage {
-	var nlri4, wd4 []*bgp.IPAddrPrefix
-	var nlri6, wd6 []bgp.AddrPrefixInterface
+	var nlri4, wd4, nlri6, wd6 []bgp.PathNLRI
 	id := func(i int) uint32 {
 		if i < len(r.pathIDs) {
 			return r.pathIDs[i]
@@ -132,18 +133,16 @@ func updateMsg(t testing.TB, r route) *bgp.BGPMessage {
 		return 0
 	}
 	for i, s := range r.announce {
-		switch p := prefix(t, s, id(i)).(type) {
-		case *bgp.IPAddrPrefix:
+		if p, v4 := prefix(s, id(i)); v4 {
 			nlri4 = append(nlri4, p)
-		default:
+		} else {
 			nlri6 = append(nlri6, p)
 		}
 	}
 	for i, s := range r.withdraw {
-		switch p := prefix(t, s, id(i)).(type) {
-		case *bgp.IPAddrPrefix:
+		if p, v4 := prefix(s, id(i)); v4 {
 			wd4 = append(wd4, p)
-		default:
+		} else {
 			wd6 = append(wd6, p)
 		}
 	}
@@ -155,14 +154,14 @@ func updateMsg(t testing.TB, r route) *bgp.BGPMessage {
 		}
 		attrs = append(attrs, bgp.NewPathAttributeOrigin(0), bgp.NewPathAttributeAsPath(segs))
 		if len(nlri4) > 0 {
-			attrs = append(attrs, bgp.NewPathAttributeNextHop("192.0.2.1"))
+			attrs = append(attrs, must(bgp.NewPathAttributeNextHop(netip.MustParseAddr("192.0.2.1"))))
 		}
 		if len(nlri6) > 0 {
-			attrs = append(attrs, bgp.NewPathAttributeMpReachNLRI("2001:db8::1", nlri6))
+			attrs = append(attrs, must(bgp.NewPathAttributeMpReachNLRI(bgp.RF_IPv6_UC, nlri6, netip.MustParseAddr("2001:db8::1"))))
 		}
 	}
 	if len(wd6) > 0 {
-		attrs = append(attrs, bgp.NewPathAttributeMpUnreachNLRI(wd6))
+		attrs = append(attrs, must(bgp.NewPathAttributeMpUnreachNLRI(bgp.RF_IPv6_UC, wd6)))
 	}
 	attrs = append(attrs, r.extraAttr...)
 	return bgp.NewBGPUpdateMessage(wd4, attrs, nlri4)
@@ -173,7 +172,7 @@ func updateMsg(t testing.TB, r route) *bgp.BGPMessage {
 func rmMsg(t testing.TB, h bmp.BMPPeerHeader, m *bgp.BGPMessage, addPath bool) []byte {
 	var opts []*bgp.MarshallingOption
 	if addPath {
-		opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.RouteFamily]bgp.BGPAddPathMode{
+		opts = append(opts, &bgp.MarshallingOption{AddPath: map[bgp.Family]bgp.BGPAddPathMode{
 			bgp.RF_IPv4_UC: bgp.BGP_ADD_PATH_SEND, bgp.RF_IPv6_UC: bgp.BGP_ADD_PATH_SEND,
 		}})
 	}
@@ -245,4 +244,17 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// nlri returns the NLRI of prefix s without a path id.
+func nlri(s string) bgp.PathNLRI {
+	p, _ := prefix(s, 0)
+	return p
+}
+
+// vpnReach returns an MP_REACH_NLRI attribute of one IPv4 L3VPN route,
+// a family the station does not take.
+func vpnReach(pfx, nextHop string) *bgp.PathAttributeMpReachNLRI {
+	vpn := must(bgp.NewLabeledVPNIPAddrPrefix(netip.MustParsePrefix(pfx), *bgp.NewMPLSLabelStack(100), bgp.NewRouteDistinguisherTwoOctetAS(65001, 1)))
+	return must(bgp.NewPathAttributeMpReachNLRI(bgp.RF_IPv4_VPN, []bgp.PathNLRI{{NLRI: vpn}}, netip.MustParseAddr(nextHop)))
 }
