@@ -178,7 +178,7 @@ type attachment struct {
 // every attached interface of that kind. The programs find an
 // interface's counter slot by its ifindex in an array (a hash only for
 // the few whose array entry another interface holds), so attaching an
-// interface loads nothing: it writes two map entries and creates two
+// interface loads nothing: it writes the slot into the maps and creates two
 // TCX links.
 type Datapath struct {
 	shared    map[string]*ebpf.Map
