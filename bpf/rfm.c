@@ -693,6 +693,31 @@ static __always_inline __u32 rfm_segments(struct __sk_buff *skb, __u32 hdr_len)
 	return segs ? segs : 1;
 }
 
+// rfm_gso_hdr_len is the common case of rfm_parse's hdr_len for an
+// unsampled GSO packet, from one copy: TCP or UDP right behind an IPv4
+// header without options or an IPv6 header without extension headers.
+// Returns 0 for anything else, which takes the full parse.
+static __always_inline __u32 rfm_gso_hdr_len(struct __sk_buff *skb, __u32 l3, int fam)
+{
+	__u8 b[56];
+	if (fam == RFM_FAM_IPV4) {
+		if (rfm_load(skb, l3, b, 40) || b[0] != 0x45)
+			return 0;
+		if (b[9] == IPPROTO_UDP)
+			return l3 + 20 + 8;
+		if (b[9] == IPPROTO_TCP && (b[32] >> 4) >= 5)
+			return l3 + 20 + (b[32] >> 4) * 4;
+		return 0;
+	}
+	if (rfm_load(skb, l3, b, 56) || (b[0] >> 4) != 6)
+		return 0;
+	if (b[6] == IPPROTO_UDP)
+		return l3 + 40 + 8;
+	if (b[6] == IPPROTO_TCP && (b[52] >> 4) >= 5)
+		return l3 + 40 + (b[52] >> 4) * 4;
+	return 0;
+}
+
 static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 l3 = 0;
@@ -722,6 +747,17 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 	if (gso && !sample && dir == RFM_DIR_EGRESS && kernel_segs && skb->wire_len > skb->len) {
 		rfm_count(skb, dir, fam, kernel_segs, skb->wire_len + kernel_segs * tag);
 		return TCX_NEXT;
+	}
+	if (gso && !sample && fam != RFM_FAM_OTHER) {
+		__u32 hdr = rfm_gso_hdr_len(skb, l3, fam);
+		if (hdr) {
+			__u32 segs = rfm_segments(skb, hdr);
+			__u32 wire = dir == RFM_DIR_EGRESS && skb->wire_len > skb->len
+					     ? skb->wire_len
+					     : skb->len + (segs - 1) * hdr;
+			rfm_count(skb, dir, fam, segs, wire + segs * tag);
+			return TCX_NEXT;
+		}
 	}
 
 	struct rfm_event e;
