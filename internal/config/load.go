@@ -18,27 +18,32 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/stepbrobd/rfm/internal/export/ipfix"
+	"github.com/stepbrobd/rfm/internal/flow"
 )
 
-// Defaults for keys the file leaves out.
+// Defaults for keys the file leaves out. A default that a stage package
+// also applies to a zero field is that package's constant, so the two
+// cannot drift apart.
 const (
 	DefaultSampleRate      = 100
 	DefaultRingBufSize     = 262144
 	DefaultMaxFlows        = 65536
-	DefaultEvictionTimeout = 30 * time.Second
-	DefaultActiveTimeout   = 60 * time.Second
+	DefaultEvictionTimeout = flow.DefaultIdleTimeout
+	DefaultActiveTimeout   = flow.DefaultActiveTimeout
 	// MaxFlowsCeiling is the most flows the table holds, whatever
-	// max_flows says (flow.MaxFlowsCeiling); max_flows = 0 means it.
-	MaxFlowsCeiling            = 1 << 22
+	// max_flows says; max_flows = 0 means it.
+	MaxFlowsCeiling            = flow.MaxFlowsCeiling
 	DefaultIPFIXHost           = "::1"
 	DefaultIPFIXPort           = 4739
-	DefaultObservationDomainID = 1
-	DefaultTemplateRefresh     = 60 * time.Second
-	DefaultIPFIXMaxMessageSize = 1400
+	DefaultObservationDomainID = ipfix.DefaultObservationDomainID
+	DefaultTemplateRefresh     = ipfix.DefaultTemplateRefresh
+	DefaultIPFIXMaxMessageSize = ipfix.DefaultMaxMessageSize
 	DefaultPrometheusHost      = "::1"
 	DefaultPrometheusPort      = 9669
-	DefaultMaxLabelSets        = 10000
-	DefaultLabelSetExpiry      = time.Hour
+	DefaultMaxLabelSets        = flow.DefaultMaxLabelSets
+	DefaultLabelSetExpiry      = flow.DefaultLabelSetExpiry
 	DefaultBMPHost             = "::1"
 	DefaultBMPPort             = 11019
 	DefaultBMPKeep             = 5 * time.Minute
