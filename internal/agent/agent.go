@@ -147,7 +147,11 @@ func (a *agent) start(ifaces []net.Interface) error {
 	}
 	if c.Enrich.RIB.BMP.Enabled() {
 		a.rib = rib.New(rib.Options{Keep: c.Enrich.RIB.BMP.Keep.Duration})
-		if a.station, err = bmp.Listen(c.Enrich.RIB.BMP, a.rib, a.log); err != nil {
+		sc, err := c.Enrich.RIB.BMP.Station()
+		if err != nil {
+			return err
+		}
+		if a.station, err = bmp.Listen(sc, a.rib, a.log); err != nil {
 			return err
 		}
 		a.reg.MustRegister(a.rib, a.station)

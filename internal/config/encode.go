@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/stepbrobd/rfm/internal/enrich/bmp"
 	"github.com/stepbrobd/rfm/internal/enrich/rd"
 )
 
@@ -45,17 +46,15 @@ func (c BMP) ListenAddr() string {
 	return joinHostPort(c.Host, c.Port)
 }
 
-// AllowPrefixes returns the allow list as masked prefixes, single
-// addresses as /32 or /128; nil means every router may connect. Addresses
-// are kept as written: compare them with a peer address that went through
-// netip.Addr.Unmap.
-func (c BMP) AllowPrefixes() ([]netip.Prefix, error) {
+// AllowPrefixes returns the allow list as bmp.ParseAllow reads it; nil
+// means every router may connect.
+func (c BMP) AllowPrefixes() ([]netip.Prefix, *Error) {
 	if len(c.Allow) == 0 {
 		return nil, nil
 	}
 	out := make([]netip.Prefix, 0, len(c.Allow))
 	for i, s := range c.Allow {
-		p, ok := parseAllowEntry(s)
+		p, ok := bmp.ParseAllow(s)
 		if !ok {
 			return nil, keyError(fmt.Sprintf("agent.enrich.rib.bmp.allow[%d]", i), s,
 				`must be an IP prefix such as "192.0.2.0/24" or a single IP address`)
@@ -63,6 +62,27 @@ func (c BMP) AllowPrefixes() ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// Station is the BMP station's configuration.
+func (c BMP) Station() (bmp.Config, error) {
+	allow, e := c.AllowPrefixes()
+	if e != nil {
+		return bmp.Config{}, e
+	}
+	labels, e := c.LabelDistinguishers()
+	if e != nil {
+		return bmp.Config{}, e
+	}
+	return bmp.Config{
+		Host:             c.Host,
+		Port:             c.Port,
+		Allow:            allow,
+		MaxSessions:      c.MaxSessions,
+		MaxMessageSize:   c.MaxMessageSize,
+		MaxRoutesPerPeer: c.MaxRoutesPerPeer,
+		LabelVRFs:        labels,
+	}, nil
 }
 
 // LabelDistinguishers returns label_vrfs as distinguisher values.

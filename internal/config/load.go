@@ -19,6 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/stepbrobd/rfm/internal/enrich/bmp"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
 	"github.com/stepbrobd/rfm/internal/flow"
 )
@@ -47,8 +48,8 @@ const (
 	DefaultBMPHost             = "::1"
 	DefaultBMPPort             = 11019
 	DefaultBMPKeep             = 5 * time.Minute
-	DefaultBMPMaxSessions      = 64
-	DefaultBMPMaxMessageSize   = 1 << 20
+	DefaultBMPMaxSessions      = bmp.DefaultMaxSessions
+	DefaultBMPMaxMessageSize   = bmp.DefaultMaxMessageSize
 	DefaultControlSocket       = "/run/rfm/rfm.sock"
 )
 

@@ -294,11 +294,8 @@ func validateValues(c *Config) *Error {
 	if bmp.Keep.Duration < 0 {
 		return keyError("agent.enrich.rib.bmp.keep", bmp.Keep, "must not be negative")
 	}
-	for i, s := range bmp.Allow {
-		if _, ok := parseAllowEntry(s); !ok {
-			return keyError(fmt.Sprintf("agent.enrich.rib.bmp.allow[%d]", i), s,
-				`must be an IP prefix such as "192.0.2.0/24" or a single IP address`)
-		}
+	if _, e := bmp.AllowPrefixes(); e != nil {
+		return e
 	}
 	if bmp.MaxSessions < 1 {
 		return keyError("agent.enrich.rib.bmp.max_sessions", bmp.MaxSessions, "must be at least 1")
@@ -473,23 +470,6 @@ func validHostName(s string) bool {
 	}
 	last := labels[len(labels)-1]
 	return strings.Trim(last, "0123456789") != ""
-}
-
-// parseAllowEntry reads one bmp.allow entry: a prefix, or a single address
-// taken as a full-length prefix. The result is masked.
-func parseAllowEntry(s string) (netip.Prefix, bool) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, false
-		}
-		return p.Masked(), true
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, false
-	}
-	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
 // checkReadableFile checks that path (when set) is a regular file this

@@ -92,7 +92,11 @@ func vrfStream(t *testing.T) []byte {
 func feedStation(t *testing.T, cfg config.BMP, r *rib.RIB, stream []byte, routes int) {
 	t.Helper()
 	cfg.Host, cfg.Port = "127.0.0.1", 0
-	st, err := bmp.Listen(cfg, r, nil)
+	sc, err := cfg.Station()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bmp.Listen(sc, r, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 	"github.com/stepbrobd/rfm/test/lab"
 )
@@ -221,7 +220,7 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 	defer r.Close()
 	rec := &recorder{sessions: map[netip.AddrPort]*bytes.Buffer{}}
 	logs := &lab.Buffer{}
-	st, err := Listen(config.BMP{Host: "127.0.0.1", Allow: []string{"127.0.0.0/8"}}, r, slog.New(slog.NewTextHandler(logs, nil)))
+	st, err := Listen(Config{Host: "127.0.0.1", Allow: prefixes("127.0.0.0/8")}, r, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,15 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/stepbrobd/rfm/internal/config"
 )
 
 func TestInitiationDeadline(t *testing.T) {
 	const deadline = 200 * time.Millisecond
 	// One session at a time: a connection that never sends Initiation
 	// must give its slot back.
-	f := startStation(t, config.BMP{MaxSessions: 1}, func(s *Station) { s.initTimeout = deadline })
+	f := startStation(t, Config{MaxSessions: 1}, func(s *Station) { s.initTimeout = deadline })
 
 	silent := f.dial()
 	eventually(t, "silent session open", func() bool { return metric(f, "rfm_bmp_sessions", "") == "1" })
@@ -52,7 +50,7 @@ func TestInitiationDeadline(t *testing.T) {
 }
 
 func TestPeerRouteLimit(t *testing.T) {
-	f := startStation(t, config.BMP{MaxRoutesPerPeer: 3})
+	f := startStation(t, Config{MaxRoutesPerPeer: 3})
 	c := f.dial()
 	ann := func(peer string, asn uint32, prefixes []string, path ...uint32) []byte {
 		return announceMsg(t, peer, asn, 0, route{announce: prefixes, path: path})

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 )
 
@@ -124,7 +123,7 @@ func TestReplay(t *testing.T) {
 // TestReplayStation sends the recorded streams through a listening
 // station, both at once, as two routers would.
 func TestReplayStation(t *testing.T) {
-	f := startStation(t, config.BMP{})
+	f := startStation(t, Config{})
 	total := 0
 	for _, fx := range fixtures {
 		stream, err := os.ReadFile(filepath.Join("testdata", fx.file))

@@ -30,20 +30,35 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/rd"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 )
 
-// Defaults for unset config fields.
+// Defaults for zero Config fields (and for the config file's keys).
 const (
 	DefaultMaxSessions    = 64
 	DefaultMaxMessageSize = 1 << 20
 )
+
+// Config configures a Station. The config file's [agent.enrich.rib.bmp]
+// keys are parsed into it (internal/config), with ParseAllow for allow.
+type Config struct {
+	Host string
+	Port int
+	// Allow lists the router prefixes allowed to connect; empty allows
+	// all. A router's address is unmapped and stripped of its zone before
+	// it is compared.
+	Allow            []netip.Prefix
+	MaxSessions      int      // 0: DefaultMaxSessions
+	MaxMessageSize   int      // bytes; 0: DefaultMaxMessageSize
+	MaxRoutesPerPeer int      // 0: no limit
+	LabelVRFs        []uint64 // route distinguishers whose VRF routes label flows
+}
 
 // InitiationTimeout is how long a new session may go without sending
 // its Initiation message, which RFC 7854 (4.3) requires first: a
@@ -89,7 +104,7 @@ type Station struct {
 
 // Listen validates cfg and binds the listening socket. Errors are one
 // line naming the config key and the bad value.
-func Listen(cfg config.BMP, r *rib.RIB, log *slog.Logger) (*Station, error) {
+func Listen(cfg Config, r *rib.RIB, log *slog.Logger) (*Station, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -117,25 +132,15 @@ func Listen(cfg config.BMP, r *rib.RIB, log *slog.Logger) (*Station, error) {
 	if s.maxRoutes < 0 {
 		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_routes_per_peer: %d: must be 0 (no limit) or positive", cfg.MaxRoutesPerPeer)
 	}
-	labels, kerr := cfg.LabelDistinguishers()
-	if kerr != nil {
-		return nil, kerr
-	}
-	for _, a := range cfg.Allow {
-		p, err := parseAllow(a)
-		if err != nil {
-			return nil, fmt.Errorf("agent.enrich.rib.bmp.allow: %q: not an address or prefix", a)
-		}
-		s.allow = append(s.allow, p)
-	}
+	s.allow = cfg.Allow
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("agent.enrich.rib.bmp: %w", err)
 	}
 	s.ln = ln
-	if len(labels) > 0 {
-		r.SetLabelVRFs(labels)
+	if len(cfg.LabelVRFs) > 0 {
+		r.SetLabelVRFs(cfg.LabelVRFs)
 	}
 	return s, nil
 }
@@ -144,16 +149,24 @@ func Listen(cfg config.BMP, r *rib.RIB, log *slog.Logger) (*Station, error) {
 // per-peer headers, a BGP header, and Peer Up's addresses and ports.
 const minMessageSize = 6 + 42 + 20 + 2*29
 
-func parseAllow(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
+// ParseAllow reads one allow entry: a prefix, or a single address taken
+// as a full-length prefix. The result is masked and, since routers are
+// compared by their unmapped address, an IPv4-mapped IPv6 address stands
+// for its IPv4 address. Zones are refused: they never match.
+func ParseAllow(s string) (netip.Prefix, bool) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, false
+		}
+		return p.Masked(), true
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, false
 	}
 	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
 // Addr is the listening address.

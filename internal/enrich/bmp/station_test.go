@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 	"github.com/stepbrobd/rfm/test/lab"
 )
@@ -32,7 +31,7 @@ type stationFixture struct {
 
 // startStation runs a station; setup, if any, adjusts it before it
 // accepts sessions.
-func startStation(t *testing.T, cfg config.BMP, setup ...func(*Station)) *stationFixture {
+func startStation(t *testing.T, cfg Config, setup ...func(*Station)) *stationFixture {
 	t.Helper()
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
@@ -105,7 +104,7 @@ func metric(f *stationFixture, name, label string) string {
 }
 
 func TestStationSession(t *testing.T) {
-	f := startStation(t, config.BMP{})
+	f := startStation(t, Config{})
 	c := f.dial()
 	f.send(c,
 		initiationMsg(t, "edge1"),
@@ -140,7 +139,7 @@ func TestStationSession(t *testing.T) {
 }
 
 func TestStationTermination(t *testing.T) {
-	f := startStation(t, config.BMP{})
+	f := startStation(t, Config{})
 	c := f.dial()
 	f.send(c, initiationMsg(t, "r"), terminationMsg(t))
 	closedByStation(t, c)
@@ -162,7 +161,7 @@ func TestStationHostileInput(t *testing.T) {
 		{"truncated message", append([]byte{3, 0, 0, 0, 100, 4}, make([]byte, 40)...), "cut short"},
 		{"truncated header", []byte{3, 0, 0}, "cut short"},
 	}
-	f := startStation(t, config.BMP{MaxMessageSize: 1 << 20})
+	f := startStation(t, Config{MaxMessageSize: 1 << 20})
 	good := f.dial()
 	f.send(good, initiationMsg(t, "good"), peerUpMsg(t, peerA, 65001, peerUpOpts{}))
 	for i, c := range cases {
@@ -206,7 +205,7 @@ func TestStationHostileInput(t *testing.T) {
 
 func TestStationLimits(t *testing.T) {
 	t.Run("max sessions", func(t *testing.T) {
-		f := startStation(t, config.BMP{MaxSessions: 1})
+		f := startStation(t, Config{MaxSessions: 1})
 		first := f.dial()
 		f.send(first, initiationMsg(t, "first"))
 		eventually(t, "first session", func() bool { return metric(f, "rfm_bmp_sessions", "") == "1" })
@@ -224,14 +223,14 @@ func TestStationLimits(t *testing.T) {
 		eventually(t, "third session", func() bool { return metric(f, "rfm_bmp_sessions", "") == "1" })
 	})
 	t.Run("allow list", func(t *testing.T) {
-		f := startStation(t, config.BMP{Allow: []string{"192.0.2.0/24", "2001:db8::1"}})
+		f := startStation(t, Config{Allow: prefixes("192.0.2.0/24", "2001:db8::1/128")})
 		c := f.dial()
 		closedByStation(t, c)
 		eventually(t, "log", func() bool { return strings.Contains(f.logs.String(), "not in agent.enrich.rib.bmp.allow") })
 		if got := metric(f, "rfm_errors_total", `subsystem="bmp"`); got != "1" {
 			t.Errorf("errors = %s", got)
 		}
-		g := startStation(t, config.BMP{Allow: []string{"127.0.0.0/8"}})
+		g := startStation(t, Config{Allow: prefixes("127.0.0.0/8")})
 		ok := g.dial()
 		g.send(ok, initiationMsg(t, "r"))
 		eventually(t, "allowed session", func() bool { return metric(g, "rfm_bmp_sessions", "") == "1" })
@@ -249,13 +248,12 @@ func TestListenErrors(t *testing.T) {
 	port := busy.Addr().(*net.TCPAddr).Port
 	cases := []struct {
 		name string
-		cfg  config.BMP
+		cfg  Config
 		want string
 	}{
-		{"bad allow entry", config.BMP{Host: "127.0.0.1", Allow: []string{"198.18.0.0/15", "router1"}}, `agent.enrich.rib.bmp.allow: "router1": not an address or prefix`},
-		{"port in use", config.BMP{Host: "127.0.0.1", Port: port}, "agent.enrich.rib.bmp: listen tcp 127.0.0.1:"},
-		{"bad host", config.BMP{Host: "not a host name!", Port: 0}, "agent.enrich.rib.bmp: listen tcp"},
-		{"tiny max message size", config.BMP{Host: "127.0.0.1", MaxMessageSize: 10}, "agent.enrich.rib.bmp.max_message_size: 10"},
+		{"port in use", Config{Host: "127.0.0.1", Port: port}, "agent.enrich.rib.bmp: listen tcp 127.0.0.1:"},
+		{"bad host", Config{Host: "not a host name!", Port: 0}, "agent.enrich.rib.bmp: listen tcp"},
+		{"tiny max message size", Config{Host: "127.0.0.1", MaxMessageSize: 10}, "agent.enrich.rib.bmp.max_message_size: 10"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -274,7 +272,7 @@ func TestListenErrors(t *testing.T) {
 // TestSlowRIBDoesNotStallSocket holds the RIB's writer lock while a
 // router sends: the station keeps reading the socket into the queue.
 func TestSlowRIBDoesNotStallSocket(t *testing.T) {
-	f := startStation(t, config.BMP{})
+	f := startStation(t, Config{})
 	c := f.dial()
 	f.send(c, initiationMsg(t, "r"), peerUpMsg(t, peerA, 65001, peerUpOpts{}))
 	eventually(t, "peer up", func() bool { return f.rib.Counts().Peers == 1 })
@@ -305,7 +303,7 @@ func TestSlowRIBDoesNotStallSocket(t *testing.T) {
 func TestStationShutdown(t *testing.T) {
 	r := rib.New(rib.Options{Keep: time.Minute})
 	defer r.Close()
-	st, err := Listen(config.BMP{Host: "127.0.0.1"}, r, nil)
+	st, err := Listen(Config{Host: "127.0.0.1"}, r, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,4 +344,42 @@ func gatherLines(t *testing.T, st *Station) []string {
 	gatherMu.Lock()
 	defer gatherMu.Unlock()
 	return gather(t, st)
+}
+
+// prefixes parses each of ps as a prefix.
+func prefixes(ps ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = netip.MustParsePrefix(p)
+	}
+	return out
+}
+
+func TestParseAllow(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string // "" for refused
+	}{
+		{"192.0.2.7/24", "192.0.2.0/24"},
+		{"198.18.0.1", "198.18.0.1/32"},
+		{"2001:db8::1", "2001:db8::1/128"},
+		{"2001:db8:1:2::/48", "2001:db8:1::/48"},
+		// Routers are compared unmapped, so a mapped address is its IPv4.
+		{"::ffff:192.0.2.1", "192.0.2.1/32"},
+		{"fe80::1%eth0", ""},
+		{"192.0.2.0/33", ""},
+		{"router1", ""},
+		{"", ""},
+	} {
+		got, ok := ParseAllow(c.in)
+		if c.want == "" {
+			if ok {
+				t.Errorf("ParseAllow(%q) = %v, want refused", c.in, got)
+			}
+			continue
+		}
+		if !ok || got != netip.MustParsePrefix(c.want) {
+			t.Errorf("ParseAllow(%q) = %v, %v; want %s", c.in, got, ok, c.want)
+		}
+	}
 }

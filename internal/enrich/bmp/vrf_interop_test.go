@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 	"github.com/stepbrobd/rfm/test/lab"
 )
@@ -41,7 +40,7 @@ func TestInteropGoBGPVRF(t *testing.T) {
 	r := rib.New(rib.Options{Keep: time.Minute})
 	defer r.Close()
 	logs := &lab.Buffer{}
-	st, err := Listen(config.BMP{Host: "127.0.0.1"}, r, slog.New(slog.NewTextHandler(logs, nil)))
+	st, err := Listen(Config{Host: "127.0.0.1"}, r, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
