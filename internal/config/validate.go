@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/stepbrobd/rfm/internal/export/ipfix"
 )
 
 // Limits enforced by validation.
@@ -21,10 +23,9 @@ const (
 	// MaxRingBufSize keeps the size within the kernel's u32 max_entries
 	// as a power of two.
 	MaxRingBufSize = 1 << 31
-	// IPFIX messages go in one UDP datagram: 512 bytes is the least any
-	// path carries, 65507 the largest UDP payload over IPv4.
-	MinIPFIXMessageSize = 512
-	MaxIPFIXMessageSize = 65507
+	// IPFIX messages go in one UDP datagram (ipfix.MinMessageSize).
+	MinIPFIXMessageSize = ipfix.MinMessageSize
+	MaxIPFIXMessageSize = ipfix.MaxMessageSize
 	// BMP messages: the largest BGP message (RFC 8654, 4096 bytes) plus
 	// headers must fit; 16 MiB - 1 caps what one peer can make us buffer.
 	MinBMPMessageSize = 4096

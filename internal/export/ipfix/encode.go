@@ -104,13 +104,19 @@ var (
 
 // Record sizes in bytes; a test checks them against the field lists.
 const (
-	flowTailLen         = 55
-	flowRecordLenV4     = 8 + flowTailLen
-	flowRecordLenV6     = 32 + flowTailLen
-	samplingRecordLen   = 4 + 4 + 1 + 4
-	interfaceRecordLen  = 4 + interfaceNameLen + interfaceDescriptionLen
-	minMessageSize      = 512
-	maxMessageSizeLimit = 65507 // largest UDP payload over IPv4
+	flowTailLen        = 55
+	flowRecordLenV4    = 8 + flowTailLen
+	flowRecordLenV6    = 32 + flowTailLen
+	samplingRecordLen  = 4 + 4 + 1 + 4
+	interfaceRecordLen = 4 + interfaceNameLen + interfaceDescriptionLen
+)
+
+// A message goes in one UDP datagram: 512 bytes is the least any path
+// carries (and holds the templates and the largest record), 65507 the
+// largest UDP payload over IPv4.
+const (
+	MinMessageSize = 512
+	MaxMessageSize = 65507
 )
 
 // flowEntry is a flow record reduced to what goes on the wire. It has no

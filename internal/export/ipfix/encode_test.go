@@ -55,9 +55,9 @@ func TestRecordLengthsMatchTemplates(t *testing.T) {
 	}
 	// Templates, options and one record of the larger family must fit in
 	// the smallest allowed message.
-	if headerLen+templatesLen+setHeaderLen+samplingRecordLen+setHeaderLen+interfaceRecordLen > minMessageSize ||
-		headerLen+setHeaderLen+flowRecordLenV6 > minMessageSize {
-		t.Errorf("minMessageSize %d too small", minMessageSize)
+	if headerLen+templatesLen+setHeaderLen+samplingRecordLen+setHeaderLen+interfaceRecordLen > MinMessageSize ||
+		headerLen+setHeaderLen+flowRecordLenV6 > MinMessageSize {
+		t.Errorf("MinMessageSize %d too small", MinMessageSize)
 	}
 }
 

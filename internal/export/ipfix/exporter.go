@@ -140,8 +140,8 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	if cfg.MaxMessageSize == 0 {
 		cfg.MaxMessageSize = DefaultMaxMessageSize
 	}
-	if cfg.MaxMessageSize < minMessageSize || cfg.MaxMessageSize > maxMessageSizeLimit {
-		return nil, fmt.Errorf("ipfix: max_message_size %d out of range %d..%d", cfg.MaxMessageSize, minMessageSize, maxMessageSizeLimit)
+	if cfg.MaxMessageSize < MinMessageSize || cfg.MaxMessageSize > MaxMessageSize {
+		return nil, fmt.Errorf("ipfix: max_message_size %d out of range %d..%d", cfg.MaxMessageSize, MinMessageSize, MaxMessageSize)
 	}
 	if cfg.SampleRate == 0 {
 		cfg.SampleRate = 1

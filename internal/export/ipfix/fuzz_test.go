@@ -69,7 +69,7 @@ func FuzzRoundTrip(f *testing.F) {
 				recs[i].Src, recs[i].Dst = [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}, r.Src
 			}
 		}
-		maxSize := minMessageSize + int(size)%(maxMessageSizeLimit-minMessageSize+1)
+		maxSize := MinMessageSize + int(size)%(MaxMessageSize-MinMessageSize+1)
 		if rate == 0 {
 			rate = 1
 		}
