@@ -232,14 +232,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 		a.Collector.ActiveTimeout.Duration = DefaultActiveTimeout
 	}
 
-	if ipfix := &a.IPFIX; ipfix.Host != "" || ipfix.Port != 0 {
-		if ipfix.Host == "" {
-			ipfix.Host = DefaultIPFIXHost
-		}
-		if ipfix.Port == 0 {
-			ipfix.Port = DefaultIPFIXPort
-		}
-	}
+	defaultEndpoint(&a.IPFIX.Host, &a.IPFIX.Port, DefaultIPFIXHost, DefaultIPFIXPort)
 	if !defined("ipfix", "observation_domain_id") {
 		a.IPFIX.ObservationDomainID = DefaultObservationDomainID
 	}
@@ -264,14 +257,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	}
 
 	bmp := &a.Enrich.RIB.BMP
-	if bmp.Host != "" || bmp.Port != 0 {
-		if bmp.Host == "" {
-			bmp.Host = DefaultBMPHost
-		}
-		if bmp.Port == 0 {
-			bmp.Port = DefaultBMPPort
-		}
-	}
+	defaultEndpoint(&bmp.Host, &bmp.Port, DefaultBMPHost, DefaultBMPPort)
 	if !defined("enrich", "rib", "bmp", "keep") {
 		bmp.Keep.Duration = DefaultBMPKeep
 	}
@@ -283,6 +269,20 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	}
 	if !defined("control", "socket") {
 		a.Control.Socket = DefaultControlSocket
+	}
+}
+
+// defaultEndpoint fills in the half of an endpoint the file left out when
+// the other half is set; with neither set the endpoint stays off.
+func defaultEndpoint(host *string, port *int, defaultHost string, defaultPort int) {
+	if *host == "" && *port == 0 {
+		return
+	}
+	if *host == "" {
+		*host = defaultHost
+	}
+	if *port == 0 {
+		*port = defaultPort
 	}
 }
 

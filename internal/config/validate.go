@@ -230,18 +230,8 @@ func validateValues(c *Config) *Error {
 	}
 
 	ipfix := &a.IPFIX
-	if e := checkEndpointPair("agent.ipfix", ipfix.Host, ipfix.Port); e != nil {
+	if e := checkEndpoint("agent.ipfix", ipfix.Host, ipfix.Port); e != nil {
 		return e
-	}
-	if ipfix.Host != "" {
-		if e := checkHostOrName("agent.ipfix.host", ipfix.Host); e != nil {
-			return e
-		}
-	}
-	if ipfix.Port != 0 {
-		if e := checkPort("agent.ipfix.port", ipfix.Port, 1); e != nil {
-			return e
-		}
 	}
 	if ipfix.Bind.Host != "" {
 		if e := checkIPLiteral("agent.ipfix.bind.host", ipfix.Bind.Host); e != nil {
@@ -279,18 +269,8 @@ func validateValues(c *Config) *Error {
 	}
 
 	bmp := &a.Enrich.RIB.BMP
-	if e := checkEndpointPair("agent.enrich.rib.bmp", bmp.Host, bmp.Port); e != nil {
+	if e := checkEndpoint("agent.enrich.rib.bmp", bmp.Host, bmp.Port); e != nil {
 		return e
-	}
-	if bmp.Host != "" {
-		if e := checkHostOrName("agent.enrich.rib.bmp.host", bmp.Host); e != nil {
-			return e
-		}
-	}
-	if bmp.Port != 0 {
-		if e := checkPort("agent.enrich.rib.bmp.port", bmp.Port, 1); e != nil {
-			return e
-		}
 	}
 	if bmp.Keep.Duration < 0 {
 		return keyError("agent.enrich.rib.bmp.keep", bmp.Keep, "must not be negative")
@@ -400,14 +380,21 @@ func checkPort(key string, port, min int) *Error {
 
 // checkEndpointPair catches a half-set host/port pair, which Parse never
 // produces (it fills in the missing half) but a hand-built config can.
-func checkEndpointPair(prefix, host string, port int) *Error {
+// checkEndpoint checks an endpoint that is off with host "" and port 0:
+// otherwise both must be set, the host an address or name, the port valid.
+func checkEndpoint(prefix, host string, port int) *Error {
 	switch {
 	case host != "" && port == 0:
 		return keyError(prefix+".port", port, "must be set when %s.host is set", prefix)
 	case host == "" && port != 0:
 		return keyError(prefix+".host", host, "must be set when %s.port is set", prefix)
+	case host == "":
+		return nil
 	}
-	return nil
+	if e := checkHostOrName(prefix+".host", host); e != nil {
+		return e
+	}
+	return checkPort(prefix+".port", port, 1)
 }
 
 func checkIPLiteral(key, host string) *Error {
