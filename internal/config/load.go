@@ -213,62 +213,37 @@ func describeFileError(err error) string {
 // are their documented defaults and mean "unset", both unset disables the
 // feature, and one set fills in the other.
 func applyDefaults(c *Config, md *toml.MetaData) {
-	defined := func(key ...string) bool { return md.IsDefined(append([]string{"agent"}, key...)...) }
 	a := &c.Agent
 
-	if !defined("bpf", "sample_rate") {
-		a.BPF.SampleRate = DefaultSampleRate
-	}
-	if !defined("bpf", "ring_buf_size") {
-		a.BPF.RingBufSize = DefaultRingBufSize
-	}
-	if !defined("collector", "max_flows") {
-		a.Collector.MaxFlows = DefaultMaxFlows
-	}
-	if !defined("collector", "eviction_timeout") {
-		a.Collector.EvictionTimeout.Duration = DefaultEvictionTimeout
-	}
-	if !defined("collector", "active_timeout") {
-		a.Collector.ActiveTimeout.Duration = DefaultActiveTimeout
-	}
+	fillDefault(md, "bpf.sample_rate", &a.BPF.SampleRate, DefaultSampleRate)
+	fillDefault(md, "bpf.ring_buf_size", &a.BPF.RingBufSize, DefaultRingBufSize)
+	fillDefault(md, "collector.max_flows", &a.Collector.MaxFlows, DefaultMaxFlows)
+	fillDefault(md, "collector.eviction_timeout", &a.Collector.EvictionTimeout.Duration, DefaultEvictionTimeout)
+	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, DefaultActiveTimeout)
 
 	defaultEndpoint(&a.IPFIX.Host, &a.IPFIX.Port, DefaultIPFIXHost, DefaultIPFIXPort)
-	if !defined("ipfix", "observation_domain_id") {
-		a.IPFIX.ObservationDomainID = DefaultObservationDomainID
-	}
-	if !defined("ipfix", "template_refresh") {
-		a.IPFIX.TemplateRefresh.Duration = DefaultTemplateRefresh
-	}
-	if !defined("ipfix", "max_message_size") {
-		a.IPFIX.MaxMessageSize = DefaultIPFIXMaxMessageSize
-	}
+	fillDefault(md, "ipfix.observation_domain_id", &a.IPFIX.ObservationDomainID, DefaultObservationDomainID)
+	fillDefault(md, "ipfix.template_refresh", &a.IPFIX.TemplateRefresh.Duration, DefaultTemplateRefresh)
+	fillDefault(md, "ipfix.max_message_size", &a.IPFIX.MaxMessageSize, DefaultIPFIXMaxMessageSize)
 
-	if !defined("prometheus", "host") {
-		a.Prometheus.Host = DefaultPrometheusHost
-	}
-	if !defined("prometheus", "port") {
-		a.Prometheus.Port = DefaultPrometheusPort
-	}
-	if !defined("prometheus", "max_label_sets") {
-		a.Prometheus.MaxLabelSets = DefaultMaxLabelSets
-	}
-	if !defined("prometheus", "label_set_expiry") {
-		a.Prometheus.LabelSetExpiry.Duration = DefaultLabelSetExpiry
-	}
+	fillDefault(md, "prometheus.host", &a.Prometheus.Host, DefaultPrometheusHost)
+	fillDefault(md, "prometheus.port", &a.Prometheus.Port, DefaultPrometheusPort)
+	fillDefault(md, "prometheus.max_label_sets", &a.Prometheus.MaxLabelSets, DefaultMaxLabelSets)
+	fillDefault(md, "prometheus.label_set_expiry", &a.Prometheus.LabelSetExpiry.Duration, DefaultLabelSetExpiry)
 
 	bmp := &a.Enrich.RIB.BMP
 	defaultEndpoint(&bmp.Host, &bmp.Port, DefaultBMPHost, DefaultBMPPort)
-	if !defined("enrich", "rib", "bmp", "keep") {
-		bmp.Keep.Duration = DefaultBMPKeep
-	}
-	if !defined("enrich", "rib", "bmp", "max_sessions") {
-		bmp.MaxSessions = DefaultBMPMaxSessions
-	}
-	if !defined("enrich", "rib", "bmp", "max_message_size") {
-		bmp.MaxMessageSize = DefaultBMPMaxMessageSize
-	}
-	if !defined("control", "socket") {
-		a.Control.Socket = DefaultControlSocket
+	fillDefault(md, "enrich.rib.bmp.keep", &bmp.Keep.Duration, DefaultBMPKeep)
+	fillDefault(md, "enrich.rib.bmp.max_sessions", &bmp.MaxSessions, DefaultBMPMaxSessions)
+	fillDefault(md, "enrich.rib.bmp.max_message_size", &bmp.MaxMessageSize, DefaultBMPMaxMessageSize)
+	fillDefault(md, "control.socket", &a.Control.Socket, DefaultControlSocket)
+}
+
+// fillDefault sets field to value when the file left out agent.<key>
+// (a dotted key below [agent]).
+func fillDefault[T any](md *toml.MetaData, key string, field *T, value T) {
+	if !md.IsDefined(strings.Split("agent."+key, ".")...) {
+		*field = value
 	}
 }
 
