@@ -34,6 +34,7 @@
 package rib
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"sync"
@@ -324,26 +325,9 @@ func (r *RIB) Summary() Summary {
 }
 
 func compareRouterKeys(a, b RouterKey) int {
-	if c := a.Addr.Compare(b.Addr); c != 0 {
-		return c
-	}
-	switch {
-	case a.Name < b.Name:
-		return -1
-	case a.Name > b.Name:
-		return 1
-	}
-	return 0
+	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Name, b.Name))
 }
 
 func comparePeerKeys(a, b PeerKey) int {
-	switch {
-	case a.Type != b.Type:
-		return int(a.Type) - int(b.Type)
-	case a.Distinguisher < b.Distinguisher:
-		return -1
-	case a.Distinguisher > b.Distinguisher:
-		return 1
-	}
-	return a.Addr.Compare(b.Addr)
+	return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.Distinguisher, b.Distinguisher), a.Addr.Compare(b.Addr))
 }

@@ -3,6 +3,7 @@
 package rib
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 )
@@ -345,13 +346,7 @@ func (tx *Tx) compareRoutes(a, b route) int {
 		}
 		return 1
 	}
-	switch {
-	case a.pathID < b.pathID:
-		return -1
-	case a.pathID > b.pathID:
-		return 1
-	}
-	return 0
+	return cmp.Compare(a.pathID, b.pathID)
 }
 
 // newEntry makes the entry of prefix bits long. A default route (bits

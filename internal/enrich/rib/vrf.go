@@ -3,6 +3,7 @@
 package rib
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 )
@@ -31,16 +32,7 @@ type VRFKey struct {
 }
 
 func compareVRFKeys(a, b VRFKey) int {
-	if c := compareRouterKeys(a.Router, b.Router); c != 0 {
-		return c
-	}
-	switch {
-	case a.Distinguisher < b.Distinguisher:
-		return -1
-	case a.Distinguisher > b.Distinguisher:
-		return 1
-	}
-	return 0
+	return cmp.Or(compareRouterKeys(a.Router, b.Router), cmp.Compare(a.Distinguisher, b.Distinguisher))
 }
 
 // vrf is a VRF table's registry entry, guarded by RIB.mu.
