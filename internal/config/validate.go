@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stepbrobd/rfm/internal/enrich/bmp"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
 )
 
@@ -26,10 +27,9 @@ const (
 	// IPFIX messages go in one UDP datagram (ipfix.MinMessageSize).
 	MinIPFIXMessageSize = ipfix.MinMessageSize
 	MaxIPFIXMessageSize = ipfix.MaxMessageSize
-	// BMP messages: the largest BGP message (RFC 8654, 4096 bytes) plus
-	// headers must fit; 16 MiB - 1 caps what one peer can make us buffer.
-	MinBMPMessageSize = 4096
-	MaxBMPMessageSize = 1<<24 - 1
+	// BMP messages (bmp.MinMessageSize).
+	MinBMPMessageSize = bmp.MinMessageSize
+	MaxBMPMessageSize = bmp.MaxMessageSize
 	// MaxLabelSets caps agent.prometheus.max_label_sets: six flow series
 	// per label set, so a million sets is already far more than one
 	// Prometheus target should expose.

@@ -126,8 +126,8 @@ func Listen(cfg Config, r *rib.RIB, log *slog.Logger) (*Station, error) {
 	if s.maxSessions < 0 {
 		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_sessions: %d: must be positive", cfg.MaxSessions)
 	}
-	if s.maxMessage < minMessageSize {
-		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_message_size: %d: must be at least %d", cfg.MaxMessageSize, minMessageSize)
+	if s.maxMessage < MinMessageSize || s.maxMessage > MaxMessageSize {
+		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_message_size: %d: must be between %d and %d", cfg.MaxMessageSize, MinMessageSize, MaxMessageSize)
 	}
 	if s.maxRoutes < 0 {
 		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_routes_per_peer: %d: must be 0 (no limit) or positive", cfg.MaxRoutesPerPeer)
@@ -145,9 +145,15 @@ func Listen(cfg Config, r *rib.RIB, log *slog.Logger) (*Station, error) {
 	return s, nil
 }
 
-// minMessageSize fits the largest fixed part of a message: common and
-// per-peer headers, a BGP header, and Peer Up's addresses and ports.
-const minMessageSize = 6 + 42 + 20 + 2*29
+// Bounds of Config.MaxMessageSize: the largest BGP message without the
+// extended message capability (RFC 8654, 4096 bytes) must fit, which
+// also covers the largest fixed part of a message (common and per-peer
+// headers, a BGP header, Peer Up's addresses and ports); 16 MiB - 1 caps
+// what one router can make us buffer.
+const (
+	MinMessageSize = 4096
+	MaxMessageSize = 1<<24 - 1
+)
 
 // ParseAllow reads one allow entry: a prefix, or a single address taken
 // as a full-length prefix. The result is masked and, since routers are

@@ -254,6 +254,8 @@ func TestListenErrors(t *testing.T) {
 		{"port in use", Config{Host: "127.0.0.1", Port: port}, "agent.enrich.rib.bmp: listen tcp 127.0.0.1:"},
 		{"bad host", Config{Host: "not a host name!", Port: 0}, "agent.enrich.rib.bmp: listen tcp"},
 		{"tiny max message size", Config{Host: "127.0.0.1", MaxMessageSize: 10}, "agent.enrich.rib.bmp.max_message_size: 10"},
+		{"max message size under a BGP message", Config{Host: "127.0.0.1", MaxMessageSize: 4095}, "agent.enrich.rib.bmp.max_message_size: 4095"},
+		{"max message size past 16 MiB - 1", Config{Host: "127.0.0.1", MaxMessageSize: 1 << 24}, "agent.enrich.rib.bmp.max_message_size: 16777216"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
