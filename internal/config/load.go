@@ -20,6 +20,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/stepbrobd/rfm/internal/enrich/bmp"
+	"github.com/stepbrobd/rfm/internal/enrich/rib"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
 	"github.com/stepbrobd/rfm/internal/flow"
 )
@@ -47,7 +48,7 @@ const (
 	DefaultLabelSetExpiry      = flow.DefaultLabelSetExpiry
 	DefaultBMPHost             = "::1"
 	DefaultBMPPort             = 11019
-	DefaultBMPKeep             = 5 * time.Minute
+	DefaultBMPKeep             = rib.DefaultKeep
 	DefaultBMPMaxSessions      = bmp.DefaultMaxSessions
 	DefaultBMPMaxMessageSize   = bmp.DefaultMaxMessageSize
 	DefaultControlSocket       = "/run/rfm/rfm.sock"
