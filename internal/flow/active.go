@@ -8,16 +8,7 @@ package flow
 // flow whose current record started at or before cutoff, and starts the
 // next record where that one ends. The flows stay in the table.
 func (t *Table) exportActive(cutoff int64) {
-	for {
-		t.mu.Lock()
-		done := t.exportActiveLocked(cutoff, endChunk)
-		recs := t.finishLocked()
-		t.mu.Unlock()
-		t.deliver(recs)
-		if done {
-			return
-		}
-	}
+	t.inChunks(false, func() bool { return t.exportActiveLocked(cutoff, endChunk) })
 }
 
 // exportActiveLocked works through the due queue front while its key is

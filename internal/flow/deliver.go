@@ -32,6 +32,29 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 	}
 }
 
+// inChunks ends flows in lock holds of bounded work, so the collector
+// never waits long: each hold runs step, which ends at most about endChunk
+// flows and reports whether it is done, and the records ended in it are
+// delivered after unlocking, through deliverPaced when paced (Flush,
+// FlushInterface and SetMaxFlows, which may wait for a PacedSink) and
+// deliver otherwise (the sweep).
+func (t *Table) inChunks(paced bool, step func() (done bool)) {
+	for {
+		t.mu.Lock()
+		done := step()
+		recs := t.finishLocked()
+		t.mu.Unlock()
+		if paced {
+			t.deliverPaced(recs)
+		} else {
+			t.deliver(recs)
+		}
+		if done {
+			return
+		}
+	}
+}
+
 // finishLocked publishes the statistics and takes the records of flows
 // ended during this lock hold, to be delivered after unlocking.
 func (t *Table) finishLocked() []Record {

@@ -47,20 +47,14 @@ func (t *Table) popOldest() int32 {
 
 // evictIdle ends every flow whose last-seen is before cutoff.
 func (t *Table) evictIdle(cutoff int64) {
-	for {
-		t.mu.Lock()
+	t.inChunks(false, func() bool {
 		done := t.evictIdleLocked(cutoff, endChunk)
 		if done {
 			t.compactLocked()
 			t.shrinkLocked()
 		}
-		ended := t.finishLocked()
-		t.mu.Unlock()
-		t.deliver(ended)
-		if done {
-			return
-		}
-	}
+		return done
+	})
 }
 
 // evictIdleLocked works through the queue front while its key is before
@@ -108,12 +102,14 @@ func (t *Table) FlushInterface(ifindex uint32) {
 	t.dropInterfaceSets(ifindex)
 }
 
+// endMatching ends every live flow (only those of ifindex when byIfindex)
+// with reason, scanning the arena at most scanChunk slots per lock hold.
 func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 	t.mu.Lock()
 	end := len(t.entries)
 	t.mu.Unlock()
-	for cursor := 0; ; {
-		t.mu.Lock()
+	cursor := 0
+	t.inChunks(true, func() bool {
 		end = min(end, len(t.entries)) // compactLocked may have emptied the arena
 		for ended, look := 0, 0; cursor < end && ended < endChunk && look < scanChunk; cursor, look = cursor+1, look+1 {
 			e := &t.entries[cursor]
@@ -127,11 +123,6 @@ func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 		if done {
 			t.compactLocked()
 		}
-		recs := t.finishLocked()
-		t.mu.Unlock()
-		t.deliverPaced(recs)
-		if done {
-			return
-		}
-	}
+		return done
+	})
 }

@@ -219,19 +219,12 @@ func (t *Table) SetMaxFlows(n int) {
 	t.maxFlows = n
 	t.capacityA.Store(int64(t.limit()))
 	t.mu.Unlock()
-	for {
-		t.mu.Lock()
+	t.inChunks(true, func() bool {
 		for k := 0; k < endChunk && t.overLimit(); k++ {
 			t.evictOldest()
 		}
-		more := t.overLimit()
-		ended := t.finishLocked()
-		t.mu.Unlock()
-		t.deliverPaced(ended)
-		if !more {
-			return
-		}
-	}
+		return !t.overLimit()
+	})
 }
 
 func (t *Table) overLimit() bool { return t.index.count > t.limit() }
