@@ -240,6 +240,7 @@ late_state=$(state)
 	echo "lines with ifname=\"cb...\": $(scrape | grep -c 'ifname="cb' || true)"
 	echo
 	echo "## State: start, end (2 s after the churn), and $SETTLE s later"
+	echo "# kernel-links/progs/maps count the whole kernel (other jobs' BPF objects too); agent-* and tcx-* are the agent's own"
 	paste -d'|' <(echo "$start_state") <(echo "$end_state") <(echo "$late_state") |
 		awk -F'|' '{ printf "start: %s\n  end: %s\n  late: %s\n", $1, $2, $3 }'
 	echo
