@@ -237,3 +237,39 @@ func (c controlAgent) Reload(context.Context) (control.ReloadResult, error) {
 	slices.SortFunc(res.Applied, cmp.Compare[string])
 	return res, nil
 }
+
+// controlServer is the control socket's server (internal/control).
+type controlServer = *control.Server
+
+// startControl binds the control socket, if configured, before anything
+// is attached: a second agent on the same socket stops here.
+func (a *agent) startControl() error {
+	if a.cfg.Agent.Control.Socket == "" {
+		return nil
+	}
+	s, err := control.Listen(a.cfg.Agent.Control.Socket, a.log)
+	if err != nil {
+		return err
+	}
+	a.control = s
+	return nil
+}
+
+// serveControl answers control requests until closeControl.
+func (a *agent) serveControl() {
+	if a.control == nil {
+		return
+	}
+	go func() {
+		if err := a.control.Serve(context.Background(), controlAgent{a}); err != nil {
+			a.log.Error("control socket stopped", "err", err)
+		}
+	}()
+}
+
+func (a *agent) closeControl() {
+	if a.control != nil {
+		a.control.Close()
+		a.control = nil
+	}
+}

@@ -132,11 +132,17 @@ func (t *Table) expireSets(nowBoot int64) {
 	defer t.rollupMu.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := &t.sets
-	cutoff := nowBoot - s.expiry
+	cutoff := nowBoot - t.sets.expiry
+	t.sets.expired += t.sets.dropWhere(func(ls *labelSet) bool { return ls.flows == 0 && ls.last < cutoff })
+}
+
+// dropWhere frees every live set for which drop is true and returns how
+// many it freed.
+func (s *labelSets) dropWhere(drop func(ls *labelSet) bool) uint64 {
+	var n uint64
 	for i := range s.sets {
 		ls := &s.sets[i]
-		if !ls.live || ls.flows > 0 || ls.last >= cutoff {
+		if !ls.live || !drop(ls) {
 			continue
 		}
 		delete(s.index, ls.key)
@@ -145,8 +151,9 @@ func (t *Table) expireSets(nowBoot int64) {
 		}
 		*ls = labelSet{nextFree: s.freeHead}
 		s.freeHead = int32(i)
-		s.expired++
+		n++
 	}
+	return n
 }
 
 // SetLabelSetLimits changes the label set limit and expiry (<= 0: the
@@ -271,17 +278,5 @@ func (t *Table) dropInterfaceSets(ifindex uint32) {
 	defer t.rollupMu.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := &t.sets
-	for i := range s.sets {
-		ls := &s.sets[i]
-		if !ls.live || ls.key.ifindex != ifindex || ls.flows > 0 {
-			continue
-		}
-		delete(s.index, ls.key)
-		if !ls.key.overflow {
-			s.normal--
-		}
-		*ls = labelSet{nextFree: s.freeHead}
-		s.freeHead = int32(i)
-	}
+	t.sets.dropWhere(func(ls *labelSet) bool { return ls.key.ifindex == ifindex && ls.flows == 0 })
 }

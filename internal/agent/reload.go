@@ -3,131 +3,15 @@
 package agent
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/control"
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/enrich/mmdb"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
-	"github.com/stepbrobd/rfm/internal/flow"
-	"github.com/stepbrobd/rfm/internal/ifwatch"
 )
-
-// linkWatcher is the part of ifwatch.Watcher the agent uses.
-type linkWatcher interface {
-	SetSelect(func(name string, loopback bool) bool)
-	Close() error
-}
-
-// linkState is what the hotplug callbacks share. They run on the
-// watcher's goroutine; ifMu orders them against shutdown.
-type linkState struct {
-	ifMu     sync.Mutex
-	selector config.InterfaceSelector
-	stopped  bool
-}
-
-// startWatch follows interfaces as they come and go, attaching those
-// agent.interfaces selects.
-func (a *agent) startWatch() error {
-	a.links.ifMu.Lock()
-	a.links.selector = config.NewInterfaceSelector(a.cfg.Agent.Interfaces)
-	a.links.stopped = false
-	a.links.ifMu.Unlock()
-	w, err := ifwatch.Start(ifwatch.Options{
-		Select: func(name string, loopback bool) bool { return a.links.currentSelector().Match(name, loopback) },
-		Attach: a.attachLink,
-		Detach: a.detachLink,
-		Logger: a.log,
-	})
-	if err != nil {
-		return fmt.Errorf("agent.interfaces: following interface changes: %w", err)
-	}
-	a.watch = w
-	a.reg.MustRegister(w)
-	return nil
-}
-
-func (l *linkState) currentSelector() config.InterfaceSelector {
-	l.ifMu.Lock()
-	defer l.ifMu.Unlock()
-	return l.selector
-}
-
-func (a *agent) stopWatch() {
-	a.links.ifMu.Lock()
-	a.links.stopped = true
-	a.links.ifMu.Unlock()
-	if a.watch != nil {
-		_ = a.watch.Close()
-		a.watch = nil
-	}
-}
-
-// attachLink is the watcher's Attach callback: a link appeared, was
-// renamed, or the selection now includes it.
-func (a *agent) attachLink(l ifwatch.Link) error {
-	a.links.ifMu.Lock()
-	defer a.links.ifMu.Unlock()
-	if a.links.stopped {
-		return nil
-	}
-	if err := a.dp.Attach(l.Index, l.Name); err != nil {
-		return err
-	}
-	// An interface detached before (or its ifindex reused) may start
-	// flows again.
-	a.table.AllowInterface(uint32(l.Index))
-	a.ipfix.setInterfaces(a.dp.Interfaces())
-	a.log.Info("attached", "interface", l.Name, "ifindex", l.Index)
-	return nil
-}
-
-// detachLink is the watcher's Detach callback: the link vanished, was
-// renamed away, or left the selection. Its active flows end now
-// (exported with reason forced end) so no series of it lingers.
-func (a *agent) detachLink(l ifwatch.Link) {
-	a.links.ifMu.Lock()
-	defer a.links.ifMu.Unlock()
-	if a.links.stopped {
-		return
-	}
-	if err := a.dp.Detach(l.Index); err != nil {
-		a.log.Warn("detach", "interface", l.Name, "ifindex", l.Index, "err", err)
-	}
-	a.table.FlushInterface(uint32(l.Index))
-	a.ipfix.setInterfaces(a.dp.Interfaces())
-	a.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
-}
-
-// setSampleRate rewrites the BPF config map at once, then ends the flows
-// sampled at the old rate (forced end), so they are exported now rather
-// than at their idle timeout. The exporter is not told anything: every
-// event carries the rate that sampled it, a flow keeps one rate (its
-// first event of another rate ends it), and each IPFIX record goes out
-// under the sampling options of its own rate, so records of the old rate
-// are scaled by it wherever they wait (the table, the exporter's queue, a
-// message being filled). Caller holds a.mu.
-func (a *agent) setSampleRate(rate uint32) (uint32, error) {
-	if rate == 0 {
-		return 0, errors.New("sample rate must be at least 1")
-	}
-	prev := a.sampleRate.Load()
-	if err := a.dp.SetConfig(a.datapathConfig(rate)); err != nil {
-		return prev, err
-	}
-	a.sampleRate.Store(rate)
-	if prev != rate {
-		a.table.Flush(flow.EndForced)
-	}
-	a.cfg.Agent.BPF.SampleRate = rate
-	return prev, nil
-}
 
 // reload re-reads the config file and applies what changed. Steps that
 // can fail (opening MMDB files, resolving the collector, binding the
@@ -326,41 +210,5 @@ func (a *agent) logReload(applied, restart []string) {
 	}
 	if len(restart) > 0 {
 		a.log.Warn("reload: these keys changed but take effect only after a restart", "keys", restart)
-	}
-}
-
-// controlServer is the control socket's server (internal/control).
-type controlServer = *control.Server
-
-// startControl binds the control socket, if configured, before anything
-// is attached: a second agent on the same socket stops here.
-func (a *agent) startControl() error {
-	if a.cfg.Agent.Control.Socket == "" {
-		return nil
-	}
-	s, err := control.Listen(a.cfg.Agent.Control.Socket, a.log)
-	if err != nil {
-		return err
-	}
-	a.control = s
-	return nil
-}
-
-// serveControl answers control requests until closeControl.
-func (a *agent) serveControl() {
-	if a.control == nil {
-		return
-	}
-	go func() {
-		if err := a.control.Serve(context.Background(), controlAgent{a}); err != nil {
-			a.log.Error("control socket stopped", "err", err)
-		}
-	}()
-}
-
-func (a *agent) closeControl() {
-	if a.control != nil {
-		a.control.Close()
-		a.control = nil
 	}
 }

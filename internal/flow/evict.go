@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+// Ending flows: the oldest when the table is full, idle ones, and all
+// or one interface's on a flush.
+
+package flow
+
+// endFlow removes the flow in slot i and records the rest of it for the
+// sinks (nothing when its last delta record holds everything).
+func (t *Table) endFlow(i int32, reason EndReason) {
+	e := &t.entries[i]
+	if len(t.sinks) > 0 && e.packets > 0 {
+		t.ended = append(t.ended, t.record(e, reason))
+	}
+	t.index.remove(t.index.hash(&e.key), i)
+	t.detachSet(e)
+	e.live = false
+	e.ver++
+	e.nextFree = t.freeHead
+	t.freeHead = i
+}
+
+// evictOldest ends the flow with the oldest last-seen. The table must not
+// be empty.
+func (t *Table) evictOldest() {
+	t.endFlow(t.popOldest(), EndLackOfResources)
+	t.forced++
+}
+
+// popOldest removes the oldest flow from the queue and returns its slot;
+// see ageQueue for why the answer is exact.
+func (t *Table) popOldest() int32 {
+	for {
+		top := t.queue.items[0]
+		e := &t.entries[top.idx]
+		switch {
+		case e.ver != top.ver: // flow already gone
+			t.queue.popRoot()
+		case e.last > top.at: // updated since queued
+			t.queue.rekeyRoot(e.last)
+		default:
+			t.queue.popRoot()
+			return top.idx
+		}
+	}
+}
+
+// evictIdle ends every flow whose last-seen is before cutoff.
+func (t *Table) evictIdle(cutoff int64) {
+	t.inChunks(false, func() bool {
+		done := t.evictIdleLocked(cutoff, endChunk)
+		if done {
+			t.compactLocked()
+			t.shrinkLocked()
+		}
+		return done
+	})
+}
+
+// evictIdleLocked works through the queue front while its key is before
+// cutoff. Keys never exceed last-seen, so once the front key is at or
+// after cutoff no flow is idle. It returns false when budget ran out.
+func (t *Table) evictIdleLocked(cutoff int64, budget int) bool {
+	for n := 0; t.queue.len() > 0; n++ {
+		if n == budget {
+			return false
+		}
+		top := t.queue.items[0]
+		if top.at >= cutoff {
+			return true
+		}
+		e := &t.entries[top.idx]
+		switch {
+		case e.ver != top.ver:
+			t.queue.popRoot()
+		case e.last >= cutoff:
+			t.queue.rekeyRoot(e.last)
+		default:
+			t.queue.popRoot()
+			t.endFlow(top.idx, EndIdleTimeout)
+			t.idle++
+		}
+	}
+	return true
+}
+
+// Flush ends every active flow with reason (EndForced at shutdown). Flows
+// are ended in chunks so the collector is never stalled for long.
+func (t *Table) Flush(reason EndReason) { t.endMatching(reason, 0, false) }
+
+// FlushInterface ends every flow seen on ifindex (EndForced), for an
+// interface that went away.
+//
+// Sampled packets of the interface still on their way to the table do not
+// start new flows afterwards (for a while; see AllowInterface): the
+// interface's last records stay its last.
+func (t *Table) FlushInterface(ifindex uint32) {
+	t.mu.Lock()
+	t.gone.mark(ifindex, BootNow())
+	t.mu.Unlock()
+	t.endMatching(EndForced, ifindex, true)
+	t.dropInterfaceSets(ifindex)
+}
+
+// endMatching ends every live flow (only those of ifindex when byIfindex)
+// with reason, scanning the arena at most scanChunk slots per lock hold.
+func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
+	t.mu.Lock()
+	end := len(t.entries)
+	t.mu.Unlock()
+	cursor := 0
+	t.inChunks(true, func() bool {
+		end = min(end, len(t.entries)) // compactLocked may have emptied the arena
+		for ended, look := 0, 0; cursor < end && ended < endChunk && look < scanChunk; cursor, look = cursor+1, look+1 {
+			e := &t.entries[cursor]
+			if !e.live || (byIfindex && e.key.Ifindex != ifindex) {
+				continue
+			}
+			t.endFlow(int32(cursor), reason)
+			ended++
+		}
+		done := cursor >= end
+		if done {
+			t.compactLocked()
+		}
+		return done
+	})
+}

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+// The periodic sweep and the memory upkeep that follows ending flows.
+
+package flow
+
+import (
+	"time"
+)
+
+// Sweep ends flows idle for longer than the idle timeout at nowBoot
+// (CLOCK_BOOTTIME ns, see BootNow), exports a delta record of every flow
+// whose current record started an active timeout ago or earlier,
+// refreshes the labels of up to refreshBudget flows whose enricher
+// generation is outdated, and re-measures the boot-to-wall clock offset.
+func (t *Table) Sweep(nowBoot int64) {
+	t.sweepMu.Lock()
+	defer t.sweepMu.Unlock()
+	t.clock.refresh()
+	started := time.Now()
+	idleBefore := t.IdleEvictions()
+	t.evictIdle(nowBoot - t.idleTimeout.Load())
+	t.exportActive(nowBoot - t.activeTimeout.Load())
+	t.mu.Lock()
+	t.gone.expire(nowBoot - int64(goneHold))
+	t.mu.Unlock()
+	refreshed := t.refreshLabels()
+	t.expireSets(nowBoot)
+	if evicted := t.IdleEvictions() - idleBefore; evicted > 0 || refreshed > 0 {
+		t.log.Debug("flow table swept", "idle_evicted", evicted, "relabelled", refreshed,
+			"active", t.Active(), "took", time.Since(started))
+	}
+}
+
+type refreshItem struct {
+	idx    int32
+	key    Key
+	labels Labels
+}
+
+// refreshLabels re-enriches flows labelled under an older enricher
+// generation, continuing where the previous sweep stopped. The enricher
+// runs without the table lock; a result is applied only if the slot still
+// holds the same flow. It returns how many flows were relabelled.
+func (t *Table) refreshLabels() int {
+	if t.enricher == nil {
+		return 0
+	}
+	gen := t.enricher.Generation()
+	scanned, refreshed := 0, 0
+	for refreshed < refreshBudget {
+		t.mu.Lock()
+		n := len(t.entries)
+		if scanned >= n {
+			t.mu.Unlock()
+			break
+		}
+		buf := t.refreshBuf[:0]
+		for look := 0; len(buf) < refreshChunk && scanned < n && look < scanChunk; look++ {
+			if t.refreshCursor >= n {
+				t.refreshCursor = 0
+			}
+			e := &t.entries[t.refreshCursor]
+			if e.live && e.gen != gen {
+				buf = append(buf, refreshItem{idx: int32(t.refreshCursor), key: e.key})
+			}
+			t.refreshCursor++
+			scanned++
+		}
+		t.mu.Unlock()
+		t.refreshBuf = buf
+		if len(buf) == 0 {
+			continue
+		}
+		for i := range buf {
+			buf[i].labels = t.enricher.Enrich(buf[i].key.SrcAddr(), buf[i].key.DstAddr())
+		}
+		t.mu.Lock()
+		for i := range buf {
+			it := &buf[i]
+			if int(it.idx) >= len(t.entries) {
+				continue // the arena was reset (table emptied) meanwhile
+			}
+			if e := &t.entries[it.idx]; e.live && sameKey(&e.key, &it.key) {
+				t.setLabels(e, &it.labels)
+				e.gen = gen
+				t.detachSet(e) // counted so far stays in the old set
+				t.attachSet(e, e.last)
+			}
+		}
+		t.mu.Unlock()
+		refreshed += len(buf)
+	}
+	return refreshed
+}
+
+// compactLocked drops stale queue items once they outnumber live flows,
+// and resets the arena when the table is empty so scans stay short after
+// a burst.
+func (t *Table) compactLocked() {
+	if t.index.count == 0 {
+		t.entries = t.entries[:0]
+		t.freeHead = -1
+		t.queue.reset()
+		t.due.reset()
+		return
+	}
+	current := func(it queueItem) bool { return t.entries[it.idx].ver == it.ver }
+	if t.queue.len() > 2*t.index.count+1024 {
+		t.queue.rebuild(current)
+	}
+	if t.due.len() > 2*t.index.count+1024 {
+		t.due.rebuild(current)
+	}
+}
+
+// shrinkLocked gives memory back after a flood: once the arena or the
+// index is more than four times the size the active flows need (and
+// larger than NewTable made it), the flows move to a new arena sized for
+// twice their number, and the index and queues are rebuilt. That costs
+// one pass over the old arena under the lock, which only a table that
+// lost three quarters of its flows pays, once.
+func (t *Table) shrinkLocked() {
+	n := t.index.count
+	want := max(2*n, t.hint)
+	if cap(t.entries) <= 4*want && len(t.index.slots) <= 4*slotsFor(want) {
+		return
+	}
+	old := t.entries
+	t.entries = make([]entry, 0, want)
+	x := newFlowIndex(want)
+	x.seed = t.index.seed // keep the seed: hashes stay valid
+	t.index = x
+	t.queue.items = make([]queueItem, 0, want)
+	t.due.items = make([]queueItem, 0, want)
+	for i := range old {
+		e := &old[i]
+		if !e.live {
+			continue
+		}
+		j := int32(len(t.entries))
+		t.entries = append(t.entries, *e)
+		t.index.insert(t.index.hash(&e.key), j)
+		// Pushing in arena order and then restoring heap order would be
+		// O(n) instead of O(n log n); these run once per flood.
+		t.queue.push(queueItem{at: e.last, idx: j, ver: e.ver})
+		if e.packets > 0 {
+			// The boot time of a later record's start is not kept; its
+			// last-seen is at or after it, so the record is at worst
+			// exported a little late.
+			at := e.first
+			if e.prevPackets > 0 {
+				at = e.last
+			}
+			t.due.push(queueItem{at: at, idx: j, ver: e.ver})
+		}
+	}
+	t.freeHead = -1
+	t.refreshCursor = 0
+}
