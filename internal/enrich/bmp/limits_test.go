@@ -71,12 +71,19 @@ func TestPeerRouteLimit(t *testing.T) {
 
 	// A fourth route: all of peer A's routes go, peer B's stay.
 	f.send(c, ann(peerA, 65001, []string{"198.18.3.0/24"}, 65001, 64500))
-	eventually(t, "limit drop", func() bool { return metric(f, "rfm_bmp_route_limit_drops_total", "") == "1" })
-	for _, a := range []string{"198.18.0.1", "198.18.1.1", "198.18.2.1", "198.18.3.1"} {
-		if got := f.origin(a); got != 0 {
-			t.Errorf("Origin(%s) = %d after the drop, want 0", a, got)
+	// The counter moves before the RIB commits the removal: wait for both.
+	dropped := []string{"198.18.0.1", "198.18.1.1", "198.18.2.1", "198.18.3.1"}
+	eventually(t, "limit drop", func() bool {
+		if metric(f, "rfm_bmp_route_limit_drops_total", "") != "1" {
+			return false
 		}
-	}
+		for _, a := range dropped {
+			if f.origin(a) != 0 {
+				return false
+			}
+		}
+		return true
+	})
 	if got := f.origin("198.18.100.1"); got != 64600 {
 		t.Errorf("peer B's route: Origin = %d, want 64600", got)
 	}
