@@ -24,27 +24,11 @@ import (
 var rfmBin string
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("e2e: skipping: needs root (loads BPF programs, creates network namespaces)")
-		os.Exit(0)
-	}
 	if sources, _ := filepath.Glob("../../cmd/rfm/*.go"); len(sources) == 0 {
 		fmt.Println("e2e: skipping: ../../cmd/rfm has no Go sources yet")
 		os.Exit(0)
 	}
-	dir, err := os.MkdirTemp("", "rfm-e2e-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: temp dir: %v\n", err)
-		os.Exit(1)
-	}
-	if rfmBin, err = lab.BuildAgent(dir); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(lab.RunWithAgent(m, "e2e", &rfmBin))
 }
 
 // metricsPort is where every agent serves /metrics, on 127.0.0.1 inside its

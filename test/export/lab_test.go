@@ -30,29 +30,13 @@ import (
 var rfmBinary string
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("skipping test/export: needs root (network namespaces, eBPF)")
-		os.Exit(0)
-	}
 	for _, tool := range []string{"ip", "ethtool", "nfcapd", "nfdump", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Printf("skipping test/export: %s not installed\n", tool)
 			os.Exit(0)
 		}
 	}
-	dir, err := os.MkdirTemp("", "rfm-export-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "temp dir:", err)
-		os.Exit(1)
-	}
-	if rfmBinary, err = lab.BuildAgent(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "build rfm:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(lab.RunWithAgent(m, "export", &rfmBinary))
 }
 
 // Lab addresses: one /23 link so that A and B sit in different /24s

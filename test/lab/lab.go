@@ -239,3 +239,26 @@ func WriteMMDB(path, dbType string, records map[string]mmdbtype.Map) error {
 	}
 	return nil
 }
+
+// RunWithAgent is the TestMain of the packages that run the agent
+// binary: without root it skips the package; otherwise it builds cmd/rfm
+// into a temporary directory, stores the binary's path in *bin, runs the
+// tests and removes the directory. It returns the exit code for os.Exit.
+func RunWithAgent(m *testing.M, pkg string, bin *string) int {
+	if os.Geteuid() != 0 {
+		fmt.Printf("%s: skipping: needs root (loads BPF programs, creates network namespaces)\n", pkg)
+		return 0
+	}
+	os.Setenv("PATH", os.Getenv("PATH")+":/usr/sbin:/sbin")
+	dir, err := os.MkdirTemp("", "rfm-"+pkg+"-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: temp dir: %v\n", pkg, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = BuildAgent(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", pkg, err)
+		return 1
+	}
+	return m.Run()
+}

@@ -32,26 +32,7 @@ import (
 // rfmBin is the agent binary built once by TestMain.
 var rfmBin string
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("realnet: skipping: needs root (loads BPF programs, creates network namespaces)")
-		os.Exit(0)
-	}
-	os.Setenv("PATH", os.Getenv("PATH")+":/usr/sbin:/sbin")
-	dir, err := os.MkdirTemp("", "rfm-realnet-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "realnet: temp dir: %v\n", err)
-		os.Exit(1)
-	}
-	if rfmBin, err = lab.BuildAgent(dir); err != nil {
-		fmt.Fprintf(os.Stderr, "realnet: %v\n", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(lab.RunWithAgent(m, "realnet", &rfmBin)) }
 
 // labSeq makes namespace names unique within one test binary; the pid
 // keeps concurrent binaries apart.

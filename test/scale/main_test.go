@@ -11,7 +11,6 @@
 package scale
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -21,23 +20,4 @@ import (
 // rfmBin is the agent binary built once by TestMain.
 var rfmBin string
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("scale: skipping: needs root (loads BPF programs, creates network namespaces)")
-		os.Exit(0)
-	}
-	os.Setenv("PATH", os.Getenv("PATH")+":/usr/sbin:/sbin")
-	dir, err := os.MkdirTemp("", "rfm-scale-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "scale: temp dir: %v\n", err)
-		os.Exit(1)
-	}
-	if rfmBin, err = lab.BuildAgent(dir); err != nil {
-		fmt.Fprintf(os.Stderr, "scale: %v\n", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(lab.RunWithAgent(m, "scale", &rfmBin)) }
