@@ -31,6 +31,8 @@ const EventSize = 64
 const (
 	evFlagEgress    = 1
 	evFlagTruncated = 2
+	// Set by the XDP fast path (bpf/xdp.c) on the packets it dropped.
+	evFlagDropped = 4
 )
 
 // Event is one sampled skb as reported by the datapath: one packet, or a
@@ -59,6 +61,9 @@ type Event struct {
 	// datapath parses (a long IPv6 extension chain): Proto is the last next
 	// header seen and the ports are 0.
 	Truncated bool
+	// Dropped marks a packet the XDP fast path dropped on arrival: it was
+	// sampled like any other, but never reached the stack.
+	Dropped bool
 }
 
 var errShortEvent = errors.New("ring buffer record shorter than an event")
@@ -88,5 +93,6 @@ func (e *Event) Decode(b []byte) error {
 		e.Dir = Egress
 	}
 	e.Truncated = flags&evFlagTruncated != 0
+	e.Dropped = flags&evFlagDropped != 0
 	return nil
 }

@@ -1,0 +1,779 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//
+// rfm XDP fast path: a stateless firewall in front of the stack. Every
+// IP packet is looked up in a blocklist (source or destination prefix),
+// optionally a blackhole list (destination prefix, from BGP), then in an
+// ordered rule set where the first match wins. A packet nothing matches
+// passes untouched.
+//
+// Rules are classified with bitmasks, not walked one by one: each rule
+// is a bit, and per-field tables (source prefixes, destination prefixes,
+// protocol, source port, destination port) give the set of rules that
+// field allows. The lowest bit of their intersection is the first
+// matching rule. That keeps the cost flat in the number of rules.
+//
+// Rule tables exist twice (generation 0 and 1). Userspace fills the
+// generation not in use, then flips xdp_cfg.gen with one 4-byte store;
+// a packet reads gen once, so it sees one whole rule set.
+//
+// A packet this program drops never reaches the TC programs of
+// bpf/rfm.c, so it is counted here into their interface counters (the
+// maps are shared), and sampled with their sampler into their ring
+// buffer, flagged dropped.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define ETH_P_8021Q_BE bpf_htons(0x8100)
+#define ETH_P_8021AD_BE bpf_htons(0x88A8)
+#define ETH_P_IP_BE bpf_htons(0x0800)
+#define ETH_P_IPV6_BE bpf_htons(0x86DD)
+
+// ---- shared with bpf/rfm.c: definitions must stay identical ----
+
+#define RFM_FAM_IPV4 1
+#define RFM_FAM_IPV6 2
+#define RFM_FAM_MAX 3
+#define RFM_IFACE_TABLE 16384
+#define RFM_CHUNK_IFACES 64
+#define RFM_MAX_CHUNKS 4096
+#define RFM_EV_DROPPED 4u // rfm_event.flags: dropped by XDP
+
+struct rfm_exclude {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+};
+
+struct rfm_config {
+	__u32 sample_rate;
+	__u32 flags;
+	struct rfm_exclude exclude[2];
+	__u32 wakeup_bytes;
+	__u32 batch_events;
+	__u64 batch_flush_ns;
+};
+
+struct rfm_iface_counters {
+	__u64 packets[RFM_FAM_MAX];
+	__u64 bytes[RFM_FAM_MAX];
+};
+
+struct rfm_dp_stats {
+	__u64 ring_drops;
+	__u64 malformed;
+	__u64 truncated;
+	__u64 timer_errors;
+};
+
+struct rfm_sampler {
+	__u32 countdown;
+	__u32 rate;
+};
+
+struct rfm_event {
+	__u64 boot_ns;
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 ifindex;
+	__u32 in_ifindex;
+	__u32 len;
+	__u32 rate;
+	__u16 sport;
+	__u16 dport;
+	__u16 segs;
+	__u8 proto;
+	__u8 flags;
+};
+
+struct rfm_iface_slot {
+	__u32 ifindex;
+	__u32 slot;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_config);
+} rfm_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RFM_IFACE_TABLE);
+	__type(key, __u32);
+	__type(value, struct rfm_iface_slot);
+} rfm_iface_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, RFM_CHUNK_IFACES * RFM_MAX_CHUNKS);
+	__type(key, __u32);
+	__type(value, __u32);
+} rfm_iface_spill SEC(".maps");
+
+struct rfm_counter_chunk {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RFM_CHUNK_IFACES * 2);
+	__type(key, __u32);
+	__type(value, struct rfm_iface_counters);
+};
+
+// Declared so the chunk's value type is in BTF in full; never created.
+struct rfm_counter_chunk rfm_counter_chunk_spec SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, RFM_MAX_CHUNKS);
+	__type(key, __u32);
+	__array(values, struct rfm_counter_chunk);
+} rfm_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_dp_stats);
+} rfm_dp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rfm_sampler);
+} rfm_sampler SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 262144);
+} rfm_events SEC(".maps");
+
+// ---- the XDP program's own maps ----
+
+#define XDP_MAX_RULES 64
+// Counter rows per interface: the rules, then the blocklist and the
+// blackhole list.
+#define XDP_ROW_BLOCKLIST 64
+#define XDP_ROW_BLACKHOLE 65
+#define XDP_ROWS 66
+#define XDP_MAX_IFACES 64
+#define XDP_MAX_EXT_HDRS 8
+
+#define XDP_ACT_PASS 0
+#define XDP_ACT_DROP 1
+#define XDP_ACT_RATE_LIMIT 2
+
+// xdp_cfg.flags: which lists hold entries, so empty ones cost nothing.
+#define XDP_CFG_BLOCK4 1u
+#define XDP_CFG_BLOCK6 2u
+#define XDP_CFG_HOLE4 4u
+#define XDP_CFG_HOLE6 8u
+#define XDP_CFG_COUNT 16u // count dropped packets into rfm_counters
+
+struct xdp_cfg {
+	__u32 gen;   // rule generation in use, 0 or 1
+	__u32 flags; // XDP_CFG_*
+};
+
+// What a generation's rule set allows without looking at a field: the
+// rules that exist, and those with no condition on each field.
+struct xdp_gen {
+	__u64 valid;
+	__u64 src_any;
+	__u64 dst_any;
+	__u64 sport_any;
+	__u64 dport_any;
+};
+
+struct xdp_rule {
+	__u32 action;  // XDP_ACT_*
+	__u32 pad;
+	__u64 cost_ns; // rate_limit: 1e9 / pps, the time one packet uses up
+	__u64 burst_ns;
+};
+
+// Rule prefixes: the data starts with gen, side (0 source, 1
+// destination) and family, always matched in full, then the address.
+// An entry's value holds the bits of every rule with a prefix covering
+// it, less specific ones included, because the trie returns only the
+// longest match.
+struct xdp_rule_key {
+	__u32 prefixlen;
+	__u8 gen;
+	__u8 side;
+	__u8 fam;
+	__u8 pad;
+	__u8 addr[16];
+};
+
+struct xdp_block4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct xdp_block6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+// Token bucket of one source (/32 or /64) under one rate_limit rule.
+struct xdp_bucket_key {
+	__u32 rule;
+	__u32 fam;
+	__u8 addr[8];
+};
+
+struct xdp_bucket {
+	__u64 tat_ns; // theoretical arrival time of the next packet
+};
+
+struct xdp_counter {
+	__u64 packets[2]; // by verdict: 0 passed, 1 dropped
+	__u64 bytes[2];
+};
+
+struct xdp_iface {
+	__u32 slot;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdp_cfg);
+} xdp_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct xdp_gen);
+} xdp_gens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * XDP_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct xdp_rule);
+} xdp_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct xdp_rule_key);
+	__type(value, __u64);
+} xdp_rule_pfx SEC(".maps");
+
+// Rules allowing each protocol, by gen * 256 + protocol.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * 256);
+	__type(key, __u32);
+	__type(value, __u64);
+} xdp_proto SEC(".maps");
+
+// Rules allowing each port, by (gen * 2 + side) * 65536 + port.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4 * 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} xdp_ports SEC(".maps");
+
+// Blocklist (source or destination) and blackhole list (destination).
+// Values are unused (a byte); presence is the match.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, struct xdp_block4_key);
+	__type(value, __u8);
+} xdp_block4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, struct xdp_block6_key);
+	__type(value, __u8);
+} xdp_block6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, struct xdp_block4_key);
+	__type(value, __u8);
+} xdp_hole4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, struct xdp_block6_key);
+	__type(value, __u8);
+} xdp_hole6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct xdp_bucket_key);
+	__type(value, struct xdp_bucket);
+} xdp_buckets SEC(".maps");
+
+// ifindex -> counter slot of an interface the program is attached to.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDP_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct xdp_iface);
+} xdp_ifaces SEC(".maps");
+
+// By (slot * 2 + gen) * XDP_ROWS + row: each generation has its own rows,
+// so userspace can fold a retired generation's counts under the names of
+// the rules they belonged to.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDP_MAX_IFACES * 2 * XDP_ROWS);
+	__type(key, __u32);
+	__type(value, struct xdp_counter);
+} xdp_counters SEC(".maps");
+
+// What the parser found. Addresses are kept as in rfm_event: IPv4
+// v4-mapped, so an event is a copy.
+struct xdp_pkt {
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 fam;
+	__u32 ip_len; // IP total length
+	__u16 sport;  // host order
+	__u16 dport;
+	__u8 proto;
+	// ports: 1 the ports were read; 0 the protocol has none; 2 they
+	// exist but are not in this packet (a later fragment, or past the
+	// extension headers walked): port conditions are not applied.
+	__u8 ports;
+};
+
+#define XDP_PORTS_NONE 0
+#define XDP_PORTS_READ 1
+#define XDP_PORTS_UNKNOWN 2
+
+static __always_inline int xdp_has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP ||
+	       proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
+}
+
+// xdp_parse fills p from the frame. Returns 0 for an IP packet whose
+// headers are whole, -1 for anything else (which always passes).
+static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 off = ETH_HLEN;
+	if (data + ETH_HLEN > end)
+		return -1;
+	__be16 proto = ((struct ethhdr *)data)->h_proto;
+	for (int i = 0; i < 2; i++) {
+		if (proto != ETH_P_8021Q_BE && proto != ETH_P_8021AD_BE)
+			break;
+		if (data + off + 4 > end)
+			return -1;
+		proto = *(__be16 *)(data + off + 2);
+		off += 4;
+	}
+	__u8 *ip = data + off;
+	__u32 avail = end - (void *)ip;
+	p->sport = 0;
+	p->dport = 0;
+	p->ports = XDP_PORTS_NONE;
+	if (proto == ETH_P_IP_BE) {
+		if ((void *)ip + 20 > end)
+			return -1;
+		__u32 ihl = (ip[0] & 0x0f) * 4;
+		if ((ip[0] >> 4) != 4 || ihl < 20)
+			return -1;
+		__u32 tot = ((__u32)ip[2] << 8) | ip[3];
+		if (tot < ihl || tot > avail)
+			return -1;
+		p->fam = RFM_FAM_IPV4;
+		p->ip_len = tot;
+		__builtin_memset(p->src, 0, 10);
+		__builtin_memset(p->dst, 0, 10);
+		p->src[10] = p->src[11] = 0xff;
+		p->dst[10] = p->dst[11] = 0xff;
+		__builtin_memcpy(p->src + 12, ip + 12, 4);
+		__builtin_memcpy(p->dst + 12, ip + 16, 4);
+		p->proto = ip[9];
+		if (!xdp_has_ports(p->proto))
+			return 0;
+		if ((((__u16)ip[6] << 8) | ip[7]) & 0x1fff) {
+			p->ports = XDP_PORTS_UNKNOWN; // later fragment
+			return 0;
+		}
+		if (ihl + 4 > tot)
+			return -1;
+		__u8 *l4 = ip + (ihl & 0x3c);
+		if ((void *)l4 + 4 > end)
+			return -1;
+		p->sport = ((__u16)l4[0] << 8) | l4[1];
+		p->dport = ((__u16)l4[2] << 8) | l4[3];
+		p->ports = XDP_PORTS_READ;
+		return 0;
+	}
+	if (proto != ETH_P_IPV6_BE)
+		return -1;
+	if ((void *)ip + 40 > end)
+		return -1;
+	if ((ip[0] >> 4) != 6)
+		return -1;
+	__u32 len = (((__u32)ip[4] << 8) | ip[5]) + 40;
+	if (len == 40 && avail > 40) // jumbogram: payload length 0
+		len = avail;
+	if (len > avail)
+		return -1;
+	p->fam = RFM_FAM_IPV6;
+	p->ip_len = len;
+	__builtin_memcpy(p->src, ip + 8, 16);
+	__builtin_memcpy(p->dst, ip + 24, 16);
+	__u8 next = ip[6];
+	__u32 hoff = 40;
+	for (int i = 0; i <= XDP_MAX_EXT_HDRS; i++) {
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
+		    next != IPPROTO_DSTOPTS && next != IPPROTO_AH && next != IPPROTO_FRAGMENT)
+			break;
+		if (i == XDP_MAX_EXT_HDRS) {
+			// Longer chain than walked: the transport header is somewhere
+			// behind it; match by addresses.
+			p->proto = next;
+			p->ports = XDP_PORTS_UNKNOWN;
+			return 0;
+		}
+		if (hoff + 8 > len || hoff > 2048)
+			return -1;
+		__u8 *x = ip + hoff;
+		if ((void *)x + 8 > end)
+			return -1;
+		if (next == IPPROTO_FRAGMENT) {
+			next = x[0];
+			hoff += 8;
+			if ((((__u16)x[2] << 8) | x[3]) & 0xfff8) {
+				p->proto = next;
+				p->ports = xdp_has_ports(next) ? XDP_PORTS_UNKNOWN : XDP_PORTS_NONE;
+				return 0;
+			}
+		} else if (next == IPPROTO_AH) {
+			next = x[0];
+			hoff += ((__u32)x[1] + 2) * 4;
+		} else {
+			next = x[0];
+			hoff += ((__u32)x[1] + 1) * 8;
+		}
+	}
+	p->proto = next;
+	if (!xdp_has_ports(next))
+		return 0;
+	if (hoff + 4 > len || hoff > 4096)
+		return -1;
+	__u8 *l4 = ip + hoff;
+	if ((void *)l4 + 4 > end)
+		return -1;
+	p->sport = ((__u16)l4[0] << 8) | l4[1];
+	p->dport = ((__u16)l4[2] << 8) | l4[3];
+	p->ports = XDP_PORTS_READ;
+	return 0;
+}
+
+static __always_inline int xdp_listed(void *v4, void *v6, const struct xdp_pkt *p,
+				      const __u8 *addr)
+{
+	if (p->fam == RFM_FAM_IPV4) {
+		struct xdp_block4_key k = {.prefixlen = 32};
+		__builtin_memcpy(k.addr, addr + 12, 4);
+		return bpf_map_lookup_elem(v4, &k) != NULL;
+	}
+	struct xdp_block6_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(v6, &k) != NULL;
+}
+
+// xdp_pfx_rules is the set of rules whose prefixes on side contain addr.
+static __always_inline __u64 xdp_pfx_rules(__u32 gen, __u8 side, const struct xdp_pkt *p,
+					   const __u8 *addr)
+{
+	struct xdp_rule_key k = {.gen = gen, .side = side, .fam = p->fam};
+	if (p->fam == RFM_FAM_IPV4) {
+		k.prefixlen = 32 + 32;
+		__builtin_memcpy(k.addr, addr + 12, 4);
+	} else {
+		k.prefixlen = 32 + 128;
+		__builtin_memcpy(k.addr, addr, 16);
+	}
+	__u64 *m = bpf_map_lookup_elem(&xdp_rule_pfx, &k);
+	return m ? *m : 0;
+}
+
+static __always_inline __u64 xdp_port_rules(__u32 gen, __u32 side, __u16 port, __u64 any,
+					    const struct xdp_pkt *p)
+{
+	if (p->ports == XDP_PORTS_UNKNOWN)
+		return ~0ull;
+	if (p->ports == XDP_PORTS_NONE)
+		return any;
+	__u32 k = (gen * 2 + side) * 65536 + port;
+	__u64 *m = bpf_map_lookup_elem(&xdp_ports, &k);
+	return m ? *m : 0;
+}
+
+// xdp_lowest_bit is the index of m's lowest set bit (m != 0): the first
+// rule in config order. Spelled out because clang's BPF backend has no
+// count-trailing-zeros for -mcpu=v1.
+static __always_inline int xdp_lowest_bit(__u64 m)
+{
+	int n = 0;
+	if (!(m & 0xffffffffull)) {
+		n += 32;
+		m >>= 32;
+	}
+	if (!(m & 0xffff)) {
+		n += 16;
+		m >>= 16;
+	}
+	if (!(m & 0xff)) {
+		n += 8;
+		m >>= 8;
+	}
+	if (!(m & 0xf)) {
+		n += 4;
+		m >>= 4;
+	}
+	if (!(m & 0x3)) {
+		n += 2;
+		m >>= 2;
+	}
+	if (!(m & 0x1))
+		n += 1;
+	return n;
+}
+
+// xdp_match returns the index of the first rule matching p, or -1.
+static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p)
+{
+	struct xdp_gen *g = bpf_map_lookup_elem(&xdp_gens, &gen);
+	if (!g || !g->valid)
+		return -1;
+	__u64 m = g->valid;
+	__u32 k = gen * 256 + p->proto;
+	__u64 *pm = bpf_map_lookup_elem(&xdp_proto, &k);
+	m &= pm ? *pm : 0;
+	if (!m)
+		return -1;
+	m &= xdp_port_rules(gen, 0, p->sport, g->sport_any, p);
+	if (!m)
+		return -1;
+	m &= xdp_port_rules(gen, 1, p->dport, g->dport_any, p);
+	if (!m)
+		return -1;
+	// Prefix tries only when a remaining rule has prefixes on that side.
+	if (m & ~g->src_any)
+		m &= g->src_any | xdp_pfx_rules(gen, 0, p, p->src);
+	if (!m)
+		return -1;
+	if (m & ~g->dst_any)
+		m &= g->dst_any | xdp_pfx_rules(gen, 1, p, p->dst);
+	if (!m)
+		return -1;
+	return xdp_lowest_bit(m);
+}
+
+// xdp_rate_ok charges one packet to its source's bucket (GCRA: a packet
+// passes when the bucket's theoretical arrival time is not more than a
+// burst ahead of now). Concurrent CPUs may race on one bucket; the
+// error is a packet or so per race, not a leak.
+static __always_inline int xdp_rate_ok(__u32 idx, const struct xdp_rule *r,
+				       const struct xdp_pkt *p)
+{
+	struct xdp_bucket_key k = {.rule = idx, .fam = p->fam};
+	if (p->fam == RFM_FAM_IPV4)
+		__builtin_memcpy(k.addr, p->src + 12, 4);
+	else
+		__builtin_memcpy(k.addr, p->src, 8); // the /64
+	__u64 now = bpf_ktime_get_ns();
+	struct xdp_bucket *b = bpf_map_lookup_elem(&xdp_buckets, &k);
+	if (!b) {
+		struct xdp_bucket nb = {.tat_ns = now + r->cost_ns};
+		bpf_map_update_elem(&xdp_buckets, &k, &nb, BPF_ANY);
+		return 1;
+	}
+	__u64 tat = b->tat_ns;
+	if (tat < now)
+		tat = now;
+	if (tat + r->cost_ns > now + r->burst_ns)
+		return 0;
+	b->tat_ns = tat + r->cost_ns;
+	return 1;
+}
+
+static __always_inline void xdp_count_row(struct xdp_md *ctx, __u32 gen, __u32 row, int drop,
+					  __u32 bytes)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct xdp_iface *i = bpf_map_lookup_elem(&xdp_ifaces, &ifindex);
+	if (!i || i->slot >= XDP_MAX_IFACES)
+		return;
+	__u32 k = (i->slot * 2 + (gen & 1)) * XDP_ROWS + row;
+	struct xdp_counter *c = bpf_map_lookup_elem(&xdp_counters, &k);
+	if (c) {
+		c->packets[drop & 1]++;
+		c->bytes[drop & 1] += bytes;
+	}
+}
+
+// xdp_count_rx adds a dropped packet to the interface's ingress counter
+// of bpf/rfm.c, which will never see it.
+static __always_inline void xdp_count_rx(struct xdp_md *ctx, __u32 fam, __u32 bytes)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 key = ifindex & (RFM_IFACE_TABLE - 1);
+	__u32 slot;
+	struct rfm_iface_slot *s = bpf_map_lookup_elem(&rfm_iface_slots, &key);
+	if (s && s->ifindex == ifindex) {
+		slot = s->slot;
+	} else {
+		__u32 *spilled = bpf_map_lookup_elem(&rfm_iface_spill, &ifindex);
+		if (!spilled)
+			return;
+		slot = *spilled;
+	}
+	__u32 chunk = slot / RFM_CHUNK_IFACES;
+	void *counters = bpf_map_lookup_elem(&rfm_counters, &chunk);
+	if (!counters)
+		return;
+	__u32 idx = (slot % RFM_CHUNK_IFACES) * 2; // ingress
+	struct rfm_iface_counters *c = bpf_map_lookup_elem(counters, &idx);
+	if (c && fam < RFM_FAM_MAX) {
+		c->packets[fam] += 1;
+		c->bytes[fam] += bytes;
+	}
+}
+
+static __always_inline __u32 xdp_gap(__u32 rate)
+{
+	__u64 span = rate > 0x7fffffffu ? 0xffffffffull : 2ull * rate - 1;
+	return 1 + (__u32)(((__u64)bpf_get_prandom_u32() * span) >> 32);
+}
+
+// xdp_sample_drop reports a dropped packet as bpf/rfm.c reports what it
+// samples: the same per-CPU countdown decides, so a dropped packet is
+// sampled exactly as it would have been at TC. The event goes to the
+// ring on its own (drops are rare next to the TC batches).
+static __always_inline void xdp_sample_drop(struct xdp_md *ctx, const struct xdp_pkt *p)
+{
+	__u32 zero = 0;
+	struct rfm_config *cfg = bpf_map_lookup_elem(&rfm_config, &zero);
+	if (!cfg)
+		return;
+	__u32 rate = cfg->sample_rate;
+	if (rate == 0)
+		return;
+	if (rate > 1) {
+		struct rfm_sampler *s = bpf_map_lookup_elem(&rfm_sampler, &zero);
+		if (!s)
+			return;
+		if (s->rate != rate) {
+			s->rate = rate;
+			s->countdown = xdp_gap(rate);
+		}
+		if (--s->countdown != 0)
+			return;
+		s->countdown = xdp_gap(rate);
+	}
+	struct rfm_event e = {};
+	__builtin_memcpy(e.src, p->src, 16);
+	__builtin_memcpy(e.dst, p->dst, 16);
+	e.boot_ns = bpf_ktime_get_boot_ns();
+	e.ifindex = ctx->ingress_ifindex;
+	e.in_ifindex = ctx->ingress_ifindex;
+	e.len = p->ip_len;
+	e.rate = rate;
+	e.sport = p->ports == XDP_PORTS_READ ? p->sport : 0;
+	e.dport = p->ports == XDP_PORTS_READ ? p->dport : 0;
+	e.segs = 1;
+	e.proto = p->proto;
+	e.flags = RFM_EV_DROPPED;
+	if (bpf_ringbuf_output(&rfm_events, &e, sizeof(e), BPF_RB_NO_WAKEUP)) {
+		struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
+		if (st)
+			st->ring_drops++;
+	}
+}
+
+static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
+				    const struct xdp_pkt *p, __u32 row, __u32 bytes)
+{
+	xdp_count_row(ctx, gen, row, 1, bytes);
+	if (flags & XDP_CFG_COUNT) {
+		xdp_count_rx(ctx, p->fam, bytes);
+		xdp_sample_drop(ctx, p);
+	}
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int rfm_xdp(struct xdp_md *ctx)
+{
+	struct xdp_pkt p;
+	if (xdp_parse(ctx, &p))
+		return XDP_PASS;
+	__u32 zero = 0;
+	struct xdp_cfg *cfg = bpf_map_lookup_elem(&xdp_cfg, &zero);
+	if (!cfg)
+		return XDP_PASS;
+	__u32 flags = cfg->flags;
+	__u32 gen = cfg->gen & 1;
+	__u32 bytes = ctx->data_end - ctx->data;
+	if (p.fam == RFM_FAM_IPV4) {
+		if ((flags & XDP_CFG_BLOCK4) &&
+		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
+		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+		if ((flags & XDP_CFG_HOLE4) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
+	} else {
+		if ((flags & XDP_CFG_BLOCK6) &&
+		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
+		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+		if ((flags & XDP_CFG_HOLE6) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
+	}
+	int idx = xdp_match(gen, &p);
+	if (idx < 0 || idx >= XDP_MAX_RULES)
+		return XDP_PASS;
+	__u32 rk = gen * XDP_MAX_RULES + idx;
+	struct xdp_rule *r = bpf_map_lookup_elem(&xdp_rules, &rk);
+	if (!r)
+		return XDP_PASS;
+	if (r->action == XDP_ACT_DROP ||
+	    (r->action == XDP_ACT_RATE_LIMIT && !xdp_rate_ok(idx, r, &p)))
+		return xdp_drop(ctx, flags, gen, &p, idx, bytes);
+	xdp_count_row(ctx, gen, idx, 0, bytes);
+	return XDP_PASS;
+}
+
+// The cost floor for benchmarks: what any XDP program costs to run.
+SEC("xdp")
+int rfm_xdp_floor(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,671 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is how the program is attached to an interface.
+type Mode uint8
+
+const (
+	// ModeAuto tries native and falls back to generic.
+	ModeAuto Mode = iota
+	// ModeNative runs in the driver, before an skb exists.
+	ModeNative
+	// ModeGeneric runs on the skb, for drivers without XDP support.
+	ModeGeneric
+)
+
+// DefaultMode is what agent.xdp.mode defaults to.
+const DefaultMode = ModeAuto
+
+func (m Mode) String() string {
+	switch m {
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	}
+	return "auto"
+}
+
+// ParseMode reads "auto", "native" or "generic".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "auto":
+		return ModeAuto, nil
+	case "native":
+		return ModeNative, nil
+	case "generic":
+		return ModeGeneric, nil
+	}
+	return 0, fmt.Errorf("%q: want auto, native or generic", s)
+}
+
+// MaxInterfaces is how many interfaces the program can be attached to at
+// once (XDP_MAX_IFACES: counter rows are allocated for them).
+const MaxInterfaces = 64
+
+const rows = 66 // XDP_ROWS: MaxRules, then blocklist and blackhole
+
+const (
+	rowBlocklist = 64
+	rowBlackhole = 65
+)
+
+// xdp_cfg.flags
+const (
+	cfgBlock4 = 1
+	cfgBlock6 = 2
+	cfgHole4  = 4
+	cfgHole6  = 8
+	cfgCount  = 16
+)
+
+// Mirrors struct xdp_cfg.
+type rawCfg struct {
+	Gen   uint32
+	Flags uint32
+}
+
+// Mirrors struct xdp_counter.
+type rawCounter struct {
+	Packets [2]uint64 // 0 passed, 1 dropped
+	Bytes   [2]uint64
+}
+
+// Options configure Load.
+type Options struct {
+	// Shared are the maps of the TC datapath (datapath.SharedMaps). With
+	// them, dropped packets are counted in the interface rx counters and
+	// sampled into the flow events; without them (tests, benchmarks) the
+	// program has maps of its own that nobody reads.
+	Shared map[string]*ebpf.Map
+}
+
+// Program is the loaded XDP program and its maps, shared by every
+// interface it is attached to.
+type Program struct {
+	prog  *ebpf.Program
+	floor *ebpf.Program // an empty XDP program, for benchmarks
+	maps  map[string]*ebpf.Map
+	own   []*ebpf.Map // maps created here (not Shared)
+
+	mu       sync.Mutex
+	cfg      rawCfg
+	names    [2][]string // rule names per generation, by row
+	attached map[int]*attachment
+	slotUsed [MaxInterfaces]bool
+	// totals are counts of retired generations, folded by rule name so
+	// they survive a reload; by ifindex.
+	totals   map[int]map[rowKey]rawCounter
+	entries  [4]int // entries in block4, block6, hole4, hole6
+	detached func(ifindex int, name string)
+}
+
+type rowKey struct {
+	rule string
+}
+
+type attachment struct {
+	index int
+	name  string
+	mode  Mode
+	slot  uint32
+	link  link.Link
+}
+
+// Load creates the maps and loads the program. Nothing is attached and
+// the rule set is empty.
+func Load(opts Options) (*Program, error) {
+	spec, err := loadXdpobj()
+	if err != nil {
+		return nil, fmt.Errorf("load XDP object: %w", err)
+	}
+	delete(spec.Maps, xdpobjMapRfmCounterChunkSpec)
+	replace := map[string]*ebpf.Map{}
+	for name, m := range opts.Shared {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("load XDP object: shared map %s unknown", name)
+		}
+		// The ring buffer's size is the agent's choice.
+		ms.MaxEntries = m.MaxEntries()
+		replace[name] = m
+	}
+	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[rowKey]rawCounter{}}
+	for name, ms := range spec.Maps {
+		if m, ok := replace[name]; ok {
+			p.maps[name] = m
+			continue
+		}
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			p.closeMaps()
+			return nil, fmt.Errorf("create BPF map %s: %w", name, err)
+		}
+		p.maps[name] = m
+		p.own = append(p.own, m)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: p.maps})
+	if err != nil {
+		p.closeMaps()
+		hint := ""
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			hint = " (needs CAP_BPF and CAP_NET_ADMIN, or root)"
+		}
+		return nil, fmt.Errorf("load XDP program: %w%s", err, hint)
+	}
+	p.prog = coll.Programs[xdpobjProgRfmXdp]
+	p.floor = coll.Programs[xdpobjProgRfmXdpFloor]
+	delete(coll.Programs, xdpobjProgRfmXdp)
+	delete(coll.Programs, xdpobjProgRfmXdpFloor)
+	coll.Close() // its maps are p.maps, which stay open
+	if opts.Shared != nil {
+		p.cfg.Flags |= cfgCount
+	}
+	if err := p.writeCfg(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Program) writeCfg() error {
+	if err := p.maps[xdpobjMapXdpCfg].Put(uint32(0), p.cfg); err != nil {
+		return fmt.Errorf("write XDP config map: %w", err)
+	}
+	return nil
+}
+
+func (p *Program) closeMaps() {
+	for _, m := range p.own {
+		m.Close()
+	}
+	p.own = nil
+}
+
+// Close detaches every interface and releases the program and its maps.
+func (p *Program) Close() error {
+	p.mu.Lock()
+	var idx []int
+	for i := range p.attached {
+		idx = append(idx, i)
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, i := range idx {
+		errs = append(errs, p.Detach(i))
+	}
+	if p.prog != nil {
+		p.prog.Close()
+		p.floor.Close()
+	}
+	p.closeMaps()
+	return errors.Join(errs...)
+}
+
+// SetRules replaces the rule set at once: the new set is written to the
+// generation not in use, then one store to xdp_cfg switches every
+// packet after it to the new set. rules must have passed Check.
+func (p *Program) SetRules(rules []Rule) error {
+	if err := Check(rules); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gen := uint8(p.cfg.Gen&1) ^ 1
+	c := compile(rules, gen)
+	// The target generation last ran two sets ago: keep its counts under
+	// its rule names, then empty its rows.
+	if err := p.foldGen(gen); err != nil {
+		return err
+	}
+	if err := p.clearGenPrefixes(gen); err != nil {
+		return err
+	}
+	for k, v := range c.prefixes {
+		if err := p.maps[xdpobjMapXdpRulePfx].Put(k, v); err != nil {
+			return fmt.Errorf("write XDP rule prefix: %w", err)
+		}
+	}
+	if err := putArray(p.maps[xdpobjMapXdpProto], uint32(gen)*256, c.proto[:]); err != nil {
+		return fmt.Errorf("write XDP protocol table: %w", err)
+	}
+	for side := range 2 {
+		if err := putArray(p.maps[xdpobjMapXdpPorts], (uint32(gen)*2+uint32(side))*65536, c.ports[side][:]); err != nil {
+			return fmt.Errorf("write XDP port table: %w", err)
+		}
+	}
+	if err := putArray(p.maps[xdpobjMapXdpRules], uint32(gen)*MaxRules, c.rules[:]); err != nil {
+		return fmt.Errorf("write XDP rules: %w", err)
+	}
+	if err := p.maps[xdpobjMapXdpGens].Put(uint32(gen), c.gen); err != nil {
+		return fmt.Errorf("write XDP rule set: %w", err)
+	}
+	names := make([]string, len(rules))
+	for i, r := range rules {
+		names[i] = r.Name
+	}
+	p.names[gen] = names
+	p.cfg.Gen = uint32(gen)
+	return p.writeCfg()
+}
+
+// putArray writes vals to an array map from index first, in one batch.
+func putArray[T any](m *ebpf.Map, first uint32, vals []T) error {
+	keys := make([]uint32, len(vals))
+	for i := range keys {
+		keys[i] = first + uint32(i)
+	}
+	_, err := m.BatchUpdate(keys, vals, nil)
+	return err
+}
+
+func (p *Program) clearGenPrefixes(gen uint8) error {
+	m := p.maps[xdpobjMapXdpRulePfx]
+	var k rawRuleKey
+	var v uint64
+	var stale []rawRuleKey
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if k.Gen == gen {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read XDP rule prefixes: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear XDP rule prefix: %w", err)
+		}
+	}
+	return nil
+}
+
+// Attach attaches the program to an interface with an XDP link, so it
+// goes away with the process. An interface that already has an XDP
+// program (someone else's) is refused, naming that program: rfm never
+// replaces it. Returns the mode the program runs in.
+func (p *Program) Attach(ifindex int, name string, mode Mode) (Mode, error) {
+	p.mu.Lock()
+	if a, ok := p.attached[ifindex]; ok {
+		p.mu.Unlock()
+		return a.mode, nil
+	}
+	slot := slices.Index(p.slotUsed[:], false)
+	if slot < 0 {
+		p.mu.Unlock()
+		return 0, fmt.Errorf("xdp %s: all %d XDP interface slots in use", name, MaxInterfaces)
+	}
+	p.slotUsed[slot] = true
+	p.mu.Unlock()
+	a, err := p.attach(ifindex, name, mode, uint32(slot))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.slotUsed[slot] = false
+		return 0, err
+	}
+	p.attached[ifindex] = a
+	return a.mode, nil
+}
+
+func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*attachment, error) {
+	if other, err := foreignProgram(ifindex); err != nil {
+		return nil, fmt.Errorf("xdp %s: %w", name, err)
+	} else if other != "" {
+		return nil, fmt.Errorf("xdp %s: %s already holds XDP on this interface; rfm does not replace it", name, other)
+	}
+	if err := p.zeroRows(slot); err != nil {
+		return nil, fmt.Errorf("xdp %s: %w", name, err)
+	}
+	if err := p.maps[xdpobjMapXdpIfaces].Put(uint32(ifindex), slot); err != nil {
+		return nil, fmt.Errorf("xdp %s: write interface slot: %w", name, err)
+	}
+	try := []Mode{mode}
+	if mode == ModeAuto {
+		try = []Mode{ModeNative, ModeGeneric}
+	}
+	var errs []error
+	for _, m := range try {
+		flags := link.XDPDriverMode
+		if m == ModeGeneric {
+			flags = link.XDPGenericMode
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: p.prog, Interface: ifindex, Flags: flags})
+		if err == nil {
+			return &attachment{index: ifindex, name: name, mode: m, slot: slot, link: l}, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", m, err))
+	}
+	p.maps[xdpobjMapXdpIfaces].Delete(uint32(ifindex))
+	// Someone may have attached between the check and the attach.
+	if other, _ := foreignProgram(ifindex); other != "" {
+		return nil, fmt.Errorf("xdp %s: %s already holds XDP on this interface; rfm does not replace it", name, other)
+	}
+	return nil, fmt.Errorf("xdp %s: attach: %w", name, errors.Join(errs...))
+}
+
+// foreignProgram names the XDP program attached to the interface, if any
+// ("program NAME (id N)"); "" when there is none.
+func foreignProgram(ifindex int) (string, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", fmt.Errorf("read interface: %w", err)
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return "", nil
+	}
+	name := "?"
+	if prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId)); err == nil {
+		if info, err := prog.Info(); err == nil {
+			name = info.Name
+		}
+		prog.Close()
+	}
+	return fmt.Sprintf("XDP program %q (id %d)", name, x.ProgId), nil
+}
+
+// Detach removes the program from the interface and forgets its counts.
+func (p *Program) Detach(ifindex int) error {
+	p.mu.Lock()
+	a, ok := p.attached[ifindex]
+	if ok {
+		delete(p.attached, ifindex)
+		delete(p.totals, ifindex)
+	}
+	p.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	err := a.link.Close()
+	p.maps[xdpobjMapXdpIfaces].Delete(uint32(ifindex))
+	p.mu.Lock()
+	p.slotUsed[a.slot] = false
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("xdp %s: detach: %w", a.name, err)
+	}
+	return nil
+}
+
+// Attachment is an interface the program is attached to.
+type Attachment struct {
+	Index int
+	Name  string
+	Mode  Mode
+}
+
+// Attached lists the interfaces the program is attached to, by name.
+func (p *Program) Attached() []Attachment {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Attachment, 0, len(p.attached))
+	for _, a := range p.attached {
+		out = append(out, Attachment{Index: a.index, Name: a.name, Mode: a.mode})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Counter is what one rule (or the blocklist or blackhole list) did on
+// one interface since it was attached.
+type Counter struct {
+	Ifindex int
+	Ifname  string
+	Rule    string // rule name, RowBlocklist or RowBlackhole
+	Action  string // what happened to the packets: "pass" or "drop"
+	Packets uint64
+	Bytes   uint64
+}
+
+func rowName(names []string, row int) string {
+	switch row {
+	case rowBlocklist:
+		return RowBlocklist
+	case rowBlackhole:
+		return RowBlackhole
+	}
+	if row < len(names) {
+		return names[row]
+	}
+	return ""
+}
+
+// readRows sums over CPUs the rows of one interface slot and generation.
+func (p *Program) readRows(slot uint32, gen uint8) ([rows]rawCounter, error) {
+	var out [rows]rawCounter
+	var percpu []rawCounter
+	for row := range rows {
+		k := (slot*2+uint32(gen))*rows + uint32(row)
+		if err := p.maps[xdpobjMapXdpCounters].Lookup(k, &percpu); err != nil {
+			return out, fmt.Errorf("read XDP counters: %w", err)
+		}
+		for _, c := range percpu {
+			for v := range 2 {
+				out[row].Packets[v] += c.Packets[v]
+				out[row].Bytes[v] += c.Bytes[v]
+			}
+		}
+	}
+	return out, nil
+}
+
+// foldGen adds generation gen's rows of every interface to the totals
+// under their rule names and zeroes them. The caller holds mu.
+func (p *Program) foldGen(gen uint8) error {
+	for _, a := range p.attached {
+		cur, err := p.readRows(a.slot, gen)
+		if err != nil {
+			return err
+		}
+		t := p.totals[a.index]
+		if t == nil {
+			t = map[rowKey]rawCounter{}
+			p.totals[a.index] = t
+		}
+		for row, c := range cur {
+			name := rowName(p.names[gen], row)
+			if name == "" {
+				continue
+			}
+			sum := t[rowKey{name}]
+			for v := range 2 {
+				sum.Packets[v] += c.Packets[v]
+				sum.Bytes[v] += c.Bytes[v]
+			}
+			t[rowKey{name}] = sum
+		}
+		if err := p.zeroGen(a.slot, gen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Program) zeroGen(slot uint32, gen uint8) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	zero := make([]rawCounter, cpus)
+	keys := make([]uint32, rows)
+	vals := make([]rawCounter, 0, rows*cpus)
+	for row := range rows {
+		keys[row] = (slot*2+uint32(gen))*rows + uint32(row)
+		vals = append(vals, zero...)
+	}
+	if _, err := p.maps[xdpobjMapXdpCounters].BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("zero XDP counters: %w", err)
+	}
+	return nil
+}
+
+func (p *Program) zeroRows(slot uint32) error {
+	for gen := range uint8(2) {
+		if err := p.zeroGen(slot, gen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Counters returns per interface the counts of every rule of the
+// current set, the blocklist and the blackhole list, and of rules of
+// earlier sets that counted something; both actions, zeros included
+// for the current rules.
+func (p *Program) Counters() ([]Counter, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []Counter
+	for _, a := range p.attached {
+		sums := map[string]rawCounter{}
+		for k, c := range p.totals[a.index] {
+			sums[k.rule] = c
+		}
+		for gen := range uint8(2) {
+			cur, err := p.readRows(a.slot, gen)
+			if err != nil {
+				return nil, err
+			}
+			for row, c := range cur {
+				name := rowName(p.names[gen], row)
+				if name == "" {
+					continue
+				}
+				// Current rules and the lists show up even at zero.
+				if c == (rawCounter{}) && gen != uint8(p.cfg.Gen) && row < MaxRules {
+					continue
+				}
+				s := sums[name]
+				for v := range 2 {
+					s.Packets[v] += c.Packets[v]
+					s.Bytes[v] += c.Bytes[v]
+				}
+				sums[name] = s
+			}
+		}
+		for name, c := range sums {
+			for v, action := range []string{"pass", "drop"} {
+				out = append(out, Counter{Ifindex: a.index, Ifname: a.name, Rule: name, Action: action,
+					Packets: c.Packets[v], Bytes: c.Bytes[v]})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Ifname != b.Ifname {
+			return a.Ifname < b.Ifname
+		}
+		if a.Rule != b.Rule {
+			return a.Rule < b.Rule
+		}
+		return a.Action < b.Action
+	})
+	return out, nil
+}
+
+// Mirrors struct xdp_block4_key and xdp_block6_key.
+type rawKey4 struct {
+	Prefixlen uint32
+	Addr      [4]byte
+}
+
+type rawKey6 struct {
+	Prefixlen uint32
+	Addr      [16]byte
+}
+
+// List names one of the two prefix lists.
+type List uint8
+
+const (
+	// Blocklist drops packets whose source or destination is in it.
+	Blocklist List = 0
+	// Blackhole drops packets whose destination is in it.
+	Blackhole List = 1
+)
+
+// SetPrefix adds (on) or removes (off) a prefix in a list. Removing a
+// prefix that is not there is not an error.
+func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
+	prefix = prefix.Masked()
+	if !prefix.IsValid() {
+		return fmt.Errorf("prefix %s: not a prefix", prefix)
+	}
+	v4 := prefix.Addr().Is4()
+	idx := int(list) * 2
+	name := xdpobjMapXdpBlock4
+	if list == Blackhole {
+		name = xdpobjMapXdpHole4
+	}
+	var key any = rawKey4{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As4()}
+	if !v4 {
+		idx++
+		name = xdpobjMapXdpBlock6
+		if list == Blackhole {
+			name = xdpobjMapXdpHole6
+		}
+		key = rawKey6{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As16()}
+	}
+	flag := uint32(1) << idx // cfgBlock4, cfgBlock6, cfgHole4, cfgHole6 in order
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.maps[name]
+	if on {
+		err := m.Update(key, uint8(1), ebpf.UpdateNoExist)
+		if errors.Is(err, ebpf.ErrKeyExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("add %s to the XDP %s: %w", prefix, listName(list), err)
+		}
+		p.entries[idx]++
+		if p.cfg.Flags&flag == 0 {
+			p.cfg.Flags |= flag
+			return p.writeCfg()
+		}
+		return nil
+	}
+	err := m.Delete(key)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove %s from the XDP %s: %w", prefix, listName(list), err)
+	}
+	p.entries[idx]--
+	if p.entries[idx] == 0 {
+		p.cfg.Flags &^= flag
+		return p.writeCfg()
+	}
+	return nil
+}
+
+func listName(l List) string {
+	if l == Blackhole {
+		return "blackhole list"
+	}
+	return "blocklist"
+}
+
+// Prog is the XDP program, for BPF_PROG_TEST_RUN in tests and benchmarks.
+func (p *Program) Prog() *ebpf.Program { return p.prog }
+
+// Floor is an empty XDP program: the cost floor in benchmarks.
+func (p *Program) Floor() *ebpf.Program { return p.floor }
