@@ -605,7 +605,7 @@ const (
 // prefix that is not there is not an error.
 func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	prefix = prefix.Masked()
-	if !prefix.IsValid() {
+	if !prefix.IsValid() || prefix.Addr().Is4In6() || prefix.Addr().Zone() != "" {
 		return fmt.Errorf("prefix %s: not a prefix", prefix)
 	}
 	v4 := prefix.Addr().Is4()
@@ -614,8 +614,10 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	if list == Blackhole {
 		name = xdpobjMapXdpHole4
 	}
-	var key any = rawKey4{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As4()}
-	if !v4 {
+	var key any
+	if v4 {
+		key = rawKey4{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As4()}
+	} else {
 		idx++
 		name = xdpobjMapXdpBlock6
 		if list == Blackhole {

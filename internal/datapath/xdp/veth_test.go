@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+
+	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/test/lab"
+)
+
+// vethLab is a sender namespace A and a receiver namespace B joined by a
+// veth pair; the XDP program goes on B's end.
+type vethLab struct {
+	nsA, nsB string
+	devB     string
+	idxB     int
+}
+
+func newVethLab(t *testing.T) *vethLab {
+	t.Helper()
+	requireRoot(t)
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		t.Skip("needs ethtool")
+	}
+	id := fmt.Sprintf("%d%d", os.Getpid()%10000, time.Now().UnixNano()%1000)
+	l := &vethLab{nsA: "rfmxa" + id, nsB: "rfmxb" + id, devB: "xb0"}
+	lab.NewPair(t, lab.PairOptions{
+		NsA: l.nsA, NsB: l.nsB, DevA: "xa0", DevB: l.devB,
+		MACA: lab.MustMAC("02:00:00:00:0a:01"), MACB: lab.MustMAC("02:00:00:00:0b:01"),
+		StrictCleanup: true,
+		Addrs: [][2]netip.Prefix{
+			{netip.MustParsePrefix("198.18.0.1/24"), netip.MustParsePrefix("198.18.0.2/24")},
+			{netip.MustParsePrefix("198.18.0.5/24"), netip.MustParsePrefix("198.18.0.6/24")},
+			{netip.MustParsePrefix("2001:db8::1/64"), netip.MustParsePrefix("2001:db8::2/64")},
+		},
+	})
+	if err := lab.InNetns(l.nsB, func() error {
+		link, err := netlink.LinkByName(l.devB)
+		if err != nil {
+			return err
+		}
+		l.idxB = link.Attrs().Index
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// inB runs fn in namespace B, failing the test on error.
+func (l *vethLab) inB(t testing.TB, fn func() error) {
+	t.Helper()
+	if err := lab.InNetns(l.nsB, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// receiver counts datagrams arriving on a UDP socket in B.
+type receiver struct {
+	conn *net.UDPConn
+	n    chan int
+}
+
+func (l *vethLab) receiver(t *testing.T, addr string) *receiver {
+	c := lab.UDPConn(t, l.nsB, addr, "")
+	r := &receiver{conn: c, n: make(chan int, 1)}
+	go func() {
+		buf := make([]byte, 2048)
+		n := 0
+		for {
+			if _, err := c.Read(buf); err != nil {
+				r.n <- n
+				return
+			}
+			n++
+		}
+	}()
+	return r
+}
+
+// count closes the socket once want datagrams could have arrived (the
+// sender's packets are on the wire when send returns, and B's queue is
+// drained when a deadline read times out) and returns how many did.
+func (r *receiver) count() int {
+	r.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	return <-r.n
+}
+
+func send(t *testing.T, ns, local, remote string, n, payload int) {
+	t.Helper()
+	c := lab.UDPConn(t, ns, local, remote)
+	defer c.Close() // the next send may bind the same port
+	buf := make([]byte, payload)
+	for i := 0; i < n; i++ {
+		if _, err := c.Write(buf); err != nil {
+			t.Fatalf("send %s -> %s: %v", local, remote, err)
+		}
+	}
+}
+
+// TestVethDropsCountedOnce sends IPv4 and IPv6 UDP to two ports over a
+// veth with native XDP dropping one of them, and checks: what arrives,
+// the rule's counters, the interface rx counters (every packet once,
+// dropped or not, with its frame bytes) and the sampled events (the
+// dropped ones flagged).
+func TestVethDropsCountedOnce(t *testing.T) {
+	l := newVethLab(t)
+	var d *datapath.Datapath
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 22, MaxInterfaces: 4}); err != nil {
+			return err
+		}
+		if err := d.SetConfig(datapath.Config{SampleRate: 1}); err != nil {
+			return err
+		}
+		if err := d.Attach(l.idxB, l.devB); err != nil {
+			return err
+		}
+		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{{Name: "no-9001", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{9001, 9001}}}}); err != nil {
+			return err
+		}
+		mode, err := x.Attach(l.idxB, l.devB, ModeNative)
+		if err != nil {
+			return err
+		}
+		if mode != ModeNative {
+			return fmt.Errorf("mode %s, want native", mode)
+		}
+		return nil
+	})
+	t.Cleanup(func() { x.Close(); d.Close() })
+
+	const nPass, nDrop, payload = 200, 150, 64
+	recv := []*receiver{
+		l.receiver(t, "198.18.0.2:9000"), l.receiver(t, "198.18.0.2:9001"),
+		l.receiver(t, "[2001:db8::2]:9000"), l.receiver(t, "[2001:db8::2]:9001"),
+	}
+	send(t, l.nsA, "198.18.0.1:5000", "198.18.0.2:9000", nPass, payload)
+	send(t, l.nsA, "198.18.0.1:5001", "198.18.0.2:9001", nDrop, payload)
+	send(t, l.nsA, "[2001:db8::1]:5000", "[2001:db8::2]:9000", nPass, payload)
+	send(t, l.nsA, "[2001:db8::1]:5001", "[2001:db8::2]:9001", nDrop, payload)
+
+	// Independent of the code: frame = Ethernet 14 + IP header + UDP 8 + payload.
+	frame4, frame6 := uint64(14+20+8+payload), uint64(14+40+8+payload)
+	lab.Eventually(t, 5*time.Second, "rx counters", func() error {
+		cs, err := d.Counters()
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if c.Index != l.idxB || c.Dir != datapath.Ingress {
+				continue
+			}
+			want := [3]uint64{0, nPass + nDrop, nPass + nDrop}
+			wantB := [3]uint64{0, (nPass + nDrop) * frame4, (nPass + nDrop) * frame6}
+			if c.Packets != want || c.Bytes != wantB {
+				return fmt.Errorf("ingress packets %v bytes %v, want %v %v", c.Packets, c.Bytes, want, wantB)
+			}
+			return nil
+		}
+		return errors.New("interface not in counters")
+	})
+	for i, want := range []int{nPass, 0, nPass, 0} {
+		if got := recv[i].count(); got != want {
+			t.Errorf("receiver %d got %d datagrams, want %d", i, got, want)
+		}
+	}
+	cs, err := x.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Counter{}
+	for _, c := range cs {
+		got[c.Rule+"/"+c.Action] = c
+	}
+	if c := got["no-9001/drop"]; c.Packets != 2*nDrop || c.Bytes != nDrop*(frame4+frame6) {
+		t.Errorf("rule no-9001 drop: %d packets %d bytes, want %d and %d", c.Packets, c.Bytes, 2*nDrop, nDrop*(frame4+frame6))
+	}
+	if c := got["no-9001/pass"]; c.Packets != 0 {
+		t.Errorf("rule no-9001 pass: %d packets, want 0", c.Packets)
+	}
+
+	// Sampling at rate 1: one event per packet; the dropped ones are
+	// flagged and are exactly those to port 9001.
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]datapath.Event, 256)
+	dropped, passed := 0, 0
+	for {
+		n, err := d.ReadBatch(evs)
+		for _, e := range evs[:n] {
+			if e.Dir != datapath.Ingress {
+				continue
+			}
+			if e.Dropped != (e.DstPort == 9001) {
+				t.Fatalf("event to port %d has Dropped %v", e.DstPort, e.Dropped)
+			}
+			if e.Dropped {
+				dropped++
+			} else {
+				passed++
+			}
+		}
+		if errors.Is(err, datapath.ErrFlushed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dropped != 2*nDrop || passed != 2*nPass {
+		t.Errorf("events: %d dropped, %d passed; want %d and %d", dropped, passed, 2*nDrop, 2*nPass)
+	}
+}
+
+// TestVethBlocklistAndBlackhole: a blocklisted prefix drops by source and
+// by destination, a blackholed one by destination only; removing either
+// lets the next packet through.
+func TestVethBlocklistAndBlackhole(t *testing.T) {
+	l := newVethLab(t)
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if x, err = Load(Options{}); err != nil {
+			return err
+		}
+		_, err = x.Attach(l.idxB, l.devB, ModeAuto)
+		return err
+	})
+	t.Cleanup(func() { x.Close() })
+	try := func(what, local, remote string, want int) {
+		t.Helper()
+		r := l.receiver(t, remote)
+		send(t, l.nsA, local, remote, 10, 16)
+		if got := r.count(); got != want {
+			t.Errorf("%s: %d of 10 datagrams arrived, want %d", what, got, want)
+		}
+	}
+	set := func(list List, p string, on bool) {
+		t.Helper()
+		if err := x.SetPrefix(list, netip.MustParsePrefix(p), on); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(Blocklist, "198.18.0.1/32", true)
+	try("blocked source", "198.18.0.1:6000", "198.18.0.2:7000", 0)
+	try("other source", "198.18.0.5:6000", "198.18.0.2:7001", 10)
+	set(Blocklist, "198.18.0.1/32", false)
+	try("unblocked source", "198.18.0.1:6000", "198.18.0.2:7002", 10)
+	set(Blocklist, "2001:db8::2/128", true)
+	try("blocked destination v6", "[2001:db8::1]:6000", "[2001:db8::2]:7003", 0)
+	set(Blocklist, "2001:db8::2/128", false)
+	set(Blackhole, "198.18.0.0/30", true) // holds .1 and .2
+	try("blackholed destination", "198.18.0.5:6000", "198.18.0.2:7004", 0)
+	set(Blackhole, "198.18.0.2/32", true)
+	set(Blackhole, "198.18.0.0/30", false) // the /32 still holds .2
+	try("blackholed /32 after the /30 went", "198.18.0.5:6000", "198.18.0.2:7005", 0)
+	set(Blackhole, "198.18.0.2/32", false)
+	try("blackhole removed", "198.18.0.5:6000", "198.18.0.2:7006", 10)
+	set(Blackhole, "2001:db8::1/128", true) // a source: not dropped
+	try("blackhole matches destinations only", "[2001:db8::1]:6000", "[2001:db8::2]:7007", 10)
+
+	cs, err := x.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"blocklist/drop": 20, "blackhole/drop": 20}
+	for _, c := range cs {
+		if w, ok := want[c.Rule+"/"+c.Action]; ok && c.Packets != w {
+			t.Errorf("%s %s: %d packets, want %d", c.Rule, c.Action, c.Packets, w)
+		}
+	}
+}
+
+// TestVethRateLimit: a rate_limit rule lets through pps per source
+// address, each source on its own bucket. Tolerance: the bucket starts
+// full (burstTime's worth of packets) and then refills at pps, so over a
+// send lasting T the count is burst + pps*T; the check allows 15% for
+// clock reads around the send and the race between CPUs on one bucket.
+func TestVethRateLimit(t *testing.T) {
+	l := newVethLab(t)
+	const pps = 2000
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if x, err = Load(Options{}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{{Name: "limit", Action: ActionRateLimit, PPS: pps, Proto: 17, DstPorts: []PortRange{{8000, 8001}}}}); err != nil {
+			return err
+		}
+		_, err = x.Attach(l.idxB, l.devB, ModeNative)
+		return err
+	})
+	t.Cleanup(func() { x.Close() })
+	r1, r2 := l.receiver(t, "198.18.0.2:8000"), l.receiver(t, "198.18.0.2:8001")
+	c1 := lab.UDPConn(t, l.nsA, "198.18.0.1:5000", "198.18.0.2:8000")
+	c2 := lab.UDPConn(t, l.nsA, "198.18.0.5:5000", "198.18.0.2:8001")
+	buf := make([]byte, 16)
+	start := time.Now()
+	sent := 0
+	for time.Since(start) < 700*time.Millisecond {
+		c1.Write(buf)
+		c2.Write(buf)
+		sent++
+	}
+	elapsed := time.Since(start)
+	if float64(sent) < 3*pps*elapsed.Seconds() {
+		t.Skipf("sender too slow to test a limit: %d packets in %s", sent, elapsed)
+	}
+	want := float64(pps)*burstTime/1e9 + pps*elapsed.Seconds()
+	for i, r := range []*receiver{r1, r2} {
+		got := float64(r.count())
+		if got < 0.85*want || got > 1.15*want {
+			t.Errorf("source %d: %.0f of %d datagrams passed in %s, want %.0f ± 15%%", i+1, got, sent, elapsed, want)
+		}
+	}
+}
+
+// TestForeignProgramLeftAlone: an XDP program someone else attached is
+// named in the refusal and still attached afterwards.
+func TestForeignProgramLeftAlone(t *testing.T) {
+	l := newVethLab(t)
+	foreign, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "foreign_fw", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer foreign.Close()
+	info, _ := foreign.Info()
+	id, _ := info.ID()
+	var x *Program
+	l.inB(t, func() error {
+		link, err := netlink.LinkByIndex(l.idxB)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetXdpFd(link, foreign.FD()); err != nil {
+			return err
+		}
+		if x, err = Load(Options{}); err != nil {
+			return err
+		}
+		_, err = x.Attach(l.idxB, l.devB, ModeAuto)
+		if err == nil {
+			return errors.New("attach over a foreign XDP program succeeded")
+		}
+		if !strings.Contains(err.Error(), `"foreign_fw"`) || !strings.Contains(err.Error(), l.devB) {
+			return fmt.Errorf("refusal %q does not name the program and the interface", err)
+		}
+		t.Logf("refused: %v", err)
+		link, err = netlink.LinkByIndex(l.idxB)
+		if err != nil {
+			return err
+		}
+		if xd := link.Attrs().Xdp; xd == nil || xd.ProgId != uint32(id) {
+			return fmt.Errorf("foreign program no longer attached: %+v", xd)
+		}
+		return nil
+	})
+	x.Close()
+}
+
+// TestSIGKILLLeavesNothing: a process holding the XDP link dies by
+// SIGKILL; the interface has no XDP program afterwards.
+func TestSIGKILLLeavesNothing(t *testing.T) {
+	if os.Getenv("RFM_XDP_CHILD_IFINDEX") != "" {
+		return // the child's own run of this test; see xdpChild
+	}
+	l := newVethLab(t)
+	cmd := exec.Command("ip", "netns", "exec", l.nsB, os.Args[0], "-test.run=^TestXDPChild$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("RFM_XDP_CHILD_IFINDEX=%d", l.idxB))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		b := make([]byte, 64)
+		n, _ := out.Read(b)
+		ready <- string(b[:n])
+	}()
+	select {
+	case s := <-ready:
+		if !strings.Contains(s, "attached") {
+			cmd.Process.Kill()
+			t.Fatalf("child: %q", s)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("child did not attach within 20 s")
+	}
+	progID := func() uint32 {
+		var id uint32
+		l.inB(t, func() error {
+			link, err := netlink.LinkByIndex(l.idxB)
+			if err == nil && link.Attrs().Xdp != nil {
+				id = link.Attrs().Xdp.ProgId
+			}
+			return err
+		})
+		return id
+	}
+	if progID() == 0 {
+		t.Fatal("no XDP program while the child runs")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	lab.Eventually(t, 5*time.Second, "XDP program gone", func() error {
+		if id := progID(); id != 0 {
+			return fmt.Errorf("program %d still attached", id)
+		}
+		return nil
+	})
+}
+
+// TestXDPChild attaches and waits to be killed; it runs only as the
+// child of TestSIGKILLLeavesNothing.
+func TestXDPChild(t *testing.T) {
+	var idx int
+	if _, err := fmt.Sscan(os.Getenv("RFM_XDP_CHILD_IFINDEX"), &idx); err != nil {
+		t.Skip("only run by TestSIGKILLLeavesNothing")
+	}
+	x, err := Load(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Attach(idx, "child", ModeAuto); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("attached")
+	time.Sleep(time.Minute)
+}
