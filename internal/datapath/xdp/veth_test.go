@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/test/lab"
@@ -77,6 +78,18 @@ type receiver struct {
 
 func (l *vethLab) receiver(t *testing.T, addr string) *receiver {
 	c := lab.UDPConn(t, l.nsB, addr, "")
+	// A loaded machine may run the reader late: room for every datagram
+	// a test sends, so none is lost to a full socket.
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := &receiver{conn: c, n: make(chan int, 1)}
 	go func() {
 		buf := make([]byte, 2048)
