@@ -143,6 +143,9 @@ built for another host, as the NixOS module does at build time.`,
 			if err != nil {
 				return err
 			}
+			for _, w := range config.XDPWarnings(cfg) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "rfm: warning: %s\n", w)
+			}
 			return cfg.Encode(cmd.OutOrStdout())
 		},
 	}

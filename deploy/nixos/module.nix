@@ -131,6 +131,14 @@ in
             };
           };
 
+          xdp = section "XDP fast path (firewall rules, live blocklist, local blackholing); off unless interfaces is set." {
+            interfaces = opt (lib.types.listOf lib.types.str) ''Interfaces (names or glob patterns) to run the XDP program on; empty = off (default).'';
+            mode = opt (lib.types.enum [ "auto" "native" "generic" ]) ''"native" (driver), "generic" (skb) or "auto" (native, else generic; default).'';
+            blackhole_from_rib = opt lib.types.bool "Drop traffic to prefixes the BMP RIB carries with the BLACKHOLE community 65535:666 (default false).";
+            state_file = opt lib.types.str ''Where the live blocklist persists (default "/var/lib/rfm/blocklist.json", in the service's StateDirectory).'';
+            rules = opt (lib.types.listOf settingsFormat.type) ''Ordered [[agent.xdp.rules]] tables (name, action, src, dst, proto, src_ports, dst_ports, pps); first match wins.'';
+          };
+
           ipfix = section "IPFIX export; off unless host or port is set." {
             host = opt lib.types.str ''Collector address or name (default "::1" when only port is set).'';
             port = opt lib.types.port "Collector UDP port (default 4739 when only host is set).";

@@ -24,6 +24,7 @@ type Agent struct {
 	Prometheus Prometheus `toml:"prometheus"`
 	Enrich     Enrich     `toml:"enrich"`
 	Control    Control    `toml:"control"`
+	XDP        XDP        `toml:"xdp"`
 }
 
 type Control struct {

@@ -567,6 +567,7 @@ func TestSpecExample(t *testing.T) {
 			}},
 		},
 		Control: Control{Socket: "/run/rfm/rfm.sock"},
+		XDP:     XDP{Mode: "auto", StateFile: "/var/lib/rfm/blocklist.json"},
 	}}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("parsed\n%s\nwant\n%s", c, want)

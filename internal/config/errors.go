@@ -201,6 +201,12 @@ func quoteKeyPart(k string) string {
 	if k == "" {
 		return `""`
 	}
+	// An element of an array of tables, "rules[2]", as the schema walk
+	// names it: the index is part of the key's name in messages.
+	if name, idx, ok := strings.Cut(k, "["); ok && name != "" && len(idx) > 1 && strings.HasSuffix(idx, "]") &&
+		strings.Trim(idx[:len(idx)-1], "0123456789") == "" && quoteKeyPart(name) == name {
+		return k
+	}
 	for _, r := range k {
 		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
 			return strconv.Quote(k)

@@ -238,6 +238,8 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	fillDefault(md, "enrich.rib.bmp.max_sessions", &bmp.MaxSessions, DefaultBMPMaxSessions)
 	fillDefault(md, "enrich.rib.bmp.max_message_size", &bmp.MaxMessageSize, DefaultBMPMaxMessageSize)
 	fillDefault(md, "control.socket", &a.Control.Socket, DefaultControlSocket)
+	fillDefault(md, "xdp.mode", &a.XDP.Mode, DefaultXDPMode)
+	fillDefault(md, "xdp.state_file", &a.XDP.StateFile, DefaultXDPStateFile)
 }
 
 // fillDefault sets field to value when the file left out agent.<key>
@@ -297,11 +299,15 @@ const (
 	kindUint32
 	kindStrings
 	kindDuration
+	kindBool
+	kindTables      // an array of tables ([[agent.xdp.rules]]); elem is the table
+	kindStringOrInt // agent.xdp.rules[].proto: a name or a number
 )
 
 type schemaNode struct {
 	kind   valueKind
 	fields map[string]*schemaNode // kindTable only
+	elem   *schemaNode            // kindTables only
 }
 
 var configSchema = buildSchema(reflect.TypeOf(Config{}))
@@ -310,6 +316,12 @@ func buildSchema(t reflect.Type) *schemaNode {
 	switch {
 	case t == reflect.TypeOf(Duration{}):
 		return &schemaNode{kind: kindDuration}
+	case t == reflect.TypeOf(Proto{}):
+		return &schemaNode{kind: kindStringOrInt}
+	case t.Kind() == reflect.Bool:
+		return &schemaNode{kind: kindBool}
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return &schemaNode{kind: kindTables, elem: buildSchema(t.Elem())}
 	case t.Kind() == reflect.Struct:
 		n := &schemaNode{kind: kindTable, fields: make(map[string]*schemaNode)}
 		for i := 0; i < t.NumField(); i++ {
@@ -399,6 +411,31 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 			return keyError(key, v, "must be a table, not %s", tomlTypeName(v))
 		}
 		return checkTable(node, path, t, order)
+	case kindTables:
+		list, ok := v.([]map[string]any)
+		if !ok {
+			return keyError(key, v, "must be an array of tables ([[%s]]), not %s", key, tomlTypeName(v))
+		}
+		for i, t := range list {
+			elemPath := append(path[:len(path)-1:len(path)-1], fmt.Sprintf("%s[%d]", path[len(path)-1], i))
+			if err := checkTable(node.elem, elemPath, t, order); err != nil {
+				return err
+			}
+		}
+	case kindBool:
+		if _, ok := v.(bool); !ok {
+			return keyError(key, v, "must be true or false, not %s", tomlTypeName(v))
+		}
+	case kindStringOrInt:
+		switch n := v.(type) {
+		case string:
+		case int64:
+			if n < 0 || n > 255 {
+				return keyError(key, v, "must be a protocol name or a number 0..255")
+			}
+		default:
+			return keyError(key, v, "must be a protocol name or a number, not %s", tomlTypeName(v))
+		}
 	case kindString:
 		if _, ok := v.(string); !ok {
 			return keyError(key, v, "must be a string, not %s", tomlTypeName(v))

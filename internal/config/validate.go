@@ -300,7 +300,7 @@ func validateValues(c *Config) *Error {
 			return keyError("agent.control.socket", sock, "must be at most %d bytes (the kernel's limit for Unix socket paths)", maxSocketPathLen)
 		}
 	}
-	return nil
+	return checkXDP(&a.XDP)
 }
 
 // maxSocketPathLen is sizeof(sun_path) - 1.
