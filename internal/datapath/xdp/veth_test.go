@@ -275,22 +275,22 @@ func TestVethBlocklistAndBlackhole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	set(Blocklist, "198.18.0.1/32", true)
+	set(ListBlock, "198.18.0.1/32", true)
 	try("blocked source", "198.18.0.1:6000", "198.18.0.2:7000", 0)
 	try("other source", "198.18.0.5:6000", "198.18.0.2:7001", 10)
-	set(Blocklist, "198.18.0.1/32", false)
+	set(ListBlock, "198.18.0.1/32", false)
 	try("unblocked source", "198.18.0.1:6000", "198.18.0.2:7002", 10)
-	set(Blocklist, "2001:db8::2/128", true)
+	set(ListBlock, "2001:db8::2/128", true)
 	try("blocked destination v6", "[2001:db8::1]:6000", "[2001:db8::2]:7003", 0)
-	set(Blocklist, "2001:db8::2/128", false)
-	set(Blackhole, "198.18.0.0/30", true) // holds .1 and .2
+	set(ListBlock, "2001:db8::2/128", false)
+	set(ListBlackhole, "198.18.0.0/30", true) // holds .1 and .2
 	try("blackholed destination", "198.18.0.5:6000", "198.18.0.2:7004", 0)
-	set(Blackhole, "198.18.0.2/32", true)
-	set(Blackhole, "198.18.0.0/30", false) // the /32 still holds .2
+	set(ListBlackhole, "198.18.0.2/32", true)
+	set(ListBlackhole, "198.18.0.0/30", false) // the /32 still holds .2
 	try("blackholed /32 after the /30 went", "198.18.0.5:6000", "198.18.0.2:7005", 0)
-	set(Blackhole, "198.18.0.2/32", false)
+	set(ListBlackhole, "198.18.0.2/32", false)
 	try("blackhole removed", "198.18.0.5:6000", "198.18.0.2:7006", 10)
-	set(Blackhole, "2001:db8::1/128", true) // a source: not dropped
+	set(ListBlackhole, "2001:db8::1/128", true) // a source: not dropped
 	try("blackhole matches destinations only", "[2001:db8::1]:6000", "[2001:db8::2]:7007", 10)
 
 	cs, err := x.Counters()

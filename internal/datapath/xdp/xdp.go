@@ -595,10 +595,10 @@ type rawKey6 struct {
 type List uint8
 
 const (
-	// Blocklist drops packets whose source or destination is in it.
-	Blocklist List = 0
-	// Blackhole drops packets whose destination is in it.
-	Blackhole List = 1
+	// ListBlock drops packets whose source or destination is in it.
+	ListBlock List = 0
+	// ListBlackhole drops packets whose destination is in it.
+	ListBlackhole List = 1
 )
 
 // SetPrefix adds (on) or removes (off) a prefix in a list. Removing a
@@ -611,7 +611,7 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	v4 := prefix.Addr().Is4()
 	idx := int(list) * 2
 	name := xdpobjMapXdpBlock4
-	if list == Blackhole {
+	if list == ListBlackhole {
 		name = xdpobjMapXdpHole4
 	}
 	var key any
@@ -620,7 +620,7 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	} else {
 		idx++
 		name = xdpobjMapXdpBlock6
-		if list == Blackhole {
+		if list == ListBlackhole {
 			name = xdpobjMapXdpHole6
 		}
 		key = rawKey6{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As16()}
@@ -660,7 +660,7 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 }
 
 func listName(l List) string {
-	if l == Blackhole {
+	if l == ListBlackhole {
 		return "blackhole list"
 	}
 	return "blocklist"

@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package xdp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+)
+
+// MaxBlocklistEntries bounds the live blocklist: what the kernel tries
+// hold (each family's trie holds 1M).
+const MaxBlocklistEntries = 1 << 20
+
+// MaxReasonLen bounds an entry's reason, in bytes.
+const MaxReasonLen = 256
+
+// Entry is one prefix of the live blocklist.
+type Entry struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Added  time.Time    `json:"added"`
+	// Expires is when the entry removes itself; zero: never.
+	Expires time.Time `json:"expires,omitzero"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+// stateFile is the blocklist's file format.
+type stateFile struct {
+	Version int     `json:"version"`
+	Entries []Entry `json:"entries"`
+}
+
+const stateVersion = 1
+
+// Blocklist is the live blocklist: entries added and removed while the
+// agent runs, each written to the XDP program's blocklist trie, removed
+// when it expires, and kept in a state file so a restart finds them
+// again. Safe for concurrent use.
+type Blocklist struct {
+	path  string
+	apply func(netip.Prefix, bool) error // writes the kernel trie
+	now   func() time.Time
+
+	mu      sync.Mutex
+	entries map[netip.Prefix]Entry
+	timer   *time.Timer // fires at the earliest expiry
+	closed  bool
+}
+
+// OpenBlocklist reads the state file at path (a missing file is an empty
+// list), drops what expired meanwhile and applies the rest with apply
+// (prefix, true to add / false to remove).
+func OpenBlocklist(path string, apply func(netip.Prefix, bool) error) (*Blocklist, error) {
+	b := &Blocklist{path: path, apply: apply, now: time.Now, entries: map[netip.Prefix]Entry{}}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return b, nil
+	case err != nil:
+		return nil, fmt.Errorf("blocklist %s: %w", path, err)
+	}
+	var st stateFile
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("blocklist %s: not a blocklist state file: %w", path, err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("blocklist %s: version %d, this agent reads %d", path, st.Version, stateVersion)
+	}
+	now := b.now()
+	expired := 0
+	for _, e := range st.Entries {
+		if !e.Prefix.IsValid() || e.Prefix != e.Prefix.Masked() {
+			return nil, fmt.Errorf("blocklist %s: entry %q is not a prefix", path, e.Prefix)
+		}
+		if !e.Expires.IsZero() && !e.Expires.After(now) {
+			expired++
+			continue
+		}
+		if err := apply(e.Prefix, true); err != nil {
+			return nil, fmt.Errorf("blocklist %s: %w", path, err)
+		}
+		b.entries[e.Prefix] = e
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.scheduleLocked()
+	if expired > 0 {
+		if err := b.saveLocked(); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// ParsePrefix reads a prefix or a single address (as a /32 or /128);
+// host bits past the length are refused, so a typo is not widened.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: not an IP prefix or address", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%q: write IPv4 as IPv4, not IPv4-mapped IPv6", s)
+	}
+	if p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("%q: bits set past the prefix length (did you mean %s?)", s, p.Masked())
+	}
+	return p, nil
+}
+
+// Add puts a prefix on the list for d (0: until removed) and returns the
+// entry. Adding a prefix again replaces its expiry and reason.
+func (b *Blocklist) Add(p netip.Prefix, d time.Duration, reason string) (Entry, error) {
+	if d < 0 {
+		return Entry{}, fmt.Errorf("duration %s: must not be negative", d)
+	}
+	if len(reason) > MaxReasonLen {
+		return Entry{}, fmt.Errorf("reason of %d bytes: at most %d", len(reason), MaxReasonLen)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return Entry{}, errors.New("blocklist closed")
+	}
+	old, had := b.entries[p]
+	if !had && len(b.entries) >= MaxBlocklistEntries {
+		return Entry{}, fmt.Errorf("blocklist full: %d entries", MaxBlocklistEntries)
+	}
+	now := b.now()
+	e := Entry{Prefix: p, Added: now.UTC().Truncate(time.Second), Reason: reason}
+	if had {
+		e.Added = old.Added
+	}
+	if d > 0 {
+		e.Expires = now.Add(d).UTC()
+	}
+	if err := b.apply(p, true); err != nil {
+		return Entry{}, err
+	}
+	b.entries[p] = e
+	b.scheduleLocked()
+	return e, b.saveLocked()
+}
+
+// Del removes a prefix; it reports whether the prefix was on the list.
+func (b *Blocklist) Del(p netip.Prefix) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.entries[p]; !ok {
+		return false, nil
+	}
+	if err := b.apply(p, false); err != nil {
+		return false, err
+	}
+	delete(b.entries, p)
+	b.scheduleLocked()
+	return true, b.saveLocked()
+}
+
+// List returns the entries by prefix.
+func (b *Blocklist) List() []Entry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]Entry, 0, len(b.entries))
+	for _, e := range b.entries {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(x, y Entry) int {
+		if c := x.Prefix.Addr().Compare(y.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return x.Prefix.Bits() - y.Prefix.Bits()
+	})
+	return out
+}
+
+// Close stops the expiry timer. The kernel entries stay: they go with
+// the program's maps.
+func (b *Blocklist) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+}
+
+// scheduleLocked arms the timer for the earliest expiry.
+func (b *Blocklist) scheduleLocked() {
+	var next time.Time
+	for _, e := range b.entries {
+		if !e.Expires.IsZero() && (next.IsZero() || e.Expires.Before(next)) {
+			next = e.Expires
+		}
+	}
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	if next.IsZero() || b.closed {
+		return
+	}
+	b.timer = time.AfterFunc(max(next.Sub(b.now()), 0), b.expire)
+}
+
+// expire removes the entries whose time has come.
+func (b *Blocklist) expire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	now := b.now()
+	changed := false
+	for p, e := range b.entries {
+		if e.Expires.IsZero() || e.Expires.After(now) {
+			continue
+		}
+		if err := b.apply(p, false); err != nil {
+			continue // stays listed; tried again at the next expiry
+		}
+		delete(b.entries, p)
+		changed = true
+	}
+	b.scheduleLocked()
+	if changed {
+		b.saveLocked() // a failed write is retried by the next change
+	}
+}
+
+// saveLocked writes the state file atomically: a temporary file in the
+// same directory, synced, renamed over the old one, the directory synced.
+func (b *Blocklist) saveLocked() error {
+	st := stateFile{Version: stateVersion, Entries: make([]Entry, 0, len(b.entries))}
+	for _, e := range b.entries {
+		st.Entries = append(st.Entries, e)
+	}
+	slices.SortFunc(st.Entries, func(x, y Entry) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
+	data, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.path, err)
+	}
+	dir := filepath.Dir(b.path)
+	tmp, err := os.CreateTemp(dir, ".blocklist-*")
+	if err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.path, err)
+	}
+	_, err = tmp.Write(append(data, '\n'))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), b.path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("blocklist %s: %w", b.path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

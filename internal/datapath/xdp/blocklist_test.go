@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package xdp
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeTrie records what the blocklist applies.
+type fakeTrie struct {
+	mu  sync.Mutex
+	set map[netip.Prefix]bool
+}
+
+func (f *fakeTrie) apply(p netip.Prefix, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if on {
+		f.set[p] = true
+	} else {
+		delete(f.set, p)
+	}
+	return nil
+}
+
+func (f *fakeTrie) has(p string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set[netip.MustParsePrefix(p)]
+}
+
+func TestBlocklistPersistsAndExpires(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "blocklist.json")
+	trie := &fakeTrie{set: map[netip.Prefix]bool{}}
+	b, err := OpenBlocklist(path, trie.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAdd := func(s string, d time.Duration, reason string) {
+		t.Helper()
+		p, err := ParsePrefix(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Add(p, d, reason); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAdd("198.18.0.0/24", 0, "scanner")
+	mustAdd("2001:db8:bad::/48", time.Hour, "")
+	mustAdd("198.19.0.7", 300*time.Millisecond, "short")
+	if !trie.has("198.19.0.7/32") || !trie.has("198.18.0.0/24") || !trie.has("2001:db8:bad::/48") {
+		t.Fatalf("trie %v", trie.set)
+	}
+	// Expiry: the short entry leaves the trie, the list and the file.
+	deadline := time.Now().Add(5 * time.Second)
+	for trie.has("198.19.0.7/32") {
+		if time.Now().After(deadline) {
+			t.Fatal("198.19.0.7/32 did not expire within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(b.List()); n != 2 {
+		t.Errorf("%d entries after expiry, want 2", n)
+	}
+	data, _ := os.ReadFile(path)
+	if strings.Contains(string(data), "198.19.0.7") {
+		t.Errorf("state file still holds the expired entry: %s", data)
+	}
+	if ok, err := b.Del(netip.MustParsePrefix("198.18.0.0/24")); !ok || err != nil {
+		t.Fatalf("del: %v %v", ok, err)
+	}
+	if ok, _ := b.Del(netip.MustParsePrefix("198.18.0.0/24")); ok {
+		t.Error("second del reported the prefix present")
+	}
+	b.Close()
+
+	// A restart: a fresh trie gets what the file holds.
+	trie2 := &fakeTrie{set: map[netip.Prefix]bool{}}
+	b2, err := OpenBlocklist(path, trie2.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	list := b2.List()
+	if len(list) != 1 || list[0].Prefix != netip.MustParsePrefix("2001:db8:bad::/48") || list[0].Expires.IsZero() {
+		t.Fatalf("after restart: %+v", list)
+	}
+	if !trie2.has("2001:db8:bad::/48") || len(trie2.set) != 1 {
+		t.Errorf("trie after restart %v", trie2.set)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode: %v %v", fi.Mode(), err)
+	}
+}
+
+func TestBlocklistDropsWhatExpiredWhileDown(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "blocklist.json")
+	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	os.WriteFile(path, []byte(`{"version":1,"entries":[{"prefix":"198.18.1.0/24","added":"`+past+`","expires":"`+past+`"},{"prefix":"198.18.2.0/24","added":"`+past+`"}]}`), 0o600)
+	trie := &fakeTrie{set: map[netip.Prefix]bool{}}
+	b, err := OpenBlocklist(path, trie.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if trie.has("198.18.1.0/24") || !trie.has("198.18.2.0/24") {
+		t.Errorf("trie %v", trie.set)
+	}
+	data, _ := os.ReadFile(path)
+	if strings.Contains(string(data), "198.18.1.0") {
+		t.Errorf("state file keeps the expired entry: %s", data)
+	}
+}
+
+func TestBlocklistRefuses(t *testing.T) {
+	for _, s := range []string{"198.18.0.1/24", "::ffff:198.18.0.1", "nonsense", "fe80::1%eth0"} {
+		if _, err := ParsePrefix(s); err == nil {
+			t.Errorf("ParsePrefix(%q) accepted", s)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(path, []byte("{"), 0o600)
+	if _, err := OpenBlocklist(path, func(netip.Prefix, bool) error { return nil }); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("corrupt state file: %v", err)
+	}
+}
