@@ -50,7 +50,7 @@ RIB), and exports Prometheus metrics and IPFIX.`,
 	root.SetFlagErrorFunc(flagError)
 	root.SetHelpCommand(helpCommand())
 	root.AddCommand(agentCommand(), configCommand(), versionCommand(),
-		statusCommand(), flowsCommand(), ribCommand(), setCommand(), reloadCommand())
+		statusCommand(), flowsCommand(), ribCommand(), setCommand(), reloadCommand(), blockCommand())
 	return root
 }
 

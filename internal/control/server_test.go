@@ -253,7 +253,7 @@ func TestClientErrors(t *testing.T) {
 		{"rate 0", func() error { _, err := c.SetSampleRate(bg, 0); return err }, 400, `sample-rate: rate 0: want a whole number from 1 to 4294967295`},
 		{"reload refused", func() error { _, err := c.Reload(bg); return err }, 500, fakeReloadError.Error()},
 		{"panic", func() error { _, err := c.RIBLookup(bg, netip.MustParseAddr("2001:db8::dead")); return err }, 500, `rib lookup: internal error in the agent (logged)`},
-		{"unknown path", func() error { return c.Do(bg, Call{Method: "GET", Path: "/v1/launch"}, nil) }, 404, `no such path "/v1/launch"; this agent serves /v1/status, /v1/flows, /v1/rib/summary, /v1/rib/lookup, /v1/sample-rate, /v1/reload`},
+		{"unknown path", func() error { return c.Do(bg, Call{Method: "GET", Path: "/v1/launch"}, nil) }, 404, `no such path "/v1/launch"; this agent serves /v1/status, /v1/flows, /v1/rib/summary, /v1/rib/lookup, /v1/sample-rate, /v1/reload, /v1/blocklist, /v1/blocklist/add, /v1/blocklist/del`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.do()
@@ -315,7 +315,7 @@ func TestStatusCodes(t *testing.T) {
 	fake := &fakeAgent{rate: 100}
 	_, path := startServer(t, fake)
 	hc := httpClient(t, path)
-	const served = "this agent serves /v1/status, /v1/flows, /v1/rib/summary, /v1/rib/lookup, /v1/sample-rate, /v1/reload"
+	const served = "this agent serves /v1/status, /v1/flows, /v1/rib/summary, /v1/rib/lookup, /v1/sample-rate, /v1/reload, /v1/blocklist, /v1/blocklist/add, /v1/blocklist/del"
 	for _, tc := range []struct {
 		method, target, body string
 		status               int
