@@ -114,4 +114,3 @@ func renderBlocklist(w io.Writer, l control.Blocklist) error {
 	}
 	return t.Flush()
 }
-
