@@ -76,6 +76,8 @@ type op struct {
 	pathID uint32
 	path   rib.Path
 	ipv6   bool   // End-of-RIB family
+	// blackhole: the announced route carries BLACKHOLE (65535:666).
+	blackhole bool
 	name   string // Initiation sysName
 	descr  string // Initiation sysDescr
 }
@@ -469,6 +471,7 @@ type routeOps struct {
 	raw         []byte // the BGP UPDATE message
 	as4         bool   // AS numbers in AS_PATH are 4 bytes
 	path        rib.Path
+	blackhole   bool // the UPDATE carries BLACKHOLE; read with the path
 	pathDone    bool
 	withdrawAll bool
 	ops         []op
@@ -482,12 +485,13 @@ func (r *routeOps) announce(p netip.Prefix, id uint32) {
 			r.d.counters.skip(skipMalformed)
 			r.withdrawAll = true
 		}
+		r.blackhole = hasBlackhole(r.raw)
 	}
 	if r.withdrawAll {
 		r.withdraw(p, id)
 		return
 	}
-	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.path})
+	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.path, blackhole: r.blackhole})
 }
 
 func (r *routeOps) withdraw(p netip.Prefix, id uint32) {

@@ -97,6 +97,11 @@ type Station struct {
 	closed   bool
 	wg       sync.WaitGroup
 
+	// BLACKHOLE routes (blackhole.go).
+	bhMu       sync.Mutex
+	blackholes map[BlackholeRoute]struct{}
+	bhVersion  uint64
+
 	// tap, if set, receives a copy of every byte read from a router
 	// (tests record fixtures with it).
 	tap func(router netip.AddrPort) io.Writer
@@ -448,6 +453,15 @@ func (ss *session) apply(ops []op, final bool) {
 	if len(ops) == 0 && (!final || ss.rs == nil) {
 		return
 	}
+	// After the commit (deferred calls run last first): BLACKHOLE routes
+	// are listed only once the RIB holds them.
+	defer func() {
+		for i := range ops {
+			if k := ops[i].kind; k == opAnnounce || k == opWithdraw {
+				ss.st.trackBlackhole(&ops[i])
+			}
+		}
+	}()
 	tx := ss.st.rib.Begin()
 	defer tx.Commit()
 	for i := range ops {
