@@ -75,11 +75,11 @@ type op struct {
 	prefix netip.Prefix
 	pathID uint32
 	path   rib.Path
-	ipv6   bool   // End-of-RIB family
+	ipv6   bool // End-of-RIB family
 	// blackhole: the announced route carries BLACKHOLE (65535:666).
 	blackhole bool
-	name   string // Initiation sysName
-	descr  string // Initiation sysDescr
+	name      string // Initiation sysName
+	descr     string // Initiation sysDescr
 }
 
 // peerState is what a session knows about one monitored peer.
