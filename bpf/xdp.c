@@ -175,6 +175,8 @@ struct {
 #define XDP_CFG_HOLE4 4u
 #define XDP_CFG_HOLE6 8u
 #define XDP_CFG_COUNT 16u // count dropped packets into rfm_counters
+#define XDP_CFG_HOST4 32u // xdp_host4 holds entries
+#define XDP_CFG_HOST6 64u
 
 struct xdp_cfg {
 	__u32 gen;   // rule generation in use, 0 or 1
@@ -288,7 +290,27 @@ struct {
 } xdp_ports SEC(".maps");
 
 // Blocklist (source or destination) and blackhole list (destination).
-// Values are unused (a byte); presence is the match.
+// Values are unused (a byte); presence is the match. Blocklisted single
+// addresses (/32, /128), most of a blocklist in practice, live in hash
+// maps: a trie lookup walks one node per prefix bit that distinguishes
+// its entries, which costs several times a hash lookup once it holds
+// many; the tries keep the shorter prefixes.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, __u32);
+	__type(value, __u8);
+} xdp_host4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, struct in6_addr);
+	__type(value, __u8);
+} xdp_host6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -741,6 +763,10 @@ int rfm_xdp(struct xdp_md *ctx)
 	__u32 gen = cfg->gen & 1;
 	__u32 bytes = ctx->data_end - ctx->data;
 	if (p.fam == RFM_FAM_IPV4) {
+		if ((flags & XDP_CFG_HOST4) &&
+		    (bpf_map_lookup_elem(&xdp_host4, p.src + 12) ||
+		     bpf_map_lookup_elem(&xdp_host4, p.dst + 12)))
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
 		if ((flags & XDP_CFG_BLOCK4) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
 		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))
@@ -748,6 +774,9 @@ int rfm_xdp(struct xdp_md *ctx)
 		if ((flags & XDP_CFG_HOLE4) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
 			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
 	} else {
+		if ((flags & XDP_CFG_HOST6) &&
+		    (bpf_map_lookup_elem(&xdp_host6, p.src) || bpf_map_lookup_elem(&xdp_host6, p.dst)))
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
 		if ((flags & XDP_CFG_BLOCK6) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
 		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))

@@ -199,7 +199,8 @@ func eth(ethertype uint16, tags ...uint16) []byte {
 func l4(sport, dport uint16, payload int) []byte {
 	b := binary.BigEndian.AppendUint16(nil, sport)
 	b = binary.BigEndian.AppendUint16(b, dport)
-	return append(b, make([]byte, 4+payload)...)
+	b = binary.BigEndian.AppendUint16(b, uint16(8+payload)) // the UDP length; TCP's sequence number
+	return append(b, make([]byte, 2+payload)...)
 }
 
 // ipv4Frame builds Ethernet + IPv4; fragOff is in 8-byte units.

@@ -280,6 +280,10 @@ func TestVethBlocklistAndBlackhole(t *testing.T) {
 	try("other source", "198.18.0.5:6000", "198.18.0.2:7001", 10)
 	set(ListBlock, "198.18.0.1/32", false)
 	try("unblocked source", "198.18.0.1:6000", "198.18.0.2:7002", 10)
+	set(ListBlock, "198.18.0.0/31", true) // a prefix, not an address: the trie
+	try("blocked source prefix", "198.18.0.1:6000", "198.18.0.2:7008", 0)
+	try("outside the blocked prefix", "198.18.0.5:6000", "198.18.0.2:7009", 10)
+	set(ListBlock, "198.18.0.0/31", false)
 	set(ListBlock, "2001:db8::2/128", true)
 	try("blocked destination v6", "[2001:db8::1]:6000", "[2001:db8::2]:7003", 0)
 	set(ListBlock, "2001:db8::2/128", false)
@@ -297,7 +301,7 @@ func TestVethBlocklistAndBlackhole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]uint64{"blocklist/drop": 20, "blackhole/drop": 20}
+	want := map[string]uint64{"blocklist/drop": 30, "blackhole/drop": 20}
 	for _, c := range cs {
 		if w, ok := want[c.Rule+"/"+c.Action]; ok && c.Packets != w {
 			t.Errorf("%s %s: %d packets, want %d", c.Rule, c.Action, c.Packets, w)

@@ -72,6 +72,8 @@ const (
 	cfgHole4  = 4
 	cfgHole6  = 8
 	cfgCount  = 16
+	cfgHost4  = 32
+	cfgHost6  = 64
 )
 
 // Mirrors struct xdp_cfg.
@@ -111,7 +113,7 @@ type Program struct {
 	// totals are counts of retired generations, folded by rule name so
 	// they survive a reload; by ifindex.
 	totals   map[int]map[rowKey]rawCounter
-	entries  [4]int // entries in block4, block6, hole4, hole6
+	entries  [6]int // entries in block4, block6, hole4, hole6, host4, host6
 	detached func(ifindex int, name string)
 }
 
@@ -602,30 +604,37 @@ const (
 )
 
 // SetPrefix adds (on) or removes (off) a prefix in a list. Removing a
-// prefix that is not there is not an error.
+// prefix that is not there is not an error. Single addresses of the
+// blocklist go to a hash map, the rest to a trie (see bpf/xdp.c).
 func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	prefix = prefix.Masked()
 	if !prefix.IsValid() || prefix.Addr().Is4In6() || prefix.Addr().Zone() != "" {
 		return fmt.Errorf("prefix %s: not a prefix", prefix)
 	}
 	v4 := prefix.Addr().Is4()
-	idx := int(list) * 2
-	name := xdpobjMapXdpBlock4
-	if list == ListBlackhole {
-		name = xdpobjMapXdpHole4
-	}
+	host := list == ListBlock && prefix.IsSingleIP()
+	var idx int
+	var flag uint32
+	var name string
 	var key any
-	if v4 {
-		key = rawKey4{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As4()}
-	} else {
-		idx++
-		name = xdpobjMapXdpBlock6
+	switch {
+	case host && v4:
+		idx, flag, name, key = 4, cfgHost4, xdpobjMapXdpHost4, prefix.Addr().As4()
+	case host:
+		idx, flag, name, key = 5, cfgHost6, xdpobjMapXdpHost6, prefix.Addr().As16()
+	case v4:
+		idx, flag, name = 0, cfgBlock4, xdpobjMapXdpBlock4
 		if list == ListBlackhole {
-			name = xdpobjMapXdpHole6
+			idx, flag, name = 2, cfgHole4, xdpobjMapXdpHole4
+		}
+		key = rawKey4{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As4()}
+	default:
+		idx, flag, name = 1, cfgBlock6, xdpobjMapXdpBlock6
+		if list == ListBlackhole {
+			idx, flag, name = 3, cfgHole6, xdpobjMapXdpHole6
 		}
 		key = rawKey6{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As16()}
 	}
-	flag := uint32(1) << idx // cfgBlock4, cfgBlock6, cfgHole4, cfgHole6 in order
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m := p.maps[name]

@@ -33,6 +33,8 @@ const (
 	xdpobjMapXdpGens             = "xdp_gens"
 	xdpobjMapXdpHole4            = "xdp_hole4"
 	xdpobjMapXdpHole6            = "xdp_hole6"
+	xdpobjMapXdpHost4            = "xdp_host4"
+	xdpobjMapXdpHost6            = "xdp_host6"
 	xdpobjMapXdpIfaces           = "xdp_ifaces"
 	xdpobjMapXdpPorts            = "xdp_ports"
 	xdpobjMapXdpProto            = "xdp_proto"
@@ -108,6 +110,8 @@ type xdpobjMapSpecs struct {
 	XdpGens             *ebpf.MapSpec `ebpf:"xdp_gens"`
 	XdpHole4            *ebpf.MapSpec `ebpf:"xdp_hole4"`
 	XdpHole6            *ebpf.MapSpec `ebpf:"xdp_hole6"`
+	XdpHost4            *ebpf.MapSpec `ebpf:"xdp_host4"`
+	XdpHost6            *ebpf.MapSpec `ebpf:"xdp_host6"`
 	XdpIfaces           *ebpf.MapSpec `ebpf:"xdp_ifaces"`
 	XdpPorts            *ebpf.MapSpec `ebpf:"xdp_ports"`
 	XdpProto            *ebpf.MapSpec `ebpf:"xdp_proto"`
@@ -157,6 +161,8 @@ type xdpobjMaps struct {
 	XdpGens             *ebpf.Map `ebpf:"xdp_gens"`
 	XdpHole4            *ebpf.Map `ebpf:"xdp_hole4"`
 	XdpHole6            *ebpf.Map `ebpf:"xdp_hole6"`
+	XdpHost4            *ebpf.Map `ebpf:"xdp_host4"`
+	XdpHost6            *ebpf.Map `ebpf:"xdp_host6"`
 	XdpIfaces           *ebpf.Map `ebpf:"xdp_ifaces"`
 	XdpPorts            *ebpf.Map `ebpf:"xdp_ports"`
 	XdpProto            *ebpf.Map `ebpf:"xdp_proto"`
@@ -182,6 +188,8 @@ func (m *xdpobjMaps) Close() error {
 		m.XdpGens,
 		m.XdpHole4,
 		m.XdpHole6,
+		m.XdpHost4,
+		m.XdpHost6,
 		m.XdpIfaces,
 		m.XdpPorts,
 		m.XdpProto,
