@@ -21,6 +21,9 @@ type Key struct {
 	DstPort uint16
 	Proto   uint8
 	Dir     datapath.Direction
+	// Dropped: packets the XDP fast path dropped on arrival, a flow of
+	// their own next to the same packets that passed.
+	Dropped bool
 }
 
 // SrcAddr returns the source address, unmapped for IPv4.

@@ -72,7 +72,7 @@ func (x *flowIndex) hash(k *Key) uint64 {
 	s := &x.seed
 	le := binary.LittleEndian
 	meta := uint64(k.Ifindex) | uint64(k.SrcPort)<<32 | uint64(k.DstPort)<<48
-	tail := uint64(k.Proto) | uint64(k.Dir)<<8
+	tail := uint64(k.Proto) | uint64(k.Dir)<<8 | uint64(b2u(k.Dropped))<<16
 	h := mix(le.Uint64(k.Src[0:8])^s[0], le.Uint64(k.Src[8:16])^s[1]) ^
 		mix(le.Uint64(k.Dst[0:8])^s[2], le.Uint64(k.Dst[8:16])^s[3]) ^
 		mix(meta^s[4], tail^s[5])
@@ -88,7 +88,14 @@ func sameKey(a, b *Key) bool {
 		le.Uint64(a.Dst[0:8]) == le.Uint64(b.Dst[0:8]) &&
 		le.Uint64(a.Dst[8:16]) == le.Uint64(b.Dst[8:16]) &&
 		a.Ifindex == b.Ifindex && a.SrcPort == b.SrcPort && a.DstPort == b.DstPort &&
-		a.Proto == b.Proto && a.Dir == b.Dir
+		a.Proto == b.Proto && a.Dir == b.Dir && a.Dropped == b.Dropped
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // home is the first slot probed for a slot word or hash with tag tagged.

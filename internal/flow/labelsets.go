@@ -87,11 +87,12 @@ func (t *Table) attachSet(e *entry, now int64) {
 		dstCity: e.dstCity,
 		proto:   e.key.Proto,
 		dir:     e.key.Dir,
+		dropped: e.key.Dropped,
 	}}
 	i, ok := s.index[k]
 	if !ok && s.normal >= s.max {
 		s.overflowed++
-		k = setKey{rollKey: rollKey{ifindex: e.key.Ifindex, dir: e.key.Dir}, overflow: true}
+		k = setKey{rollKey: rollKey{ifindex: e.key.Ifindex, dir: e.key.Dir, dropped: e.key.Dropped}, overflow: true}
 		i, ok = s.index[k]
 	}
 	if !ok {
@@ -236,6 +237,7 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 					Key: RollupKey{
 						Ifindex:  ls.key.ifindex,
 						Dir:      ls.key.dir,
+						Dropped:  ls.key.dropped,
 						Proto:    ls.key.proto,
 						SrcASN:   ls.key.srcASN,
 						DstASN:   ls.key.dstASN,

@@ -319,6 +319,7 @@ func keyOf(ev *datapath.Event) Key {
 		DstPort: ev.DstPort,
 		Proto:   ev.Proto,
 		Dir:     ev.Dir,
+		Dropped: ev.Dropped,
 	}
 }
 

@@ -25,6 +25,8 @@ type RollupKey struct {
 	// the flows whose own label set did not fit under the limit; the
 	// other fields are zero.
 	Overflow bool
+	// Dropped: flows of packets the XDP fast path dropped.
+	Dropped bool
 }
 
 // rollKey is RollupKey with city ids: cheaper to hash and pointer-free.
@@ -32,6 +34,7 @@ type rollKey struct {
 	ifindex, srcASN, dstASN, srcCity, dstCity uint32
 	proto                                     uint8
 	dir                                       datapath.Direction
+	dropped                                   bool
 }
 
 // RollupCounts are the summed counts of the whole active flows of one

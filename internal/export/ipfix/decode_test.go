@@ -31,6 +31,7 @@ type decodedFlow struct {
 	Packets, Octets  uint64
 	Reason           uint8
 	SrcASN, DstASN   uint32
+	Forwarding       uint8 // forwardingStatus, IE 89
 }
 
 type decodedSampling struct {
@@ -194,8 +195,8 @@ func flowFromFields(values []netflow.DataField) (decodedFlow, error) {
 	if err != nil {
 		return decodedFlow{}, err
 	}
-	if len(fm) != 15 {
-		return decodedFlow{}, fmt.Errorf("%d fields, want 15", len(fm))
+	if len(fm) != 16 {
+		return decodedFlow{}, fmt.Errorf("%d fields, want 16", len(fm))
 	}
 	var f decodedFlow
 	var ok1, ok2 bool
@@ -222,6 +223,7 @@ func flowFromFields(values []netflow.DataField) (decodedFlow, error) {
 	f.Reason = uint8(beUint(fm[ieFlowEndReason]))
 	f.SrcASN = uint32(beUint(fm[ieBgpSourceAsNumber]))
 	f.DstASN = uint32(beUint(fm[ieBgpDestinationAsNumber]))
+	f.Forwarding = uint8(beUint(fm[ieForwardingStatus]))
 	return f, nil
 }
 
@@ -249,8 +251,12 @@ func wantFlow(r *flow.Record) decodedFlow {
 	if r.Dir == datapath.Egress {
 		// A forwarded packet's egress flow also names where it came in.
 		w.Egress, w.Ingress, w.Direction = r.Ifindex, r.InIfindex, 1
+		w.Forwarding = 64 // RFC 7270: status 01 forwarded, reason 0 unknown
 	} else {
 		w.Ingress = r.Ifindex
+	}
+	if r.Dropped {
+		w.Forwarding = 128 // RFC 7270: status 10 dropped, reason 0 unknown
 	}
 	return w
 }
@@ -287,6 +293,8 @@ func testRecord(i int) flow.Record {
 		if i%8 >= 6 { // forwarded: came in on another interface
 			r.InIfindex = uint32(20 + i%3)
 		}
+	} else if i%8 == 1 {
+		r.Dropped = true // by the XDP fast path, on arrival
 	}
 	return r
 }

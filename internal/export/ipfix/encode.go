@@ -46,6 +46,7 @@ const (
 	ieSamplingAlgorithm        uint16 = 35
 	ieSamplerRandomInterval    uint16 = 50
 	ieFlowDirection            uint16 = 61
+	ieForwardingStatus         uint16 = 89
 	ieInterfaceName            uint16 = 82
 	ieInterfaceDescription     uint16 = 83
 	ieFlowEndReason            uint16 = 136
@@ -89,6 +90,7 @@ var flowTail = []fieldSpec{
 	{ieFlowEndReason, 1},
 	{ieBgpSourceAsNumber, 4},
 	{ieBgpDestinationAsNumber, 4},
+	{ieForwardingStatus, 1},
 }
 
 var (
@@ -104,7 +106,7 @@ var (
 
 // Record sizes in bytes; a test checks them against the field lists.
 const (
-	flowTailLen        = 55
+	flowTailLen        = 56
 	flowRecordLenV4    = 8 + flowTailLen
 	flowRecordLenV6    = 32 + flowTailLen
 	samplingRecordLen  = 4 + 4 + 1 + 4
@@ -132,6 +134,7 @@ type flowEntry struct {
 	rate             uint32 // 1-in-N rate that sampled the record
 	proto            uint8
 	egress           bool
+	dropped          bool // by the XDP fast path
 	reason           uint8
 	v4               bool
 }
@@ -164,6 +167,7 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 		dstPort:   r.DstPort,
 		proto:     r.Proto,
 		egress:    r.Dir == datapath.Egress,
+		dropped:   r.Dropped,
 		reason:    uint8(r.Reason),
 		// The IPv4 template only when both addresses are IPv4: a mixed
 		// pair cannot come from one packet, but must not lose bytes.
@@ -289,7 +293,7 @@ func putFieldSpecs(b []byte, fields []fieldSpec) {
 }
 
 // templatesLen is the size of what addTemplates writes.
-const templatesLen = 2*(setHeaderLen+4+4*15) +
+const templatesLen = 2*(setHeaderLen+4+4*16) +
 	(setHeaderLen + 6 + 4*4) + (setHeaderLen + 6 + 4*3)
 
 // addTemplates adds all four templates, each in its own set.
@@ -408,4 +412,26 @@ func putFlowTail(b []byte, f *flowEntry) {
 	b[46] = f.reason
 	binary.BigEndian.PutUint32(b[47:], f.srcASN)
 	binary.BigEndian.PutUint32(b[51:], f.dstASN)
+	b[55] = forwardingStatus(f)
+}
+
+// forwardingStatus values (IE 89, RFC 7270): the top two bits are the
+// status, the rest a reason, 0 for unknown.
+const (
+	forwardingUnknown   = 0    // status unknown: an ingress packet may be forwarded or delivered locally
+	forwardingForwarded = 0x40 // forwarded, reason unknown
+	forwardingDropped   = 0x80 // dropped, reason unknown
+)
+
+// forwardingStatus says what became of a flow's packets: dropped in XDP,
+// forwarded (they left through the interface: an egress flow), or not
+// known at ingress.
+func forwardingStatus(f *flowEntry) byte {
+	switch {
+	case f.dropped:
+		return forwardingDropped
+	case f.egress:
+		return forwardingForwarded
+	}
+	return forwardingUnknown
 }

@@ -168,7 +168,7 @@ func checkTemplates(t *testing.T, m decodedMessage) {
 		{Type: 10, Length: 4}, {Type: 14, Length: 4}, {Type: 61, Length: 1},
 		{Type: 152, Length: 8}, {Type: 153, Length: 8}, {Type: 2, Length: 8},
 		{Type: 1, Length: 8}, {Type: 136, Length: 1}, {Type: 16, Length: 4},
-		{Type: 17, Length: 4},
+		{Type: 17, Length: 4}, {Type: 89, Length: 1},
 	}
 	want := map[uint16][]netflow.Field{
 		256: append([]netflow.Field{{Type: 8, Length: 4}, {Type: 12, Length: 4}}, tail...),
@@ -203,8 +203,8 @@ func TestRecordsPerMessage(t *testing.T) {
 		{"IPv6 at 1400", 1400, &v6, 15},
 		{"IPv4 at 512", 512, &v4, 7},
 		{"IPv6 at 512", 512, &v6, 5},
-		{"IPv4 at 9000", 9000, &v4, 142},
-		{"IPv6 at 65507", 65507, &v6, 752},
+		{"IPv4 at 9000", 9000, &v4, 140},
+		{"IPv6 at 65507", 65507, &v6, 744},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -95,6 +95,11 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 			labels = appendLabel(labels, `",src_city="`, k.SrcCity)
 			labels = appendLabel(labels, `",dst_city="`, k.DstCity)
 		}
+		if k.Dropped {
+			// Packets the XDP fast path dropped; the label is absent on
+			// every other series.
+			labels = append(labels, `",xdp="dropped`...)
+		}
 		labels = append(labels, `"} `...)
 		rows = append(rows, flowRow{
 			labels: labels[start:len(labels):len(labels)], active: r.ActiveFlows > 0,
