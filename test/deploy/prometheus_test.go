@@ -26,8 +26,8 @@ func TestAlertRulesUnit(t *testing.T) {
 // agent exports (or Prometheus' own up).
 func TestAlertRulesMetrics(t *testing.T) {
 	exprs := alertExprs(t, deployPath(t, "prometheus/rfm-alerts.yml"))
-	if len(exprs) != 7 {
-		t.Fatalf("deploy/prometheus/rfm-alerts.yml: got %d alert rules, want 7", len(exprs))
+	if len(exprs) != 8 {
+		t.Fatalf("deploy/prometheus/rfm-alerts.yml: got %d alert rules, want 8", len(exprs))
 	}
 	for name, expr := range exprs {
 		checkMetricNames(t, "alert "+name, expr)

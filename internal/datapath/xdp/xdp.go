@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -114,7 +115,7 @@ type Program struct {
 	// they survive a reload; by ifindex.
 	totals   map[int]map[rowKey]rawCounter
 	entries  [6]int // entries in block4, block6, hole4, hole6, host4, host6
-	detached func(ifindex int, name string)
+	errors   atomic.Uint64 // counter reads that failed (rfm_errors_total)
 }
 
 type rowKey struct {
