@@ -34,10 +34,13 @@ func parseOnly(args []string) error {
 // docPlaceholders stand for values in synopses such as
 // "rfm rib lookup ADDR"; each gets a valid value.
 var docPlaceholders = map[string]string{
-	"N":    "10",
-	"ADDR": "198.51.100.7",
-	"PATH": "/etc/rfm/rfm.toml",
-	"NAME": "eth0",
+	"N":        "10",
+	"ADDR":     "198.51.100.7",
+	"PATH":     "/etc/rfm/rfm.toml",
+	"NAME":     "eth0",
+	"PREFIX":   "198.18.7.0/24",
+	"DURATION": "10m",
+	"TEXT":     "scanner",
 }
 
 // rfmCommands returns the rfm command lines in a Markdown text: in code
