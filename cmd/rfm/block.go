@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -111,6 +112,43 @@ func renderBlocklist(w io.Writer, l control.Blocklist) error {
 			exp = e.Expires.Local().Format(time.DateTime)
 		}
 		row(t, e.Prefix, e.Added.Local().Format(time.DateTime), exp, e.Reason)
+	}
+	return t.Flush()
+}
+
+// renderXDPStatus writes the XDP part of rfm status: each interface's
+// mode and what each rule did there.
+func renderXDPStatus(w io.Writer, x *control.XDPStatus) error {
+	if x == nil {
+		return nil
+	}
+	fmt.Fprintf(w, "\nxdp: %s, %s on the blocklist, %s\n", plural(x.Rules, "rule", "rules"),
+		plural(x.Blocklist, "prefix", "prefixes"), plural(x.Blackholes, "blackhole", "blackholes"))
+	for _, f := range x.Failed {
+		fmt.Fprintf(w, "not attached (ifindex %d): %s\n", f.Index, f.Error)
+	}
+	if len(x.Interfaces) == 0 {
+		_, err := fmt.Fprintln(w, "no interface runs the XDP program")
+		return err
+	}
+	t := newTable(w)
+	row(t, "XDP INTERFACE", "MODE", "RULE", "ACTION", "PACKETS", "BYTES")
+	for _, ifc := range x.Interfaces {
+		mode := ifc.Mode
+		if !ifc.Attached {
+			mode += " (DETACHED)"
+		}
+		if len(ifc.Hits) == 0 {
+			row(t, ifc.Name, mode, "-", "", "0", "")
+			continue
+		}
+		for i, h := range ifc.Hits {
+			name, m := ifc.Name, mode
+			if i > 0 {
+				name, m = "", ""
+			}
+			row(t, name, m, h.Rule, h.Action, strconv.FormatUint(h.Packets, 10), humanBytes(h.Bytes))
+		}
 	}
 	return t.Flush()
 }

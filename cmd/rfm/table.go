@@ -147,7 +147,10 @@ func renderStatus(w io.Writer, s control.Status) error {
 			strconv.FormatUint(ifc.IngressPackets, 10), humanBytes(ifc.IngressBytes),
 			strconv.FormatUint(ifc.EgressPackets, 10), humanBytes(ifc.EgressBytes))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return renderXDPStatus(w, s.XDP)
 }
 
 // hasPorts reports whether proto's flows carry ports: TCP, UDP, SCTP,

@@ -190,3 +190,41 @@ func serveBlockDel(ctx context.Context, a Agent, _ map[string]string, body []byt
 func (c *Client) BlockList(ctx context.Context) (Blocklist, error) {
 	return do[Blocklist](ctx, c, BlockListCall())
 }
+
+// XDPStatus is the XDP fast path in GET /v1/status; absent when
+// agent.xdp.interfaces is empty.
+type XDPStatus struct {
+	Rules      int                  `json:"rules"`
+	Blocklist  int                  `json:"blocklist_entries"`
+	Blackholes int                  `json:"blackholes"`
+	Interfaces []XDPInterfaceStatus `json:"interfaces"`
+	// Failed lists selected interfaces the program could not be
+	// attached to, with why (another XDP program holds it, ...).
+	Failed []XDPFailure `json:"failed,omitempty"`
+}
+
+// XDPInterfaceStatus is one interface the XDP program is attached to.
+type XDPInterfaceStatus struct {
+	Name  string `json:"name"`
+	Index int    `json:"index"`
+	Mode  string `json:"mode"` // native or generic
+	// Attached is false when the program was detached behind the
+	// agent's back.
+	Attached bool          `json:"attached"`
+	Hits     []XDPRuleHits `json:"hits,omitempty"`
+}
+
+// XDPRuleHits is what one rule (or the blocklist or blackhole list) did
+// on one interface.
+type XDPRuleHits struct {
+	Rule    string `json:"rule"`
+	Action  string `json:"action"` // pass or drop
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// XDPFailure is an interface XDP could not be attached to.
+type XDPFailure struct {
+	Index int    `json:"index"`
+	Error string `json:"error"`
+}

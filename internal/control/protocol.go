@@ -125,6 +125,7 @@ type Status struct {
 	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"`  // nil: export disabled
 	BMP        *BMPStatus        `json:"bmp,omitempty"`    // nil: BMP station disabled
 	Memory     *MemoryStatus     `json:"memory,omitempty"` // nil: not measured
+	XDP        *XDPStatus        `json:"xdp,omitempty"`    // nil: XDP off
 }
 
 // MemoryStatus is the agent's memory in bytes: Anonymous plus BPFLocked

@@ -59,6 +59,11 @@ type Blocklist struct {
 // (prefix, true to add / false to remove).
 func OpenBlocklist(path string, apply func(netip.Prefix, bool) error) (*Blocklist, error) {
 	b := &Blocklist{path: path, apply: apply, now: time.Now, entries: map[netip.Prefix]Entry{}}
+	// Outside systemd (which makes StateDirectory) the directory may not
+	// exist yet.
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("blocklist %s: %w", path, err)
+	}
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

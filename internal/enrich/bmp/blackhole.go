@@ -118,3 +118,6 @@ func (s *Station) BlackholePrefixes() map[netip.Prefix]bool {
 	}
 	return out
 }
+
+// RIB is the routing table the station writes.
+func (s *Station) RIB() *rib.RIB { return s.rib }

@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+// The XDP fast path as one component of the agent: the program, its
+// rules, the live blocklist and the blackholes from the RIB, attached to
+// the interfaces agent.xdp.interfaces selects.
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/stepbrobd/rfm/internal/config"
+	"github.com/stepbrobd/rfm/internal/control"
+	"github.com/stepbrobd/rfm/internal/datapath"
+	"github.com/stepbrobd/rfm/internal/datapath/xdp"
+	"github.com/stepbrobd/rfm/internal/enrich/bmp"
+)
+
+// blackholeSyncInterval is how often the blackhole list is compared
+// with the RIB (only when the RIB or the station's list changed).
+const blackholeSyncInterval = 250 * time.Millisecond
+
+// xdpPath is the XDP component. Its methods are safe for concurrent use.
+type xdpPath struct {
+	log     *slog.Logger
+	prog    *xdp.Program
+	block   *xdp.Blocklist
+	station *bmp.Station // nil without BMP
+
+	mu         sync.Mutex
+	sel        config.InterfaceSelector
+	mode       xdp.Mode
+	rules      []xdp.Rule
+	blackholes bool                  // agent.xdp.blackhole_from_rib
+	holes      map[netip.Prefix]bool // in the kernel's blackhole list
+	failed     map[int]string        // ifindex -> why attaching failed
+	stopped    bool
+
+	stopSync context.CancelFunc
+	syncDone chan struct{}
+}
+
+// startXDP loads the program (sharing the datapath's counters and ring),
+// applies the rules and the saved blocklist, and starts following the
+// RIB's blackholes. Nothing is attached yet.
+func startXDP(c config.XDP, dp *datapath.Datapath, station *bmp.Station, log *slog.Logger) (*xdpPath, error) {
+	rules, e := c.XDPRules()
+	if e != nil {
+		return nil, e
+	}
+	prog, err := xdp.Load(xdp.Options{Shared: dp.SharedMaps()})
+	if err != nil {
+		return nil, fmt.Errorf("agent.xdp: %w", err)
+	}
+	x := &xdpPath{log: log, prog: prog, station: station, sel: config.NewInterfaceSelector(c.Interfaces),
+		mode: c.XDPMode(), rules: rules, blackholes: c.BlackholeFromRIB,
+		holes: map[netip.Prefix]bool{}, failed: map[int]string{}}
+	if err := prog.SetRules(rules); err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("agent.xdp.rules: %w", err)
+	}
+	x.block, err = xdp.OpenBlocklist(c.StateFile, func(p netip.Prefix, on bool) error {
+		return prog.SetPrefix(xdp.ListBlock, p, on)
+	})
+	if err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("agent.xdp.state_file: %w", err)
+	}
+	if c.BlackholeFromRIB && station == nil {
+		log.Warn("agent.xdp.blackhole_from_rib is set but the BMP station is off (agent.enrich.rib.bmp): no blackholes")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	x.stopSync, x.syncDone = cancel, make(chan struct{})
+	go x.syncBlackholes(ctx)
+	return x, nil
+}
+
+// wants reports whether agent.xdp.interfaces selects the interface.
+func (x *xdpPath) wants(name string, loopback bool) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.sel.Match(name, loopback)
+}
+
+// attachAll attaches the selected interfaces of ifaces; at start a
+// named interface that cannot be attached (another XDP program holds
+// it) stops the agent, as a TC attach failure does.
+func (x *xdpPath) attachAll(ifaces []net.Interface) error {
+	for _, ifc := range ifaces {
+		if !x.wants(ifc.Name, ifc.Flags&net.FlagLoopback != 0) {
+			continue
+		}
+		if err := x.attach(ifc.Index, ifc.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attach attaches one interface and logs the mode it got.
+func (x *xdpPath) attach(ifindex int, name string) error {
+	x.mu.Lock()
+	mode, stopped := x.mode, x.stopped
+	x.mu.Unlock()
+	if stopped {
+		return nil
+	}
+	got, err := x.prog.Attach(ifindex, name, mode)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err != nil {
+		x.failed[ifindex] = err.Error()
+		return err
+	}
+	delete(x.failed, ifindex)
+	x.log.Info("xdp attached", "interface", name, "ifindex", ifindex, "mode", got)
+	return nil
+}
+
+// detach removes the program from an interface (gone, renamed away or
+// no longer selected).
+func (x *xdpPath) detach(ifindex int, name string) {
+	x.mu.Lock()
+	delete(x.failed, ifindex)
+	x.mu.Unlock()
+	if err := x.prog.Detach(ifindex); err != nil {
+		x.log.Warn("xdp detach", "interface", name, "ifindex", ifindex, "err", err)
+	}
+}
+
+// reconfigure applies a new [agent.xdp]: the rules at once (one switch
+// in the kernel), the interface selection (the caller re-runs its
+// selection so newly selected interfaces attach and others detach), the
+// blackhole switch. A changed mode or state_file needs a restart.
+func (x *xdpPath) reconfigure(old, c config.XDP) (applied, needsRestart []string, err error) {
+	rules, e := c.XDPRules()
+	if e != nil {
+		return nil, nil, e
+	}
+	if !slices.EqualFunc(old.Rules, c.Rules, sameRule) {
+		if err := x.prog.SetRules(rules); err != nil {
+			return nil, nil, fmt.Errorf("agent.xdp.rules: %w", err)
+		}
+		applied = append(applied, "agent.xdp.rules")
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.rules = rules
+	if !slices.Equal(old.Interfaces, c.Interfaces) {
+		x.sel = config.NewInterfaceSelector(c.Interfaces)
+		applied = append(applied, "agent.xdp.interfaces")
+	}
+	if old.BlackholeFromRIB != c.BlackholeFromRIB {
+		x.blackholes = c.BlackholeFromRIB
+		applied = append(applied, "agent.xdp.blackhole_from_rib")
+	}
+	if old.Mode != c.Mode {
+		needsRestart = append(needsRestart, "agent.xdp.mode")
+	}
+	if old.StateFile != c.StateFile {
+		needsRestart = append(needsRestart, "agent.xdp.state_file")
+	}
+	return applied, needsRestart, nil
+}
+
+func sameRule(a, b config.XDPRule) bool {
+	return a.Name == b.Name && a.Action == b.Action && slices.Equal(a.Src, b.Src) && slices.Equal(a.Dst, b.Dst) &&
+		a.Proto == b.Proto && slices.Equal(a.SrcPorts, b.SrcPorts) && slices.Equal(a.DstPorts, b.DstPorts) && a.PPS == b.PPS
+}
+
+// syncBlackholes keeps the kernel's blackhole list equal to the
+// prefixes of the RIB's BLACKHOLE routes, checking when the RIB or the
+// station's list changed.
+func (x *xdpPath) syncBlackholes(ctx context.Context) {
+	defer close(x.syncDone)
+	if x.station == nil {
+		return
+	}
+	t := time.NewTicker(blackholeSyncInterval)
+	defer t.Stop()
+	var lastGen, lastVersion uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, version := x.station.BlackholeRoutes()
+		gen := x.station.RIB().Generation()
+		x.mu.Lock()
+		on := x.blackholes
+		x.mu.Unlock()
+		if on && gen == lastGen && version == lastVersion {
+			continue
+		}
+		lastGen, lastVersion = gen, version
+		want := map[netip.Prefix]bool{}
+		if on {
+			want = x.station.BlackholePrefixes()
+		}
+		x.applyBlackholes(want)
+	}
+}
+
+// applyBlackholes makes the kernel list equal to want.
+func (x *xdpPath) applyBlackholes(want map[netip.Prefix]bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for p := range x.holes {
+		if !want[p] {
+			if err := x.prog.SetPrefix(xdp.ListBlackhole, p, false); err != nil {
+				x.log.Warn("xdp blackhole remove", "prefix", p, "err", err)
+				continue
+			}
+			delete(x.holes, p)
+			x.log.Info("xdp blackhole removed", "prefix", p)
+		}
+	}
+	for p := range want {
+		if !x.holes[p] {
+			if err := x.prog.SetPrefix(xdp.ListBlackhole, p, true); err != nil {
+				x.log.Warn("xdp blackhole add", "prefix", p, "err", err)
+				continue
+			}
+			x.holes[p] = true
+			x.log.Info("xdp blackhole added", "prefix", p)
+		}
+	}
+}
+
+// close detaches every interface and releases the program.
+func (x *xdpPath) close() error {
+	if x == nil {
+		return nil
+	}
+	x.mu.Lock()
+	x.stopped = true
+	x.mu.Unlock()
+	x.stopSync()
+	<-x.syncDone
+	x.block.Close()
+	return x.prog.Close()
+}
+
+// status is what rfm status shows of the XDP fast path.
+func (x *xdpPath) status() *control.XDPStatus {
+	if x == nil {
+		return nil
+	}
+	st := &control.XDPStatus{Rules: len(x.rulesNow())}
+	counters, err := x.prog.Counters()
+	if err != nil {
+		x.log.Warn("xdp counters", "err", err)
+	}
+	byIface := map[int]*control.XDPInterfaceStatus{}
+	for _, a := range x.prog.Attached() {
+		st.Interfaces = append(st.Interfaces, control.XDPInterfaceStatus{Name: a.Name, Index: a.Index, Mode: a.Mode.String(), Attached: x.prog.Holds(a.Index)})
+	}
+	for i := range st.Interfaces {
+		byIface[st.Interfaces[i].Index] = &st.Interfaces[i]
+	}
+	for _, c := range counters {
+		s := byIface[c.Ifindex]
+		if s == nil || c.Packets == 0 {
+			continue
+		}
+		s.Hits = append(s.Hits, control.XDPRuleHits{Rule: c.Rule, Action: c.Action, Packets: c.Packets, Bytes: c.Bytes})
+	}
+	x.mu.Lock()
+	for idx, why := range x.failed {
+		st.Failed = append(st.Failed, control.XDPFailure{Index: idx, Error: why})
+	}
+	st.Blackholes = len(x.holes)
+	x.mu.Unlock()
+	sort.Slice(st.Failed, func(i, j int) bool { return st.Failed[i].Index < st.Failed[j].Index })
+	st.Blocklist, _ = x.prog.ListEntries()
+	return st
+}
+
+func (x *xdpPath) rulesNow() []xdp.Rule {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.rules
+}
+
+// errXDPOff answers blocklist requests when XDP is not configured.
+var errXDPOff = &control.Error{Status: 400, Message: "blocklist: the XDP fast path is off (agent.xdp.interfaces is empty)"}
+
+func (x *xdpPath) blockList() (control.Blocklist, error) {
+	if x == nil {
+		return control.Blocklist{}, errXDPOff
+	}
+	out := control.Blocklist{Entries: []control.BlockEntry{}}
+	for _, e := range x.block.List() {
+		out.Entries = append(out.Entries, control.EntryOf(e))
+	}
+	return out, nil
+}
+
+func (x *xdpPath) blockAdd(args control.BlockAddArgs) (control.BlockEntry, error) {
+	if x == nil {
+		return control.BlockEntry{}, errXDPOff
+	}
+	e, err := x.block.Add(args.Prefix, args.For, args.Reason)
+	if err != nil {
+		return control.BlockEntry{}, fmt.Errorf("blocklist add %s: %w", args.Prefix, err)
+	}
+	x.log.Info("blocklist add", "prefix", args.Prefix, "for", args.For, "reason", args.Reason)
+	return control.EntryOf(e), nil
+}
+
+func (x *xdpPath) blockDel(p netip.Prefix) (control.BlockDelResult, error) {
+	if x == nil {
+		return control.BlockDelResult{}, errXDPOff
+	}
+	ok, err := x.block.Del(p)
+	if err != nil {
+		return control.BlockDelResult{}, fmt.Errorf("blocklist del %s: %w", p, err)
+	}
+	if ok {
+		x.log.Info("blocklist del", "prefix", p)
+	}
+	return control.BlockDelResult{Prefix: p.String(), Removed: ok}, nil
+}
+
