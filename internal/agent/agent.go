@@ -117,6 +117,7 @@ type agent struct {
 	watch    linkWatcher
 	links    linkState
 	control  controlServer
+	xdp      *xdpPath // nil: agent.xdp.interfaces empty
 
 	bg      sync.WaitGroup
 	stopBG  context.CancelFunc
@@ -216,6 +217,9 @@ func (a *agent) start(ifaces []net.Interface) error {
 		a.log.Debug("attached", "interface", ifc.Name, "ifindex", ifc.Index)
 	}
 	a.ipfix.setInterfaces(a.dp.Interfaces())
+	if err := a.startXDPPath(); err != nil {
+		return err
+	}
 	if err := a.startWatch(); err != nil {
 		return err
 	}
@@ -313,6 +317,8 @@ func (a *agent) shutdown() error {
 	defer a.mu.Unlock()
 	a.stopWatch()
 	var errs []error
+	// XDP first: once it is gone nothing is dropped or sampled there.
+	errs = append(errs, a.xdp.close())
 	for _, ifc := range a.dp.Interfaces() {
 		errs = append(errs, a.dp.Detach(ifc.Index))
 	}
@@ -338,6 +344,9 @@ func (a *agent) close() {
 	a.closeControl()
 	if a.metrics != nil {
 		a.metrics.close()
+	}
+	if err := a.xdp.close(); err != nil {
+		a.log.Warn("xdp detach", "err", err)
 	}
 	if a.dp != nil {
 		if err := a.dp.Close(); err != nil {

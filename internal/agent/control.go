@@ -48,6 +48,7 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 	} else {
 		a.log.Debug("status without memory", "err", err)
 	}
+	st.XDP = a.xdp.status()
 	counters, err := a.dp.Counters()
 	if err != nil {
 		return st, err

@@ -34,7 +34,7 @@ func (a *agent) startWatch() error {
 	a.links.stopped = false
 	a.links.ifMu.Unlock()
 	w, err := ifwatch.Start(ifwatch.Options{
-		Select: func(name string, loopback bool) bool { return a.links.currentSelector().Match(name, loopback) },
+		Select: a.selectLink,
 		Attach: a.attachLink,
 		Detach: a.detachLink,
 		Logger: a.log,
@@ -71,6 +71,16 @@ func (a *agent) attachLink(l ifwatch.Link) error {
 	if a.links.stopped {
 		return nil
 	}
+	if a.xdp != nil && a.xdp.wants(l.Name, false) {
+		// XDP apart from TC: an interface another XDP program holds
+		// is still counted.
+		if err := a.xdp.attach(l.Index, l.Name); err != nil {
+			a.log.Warn("xdp attach", "interface", l.Name, "err", err)
+		}
+	}
+	if !a.links.selector.Match(l.Name, false) {
+		return nil
+	}
 	if err := a.dp.Attach(l.Index, l.Name); err != nil {
 		return err
 	}
@@ -90,6 +100,9 @@ func (a *agent) detachLink(l ifwatch.Link) {
 	defer a.links.ifMu.Unlock()
 	if a.links.stopped {
 		return
+	}
+	if a.xdp != nil {
+		a.xdp.detach(l.Index, l.Name)
 	}
 	if err := a.dp.Detach(l.Index); err != nil {
 		a.log.Warn("detach", "interface", l.Name, "ifindex", l.Index, "err", err)

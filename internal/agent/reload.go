@@ -172,10 +172,12 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		a.links.ifMu.Lock()
 		a.links.selector = config.NewInterfaceSelector(n.Interfaces)
 		a.links.ifMu.Unlock()
-		if a.watch != nil {
-			sel := a.links.currentSelector()
-			a.watch.SetSelect(sel.Match)
-		}
+	}
+	if err := a.reloadXDP(c, n, &res); err != nil {
+		return res, err
+	}
+	if a.watch != nil && (!slices.Equal(c.Interfaces, n.Interfaces) || !slices.Equal(c.XDP.Interfaces, n.XDP.Interfaces)) {
+		a.watch.SetSelect(a.selectLink)
 	}
 
 	// What only a restart changes keeps its running value, so the next

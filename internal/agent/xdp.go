@@ -110,7 +110,7 @@ func (x *xdpPath) attach(ifindex int, name string) error {
 	x.mu.Lock()
 	mode, stopped := x.mode, x.stopped
 	x.mu.Unlock()
-	if stopped {
+	if stopped || slices.ContainsFunc(x.prog.Attached(), func(a xdp.Attachment) bool { return a.Index == ifindex }) {
 		return nil
 	}
 	got, err := x.prog.Attach(ifindex, name, mode)
@@ -236,14 +236,19 @@ func (x *xdpPath) applyBlackholes(want map[netip.Prefix]bool) {
 	}
 }
 
-// close detaches every interface and releases the program.
+// close detaches every interface and releases the program; later calls
+// do nothing.
 func (x *xdpPath) close() error {
 	if x == nil {
 		return nil
 	}
 	x.mu.Lock()
+	was := x.stopped
 	x.stopped = true
 	x.mu.Unlock()
+	if was {
+		return nil
+	}
 	x.stopSync()
 	<-x.syncDone
 	x.block.Close()
@@ -253,6 +258,12 @@ func (x *xdpPath) close() error {
 // status is what rfm status shows of the XDP fast path.
 func (x *xdpPath) status() *control.XDPStatus {
 	if x == nil {
+		return nil
+	}
+	x.mu.Lock()
+	stopped := x.stopped
+	x.mu.Unlock()
+	if stopped {
 		return nil
 	}
 	st := &control.XDPStatus{Rules: len(x.rulesNow())}
@@ -331,3 +342,77 @@ func (x *xdpPath) blockDel(p netip.Prefix) (control.BlockDelResult, error) {
 	return control.BlockDelResult{Prefix: p.String(), Removed: ok}, nil
 }
 
+
+// startXDPPath starts the XDP component when agent.xdp.interfaces is
+// set and attaches it to the interfaces present that it selects. A named
+// interface that does not exist, or that another XDP program holds,
+// stops the start (nothing stays attached).
+func (a *agent) startXDPPath() error {
+	c := a.cfg.Agent.XDP
+	if !c.Enabled() {
+		return nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("agent.xdp.interfaces: listing interfaces: %w", err)
+	}
+	for i, name := range c.Interfaces {
+		if config.IsInterfacePattern(name) {
+			continue
+		}
+		if !slices.ContainsFunc(all, func(ifc net.Interface) bool { return ifc.Name == name }) {
+			return fmt.Errorf("agent.xdp.interfaces[%d] = %q: no such interface on this system", i, name)
+		}
+	}
+	x, err := startXDP(c, a.dp, a.station, a.log)
+	if err != nil {
+		return err
+	}
+	a.xdp = x
+	a.reg.MustRegister(x.prog)
+	return x.attachAll(all)
+}
+
+// selectLink is what the interface watcher follows: interfaces for TC
+// (agent.interfaces) and for XDP (agent.xdp.interfaces).
+func (a *agent) selectLink(name string, loopback bool) bool {
+	return a.links.currentSelector().Match(name, loopback) || (a.xdp != nil && a.xdp.wants(name, loopback))
+}
+
+// reloadXDP applies a changed [agent.xdp]. Turning XDP on or off needs
+// a restart; everything else applies now.
+func (a *agent) reloadXDP(c, n *config.Agent, res *control.ReloadResult) error {
+	if c.XDP.Enabled() != n.XDP.Enabled() {
+		res.NeedsRestart = append(res.NeedsRestart, "agent.xdp.interfaces")
+		n.XDP = c.XDP
+		return nil
+	}
+	if a.xdp == nil {
+		return nil
+	}
+	applied, restart, err := a.xdp.reconfigure(c.XDP, n.XDP)
+	if err != nil {
+		return err
+	}
+	res.Applied = append(res.Applied, applied...)
+	res.NeedsRestart = append(res.NeedsRestart, restart...)
+	if slices.Contains(restart, "agent.xdp.mode") {
+		n.XDP.Mode = c.XDP.Mode
+	}
+	if slices.Contains(restart, "agent.xdp.state_file") {
+		n.XDP.StateFile = c.XDP.StateFile
+	}
+	return nil
+}
+
+func (c controlAgent) BlockList(context.Context) (control.Blocklist, error) {
+	return c.a.xdp.blockList()
+}
+
+func (c controlAgent) BlockAdd(_ context.Context, args control.BlockAddArgs) (control.BlockEntry, error) {
+	return c.a.xdp.blockAdd(args)
+}
+
+func (c controlAgent) BlockDel(_ context.Context, p netip.Prefix) (control.BlockDelResult, error) {
+	return c.a.xdp.blockDel(p)
+}

@@ -1,0 +1,392 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+// Package xdp holds end-to-end tests of the agent's XDP fast path: the
+// agent binary runs in namespace A with XDP on its veth end, traffic comes
+// from namespace B, and the rfm CLI drives the blocklist over the control
+// socket.
+package xdp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/stepbrobd/rfm/test/lab"
+)
+
+var rfmBinary string
+
+func TestMain(m *testing.M) {
+	for _, tool := range []string{"ip", "ethtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Printf("skipping test/xdp: %s not installed\n", tool)
+			os.Exit(0)
+		}
+	}
+	os.Exit(lab.RunWithAgent(m, "xdp", &rfmBinary))
+}
+
+const (
+	addrA4  = "198.18.0.1"
+	addrB4  = "198.18.0.2"
+	addrA6  = "2001:db8:f::1"
+	addrB6  = "2001:db8:f::2"
+	devA    = "rfmqA"
+	devB    = "rfmqB"
+	metrics = "127.0.0.1:9669"
+)
+
+var seq atomic.Uint32
+
+type testbed struct {
+	A, B string
+	dir  string // config, state file and control socket
+}
+
+func newLab(t *testing.T) *testbed {
+	t.Helper()
+	n := seq.Add(1)
+	l := &testbed{A: fmt.Sprintf("rfmqa%d-%d", os.Getpid(), n), B: fmt.Sprintf("rfmqb%d-%d", os.Getpid(), n), dir: t.TempDir()}
+	lab.NewPair(t, lab.PairOptions{
+		NsA: l.A, NsB: l.B, DevA: devA, DevB: devB,
+		MACA: lab.MustMAC("02:00:c6:12:0f:01"), MACB: lab.MustMAC("02:00:c6:12:0f:02"),
+		Addrs: [][2]netip.Prefix{
+			{netip.MustParsePrefix(addrA4 + "/24"), netip.MustParsePrefix(addrB4 + "/24")},
+			{netip.MustParsePrefix(addrA6 + "/64"), netip.MustParsePrefix(addrB6 + "/64")},
+		},
+	})
+	return l
+}
+
+func (l *testbed) socket() string { return filepath.Join(l.dir, "rfm.sock") }
+
+// writeConfig writes rfm.toml with XDP on devA and the given rules
+// (TOML of [[agent.xdp.rules]] tables).
+func (l *testbed) writeConfig(t *testing.T, rules string) string {
+	t.Helper()
+	toml := fmt.Sprintf(`[agent]
+interfaces = [%q]
+[agent.bpf]
+sample_rate = 1
+[agent.prometheus]
+host = "127.0.0.1"
+port = 9669
+[agent.control]
+socket = %q
+[agent.xdp]
+interfaces = [%q]
+mode = "native"
+state_file = %q
+`, devA, l.socket(), devA, filepath.Join(l.dir, "state", "blocklist.json")) + rules
+	path := filepath.Join(l.dir, "rfm.toml")
+	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (l *testbed) startAgent(t *testing.T, rules string) *lab.Process {
+	t.Helper()
+	path := l.writeConfig(t, rules)
+	p := lab.Start(t, "rfm agent", l.A, rfmBinary, "agent", "-c", path, "--log-level", "debug")
+	lab.Eventually(t, 20*time.Second, "XDP attached to "+devA, func() error {
+		if p.Exited() {
+			t.Fatalf("agent exited at start: %v; output:\n%s", p.Err(), p.Output())
+		}
+		v, err := l.metric(t, "rfm_xdp_attached", map[string]string{"ifname": devA})
+		if err != nil {
+			return err
+		}
+		if v != 1 {
+			return errors.New("rfm_xdp_attached not 1 yet")
+		}
+		return nil
+	})
+	return p
+}
+
+// rfm runs the CLI against the agent's control socket.
+func (l *testbed) rfm(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(rfmBinary, append(args, "--socket", l.socket())...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rfm %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// metric sums the samples of name with the given labels, scraped in A.
+func (l *testbed) metric(t *testing.T, name string, want map[string]string) (float64, error) {
+	resp, err := lab.HTTPClient(l.A, time.Second).Get("http://" + metrics + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	samples, err := lab.ParseMetrics(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for _, s := range samples {
+		if s.Name != name {
+			continue
+		}
+		match := true
+		for k, v := range want {
+			if s.Labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			sum += s.Value
+		}
+	}
+	return sum, nil
+}
+
+// receiver counts datagrams on a UDP socket in A.
+type receiver struct {
+	conn *net.UDPConn
+	n    chan int
+}
+
+func (l *testbed) receiver(t *testing.T, addr string) *receiver {
+	t.Helper()
+	c := lab.UDPConn(t, l.A, addr, "")
+	raw, _ := c.SyscallConn()
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) })
+	r := &receiver{conn: c, n: make(chan int, 1)}
+	go func() {
+		buf := make([]byte, 2048)
+		n := 0
+		for {
+			if _, err := c.Read(buf); err != nil {
+				r.n <- n
+				return
+			}
+			n++
+		}
+	}()
+	return r
+}
+
+// count returns how many datagrams arrived once the queue is drained.
+func (r *receiver) count() int {
+	r.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	n := <-r.n
+	r.conn.Close() // the port is free for the next receiver
+	return n
+}
+
+// sendFromB sends n datagrams of 32 bytes from B to A's port.
+func (l *testbed) sendFromB(t *testing.T, local, remote string, n int) {
+	t.Helper()
+	c := lab.UDPConn(t, l.B, local, remote)
+	defer c.Close()
+	buf := make([]byte, 32)
+	for range n {
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// try sends n datagrams and returns how many arrived.
+func (l *testbed) try(t *testing.T, port, n int) int {
+	t.Helper()
+	r := l.receiver(t, fmt.Sprintf("%s:%d", addrA4, port))
+	l.sendFromB(t, addrB4+":5000", fmt.Sprintf("%s:%d", addrA4, port), n)
+	return r.count()
+}
+
+// TestBlocklistLive: rfm block add drops from the next packet on, every
+// arriving packet still counts once in the rx counters, del and expiry
+// let traffic through again, and the list survives a restart.
+func TestBlocklistLive(t *testing.T) {
+	l := newLab(t)
+	p := l.startAgent(t, "")
+	const n = 50
+	rx := func() float64 {
+		v, err := l.metric(t, "rfm_interface_rx_packets_total", map[string]string{"ifname": devA, "family": "ipv4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := l.try(t, 7000, n); got != n {
+		t.Fatalf("before blocking: %d of %d arrived", got, n)
+	}
+	start := time.Now()
+	l.rfm(t, "block", "add", addrB4, "--reason", "test")
+	t.Logf("rfm block add returned after %s; the next packets are dropped", time.Since(start))
+	rxBefore := rx()
+	if got := l.try(t, 7001, n); got != 0 {
+		t.Errorf("blocked source: %d of %d arrived", got, n)
+	}
+	lab.Eventually(t, 5*time.Second, "rx counts the dropped packets", func() error {
+		if d := rx() - rxBefore; d != n {
+			return fmt.Errorf("rx grew by %v, want %d", d, n)
+		}
+		return nil
+	})
+	if v, _ := l.metric(t, "rfm_xdp_packets_total", map[string]string{"ifname": devA, "rule": "blocklist", "action": "drop"}); v != n {
+		t.Errorf("rfm_xdp_packets_total blocklist drop = %v, want %d", v, n)
+	}
+	out := l.rfm(t, "block", "list", "--json")
+	var list struct {
+		Entries []struct{ Prefix, Reason string }
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Entries) != 1 || list.Entries[0].Prefix != addrB4+"/32" {
+		t.Fatalf("block list: %s (%v)", out, err)
+	}
+	l.rfm(t, "block", "del", addrB4)
+	if got := l.try(t, 7002, n); got != n {
+		t.Errorf("after del: %d of %d arrived", got, n)
+	}
+
+	// Expiry.
+	l.rfm(t, "block", "add", "198.18.0.0/30", "--for", "2s")
+	if got := l.try(t, 7003, n); got != 0 {
+		t.Errorf("blocked prefix: %d of %d arrived", got, n)
+	}
+	lab.Eventually(t, 10*time.Second, "the entry expires", func() error {
+		if got := l.try(t, 7004, 5); got != 5 {
+			return fmt.Errorf("%d of 5 arrived", got)
+		}
+		return nil
+	})
+
+	// Restart: the list comes back from the state file.
+	l.rfm(t, "block", "add", addrB6, "--for", "1h")
+	if _, err := p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p = l.startAgent(t, "")
+	r := l.receiver(t, fmt.Sprintf("[%s]:7005", addrA6))
+	l.sendFromB(t, fmt.Sprintf("[%s]:5000", addrB6), fmt.Sprintf("[%s]:7005", addrA6), n)
+	if got := r.count(); got != 0 {
+		t.Errorf("after restart: %d of %d IPv6 datagrams from the blocked source arrived", got, n)
+	}
+	if out := l.rfm(t, "status"); !strings.Contains(out, devA) || !strings.Contains(out, "native") || !strings.Contains(out, "blocklist") {
+		t.Errorf("rfm status lacks the XDP interface, mode or blocklist hits:\n%s", out)
+	}
+
+	// SIGKILL: the kernel removes the program with the agent's link.
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 5*time.Second, "no XDP program after SIGKILL", func() error {
+		if id := xdpProgID(t, l.A, devA); id != 0 {
+			return fmt.Errorf("program %d still attached", id)
+		}
+		return nil
+	})
+}
+
+// TestRulesAndReload: a rule drops what it names; a reload swaps the
+// rule set.
+func TestRulesAndReload(t *testing.T) {
+	l := newLab(t)
+	l.startAgent(t, `[[agent.xdp.rules]]
+name = "no-7100"
+action = "drop"
+proto = "udp"
+dst_ports = ["7100"]
+`)
+	if got := l.try(t, 7100, 20); got != 0 {
+		t.Errorf("rule no-7100: %d of 20 arrived", got)
+	}
+	if got := l.try(t, 7101, 20); got != 20 {
+		t.Errorf("port 7101: %d of 20 arrived", got)
+	}
+	l.writeConfig(t, `[[agent.xdp.rules]]
+name = "no-7101"
+action = "drop"
+proto = "udp"
+dst_ports = ["7101"]
+`)
+	if out := l.rfm(t, "reload"); !strings.Contains(out, "agent.xdp.rules") {
+		t.Errorf("reload did not apply the rules: %s", out)
+	}
+	if got := l.try(t, 7100, 20); got != 20 {
+		t.Errorf("after reload, port 7100: %d of 20 arrived", got)
+	}
+	if got := l.try(t, 7101, 20); got != 0 {
+		t.Errorf("after reload, rule no-7101: %d of 20 arrived", got)
+	}
+	if v, _ := l.metric(t, "rfm_xdp_packets_total", map[string]string{"rule": "no-7100", "action": "drop"}); v != 20 {
+		t.Errorf("rfm_xdp_packets_total of the replaced rule = %v, want 20", v)
+	}
+}
+
+// TestForeignProgramRefused: the agent does not start over someone
+// else's XDP program, names it, and leaves it attached.
+func TestForeignProgramRefused(t *testing.T) {
+	l := newLab(t)
+	foreign, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "their_fw", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer foreign.Close()
+	if err := lab.InNetns(l.A, func() error {
+		link, err := netlink.LinkByName(devA)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetXdpFd(link, foreign.FD())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := xdpProgID(t, l.A, devA)
+	path := l.writeConfig(t, "")
+	p := lab.Start(t, "rfm agent", l.A, rfmBinary, "agent", "-c", path)
+	select {
+	case <-p.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("agent still running over a foreign XDP program:\n%s", p.Output())
+	}
+	if p.Err() == nil || !strings.Contains(p.Output(), `"their_fw"`) {
+		t.Errorf("agent exit %v, output does not name the program:\n%s", p.Err(), p.Output())
+	}
+	if id := xdpProgID(t, l.A, devA); id != before || id == 0 {
+		t.Errorf("foreign program id %d before, %d after", before, id)
+	}
+}
+
+func xdpProgID(t *testing.T, ns, dev string) uint32 {
+	t.Helper()
+	var id uint32
+	if err := lab.InNetns(ns, func() error {
+		link, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		if x := link.Attrs().Xdp; x != nil && x.Attached {
+			id = x.ProgId
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
