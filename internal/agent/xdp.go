@@ -342,7 +342,6 @@ func (x *xdpPath) blockDel(p netip.Prefix) (control.BlockDelResult, error) {
 	return control.BlockDelResult{Prefix: p.String(), Removed: ok}, nil
 }
 
-
 // startXDPPath starts the XDP component when agent.xdp.interfaces is
 // set and attaches it to the interfaces present that it selects. A named
 // interface that does not exist, or that another XDP program holds,

@@ -389,4 +389,3 @@ func xdpProgID(t *testing.T, ns, dev string) uint32 {
 	}
 	return id
 }
-

@@ -113,9 +113,9 @@ type Program struct {
 	slotUsed [MaxInterfaces]bool
 	// totals are counts of retired generations, folded by rule name so
 	// they survive a reload; by ifindex.
-	totals   map[int]map[rowKey]rawCounter
-	entries  [6]int // entries in block4, block6, hole4, hole6, host4, host6
-	errors   atomic.Uint64 // counter reads that failed (rfm_errors_total)
+	totals  map[int]map[rowKey]rawCounter
+	entries [6]int        // entries in block4, block6, hole4, hole6, host4, host6
+	errors  atomic.Uint64 // counter reads that failed (rfm_errors_total)
 }
 
 type rowKey struct {
