@@ -174,12 +174,17 @@ func (c controlAgent) RIBSummary(context.Context) (control.RIBSummary, error) {
 	out.VRFs = []control.RIBVRF{}
 	for _, v := range sum.VRFs {
 		out.VRFs = append(out.VRFs, control.RIBVRF{
-			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
-			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
-			Peers: v.Peers, Routes4: v.Routes4, Routes6: v.Routes6,
+			RIBVRFKey: vrfKey(v.VRF, v.LabelsFlows), Peers: v.Peers, Routes4: v.Routes4, Routes6: v.Routes6,
 		})
 	}
 	return out, nil
+}
+
+func vrfKey(k rib.VRFKey, labelsFlows bool) control.RIBVRFKey {
+	return control.RIBVRFKey{
+		Router: k.Router.Addr, RouterName: k.Router.Name,
+		RD: rd.Format(k.Distinguisher), Distinguisher: k.Distinguisher, LabelsFlows: labelsFlows,
+	}
 }
 
 func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIBLookup, error) {
@@ -202,10 +207,7 @@ func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIB
 	}
 	out.VRFs = []control.RIBVRFRoutes{}
 	for _, v := range a.rib.LookupVRFs(addr) {
-		vr := control.RIBVRFRoutes{
-			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
-			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
-		}
+		vr := control.RIBVRFRoutes{RIBVRFKey: vrfKey(v.VRF, v.LabelsFlows)}
 		for _, r := range v.Routes {
 			vr.Routes = append(vr.Routes, route(r))
 		}
