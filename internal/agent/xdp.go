@@ -22,6 +22,7 @@ import (
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/datapath/xdp"
 	"github.com/stepbrobd/rfm/internal/enrich/bmp"
+	"github.com/stepbrobd/rfm/internal/ifwatch"
 )
 
 // blackholeSyncInterval is how often the blackhole list is compared
@@ -46,6 +47,7 @@ type xdpPath struct {
 
 	stopSync context.CancelFunc
 	syncDone chan struct{}
+	watch    linkWatcher // follows agent.xdp.interfaces (hotplug)
 }
 
 // startXDP loads the program (sharing the datapath's counters and ring),
@@ -136,39 +138,68 @@ func (x *xdpPath) detach(ifindex int, name string) {
 	}
 }
 
-// reconfigure applies a new [agent.xdp]: the rules at once (one switch
-// in the kernel), the interface selection (the caller re-runs its
-// selection so newly selected interfaces attach and others detach), the
-// blackhole switch. A changed mode or state_file needs a restart.
-func (x *xdpPath) reconfigure(old, c config.XDP) (applied, needsRestart []string, err error) {
-	rules, e := c.XDPRules()
-	if e != nil {
-		return nil, nil, e
-	}
-	if !slices.EqualFunc(old.Rules, c.Rules, sameRule) {
-		if err := x.prog.SetRules(rules); err != nil {
-			return nil, nil, fmt.Errorf("agent.xdp.rules: %w", err)
+// reconfigure prepares a new [agent.xdp]: changed rules are written
+// next to the ones in effect (the step that can fail), and commit
+// switches to them with one map write, applies the interface selection
+// and the blackhole switch. Turning XDP on or off, the mode and the
+// state file need a restart.
+func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
+	c, n := &cur.Agent.XDP, &next.Agent.XDP
+	var rc reconfig
+	restart := func(key string, differs bool, keep func()) {
+		if differs {
+			rc.needsRestart = append(rc.needsRestart, key)
+			keep()
 		}
-		applied = append(applied, "agent.xdp.rules")
 	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.rules = rules
-	if !slices.Equal(old.Interfaces, c.Interfaces) {
-		x.sel = config.NewInterfaceSelector(c.Interfaces)
-		applied = append(applied, "agent.xdp.interfaces")
+	restart("agent.xdp.mode", c.Mode != n.Mode, func() { n.Mode = c.Mode })
+	restart("agent.xdp.state_file", c.StateFile != n.StateFile, func() { n.StateFile = c.StateFile })
+	if !n.Enabled() {
+		restart("agent.xdp.interfaces", true, func() { n.Interfaces = c.Interfaces })
 	}
-	if old.BlackholeFromRIB != c.BlackholeFromRIB {
-		x.blackholes = c.BlackholeFromRIB
-		applied = append(applied, "agent.xdp.blackhole_from_rib")
+	rulesChanged := !slices.EqualFunc(c.Rules, n.Rules, sameRule)
+	var rules []xdp.Rule
+	if rulesChanged {
+		var e *config.Error
+		if rules, e = n.XDPRules(); e != nil {
+			return reconfig{}, e
+		}
+		if err := x.prog.PrepareRules(rules); err != nil {
+			return reconfig{}, fmt.Errorf("agent.xdp.rules: %w", err)
+		}
 	}
-	if old.Mode != c.Mode {
-		needsRestart = append(needsRestart, "agent.xdp.mode")
+	var changed keyChanges
+	changed.add("agent.xdp.rules", rulesChanged)
+	selChanged := changed.add("agent.xdp.interfaces", !slices.Equal(c.Interfaces, n.Interfaces))
+	bhChanged := changed.add("agent.xdp.blackhole_from_rib", c.BlackholeFromRIB != n.BlackholeFromRIB)
+	if len(changed) == 0 {
+		return rc, nil
 	}
-	if old.StateFile != c.StateFile {
-		needsRestart = append(needsRestart, "agent.xdp.state_file")
+	sel := config.NewInterfaceSelector(n.Interfaces)
+	blackholes := n.BlackholeFromRIB
+	rc.commit = func() []string {
+		if rulesChanged {
+			if err := x.prog.SwitchRules(); err != nil {
+				x.log.Error("xdp: switching to the new rules failed; the old ones stay", "err", err)
+			}
+		}
+		x.mu.Lock()
+		if rulesChanged {
+			x.rules = rules
+		}
+		if selChanged {
+			x.sel = sel
+		}
+		if bhChanged {
+			x.blackholes = blackholes
+		}
+		x.mu.Unlock()
+		if selChanged && x.watch != nil {
+			x.watch.SetSelect(x.wants)
+		}
+		return changed
 	}
-	return applied, needsRestart, nil
+	return rc, nil
 }
 
 func sameRule(a, b config.XDPRule) bool {
@@ -342,11 +373,23 @@ func (x *xdpPath) blockDel(p netip.Prefix) (control.BlockDelResult, error) {
 	return control.BlockDelResult{Prefix: p.String(), Removed: ok}, nil
 }
 
-// startXDPPath starts the XDP component when agent.xdp.interfaces is
-// set and attaches it to the interfaces present that it selects. A named
-// interface that does not exist, or that another XDP program holds,
-// stops the start (nothing stays attached).
-func (a *agent) startXDPPath() error {
+// xdpStage is the XDP fast path as a stage of the agent (a.xdp): it
+// follows agent.xdp.interfaces with a watcher of its own, so an
+// interface may run XDP without TC or TC without XDP.
+type xdpStage struct {
+	a *agent
+	x *xdpPath
+}
+
+func (a *agent) newXDP() (component, error) { return &xdpStage{a: a}, nil }
+
+func (s *xdpStage) name() string { return "xdp" }
+
+// start loads the program when agent.xdp.interfaces is set and attaches
+// it to the interfaces present that it selects. A named interface that
+// does not exist, or that another XDP program holds, stops the start.
+func (s *xdpStage) start() error {
+	a := s.a
 	c := a.cfg.Agent.XDP
 	if !c.Enabled() {
 		return nil
@@ -367,41 +410,48 @@ func (a *agent) startXDPPath() error {
 	if err != nil {
 		return err
 	}
+	s.x = x
 	a.xdp = x
 	a.reg.MustRegister(x.prog)
-	return x.attachAll(all)
-}
-
-// selectLink is what the interface watcher follows: interfaces for TC
-// (agent.interfaces) and for XDP (agent.xdp.interfaces).
-func (a *agent) selectLink(name string, loopback bool) bool {
-	return a.links.currentSelector().Match(name, loopback) || (a.xdp != nil && a.xdp.wants(name, loopback))
-}
-
-// reloadXDP applies a changed [agent.xdp]. Turning XDP on or off needs
-// a restart; everything else applies now.
-func (a *agent) reloadXDP(c, n *config.Agent, res *control.ReloadResult) error {
-	if c.XDP.Enabled() != n.XDP.Enabled() {
-		res.NeedsRestart = append(res.NeedsRestart, "agent.xdp.interfaces")
-		n.XDP = c.XDP
-		return nil
-	}
-	if a.xdp == nil {
-		return nil
-	}
-	applied, restart, err := a.xdp.reconfigure(c.XDP, n.XDP)
-	if err != nil {
+	if err := x.attachAll(all); err != nil {
 		return err
 	}
-	res.Applied = append(res.Applied, applied...)
-	res.NeedsRestart = append(res.NeedsRestart, restart...)
-	if slices.Contains(restart, "agent.xdp.mode") {
-		n.XDP.Mode = c.XDP.Mode
+	w, err := ifwatch.Start(ifwatch.Options{
+		Select: x.wants,
+		Attach: func(l ifwatch.Link) error { return x.attach(l.Index, l.Name) },
+		Detach: func(l ifwatch.Link) { x.detach(l.Index, l.Name) },
+		Logger: a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("agent.xdp.interfaces: following interface changes: %w", err)
 	}
-	if slices.Contains(restart, "agent.xdp.state_file") {
-		n.XDP.StateFile = c.XDP.StateFile
-	}
+	x.watch = w
 	return nil
+}
+
+func (s *xdpStage) reconfigure(cur, next *config.Config) (reconfig, error) {
+	if s.x == nil {
+		var rc reconfig
+		if next.Agent.XDP.Enabled() {
+			// Off at start: turning it on needs a restart.
+			rc.needsRestart = []string{"agent.xdp.interfaces"}
+			next.Agent.XDP = cur.Agent.XDP
+		}
+		return rc, nil
+	}
+	return s.x.reconfigure(cur, next)
+}
+
+// stop detaches XDP everywhere: it runs before the interfaces stage
+// detaches TC, so from here on nothing is dropped.
+func (s *xdpStage) stop() error {
+	if s.x == nil {
+		return nil
+	}
+	if s.x.watch != nil {
+		_ = s.x.watch.Close()
+	}
+	return s.x.close()
 }
 
 func (c controlAgent) BlockList(context.Context) (control.Blocklist, error) {

@@ -116,6 +116,8 @@ type Program struct {
 	totals  map[int]map[rowKey]rawCounter
 	entries [6]int        // entries in block4, block6, hole4, hole6, host4, host6
 	errors  atomic.Uint64 // counter reads that failed (rfm_errors_total)
+	// prepared: PrepareRules wrote the generation not in use.
+	prepared bool
 }
 
 type rowKey struct {
@@ -222,8 +224,18 @@ func (p *Program) Close() error {
 
 // SetRules replaces the rule set at once: the new set is written to the
 // generation not in use, then one store to xdp_cfg switches every
-// packet after it to the new set. rules must have passed Check.
+// packet after it to the new set.
 func (p *Program) SetRules(rules []Rule) error {
+	if err := p.PrepareRules(rules); err != nil {
+		return err
+	}
+	return p.SwitchRules()
+}
+
+// PrepareRules writes rules into the generation not in use, where no
+// packet looks; SwitchRules makes them the rules in effect. Preparing
+// again replaces what was prepared.
+func (p *Program) PrepareRules(rules []Rule) error {
 	if err := Check(rules); err != nil {
 		return err
 	}
@@ -236,6 +248,7 @@ func (p *Program) SetRules(rules []Rule) error {
 	if err := p.foldGen(gen); err != nil {
 		return err
 	}
+	p.names[gen] = nil
 	if err := p.clearGenPrefixes(gen); err != nil {
 		return err
 	}
@@ -263,7 +276,20 @@ func (p *Program) SetRules(rules []Rule) error {
 		names[i] = r.Name
 	}
 	p.names[gen] = names
-	p.cfg.Gen = uint32(gen)
+	p.prepared = true
+	return nil
+}
+
+// SwitchRules puts the prepared rules in effect with one map write; no
+// packet sees part of one set and part of the other.
+func (p *Program) SwitchRules() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.prepared {
+		return errors.New("xdp: no rules prepared")
+	}
+	p.prepared = false
+	p.cfg.Gen ^= 1
 	return p.writeCfg()
 }
 
