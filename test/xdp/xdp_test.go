@@ -389,3 +389,55 @@ func xdpProgID(t *testing.T, ns, dev string) uint32 {
 	}
 	return id
 }
+
+// TestBlackholeFromBMP: a gobgpd in A reports its RIB over BMP to the
+// agent; a route it originates with 65535:666 for A's address makes XDP
+// drop the traffic to it, and withdrawing the route lets it through.
+func TestBlackholeFromBMP(t *testing.T) {
+	for _, bin := range []string{"gobgpd", "gobgp"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s (Debian package gobgpd)", bin)
+		}
+	}
+	l := newLab(t)
+	const bmpPort, bgpPort, apiPort = 11019, 10179, 10180
+	l.startAgent(t, fmt.Sprintf("blackhole_from_rib = true\n[agent.enrich.rib.bmp]\nhost = \"127.0.0.1\"\nport = %d\n", bmpPort))
+	conf := filepath.Join(l.dir, "gobgpd.toml")
+	if err := os.WriteFile(conf, []byte(lab.GoBGPD{AS: 65020, Addr: "127.0.0.1", Port: bgpPort,
+		BMP: &lab.GoBGPBMP{Port: bmpPort, SysName: "rtbh"}}.Config()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lab.Start(t, "gobgpd", l.A, "gobgpd", "-f", conf, "--api-hosts", fmt.Sprintf("127.0.0.1:%d", apiPort), "--pprof-disable", "-p", "-l", "info")
+	gobgp := func(args ...string) error {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", l.A, "gobgp", "-u", "127.0.0.1", "-p", fmt.Sprint(apiPort)}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("gobgp %v: %v: %s", args, err, out)
+		}
+		return nil
+	}
+	lab.Eventually(t, 20*time.Second, "gobgpd's API", func() error { return gobgp("global") })
+	if got := l.try(t, 7200, 20); got != 20 {
+		t.Fatalf("before the blackhole: %d of 20 arrived", got)
+	}
+	if err := gobgp("global", "rib", "-a", "ipv4", "add", addrA4+"/32", "community", "65535:666"); err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 20*time.Second, "traffic to the blackholed address dropped", func() error {
+		if got := l.try(t, 7201, 10); got != 0 {
+			return fmt.Errorf("%d of 10 arrived", got)
+		}
+		return nil
+	})
+	if v, _ := l.metric(t, "rfm_xdp_list_entries", map[string]string{"list": "blackhole"}); v != 1 {
+		t.Errorf("rfm_xdp_list_entries{list=blackhole} = %v, want 1", v)
+	}
+	if err := gobgp("global", "rib", "-a", "ipv4", "del", addrA4+"/32"); err != nil {
+		t.Fatal(err)
+	}
+	lab.Eventually(t, 20*time.Second, "traffic passes after the withdraw", func() error {
+		if got := l.try(t, 7202, 10); got != 10 {
+			return fmt.Errorf("%d of 10 arrived", got)
+		}
+		return nil
+	})
+}

@@ -471,3 +471,33 @@ func TestXDPChild(t *testing.T) {
 	fmt.Println("attached")
 	time.Sleep(time.Minute)
 }
+
+// TestDetachedBehindOurBack: when another process detaches the link
+// (BPF_LINK_DETACH), Holds turns false, which rfm_xdp_attached reports.
+func TestDetachedBehindOurBack(t *testing.T) {
+	l := newVethLab(t)
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if x, err = Load(Options{}); err != nil {
+			return err
+		}
+		if _, err := x.Attach(l.idxB, l.devB, ModeNative); err != nil {
+			return err
+		}
+		if !x.Holds(l.idxB) {
+			return errors.New("Holds false right after Attach")
+		}
+		x.mu.Lock()
+		lk := x.attached[l.idxB].link
+		x.mu.Unlock()
+		if err := lk.Detach(); err != nil {
+			return fmt.Errorf("detach the link as another process would: %w", err)
+		}
+		if x.Holds(l.idxB) {
+			return errors.New("Holds still true after the link was detached")
+		}
+		return nil
+	})
+	x.Close()
+}
