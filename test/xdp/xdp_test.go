@@ -250,6 +250,14 @@ func TestBlocklistLive(t *testing.T) {
 	if v, _ := l.metric(t, "rfm_xdp_packets_total", map[string]string{"ifname": devA, "rule": "blocklist", "action": "drop"}); v != n {
 		t.Errorf("rfm_xdp_packets_total blocklist drop = %v, want %d", v, n)
 	}
+	// Sampled at rate 1 like any packet: a flow of their own, labelled.
+	lab.Eventually(t, 5*time.Second, "the dropped packets' flow", func() error {
+		v, err := l.metric(t, "rfm_flow_estimated_packets_total", map[string]string{"ifname": devA, "direction": "ingress", "xdp": "dropped"})
+		if err != nil || v != n {
+			return fmt.Errorf("rfm_flow_estimated_packets_total{xdp=dropped} = %v, want %d (%v)", v, n, err)
+		}
+		return nil
+	})
 	out := l.rfm(t, "block", "list", "--json")
 	var list struct {
 		Entries []struct{ Prefix, Reason string }

@@ -501,3 +501,31 @@ func TestDetachedBehindOurBack(t *testing.T) {
 	})
 	x.Close()
 }
+
+// TestVethGenericMode: in generic (skb) mode the rules act the same.
+func TestVethGenericMode(t *testing.T) {
+	l := newVethLab(t)
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if x, err = Load(Options{}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{{Name: "no-7300", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{7300, 7300}}}}); err != nil {
+			return err
+		}
+		mode, err := x.Attach(l.idxB, l.devB, ModeGeneric)
+		if err == nil && mode != ModeGeneric {
+			err = fmt.Errorf("mode %s, want generic", mode)
+		}
+		return err
+	})
+	t.Cleanup(func() { x.Close() })
+	for port, want := range map[int]int{7300: 0, 7301: 10} {
+		r := l.receiver(t, fmt.Sprintf("198.18.0.2:%d", port))
+		send(t, l.nsA, "198.18.0.1:6000", fmt.Sprintf("198.18.0.2:%d", port), 10, 16)
+		if got := r.count(); got != want {
+			t.Errorf("generic mode, port %d: %d of 10 arrived, want %d", port, got, want)
+		}
+	}
+}
