@@ -37,15 +37,18 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-echo "== BPF object matches bpf/rfm.c"
+echo "== BPF objects match bpf/rfm.c and bpf/xdp.c"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cp internal/datapath/rfm_bpfel.o "$tmp/committed.o"
-go generate ./internal/datapath
-if ! cmp -s internal/datapath/rfm_bpfel.o "$tmp/committed.o"; then
-	echo "internal/datapath/rfm_bpfel.o is stale: run 'go generate ./internal/datapath' and commit it" >&2
-	exit 1
-fi
+for obj in internal/datapath/rfm_bpfel.o internal/datapath/xdp/xdpobj_bpfel.o; do
+	pkg=$(dirname "$obj")
+	cp "$obj" "$tmp/committed.o"
+	go generate "./$pkg"
+	if ! cmp -s "$obj" "$tmp/committed.o"; then
+		echo "$obj is stale: run 'go generate ./$pkg' and commit it" >&2
+		exit 1
+	fi
+done
 
 echo "== gofmt and go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

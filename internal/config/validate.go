@@ -67,6 +67,9 @@ func Validate(c *Config, ifaces InterfaceLister) error {
 	if _, err := ResolveInterfaces(c, ifaces); err != nil {
 		return err
 	}
+	if e := checkXDPInterfacesExist(c, ifaces); e != nil {
+		return e
+	}
 	return ValidateFiles(c)
 }
 

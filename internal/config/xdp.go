@@ -4,8 +4,10 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -319,4 +321,27 @@ func XDPWarnings(c *Config) []string {
 		}
 	}
 	return out
+}
+
+// checkXDPInterfacesExist requires every interface agent.xdp.interfaces
+// names (not patterns) to exist, as agent.interfaces does.
+func checkXDPInterfacesExist(c *Config, ifaces InterfaceLister) *Error {
+	names := c.Agent.XDP.Interfaces
+	if len(names) == 0 {
+		return nil
+	}
+	if ifaces == nil {
+		ifaces = SystemInterfaces
+	}
+	all, err := ifaces()
+	if err != nil {
+		return &Error{Key: "agent.xdp.interfaces", Reason: "listing network interfaces: " + err.Error()}
+	}
+	for i, name := range names {
+		if IsInterfacePattern(name) || slices.ContainsFunc(all, func(ifc net.Interface) bool { return ifc.Name == name }) {
+			continue
+		}
+		return keyError(fmt.Sprintf("agent.xdp.interfaces[%d]", i), name, "no such interface on this system")
+	}
+	return nil
 }

@@ -155,3 +155,11 @@ action = "pass"
 		t.Errorf("warnings\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestXDPInterfacesMustExist(t *testing.T) {
+	c := mustParse(t, base+"[agent.xdp]\ninterfaces = [\"eth0\", \"veth*\", \"eth9\"]\n")
+	err := Validate(c, fakeInterfaces("eth0", "eth1"))
+	if err == nil || !strings.Contains(err.Error(), `agent.xdp.interfaces[2] = "eth9": no such interface on this system`) {
+		t.Errorf("Validate: %v", err)
+	}
+}
