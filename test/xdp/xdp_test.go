@@ -56,6 +56,8 @@ var seq atomic.Uint32
 type testbed struct {
 	A, B string
 	dir  string // config, state file and control socket
+	// xdpIfaces is agent.xdp.interfaces as TOML; "" means [devA].
+	xdpIfaces string
 }
 
 func newLab(t *testing.T) *testbed {
@@ -75,6 +77,13 @@ func newLab(t *testing.T) *testbed {
 
 func (l *testbed) socket() string { return filepath.Join(l.dir, "rfm.sock") }
 
+func (l *testbed) xdpIfacesTOML() string {
+	if l.xdpIfaces != "" {
+		return l.xdpIfaces
+	}
+	return fmt.Sprintf("[%q]", devA)
+}
+
 // writeConfig writes rfm.toml with XDP on devA and the given rules
 // (TOML of [[agent.xdp.rules]] tables).
 func (l *testbed) writeConfig(t *testing.T, rules string) string {
@@ -89,10 +98,10 @@ port = 9669
 [agent.control]
 socket = %q
 [agent.xdp]
-interfaces = [%q]
+interfaces = %s
 mode = "native"
 state_file = %q
-`, devA, l.socket(), devA, filepath.Join(l.dir, "state", "blocklist.json")) + rules
+`, devA, l.socket(), l.xdpIfacesTOML(), filepath.Join(l.dir, "state", "blocklist.json")) + rules
 	path := filepath.Join(l.dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
@@ -445,6 +454,44 @@ func TestBlackholeFromBMP(t *testing.T) {
 	lab.Eventually(t, 20*time.Second, "traffic passes after the withdraw", func() error {
 		if got := l.try(t, 7202, 10); got != 10 {
 			return fmt.Errorf("%d of 10 arrived", got)
+		}
+		return nil
+	})
+}
+
+// TestXDPHotplug: an interface that appears later and matches
+// agent.xdp.interfaces gets the program (here without TC: agent.interfaces
+// names only devA); when it goes, nothing is left behind.
+func TestXDPHotplug(t *testing.T) {
+	l := newLab(t)
+	l.xdpIfaces = `["rfmq*"]`
+	l.startAgent(t, "")
+	lab.Run(t, "ip", "-n", l.A, "link", "add", "rfmqhot0", "type", "veth", "peer", "name", "rfmqhot1")
+	lab.Run(t, "ip", "-n", l.A, "link", "set", "rfmqhot0", "up")
+	lab.Run(t, "ip", "-n", l.A, "link", "set", "rfmqhot1", "up")
+	for _, dev := range []string{"rfmqhot0", "rfmqhot1"} {
+		lab.Eventually(t, 10*time.Second, "XDP on the new "+dev, func() error {
+			v, err := l.metric(t, "rfm_xdp_attached", map[string]string{"ifname": dev})
+			if err != nil || v != 1 {
+				return fmt.Errorf("rfm_xdp_attached{ifname=%s} = %v (%v)", dev, v, err)
+			}
+			if xdpProgID(t, l.A, dev) == 0 {
+				return errors.New("no program on the interface")
+			}
+			return nil
+		})
+	}
+	if v, _ := l.metric(t, "rfm_interface_attached", map[string]string{"ifname": "rfmqhot0"}); v != 0 {
+		t.Errorf("TC attached to rfmqhot0, which agent.interfaces does not select")
+	}
+	lab.Run(t, "ip", "-n", l.A, "link", "del", "rfmqhot0")
+	lab.Eventually(t, 10*time.Second, "the gone interfaces leave the metrics", func() error {
+		v, err := l.metric(t, "rfm_xdp_attached", map[string]string{"ifname": "rfmqhot0"})
+		if err != nil {
+			return err
+		}
+		if w, _ := l.metric(t, "rfm_xdp_attached", map[string]string{"ifname": "rfmqhot1"}); v != 0 || w != 0 {
+			return fmt.Errorf("rfm_xdp_attached still %v and %v", v, w)
 		}
 		return nil
 	})

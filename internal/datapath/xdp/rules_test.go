@@ -203,3 +203,36 @@ func randomFrame(rng *rand.Rand) []byte {
 	}
 	return ipv4Frame(randomAddr(rng, false).String(), randomAddr(rng, false).String(), proto, frag, payload)
 }
+
+// TestRateLimitKeys: a rate_limit bucket is per source /32 (IPv4) and
+// /64 (IPv6), per rule. At 1 packet/s the first packet of a source
+// passes and the next one within the second is dropped.
+func TestRateLimitKeys(t *testing.T) {
+	p := loadProgram(t)
+	if err := p.SetRules([]Rule{{Name: "one-per-second", Action: ActionRateLimit, PPS: 1, Proto: AnyProto}}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		src  string
+		want uint32
+	}{
+		{"2001:db8::1", xdpPass},
+		{"2001:db8::2", xdpDrop},      // same /64
+		{"2001:db8:0:1::1", xdpPass},  // another /64
+		{"198.18.0.1", xdpPass},       // IPv4: per address
+		{"198.18.0.2", xdpPass},       //
+		{"198.18.0.1", xdpDrop},       // its second packet
+		{"2001:db8:0:1::99", xdpDrop}, // the second /64's second packet
+	}
+	for _, s := range steps {
+		var f []byte
+		if netip.MustParseAddr(s.src).Is4() {
+			f = ipv4Frame(s.src, "198.19.0.1", 17, 0, l4(1, 2, 4))
+		} else {
+			f = ipv6Frame(s.src, "2001:db8:ffff::1", 17, -1, l4(1, 2, 4))
+		}
+		if got := runFrame(t, p.Prog(), f); got != s.want {
+			t.Errorf("source %s: verdict %d, want %d", s.src, got, s.want)
+		}
+	}
+}
