@@ -241,8 +241,15 @@ struct xdp_counter {
 };
 
 struct xdp_iface {
+	__u32 ifindex; // 0: a free entry
 	__u32 slot;
 };
+
+// Interfaces find their counter slot in an array indexed by ifindex
+// modulo XDP_IFACE_TABLE, checked against the ifindex stored there (an
+// array lookup is inlined; a hash lookup cost ~10 ns per counted
+// packet). One whose entry another interface holds is in xdp_ifaces_spill.
+#define XDP_IFACE_TABLE 4096
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -350,13 +357,20 @@ struct {
 	__type(value, struct xdp_bucket);
 } xdp_buckets SEC(".maps");
 
-// ifindex -> counter slot of an interface the program is attached to.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDP_IFACE_TABLE);
+	__type(key, __u32);
+	__type(value, struct xdp_iface);
+} xdp_ifaces SEC(".maps");
+
+// ifindex -> counter slot, for interfaces whose xdp_ifaces entry was taken.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, XDP_MAX_IFACES);
 	__type(key, __u32);
-	__type(value, struct xdp_iface);
-} xdp_ifaces SEC(".maps");
+	__type(value, __u32);
+} xdp_ifaces_spill SEC(".maps");
 
 // By (slot * 2 + gen) * XDP_ROWS + row: each generation has its own rows,
 // so userspace can fold a retired generation's counts under the names of
@@ -648,10 +662,20 @@ static __always_inline void xdp_count_row(struct xdp_md *ctx, __u32 gen, __u32 r
 					  __u32 bytes)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
-	struct xdp_iface *i = bpf_map_lookup_elem(&xdp_ifaces, &ifindex);
-	if (!i || i->slot >= XDP_MAX_IFACES)
+	__u32 key = ifindex & (XDP_IFACE_TABLE - 1);
+	__u32 slot;
+	struct xdp_iface *i = bpf_map_lookup_elem(&xdp_ifaces, &key);
+	if (i && i->ifindex == ifindex) {
+		slot = i->slot;
+	} else {
+		__u32 *spilled = bpf_map_lookup_elem(&xdp_ifaces_spill, &ifindex);
+		if (!spilled)
+			return;
+		slot = *spilled;
+	}
+	if (slot >= XDP_MAX_IFACES)
 		return;
-	__u32 k = (i->slot * 2 + (gen & 1)) * XDP_ROWS + row;
+	__u32 k = (slot * 2 + (gen & 1)) * XDP_ROWS + row;
 	struct xdp_counter *c = bpf_map_lookup_elem(&xdp_counters, &k);
 	if (c) {
 		c->packets[drop & 1]++;

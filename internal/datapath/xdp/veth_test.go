@@ -529,3 +529,46 @@ func TestVethGenericMode(t *testing.T) {
 		}
 	}
 }
+
+// TestSpilledInterfaceSlot: an interface whose xdp_ifaces entry another
+// ifindex holds (equal modulo 4096) is counted through the spill hash.
+func TestSpilledInterfaceSlot(t *testing.T) {
+	l := newVethLab(t)
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if x, err = Load(Options{}); err != nil {
+			return err
+		}
+		occupant := rawIface{Ifindex: uint32(l.idxB) + ifaceTable, Slot: MaxInterfaces - 1}
+		if err := x.maps[xdpobjMapXdpIfaces].Put(uint32(l.idxB)%ifaceTable, occupant); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{{Name: "no-7400", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{7400, 7400}}}}); err != nil {
+			return err
+		}
+		if _, err = x.Attach(l.idxB, l.devB, ModeNative); err != nil {
+			return err
+		}
+		var kept rawIface
+		var slot uint32
+		if err := x.maps[xdpobjMapXdpIfaces].Lookup(uint32(l.idxB)%ifaceTable, &kept); err != nil || kept != occupant {
+			return fmt.Errorf("the occupant's entry became %+v (%v)", kept, err)
+		}
+		return x.maps[xdpobjMapXdpIfacesSpill].Lookup(uint32(l.idxB), &slot)
+	})
+	t.Cleanup(func() { x.Close() })
+	send(t, l.nsA, "198.18.0.1:6000", "198.18.0.2:7400", 10, 16)
+	lab.Eventually(t, 5*time.Second, "the spilled interface's drops counted", func() error {
+		cs, err := x.Counters()
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if c.Rule == "no-7400" && c.Action == "drop" && c.Packets == 10 {
+				return nil
+			}
+		}
+		return fmt.Errorf("counters %+v", cs)
+	})
+}

@@ -362,7 +362,7 @@ func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*att
 	if err := p.zeroRows(slot); err != nil {
 		return nil, fmt.Errorf("xdp %s: %w", name, err)
 	}
-	if err := p.maps[xdpobjMapXdpIfaces].Put(uint32(ifindex), slot); err != nil {
+	if err := p.putIfaceSlot(ifindex, slot); err != nil {
 		return nil, fmt.Errorf("xdp %s: write interface slot: %w", name, err)
 	}
 	try := []Mode{mode}
@@ -381,7 +381,7 @@ func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*att
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", m, err))
 	}
-	p.maps[xdpobjMapXdpIfaces].Delete(uint32(ifindex))
+	p.clearIfaceSlot(ifindex)
 	// Someone may have attached between the check and the attach.
 	if other, _ := foreignProgram(ifindex); other != "" {
 		return nil, fmt.Errorf("xdp %s: %s already holds XDP on this interface; rfm does not replace it", name, other)
@@ -423,7 +423,7 @@ func (p *Program) Detach(ifindex int) error {
 		return nil
 	}
 	err := a.link.Close()
-	p.maps[xdpobjMapXdpIfaces].Delete(uint32(ifindex))
+	p.clearIfaceSlot(ifindex)
 	p.mu.Lock()
 	p.slotUsed[a.slot] = false
 	p.mu.Unlock()
@@ -707,3 +707,37 @@ func (p *Program) Prog() *ebpf.Program { return p.prog }
 
 // Floor is an empty XDP program: the cost floor in benchmarks.
 func (p *Program) Floor() *ebpf.Program { return p.floor }
+
+// ifaceTable is XDP_IFACE_TABLE of bpf/xdp.c.
+const ifaceTable = 4096
+
+// Mirrors struct xdp_iface.
+type rawIface struct {
+	Ifindex uint32
+	Slot    uint32
+}
+
+// putIfaceSlot writes where the program finds the interface's counter
+// slot: its xdp_ifaces entry, or the spill hash when another interface
+// holds that entry.
+func (p *Program) putIfaceSlot(ifindex int, slot uint32) error {
+	entry := uint32(ifindex) % ifaceTable
+	var cur rawIface
+	if err := p.maps[xdpobjMapXdpIfaces].Lookup(entry, &cur); err != nil {
+		return err
+	}
+	if cur.Ifindex != 0 && cur.Ifindex != uint32(ifindex) {
+		return p.maps[xdpobjMapXdpIfacesSpill].Put(uint32(ifindex), slot)
+	}
+	return p.maps[xdpobjMapXdpIfaces].Put(entry, rawIface{Ifindex: uint32(ifindex), Slot: slot})
+}
+
+// clearIfaceSlot removes what putIfaceSlot wrote.
+func (p *Program) clearIfaceSlot(ifindex int) {
+	entry := uint32(ifindex) % ifaceTable
+	var cur rawIface
+	if err := p.maps[xdpobjMapXdpIfaces].Lookup(entry, &cur); err == nil && cur.Ifindex == uint32(ifindex) {
+		p.maps[xdpobjMapXdpIfaces].Put(entry, rawIface{})
+	}
+	p.maps[xdpobjMapXdpIfacesSpill].Delete(uint32(ifindex))
+}

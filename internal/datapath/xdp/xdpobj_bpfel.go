@@ -36,6 +36,7 @@ const (
 	xdpobjMapXdpHost4            = "xdp_host4"
 	xdpobjMapXdpHost6            = "xdp_host6"
 	xdpobjMapXdpIfaces           = "xdp_ifaces"
+	xdpobjMapXdpIfacesSpill      = "xdp_ifaces_spill"
 	xdpobjMapXdpPorts            = "xdp_ports"
 	xdpobjMapXdpProto            = "xdp_proto"
 	xdpobjMapXdpRulePfx          = "xdp_rule_pfx"
@@ -113,6 +114,7 @@ type xdpobjMapSpecs struct {
 	XdpHost4            *ebpf.MapSpec `ebpf:"xdp_host4"`
 	XdpHost6            *ebpf.MapSpec `ebpf:"xdp_host6"`
 	XdpIfaces           *ebpf.MapSpec `ebpf:"xdp_ifaces"`
+	XdpIfacesSpill      *ebpf.MapSpec `ebpf:"xdp_ifaces_spill"`
 	XdpPorts            *ebpf.MapSpec `ebpf:"xdp_ports"`
 	XdpProto            *ebpf.MapSpec `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.MapSpec `ebpf:"xdp_rule_pfx"`
@@ -164,6 +166,7 @@ type xdpobjMaps struct {
 	XdpHost4            *ebpf.Map `ebpf:"xdp_host4"`
 	XdpHost6            *ebpf.Map `ebpf:"xdp_host6"`
 	XdpIfaces           *ebpf.Map `ebpf:"xdp_ifaces"`
+	XdpIfacesSpill      *ebpf.Map `ebpf:"xdp_ifaces_spill"`
 	XdpPorts            *ebpf.Map `ebpf:"xdp_ports"`
 	XdpProto            *ebpf.Map `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.Map `ebpf:"xdp_rule_pfx"`
@@ -191,6 +194,7 @@ func (m *xdpobjMaps) Close() error {
 		m.XdpHost4,
 		m.XdpHost6,
 		m.XdpIfaces,
+		m.XdpIfacesSpill,
 		m.XdpPorts,
 		m.XdpProto,
 		m.XdpRulePfx,
