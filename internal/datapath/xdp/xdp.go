@@ -113,15 +113,11 @@ type Program struct {
 	slotUsed [MaxInterfaces]bool
 	// totals are counts of retired generations, folded by rule name so
 	// they survive a reload; by ifindex.
-	totals  map[int]map[rowKey]rawCounter
+	totals  map[int]map[string]rawCounter
 	entries [6]int        // entries in block4, block6, hole4, hole6, host4, host6
 	errors  atomic.Uint64 // counter reads that failed (rfm_errors_total)
 	// prepared: PrepareRules wrote the generation not in use.
 	prepared bool
-}
-
-type rowKey struct {
-	rule string
 }
 
 type attachment struct {
@@ -150,7 +146,7 @@ func Load(opts Options) (*Program, error) {
 		ms.MaxEntries = m.MaxEntries()
 		replace[name] = m
 	}
-	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[rowKey]rawCounter{}}
+	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[string]rawCounter{}}
 	for name, ms := range spec.Maps {
 		if m, ok := replace[name]; ok {
 			p.maps[name] = m
@@ -505,7 +501,7 @@ func (p *Program) foldGen(gen uint8) error {
 		}
 		t := p.totals[a.index]
 		if t == nil {
-			t = map[rowKey]rawCounter{}
+			t = map[string]rawCounter{}
 			p.totals[a.index] = t
 		}
 		for row, c := range cur {
@@ -513,12 +509,12 @@ func (p *Program) foldGen(gen uint8) error {
 			if name == "" {
 				continue
 			}
-			sum := t[rowKey{name}]
+			sum := t[name]
 			for v := range 2 {
 				sum.Packets[v] += c.Packets[v]
 				sum.Bytes[v] += c.Bytes[v]
 			}
-			t[rowKey{name}] = sum
+			t[name] = sum
 		}
 		if err := p.zeroGen(a.slot, gen); err != nil {
 			return err
@@ -564,8 +560,8 @@ func (p *Program) Counters() ([]Counter, error) {
 	var out []Counter
 	for _, a := range p.attached {
 		sums := map[string]rawCounter{}
-		for k, c := range p.totals[a.index] {
-			sums[k.rule] = c
+		for name, c := range p.totals[a.index] {
+			sums[name] = c
 		}
 		for gen := range uint8(2) {
 			cur, err := p.readRows(a.slot, gen)
