@@ -572,3 +572,51 @@ func TestSpilledInterfaceSlot(t *testing.T) {
 		return fmt.Errorf("counters %+v", cs)
 	})
 }
+
+// TestCountersFollowRuleNames: a rule's counters continue across rule
+// set changes while its name stays, wherever it moves in the list, also
+// once its old generation is reused.
+func TestCountersFollowRuleNames(t *testing.T) {
+	l := newVethLab(t)
+	var x *Program
+	drop := Rule{Name: "no-7500", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{7500, 7500}}}
+	other := Rule{Name: "other", Action: ActionPass, Proto: 6}
+	l.inB(t, func() error {
+		var err error
+		if x, err = Load(Options{}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{drop}); err != nil {
+			return err
+		}
+		_, err = x.Attach(l.idxB, l.devB, ModeNative)
+		return err
+	})
+	t.Cleanup(func() { x.Close() })
+	dropped := func() uint64 {
+		cs, err := x.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Rule == "no-7500" && c.Action == "drop" {
+				return c.Packets
+			}
+		}
+		return 0
+	}
+	want := uint64(0)
+	for i, rules := range [][]Rule{{drop}, {other, drop}, {drop, other}, {other, drop}} {
+		if err := x.SetRules(rules); err != nil {
+			t.Fatal(err)
+		}
+		send(t, l.nsA, "198.18.0.1:6000", "198.18.0.2:7500", 5, 16)
+		want += 5
+		lab.Eventually(t, 5*time.Second, "drops counted", func() error {
+			if got := dropped(); got != want {
+				return fmt.Errorf("set %d: no-7500 dropped %d, want %d", i, got, want)
+			}
+			return nil
+		})
+	}
+}
