@@ -7,6 +7,7 @@
 package xdp
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,12 +21,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/stepbrobd/rfm/internal/control"
 	"github.com/stepbrobd/rfm/test/lab"
 )
 
@@ -495,4 +498,75 @@ func TestXDPHotplug(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBlockTakesEffectAtOnce: while B streams datagrams at A, a
+// blocklist add over the control API stops them: nothing arrives after
+// the call returned. The call's own duration (which includes writing the
+// state file) is logged: it bounds how long the block took to act.
+func TestBlockTakesEffectAtOnce(t *testing.T) {
+	l := newLab(t)
+	l.startAgent(t, "")
+	c := lab.UDPConn(t, l.A, addrA4+":7600", "")
+	// The kernel stamps each datagram as it enters the stack, past XDP:
+	// a reader that runs late cannot make a packet look late.
+	raw, _ := c.SyscallConn()
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) })
+	var last atomic.Int64 // kernel arrival time of the latest datagram, Unix ns
+	var got atomic.Int64
+	go func() {
+		buf, oob := make([]byte, 64), make([]byte, 128)
+		for {
+			_, oobn, _, _, err := c.ReadMsgUDP(buf, oob)
+			if err != nil {
+				return
+			}
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+					ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+					last.Store(ts.Nano())
+				}
+			}
+			got.Add(1)
+		}
+	}()
+	s := lab.UDPConn(t, l.B, addrB4+":5000", addrA4+":7600")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 32)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			s.Write(buf)
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	lab.Eventually(t, 5*time.Second, "the stream arrives", func() error {
+		if got.Load() < 100 {
+			return errors.New("fewer than 100 datagrams yet")
+		}
+		return nil
+	})
+	client := control.NewClient(l.socket())
+	defer client.Close()
+	start := time.Now()
+	if err := client.Do(context.Background(), control.BlockAddCall(netip.MustParsePrefix(addrB4+"/32"), 0, ""), nil); err != nil {
+		t.Fatal(err)
+	}
+	returned := time.Now()
+	before := got.Load()
+	time.Sleep(200 * time.Millisecond) // the stream goes on, blocked, for a while
+	close(stop)
+	<-done
+	lastAt := time.Unix(0, last.Load())
+	t.Logf("block call took %s; the last datagram arrived %s after the call started", returned.Sub(start), lastAt.Sub(start))
+	if lastAt.After(returned) {
+		t.Errorf("a datagram arrived %s after the block call returned (%d before, %d after)", lastAt.Sub(returned), before, got.Load())
+	}
 }
