@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 func loadProgram(t testing.TB) *Program {
@@ -234,5 +236,46 @@ func TestRateLimitKeys(t *testing.T) {
 		if got := runFrame(t, p.Prog(), f); got != s.want {
 			t.Errorf("source %s: verdict %d, want %d", s.src, got, s.want)
 		}
+	}
+}
+
+// TestRuleSwapIsAtomic alternates two rule sets while packets run. A
+// packet from 198.18.0.1 to port 2000 passes under both (set X wants
+// port 1000, set Y another source); only a packet that saw X's prefixes
+// with Y's ports would be dropped. None may be.
+func TestRuleSwapIsAtomic(t *testing.T) {
+	p := loadProgram(t)
+	x := []Rule{{Name: "a", Action: ActionDrop, Proto: 17, Src: pfx("198.18.0.1/32"), DstPorts: []PortRange{{1000, 1000}}}}
+	y := []Rule{{Name: "a", Action: ActionDrop, Proto: 17, Src: pfx("198.18.0.2/32"), DstPorts: []PortRange{{2000, 2000}}}}
+	frame := ipv4Frame("198.18.0.1", "198.19.0.1", 17, 0, l4(5, 2000, 8))
+	stop := make(chan struct{})
+	drops := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				drops <- n
+				return
+			default:
+			}
+			ret, err := p.Prog().Run(&ebpf.RunOptions{Data: frame, Repeat: 100})
+			if err == nil && ret == xdpDrop {
+				n++
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		rules := x
+		if i%2 == 1 {
+			rules = y
+		}
+		if err := p.SetRules(rules); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if n := <-drops; n != 0 {
+		t.Errorf("%d test runs dropped a packet neither rule set drops", n)
 	}
 }
