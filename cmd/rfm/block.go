@@ -83,7 +83,7 @@ func prefixArg(cmd *cobra.Command, args []string) error {
 func renderBlockEntry(w io.Writer, e control.BlockEntry) error {
 	until := "until removed"
 	if e.Expires != nil {
-		until = "until " + e.Expires.Local().Format(time.DateTime)
+		until = "until " + e.Expires.UTC().Format(time.RFC3339)
 	}
 	_, err := fmt.Fprintf(w, "blocking %s %s\n", e.Prefix, until)
 	return err
@@ -109,9 +109,9 @@ func renderBlocklist(w io.Writer, l control.Blocklist) error {
 	for _, e := range l.Entries {
 		exp := "-"
 		if e.Expires != nil {
-			exp = e.Expires.Local().Format(time.DateTime)
+			exp = e.Expires.UTC().Format(time.RFC3339)
 		}
-		row(t, e.Prefix, e.Added.Local().Format(time.DateTime), exp, e.Reason)
+		row(t, e.Prefix, e.Added.UTC().Format(time.RFC3339), exp, e.Reason)
 	}
 	return t.Flush()
 }

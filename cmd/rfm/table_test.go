@@ -110,6 +110,25 @@ func TestRender(t *testing.T) {
 			return renderReload(b, control.ReloadResult{Applied: []string{"agent.bpf.sample_rate", "agent.collector.eviction_timeout"}, NeedsRestart: []string{"agent.bpf.ring_buf_size"}})
 		}},
 		{"reload_nothing", func(b *bytes.Buffer) error { return renderReload(b, control.ReloadResult{}) }},
+		{"status_xdp", func(b *bytes.Buffer) error {
+			return renderXDPStatus(b, &control.XDPStatus{Rules: 2, Blocklist: 3, Blackholes: 1,
+				Interfaces: []control.XDPInterfaceStatus{
+					{Name: "eth0", Index: 2, Mode: "native", Attached: true, Hits: []control.XDPRuleHits{
+						{Rule: "blocklist", Action: "drop", Packets: 1200, Bytes: 76800},
+						{Rule: "no-ntp-amplification", Action: "drop", Packets: 5, Bytes: 2500},
+					}},
+					{Name: "eth1", Index: 3, Mode: "generic", Attached: false},
+				},
+				Failed: []control.XDPFailure{{Index: 4, Error: `xdp eth2: XDP program "fw" (id 7) already holds XDP on this interface; rfm does not replace it`}},
+			})
+		}},
+		{"block_list", func(b *bytes.Buffer) error {
+			exp := t0.Add(10 * time.Minute)
+			return renderBlocklist(b, control.Blocklist{Entries: []control.BlockEntry{
+				{Prefix: "198.18.7.0/24", Added: t0, Expires: &exp, Reason: "scanner"},
+				{Prefix: "2001:db8:bad::/48", Added: t0},
+			}})
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
