@@ -318,6 +318,11 @@ func (x *xdpPath) status() *control.XDPStatus {
 	}
 	x.mu.Lock()
 	for idx, why := range x.failed {
+		// The watcher reports no detach for a link it never attached.
+		if _, err := net.InterfaceByIndex(idx); err != nil {
+			delete(x.failed, idx)
+			continue
+		}
 		st.Failed = append(st.Failed, control.XDPFailure{Index: idx, Error: why})
 	}
 	st.Blackholes = len(x.holes)
