@@ -296,12 +296,14 @@ func TestVethBlocklistAndBlackhole(t *testing.T) {
 	try("blackhole removed", "198.18.0.5:6000", "198.18.0.2:7006", 10)
 	set(ListBlackhole, "2001:db8::1/128", true) // a source: not dropped
 	try("blackhole matches destinations only", "[2001:db8::1]:6000", "[2001:db8::2]:7007", 10)
+	set(ListBlackhole, "2001:db8::/126", true) // holds ::2, the destination
+	try("blackholed IPv6 destination", "[2001:db8::1]:6000", "[2001:db8::2]:7010", 0)
 
 	cs, err := x.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]uint64{"blocklist/drop": 30, "blackhole/drop": 20}
+	want := map[string]uint64{"blocklist/drop": 30, "blackhole/drop": 30}
 	for _, c := range cs {
 		if w, ok := want[c.Rule+"/"+c.Action]; ok && c.Packets != w {
 			t.Errorf("%s %s: %d packets, want %d", c.Rule, c.Action, c.Packets, w)
