@@ -280,6 +280,22 @@ struct {
 	__type(value, __u64);
 } xdp_rule_pfx SEC(".maps");
 
+// IPv4 rule prefixes by /16 block, by (gen * 2 + side) * 65536 + the
+// address's top 16 bits: full holds the rules with a prefix covering the
+// whole block, part those with a longer prefix inside it. Only when a
+// candidate rule is in part alone does the trie have to be asked.
+struct xdp_block16 {
+	__u64 full;
+	__u64 part;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4 * 65536);
+	__type(key, __u32);
+	__type(value, struct xdp_block16);
+} xdp_pfx16 SEC(".maps");
+
 // Rules allowing each protocol, by gen * 256 + protocol.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -557,6 +573,23 @@ static __always_inline __u64 xdp_pfx_rules(__u32 gen, __u8 side, const struct xd
 	return m ? *m : 0;
 }
 
+// xdp_side_rules is the set of rules among want whose prefixes on side
+// contain addr: for IPv4 from the /16 table, asking the trie only when a
+// wanted rule has a longer prefix in the address's /16.
+static __always_inline __u64 xdp_side_rules(__u32 gen, __u8 side, const struct xdp_pkt *p,
+					    const __u8 *addr, __u64 want)
+{
+	if (p->fam != RFM_FAM_IPV4)
+		return xdp_pfx_rules(gen, side, p, addr);
+	__u32 k = (gen * 2 + side) * 65536 + (((__u32)addr[12] << 8) | addr[13]);
+	struct xdp_block16 *b = bpf_map_lookup_elem(&xdp_pfx16, &k);
+	if (!b)
+		return 0;
+	if (!(want & b->part & ~b->full))
+		return b->full;
+	return b->full | xdp_pfx_rules(gen, side, p, addr);
+}
+
 static __always_inline __u64 xdp_port_rules(__u32 gen, __u32 side, __u16 port, __u64 any,
 					    const struct xdp_pkt *p)
 {
@@ -618,13 +651,13 @@ static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p)
 	m &= xdp_port_rules(gen, 1, p->dport, g->dport_any, p);
 	if (!m)
 		return -1;
-	// Prefix tries only when a remaining rule has prefixes on that side.
+	// Prefixes only when a remaining rule has prefixes on that side.
 	if (m & ~g->src_any)
-		m &= g->src_any | xdp_pfx_rules(gen, 0, p, p->src);
+		m &= g->src_any | xdp_side_rules(gen, 0, p, p->src, m & ~g->src_any);
 	if (!m)
 		return -1;
 	if (m & ~g->dst_any)
-		m &= g->dst_any | xdp_pfx_rules(gen, 1, p, p->dst);
+		m &= g->dst_any | xdp_side_rules(gen, 1, p, p->dst, m & ~g->dst_any);
 	if (!m)
 		return -1;
 	return xdp_lowest_bit(m);

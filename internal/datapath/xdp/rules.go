@@ -195,6 +195,12 @@ type compiled struct {
 	proto    [256]uint64
 	ports    [2][65536]uint64 // by side: 0 source, 1 destination
 	prefixes map[rawRuleKey]uint64
+	block16  [2][65536]rawBlock16 // IPv4 by side and /16 (xdp_pfx16)
+}
+
+// Mirrors struct xdp_block16.
+type rawBlock16 struct {
+	Full, Part uint64
 }
 
 // Mirrors struct xdp_gen.
@@ -285,13 +291,29 @@ func compile(rules []Rule, gen uint8) *compiled {
 				own[p.Masked()] |= uint64(1) << i
 			}
 		}
-		for p := range own {
-			var bits uint64
+		for p, bits := range own {
+			var all uint64
 			for b := 0; b <= p.Bits(); b++ {
 				anc, _ := p.Addr().Prefix(b)
-				bits |= own[anc]
+				all |= own[anc]
 			}
-			c.prefixes[ruleKey(gen, side, p)] = bits
+			c.prefixes[ruleKey(gen, side, p)] = all
+			if !p.Addr().Is4() {
+				continue
+			}
+			// The /16 blocks: a prefix of /16 or shorter covers
+			// 2^(16-len) of them whole (distinct prefixes of one length
+			// cover distinct blocks, so this stays under 17 * 65536
+			// steps); a longer one is part of one block.
+			a := p.Addr().As4()
+			first := int(a[0])<<8 | int(a[1])
+			if p.Bits() <= 16 {
+				for blk := first; blk < first+1<<(16-p.Bits()); blk++ {
+					c.block16[side][blk].Full |= bits
+				}
+			} else {
+				c.block16[side][first].Part |= bits
+			}
 		}
 	}
 	return c

@@ -261,6 +261,11 @@ func (p *Program) PrepareRules(rules []Rule) error {
 			return fmt.Errorf("write XDP port table: %w", err)
 		}
 	}
+	for side := range 2 {
+		if err := putArray(p.maps[xdpobjMapXdpPfx16], (uint32(gen)*2+uint32(side))*65536, c.block16[side][:]); err != nil {
+			return fmt.Errorf("write XDP prefix block table: %w", err)
+		}
+	}
 	if err := putArray(p.maps[xdpobjMapXdpRules], uint32(gen)*MaxRules, c.rules[:]); err != nil {
 		return fmt.Errorf("write XDP rules: %w", err)
 	}

@@ -37,6 +37,7 @@ const (
 	xdpobjMapXdpHost6            = "xdp_host6"
 	xdpobjMapXdpIfaces           = "xdp_ifaces"
 	xdpobjMapXdpIfacesSpill      = "xdp_ifaces_spill"
+	xdpobjMapXdpPfx16            = "xdp_pfx16"
 	xdpobjMapXdpPorts            = "xdp_ports"
 	xdpobjMapXdpProto            = "xdp_proto"
 	xdpobjMapXdpRulePfx          = "xdp_rule_pfx"
@@ -115,6 +116,7 @@ type xdpobjMapSpecs struct {
 	XdpHost6            *ebpf.MapSpec `ebpf:"xdp_host6"`
 	XdpIfaces           *ebpf.MapSpec `ebpf:"xdp_ifaces"`
 	XdpIfacesSpill      *ebpf.MapSpec `ebpf:"xdp_ifaces_spill"`
+	XdpPfx16            *ebpf.MapSpec `ebpf:"xdp_pfx16"`
 	XdpPorts            *ebpf.MapSpec `ebpf:"xdp_ports"`
 	XdpProto            *ebpf.MapSpec `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.MapSpec `ebpf:"xdp_rule_pfx"`
@@ -167,6 +169,7 @@ type xdpobjMaps struct {
 	XdpHost6            *ebpf.Map `ebpf:"xdp_host6"`
 	XdpIfaces           *ebpf.Map `ebpf:"xdp_ifaces"`
 	XdpIfacesSpill      *ebpf.Map `ebpf:"xdp_ifaces_spill"`
+	XdpPfx16            *ebpf.Map `ebpf:"xdp_pfx16"`
 	XdpPorts            *ebpf.Map `ebpf:"xdp_ports"`
 	XdpProto            *ebpf.Map `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.Map `ebpf:"xdp_rule_pfx"`
@@ -195,6 +198,7 @@ func (m *xdpobjMaps) Close() error {
 		m.XdpHost6,
 		m.XdpIfaces,
 		m.XdpIfacesSpill,
+		m.XdpPfx16,
 		m.XdpPorts,
 		m.XdpProto,
 		m.XdpRulePfx,
