@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -40,9 +41,10 @@ type stateFile struct {
 const stateVersion = 1
 
 // Blocklist is the live blocklist: entries added and removed while the
-// agent runs, each written to the XDP program's blocklist trie, removed
-// when it expires, and kept in a state file so a restart finds them
-// again. Safe for concurrent use.
+// agent runs, each written to the XDP program's blocklist maps, removed
+// when it expires, and kept in a state file (a snapshot and a journal of
+// the changes since) so a restart finds them again. Safe for concurrent
+// use.
 type Blocklist struct {
 	path  string
 	apply func(netip.Prefix, bool) error // writes the kernel trie
@@ -52,11 +54,14 @@ type Blocklist struct {
 	entries map[netip.Prefix]Entry
 	timer   *time.Timer // fires at the earliest expiry
 	closed  bool
+	// journaled counts the changes in the journal since the snapshot.
+	journaled int
 }
 
-// OpenBlocklist reads the state file at path (a missing file is an empty
-// list), drops what expired meanwhile and applies the rest with apply
-// (prefix, true to add / false to remove).
+// OpenBlocklist reads the state at path (a missing file is an empty
+// list): the snapshot, then the changes journaled after it. It drops
+// what expired meanwhile, applies the rest with apply (prefix, true to
+// add / false to remove) and compacts the journal into a new snapshot.
 func OpenBlocklist(path string, apply func(netip.Prefix, bool) error) (*Blocklist, error) {
 	b := &Blocklist{path: path, apply: apply, now: time.Now, entries: map[netip.Prefix]Entry{}}
 	// Outside systemd (which makes StateDirectory) the directory may not
@@ -64,44 +69,134 @@ func OpenBlocklist(path string, apply func(netip.Prefix, bool) error) (*Blocklis
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("blocklist %s: %w", path, err)
 	}
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return b, nil
-	case err != nil:
-		return nil, fmt.Errorf("blocklist %s: %w", path, err)
-	}
-	var st stateFile
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("blocklist %s: not a blocklist state file: %w", path, err)
-	}
-	if st.Version != stateVersion {
-		return nil, fmt.Errorf("blocklist %s: version %d, this agent reads %d", path, st.Version, stateVersion)
+	if err := b.load(); err != nil {
+		return nil, err
 	}
 	now := b.now()
-	expired := 0
-	for _, e := range st.Entries {
-		if !e.Prefix.IsValid() || e.Prefix != e.Prefix.Masked() {
-			return nil, fmt.Errorf("blocklist %s: entry %q is not a prefix", path, e.Prefix)
-		}
+	for p, e := range b.entries {
 		if !e.Expires.IsZero() && !e.Expires.After(now) {
-			expired++
+			delete(b.entries, p)
 			continue
 		}
-		if err := apply(e.Prefix, true); err != nil {
+		if err := apply(p, true); err != nil {
 			return nil, fmt.Errorf("blocklist %s: %w", path, err)
 		}
-		b.entries[e.Prefix] = e
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.scheduleLocked()
-	if expired > 0 {
-		if err := b.saveLocked(); err != nil {
-			return nil, err
-		}
+	if err := b.compactLocked(); err != nil {
+		return nil, err
 	}
 	return b, nil
+}
+
+// load reads the snapshot and replays the journal into b.entries. A
+// journal line cut short by a crash (the last one) is ignored.
+func (b *Blocklist) load() error {
+	data, err := os.ReadFile(b.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("blocklist %s: %w", b.path, err)
+	default:
+		var st stateFile
+		if err := json.Unmarshal(data, &st); err != nil {
+			return fmt.Errorf("blocklist %s: not a blocklist state file: %w", b.path, err)
+		}
+		if st.Version != stateVersion {
+			return fmt.Errorf("blocklist %s: version %d, this agent reads %d", b.path, st.Version, stateVersion)
+		}
+		for _, e := range st.Entries {
+			if !e.Prefix.IsValid() || e.Prefix != e.Prefix.Masked() {
+				return fmt.Errorf("blocklist %s: entry %q is not a prefix", b.path, e.Prefix)
+			}
+			b.entries[e.Prefix] = e
+		}
+	}
+	journal, err := os.ReadFile(b.journalPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.journalPath(), err)
+	}
+	lines := strings.Split(string(journal), "\n")
+	for i, line := range lines {
+		if line == "" {
+			continue
+		}
+		var c change
+		if err := json.Unmarshal([]byte(line), &c); err != nil || !c.Entry.Prefix.IsValid() || c.Entry.Prefix != c.Entry.Prefix.Masked() {
+			if i == len(lines)-1 {
+				break // a write the agent did not finish
+			}
+			return fmt.Errorf("blocklist %s: line %d is not a change", b.journalPath(), i+1)
+		}
+		if c.Del {
+			delete(b.entries, c.Entry.Prefix)
+		} else {
+			b.entries[c.Entry.Prefix] = c.Entry
+		}
+	}
+	return nil
+}
+
+// change is one line of the journal.
+type change struct {
+	Del   bool  `json:"del,omitempty"`
+	Entry Entry `json:"entry"`
+}
+
+func (b *Blocklist) journalPath() string { return b.path + ".journal" }
+
+// recordLocked appends one change to the journal and syncs it: a change
+// costs one short write however long the list is. Past journalMax lines
+// and half as many as the list has entries, the journal is folded into a
+// new snapshot: a snapshot's cost, O(entries), comes once per that many
+// changes.
+func (b *Blocklist) recordLocked(c change) error {
+	line, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.path, err)
+	}
+	f, err := os.OpenFile(b.journalPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.journalPath(), err)
+	}
+	_, err = f.Write(append(line, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.journalPath(), err)
+	}
+	b.journaled++
+	if b.journaled > max(journalMax, len(b.entries)/2) {
+		return b.compactLocked()
+	}
+	return nil
+}
+
+// journalMax is how many changes the journal holds at least before it
+// is folded into the snapshot.
+const journalMax = 1024
+
+// compactLocked writes the snapshot, then empties the journal. A crash
+// between the two leaves a journal whose changes the snapshot already
+// holds; replaying them gives the same list.
+func (b *Blocklist) compactLocked() error {
+	if err := b.saveLocked(); err != nil {
+		return err
+	}
+	if err := os.Remove(b.journalPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blocklist %s: %w", b.journalPath(), err)
+	}
+	b.journaled = 0
+	return nil
 }
 
 // ParsePrefix reads a prefix or a single address (as a /32 or /128);
@@ -155,7 +250,7 @@ func (b *Blocklist) Add(p netip.Prefix, d time.Duration, reason string) (Entry, 
 	}
 	b.entries[p] = e
 	b.scheduleLocked()
-	return e, b.saveLocked()
+	return e, b.recordLocked(change{Entry: e})
 }
 
 // Del removes a prefix; it reports whether the prefix was on the list.
@@ -170,7 +265,7 @@ func (b *Blocklist) Del(p netip.Prefix) (bool, error) {
 	}
 	delete(b.entries, p)
 	b.scheduleLocked()
-	return true, b.saveLocked()
+	return true, b.recordLocked(change{Del: true, Entry: Entry{Prefix: p}})
 }
 
 // List returns the entries by prefix.
@@ -227,7 +322,6 @@ func (b *Blocklist) expire() {
 		return
 	}
 	now := b.now()
-	changed := false
 	for p, e := range b.entries {
 		if e.Expires.IsZero() || e.Expires.After(now) {
 			continue
@@ -236,12 +330,11 @@ func (b *Blocklist) expire() {
 			continue // stays listed; tried again at the next expiry
 		}
 		delete(b.entries, p)
-		changed = true
+		// Should the record fail, the entry is dropped again as
+		// expired when the list is next loaded.
+		b.recordLocked(change{Del: true, Entry: Entry{Prefix: p}})
 	}
 	b.scheduleLocked()
-	if changed {
-		b.saveLocked() // a failed write is retried by the next change
-	}
 }
 
 // saveLocked writes the state file atomically: a temporary file in the

