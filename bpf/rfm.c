@@ -301,6 +301,29 @@ static __always_inline int rfm_has_ports(__u8 proto)
 	       proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
 }
 
+// ICMP and ICMPv6 have no ports; their type and code go where NetFlow
+// puts them, the destination port (type * 256 + code, source port 0), so
+// an echo request, a time-exceeded and a port-unreachable between two
+// hosts are three flows and common decoders show the type. The first
+// four bytes of the L4 header are read either way (type, code and the
+// checksum of ICMP): a shorter ICMP message is malformed.
+static __always_inline int rfm_has_l4_key(__u8 proto, __u8 icmp_proto)
+{
+	return rfm_has_ports(proto) || proto == icmp_proto;
+}
+
+// rfm_set_ports fills the event's ports from the first four L4 bytes.
+static __always_inline void rfm_set_ports(struct rfm_event *e, const __u8 *p, __u8 icmp_proto)
+{
+	if (e->proto == icmp_proto) {
+		e->sport = 0;
+		e->dport = ((__u16)p[0] << 8) | p[1];
+		return;
+	}
+	e->sport = ((__u16)p[0] << 8) | p[1];
+	e->dport = ((__u16)p[2] << 8) | p[3];
+}
+
 // Headers are copied with bpf_skb_load_bytes, which reads paged data of
 // GSO/GRO packets too, and never changes the packet: a monitor must not
 // linearise what it watches, so there is no bpf_skb_pull_data.
@@ -446,7 +469,7 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3, int g
 	h->ip_len = tot_len;
 
 	__u16 frag = ((__u16)ip[6] << 8 | ip[7]) & 0x1fff;
-	if (frag != 0 || !rfm_has_ports(e->proto))
+	if (frag != 0 || !rfm_has_l4_key(e->proto, IPPROTO_ICMP))
 		return 0; // later fragments carry no transport header
 
 	// Ports must lie inside the IP packet, not in Ethernet padding.
@@ -458,8 +481,7 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3, int g
 		if (rfm_load(skb, l4, ip + 20, 4))
 			return -1;
 	}
-	e->sport = ((__u16)p[0] << 8) | p[1];
-	e->dport = ((__u16)p[2] << 8) | p[3];
+	rfm_set_ports(e, p, IPPROTO_ICMP);
 	if (gso)
 		rfm_l4_hdr_len(skb, l4, e->proto, h);
 	return 0;
@@ -525,15 +547,14 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3, int g
 		break;
 	}
 	e->proto = next;
-	if (!rfm_has_ports(next))
+	if (!rfm_has_l4_key(next, IPPROTO_ICMPV6))
 		return 0;
 	__u8 *p = ip + 40;
 	if (off + 4 > len)
 		return -1;
 	if ((off != 40 || !with_ports) && rfm_load(skb, l3 + off, p, 4))
 		return -1;
-	e->sport = ((__u16)p[0] << 8) | p[1];
-	e->dport = ((__u16)p[2] << 8) | p[3];
+	rfm_set_ports(e, p, IPPROTO_ICMPV6);
 	if (gso)
 		rfm_l4_hdr_len(skb, l3 + off, next, h);
 	return 0;

@@ -237,6 +237,19 @@ func refParseBounded(frame []byte, toFrameEnd bool) refResult {
 
 func refPorts(proto uint8) bool { return proto == 6 || proto == 17 || proto == 132 || proto == 136 }
 
+// refL4Key reads the flow key's transport fields from the first four
+// bytes of the L4 header: the ports, or for ICMP (protocol 1 in IPv4,
+// 58 in IPv6) source port 0 and destination port type*256+code, the
+// NetFlow convention.
+func refL4Key(e *Event, l4 []byte, icmp bool) {
+	if icmp {
+		e.SrcPort, e.DstPort = 0, uint16(l4[0])<<8|uint16(l4[1])
+		return
+	}
+	e.SrcPort = binary.BigEndian.Uint16(l4[0:])
+	e.DstPort = binary.BigEndian.Uint16(l4[2:])
+}
+
 func refIPv4(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	var e Event
 	ip := frame[l3:]
@@ -267,14 +280,14 @@ func refIPv4(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	copy(e.Dst[12:], ip[16:20])
 	e.Proto = ip[9]
 	e.Len = uint32(total)
-	if binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 || !refPorts(e.Proto) {
+	icmp := e.Proto == 1
+	if binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 || !(refPorts(e.Proto) || icmp) {
 		return e, ""
 	}
 	if ihl+4 > end {
-		return e, "ports outside the IP packet"
+		return e, "ports or ICMP header outside the IP packet"
 	}
-	e.SrcPort = binary.BigEndian.Uint16(ip[ihl:])
-	e.DstPort = binary.BigEndian.Uint16(ip[ihl+2:])
+	refL4Key(&e, ip[ihl:], icmp)
 	return e, ""
 }
 
@@ -338,14 +351,14 @@ func refIPv6(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 			continue
 		}
 		e.Proto = next
-		if !refPorts(next) {
+		icmp := next == 58
+		if !refPorts(next) && !icmp {
 			return e, ""
 		}
 		if off+4 > end {
-			return e, "ports outside the IP packet"
+			return e, "ports or ICMPv6 header outside the IP packet"
 		}
-		e.SrcPort = binary.BigEndian.Uint16(ip[off:])
-		e.DstPort = binary.BigEndian.Uint16(ip[off+2:])
+		refL4Key(&e, ip[off:], icmp)
 		return e, ""
 	}
 }
@@ -363,12 +376,14 @@ func datapathSeeds() []datapathSeed {
 	add := func(name string, frame []byte) { seeds = append(seeds, datapathSeed{name, frame}) }
 	eth4, eth6 := ethHeader(0x0800), ethHeader(0x86dd)
 	full := map[string][]byte{
-		"ipv4-udp":       append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 40000, 53, 6))...),
-		"ipv4-tcp-opts":  append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{optionLen: 8}, l4Header(6, 1234, 443, 0))...),
-		"ipv6-udp":       append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, nil, l4Header(17, 40000, 53, 6))...),
-		"ipv6-tcp-ext":   append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}, {typ: 60, len: 16}}, l4Header(6, 33000, 22, 0))...),
-		"qinq-ipv4-udp":  append(ethHeader(0x0800, 0x88a8, 0x8100), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))...),
-		"dot1q-ipv6-tcp": append(ethHeader(0x86dd, 0x8100), ipv6Packet(v6a, v6b, 6, nil, l4Header(6, 5, 6, 0))...),
+		"ipv4-udp":        append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 40000, 53, 6))...),
+		"ipv4-tcp-opts":   append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{optionLen: 8}, l4Header(6, 1234, 443, 0))...),
+		"ipv6-udp":        append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, nil, l4Header(17, 40000, 53, 6))...),
+		"ipv6-tcp-ext":    append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}, {typ: 60, len: 16}}, l4Header(6, 33000, 22, 0))...),
+		"qinq-ipv4-udp":   append(ethHeader(0x0800, 0x88a8, 0x8100), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))...),
+		"dot1q-ipv6-tcp":  append(ethHeader(0x86dd, 0x8100), ipv6Packet(v6a, v6b, 6, nil, l4Header(6, 5, 6, 0))...),
+		"ipv4-icmp-ttl":   append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, icmpHeader(11, 0, 28))...),
+		"ipv6-icmpv6-ext": append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 58, []ext{{typ: 0, len: 8}}, icmpHeader(1, 4, 8))...),
 	}
 	for name, f := range full {
 		for n := 0; n <= len(f); n++ {
