@@ -77,6 +77,9 @@ enum rfm_family {
 
 #define RFM_CFG_EXCLUDE 1u  // exclude[0] is valid
 #define RFM_CFG_EXCLUDE2 2u // exclude[1] is valid
+// No sampling at this hook (agent.bpf.directions); its packets are still
+// counted. Shifted by the direction: RFM_CFG_UNSAMPLED << dir.
+#define RFM_CFG_UNSAMPLED 4u // ingress; 8u egress
 
 // A UDP socket tuple never reported: the IPFIX exporter's own.
 struct rfm_exclude {
@@ -755,7 +758,8 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		cfg = bpf_map_lookup_elem(&rfm_config, &zero);
 		if (cfg) {
 			rate = cfg->sample_rate; // read once: the event carries this rate
-			sample = rfm_should_sample(rate);
+			if (!(cfg->flags & (RFM_CFG_UNSAMPLED << dir)))
+				sample = rfm_should_sample(rate);
 		}
 	}
 	if (!gso && !sample) {

@@ -67,6 +67,7 @@ func Run(ctx context.Context, o Options) error {
 	a := &agent{cfg: cfg, configPath: o.ConfigPath, log: o.Logger, startedAt: time.Now()}
 	a.sampleRate.Store(cfg.Agent.BPF.SampleRate)
 	a.fileSampleRate = cfg.Agent.BPF.SampleRate
+	a.unsampled = unsampledHooks(cfg.Agent.BPF)
 	defer a.close()
 	a.keepCaps = o.KeepCapabilities
 	if err := a.start(ifaces); err != nil {
@@ -96,7 +97,10 @@ type agent struct {
 	// fileSampleRate is the rate the config file last asked for; a rate
 	// set over the control socket stays until the file changes it.
 	fileSampleRate uint32
-	readerDone     atomic.Bool // the datapath reader stopped
+	// unsampled is agent.bpf.directions as the datapath takes it: the
+	// hooks, by datapath.Direction, that count but do not sample.
+	unsampled  [2]bool
+	readerDone atomic.Bool // the datapath reader stopped
 	keepCaps       bool
 
 	// mu serialises changes (reload, hotplug, control requests that
@@ -259,11 +263,21 @@ func (a *agent) healthy() error {
 // datapathConfig is the BPF config for a sample rate, excluding the IPFIX
 // exporter's own packets so exporting never creates flows.
 func (a *agent) datapathConfig(rate uint32) datapath.Config {
-	dpCfg := datapath.Config{SampleRate: rate}
+	dpCfg := datapath.Config{SampleRate: rate, Unsampled: a.unsampled}
 	if e := a.ipfix.cur.Load(); e != nil {
 		dpCfg.Exclude = datapath.Tuple{Src: e.LocalAddr(), Dst: e.RemoteAddr()}
 	}
 	return dpCfg
+}
+
+// unsampledHooks turns agent.bpf.directions into the datapath's hooks
+// that do not sample.
+func unsampledHooks(b config.BPF) [2]bool {
+	var off [2]bool
+	for _, d := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
+		off[d] = !b.Samples(d.String())
+	}
+	return off
 }
 
 func openMMDB(c config.MMDB) (*mmdb.DB, error) {

@@ -114,7 +114,8 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		// While the old exporter flushes, exclude both sockets from
 		// sampling, so neither exporter's packets become flows.
 		old := a.ipfix.cur.Load()
-		dpCfg := datapath.Config{SampleRate: a.sampleRate.Load()}
+		dpCfg := a.datapathConfig(a.sampleRate.Load())
+		dpCfg.Exclude = datapath.Tuple{}
 		if newExp != nil {
 			dpCfg.Exclude = datapath.Tuple{Src: newExp.LocalAddr(), Dst: newExp.RemoteAddr()}
 		}
@@ -159,6 +160,14 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		a.fileSampleRate = n.BPF.SampleRate
 	}
 	n.BPF.SampleRate = a.sampleRate.Load()
+	if changed("agent.bpf.directions", !slices.Equal(c.BPF.Directions, n.BPF.Directions)) {
+		prev := a.unsampled
+		a.unsampled = unsampledHooks(n.BPF)
+		if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
+			a.log.Warn("reload: setting the sampled directions", "err", err)
+			a.unsampled, n.BPF.Directions = prev, c.BPF.Directions
+		}
+	}
 	if changed("agent.collector.max_flows", c.Collector.MaxFlows != n.Collector.MaxFlows) {
 		a.table.SetMaxFlows(n.Collector.MaxFlows)
 	}

@@ -35,6 +35,20 @@ type Control struct {
 type BPF struct {
 	SampleRate  uint32 `toml:"sample_rate"`   // 1-in-N, default 100, > 0
 	RingBufSize int    `toml:"ring_buf_size"` // bytes, default 262144, power of two >= 4096
+	// Directions are the hooks that sample ("ingress", "egress"; default
+	// both); interface counters are kept at both whatever it says.
+	Directions []string `toml:"directions"`
+}
+
+// Samples reports whether the hook named dir ("ingress" or "egress")
+// samples packets.
+func (b BPF) Samples(dir string) bool {
+	for _, d := range b.Directions {
+		if d == dir {
+			return true
+		}
+	}
+	return false
 }
 
 type Collector struct {

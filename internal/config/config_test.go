@@ -36,6 +36,7 @@ func TestDefaults(t *testing.T) {
 		{"interfaces", a.Interfaces, []string{"eth0"}},
 		{"bpf.sample_rate", a.BPF.SampleRate, uint32(100)},
 		{"bpf.ring_buf_size", a.BPF.RingBufSize, 262144},
+		{"bpf.directions", a.BPF.Directions, []string{"ingress", "egress"}},
 		{"collector.max_flows", a.Collector.MaxFlows, 65536},
 		{"collector.eviction_timeout", a.Collector.EvictionTimeout.Duration, 30 * time.Second},
 		{"collector.active_timeout", a.Collector.ActiveTimeout.Duration, 60 * time.Second},
@@ -107,6 +108,10 @@ func TestPartialDefaults(t *testing.T) {
 			func(c *Config) any { return c.PrometheusAddr() }, "[::]:9100"},
 		{"wildcard", "", // base replaced below
 			func(c *Config) any { return c.Agent.Interfaces }, []string{"*"}},
+		{"directions ingress only", "[agent.bpf]\ndirections = [\"ingress\"]\n",
+			func(c *Config) any { return [2]bool{c.Agent.BPF.Samples("ingress"), c.Agent.BPF.Samples("egress")} }, [2]bool{true, false}},
+		{"directions egress only", "[agent.bpf]\ndirections = [\"egress\"]\n",
+			func(c *Config) any { return [2]bool{c.Agent.BPF.Samples("ingress"), c.Agent.BPF.Samples("egress")} }, [2]bool{false, true}},
 		{"dotted keys", "bpf.sample_rate = 7\n",
 			func(c *Config) any { return c.Agent.BPF.SampleRate }, uint32(7)},
 		{"inline table", "collector = {eviction_timeout = \"1m30s\"}\n",
@@ -181,6 +186,9 @@ func TestRejections(t *testing.T) {
 		{"ring_buf_size not power of two", base + "[agent.bpf]\nring_buf_size = 5000\n", "agent.bpf.ring_buf_size", "5000"},
 		{"ring_buf_size below page", base + "[agent.bpf]\nring_buf_size = 2048\n", "agent.bpf.ring_buf_size", "2048"},
 		{"ring_buf_size too big", base + "[agent.bpf]\nring_buf_size = 4294967296\n", "agent.bpf.ring_buf_size", "4294967296"},
+		{"directions empty", base + "[agent.bpf]\ndirections = []\n", "agent.bpf.directions", "[]"},
+		{"directions unknown", base + "[agent.bpf]\ndirections = [\"ingress\", \"in\"]\n", "agent.bpf.directions[1]", `"in"`},
+		{"directions duplicate", base + "[agent.bpf]\ndirections = [\"egress\", \"egress\"]\n", "agent.bpf.directions[1]", `"egress"`},
 		{"max_flows negative", base + "[agent.collector]\nmax_flows = -1\n", "agent.collector.max_flows", "-1"},
 		{"eviction_timeout short", base + "[agent.collector]\neviction_timeout = \"500ms\"\n", "agent.collector.eviction_timeout", `"500ms"`},
 		{"eviction_timeout negative", base + "[agent.collector]\neviction_timeout = \"-1s\"\n", "agent.collector.eviction_timeout", `"-1s"`},
@@ -544,7 +552,7 @@ func TestSpecExample(t *testing.T) {
 	}
 	want := &Config{Agent: Agent{
 		Interfaces: []string{"eth0", "tailscale0"},
-		BPF:        BPF{SampleRate: 100, RingBufSize: 262144},
+		BPF:        BPF{SampleRate: 100, RingBufSize: 262144, Directions: []string{"ingress", "egress"}},
 		Collector:  Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}, ActiveTimeout: Duration{time.Minute}},
 		IPFIX: IPFIX{
 			Host: "127.0.0.1", Port: 4739,

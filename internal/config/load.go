@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +54,10 @@ const (
 	DefaultBMPMaxMessageSize   = bmp.DefaultMaxMessageSize
 	DefaultControlSocket       = "/run/rfm/rfm.sock"
 )
+
+// DefaultDirections samples at both hooks: a forwarded packet is reported
+// at the interface it came in on and at the one it left by.
+var DefaultDirections = []string{"ingress", "egress"}
 
 // Load reads and parses the config file at path. See Parse for what is
 // checked; Validate (or LoadAndValidate) adds the checks against this
@@ -218,6 +223,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 
 	fillDefault(md, "bpf.sample_rate", &a.BPF.SampleRate, DefaultSampleRate)
 	fillDefault(md, "bpf.ring_buf_size", &a.BPF.RingBufSize, DefaultRingBufSize)
+	fillDefault(md, "bpf.directions", &a.BPF.Directions, slices.Clone(DefaultDirections))
 	fillDefault(md, "collector.max_flows", &a.Collector.MaxFlows, DefaultMaxFlows)
 	fillDefault(md, "collector.eviction_timeout", &a.Collector.EvictionTimeout.Duration, DefaultEvictionTimeout)
 	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, DefaultActiveTimeout)

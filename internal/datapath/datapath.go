@@ -87,6 +87,10 @@ type Config struct {
 	// ExcludeAlso is a second such tuple, for the moment a reload has an
 	// old and a new exporter sending at once.
 	ExcludeAlso Tuple
+	// Unsampled, by Direction, turns sampling off at that hook: its
+	// packets are counted but never reported as events, so a forwarded
+	// packet is not reported at both routers' interfaces.
+	Unsampled [2]bool
 }
 
 // Tuple is a UDP source/destination address pair. The zero value means
@@ -117,8 +121,9 @@ type rawConfig struct {
 }
 
 const (
-	cfgExclude  = 1
-	cfgExclude2 = 2
+	cfgExclude   = 1
+	cfgExclude2  = 2
+	cfgUnsampled = 4 // shifted by the Direction
 )
 
 func (t Tuple) raw() rawExclude {
@@ -364,6 +369,11 @@ func (d *Datapath) SetConfig(c Config) error {
 	if c.ExcludeAlso.valid() {
 		raw.Flags |= cfgExclude2
 		raw.Exclude[1] = c.ExcludeAlso.raw()
+	}
+	for dir, off := range c.Unsampled {
+		if off {
+			raw.Flags |= cfgUnsampled << dir
+		}
 	}
 	if err := d.config.Put(uint32(0), &raw); err != nil {
 		return fmt.Errorf("write BPF config map: %w", err)

@@ -408,3 +408,34 @@ func TestRingFullCountsDrops(t *testing.T) {
 		t.Fatalf("%d events delivered and %d drops counted, want drops = %d - delivered", got, st.RingDrops, packets)
 	}
 }
+
+// A hook with sampling turned off still counts every packet but reports
+// none; the other hook keeps sampling.
+func TestUnsampledDirection(t *testing.T) {
+	frame := append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 40000, 53, 10))...)
+	for _, off := range []Direction{Ingress, Egress} {
+		t.Run("no "+off.String(), func(t *testing.T) {
+			tb := newTestbed(t, 1)
+			cfg := Config{SampleRate: 1}
+			cfg.Unsampled[off] = true
+			if err := tb.d.SetConfig(cfg); err != nil {
+				t.Fatal(err)
+			}
+			for _, dir := range []Direction{Ingress, Egress} {
+				tb.run(t, dir, frame, 3)
+				if c := tb.counters(t, dir); c.Packets[FamilyIPv4] != 3 || c.Bytes[FamilyIPv4] != 3*uint64(len(frame)) {
+					t.Errorf("%s counters %d packets %d bytes, want 3 and %d", dir, c.Packets[FamilyIPv4], c.Bytes[FamilyIPv4], 3*len(frame))
+				}
+			}
+			evs := tb.events(t)
+			if len(evs) != 3 {
+				t.Fatalf("%d events, want the 3 of the sampled hook: %+v", len(evs), evs)
+			}
+			for _, e := range evs {
+				if e.Dir == off {
+					t.Errorf("event at %s, where sampling is off: %+v", off, e)
+				}
+			}
+		})
+	}
+}

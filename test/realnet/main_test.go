@@ -78,6 +78,7 @@ type agent struct {
 	*lab.Process
 	ns     string
 	socket string // control socket
+	config string // config file path
 	client *http.Client
 }
 
@@ -114,7 +115,7 @@ socket = %q
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("writing config: %v", err)
 	}
-	a := &agent{ns: ns, socket: socket, client: lab.HTTPClient(ns, 0),
+	a := &agent{ns: ns, socket: socket, config: path, client: lab.HTTPClient(ns, 0),
 		Process: lab.Start(t, "agent", ns, rfmBin, "agent", "-c", path, "--log-level", "info")}
 	t.Cleanup(func() {
 		if a.Exited() {
