@@ -101,7 +101,7 @@ type agent struct {
 	// hooks, by datapath.Direction, that count but do not sample.
 	unsampled  [2]bool
 	readerDone atomic.Bool // the datapath reader stopped
-	keepCaps       bool
+	keepCaps   bool
 
 	// mu serialises changes (reload, hotplug, control requests that
 	// write) and guards cfg.
