@@ -439,3 +439,95 @@ func TestUnsampledDirection(t *testing.T) {
 		})
 	}
 }
+
+// TestOptionalFields loads the programs with every optional field and
+// checks each against values written into the frame, and that the
+// default load reports none of them.
+func TestOptionalFields(t *testing.T) {
+	tcp := l4Header(6, 1234, 443, 0)
+	tcp[13] = 0x12 // SYN, ACK
+	v4 := ipv4Packet(v4a, v4b, 6, v4opts{}, tcp)
+	v4[1] = 0xb8 | 1 // DSCP EF (46), ECN ECT(1)
+	v4[8] = 17       // TTL
+	v6 := ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}}, tcp)
+	v6[0], v6[1] = 0x6b, 0x83 // traffic class 0xb8: DSCP EF, ECN CE (3)
+	v6[7] = 3                 // hop limit
+	udp := ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))
+	cases := []struct {
+		name  string
+		frame []byte
+		want  EventFields
+	}{
+		{"ipv4 tcp untagged", append(ethHeader(0x0800), v4...), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 17}},
+		{"ipv4 tcp 802.1Q", append(ethHeader(0x0800, 0x8100), v4...), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 17, VLANOuter: 100}},
+		{"ipv6 tcp QinQ behind hop-by-hop", append(ethHeader(0x86dd, 0x88a8, 0x8100), v6...), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 3, VLANOuter: 100, VLANInner: 101}},
+		{"ipv4 udp has no TCP flags", append(ethHeader(0x0800), udp...), EventFields{TTL: 64}},
+		{"ipv4 tcp later fragment has no TCP flags", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{fragOffset: 8}, tcp)...), EventFields{TTL: 64}},
+		{"mpls ipv4 tcp behind a tag", mplsFrame(2, v4, 0x8100), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 17, VLANOuter: 100}},
+	}
+	noFIB := fieldsAll &^ FieldFIB // a FIB lookup depends on the host's routes: see test/realnet
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, Fields: noFIB})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, dir := range []Direction{Ingress, Egress} {
+				tb.run(t, dir, tc.frame, 1)
+				evs := tb.events(t)
+				if len(evs) != 1 {
+					t.Fatalf("%s: %d events, want 1", dir, len(evs))
+				}
+				if evs[0].EventFields != tc.want {
+					t.Errorf("%s: fields %+v, want %+v", dir, evs[0].EventFields, tc.want)
+				}
+				if ref := refParse(tc.frame); !sameFlow(evs[0], ref.ev) {
+					t.Errorf("%s: event %+v, want %+v", dir, evs[0], ref.ev)
+				}
+			}
+		})
+	}
+	t.Run("each field alone", func(t *testing.T) {
+		frame := append(ethHeader(0x86dd, 0x88a8, 0x8100), v6...)
+		all := EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 3, VLANOuter: 100, VLANInner: 101}
+		for _, f := range []Fields{FieldTCPFlags, FieldDSCP, FieldTTL, FieldVLAN} {
+			want := EventFields{}
+			switch f {
+			case FieldTCPFlags:
+				want.TCPFlags = all.TCPFlags
+			case FieldDSCP:
+				want.TOS = all.TOS
+			case FieldTTL:
+				want.TTL = all.TTL
+			case FieldVLAN:
+				want.VLANOuter, want.VLANInner = all.VLANOuter, all.VLANInner
+			}
+			tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, Fields: f})
+			tb.run(t, Ingress, frame, 1)
+			evs := tb.events(t)
+			if len(evs) != 1 || evs[0].EventFields != want {
+				t.Errorf("fields %#x: events %+v, want one with %+v", f, evs, want)
+			}
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		tb := newTestbed(t, 1)
+		tb.run(t, Ingress, append(ethHeader(0x86dd, 0x88a8, 0x8100), v6...), 1)
+		if evs := tb.events(t); len(evs) != 1 || evs[0].EventFields != (EventFields{}) {
+			t.Errorf("default load: events %+v, want one without optional fields", evs)
+		}
+	})
+}
+
+// Every optional field, alone and all together, passes the verifier in
+// both link kinds (Load loads both).
+func TestLoadWithFields(t *testing.T) {
+	requireRoot(t)
+	for _, f := range []Fields{FieldTCPFlags, FieldDSCP, FieldTTL, FieldVLAN, FieldFIB, fieldsAll} {
+		d, err := Load(Options{MaxInterfaces: 4, Fields: f})
+		if err != nil {
+			t.Fatalf("fields %#x: %v", f, err)
+		}
+		d.Close()
+	}
+	if _, err := Load(Options{MaxInterfaces: 4, Fields: fieldsAll + 1}); err == nil {
+		t.Error("Load took an unknown field bit")
+	}
+}
