@@ -226,7 +226,7 @@ type Datapath struct {
 	readKeys  []uint32
 
 	decodeErrors atomic.Uint64
-	eventSize    int    // bytes per event in a ring record; 0 means EventSize
+	eventSize    int // bytes per event in a ring record; 0 means EventSize
 	wakeupBytes  uint32
 	batchEvents  uint32
 	batchFlush   time.Duration

@@ -46,7 +46,7 @@ const (
 	FieldTTL                         // TTL / hop limit
 	FieldVLAN                        // outer and inner VLAN ids, part of the flow key
 	FieldFIB                         // egress interface and next hop of a FIB lookup, ingress only
-	fieldsAll = FieldFIB<<1 - 1
+	fieldsAll     = FieldFIB<<1 - 1
 )
 
 // eventSize is the size of the events a datapath loaded with f writes.
