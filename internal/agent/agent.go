@@ -178,7 +178,7 @@ func (a *agent) start(ifaces []net.Interface) error {
 	a.ipfix = &ipfixSink{}
 	a.reg.MustRegister(a.ipfix)
 	if c.IPFIX.Enabled() {
-		e, err := newExporter(c.IPFIX, c.BPF.SampleRate, true, a.log)
+		e, err := newExporter(c.IPFIX, exportFields(c.BPF), c.BPF.SampleRate, true, a.log)
 		if err != nil {
 			return err
 		}
@@ -189,7 +189,7 @@ func (a *agent) start(ifaces []net.Interface) error {
 	}
 
 	// Datapath.
-	a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.BPF.RingBufSize})
+	a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.BPF.RingBufSize, Fields: datapathFields(c.BPF)})
 	if err != nil {
 		return err
 	}
@@ -270,6 +270,39 @@ func (a *agent) datapathConfig(rate uint32) datapath.Config {
 	return dpCfg
 }
 
+// datapathFields are the optional fields the datapath reads for
+// agent.bpf.fields and agent.bpf.fib_lookup. ICMP type and code need
+// none: they are in the destination port whatever the fields.
+func datapathFields(b config.BPF) datapath.Fields {
+	var f datapath.Fields
+	for name, bit := range map[string]datapath.Fields{"tcp_flags": datapath.FieldTCPFlags,
+		"dscp": datapath.FieldDSCP, "ttl": datapath.FieldTTL, "vlan": datapath.FieldVLAN} {
+		if b.HasField(name) {
+			f |= bit
+		}
+	}
+	if b.FIBLookup {
+		f |= datapath.FieldFIB
+	}
+	return f
+}
+
+// exportFields are the optional elements of the IPFIX flow templates for
+// agent.bpf.fields and agent.bpf.fib_lookup.
+func exportFields(b config.BPF) ipfix.Fields {
+	var f ipfix.Fields
+	for name, bit := range map[string]ipfix.Fields{"tcp_flags": ipfix.FieldTCPFlags, "dscp": ipfix.FieldDSCP,
+		"icmp": ipfix.FieldICMP, "ttl": ipfix.FieldTTL, "vlan": ipfix.FieldVLAN} {
+		if b.HasField(name) {
+			f |= bit
+		}
+	}
+	if b.FIBLookup {
+		f |= ipfix.FieldNextHop
+	}
+	return f
+}
+
 // unsampledHooks turns agent.bpf.directions into the datapath's hooks
 // that do not sample.
 func unsampledHooks(b config.BPF) [2]bool {
@@ -293,7 +326,7 @@ func openMMDB(c config.MMDB) (*mmdb.DB, error) {
 // replacement socket while the old exporter still flushes; at start
 // (exclusive) the port is first bound alone, so a port some other
 // socket holds is still an error, as it would be without the option.
-func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
+func newExporter(c config.IPFIX, fields ipfix.Fields, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
 	bind := ""
 	if c.Bind.Host != "" || c.Bind.Port != 0 {
 		bind = c.Bind.Addr()
@@ -312,6 +345,7 @@ func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) 
 		MaxMessageSize:      c.MaxMessageSize,
 		SampleRate:          rate,
 		Deferred:            true,
+		Fields:              fields,
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("agent.ipfix: %w", err)

@@ -63,7 +63,8 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		// with the old one (SO_REUSEPORT) until the old exporter has
 		// flushed; a new bind address must be free, as at start.
 		exclusive := n.IPFIX.Bind != c.IPFIX.Bind
-		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), exclusive, a.log); err != nil {
+		// The running datapath's fields: changed ones wait for a restart.
+		if newExp, err = newExporter(n.IPFIX, exportFields(c.BPF), a.sampleRate.Load(), exclusive, a.log); err != nil {
 			return res, err
 		}
 		// The new exporter may send templates at once: exclude its
@@ -192,6 +193,16 @@ func (a *agent) reload() (control.ReloadResult, error) {
 	if c.BPF.RingBufSize != n.BPF.RingBufSize {
 		res.NeedsRestart = append(res.NeedsRestart, "agent.bpf.ring_buf_size")
 		n.BPF.RingBufSize = c.BPF.RingBufSize
+	}
+	// Optional fields are a load-time constant of the programs and change
+	// the event layout and the flow key.
+	if !slices.Equal(c.BPF.Fields, n.BPF.Fields) {
+		res.NeedsRestart = append(res.NeedsRestart, "agent.bpf.fields")
+		n.BPF.Fields = c.BPF.Fields
+	}
+	if c.BPF.FIBLookup != n.BPF.FIBLookup {
+		res.NeedsRestart = append(res.NeedsRestart, "agent.bpf.fib_lookup")
+		n.BPF.FIBLookup = c.BPF.FIBLookup
 	}
 	if !bmpEqual(c.Enrich.RIB.BMP, n.Enrich.RIB.BMP) {
 		res.NeedsRestart = append(res.NeedsRestart, "agent.enrich.rib.bmp")

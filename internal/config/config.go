@@ -3,7 +3,10 @@
 // Package config loads and validates the rfm TOML configuration.
 package config
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // DefaultPath is where `rfm agent` looks for its config without -c.
 const DefaultPath = "/etc/rfm/rfm.toml"
@@ -38,7 +41,16 @@ type BPF struct {
 	// Directions are the hooks that sample ("ingress", "egress"; default
 	// both); interface counters are kept at both whatever it says.
 	Directions []string `toml:"directions"`
+	// Fields are optional header fields of flow records: "tcp_flags",
+	// "dscp", "icmp", "ttl", "vlan"; default none.
+	Fields []string `toml:"fields"`
+	// FIBLookup looks up the egress interface and next hop of sampled
+	// ingress packets in the kernel's FIB.
+	FIBLookup bool `toml:"fib_lookup"`
 }
+
+// HasField reports whether agent.bpf.fields lists name.
+func (b BPF) HasField(name string) bool { return slices.Contains(b.Fields, name) }
 
 // Samples reports whether the hook named dir ("ingress" or "egress")
 // samples packets.

@@ -59,6 +59,9 @@ const (
 // at the interface it came in on and at the one it left by.
 var DefaultDirections = []string{"ingress", "egress"}
 
+// FieldNames are the values agent.bpf.fields takes.
+var FieldNames = []string{"tcp_flags", "dscp", "icmp", "ttl", "vlan"}
+
 // Load reads and parses the config file at path. See Parse for what is
 // checked; Validate (or LoadAndValidate) adds the checks against this
 // machine.
@@ -303,6 +306,7 @@ const (
 	kindUint32
 	kindStrings
 	kindDuration
+	kindBool
 )
 
 type schemaNode struct {
@@ -337,6 +341,8 @@ func buildSchema(t reflect.Type) *schemaNode {
 		return &schemaNode{kind: kindString}
 	case t.Kind() == reflect.Int:
 		return &schemaNode{kind: kindInt}
+	case t.Kind() == reflect.Bool:
+		return &schemaNode{kind: kindBool}
 	case t.Kind() == reflect.Uint32:
 		return &schemaNode{kind: kindUint32}
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
@@ -408,6 +414,10 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 	case kindString:
 		if _, ok := v.(string); !ok {
 			return keyError(key, v, "must be a string, not %s", tomlTypeName(v))
+		}
+	case kindBool:
+		if _, ok := v.(bool); !ok {
+			return keyError(key, v, "must be true or false, not %s", tomlTypeName(v))
 		}
 	case kindInt:
 		n, ok := v.(int64)

@@ -221,6 +221,9 @@ func validateValues(c *Config) *Error {
 	if e := checkChoices("agent.bpf.directions", a.BPF.Directions, DefaultDirections, 1); e != nil {
 		return e
 	}
+	if e := checkChoices("agent.bpf.fields", a.BPF.Fields, FieldNames, 0); e != nil {
+		return e
+	}
 
 	if a.Collector.MaxFlows < 0 || a.Collector.MaxFlows > MaxFlowsCeiling {
 		return keyError("agent.collector.max_flows", a.Collector.MaxFlows,
