@@ -87,6 +87,12 @@ type agent struct {
 // to the config (more TOML tables).
 func startAgent(t *testing.T, ns string, ifaces []string, sampleRate int, extra ...string) *agent {
 	t.Helper()
+	return startAgentWith(t, ns, ifaces, sampleRate, "", extra...)
+}
+
+// startAgentWith is startAgent with more keys (TOML lines) in [agent.bpf].
+func startAgentWith(t *testing.T, ns string, ifaces []string, sampleRate int, bpfKeys string, extra ...string) *agent {
+	t.Helper()
 	quoted := make([]string, len(ifaces))
 	for i, name := range ifaces {
 		quoted[i] = strconv.Quote(name)
@@ -99,6 +105,7 @@ interfaces = [%s]
 [agent.bpf]
 sample_rate = %d
 ring_buf_size = 4194304
+%s
 
 [agent.collector]
 max_flows = 0
@@ -110,7 +117,7 @@ port = %d
 
 [agent.control]
 socket = %q
-`, strings.Join(quoted, ", "), sampleRate, metricsPort, socket) + strings.Join(extra, "\n")
+`, strings.Join(quoted, ", "), sampleRate, bpfKeys, metricsPort, socket) + strings.Join(extra, "\n")
 	path := filepath.Join(dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("writing config: %v", err)
