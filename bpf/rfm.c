@@ -864,7 +864,8 @@ static __always_inline void rfm_fib(struct __sk_buff *skb, const struct rfm_even
 // header, one byte of TCP, the link header's tags. It is a subprogram
 // of its own, outside the header walks, so it adds to the verifier's
 // work once instead of once per path through them. l4 is the transport
-// header's offset (0: none, e.g. a later fragment).
+// header's offset (0: none, e.g. a later fragment, or a TCP header cut
+// short before its flags).
 static __noinline void rfm_read_fields(struct __sk_buff *skb, __u32 l3, __u32 l4, __u32 fam_dir,
 				       struct rfm_event_x *x)
 {
@@ -1003,8 +1004,11 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 	e->rate = rate;
 	e->ifindex = skb->ifindex;
 	e->in_ifindex = skb->ingress_ifindex;
-	if (rfm_fields)
-		rfm_read_fields(skb, l3, h.l4, fam | dir << 8, &x);
+	if (rfm_fields) {
+		// The TCP flags byte must lie inside the IP packet, not in padding.
+		__u32 l4 = h.l4 && h.l4 + 14 <= l3 + h.ip_len ? h.l4 : 0;
+		rfm_read_fields(skb, l3, l4, fam | dir << 8, &x);
+	}
 	rfm_batch_add(&x, cfg, st);
 	return TCX_NEXT;
 }

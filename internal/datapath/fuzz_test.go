@@ -32,11 +32,41 @@ func FuzzDatapath(f *testing.F) {
 		f.Add(s.frame)
 	}
 	tb := newTestbed(f, 1)
+	// The same programs with every optional field but the FIB lookup
+	// (which depends on the host's routes).
+	tbx := newTestbedOpts(f, 1, Options{RingBufSize: 1 << 23, Fields: fieldsAll &^ FieldFIB})
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, dir := range []Direction{Ingress, Egress} {
 			checkFrame(t, tb, dir, frame)
+			checkFields(t, tbx, dir, frame)
 		}
 	})
+}
+
+// checkFields runs frame through programs loaded with optional fields:
+// a frame refParse accepts yields one event with the flow refParse
+// derives and the TOS, TTL, TCP flags and VLAN ids it reads; any other
+// frame is checked by checkFrame.
+func checkFields(t *testing.T, tb *testbed, dir Direction, frame []byte) {
+	t.Helper()
+	if len(frame) > maxTestRunFrame {
+		return
+	}
+	if _, err := tb.progs[dir].Run(&ebpf.RunOptions{Data: frame}); err != nil {
+		return // checkFrame reports what the kernel refuses
+	}
+	evs := tb.events(t)
+	ref := refParse(frame)
+	if ref.fam == FamilyOther || ref.bad != "" {
+		return
+	}
+	if len(evs) != 1 {
+		t.Fatalf("%s with fields: %d events for a valid frame, want 1; frame %x", dir, len(evs), frame)
+	}
+	want := ref.ev.EventFields
+	if e := evs[0]; !sameFlow(e, ref.ev) || e.EventFields != want {
+		t.Fatalf("%s with fields: event\n %+v\nwant\n %+v; frame %x", dir, e, ref.ev, frame)
+	}
 }
 
 // maxTestRunFrame keeps inputs well inside what BPF_PROG_TEST_RUN accepts
@@ -177,7 +207,6 @@ func refParseBounded(frame []byte, toFrameEnd bool) refResult {
 	if len(frame) < 14 {
 		return refResult{fam: FamilyOther}
 	}
-	isTag := func(et uint16) bool { return et == 0x8100 || et == 0x88a8 }
 	l3 := 14
 	et := binary.BigEndian.Uint16(frame[12:])
 	for tags := 0; tags < 2 && isTag(et); tags++ {
@@ -222,18 +251,29 @@ func refParseBounded(frame []byte, toFrameEnd bool) refResult {
 			}
 		}
 	}
+	var r refResult
 	switch et {
 	case 0x0800:
-		r := refResult{fam: FamilyIPv4}
+		r.fam = FamilyIPv4
 		r.ev, r.bad = refIPv4(frame, l3, toFrameEnd)
-		return r
 	case 0x86dd:
-		r := refResult{fam: FamilyIPv6}
+		r.fam = FamilyIPv6
 		r.ev, r.bad = refIPv6(frame, l3, toFrameEnd)
-		return r
+	default:
+		return refResult{fam: FamilyOther}
 	}
-	return refResult{fam: FamilyOther}
+	// Optional VLAN field: the first two tags behind the MAC addresses
+	// (BPF_PROG_TEST_RUN leaves every tag in the data).
+	if first := binary.BigEndian.Uint16(frame[12:]); isTag(first) && len(frame) >= 20 {
+		r.ev.VLANOuter = binary.BigEndian.Uint16(frame[14:]) & 0x0fff
+		if isTag(binary.BigEndian.Uint16(frame[16:])) {
+			r.ev.VLANInner = binary.BigEndian.Uint16(frame[18:]) & 0x0fff
+		}
+	}
+	return r
 }
+
+func isTag(et uint16) bool { return et == 0x8100 || et == 0x88a8 }
 
 func refPorts(proto uint8) bool { return proto == 6 || proto == 17 || proto == 132 || proto == 136 }
 
@@ -280,6 +320,7 @@ func refIPv4(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	copy(e.Dst[12:], ip[16:20])
 	e.Proto = ip[9]
 	e.Len = uint32(total)
+	e.TOS, e.TTL = ip[1]&0xfc, ip[8] // optional fields
 	icmp := e.Proto == 1
 	if binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 || !(refPorts(e.Proto) || icmp) {
 		return e, ""
@@ -288,6 +329,9 @@ func refIPv4(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 		return e, "ports or ICMP header outside the IP packet"
 	}
 	refL4Key(&e, ip[ihl:], icmp)
+	if e.Proto == 6 && ihl+14 <= total {
+		e.TCPFlags = ip[ihl+13]
+	}
 	return e, ""
 }
 
@@ -314,6 +358,7 @@ func refIPv6(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	copy(e.Src[:], ip[8:24])
 	copy(e.Dst[:], ip[24:40])
 	e.Len = uint32(total)
+	e.TOS, e.TTL = (ip[0]<<4|ip[1]>>4)&0xfc, ip[7] // optional fields
 	next := ip[6]
 	off := 40 // from the start of the IPv6 header
 	for hdr := 0; ; hdr++ {
@@ -359,6 +404,9 @@ func refIPv6(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 			return e, "ports or ICMPv6 header outside the IP packet"
 		}
 		refL4Key(&e, ip[off:], icmp)
+		if next == 6 && off+14 <= total {
+			e.TCPFlags = ip[off+13]
+		}
 		return e, ""
 	}
 }
