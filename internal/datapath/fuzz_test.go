@@ -526,6 +526,20 @@ func datapathSeeds() []datapathSeed {
 		add(name, f)
 	}
 	add("arp", append(ethHeader(0x0806), make([]byte, 28)...))
+	// Optional fields: TCP flags, DSCP with ECN bits, TTL, two tags.
+	{
+		tcp := l4Header(6, 1234, 443, 0)
+		tcp[13] = 0x12
+		p4 := ipv4Packet(v4a, v4b, 6, v4opts{}, tcp)
+		p4[1], p4[8] = 0xb8|2, 9
+		add("fields-qinq-ipv4-tcp", append(ethHeader(0x0800, 0x88a8, 0x8100), p4...))
+		tcp = l4Header(6, 1234, 443, 0)
+		tcp[13] = 0x11
+		p6 := ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}}, tcp)
+		p6[0], p6[1], p6[7] = 0x6b, 0x83, 200
+		add("fields-dot1q-ipv6-tcp", append(ethHeader(0x86dd, 0x8100), p6...))
+		add("fields-ipv4-tcp-flags-cut", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{}, tcp[:13])...))
+	}
 	return seeds
 }
 
