@@ -65,6 +65,28 @@ func TestSampledDirections(t *testing.T) {
 		t.Errorf("ingress flow %+v with directions = [\"egress\"]", f)
 	}
 	checkCounted(t, a, l, before, n)
+
+	// Optional fields are a constant of the loaded programs: a reload
+	// reports them as waiting for a restart and keeps sampling as it was.
+	cfg, err := os.ReadFile(a.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withFields := strings.Replace(string(cfg), "[agent.bpf]\n", "[agent.bpf]\nfields = [\"ttl\"]\nfib_lookup = true\n", 1)
+	if err := os.WriteFile(a.config, []byte(withFields), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.control("reload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res control.ReloadResult
+	if err := json.Unmarshal([]byte(resp), &res); err != nil {
+		t.Fatalf("reload answer %q: %v", resp, err)
+	}
+	if !slices.Contains(res.NeedsRestart, "agent.bpf.fields") || !slices.Contains(res.NeedsRestart, "agent.bpf.fib_lookup") {
+		t.Errorf("reload adding fields: needs_restart %v, want agent.bpf.fields and agent.bpf.fib_lookup", res.NeedsRestart)
+	}
 }
 
 // checkCounted checks that both router interfaces counted at least n
