@@ -143,6 +143,11 @@ fib_lookup = true`, ipfixConfig())
 		}
 	}
 	tcp := l.tcpTransfer(t, false, 5002, 64<<10)
+	// rfm flows lists the key fields.
+	f := a.settledFlow(t, flowKey{l.rIn, "ingress", 17, "198.18.0.2:40000", "198.19.1.5:5001"}, 200*time.Millisecond, 10*time.Second)
+	if f.DSCP != 46 || f.VLAN != 10 || f.InnerVLAN != 0 {
+		t.Errorf("rfm flows: DSCP %d VLAN %d inner %d, want 46 (EF), 10, 0", f.DSCP, f.VLAN, f.InnerVLAN)
+	}
 	// Records leave when the agent stops.
 	if _, err := a.Stop(10 * time.Second); err != nil {
 		t.Fatalf("stopping agent: %v", err)
