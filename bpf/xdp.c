@@ -42,6 +42,11 @@
 #define RFM_CHUNK_IFACES 64
 #define RFM_MAX_CHUNKS 4096
 #define RFM_EV_DROPPED 4u // rfm_event.flags: dropped by XDP
+#define RFM_F_TCP_FLAGS 1u
+#define RFM_F_DSCP 2u
+#define RFM_F_TTL 4u
+#define RFM_F_VLAN 8u
+#define RFM_FIELDS_VERSION 1
 
 struct rfm_exclude {
 	__u8 src[16];
@@ -90,6 +95,31 @@ struct rfm_event {
 	__u8 proto;
 	__u8 flags;
 };
+
+struct rfm_fields {
+	__u8 version;
+	__u8 tcp_flags;
+	__u8 tos;
+	__u8 ttl;
+	__u16 vlan_outer;
+	__u16 vlan_inner;
+	__u32 fib_ifindex;
+	__u8 fib_flags;
+	__u8 pad[3];
+	__u8 fib_nexthop[16];
+};
+
+struct rfm_event_x {
+	struct rfm_event ev;
+	struct rfm_fields f;
+};
+
+_Static_assert(sizeof(struct rfm_event_x) == 96, "rfm_event_x layout");
+
+// The optional fields (RFM_F_*) bpf/rfm.c was loaded with: with any, the
+// ring carries struct rfm_event_x and so must a dropped packet's event.
+// FIB fields stay zero: a dropped packet goes nowhere.
+const volatile __u32 rfm_fields = 0;
 
 struct rfm_iface_slot {
 	__u32 ifindex;
@@ -408,6 +438,11 @@ struct xdp_pkt {
 	__u16 sport;  // host order
 	__u16 dport;
 	__u8 proto;
+	__u8 tcp_flags;
+	__u8 tos; // DSCP << 2
+	__u8 ttl;
+	__u16 vlan_outer;
+	__u16 vlan_inner;
 	// ports: 1 the ports were read; 0 the protocol has none; 2 they
 	// exist but are not in this packet (a later fragment, or past the
 	// extension headers walked): port conditions are not applied.
@@ -434,11 +469,19 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 	if (data + ETH_HLEN > end)
 		return -1;
 	__be16 proto = ((struct ethhdr *)data)->h_proto;
+	p->vlan_outer = 0;
+	p->vlan_inner = 0;
+	p->tcp_flags = 0;
 	for (int i = 0; i < 2; i++) {
 		if (proto != ETH_P_8021Q_BE && proto != ETH_P_8021AD_BE)
 			break;
 		if (data + off + 4 > end)
 			return -1;
+		__u16 vid = bpf_ntohs(*(__be16 *)(data + off)) & 0x0fff;
+		if (i == 0)
+			p->vlan_outer = vid;
+		else
+			p->vlan_inner = vid;
 		proto = *(__be16 *)(data + off + 2);
 		off += 4;
 	}
@@ -458,6 +501,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 			return -1;
 		p->fam = RFM_FAM_IPV4;
 		p->ip_len = tot;
+		p->tos = ip[1] & 0xfc;
+		p->ttl = ip[8];
 		__builtin_memset(p->src, 0, 10);
 		__builtin_memset(p->dst, 0, 10);
 		p->src[10] = p->src[11] = 0xff;
@@ -479,6 +524,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 		p->sport = ((__u16)l4[0] << 8) | l4[1];
 		p->dport = ((__u16)l4[2] << 8) | l4[3];
 		p->ports = XDP_PORTS_READ;
+		if (p->proto == IPPROTO_TCP && ihl + 14 <= tot && (void *)l4 + 14 <= end)
+			p->tcp_flags = l4[13];
 		return 0;
 	}
 	if (proto != ETH_P_IPV6_BE)
@@ -494,6 +541,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 		return -1;
 	p->fam = RFM_FAM_IPV6;
 	p->ip_len = len;
+	p->tos = ((ip[0] << 4) | (ip[1] >> 4)) & 0xfc;
+	p->ttl = ip[7];
 	__builtin_memcpy(p->src, ip + 8, 16);
 	__builtin_memcpy(p->dst, ip + 24, 16);
 	__u8 next = ip[6];
@@ -541,6 +590,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 	p->sport = ((__u16)l4[0] << 8) | l4[1];
 	p->dport = ((__u16)l4[2] << 8) | l4[3];
 	p->ports = XDP_PORTS_READ;
+	if (next == IPPROTO_TCP && hoff + 14 <= len && (void *)l4 + 14 <= end)
+		p->tcp_flags = l4[13];
 	return 0;
 }
 
@@ -775,20 +826,36 @@ static __always_inline void xdp_sample_drop(struct xdp_md *ctx, const struct xdp
 			return;
 		s->countdown = xdp_gap(rate);
 	}
-	struct rfm_event e = {};
-	__builtin_memcpy(e.src, p->src, 16);
-	__builtin_memcpy(e.dst, p->dst, 16);
-	e.boot_ns = bpf_ktime_get_boot_ns();
-	e.ifindex = ctx->ingress_ifindex;
-	e.in_ifindex = ctx->ingress_ifindex;
-	e.len = p->ip_len;
-	e.rate = rate;
-	e.sport = p->ports == XDP_PORTS_READ ? p->sport : 0;
-	e.dport = p->ports == XDP_PORTS_READ ? p->dport : 0;
-	e.segs = 1;
-	e.proto = p->proto;
-	e.flags = RFM_EV_DROPPED;
-	if (bpf_ringbuf_output(&rfm_events, &e, sizeof(e), BPF_RB_NO_WAKEUP)) {
+	struct rfm_event_x x = {};
+	struct rfm_event *ev = &x.ev;
+	__builtin_memcpy(ev->src, p->src, 16);
+	__builtin_memcpy(ev->dst, p->dst, 16);
+	ev->boot_ns = bpf_ktime_get_boot_ns();
+	ev->ifindex = ctx->ingress_ifindex;
+	ev->in_ifindex = ctx->ingress_ifindex;
+	ev->len = p->ip_len;
+	ev->rate = rate;
+	ev->sport = p->ports == XDP_PORTS_READ ? p->sport : 0;
+	ev->dport = p->ports == XDP_PORTS_READ ? p->dport : 0;
+	ev->segs = 1;
+	ev->proto = p->proto;
+	ev->flags = RFM_EV_DROPPED;
+	__u32 size = sizeof(struct rfm_event);
+	if (rfm_fields) {
+		size = sizeof(x);
+		x.f.version = RFM_FIELDS_VERSION;
+		if (rfm_fields & RFM_F_TCP_FLAGS)
+			x.f.tcp_flags = p->tcp_flags;
+		if (rfm_fields & RFM_F_DSCP)
+			x.f.tos = p->tos;
+		if (rfm_fields & RFM_F_TTL)
+			x.f.ttl = p->ttl;
+		if (rfm_fields & RFM_F_VLAN) {
+			x.f.vlan_outer = p->vlan_outer;
+			x.f.vlan_inner = p->vlan_inner;
+		}
+	}
+	if (bpf_ringbuf_output(&rfm_events, &x, size, BPF_RB_NO_WAKEUP)) {
 		struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
 		if (st)
 			st->ring_drops++;

@@ -58,7 +58,7 @@ func startXDP(c config.XDP, dp *datapath.Datapath, station *bmp.Station, log *sl
 	if e != nil {
 		return nil, e
 	}
-	prog, err := xdp.Load(xdp.Options{Shared: dp.SharedMaps()})
+	prog, err := xdp.Load(xdp.Options{Shared: dp.SharedMaps(), Fields: uint32(dp.Fields())})
 	if err != nil {
 		return nil, fmt.Errorf("agent.xdp: %w", err)
 	}

@@ -17,3 +17,7 @@ func (d *Datapath) SharedMaps() map[string]*ebpf.Map {
 	}
 	return out
 }
+
+// Fields are the optional fields the datapath was loaded with: another
+// program writing into its ring must write events of the same layout.
+func (d *Datapath) Fields() Fields { return d.fields }

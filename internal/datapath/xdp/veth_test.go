@@ -622,3 +622,60 @@ func TestCountersFollowRuleNames(t *testing.T) {
 		})
 	}
 }
+
+// TestVethDroppedEventsWithFields: with the datapath's optional fields
+// on, a dropped packet's event has the same layout as the others and
+// carries the fields XDP can know (TTL here; no FIB lookup).
+func TestVethDroppedEventsWithFields(t *testing.T) {
+	l := newVethLab(t)
+	var d *datapath.Datapath
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		fields := datapath.FieldTTL | datapath.FieldDSCP | datapath.FieldVLAN | datapath.FieldTCPFlags
+		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 20, MaxInterfaces: 4, Fields: fields}); err != nil {
+			return err
+		}
+		if err := d.SetConfig(datapath.Config{SampleRate: 1}); err != nil {
+			return err
+		}
+		if err := d.Attach(l.idxB, l.devB); err != nil {
+			return err
+		}
+		if x, err = Load(Options{Shared: d.SharedMaps(), Fields: uint32(d.Fields())}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{{Name: "no-7700", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{7700, 7700}}}}); err != nil {
+			return err
+		}
+		_, err = x.Attach(l.idxB, l.devB, ModeNative)
+		return err
+	})
+	t.Cleanup(func() { x.Close(); d.Close() })
+	send(t, l.nsA, "198.18.0.1:6000", "198.18.0.2:7700", 10, 16)
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]datapath.Event, 64)
+	dropped := 0
+	for {
+		n, err := d.ReadBatch(evs)
+		for _, e := range evs[:n] {
+			if e.Dropped {
+				dropped++
+				if e.TTL != 64 || e.DstPort != 7700 {
+					t.Errorf("dropped event: TTL %d port %d, want 64 and 7700", e.TTL, e.DstPort)
+				}
+			}
+		}
+		if errors.Is(err, datapath.ErrFlushed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dropped != 10 || d.DecodeErrors() != 0 {
+		t.Errorf("%d dropped events, %d decode errors; want 10 and 0", dropped, d.DecodeErrors())
+	}
+}

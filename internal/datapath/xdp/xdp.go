@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -96,6 +97,10 @@ type Options struct {
 	// sampled into the flow events; without them (tests, benchmarks) the
 	// program has maps of its own that nobody reads.
 	Shared map[string]*ebpf.Map
+	// Fields are the optional fields (datapath.Fields) the TC datapath
+	// was loaded with: a dropped packet's event must have the layout the
+	// ring's reader expects.
+	Fields uint32
 }
 
 // Program is the loaded XDP program and its maps, shared by every
@@ -136,6 +141,9 @@ func Load(opts Options) (*Program, error) {
 		return nil, fmt.Errorf("load XDP object: %w", err)
 	}
 	delete(spec.Maps, xdpobjMapRfmCounterChunkSpec)
+	if err := spec.Variables[xdpobjVarRfmFields].Set(opts.Fields); err != nil {
+		return nil, fmt.Errorf("load XDP object: %w", err)
+	}
 	replace := map[string]*ebpf.Map{}
 	for name, m := range opts.Shared {
 		ms, ok := spec.Maps[name]
@@ -148,6 +156,9 @@ func Load(opts Options) (*Program, error) {
 	}
 	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[string]rawCounter{}}
 	for name, ms := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			continue // .rodata: the collection makes and freezes it
+		}
 		if m, ok := replace[name]; ok {
 			p.maps[name] = m
 			continue

@@ -44,6 +44,7 @@ const (
 	xdpobjMapXdpRules            = "xdp_rules"
 	xdpobjProgRfmXdp             = "rfm_xdp"
 	xdpobjProgRfmXdpFloor        = "rfm_xdp_floor"
+	xdpobjVarRfmFields           = "rfm_fields"
 )
 
 // loadXdpobj returns the embedded CollectionSpec for xdpobj.
@@ -127,6 +128,7 @@ type xdpobjMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpobjVariableSpecs struct {
+	RfmFields *ebpf.VariableSpec `ebpf:"rfm_fields"`
 }
 
 // xdpobjObjects contains all objects after they have been loaded into the kernel.
@@ -210,6 +212,7 @@ func (m *xdpobjMaps) Close() error {
 //
 // It can be passed to loadXdpobjObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpobjVariables struct {
+	RfmFields *ebpf.Variable `ebpf:"rfm_fields"`
 }
 
 // xdpobjPrograms contains all programs after they have been loaded into the kernel.
