@@ -137,7 +137,20 @@ host = "127.0.0.1"
 port = %d
 [agent.control]
 socket = %q
-`, labDevA, labAddrB4, labIPFIXPort, asnDB, cityDB, labBMPPort, filepath.Join(dir, "rfm.sock")))
+[agent.xdp]
+interfaces = [%q]
+state_file = %q
+[[agent.xdp.rules]]
+name = "reverse"
+action = "pass"
+proto = "udp"
+src_ports = ["40003"]
+[[agent.xdp.rules]]
+name = "nothing"
+action = "drop"
+proto = "udp"
+dst_ports = ["9"]
+`, labDevA, labAddrB4, labIPFIXPort, asnDB, cityDB, labBMPPort, filepath.Join(dir, "rfm.sock"), labDevA, filepath.Join(dir, "blocklist.json")))
 	agent := startIn(t, tb.A, rfm, "agent", "-c", config)
 	waitAttached(t, tb, agent)
 	checkHealthz(t, tb)
