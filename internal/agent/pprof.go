@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 )
 
 // pprofEnv names the environment variable that, set to 1, serves the Go
@@ -16,6 +17,17 @@ import (
 const pprofEnv = "RFM_PPROF"
 
 func pprofEnabled() bool { return os.Getenv(pprofEnv) == "1" }
+
+// Linking net/http/pprof links the heap profiler, which the runtime then
+// runs in every process: it samples allocations and keeps a record of
+// every sampled call stack for good (off-heap memory that only grows).
+// A binary without it has the profiler switched off by the linker;
+// without RFM_PPROF=1 this switches it off as early as a package can.
+func init() {
+	if !pprofEnabled() {
+		runtime.MemProfileRate = 0
+	}
+}
 
 // handlePprof adds the profile endpoints to mux. net/http/pprof also
 // registers them on http.DefaultServeMux when imported; the agent never
