@@ -3,10 +3,13 @@
 package agent
 
 import (
+	"fmt"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
 	"github.com/stepbrobd/rfm/internal/flow"
@@ -17,6 +20,10 @@ import (
 // It also forwards the exporter's metrics.
 type ipfixSink struct {
 	cur atomic.Pointer[ipfix.Exporter]
+	// other is, during a reload, the exporter that is about to replace
+	// cur or the one cur replaced and that still flushes; its socket is
+	// excluded from sampling as well. Guarded by agent.mu.
+	other *ipfix.Exporter
 }
 
 var _ flow.PacedSink = (*ipfixSink)(nil)
@@ -69,4 +76,127 @@ func (s *ipfixSink) set(e *ipfix.Exporter, in []datapath.Interface) {
 		out[i] = ipfix.Interface{Index: uint32(ifc.Index), Name: ifc.Name}
 	}
 	e.SetInterfaces(out)
+}
+
+// ipfixStage is the IPFIX exporter behind a.ipfix, which a reload may
+// start, replace or stop.
+type ipfixStage struct{ a *agent }
+
+// newIPFIX resolves the collector and binds the exporter's socket; the
+// exporter sends nothing until start, after the datapath has excluded
+// its socket from sampling.
+func (a *agent) newIPFIX() (component, error) {
+	a.ipfix = &ipfixSink{}
+	c := a.cfg.Agent
+	if c.IPFIX.Enabled() {
+		e, err := newExporter(c.IPFIX, c.BPF.SampleRate, true, a.log)
+		if err != nil {
+			return nil, err
+		}
+		a.ipfix.cur.Store(e)
+	}
+	return &ipfixStage{a: a}, nil
+}
+
+func (s *ipfixStage) name() string { return "IPFIX exporter" }
+
+func (s *ipfixStage) start() error {
+	s.a.reg.MustRegister(s.a.ipfix)
+	if e := s.a.ipfix.cur.Load(); e != nil {
+		e.Start()
+	}
+	return nil
+}
+
+func (s *ipfixStage) reconfigure(cur, next *config.Config) (reconfig, error) {
+	a := s.a
+	c, n := cur.Agent.IPFIX, next.Agent.IPFIX
+	if c == n {
+		return reconfig{}, nil
+	}
+	var newExp *ipfix.Exporter
+	if n.Enabled() {
+		// With the same fixed bind port the new socket shares the port
+		// with the old one (SO_REUSEPORT) until the old exporter has
+		// flushed; a new bind address must be free, as at start.
+		exclusive := n.Bind != c.Bind
+		var err error
+		if newExp, err = newExporter(n, a.sampleRate.Load(), exclusive, a.log); err != nil {
+			return reconfig{}, err
+		}
+		// The new exporter may send templates at once: exclude its
+		// socket from sampling now, next to the running one's.
+		a.ipfix.other = newExp
+		if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
+			a.ipfix.other = nil
+			_ = newExp.Close()
+			return reconfig{}, err
+		}
+		newExp.Start()
+	}
+	return reconfig{
+		commit: func() []string {
+			// The old exporter stays excluded from sampling while it
+			// flushes, so neither exporter's packets become flows.
+			old := a.ipfix.cur.Swap(newExp)
+			a.ipfix.other = old
+			if newExp != nil {
+				a.ipfix.setInterfaces(a.dp.Interfaces())
+			}
+			if old != nil {
+				_ = old.Close()
+			}
+			a.ipfix.other = nil
+			if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
+				a.log.Warn("reload: updating the exporter exclusion", "err", err)
+			}
+			return []string{"agent.ipfix"}
+		},
+		abort: func() {
+			if newExp != nil {
+				_ = newExp.Close()
+				a.ipfix.other = nil
+				_ = a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load()))
+			}
+		},
+	}, nil
+}
+
+func (s *ipfixStage) stop() error {
+	if e := s.a.ipfix.cur.Swap(nil); e != nil {
+		_ = e.Close()
+	}
+	return nil
+}
+
+// newExporter creates an exporter whose sender waits for Start, so its
+// socket can be excluded from sampling before its first packet. A fixed
+// bind port is bound with SO_REUSEPORT, so that a reload can open the
+// replacement socket while the old exporter still flushes; at start
+// (exclusive) the port is first bound alone, so a port some other
+// socket holds is still an error, as it would be without the option.
+func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
+	bind := ""
+	if c.Bind.Host != "" || c.Bind.Port != 0 {
+		bind = c.Bind.Addr()
+	}
+	if exclusive && c.Bind.Port != 0 {
+		if err := ipfix.CheckBindFree(bind, c.CollectorAddr()); err != nil {
+			return nil, fmt.Errorf("agent.ipfix.bind %s: %w", bind, err)
+		}
+	}
+	e, err := ipfix.New(ipfix.Config{
+		ReusePort:           c.Bind.Port != 0,
+		Collector:           c.CollectorAddr(),
+		Bind:                bind,
+		ObservationDomainID: c.ObservationDomainID,
+		TemplateRefresh:     c.TemplateRefresh.Duration,
+		MaxMessageSize:      c.MaxMessageSize,
+		SampleRate:          rate,
+		Deferred:            true,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("agent.ipfix: %w", err)
+	}
+	return e, nil
 }

@@ -38,7 +38,7 @@ type BPF struct {
 }
 
 type Collector struct {
-	MaxFlows        int      `toml:"max_flows"`        // default 65536, 0..MaxFlowsCeiling, 0 = the ceiling
+	MaxFlows        int      `toml:"max_flows"`        // default 65536, 0..flow.MaxFlowsCeiling, 0 = the ceiling
 	EvictionTimeout Duration `toml:"eviction_timeout"` // default 30s, >= 1s
 	ActiveTimeout   Duration `toml:"active_timeout"`   // default 60s, >= 1s
 }

@@ -62,8 +62,12 @@ const ifaceTable = 16384
 const MaxBatchEvents = 64
 
 // DefaultBatchFlush is how long an event may wait in its CPU's partial
-// batch before the datapath writes the batch to the ring.
-const DefaultBatchFlush = 10 * time.Millisecond
+// batch before the datapath writes the batch to the ring. Every event of
+// a batch carries the time the batch opened (refreshed at each clock
+// tick), so this also bounds how much earlier than its packet an event's
+// time can be: 1 ms keeps flow times right to the millisecond IPFIX
+// carries them in.
+const DefaultBatchFlush = time.Millisecond
 
 // Options configure Load.
 type Options struct {
@@ -381,6 +385,16 @@ type rawIfaceSlot struct {
 	Slot    uint32
 }
 
+// isAttached reports whether ifindex holds a counter slot (an
+// attachment or the injector's). Caller holds attachMu, so the answer
+// holds until it releases attachMu.
+func (d *Datapath) isAttached(ifindex int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.attached[ifindex]
+	return ok
+}
+
 // Attach links the program pair of the interface's link kind at TCX
 // ingress (first in line, so it sees every arriving packet) and egress
 // (last in line, so it sees what actually leaves). Programs return
@@ -390,10 +404,7 @@ type rawIfaceSlot struct {
 func (d *Datapath) Attach(ifindex int, name string) error {
 	d.attachMu.Lock()
 	defer d.attachMu.Unlock()
-	d.mu.Lock()
-	_, ok := d.attached[ifindex]
-	d.mu.Unlock()
-	if ok {
+	if d.isAttached(ifindex) {
 		return nil
 	}
 	arphrd, err := linkType(ifindex)
