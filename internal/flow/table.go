@@ -69,19 +69,9 @@ type Options struct {
 // pointers, so the garbage collector never scans the flow table however
 // large it grows.
 type entry struct {
-	// Read or written by every update: the key (compared by the index
-	// lookup), the rate, the label set and the counters, together in the
-	// first 80 bytes. Fields are ordered so that none needs padding.
-	key Key
-	// ver is bumped when a flow takes the slot and when it leaves, so
-	// it is odd exactly while the slot holds a flow; a queue item
-	// carries the ver of its flow and is stale once they differ.
-	ver     uint32
-	rate    uint32 // 1-in-N rate of every packet counted in this flow
-	set     int32  // label set (Table.sets) the flow counts in
-	last    int64  // boot ns of the newest sampled packet
-	packets uint64 // sampled, since the current record started
-	bytes   uint64
+	// All 8-byte fields come before the key and all 4-byte ones after
+	// it, so no field needs padding whatever the key's size (a multiple
+	// of 4; TestEntryHasNoPadding checks).
 
 	first int64 // boot ns of the first sampled packet
 	// Set by the first active-timeout export: where the current record
@@ -90,6 +80,21 @@ type entry struct {
 	// is re-measured in between) and what earlier records held.
 	recStartWall           int64
 	prevPackets, prevBytes uint64
+
+	// Read or written by every update, together in 80 bytes (with a
+	// 44-byte key) from last to set: the counters, the key (compared by
+	// the index lookup), the rate and the label set.
+	last    int64  // boot ns of the newest sampled packet
+	packets uint64 // sampled, since the current record started
+	bytes   uint64
+	key     Key
+	// ver is bumped when a flow takes the slot and when it leaves, so
+	// it is odd exactly while the slot holds a flow; a queue item
+	// carries the ver of its flow and is stale once they differ.
+	ver  uint32
+	rate uint32 // 1-in-N rate of every packet counted in this flow
+	set  int32  // label set (Table.sets) the flow counts in
+
 	// gen is the low 32 bits of the Enricher.Generation() the labels
 	// came from: a refresh is missed only if a multiple of 2^32
 	// generations passes between two sweeps.
@@ -293,10 +298,11 @@ func (t *Table) updateGroup(evs []datapath.Event) {
 	}
 	for j := range evs {
 		if w := slots[(hashes[j]>>32)&mask]; w != 0 {
-			// First and last word of the part an update reads (key
-			// to bytes, 80 bytes), which spans two cache lines.
+			// The part an update reads (last to set, 80 bytes) spans
+			// two or three cache lines, as the 136-byte entries fall:
+			// words at most 40 bytes apart touch every one of them.
 			e := t.arena.at(int32(uint32(w) - 1))
-			touched += uint64(e.key.Src[0]) + e.bytes
+			touched += uint64(e.last) + uint64(e.key.Dst[0]) + uint64(e.set)
 		}
 	}
 	for j := range evs {
