@@ -89,7 +89,7 @@ func (a *agent) newIPFIX() (component, error) {
 	a.ipfix = &ipfixSink{}
 	c := a.cfg.Agent
 	if c.IPFIX.Enabled() {
-		e, err := newExporter(c.IPFIX, c.BPF.SampleRate, true, a.log)
+		e, err := newExporter(c.IPFIX, exportFields(c.BPF), c.BPF.SampleRate, true, a.log)
 		if err != nil {
 			return nil, err
 		}
@@ -121,7 +121,8 @@ func (s *ipfixStage) reconfigure(cur, next *config.Config) (reconfig, error) {
 		// flushed; a new bind address must be free, as at start.
 		exclusive := n.Bind != c.Bind
 		var err error
-		if newExp, err = newExporter(n, a.sampleRate.Load(), exclusive, a.log); err != nil {
+		// The running datapath's fields: a change waits for a restart.
+		if newExp, err = newExporter(n, exportFields(cur.Agent.BPF), a.sampleRate.Load(), exclusive, a.log); err != nil {
 			return reconfig{}, err
 		}
 		// The new exporter may send templates at once: exclude its
@@ -175,7 +176,7 @@ func (s *ipfixStage) stop() error {
 // replacement socket while the old exporter still flushes; at start
 // (exclusive) the port is first bound alone, so a port some other
 // socket holds is still an error, as it would be without the option.
-func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
+func newExporter(c config.IPFIX, fields ipfix.Fields, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
 	bind := ""
 	if c.Bind.Host != "" || c.Bind.Port != 0 {
 		bind = c.Bind.Addr()
@@ -194,9 +195,26 @@ func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) 
 		MaxMessageSize:      c.MaxMessageSize,
 		SampleRate:          rate,
 		Deferred:            true,
+		Fields:              fields,
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("agent.ipfix: %w", err)
 	}
 	return e, nil
+}
+
+// exportFields are the optional elements of the IPFIX flow templates for
+// agent.bpf.fields and agent.bpf.fib_lookup.
+func exportFields(b config.BPF) ipfix.Fields {
+	var f ipfix.Fields
+	for name, bit := range map[string]ipfix.Fields{"tcp_flags": ipfix.FieldTCPFlags, "dscp": ipfix.FieldDSCP,
+		"icmp": ipfix.FieldICMP, "ttl": ipfix.FieldTTL, "vlan": ipfix.FieldVLAN} {
+		if b.HasField(name) {
+			f |= bit
+		}
+	}
+	if b.FIBLookup {
+		f |= ipfix.FieldNextHop
+	}
+	return f
 }

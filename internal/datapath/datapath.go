@@ -80,6 +80,10 @@ type Options struct {
 	// BatchFlush bounds how long an event waits in a partial batch;
 	// 0 = DefaultBatchFlush.
 	BatchFlush time.Duration
+	// Fields are the optional header fields sampled packets report. A
+	// load-time constant of the programs: none keeps the 64-byte event
+	// and its cost; any makes every event FieldsEventSize bytes.
+	Fields Fields
 }
 
 // Config is what the programs read from the rfm_config map on every packet.
@@ -91,6 +95,10 @@ type Config struct {
 	// ExcludeAlso is a second such tuple, for the moment a reload has an
 	// old and a new exporter sending at once.
 	ExcludeAlso Tuple
+	// Unsampled, by Direction, turns sampling off at that hook: its
+	// packets are counted but never reported as events, so a forwarded
+	// packet is not reported at both routers' interfaces.
+	Unsampled [2]bool
 }
 
 // Tuple is a UDP source/destination address pair. The zero value means
@@ -121,8 +129,9 @@ type rawConfig struct {
 }
 
 const (
-	cfgExclude  = 1
-	cfgExclude2 = 2
+	cfgExclude   = 1
+	cfgExclude2  = 2
+	cfgUnsampled = 4 // shifted by the Direction
 )
 
 func (t Tuple) raw() rawExclude {
@@ -217,6 +226,7 @@ type Datapath struct {
 	readKeys  []uint32
 
 	decodeErrors atomic.Uint64
+	eventSize    int // bytes per event in a ring record; 0 means EventSize
 	wakeupBytes  uint32
 	batchEvents  uint32
 	batchFlush   time.Duration
@@ -254,8 +264,15 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	spec.Maps[rfmMapRfmBatches].MaxEntries = uint32(cpus)
 	ringSize := int(spec.Maps[rfmMapRfmEvents].MaxEntries)
+	if opts.Fields&^fieldsAll != 0 {
+		return nil, fmt.Errorf("unknown optional fields %#x", uint32(opts.Fields&^fieldsAll))
+	}
+	if err := spec.Variables[rfmVarRfmFields].Set(uint32(opts.Fields)); err != nil {
+		return nil, fmt.Errorf("select optional fields: %w", err)
+	}
+	evSize := opts.Fields.eventSize()
 	if opts.BatchEvents <= 0 {
-		opts.BatchEvents = min(MaxBatchEvents, max(1, ringSize/16/EventSize))
+		opts.BatchEvents = min(MaxBatchEvents, max(1, ringSize/16/evSize))
 	}
 	if opts.BatchEvents > MaxBatchEvents {
 		return nil, fmt.Errorf("batch of %d events: at most %d", opts.BatchEvents, MaxBatchEvents)
@@ -273,6 +290,7 @@ func Load(opts Options) (*Datapath, error) {
 		maxIfaces:   opts.MaxInterfaces,
 		chunkSpec:   chunkSpec,
 		batchEvents: uint32(opts.BatchEvents),
+		eventSize:   evSize,
 		batchFlush:  opts.BatchFlush,
 	}
 	for _, name := range []string{rfmMapRfmConfig, rfmMapRfmCounters, rfmMapRfmIfaceSlots, rfmMapRfmIfaceSpill,
@@ -368,6 +386,11 @@ func (d *Datapath) SetConfig(c Config) error {
 	if c.ExcludeAlso.valid() {
 		raw.Flags |= cfgExclude2
 		raw.Exclude[1] = c.ExcludeAlso.raw()
+	}
+	for dir, off := range c.Unsampled {
+		if off {
+			raw.Flags |= cfgUnsampled << dir
+		}
 	}
 	if err := d.config.Put(uint32(0), &raw); err != nil {
 		return fmt.Errorf("write BPF config map: %w", err)
@@ -766,17 +789,26 @@ func (d *Datapath) nextRecord() error {
 // and skipped.
 func (d *Datapath) decodeRecord(evs []Event) int {
 	raw := d.rec.RawSample
+	size := d.eventSize
+	if size == 0 {
+		size = EventSize
+	}
 	if d.recNew {
 		d.recNew = false
-		if len(raw) == 0 || len(raw)%EventSize != 0 {
+		if len(raw) == 0 || len(raw)%size != 0 {
 			d.decodeErrors.Add(1)
 			d.recOff = len(raw)
 		}
 	}
 	n := 0
-	for n < len(evs) && d.recOff+EventSize <= len(raw) {
-		err := evs[n].Decode(raw[d.recOff : d.recOff+EventSize])
-		d.recOff += EventSize
+	for n < len(evs) && d.recOff+size <= len(raw) {
+		var err error
+		if size == FieldsEventSize {
+			err = evs[n].DecodeFields(raw[d.recOff : d.recOff+size])
+		} else {
+			err = evs[n].Decode(raw[d.recOff : d.recOff+size])
+		}
+		d.recOff += size
 		if err != nil {
 			d.decodeErrors.Add(1)
 			continue

@@ -69,9 +69,10 @@ type Options struct {
 // pointers, so the garbage collector never scans the flow table however
 // large it grows.
 type entry struct {
-	// All 8-byte fields come before the key and all 4-byte ones after
-	// it, so no field needs padding whatever the key's size (a multiple
-	// of 4; TestEntryHasNoPadding checks).
+	// 8-byte fields come before the key and 4-byte ones after it, so
+	// the key's size (a multiple of 4) costs no padding: at most the
+	// alignment of the few bytes kept next to the hot fields
+	// (TestEntryPadding checks).
 
 	first int64 // boot ns of the first sampled packet
 	// Set by the first active-timeout export: where the current record
@@ -81,9 +82,9 @@ type entry struct {
 	recStartWall           int64
 	prevPackets, prevBytes uint64
 
-	// Read or written by every update, together in 80 bytes (with a
-	// 44-byte key) from last to set: the counters, the key (compared by
-	// the index lookup), the rate and the label set.
+	// Read or written by every update, together from last to ttlMax:
+	// the counters, the key (compared by the index lookup), the rate,
+	// the label set and the optional per-packet fields.
 	last    int64  // boot ns of the newest sampled packet
 	packets uint64 // sampled, since the current record started
 	bytes   uint64
@@ -94,16 +95,22 @@ type entry struct {
 	ver  uint32
 	rate uint32 // 1-in-N rate of every packet counted in this flow
 	set  int32  // label set (Table.sets) the flow counts in
+	// Optional fields, zero when the datapath reports none; updated by
+	// every event, so with the hot fields.
+	tcpFlags       uint8
+	ttlMin, ttlMax uint8
+	nextHop        [16]byte // FIB gateway of the first sampled packet
 
 	// gen is the low 32 bits of the Enricher.Generation() the labels
 	// came from: a refresh is missed only if a multiple of 2^32
 	// generations passes between two sweeps.
-	gen       uint32
-	srcASN    uint32
-	dstASN    uint32
-	srcCity   uint32 // ids in Table.cities; 0 = unknown
-	dstCity   uint32
-	inIfindex uint32
+	gen        uint32
+	srcASN     uint32
+	dstASN     uint32
+	srcCity    uint32 // ids in Table.cities; 0 = unknown
+	dstCity    uint32
+	inIfindex  uint32
+	outIfindex uint32 // FIB egress of the first sampled packet
 }
 
 // live reports whether the slot holds a flow.
@@ -298,11 +305,11 @@ func (t *Table) updateGroup(evs []datapath.Event) {
 	}
 	for j := range evs {
 		if w := slots[(hashes[j]>>32)&mask]; w != 0 {
-			// The part an update reads (last to set, 80 bytes) spans
-			// two or three cache lines, as the 136-byte entries fall:
-			// words at most 40 bytes apart touch every one of them.
+			// The part an update reads (last to ttlMax, 87 bytes)
+			// spans two or three cache lines, as the entries fall:
+			// bytes at most 46 apart touch every one of them.
 			e := t.arena.at(int32(uint32(w) - 1))
-			touched += uint64(e.last) + uint64(e.key.Dst[0]) + uint64(e.set)
+			touched += uint64(e.last) + uint64(e.key.Dst[0]) + uint64(e.ttlMax)
 		}
 	}
 	for j := range evs {
@@ -331,6 +338,10 @@ func keyOf(ev *datapath.Event) Key {
 		DstPort: ev.DstPort,
 		Proto:   ev.Proto,
 		Dir:     ev.Dir,
+
+		TOS:       ev.TOS,
+		VLANOuter: ev.VLANOuter,
+		VLANInner: ev.VLANInner,
 	}
 }
 
@@ -367,6 +378,10 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 		}
 		e.packets += segments(ev)
 		e.bytes += uint64(ev.Len)
+		// No-ops when the datapath reports no optional fields.
+		e.tcpFlags |= ev.TCPFlags
+		e.ttlMin = min(e.ttlMin, ev.TTL)
+		e.ttlMax = max(e.ttlMax, ev.TTL)
 		t.countEvent(e, ev)
 		return
 	}
@@ -394,6 +409,12 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 		ver:       e.ver + 1,
 		rate:      rateOf(ev),
 		inIfindex: ev.InIfindex,
+
+		tcpFlags:   ev.TCPFlags,
+		ttlMin:     ev.TTL,
+		ttlMax:     ev.TTL,
+		outIfindex: ev.FIBIfindex,
+		nextHop:    ev.FIBNextHop,
 	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,

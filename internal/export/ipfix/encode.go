@@ -134,6 +134,7 @@ type flowEntry struct {
 	egress           bool
 	reason           uint8
 	v4               bool
+	opt              optionalValues // written only when the layout selects them (fields.go)
 }
 
 func unixMilli(ms int64) uint64 {
@@ -165,6 +166,7 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 		proto:     r.Proto,
 		egress:    r.Dir == datapath.Egress,
 		reason:    uint8(r.Reason),
+		opt:       optionalOf(r),
 		// The IPv4 template only when both addresses are IPv4: a mixed
 		// pair cannot come from one packet, but must not lose bytes.
 		v4: isV4Mapped(&r.Src) && isV4Mapped(&r.Dst),
@@ -178,6 +180,7 @@ func isV4Mapped(a *[16]byte) bool { return [12]byte(a[:12]) == v4MappedPrefix }
 // message builds one IPFIX message in a buffer allocated once with the
 // maximum message size as capacity, so adding records never allocates.
 type message struct {
+	layout   *flowLayout // flow templates and record sizes (fields.go)
 	buf      []byte
 	max      int
 	setStart int // offset of the open set's header; 0 when no set is open
@@ -189,7 +192,7 @@ type message struct {
 }
 
 func newMessage(maxSize int) *message {
-	return &message{buf: make([]byte, headerLen, maxSize), max: maxSize}
+	return &message{layout: baseLayout, buf: make([]byte, headerLen, maxSize), max: maxSize}
 }
 
 func (m *message) reset() {
@@ -288,14 +291,15 @@ func putFieldSpecs(b []byte, fields []fieldSpec) {
 	}
 }
 
-// templatesLen is the size of what addTemplates writes.
+// templatesLen is the size of what addTemplates writes without optional
+// fields; each optional element adds 4 bytes per flow template.
 const templatesLen = 2*(setHeaderLen+4+4*15) +
 	(setHeaderLen + 6 + 4*4) + (setHeaderLen + 6 + 4*3)
 
 // addTemplates adds all four templates, each in its own set.
 func (m *message) addTemplates() bool {
-	return m.addTemplate(templateIDv4, fieldsV4) &&
-		m.addTemplate(templateIDv6, fieldsV6) &&
+	return m.addTemplate(templateIDv4, m.layout.fieldsV4) &&
+		m.addTemplate(templateIDv6, m.layout.fieldsV6) &&
 		m.addOptionsTemplate(templateIDSampling, samplingScope, samplingOptions) &&
 		m.addOptionsTemplate(templateIDInterfaces, interfaceScope, interfaceOptions)
 }
@@ -359,7 +363,7 @@ func putFixedString(b []byte, s string) {
 func (m *message) addFlow(f *flowEntry) bool {
 	var tail []byte
 	if f.v4 {
-		b := m.reserve(templateIDv4, flowRecordLenV4)
+		b := m.reserve(templateIDv4, m.layout.lenV4)
 		if b == nil {
 			return false
 		}
@@ -368,7 +372,7 @@ func (m *message) addFlow(f *flowEntry) bool {
 		copy(b[4:8], f.dst[12:16])
 		tail = b[8:]
 	} else {
-		b := m.reserve(templateIDv6, flowRecordLenV6)
+		b := m.reserve(templateIDv6, m.layout.lenV6)
 		if b == nil {
 			return false
 		}
@@ -378,6 +382,9 @@ func (m *message) addFlow(f *flowEntry) bool {
 		tail = b[32:]
 	}
 	putFlowTail(tail, f)
+	if len(m.layout.parts) > 0 {
+		m.layout.putOptional(tail[flowTailLen:], f)
+	}
 	m.dataRecords++
 	m.flowRecords++
 	return true
@@ -392,9 +399,10 @@ func putFlowTail(b []byte, f *flowEntry) {
 	// The interface the packet was seen on is the ingress interface of an
 	// ingress flow and the egress interface of an egress flow. An egress
 	// flow of forwarded packets also knows where they came in
-	// (skb->ingress_ifindex); where they will leave is unknown at ingress
-	// and exported as 0, as is the ingress side of local traffic.
-	ingress, egress, direction := f.ifindex, uint32(0), uint8(0)
+	// (skb->ingress_ifindex); where they will leave is known at ingress
+	// only from a FIB lookup (agent.bpf.fib_lookup), else exported as 0,
+	// as is the ingress side of local traffic.
+	ingress, egress, direction := f.ifindex, f.opt.outIfindex, uint8(0)
 	if f.egress {
 		ingress, egress, direction = f.inIfindex, f.ifindex, 1
 	}

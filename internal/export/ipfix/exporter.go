@@ -64,6 +64,9 @@ type Config struct {
 	// ReusePort binds with SO_REUSEPORT, so a replacement exporter can
 	// bind the same fixed port while this one flushes (reuseport.go).
 	ReusePort bool
+	// Fields are the optional elements the flow templates carry
+	// (fields.go).
+	Fields Fields
 }
 
 // Interface names one attached interface for the interface options record.
@@ -142,6 +145,9 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
+	if cfg.Fields&^fieldsAll != 0 {
+		return nil, fmt.Errorf("ipfix: unknown optional fields %#x", uint32(cfg.Fields&^fieldsAll))
+	}
 
 	raddr, err := net.ResolveUDPAddr("udp", cfg.Collector)
 	if err != nil {
@@ -179,7 +185,7 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
-		msg:         newMessage(cfg.MaxMessageSize),
+		msg:         newMessage(cfg.MaxMessageSize).withFields(cfg.Fields),
 		recordsDesc: prometheus.NewDesc("rfm_ipfix_records_total",
 			"Flow records sent to the IPFIX collector.", nil, nil),
 		messagesDesc: prometheus.NewDesc("rfm_ipfix_messages_total",
