@@ -57,6 +57,20 @@ func (s *ipfixSink) setInterfaces(in []datapath.Interface) {
 	if e == nil {
 		return
 	}
+	s.set(e, in)
+}
+
+// refreshInterfaces gives the exporter the interface list that list
+// returns, calling list only when there is an exporter: hotplug calls
+// this on every attach and detach, and without IPFIX a copy of every
+// attached interface per change was only garbage (quadratic in churn).
+func (s *ipfixSink) refreshInterfaces(list func() []datapath.Interface) {
+	if e := s.cur.Load(); e != nil {
+		s.set(e, list())
+	}
+}
+
+func (s *ipfixSink) set(e *ipfix.Exporter, in []datapath.Interface) {
 	out := make([]ipfix.Interface, len(in))
 	for i, ifc := range in {
 		out[i] = ipfix.Interface{Index: uint32(ifc.Index), Name: ifc.Name}
