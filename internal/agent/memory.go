@@ -210,6 +210,14 @@ func (c *memoryCollector) useBPFLocked(f bpfLockedFunc) {
 	c.locked.Store(&f)
 }
 
+// lockedSource is the function useBPFLocked set last (nil: none).
+func (c *memoryCollector) lockedSource() bpfLockedFunc {
+	if f := c.locked.Load(); f != nil {
+		return *f
+	}
+	return nil
+}
+
 func newMemoryCollector() *memoryCollector {
 	return &memoryCollector{
 		anonymous: prometheus.NewDesc("rfm_memory_anonymous_bytes",

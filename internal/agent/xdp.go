@@ -418,6 +418,15 @@ func (s *xdpStage) start() error {
 	s.x = x
 	a.xdp = x
 	a.reg.MustRegister(x.prog)
+	// rfm_memory_bpf_locked_bytes: the XDP maps are the agent's too.
+	a.memory.useBPFLocked(func() (uint64, error) {
+		d, err := a.dp.LockedMemory()
+		if err != nil {
+			return 0, err
+		}
+		m, err := x.prog.LockedMemory()
+		return d + m, err
+	})
 	if err := x.attachAll(all); err != nil {
 		return err
 	}
@@ -456,6 +465,7 @@ func (s *xdpStage) stop() error {
 	if s.x.watch != nil {
 		_ = s.x.watch.Close()
 	}
+	s.a.memory.useBPFLocked(s.a.dp.LockedMemory)
 	return s.x.close()
 }
 

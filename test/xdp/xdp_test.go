@@ -334,6 +334,12 @@ dst_ports = ["7100"]
 	if got := l.try(t, 7100, 20); got != 0 {
 		t.Errorf("rule no-7100: %d of 20 arrived", got)
 	}
+	// The XDP maps count in the agent's locked memory: the port tables
+	// (4 x 65536 x 8 bytes) and the /16 tables (4 x 65536 x 16) alone are
+	// 6 MiB.
+	if v, err := l.metric(t, "rfm_memory_bpf_locked_bytes", nil); err != nil || v < 6<<20 {
+		t.Errorf("rfm_memory_bpf_locked_bytes = %v (%v), want the XDP maps' 6 MiB at least", v, err)
+	}
 	if got := l.try(t, 7101, 20); got != 20 {
 		t.Errorf("port 7101: %d of 20 arrived", got)
 	}

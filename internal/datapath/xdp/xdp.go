@@ -714,6 +714,25 @@ func listName(l List) string {
 	return "blocklist"
 }
 
+// LockedMemory is the memlock the kernel reports for the maps the
+// program created itself (not the datapath's it shares); maps it reports
+// none for (the LPM tries) count as 0.
+func (p *Program) LockedMemory() (uint64, error) {
+	var total uint64
+	for _, m := range p.own {
+		info, err := m.Info()
+		if err != nil {
+			return 0, fmt.Errorf("locked memory of map %s: %w", m, err)
+		}
+		// The kernel reports none for some map types (the tries here):
+		// counted as 0.
+		if memlock, ok := info.Memlock(); ok {
+			total += memlock
+		}
+	}
+	return total, nil
+}
+
 // Prog is the XDP program, for BPF_PROG_TEST_RUN in tests and benchmarks.
 func (p *Program) Prog() *ebpf.Program { return p.prog }
 
