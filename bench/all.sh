@@ -25,6 +25,10 @@ echo "== Go benchmarks" >&2
 		./internal/agent ./internal/flow ./internal/export/... ./internal/enrich/...
 } | tee bench/go-bench-results.txt
 
+echo "== XDP fast path" >&2
+bash bench/xdp.sh > bench/xdp-results.txt
+bash bench/xdp-e2e.sh
+
 echo "== accuracy" >&2
 bash bench/accuracy.sh
 
