@@ -7,6 +7,7 @@
 package xdp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/netsampler/goflow2/v2/decoders/netflow"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -112,6 +114,8 @@ state_file = %q
 	return path
 }
 
+// startAgent starts the agent with rules (TOML after [agent.xdp]: its
+// remaining keys, then [[agent.xdp.rules]] or other tables).
 func (l *testbed) startAgent(t *testing.T, rules string) *lab.Process {
 	t.Helper()
 	path := l.writeConfig(t, rules)
@@ -575,4 +579,59 @@ func TestBlockTakesEffectAtOnce(t *testing.T) {
 	if lastAt.After(returned) {
 		t.Errorf("a datagram arrived %s after the block call returned (%d before, %d after)", lastAt.Sub(returned), before, got.Load())
 	}
+}
+
+// TestDroppedFlowsOverIPFIX: packets XDP drops reach the collector as a
+// flow whose forwardingStatus (IE 89) is 128, dropped.
+func TestDroppedFlowsOverIPFIX(t *testing.T) {
+	l := newLab(t)
+	const collectorPort = 4739
+	collector := lab.UDPConn(t, l.A, fmt.Sprintf("127.0.0.1:%d", collectorPort), "")
+	l.startAgent(t, fmt.Sprintf("[agent.collector]\neviction_timeout = \"1s\"\n[agent.ipfix]\nhost = \"127.0.0.1\"\nport = %d\n", collectorPort))
+	l.rfm(t, "block", "add", addrB4)
+	const n = 20
+	l.sendFromB(t, addrB4+":5000", addrA4+":7800", n)
+	templates := netflow.CreateTemplateSystem()
+	collector.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 65535)
+	for {
+		k, err := collector.Read(buf)
+		if err != nil {
+			t.Fatalf("no IPFIX record of the dropped flow within 30 s: %v", err)
+		}
+		var v9 netflow.NFv9Packet
+		var pkt netflow.IPFIXPacket
+		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(buf[:k]), templates, &v9, &pkt); err != nil {
+			continue // data before its template: the next message repeats it
+		}
+		for _, fs := range pkt.FlowSets {
+			data, ok := fs.(netflow.DataFlowSet)
+			if !ok {
+				continue
+			}
+			for _, r := range data.Records {
+				f := map[uint16][]byte{}
+				for _, v := range r.Values {
+					if b, ok := v.Value.([]byte); ok {
+						f[v.Type] = b
+					}
+				}
+				if src, ok := netip.AddrFromSlice(f[8]); !ok || src != netip.MustParseAddr(addrB4) || be(f[11]) != 7800 {
+					continue
+				}
+				if fwd, pkts := be(f[89]), be(f[2]); fwd != 128 || pkts != n {
+					t.Fatalf("dropped flow: forwardingStatus %d, %d packets; want 128 and %d", fwd, pkts, n)
+				}
+				return
+			}
+		}
+	}
+}
+
+func be(b []byte) uint64 {
+	var v uint64
+	for _, c := range b {
+		v = v<<8 | uint64(c)
+	}
+	return v
 }
