@@ -92,16 +92,23 @@ func (x *xdpPath) wants(name string, loopback bool) bool {
 	return x.sel.Match(name, loopback)
 }
 
-// attachAll attaches the selected interfaces of ifaces; at start a
-// named interface that cannot be attached (another XDP program holds
-// it) stops the agent, as a TC attach failure does.
+// attachAll attaches the selected interfaces of ifaces. An interface
+// named in agent.xdp.interfaces that cannot be attached (another XDP
+// program holds it) stops the start, as a TC attach failure does; one a
+// pattern selected is logged, shown in rfm status, and left alone.
 func (x *xdpPath) attachAll(ifaces []net.Interface) error {
+	x.mu.Lock()
+	named := x.sel.Named()
+	x.mu.Unlock()
 	for _, ifc := range ifaces {
 		if !x.wants(ifc.Name, ifc.Flags&net.FlagLoopback != 0) {
 			continue
 		}
 		if err := x.attach(ifc.Index, ifc.Name); err != nil {
-			return err
+			if slices.Contains(named, ifc.Name) {
+				return err
+			}
+			x.log.Warn("xdp attach", "interface", ifc.Name, "err", err)
 		}
 	}
 	return nil
