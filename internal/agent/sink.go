@@ -41,7 +41,7 @@ func (s *ipfixSink) Describe(chan<- *prometheus.Desc) {}
 
 func (s *ipfixSink) Collect(ch chan<- prometheus.Metric) {
 	if e := s.cur.Load(); e != nil {
-		e.Collect(ch)
+		ipfix.NewFanout(e).Collect(ch)
 	}
 }
 

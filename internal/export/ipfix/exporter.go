@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 
-// Package ipfix exports ended flows to one IPFIX collector over UDP
-// (RFC 7011), with an encoder of our own: templates for IPv4 and IPv6
-// flows, an options record carrying the sampling rate and options records
-// naming the attached interfaces.
+// Package ipfix exports ended flows to IPFIX collectors over UDP (RFC
+// 7011), with an encoder of our own: templates for IPv4 and IPv6 flows,
+// an options record carrying the sampling rate and options records naming
+// the attached interfaces. An Exporter serves one collector; a Fanout
+// hands records to several, each with its own socket, queue and sender.
 package ipfix
 
 import (
@@ -48,7 +49,10 @@ const (
 
 // Config configures an Exporter. Zero fields take the defaults above.
 type Config struct {
-	Collector           string // collector host:port, resolved once in New
+	Collector string // collector host:port, resolved once in New
+	// Name is the collector label of the exporter's metrics; "" uses
+	// Collector as written.
+	Name                string
 	Bind                string // local host:port for the socket; "" lets the kernel choose
 	ObservationDomainID uint32
 	TemplateRefresh     time.Duration // templates and options are resent this often
@@ -77,13 +81,18 @@ type Interface struct {
 // flow.Sink and prometheus.Collector. ExportFlows only queues; one sender
 // goroutine encodes and sends.
 type Exporter struct {
-	log      *slog.Logger
-	conn     *net.UDPConn
-	local    netip.AddrPort
-	remote   netip.AddrPort
-	domainID uint32
-	refresh  time.Duration
-	limit    int
+	log  *slog.Logger
+	name string
+	conn *net.UDPConn
+	// write sends one message; conn.Write except in tests that make a
+	// collector's sends stall.
+	write     func([]byte) (int, error)
+	pacedWait time.Duration
+	local     netip.AddrPort
+	remote    netip.AddrPort
+	domainID  uint32
+	refresh   time.Duration
+	limit     int
 
 	defaultRate uint32 // Config.SampleRate
 
@@ -172,9 +181,17 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		return nil, fmt.Errorf("ipfix: socket from bind %q to collector %q: %w", cfg.Bind, cfg.Collector, err)
 	}
 
+	name := cfg.Name
+	if name == "" {
+		name = cfg.Collector
+	}
+	labels := prometheus.Labels{"collector": name}
 	e := &Exporter{
-		log:         log,
+		log:         log.With("collector", name),
+		name:        name,
 		conn:        conn,
+		write:       conn.Write,
+		pacedWait:   pacedWait,
 		local:       addrPort(conn.LocalAddr()),
 		remote:      addrPort(conn.RemoteAddr()),
 		domainID:    cfg.ObservationDomainID,
@@ -188,13 +205,13 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		done:        make(chan struct{}),
 		msg:         newMessage(cfg.MaxMessageSize),
 		recordsDesc: prometheus.NewDesc("rfm_ipfix_records_total",
-			"Flow records sent to the IPFIX collector.", nil, nil),
+			"Flow records sent to the IPFIX collector.", nil, labels),
 		messagesDesc: prometheus.NewDesc("rfm_ipfix_messages_total",
-			"IPFIX messages sent to the collector.", nil, nil),
+			"IPFIX messages sent to the collector.", nil, labels),
 		droppedDesc: prometheus.NewDesc("rfm_ipfix_dropped_records_total",
-			"Flow records not exported because the queue was full or the send failed.", nil, nil),
-		errorsDesc: prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.",
-			nil, prometheus.Labels{"subsystem": "ipfix"}),
+			"Flow records not exported because the queue was full or the send failed.", nil, labels),
+		errorsDesc: prometheus.NewDesc("rfm_ipfix_send_errors_total",
+			"Failed sends to the IPFIX collector.", nil, labels),
 	}
 	e.templatesDue = true
 	if !cfg.Deferred {
@@ -226,6 +243,9 @@ func (e *Exporter) Stats() Stats {
 	return Stats{Records: e.records.Load(), Messages: e.messages.Load(), Dropped: e.dropped.Load(), Errors: e.errs.Load()}
 }
 
+// Name is the collector label of the exporter's metrics.
+func (e *Exporter) Name() string { return e.name }
+
 // LocalAddr is the socket's source address and port (IPv4 unmapped).
 func (e *Exporter) LocalAddr() netip.AddrPort { return e.local }
 
@@ -253,7 +273,7 @@ func (e *Exporter) ExportFlows(recs []flow.Record) {
 // are dropped (and counted) only once the exporter is closed or the sender
 // has taken nothing for pacedWait.
 func (e *Exporter) ExportFlowsPaced(recs []flow.Record) {
-	timer := time.NewTimer(pacedWait)
+	timer := time.NewTimer(e.pacedWait)
 	defer timer.Stop()
 	for len(recs) > 0 {
 		n, taken := e.enqueue(recs, e.limit-e.limit/4)
@@ -265,13 +285,13 @@ func (e *Exporter) ExportFlowsPaced(recs []flow.Record) {
 			break // closed
 		}
 		if n > 0 {
-			timer.Reset(pacedWait)
+			timer.Reset(e.pacedWait)
 		}
 		select {
 		case <-taken:
 		case <-timer.C:
 			e.log.Warn("ipfix: the sender took no records for a while; dropping the rest of a flush",
-				"collector", e.remote, "dropped", len(recs), "waited", pacedWait)
+				"collector", e.remote, "dropped", len(recs), "waited", e.pacedWait)
 			e.dropped.Add(uint64(len(recs)))
 			return
 		}
@@ -501,7 +521,7 @@ func (e *Exporter) send() {
 	flows := uint64(e.msg.flowRecords)
 	err := e.conn.SetWriteDeadline(now.Add(writeTimeout))
 	if err == nil {
-		_, err = e.conn.Write(b)
+		_, err = e.write(b)
 	}
 	e.msg.reset()
 	if err != nil {
@@ -526,7 +546,9 @@ func (e *Exporter) send() {
 	e.records.Add(flows)
 }
 
-// Describe implements prometheus.Collector.
+// Describe implements prometheus.Collector. The series carry the
+// collector label; rfm_errors_total{subsystem="ipfix"} is the Fanout's
+// sum over its exporters.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	ch <- e.recordsDesc
 	ch <- e.messagesDesc
