@@ -57,7 +57,7 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		}
 	}
 	var newExp *ipfix.Exporter
-	ipfixChanged := c.IPFIX != n.IPFIX
+	ipfixChanged := !c.IPFIX.Equal(n.IPFIX)
 	if ipfixChanged && n.IPFIX.Enabled() {
 		// With the same fixed bind port the new socket shares the port
 		// with the old one (SO_REUSEPORT) until the old exporter has

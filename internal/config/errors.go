@@ -201,6 +201,13 @@ func quoteKeyPart(k string) string {
 	if k == "" {
 		return `""`
 	}
+	// An element of an array of tables, as keys name it in errors:
+	// "collectors[0]".
+	if name, idx, ok := strings.Cut(k, "["); ok && name != "" && len(idx) > 1 && idx[len(idx)-1] == ']' {
+		if _, err := strconv.Atoi(idx[:len(idx)-1]); err == nil {
+			return quoteKeyPart(name) + "[" + idx
+		}
+	}
 	for _, r := range k {
 		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
 			return strconv.Quote(k)

@@ -223,6 +223,10 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, DefaultActiveTimeout)
 
 	defaultEndpoint(&a.IPFIX.Host, &a.IPFIX.Port, DefaultIPFIXHost, DefaultIPFIXPort)
+	for i := range a.IPFIX.Collectors {
+		col := &a.IPFIX.Collectors[i]
+		defaultEndpoint(&col.Host, &col.Port, DefaultIPFIXHost, DefaultIPFIXPort)
+	}
 	fillDefault(md, "ipfix.observation_domain_id", &a.IPFIX.ObservationDomainID, DefaultObservationDomainID)
 	fillDefault(md, "ipfix.template_refresh", &a.IPFIX.TemplateRefresh.Duration, DefaultTemplateRefresh)
 	fillDefault(md, "ipfix.max_message_size", &a.IPFIX.MaxMessageSize, DefaultIPFIXMaxMessageSize)
@@ -277,6 +281,17 @@ func normalize(c *Config) {
 			*h = inner
 		}
 	}
+	for i := range c.Agent.IPFIX.Collectors {
+		col := &c.Agent.IPFIX.Collectors[i]
+		for _, h := range []*string{&col.Host, &col.Bind.Host} {
+			if inner, ok := bracketedIPv6(*h); ok {
+				*h = inner
+			}
+		}
+	}
+	if len(c.Agent.IPFIX.Collectors) == 0 {
+		c.Agent.IPFIX.Collectors = nil
+	}
 	if len(c.Agent.Enrich.RIB.BMP.Allow) == 0 {
 		c.Agent.Enrich.RIB.BMP.Allow = nil
 	}
@@ -297,11 +312,13 @@ const (
 	kindUint32
 	kindStrings
 	kindDuration
+	kindTableArray
 )
 
 type schemaNode struct {
 	kind   valueKind
 	fields map[string]*schemaNode // kindTable only
+	elem   *schemaNode            // kindTableArray only
 }
 
 var configSchema = buildSchema(reflect.TypeOf(Config{}))
@@ -335,6 +352,8 @@ func buildSchema(t reflect.Type) *schemaNode {
 		return &schemaNode{kind: kindUint32}
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
 		return &schemaNode{kind: kindStrings}
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return &schemaNode{kind: kindTableArray, elem: buildSchema(t.Elem())}
 	}
 	// A field type the walk cannot check: a programming error caught by
 	// any test of this package.
@@ -430,6 +449,29 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 		for i, elem := range list {
 			if _, ok := elem.(string); !ok {
 				return keyError(fmt.Sprintf("%s[%d]", key, i), elem, "must be a string, not %s", tomlTypeName(elem))
+			}
+		}
+	case kindTableArray:
+		// [[x]] decodes to []map[string]any, x = [{...}] to []any.
+		var list []any
+		switch l := v.(type) {
+		case []map[string]any:
+			for _, m := range l {
+				list = append(list, m)
+			}
+		case []any:
+			list = l
+		default:
+			return keyError(key, v, "must be an array of tables ([[%s]]), not %s", key, tomlTypeName(v))
+		}
+		for i, elem := range list {
+			t, ok := elem.(map[string]any)
+			elemKey := fmt.Sprintf("%s[%d]", path[len(path)-1], i)
+			if !ok {
+				return keyError(joinKey(append(path[:len(path)-1:len(path)-1], elemKey)), elem, "must be a table, not %s", tomlTypeName(elem))
+			}
+			if err := checkTable(node.elem, append(path[:len(path)-1:len(path)-1], elemKey), t, order); err != nil {
+				return err
 			}
 		}
 	case kindDuration:
