@@ -62,8 +62,12 @@ const ifaceTable = 16384
 const MaxBatchEvents = 64
 
 // DefaultBatchFlush is how long an event may wait in its CPU's partial
-// batch before the datapath writes the batch to the ring.
-const DefaultBatchFlush = 10 * time.Millisecond
+// batch before the datapath writes the batch to the ring. Every event of
+// a batch carries the time the batch opened (refreshed at each clock
+// tick), so this also bounds how much earlier than its packet an event's
+// time can be: 1 ms keeps flow times right to the millisecond IPFIX
+// carries them in.
+const DefaultBatchFlush = time.Millisecond
 
 // Options configure Load.
 type Options struct {

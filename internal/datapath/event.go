@@ -37,7 +37,7 @@ const (
 // GSO/GRO super-packet standing for Segs packets on the wire.
 // IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d).
 type Event struct {
-	BootNs  uint64   // CLOCK_BOOTTIME at the hook, nanoseconds
+	BootNs  uint64   // CLOCK_BOOTTIME when its CPU's batch opened (<= 1 ms before the hook), ns
 	Src     [16]byte // source address, IPv4 v4-mapped
 	Dst     [16]byte // destination address, IPv4 v4-mapped
 	Ifindex uint32

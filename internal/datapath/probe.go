@@ -33,6 +33,7 @@ func probeKernel(spec *ebpf.CollectionSpec) error {
 	needs := []kernelNeed{
 		{"BPF ring buffer maps", "5.8", func() error { return features.HaveMapType(ebpf.RingBuf) }},
 		{"bpf_ktime_get_boot_ns", "5.8", helper(asm.FnKtimeGetBootNs)},
+		{"bpf_jiffies64", "5.5", helper(asm.FnJiffies64)},
 		{"bpf_ringbuf_output", "5.8", helper(asm.FnRingbufOutput)},
 		{"bpf_ringbuf_query", "5.8", helper(asm.FnRingbufQuery)},
 		{"bpf_skb_load_bytes", "4.5", helper(asm.FnSkbLoadBytes)},
