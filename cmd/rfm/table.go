@@ -115,10 +115,15 @@ func renderStatus(w io.Writer, s control.Status) error {
 		s.Flows.Active, capacity, s.Flows.IdleTimeout, s.Flows.ForcedEvictions, s.Flows.IdleEvictions))
 	row(tw, "datapath", fmt.Sprintf("ring buffer %s, %d ring drops, %d malformed",
 		bufferSize(s.Datapath.RingBufSize), s.Datapath.RingDrops, s.Datapath.Malformed))
-	if x := s.IPFIX; x != nil {
+	cols := s.IPFIXCollectors
+	if len(cols) == 0 && s.IPFIX != nil {
+		cols = []control.IPFIXStatus{*s.IPFIX} // an agent from before several collectors
+	}
+	for _, x := range cols {
 		row(tw, "ipfix", fmt.Sprintf("to %s: %d records in %d messages, %d dropped, %d errors",
 			x.Collector, x.Records, x.Messages, x.Dropped, x.Errors))
-	} else {
+	}
+	if len(cols) == 0 {
 		row(tw, "ipfix", "disabled")
 	}
 	if b := s.BMP; b != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,11 +175,11 @@ func (a *agent) start(ifaces []net.Interface) error {
 	a.ipfix = &ipfixSink{}
 	a.reg.MustRegister(a.ipfix)
 	if c.IPFIX.Enabled() {
-		e, err := newExporter(c.IPFIX, c.BPF.SampleRate, true, a.log)
+		f, err := newFanout(c.IPFIX, c.BPF.SampleRate, nil, false, a.log)
 		if err != nil {
 			return err
 		}
-		a.ipfix.cur.Store(e)
+		a.ipfix.cur.Store(f)
 	}
 	if err := a.startControl(); err != nil {
 		return err
@@ -192,8 +193,8 @@ func (a *agent) start(ifaces []net.Interface) error {
 	if err := a.dp.SetConfig(a.datapathConfig(c.BPF.SampleRate)); err != nil {
 		return err
 	}
-	if e := a.ipfix.cur.Load(); e != nil {
-		e.Start()
+	if f := a.ipfix.cur.Load(); f != nil {
+		f.Start()
 	}
 	a.table = flow.NewTable(flow.Options{
 		MaxFlows:      c.Collector.MaxFlows,
@@ -257,13 +258,9 @@ func (a *agent) healthy() error {
 }
 
 // datapathConfig is the BPF config for a sample rate, excluding the IPFIX
-// exporter's own packets so exporting never creates flows.
+// exporters' own packets so exporting never creates flows.
 func (a *agent) datapathConfig(rate uint32) datapath.Config {
-	dpCfg := datapath.Config{SampleRate: rate}
-	if e := a.ipfix.cur.Load(); e != nil {
-		dpCfg.Exclude = datapath.Tuple{Src: e.LocalAddr(), Dst: e.RemoteAddr()}
-	}
-	return dpCfg
+	return datapath.Config{SampleRate: rate, Exclude: excludeTuples(a.ipfix.exporters())}
 }
 
 func openMMDB(c config.MMDB) (*mmdb.DB, error) {
@@ -273,25 +270,64 @@ func openMMDB(c config.MMDB) (*mmdb.DB, error) {
 	return mmdb.Open(c.ASNDB, c.CityDB)
 }
 
+// newFanout creates an exporter per collector of c. running are the
+// exporters of a running config by collector (nil at start); with reuse
+// (the settings all collectors share are unchanged) a collector that is
+// still configured keeps its exporter. On an error the exporters it
+// created are closed and the running ones are left alone.
+func newFanout(c config.IPFIX, rate uint32, running map[config.IPFIXCollector]*ipfix.Exporter, reuse bool, log *slog.Logger) (*ipfix.Fanout, error) {
+	var exps, created []*ipfix.Exporter
+	for _, col := range c.Targets() {
+		if e := running[col]; e != nil && reuse {
+			exps = append(exps, e)
+			continue
+		}
+		// A fixed bind port a running exporter holds is shared with it
+		// (SO_REUSEPORT) until it has flushed; any other must be free.
+		exclusive := true
+		for old := range running {
+			if old.Bind == col.Bind {
+				exclusive = false
+			}
+		}
+		e, err := newExporter(c, col, rate, exclusive, log)
+		if err != nil {
+			for _, e := range created {
+				_ = e.Close()
+			}
+			return nil, err
+		}
+		exps = append(exps, e)
+		created = append(created, e)
+	}
+	return ipfix.NewFanout(exps...), nil
+}
+
 // newExporter creates an exporter whose sender waits for Start, so its
 // socket can be excluded from sampling before its first packet. A fixed
 // bind port is bound with SO_REUSEPORT, so that a reload can open the
-// replacement socket while the old exporter still flushes; at start
-// (exclusive) the port is first bound alone, so a port some other
-// socket holds is still an error, as it would be without the option.
-func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
-	bind := ""
-	if c.Bind.Host != "" || c.Bind.Port != 0 {
-		bind = c.Bind.Addr()
+// replacement socket while the old exporter still flushes; when no
+// running exporter has it (exclusive) the port is first bound alone, so
+// a port some other socket holds is still an error, as it would be
+// without the option.
+func newExporter(c config.IPFIX, col config.IPFIXCollector, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
+	key := "agent.ipfix"
+	if len(c.Collectors) > 0 {
+		key = fmt.Sprintf("agent.ipfix.collectors[%d]", slices.Index(c.Collectors, col))
 	}
-	if exclusive && c.Bind.Port != 0 {
-		if err := ipfix.CheckBindFree(bind, c.CollectorAddr()); err != nil {
-			return nil, fmt.Errorf("agent.ipfix.bind %s: %w", bind, err)
+	bind := ""
+	if col.Bind.Host != "" || col.Bind.Port != 0 {
+		bind = col.Bind.Addr()
+	}
+	if exclusive && col.Bind.Port != 0 {
+		if err := ipfix.CheckBindFree(bind, col.Addr()); err != nil {
+			return nil, fmt.Errorf("%s.bind %s: %w", key, bind, err)
 		}
 	}
 	e, err := ipfix.New(ipfix.Config{
-		ReusePort:           c.Bind.Port != 0,
-		Collector:           c.CollectorAddr(),
+		ReusePort:           col.Bind.Port != 0,
+		Collector:           col.Addr(),
+		Name:                col.Addr(),
 		Bind:                bind,
 		ObservationDomainID: c.ObservationDomainID,
 		TemplateRefresh:     c.TemplateRefresh.Duration,
@@ -300,7 +336,7 @@ func newExporter(c config.IPFIX, rate uint32, exclusive bool, log *slog.Logger) 
 		Deferred:            true,
 	}, log)
 	if err != nil {
-		return nil, fmt.Errorf("agent.ipfix: %w", err)
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return e, nil
 }
@@ -345,8 +381,8 @@ func (a *agent) close() {
 		}
 	}
 	if a.ipfix != nil {
-		if e := a.ipfix.cur.Swap(nil); e != nil {
-			_ = e.Close()
+		if f := a.ipfix.cur.Swap(nil); f != nil {
+			_ = f.Close()
 		}
 	}
 	if a.stopBG != nil {

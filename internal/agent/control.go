@@ -78,9 +78,13 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 	if s, err := a.dp.Stats(); err == nil {
 		st.Datapath.RingDrops, st.Datapath.Malformed = s.RingDrops, s.Malformed
 	}
-	if e := a.ipfix.cur.Load(); e != nil {
+	for _, e := range a.ipfix.exporters() {
 		s := e.Stats()
-		st.IPFIX = &control.IPFIXStatus{Collector: e.RemoteAddr().String(), Records: s.Records, Messages: s.Messages, Dropped: s.Dropped, Errors: s.Errors}
+		st.IPFIXCollectors = append(st.IPFIXCollectors, control.IPFIXStatus{
+			Collector: e.RemoteAddr().String(), Records: s.Records, Messages: s.Messages, Dropped: s.Dropped, Errors: s.Errors})
+	}
+	if len(st.IPFIXCollectors) > 0 {
+		st.IPFIX = &st.IPFIXCollectors[0]
 	}
 	if a.station != nil {
 		counts := a.rib.Counts()

@@ -56,22 +56,28 @@ func (a *agent) reload() (control.ReloadResult, error) {
 			return res, err
 		}
 	}
-	var newExp *ipfix.Exporter
+	var newExp *ipfix.Fanout
 	ipfixChanged := !c.IPFIX.Equal(n.IPFIX)
 	if ipfixChanged && n.IPFIX.Enabled() {
-		// With the same fixed bind port the new socket shares the port
-		// with the old one (SO_REUSEPORT) until the old exporter has
-		// flushed; a new bind address must be free, as at start.
-		exclusive := n.IPFIX.Bind != c.IPFIX.Bind
-		if newExp, err = newExporter(n.IPFIX, a.sampleRate.Load(), exclusive, a.log); err != nil {
+		// Collectors whose settings did not change keep their exporter
+		// (socket, templates, sequence numbers); the others get new
+		// ones. A fixed bind port a running exporter holds is shared
+		// with it (SO_REUSEPORT) until it has flushed.
+		running := map[config.IPFIXCollector]*ipfix.Exporter{}
+		for i, e := range a.ipfix.exporters() {
+			running[c.IPFIX.Targets()[i]] = e
+		}
+		sameShared := c.IPFIX.ObservationDomainID == n.IPFIX.ObservationDomainID &&
+			c.IPFIX.TemplateRefresh == n.IPFIX.TemplateRefresh && c.IPFIX.MaxMessageSize == n.IPFIX.MaxMessageSize
+		if newExp, err = newFanout(n.IPFIX, a.sampleRate.Load(), running, sameShared, a.log); err != nil {
 			return res, err
 		}
-		// The new exporter may send templates at once: exclude its
-		// socket from sampling now, next to the running one's.
+		// The new exporters may send templates at once: exclude their
+		// sockets from sampling now, next to the running ones.
 		both := a.datapathConfig(a.sampleRate.Load())
-		both.ExcludeAlso = datapath.Tuple{Src: newExp.LocalAddr(), Dst: newExp.RemoteAddr()}
+		both.Exclude = append(both.Exclude, excludeTuples(added(newExp, a.ipfix.exporters()))...)
 		if err := a.dp.SetConfig(both); err != nil {
-			_ = newExp.Close()
+			closeExporters(added(newExp, a.ipfix.exporters()))
 			return res, err
 		}
 		newExp.Start()
@@ -98,7 +104,7 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		}
 		if err != nil {
 			if newExp != nil {
-				_ = newExp.Close()
+				closeExporters(added(newExp, a.ipfix.exporters()))
 				_ = a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load()))
 			}
 			return res, err
@@ -111,26 +117,26 @@ func (a *agent) reload() (control.ReloadResult, error) {
 		res.Applied = append(res.Applied, "agent.enrich.mmdb")
 	}
 	if ipfixChanged {
-		// While the old exporter flushes, exclude both sockets from
-		// sampling, so neither exporter's packets become flows.
-		old := a.ipfix.cur.Load()
-		dpCfg := datapath.Config{SampleRate: a.sampleRate.Load()}
-		if newExp != nil {
-			dpCfg.Exclude = datapath.Tuple{Src: newExp.LocalAddr(), Dst: newExp.RemoteAddr()}
-		}
-		if old != nil {
-			dpCfg.ExcludeAlso = datapath.Tuple{Src: old.LocalAddr(), Dst: old.RemoteAddr()}
-		}
+		// While the removed exporters flush, exclude their sockets and
+		// the new ones from sampling, so no exporter's packets become
+		// flows.
+		old := a.ipfix.exporters()
+		removed := added(a.ipfix.cur.Load(), newExp.Exporters())
+		dpCfg := datapath.Config{SampleRate: a.sampleRate.Load(), Exclude: excludeTuples(newExp.Exporters(), removed)}
 		if err := a.dp.SetConfig(dpCfg); err != nil {
 			a.log.Warn("reload: updating the exporter exclusion", "err", err)
 		}
-		a.ipfix.cur.Store(newExp)
 		if newExp != nil {
-			a.ipfix.setInterfaces(a.dp.Interfaces())
+			a.ipfix.cur.Store(newExp)
+			// New collectors learn the interfaces; the others already know them.
+			ifaces := exportInterfaces(a.dp.Interfaces())
+			for _, e := range added(newExp, old) {
+				e.SetInterfaces(ifaces)
+			}
+		} else {
+			a.ipfix.cur.Store(nil)
 		}
-		if old != nil {
-			_ = old.Close()
-		}
+		closeExporters(removed)
 		if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
 			a.log.Warn("reload: updating the exporter exclusion", "err", err)
 		}
@@ -194,6 +200,24 @@ func (a *agent) reload() (control.ReloadResult, error) {
 	}
 	a.cfg = next
 	return res, nil
+}
+
+// added returns the exporters of f that are not in running.
+func added(f *ipfix.Fanout, running []*ipfix.Exporter) []*ipfix.Exporter {
+	var out []*ipfix.Exporter
+	for _, e := range f.Exporters() {
+		if !slices.Contains(running, e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// closeExporters closes exps, which flush in parallel.
+func closeExporters(exps []*ipfix.Exporter) {
+	if len(exps) > 0 {
+		_ = ipfix.NewFanout(exps...).Close()
+	}
 }
 
 func bmpEqual(a, b config.BMP) bool {

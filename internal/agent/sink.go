@@ -12,47 +12,66 @@ import (
 	"github.com/stepbrobd/rfm/internal/flow"
 )
 
-// ipfixSink hands ended flows to the current IPFIX exporter, which a
-// reload may start, replace or stop; without one, flows end unexported.
-// It also forwards the exporter's metrics.
+// ipfixSink hands ended flows to the current IPFIX exporters, one per
+// collector, which a reload may start, replace or stop; without any,
+// flows end unexported. It also forwards the exporters' metrics.
 type ipfixSink struct {
-	cur atomic.Pointer[ipfix.Exporter]
+	cur atomic.Pointer[ipfix.Fanout]
 }
 
 var _ flow.PacedSink = (*ipfixSink)(nil)
 
 func (s *ipfixSink) ExportFlows(recs []flow.Record) {
-	if e := s.cur.Load(); e != nil {
-		e.ExportFlows(recs)
+	if f := s.cur.Load(); f != nil {
+		f.ExportFlows(recs)
 	}
 }
 
 // ExportFlowsPaced takes the records of a flush, waiting for the
-// exporter's queue rather than dropping.
+// exporters' queues rather than dropping.
 func (s *ipfixSink) ExportFlowsPaced(recs []flow.Record) {
-	if e := s.cur.Load(); e != nil {
-		e.ExportFlowsPaced(recs)
+	if f := s.cur.Load(); f != nil {
+		f.ExportFlowsPaced(recs)
 	}
 }
 
-// Describe sends nothing: the exporter behind it comes and goes, so the
+// Describe sends nothing: the exporters behind it come and go, so the
 // registry treats this as an unchecked collector.
 func (s *ipfixSink) Describe(chan<- *prometheus.Desc) {}
 
 func (s *ipfixSink) Collect(ch chan<- prometheus.Metric) {
-	if e := s.cur.Load(); e != nil {
-		ipfix.NewFanout(e).Collect(ch)
+	if f := s.cur.Load(); f != nil {
+		f.Collect(ch)
 	}
 }
 
+// exporters returns the running exporters (none when export is off).
+func (s *ipfixSink) exporters() []*ipfix.Exporter { return s.cur.Load().Exporters() }
+
 func (s *ipfixSink) setInterfaces(in []datapath.Interface) {
-	e := s.cur.Load()
-	if e == nil {
+	f := s.cur.Load()
+	if f == nil {
 		return
 	}
+	f.SetInterfaces(exportInterfaces(in))
+}
+
+func exportInterfaces(in []datapath.Interface) []ipfix.Interface {
 	out := make([]ipfix.Interface, len(in))
 	for i, ifc := range in {
 		out[i] = ipfix.Interface{Index: uint32(ifc.Index), Name: ifc.Name}
 	}
-	e.SetInterfaces(out)
+	return out
+}
+
+// excludeTuples names the exporters' sockets for the datapath, which
+// never samples them.
+func excludeTuples(exps ...[]*ipfix.Exporter) []datapath.Tuple {
+	var out []datapath.Tuple
+	for _, list := range exps {
+		for _, e := range list {
+			out = append(out, datapath.Tuple{Src: e.LocalAddr(), Dst: e.RemoteAddr()})
+		}
+	}
+	return out
 }

@@ -122,9 +122,11 @@ type Status struct {
 	Interfaces []InterfaceStatus `json:"interfaces"`
 	Flows      FlowTableStatus   `json:"flows"`
 	Datapath   DatapathStatus    `json:"datapath"`
-	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"`  // nil: export disabled
-	BMP        *BMPStatus        `json:"bmp,omitempty"`    // nil: BMP station disabled
-	Memory     *MemoryStatus     `json:"memory,omitempty"` // nil: not measured
+	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"` // nil: export disabled; else the first collector
+	// IPFIXCollectors are all collectors, in the order of the config.
+	IPFIXCollectors []IPFIXStatus `json:"ipfix_collectors,omitempty"`
+	BMP             *BMPStatus    `json:"bmp,omitempty"`    // nil: BMP station disabled
+	Memory          *MemoryStatus `json:"memory,omitempty"` // nil: not measured
 }
 
 // MemoryStatus is the agent's memory in bytes: Anonymous plus BPFLocked
