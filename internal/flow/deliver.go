@@ -27,6 +27,7 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 			DstASN:  e.dstASN,
 			SrcCity: t.cities.name(e.srcCity),
 			DstCity: t.cities.name(e.dstCity),
+			BGP:     t.bgpOf(e),
 		},
 		Reason: reason,
 	}

@@ -14,6 +14,8 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 	}
 	t.index.remove(t.index.hash(&e.key), i)
 	t.detachSet(e)
+	t.bgp.release(e.bgpDst)
+	e.bgpDst = 0
 	e.live = false
 	e.ver++
 	e.nextFree = t.freeHead

@@ -93,6 +93,9 @@ type entry struct {
 	dstCity                uint32
 	nextFree               int32 // free-list link while the slot is unused
 	inIfindex              uint32
+	bgpDst                 uint32 // id in Table.bgp; 0 = no destination route
+	bgpPrevAS              uint32
+	bgpSrcLen              uint8
 	live                   bool
 }
 
@@ -108,6 +111,7 @@ type Table struct {
 	queue    ageQueue   // eviction order, by last-seen
 	due      ageQueue   // active-timeout order, by start of the current record
 	cities   *cityTable // city names behind entry.srcCity/dstCity
+	bgp      *bgpTable  // BGP contexts behind entry.bgpDst
 	sets     labelSets  // Prometheus label sets and their totals
 	maxFlows int        // 0 = unlimited (up to flowCeiling)
 	hint     int        // flows NewTable sized for; shrinking stops there
@@ -171,6 +175,7 @@ func NewTable(o Options) *Table {
 		queue:    ageQueue{items: make([]queueItem, 0, hint)},
 		due:      ageQueue{items: make([]queueItem, 0, hint)},
 		cities:   newCityTable(),
+		bgp:      newBGPTable(),
 		maxFlows: maxFlows,
 		hint:     hint,
 		enricher: o.Enricher,
@@ -403,6 +408,17 @@ func (t *Table) setLabels(e *entry, l *Labels) {
 	e.dstASN = l.DstASN
 	e.srcCity = t.cities.id(l.SrcCity)
 	e.dstCity = t.cities.id(l.DstCity)
+	old := e.bgpDst
+	e.bgpDst = t.bgp.acquire(dstOf(&l.BGP))
+	t.bgp.release(old)
+	e.bgpPrevAS, e.bgpSrcLen = l.BGP.PrevAS, l.BGP.SrcPrefixLen
+}
+
+// bgpOf returns the BGP context of an entry.
+func (t *Table) bgpOf(e *entry) BGP {
+	d := t.bgp.get(e.bgpDst)
+	return BGP{NextHop: d.nextHop, NextAS: d.nextAS, PrevAS: e.bgpPrevAS, SrcPrefixLen: e.bgpSrcLen,
+		DstPrefixLen: d.prefixLen, Communities: d.communities, LargeCommunities: d.largeCommunities}
 }
 
 func (t *Table) allocSlot() int32 {
