@@ -103,9 +103,11 @@ type decoder struct {
 	// The message being parsed has an AS_PATH to read with 2-byte
 	// ASNs (see twoByteASPath); options passes it to the parser.
 	twoByteAS bool
-	// Reused buffers for AS path decoding.
+	// Reused buffers for AS path and attribute decoding.
 	segs, segs4 []rib.Segment
 	asns        []uint32
+	comms       []uint32
+	large       []rib.LargeCommunity
 }
 
 func newDecoder(c *counters) *decoder {
@@ -466,9 +468,11 @@ type routeOps struct {
 	d           *decoder
 	ps          *peerState
 	view        rib.View
-	raw         []byte // the BGP UPDATE message
-	as4         bool   // AS numbers in AS_PATH are 4 bytes
-	path        rib.Path
+	raw         []byte      // the BGP UPDATE message
+	as4         bool        // AS numbers in AS_PATH are 4 bytes
+	path        rib.Path    // the AS path alone
+	withAttrs   [2]rib.Path // the path with the attributes, by family (0 IPv4, 1 IPv6)
+	attrsDone   [2]bool
 	pathDone    bool
 	withdrawAll bool
 	ops         []op
@@ -487,7 +491,61 @@ func (r *routeOps) announce(p netip.Prefix, id uint32) {
 		r.withdraw(p, id)
 		return
 	}
-	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.path})
+	fam := 0
+	if p.Addr().Is6() {
+		fam = 1
+	}
+	if !r.attrsDone[fam] {
+		r.attrsDone[fam] = true
+		r.withAttrs[fam] = r.path.WithAttrs(r.d.attrs(r.raw, fam == 1))
+	}
+	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.withAttrs[fam]})
+}
+
+// attrs reads the attributes flow export reports from a raw UPDATE: the
+// next hop for prefixes of one family (an IPv4 prefix takes NEXT_HOP,
+// else the MP_REACH_NLRI next hop; an IPv6 prefix the MP_REACH_NLRI one,
+// its global address when a link-local one follows), and the standard
+// and large communities. Malformed attributes are left out: they never
+// cost the route.
+func (d *decoder) attrs(msg []byte, v6 bool) rib.Attrs {
+	var nh, mpNH netip.Addr
+	d.comms, d.large = d.comms[:0], d.large[:0]
+	_ = rawAttrs(msg, func(typ byte, val []byte) {
+		switch typ {
+		case attrNextHop:
+			if len(val) == 4 {
+				nh = netip.AddrFrom4([4]byte(val))
+			}
+		case attrMPReach:
+			if len(val) < 4 {
+				return
+			}
+			n := int(val[3])
+			if len(val) < 4+n {
+				return
+			}
+			switch {
+			case n == 4:
+				mpNH = netip.AddrFrom4([4]byte(val[4:8]))
+			case n == 16 || n == 32:
+				mpNH = netip.AddrFrom16([16]byte(val[4:20]))
+			}
+		case attrCommunity:
+			for i := 0; i+4 <= len(val); i += 4 {
+				d.comms = append(d.comms, binary.BigEndian.Uint32(val[i:]))
+			}
+		case attrLargeComm:
+			for i := 0; i+12 <= len(val); i += 12 {
+				d.large = append(d.large, rib.LargeCommunity{Global: binary.BigEndian.Uint32(val[i:]),
+					Local1: binary.BigEndian.Uint32(val[i+4:]), Local2: binary.BigEndian.Uint32(val[i+8:])})
+			}
+		}
+	})
+	if v6 || !nh.IsValid() {
+		nh = mpNH
+	}
+	return rib.Attrs{NextHop: nh, Communities: d.comms, LargeCommunities: d.large}
 }
 
 func (r *routeOps) withdraw(p netip.Prefix, id uint32) {
@@ -512,6 +570,9 @@ func prefixOf(n bgp.NLRI) (netip.Prefix, bool) {
 // Path attribute type codes.
 const (
 	attrASPath     = 2
+	attrNextHop    = 3
+	attrCommunity  = 8
+	attrLargeComm  = 32
 	attrMPReach    = 14
 	attrMPUnreach  = 15
 	attrAS4Path    = 17
