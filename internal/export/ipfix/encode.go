@@ -134,6 +134,12 @@ type flowEntry struct {
 	egress           bool
 	reason           uint8
 	v4               bool
+
+	// Optional information elements (optional.go).
+	bgpNextHop                    [16]byte
+	nextAS, prevAS                uint32
+	srcPrefixLen, dstPrefixLen    uint8
+	communities, largeCommunities string // only with GroupBGPCommunities
 }
 
 func unixMilli(ms int64) uint64 {
@@ -148,7 +154,7 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 	if rate == 0 {
 		rate = e.defaultRate
 	}
-	return flowEntry{
+	f := flowEntry{
 		rate:      rate,
 		src:       r.Src,
 		dst:       r.Dst,
@@ -168,7 +174,19 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 		// The IPv4 template only when both addresses are IPv4: a mixed
 		// pair cannot come from one packet, but must not lose bytes.
 		v4: isV4Mapped(&r.Src) && isV4Mapped(&r.Dst),
+
+		bgpNextHop:   r.BGP.NextHop,
+		nextAS:       r.BGP.NextAS,
+		prevAS:       r.BGP.PrevAS,
+		srcPrefixLen: r.BGP.SrcPrefixLen,
+		dstPrefixLen: r.BGP.DstPrefixLen,
 	}
+	if e.communities {
+		// Capped so that a record always fits in a message.
+		f.communities = r.BGP.Communities[:min(len(r.BGP.Communities), maxCommunities*communityLen)]
+		f.largeCommunities = r.BGP.LargeCommunities[:min(len(r.BGP.LargeCommunities), maxLargeCommunities*largeCommunityLen)]
+	}
+	return f
 }
 
 var v4MappedPrefix = [12]byte{10: 0xff, 11: 0xff}
@@ -180,7 +198,9 @@ func isV4Mapped(a *[16]byte) bool { return [12]byte(a[:12]) == v4MappedPrefix }
 type message struct {
 	buf      []byte
 	max      int
-	setStart int // offset of the open set's header; 0 when no set is open
+	lay      *layout
+	scratch  []byte // optional values of the record being added
+	setStart int    // offset of the open set's header; 0 when no set is open
 	setID    uint16
 	// dataRecords counts flow and options data records (both advance the
 	// RFC 7011 sequence number); flowRecords counts flow records only.
@@ -188,8 +208,10 @@ type message struct {
 	flowRecords int
 }
 
-func newMessage(maxSize int) *message {
-	return &message{buf: make([]byte, headerLen, maxSize), max: maxSize}
+func newMessage(maxSize int) *message { return newMessageLayout(maxSize, baseLayout) }
+
+func newMessageLayout(maxSize int, l *layout) *message {
+	return &message{buf: make([]byte, headerLen, maxSize), max: maxSize, lay: l}
 }
 
 func (m *message) reset() {
@@ -294,8 +316,8 @@ const templatesLen = 2*(setHeaderLen+4+4*15) +
 
 // addTemplates adds all four templates, each in its own set.
 func (m *message) addTemplates() bool {
-	return m.addTemplate(templateIDv4, fieldsV4) &&
-		m.addTemplate(templateIDv6, fieldsV6) &&
+	return m.addTemplate(templateIDv4, m.lay.fields4) &&
+		m.addTemplate(templateIDv6, m.lay.fields6) &&
 		m.addOptionsTemplate(templateIDSampling, samplingScope, samplingOptions) &&
 		m.addOptionsTemplate(templateIDInterfaces, interfaceScope, interfaceOptions)
 }
@@ -355,29 +377,35 @@ func putFixedString(b []byte, s string) {
 	clear(b[n:])
 }
 
-// addFlow adds one flow record to the data set of its address family.
+// addFlow adds one flow record to the data set of its address family:
+// the base fields, then the optional ones of the message's layout.
 func (m *message) addFlow(f *flowEntry) bool {
+	opts, base, id := m.lay.opt6, flowRecordLenV6, templateIDv6
+	if f.v4 {
+		opts, base, id = m.lay.opt4, flowRecordLenV4, templateIDv4
+	}
+	m.scratch = m.scratch[:0]
+	for _, o := range opts {
+		m.scratch = o.put(m.scratch, f, f.v4)
+	}
+	b := m.reserve(id, base+len(m.scratch))
+	if b == nil {
+		return false
+	}
 	var tail []byte
 	if f.v4 {
-		b := m.reserve(templateIDv4, flowRecordLenV4)
-		if b == nil {
-			return false
-		}
 		_ = b[flowRecordLenV4-1]
 		copy(b[0:4], f.src[12:16])
 		copy(b[4:8], f.dst[12:16])
 		tail = b[8:]
 	} else {
-		b := m.reserve(templateIDv6, flowRecordLenV6)
-		if b == nil {
-			return false
-		}
 		_ = b[flowRecordLenV6-1]
 		copy(b[0:16], f.src[:])
 		copy(b[16:32], f.dst[:])
 		tail = b[32:]
 	}
 	putFlowTail(tail, f)
+	copy(b[base:], m.scratch)
 	m.dataRecords++
 	m.flowRecords++
 	return true

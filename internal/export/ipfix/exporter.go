@@ -68,6 +68,9 @@ type Config struct {
 	// ReusePort binds with SO_REUSEPORT, so a replacement exporter can
 	// bind the same fixed port while this one flushes (reuseport.go).
 	ReusePort bool
+	// Optional names the groups of optional information elements the
+	// flow templates carry (GroupBGP, GroupBGPCommunities).
+	Optional []string
 }
 
 // Interface names one attached interface for the interface options record.
@@ -95,6 +98,7 @@ type Exporter struct {
 	limit     int
 
 	defaultRate uint32 // Config.SampleRate
+	communities bool   // GroupBGPCommunities enabled
 
 	mu            sync.Mutex
 	queue         []flowEntry   // records waiting for the sender, at most limit
@@ -159,6 +163,19 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		cfg.QueueSize = DefaultQueueSize
 	}
 
+	lay, err := newLayout(cfg.Optional)
+	if err != nil {
+		return nil, err
+	}
+	// Templates and options go in one message, and a data record fits
+	// in any message after one sampling options record.
+	if need := headerLen + lay.templatesLen() + setHeaderLen + samplingRecordLen + setHeaderLen + interfaceRecordLen; need > cfg.MaxMessageSize {
+		return nil, fmt.Errorf("ipfix: max_message_size %d cannot hold the templates (%d bytes)", cfg.MaxMessageSize, need)
+	}
+	if need := headerLen + 2*setHeaderLen + samplingRecordLen + max(lay.max4, lay.max6); need > cfg.MaxMessageSize {
+		return nil, fmt.Errorf("ipfix: max_message_size %d cannot hold a flow record (%d bytes)", cfg.MaxMessageSize, need)
+	}
+
 	raddr, err := net.ResolveUDPAddr("udp", cfg.Collector)
 	if err != nil {
 		return nil, fmt.Errorf("ipfix: collector %q: %w", cfg.Collector, err)
@@ -203,7 +220,8 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
-		msg:         newMessage(cfg.MaxMessageSize),
+		msg:         newMessageLayout(cfg.MaxMessageSize, lay),
+		communities: slices.Contains(cfg.Optional, GroupBGPCommunities),
 		recordsDesc: prometheus.NewDesc("rfm_ipfix_records_total",
 			"Flow records sent to the IPFIX collector.", nil, labels),
 		messagesDesc: prometheus.NewDesc("rfm_ipfix_messages_total",

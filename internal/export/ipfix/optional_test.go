@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package ipfix
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/netsampler/goflow2/v2/decoders/netflow"
+
+	"github.com/stepbrobd/rfm/internal/flow"
+)
+
+// wantFlowGroups is wantFlow with the optional groups of a layout,
+// computed from the record independently of the encoder.
+func wantFlowGroups(r *flow.Record, groups []string) decodedFlow {
+	w := wantFlow(r)
+	if slices.Contains(groups, GroupBGP) {
+		b := &r.BGP
+		nh := netip.AddrFrom16(b.NextHop)
+		if w.Src.Is4() {
+			nh = netip.IPv4Unspecified()
+			if a := netip.AddrFrom16(b.NextHop); a.Is4In6() {
+				nh = a.Unmap()
+			}
+		}
+		w.BGPNextHop, w.SrcPrefixLen, w.DstPrefixLen, w.NextAS, w.PrevAS = nh, b.SrcPrefixLen, b.DstPrefixLen, b.NextAS, b.PrevAS
+	}
+	if slices.Contains(groups, GroupBGPCommunities) {
+		var std, large []string
+		for v := r.BGP.Communities; len(v) >= 4 && len(std) < 40; v = v[4:] {
+			std = append(std, fmt.Sprintf("%d:%d", uint16(v[0])<<8|uint16(v[1]), uint16(v[2])<<8|uint16(v[3])))
+		}
+		for v := []byte(r.BGP.LargeCommunities); len(v) >= 12 && len(large) < 12; v = v[12:] {
+			large = append(large, fmt.Sprintf("%d:%d:%d", binary.BigEndian.Uint32(v), binary.BigEndian.Uint32(v[4:]), binary.BigEndian.Uint32(v[8:])))
+		}
+		w.Communities, w.LargeCommunities = strings.Join(std, " "), strings.Join(large, " ")
+	}
+	return w
+}
+
+// encodeGroups encodes recs with the templates of groups, as the
+// exporter does, into messages of at most maxSize bytes.
+func encodeGroups(t testing.TB, maxSize int, groups []string, recs []flow.Record) [][]byte {
+	t.Helper()
+	lay, err := newLayout(groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := &Exporter{defaultRate: 1, communities: slices.Contains(groups, GroupBGPCommunities)}
+	m := newMessageLayout(maxSize, lay)
+	var out [][]byte
+	var seq uint32
+	emit := func() {
+		if !m.empty() {
+			b := m.finish(1740830400, seq, 1)
+			seq += m.dataRecords
+			out = append(out, append([]byte(nil), b...))
+			m.reset()
+		}
+	}
+	if !m.addTemplates() || !m.addSampling(1, 1) {
+		t.Fatal("templates do not fit")
+	}
+	emit()
+	for i := range recs {
+		e := exp.entryFromRecord(&recs[i])
+		if !m.addFlow(&e) {
+			emit()
+			if !m.addSampling(1, 1) || !m.addFlow(&e) {
+				t.Fatal("record does not fit in a message after a sampling record")
+			}
+		}
+	}
+	emit()
+	return out
+}
+
+func TestRoundTripGoflow2OptionalGroups(t *testing.T) {
+	many := testRecord(4)
+	for i := range 100 {
+		many.BGP.Communities += string(binary.BigEndian.AppendUint32(nil, 65001<<16|uint32(i)))
+		many.BGP.LargeCommunities += string(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 1), 2), uint32(i)))
+	}
+	recs := append(testRecords(120), many)
+	for _, groups := range [][]string{{GroupBGP}, {GroupBGPCommunities}, {GroupBGP, GroupBGPCommunities}} {
+		t.Run(strings.Join(groups, "+"), func(t *testing.T) {
+			for _, size := range []int{MinMessageSize, DefaultMaxMessageSize} {
+				msgs := encodeGroups(t, size, groups, recs)
+				c := newGoflowCollector()
+				var flows []decodedFlow
+				for i, b := range msgs {
+					m, err := c.decode(b)
+					if err != nil {
+						t.Fatalf("message %d: %v", i, err)
+					}
+					if len(b) > size || m.Undecodable != 0 {
+						t.Fatalf("message %d: %d bytes (limit %d), %d undecodable sets", i, len(b), size, m.Undecodable)
+					}
+					if i == 0 {
+						checkOptionalTemplates(t, m, groups)
+					}
+					flows = append(flows, m.Flows...)
+				}
+				if len(flows) != len(recs) {
+					t.Fatalf("decoded %d flows, want %d", len(flows), len(recs))
+				}
+				for i := range recs {
+					if want := wantFlowGroups(&recs[i], groups); flows[i] != want {
+						t.Errorf("size %d, flow %d:\n got %+v\nwant %+v", size, i, flows[i], want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// checkOptionalTemplates compares the optional part of the decoded flow
+// templates with the elements docs/ipfix.md lists.
+func checkOptionalTemplates(t *testing.T, m decodedMessage, groups []string) {
+	t.Helper()
+	var want4, want6 []netflow.Field
+	if slices.Contains(groups, GroupBGP) {
+		want4 = append(want4, netflow.Field{Type: 18, Length: 4}, netflow.Field{Type: 9, Length: 1}, netflow.Field{Type: 13, Length: 1},
+			netflow.Field{Type: 128, Length: 4}, netflow.Field{Type: 129, Length: 4})
+		want6 = append(want6, netflow.Field{Type: 63, Length: 16}, netflow.Field{Type: 29, Length: 1}, netflow.Field{Type: 30, Length: 1},
+			netflow.Field{Type: 128, Length: 4}, netflow.Field{Type: 129, Length: 4})
+	}
+	if slices.Contains(groups, GroupBGPCommunities) {
+		lists := []netflow.Field{{Type: 485, Length: 0xffff}, {Type: 491, Length: 0xffff}}
+		want4, want6 = append(want4, lists...), append(want6, lists...)
+	}
+	for id, want := range map[uint16][]netflow.Field{256: want4, 257: want6} {
+		got := m.Templates[id]
+		if len(got) < 15 || !slices.Equal(got[15:], want) {
+			t.Errorf("template %d: optional fields %+v, want %+v", id, got[min(15, len(got)):], want)
+		}
+	}
+}
+
+func TestUnknownGroupRejected(t *testing.T) {
+	if _, err := New(Config{Collector: "127.0.0.1:4739", Optional: []string{"bgp_communitys"}}, nil); err == nil ||
+		!strings.Contains(err.Error(), "bgp_communitys") {
+		t.Errorf("New with an unknown group: %v", err)
+	}
+}
