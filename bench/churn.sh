@@ -57,17 +57,7 @@ for ((i = 0; i < KEEP; i++)); do
 	keep+=("lb$i")
 done
 
-cat >"$TMP/rfm.toml" <<TOML
-[agent]
-interfaces = ["*"]
-[agent.prometheus]
-host = "127.0.0.1"
-port = $PORT
-[agent.control]
-socket = ""
-TOML
-ip netns exec "$NSB" "$TMP/rfm" agent -c "$TMP/rfm.toml" 2>"$TMP/agent.log" &
-AGENT_PID=$!
+start_agent '["*"]'
 
 scrape() { ip netns exec "$NSB" curl -sf "http://127.0.0.1:$PORT/metrics"; }
 attached_names() { scrape | sed -n 's/^rfm_interface_attached{ifname="\([^"]*\)".* 1$/\1/p'; }

@@ -84,18 +84,16 @@ sender_lab_cleanup() {
 	rm -rf "$TMP"
 }
 
-# lab_agent RING_BUF_SIZE starts the agent in $NSB on $DEVB at
-# sample_rate = 1 with metrics on 127.0.0.1:$PORT and no control socket
-# (ring_buf_size as given; empty for the default). It sets AGENT_PID;
-# callers wait for what they need.
-lab_agent() {
-	local ring=$1
+# start_agent INTERFACES [BPF_KEYS] starts the agent in $NSB with
+# agent.interfaces = INTERFACES (a TOML array), the [agent.bpf] keys
+# given (TOML lines), metrics on 127.0.0.1:$PORT and no control socket.
+# It sets AGENT_PID; callers wait for what they need.
+start_agent() {
 	cat >"$TMP/rfm.toml" <<-TOML
 	[agent]
-	interfaces = ["$DEVB"]
+	interfaces = $1
 	[agent.bpf]
-	sample_rate = 1
-	${ring:+ring_buf_size = $ring}
+	${2:-}
 	[agent.prometheus]
 	host = "127.0.0.1"
 	port = $PORT
@@ -105,4 +103,11 @@ lab_agent() {
 	# ip netns exec execs the agent, so $! is the agent's own PID.
 	ip netns exec "$NSB" "$TMP/rfm" agent -c "$TMP/rfm.toml" 2>"$TMP/agent.log" &
 	AGENT_PID=$!
+}
+
+# lab_agent RING_BUF_SIZE starts the agent on $DEVB at sample_rate = 1
+# (ring_buf_size as given; empty for the default).
+lab_agent() {
+	start_agent "[\"$DEVB\"]" "sample_rate = 1${1:+
+ring_buf_size = $1}"
 }

@@ -38,6 +38,54 @@ func (f *controlFlags) registerOn(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.json, "json", false, "print the agent's answer as JSON instead of a table")
 }
 
+// controlGroup is a command group whose subcommands talk to the agent.
+// The control flags go on the group, so `rfm set WORD --socket PATH`
+// fails on WORD, not on the flag.
+func controlGroup(use, short string) (*cobra.Command, *controlFlags) {
+	cmd := commandGroup(&cobra.Command{Use: use, Short: short})
+	f := &controlFlags{}
+	f.registerPersistent(cmd)
+	return cmd, f
+}
+
+// controlCommand completes cmd, a command without arguments outside a
+// group, to make call and print the answer with render.
+func controlCommand[T any](cmd *cobra.Command, call control.Call, render func(io.Writer, T) error) *cobra.Command {
+	f := &controlFlags{}
+	f.register(cmd)
+	return queryCommand(cmd, f, call, render)
+}
+
+// queryCommand completes cmd, a command without arguments, to make call
+// and print the answer with render.
+func queryCommand[T any](cmd *cobra.Command, f *controlFlags, call control.Call, render func(io.Writer, T) error) *cobra.Command {
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return query(cmd, f, call, render) }
+	return cmd
+}
+
+// queryOneValue completes cmd, a command that takes one value (what:
+// "one address"), to make the call made of it and print the answer with
+// render. parse checks the value before the agent is asked, so a bad
+// one is a usage error.
+func queryOneValue[V, T any](cmd *cobra.Command, f *controlFlags, what string, parse func(string) (V, error), call func(V) control.Call, render func(io.Writer, T) error) *cobra.Command {
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("%s takes %s; got %d arguments", cmd.CommandPath(), what, len(args))
+		}
+		_, err := parse(args[0])
+		return err
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		v, err := parse(args[0])
+		if err != nil {
+			return err
+		}
+		return query(cmd, f, call(v), render)
+	}
+	return cmd
+}
+
 // query makes one call to the agent's control API at f.socket: the
 // raw answer with --json, else the decoded answer rendered by render.
 func query[T any](cmd *cobra.Command, f *controlFlags, call control.Call, render func(io.Writer, T) error) error {

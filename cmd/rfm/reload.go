@@ -9,8 +9,7 @@ import (
 )
 
 func reloadCommand() *cobra.Command {
-	var f controlFlags
-	cmd := &cobra.Command{
+	return controlCommand(&cobra.Command{
 		Use:   "reload",
 		Short: "Make the running agent re-read its config file",
 		Long: `Make the running agent re-read and validate its config file, like SIGHUP,
@@ -21,11 +20,5 @@ restart are listed. An invalid file is refused with the reason, and the
 running config stays in effect (exit status 1).`,
 		Example: `  rfm reload
   reloaded: applied agent.collector.eviction_timeout, agent.interfaces`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &f, control.ReloadCall(), renderReload)
-		},
-	}
-	f.register(cmd)
-	return cmd
+	}, control.ReloadCall(), renderReload)
 }

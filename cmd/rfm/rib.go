@@ -12,13 +12,8 @@ import (
 )
 
 func ribCommand() *cobra.Command {
-	cmd := commandGroup(&cobra.Command{
-		Use:   "rib",
-		Short: "Inspect the RIB the agent learns over BMP",
-	})
-	var f controlFlags
-	f.registerPersistent(cmd)
-	summary := &cobra.Command{
+	cmd, f := controlGroup("rib", "Inspect the RIB the agent learns over BMP")
+	summary := queryCommand(&cobra.Command{
 		Use:   "summary",
 		Short: "Routers, peers and route counts per family",
 		Long: `Show the routes the agent holds per family, and every router that sent BMP
@@ -28,12 +23,8 @@ whether they label flows (agent.enrich.rib.bmp.label_vrfs). Routes of a
 router whose session ended stay for agent.enrich.rib.bmp.keep.`,
 		Example: `  rfm rib summary
   rfm rib summary --json | jq '.routers[].peers | length'`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &f, control.RIBSummaryCall(), renderRIBSummary)
-		},
-	}
-	lookup := &cobra.Command{
+	}, f, control.RIBSummaryCall(), renderRIBSummary)
+	lookup := queryOneValue(&cobra.Command{
 		Use:   "lookup ADDR",
 		Short: "The routes of the longest prefix matching an address",
 		Long: `Look ADDR up in the RIB: every global route of the longest matching prefix,
@@ -44,21 +35,7 @@ and what the MMDB files say. A default route is shown but never gives flows
 an origin AS.`,
 		Example: `  rfm rib lookup 198.18.7.1
   rfm rib lookup 2001:db8::1 --json`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("%s takes one address; got %d arguments", cmd.CommandPath(), len(args))
-			}
-			_, err := parseLookupAddr(args[0])
-			return err
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			addr, err := parseLookupAddr(args[0])
-			if err != nil {
-				return err
-			}
-			return query(cmd, &f, control.RIBLookupCall(addr), renderRIBLookup)
-		},
-	}
+	}, f, "one address", parseLookupAddr, control.RIBLookupCall, renderRIBLookup)
 	cmd.AddCommand(summary, lookup)
 	return cmd
 }

@@ -12,15 +12,8 @@ import (
 )
 
 func setCommand() *cobra.Command {
-	cmd := commandGroup(&cobra.Command{
-		Use:   "set",
-		Short: "Change a setting of the running agent",
-	})
-	// On the group, so `rfm set WORD --socket PATH` fails on WORD, not
-	// on the flag.
-	var f controlFlags
-	f.registerPersistent(cmd)
-	rate := &cobra.Command{
+	cmd, f := controlGroup("set", "Change a setting of the running agent")
+	rate := queryOneValue(&cobra.Command{
 		Use:   "sample-rate N",
 		Short: "Sample 1 in N packets from now on",
 		Long: `Set the running agent's sample rate to 1 in N packets (N >= 1). The BPF
@@ -30,21 +23,7 @@ restarts or a reload finds a different agent.bpf.sample_rate in the
 config file.`,
 		Example: `  rfm set sample-rate 10
   sample rate 100 -> 10`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("%s takes one value, N; got %d", cmd.CommandPath(), len(args))
-			}
-			_, err := parseSampleRate(args[0])
-			return err
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := parseSampleRate(args[0])
-			if err != nil {
-				return err
-			}
-			return query(cmd, &f, control.SetSampleRateCall(n), renderSampleRate)
-		},
-	}
+	}, f, "one value, N", parseSampleRate, control.SetSampleRateCall, renderSampleRate)
 	cmd.AddCommand(rate)
 	return cmd
 }

@@ -9,8 +9,7 @@ import (
 )
 
 func statusCommand() *cobra.Command {
-	var f controlFlags
-	cmd := &cobra.Command{
+	return controlCommand(&cobra.Command{
 		Use:   "status",
 		Short: "Show the running agent's state",
 		Long: `Show the running agent's state, asked over its control socket: version,
@@ -23,11 +22,5 @@ The socket is mode 0600: run as the agent's user (usually root).`,
 		Example: `  rfm status
   rfm status --json | jq .flows
   rfm status --socket /run/rfm-lab/rfm.sock`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return query(cmd, &f, control.StatusCall(), renderStatus)
-		},
-	}
-	f.register(cmd)
-	return cmd
+	}, control.StatusCall(), renderStatus)
 }

@@ -40,6 +40,19 @@ func row(t *table, cells ...string) {
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
 }
 
+// section writes the rows so far and starts another table below them,
+// a blank line apart, with a header row.
+func (t *table) section(header ...string) error {
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(t.out, "\n"); err != nil {
+		return err
+	}
+	row(t, header...)
+	return nil
+}
+
 // Flush writes the aligned rows.
 func (t *table) Flush() error {
 	if err := t.tw.Flush(); err != nil {
@@ -262,15 +275,12 @@ func renderRIBSummary(w io.Writer, r control.RIBSummary) error {
 	tw := newTable(w)
 	row(tw, "routes", fmt.Sprintf("%d IPv4 (%d prefixes), %d IPv6 (%d prefixes)", r.Routes4, r.Prefixes4, r.Routes6, r.Prefixes6))
 	row(tw, "routers", strconv.Itoa(len(r.Routers)))
-	if err := tw.Flush(); err != nil {
+	if len(r.Routers) == 0 {
+		return tw.Flush()
+	}
+	if err := tw.section("ROUTER", "NAME", "STATE", "PEER", "TYPE", "ASN", "BGP ID", "IPV4 ROUTES", "IPV6 ROUTES"); err != nil {
 		return err
 	}
-	if len(r.Routers) == 0 {
-		return nil
-	}
-	fmt.Fprintln(w)
-	tw = newTable(w)
-	row(tw, "ROUTER", "NAME", "STATE", "PEER", "TYPE", "ASN", "BGP ID", "IPV4 ROUTES", "IPV6 ROUTES")
 	for _, rt := range r.Routers {
 		state := "connected"
 		if !rt.Connected {
@@ -297,15 +307,12 @@ func renderRIBSummary(w io.Writer, r control.RIBSummary) error {
 				strconv.Itoa(p.Routes4), strconv.Itoa(p.Routes6))...)
 		}
 	}
-	if err := tw.Flush(); err != nil {
+	if len(r.VRFs) == 0 {
+		return tw.Flush()
+	}
+	if err := tw.section("VRF RD", "ROUTER", "PEERS", "IPV4 ROUTES", "IPV6 ROUTES", "LABELS FLOWS"); err != nil {
 		return err
 	}
-	if len(r.VRFs) == 0 {
-		return nil
-	}
-	fmt.Fprintln(w)
-	tw = newTable(w)
-	row(tw, "VRF RD", "ROUTER", "PEERS", "IPV4 ROUTES", "IPV6 ROUTES", "LABELS FLOWS")
 	for _, v := range r.VRFs {
 		row(tw, v.RD, routerName(v.Router, v.RouterName), strconv.Itoa(v.Peers),
 			strconv.Itoa(v.Routes4), strconv.Itoa(v.Routes6), yesNo(v.LabelsFlows))

@@ -53,8 +53,8 @@ var rib = control.RIBSummary{Enabled: true, Routes4: 951234, Routes6: 210456, Pr
 	}},
 	{Addr: netip.MustParseAddr("198.18.0.10"), Connected: false, Peers: []control.RIBPeer{}},
 }, VRFs: []control.RIBVRF{
-	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "64500:7", Peers: 1, Routes6: 210456},
-	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "198.18.0.9:5", Peers: 1, Routes4: 12, LabelsFlows: true},
+	{RIBVRFKey: control.RIBVRFKey{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "64500:7"}, Peers: 1, Routes6: 210456},
+	{RIBVRFKey: control.RIBVRFKey{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "198.18.0.9:5", LabelsFlows: true}, Peers: 1, Routes4: 12},
 }}
 
 var lookup = control.RIBLookup{Addr: netip.MustParseAddr("198.18.7.10"), MMDBASN: 64500, MMDBCity: "Berlin", Routes: []control.RIBRoute{
@@ -65,11 +65,11 @@ var lookup = control.RIBLookup{Addr: netip.MustParseAddr("198.18.7.10"), MMDBASN
 	{Prefix: netip.MustParsePrefix("198.18.0.0/15"), Origin: 64500, ASPath: "64501 64500", Router: netip.MustParseAddr("198.18.0.9"),
 		RouterName: "edge1", Peer: netip.IPv4Unspecified(), PeerASN: 64499, View: "loc-rib"},
 }, FlowASN: 64500, VRFs: []control.RIBVRFRoutes{
-	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "198.18.0.9:5", LabelsFlows: true, Routes: []control.RIBRoute{
+	{RIBVRFKey: control.RIBVRFKey{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "198.18.0.9:5", LabelsFlows: true}, Routes: []control.RIBRoute{
 		{Prefix: netip.MustParsePrefix("198.18.7.0/24"), Origin: 64700, ASPath: "64700", Router: netip.MustParseAddr("198.18.0.9"),
 			RouterName: "edge1", Peer: netip.IPv4Unspecified(), PeerASN: 64499, View: "loc-rib"},
 	}},
-	{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "64500:7", Routes: []control.RIBRoute{
+	{RIBVRFKey: control.RIBVRFKey{Router: netip.MustParseAddr("198.18.0.9"), RouterName: "edge1", RD: "64500:7"}, Routes: []control.RIBRoute{
 		{Prefix: netip.MustParsePrefix("198.18.0.0/16"), Origin: 65001, ASPath: "65001", Router: netip.MustParseAddr("198.18.0.9"),
 			RouterName: "edge1", Peer: netip.MustParseAddr("2001:db8:1::1"), PeerASN: 65001, View: "pre-policy"},
 	}},

@@ -9,11 +9,9 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,18 +23,13 @@ import (
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/enrich"
 	"github.com/stepbrobd/rfm/internal/enrich/bmp"
-	"github.com/stepbrobd/rfm/internal/enrich/mmdb"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
-	"github.com/stepbrobd/rfm/internal/export/ipfix"
 	"github.com/stepbrobd/rfm/internal/export/prom"
 	"github.com/stepbrobd/rfm/internal/flow"
 )
 
 // Version is set at build time with -ldflags "-X ...agent.Version=v1.2.3".
 var Version = "dev"
-
-// shutdownGrace bounds how long exporters get to flush at exit.
-const shutdownGrace = 3 * time.Second
 
 // Options configure Run.
 type Options struct {
@@ -65,12 +58,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{cfg: cfg, configPath: o.ConfigPath, log: o.Logger, startedAt: time.Now()}
+	a := &agent{cfg: cfg, configPath: o.ConfigPath, log: o.Logger, startedAt: time.Now(),
+		keepCaps: o.KeepCapabilities, ifaces: ifaces, reg: newRegistry()}
 	a.sampleRate.Store(cfg.Agent.BPF.SampleRate)
-	a.fileSampleRate = cfg.Agent.BPF.SampleRate
-	defer a.close()
-	a.keepCaps = o.KeepCapabilities
-	if err := a.start(ifaces); err != nil {
+	// After a shutdown this does nothing; after a failed start it
+	// releases what was started.
+	defer func() { _ = a.stopComponents() }()
+	if err := a.startComponents(a.stages()); err != nil {
 		return err
 	}
 	a.log.Info("agent running", "interfaces", len(a.dp.Interfaces()), "metrics", "http://"+cfg.PrometheusAddr()+"/metrics",
@@ -94,158 +88,43 @@ type agent struct {
 	log        *slog.Logger
 	startedAt  time.Time
 	sampleRate atomic.Uint32
-	// fileSampleRate is the rate the config file last asked for; a rate
-	// set over the control socket stays until the file changes it.
-	fileSampleRate uint32
-	readerDone     atomic.Bool // the datapath reader stopped
-	keepCaps       bool
+	readerDone atomic.Bool // the datapath reader stopped
+	keepCaps   bool
+	ifaces     []net.Interface // resolved at start, attached by the interfaces stage
 
 	// mu serialises changes (reload, hotplug, control requests that
 	// write) and guards cfg.
 	mu  sync.Mutex
 	cfg *config.Config
 
+	// components are the stages in start order (component.go).
+	components []component
+
+	// What a component publishes for the components after it and for
+	// the control API; set while it is constructed or started.
 	reg      *prometheus.Registry
-	db       *mmdb.DB // current MMDB databases, nil when none
 	enricher *enrich.Enricher
-	rib      *rib.RIB
-	station  *bmp.Station
+	rib      *rib.RIB     // nil without BMP
+	station  *bmp.Station // nil without BMP
 	ipfix    *ipfixSink
 	dp       *datapath.Datapath
 	table    *flow.Table
 	core     *prom.Collector
-	metrics  *metricsServer
-	watch    linkWatcher
-	links    linkState
-	control  controlServer
-
-	bg      sync.WaitGroup
-	stopBG  context.CancelFunc
-	bgCtx   context.Context
-	runDone chan error
-	started bool
 }
 
-// start brings stages up in an order where every failure is detected
-// before the kernel is touched: files and sockets first, attach last.
-func (a *agent) start(ifaces []net.Interface) error {
-	c := a.cfg.Agent
-	a.reg = prometheus.NewRegistry()
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+// newRegistry is the agent's Prometheus registry with the process-wide
+// collectors; stages register their own as they start.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "rfm_build_info",
 		Help:        "Build information of the running agent; always 1.",
 		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	a.reg.MustRegister(buildInfo, newMemoryCollector())
-	a.bgCtx, a.stopBG = context.WithCancel(context.Background())
-
-	// Enrichment.
-	var err error
-	if a.db, err = openMMDB(c.Enrich.MMDB); err != nil {
-		return err
-	}
-	if c.Enrich.RIB.BMP.Enabled() {
-		a.rib = rib.New(rib.Options{Keep: c.Enrich.RIB.BMP.Keep.Duration})
-		sc, err := c.Enrich.RIB.BMP.Station()
-		if err != nil {
-			return err
-		}
-		if a.station, err = bmp.Listen(sc, a.rib, a.log); err != nil {
-			return err
-		}
-		a.reg.MustRegister(a.rib, a.station)
-		a.bg.Add(1)
-		go func() {
-			defer a.bg.Done()
-			if err := a.station.Serve(a.bgCtx); err != nil && a.bgCtx.Err() == nil {
-				a.log.Error("BMP station stopped", "err", err)
-			}
-		}()
-	}
-	a.enricher = enrich.New(a.rib, a.db)
-
-	// Exporters: bind the metrics port and the control socket, and
-	// resolve the collector, before anything is attached.
-	a.metrics, err = listenMetrics(a.cfg, a.log)
-	if err != nil {
-		return err
-	}
-	a.ipfix = &ipfixSink{}
-	a.reg.MustRegister(a.ipfix)
-	if c.IPFIX.Enabled() {
-		f, err := newFanout(c.IPFIX, c.BPF.SampleRate, nil, false, a.log)
-		if err != nil {
-			return err
-		}
-		a.ipfix.cur.Store(f)
-	}
-	if err := a.startControl(); err != nil {
-		return err
-	}
-
-	// Datapath.
-	a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.BPF.RingBufSize})
-	if err != nil {
-		return err
-	}
-	if err := a.dp.SetConfig(a.datapathConfig(c.BPF.SampleRate)); err != nil {
-		return err
-	}
-	if f := a.ipfix.cur.Load(); f != nil {
-		f.Start()
-	}
-	a.table = flow.NewTable(flow.Options{
-		MaxFlows:      c.Collector.MaxFlows,
-		IdleTimeout:   c.Collector.EvictionTimeout.Duration,
-		ActiveTimeout: c.Collector.ActiveTimeout.Duration,
-		Sinks:         []flow.Sink{a.ipfix},
-		Enricher:      a.enricher,
-		Logger:        a.log,
-
-		MaxLabelSets:   c.Prometheus.MaxLabelSets,
-		LabelSetExpiry: c.Prometheus.LabelSetExpiry.Duration,
-	})
-	a.core = prom.New(a.dp, a.table, a.sampleRate.Load)
-	a.reg.MustRegister(a.core)
-
-	for _, ifc := range ifaces {
-		if err := a.dp.Attach(ifc.Index, ifc.Name); err != nil {
-			return err // close() detaches what was attached
-		}
-		a.log.Debug("attached", "interface", ifc.Name, "ifindex", ifc.Index)
-	}
-	a.ipfix.setInterfaces(a.dp.Interfaces())
-	if err := a.startWatch(); err != nil {
-		return err
-	}
-
-	a.runDone = make(chan error, 1)
-	go func() {
-		err := a.table.Run(context.Background(), a.dp)
-		a.readerDone.Store(true)
-		if err != nil && !errors.Is(err, datapath.ErrFlushed) {
-			a.log.Error("datapath reader stopped", "err", err)
-		}
-		a.runDone <- err
-	}()
-	a.bg.Add(1)
-	go func() { defer a.bg.Done(); a.table.RunSweeper(a.bgCtx) }()
-
-	// Everything privileged at start is done: drop what is not needed
-	// before answering anyone.
-	if !a.keepCaps {
-		if err := dropCapabilities(a.cfg); err != nil {
-			a.log.Warn("could not drop capabilities; running with those it was started with", "err", err)
-		}
-	}
-	if err := a.metrics.serve(a.reg, a.core, a.healthy); err != nil {
-		return err
-	}
-	a.serveControl()
-	a.started = true
-	return nil
+	reg.MustRegister(buildInfo, newMemoryCollector())
+	return reg
 }
 
 // healthy is what /healthz reports: the agent is up while it reads
@@ -257,145 +136,55 @@ func (a *agent) healthy() error {
 	return nil
 }
 
-// datapathConfig is the BPF config for a sample rate, excluding the IPFIX
-// exporters' own packets so exporting never creates flows.
-func (a *agent) datapathConfig(rate uint32) datapath.Config {
-	return datapath.Config{SampleRate: rate, Exclude: excludeTuples(a.ipfix.exporters())}
-}
-
-func openMMDB(c config.MMDB) (*mmdb.DB, error) {
-	if c.ASNDB == "" && c.CityDB == "" {
-		return nil, nil
-	}
-	return mmdb.Open(c.ASNDB, c.CityDB)
-}
-
-// newFanout creates an exporter per collector of c. running are the
-// exporters of a running config by collector (nil at start); with reuse
-// (the settings all collectors share are unchanged) a collector that is
-// still configured keeps its exporter. On an error the exporters it
-// created are closed and the running ones are left alone.
-func newFanout(c config.IPFIX, rate uint32, running map[config.IPFIXCollector]*ipfix.Exporter, reuse bool, log *slog.Logger) (*ipfix.Fanout, error) {
-	var exps, created []*ipfix.Exporter
-	for _, col := range c.Targets() {
-		if e := running[col]; e != nil && reuse {
-			exps = append(exps, e)
-			continue
-		}
-		// A fixed bind port a running exporter holds is shared with it
-		// (SO_REUSEPORT) until it has flushed; any other must be free.
-		exclusive := true
-		for old := range running {
-			if old.Bind == col.Bind {
-				exclusive = false
-			}
-		}
-		e, err := newExporter(c, col, rate, exclusive, log)
-		if err != nil {
-			for _, e := range created {
-				_ = e.Close()
-			}
-			return nil, err
-		}
-		exps = append(exps, e)
-		created = append(created, e)
-	}
-	return ipfix.NewFanout(exps...), nil
-}
-
-// newExporter creates an exporter whose sender waits for Start, so its
-// socket can be excluded from sampling before its first packet. A fixed
-// bind port is bound with SO_REUSEPORT, so that a reload can open the
-// replacement socket while the old exporter still flushes; when no
-// running exporter has it (exclusive) the port is first bound alone, so
-// a port some other socket holds is still an error, as it would be
-// without the option.
-func newExporter(c config.IPFIX, col config.IPFIXCollector, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
-	key := "agent.ipfix"
-	if len(c.Collectors) > 0 {
-		key = fmt.Sprintf("agent.ipfix.collectors[%d]", slices.Index(c.Collectors, col))
-	}
-	bind := ""
-	if col.Bind.Host != "" || col.Bind.Port != 0 {
-		bind = col.Bind.Addr()
-	}
-	if exclusive && col.Bind.Port != 0 {
-		if err := ipfix.CheckBindFree(bind, col.Addr()); err != nil {
-			return nil, fmt.Errorf("%s.bind %s: %w", key, bind, err)
-		}
-	}
-	e, err := ipfix.New(ipfix.Config{
-		ReusePort:           col.Bind.Port != 0,
-		Collector:           col.Addr(),
-		Name:                col.Addr(),
-		Bind:                bind,
-		ObservationDomainID: c.ObservationDomainID,
-		TemplateRefresh:     c.TemplateRefresh.Duration,
-		MaxMessageSize:      c.MaxMessageSize,
-		SampleRate:          rate,
-		Deferred:            true,
-	}, log)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	return e, nil
-}
-
-// shutdown stops watching links, detaches, drains what the ring still
-// holds into the table and ends every flow, so exporters see them all.
+// shutdown stops every stage in reverse order. The control socket and
+// the metrics listener stop first; then the interfaces are detached, the
+// flow table takes what the ring still holds and ends every flow, so
+// the exporters see them all before they close.
 func (a *agent) shutdown() error {
 	a.log.Info("shutting down: exporting active flows")
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.stopWatch()
-	var errs []error
-	for _, ifc := range a.dp.Interfaces() {
-		errs = append(errs, a.dp.Detach(ifc.Index))
-	}
-	if err := a.dp.Drain(); err != nil {
-		errs = append(errs, fmt.Errorf("drain ring buffer: %w", err))
-	}
-	select {
-	case err := <-a.runDone:
-		if err != nil && !errors.Is(err, datapath.ErrFlushed) {
-			errs = append(errs, err)
-		}
-	case <-time.After(shutdownGrace):
-		errs = append(errs, errors.New("ring buffer drain timed out"))
-	}
-	a.table.Flush(flow.EndForced)
-	return errors.Join(errs...)
+	return a.stopComponents()
 }
 
-// close releases everything start created, in reverse order. Safe to
-// call after a partial start.
-func (a *agent) close() {
-	a.stopWatch()
-	a.closeControl()
-	if a.metrics != nil {
-		a.metrics.close()
+// datapathStage is the BPF programs and maps (a.dp). Interfaces are
+// attached by the interfaces stage.
+type datapathStage struct{ a *agent }
+
+func (a *agent) newDatapath() (component, error) { return &datapathStage{a: a}, nil }
+
+func (d *datapathStage) name() string { return "datapath" }
+
+func (d *datapathStage) start() error {
+	a := d.a
+	c := a.cfg.Agent.BPF
+	var err error
+	if a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.RingBufSize}); err != nil {
+		return err
 	}
-	if a.dp != nil {
-		if err := a.dp.Close(); err != nil {
-			a.log.Warn("detach", "err", err)
+	return a.dp.SetConfig(a.datapathConfig(c.SampleRate))
+}
+
+func (d *datapathStage) reconfigure(cur, next *config.Config) (reconfig, error) {
+	// The ring is sized when the programs load.
+	var rc reconfig
+	if cur.Agent.BPF.RingBufSize != next.Agent.BPF.RingBufSize {
+		rc.needsRestart = []string{"agent.bpf.ring_buf_size"}
+		next.Agent.BPF.RingBufSize = cur.Agent.BPF.RingBufSize
+	}
+	return rc, nil
+}
+
+func (d *datapathStage) stop() error {
+	if d.a.dp != nil {
+		if err := d.a.dp.Close(); err != nil {
+			d.a.log.Warn("detach", "err", err)
 		}
 	}
-	if a.ipfix != nil {
-		if f := a.ipfix.cur.Swap(nil); f != nil {
-			_ = f.Close()
-		}
-	}
-	if a.stopBG != nil {
-		a.stopBG()
-	}
-	if a.station != nil {
-		a.station.Close()
-	}
-	a.bg.Wait()
-	if a.rib != nil {
-		a.rib.Close()
-	}
-	if a.db != nil {
-		_ = a.db.Close()
-	}
+	return nil
+}
+
+// datapathConfig is the BPF config for a sample rate, excluding the IPFIX
+// exporters' own packets (the running ones and, during a reload, those
+// starting or still flushing) so exporting never creates flows.
+func (a *agent) datapathConfig(rate uint32) datapath.Config {
+	return datapath.Config{SampleRate: rate, Exclude: excludeTuples(a.ipfix.exporters(), a.ipfix.other)}
 }

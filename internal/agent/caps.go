@@ -112,3 +112,26 @@ func lastCapability() uintptr {
 	}
 	return unix.CAP_LAST_CAP
 }
+
+// privilegesStage drops the capabilities the agent no longer needs
+// once the stages before it have started (unless KeepCapabilities):
+// the stages after it serve requests with only those keptCapabilities.
+type privilegesStage struct {
+	a *agent
+	noReconfig
+}
+
+func (a *agent) newPrivileges() (component, error) { return &privilegesStage{a: a}, nil }
+
+func (p *privilegesStage) name() string { return "capabilities" }
+
+func (p *privilegesStage) start() error {
+	if !p.a.keepCaps {
+		if err := dropCapabilities(p.a.cfg); err != nil {
+			p.a.log.Warn("could not drop capabilities; running with those it was started with", "err", err)
+		}
+	}
+	return nil
+}
+
+func (p *privilegesStage) stop() error { return nil }

@@ -3,13 +3,12 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
+	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/control"
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/enrich/rd"
@@ -179,12 +178,17 @@ func (c controlAgent) RIBSummary(context.Context) (control.RIBSummary, error) {
 	out.VRFs = []control.RIBVRF{}
 	for _, v := range sum.VRFs {
 		out.VRFs = append(out.VRFs, control.RIBVRF{
-			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
-			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
-			Peers: v.Peers, Routes4: v.Routes4, Routes6: v.Routes6,
+			RIBVRFKey: vrfKey(v.VRF, v.LabelsFlows), Peers: v.Peers, Routes4: v.Routes4, Routes6: v.Routes6,
 		})
 	}
 	return out, nil
+}
+
+func vrfKey(k rib.VRFKey, labelsFlows bool) control.RIBVRFKey {
+	return control.RIBVRFKey{
+		Router: k.Router.Addr, RouterName: k.Router.Name,
+		RD: rd.Format(k.Distinguisher), Distinguisher: k.Distinguisher, LabelsFlows: labelsFlows,
+	}
 }
 
 func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIBLookup, error) {
@@ -207,10 +211,7 @@ func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIB
 	}
 	out.VRFs = []control.RIBVRFRoutes{}
 	for _, v := range a.rib.LookupVRFs(addr) {
-		vr := control.RIBVRFRoutes{
-			Router: v.VRF.Router.Addr, RouterName: v.VRF.Router.Name,
-			RD: rd.Format(v.VRF.Distinguisher), Distinguisher: v.VRF.Distinguisher, LabelsFlows: v.LabelsFlows,
-		}
+		vr := control.RIBVRFRoutes{RIBVRFKey: vrfKey(v.VRF, v.LabelsFlows)}
 		for _, r := range v.Routes {
 			vr.Routes = append(vr.Routes, route(r))
 		}
@@ -238,42 +239,55 @@ func (c controlAgent) Reload(context.Context) (control.ReloadResult, error) {
 		return res, err
 	}
 	c.a.logReload(res.Applied, res.NeedsRestart)
-	slices.SortFunc(res.Applied, cmp.Compare[string])
 	return res, nil
 }
 
-// controlServer is the control socket's server (internal/control).
-type controlServer = *control.Server
+// controlStage is the control socket. It binds when constructed, so a
+// second agent on the same socket stops before anything is attached,
+// and answers from start.
+type controlStage struct {
+	a   *agent
+	srv *control.Server // nil without a socket
+}
 
-// startControl binds the control socket, if configured, before anything
-// is attached: a second agent on the same socket stops here.
-func (a *agent) startControl() error {
-	if a.cfg.Agent.Control.Socket == "" {
-		return nil
+func (a *agent) newControlStage() (component, error) {
+	cs := &controlStage{a: a}
+	if path := a.cfg.Agent.Control.Socket; path != "" {
+		var err error
+		if cs.srv, err = control.Listen(path, a.log); err != nil {
+			return nil, err
+		}
 	}
-	s, err := control.Listen(a.cfg.Agent.Control.Socket, a.log)
-	if err != nil {
-		return err
+	return cs, nil
+}
+
+func (cs *controlStage) name() string { return "control socket" }
+
+// start answers control requests until stop.
+func (cs *controlStage) start() error {
+	if cs.srv != nil {
+		go func() {
+			if err := cs.srv.Serve(context.Background(), controlAgent{cs.a}); err != nil {
+				cs.a.log.Error("control socket stopped", "err", err)
+			}
+		}()
 	}
-	a.control = s
 	return nil
 }
 
-// serveControl answers control requests until closeControl.
-func (a *agent) serveControl() {
-	if a.control == nil {
-		return
+func (cs *controlStage) reconfigure(cur, next *config.Config) (reconfig, error) {
+	var rc reconfig
+	if cur.Agent.Control != next.Agent.Control {
+		rc.needsRestart = []string{"agent.control.socket"}
+		next.Agent.Control = cur.Agent.Control
 	}
-	go func() {
-		if err := a.control.Serve(context.Background(), controlAgent{a}); err != nil {
-			a.log.Error("control socket stopped", "err", err)
-		}
-	}()
+	return rc, nil
 }
 
-func (a *agent) closeControl() {
-	if a.control != nil {
-		a.control.Close()
-		a.control = nil
+// stop waits for the requests in progress and removes the socket.
+func (cs *controlStage) stop() error {
+	if cs.srv != nil {
+		cs.srv.Close()
 	}
+	return nil
 }

@@ -5,7 +5,9 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/stepbrobd/rfm/internal/config"
@@ -18,59 +20,98 @@ type linkWatcher interface {
 	Close() error
 }
 
-// linkState is what the hotplug callbacks share. They run on the
-// watcher's goroutine; ifMu orders them against shutdown.
-type linkState struct {
+// interfacesStage attaches the interfaces agent.interfaces selects at
+// start and follows them as they come and go (hotplug).
+type interfacesStage struct {
+	a     *agent
+	watch linkWatcher
+
+	// ifMu orders the hotplug callbacks, which run on the watcher's
+	// goroutine, against reload and shutdown.
 	ifMu     sync.Mutex
 	selector config.InterfaceSelector
 	stopped  bool
 }
 
-// startWatch follows interfaces as they come and go, attaching those
-// agent.interfaces selects.
-func (a *agent) startWatch() error {
-	a.links.ifMu.Lock()
-	a.links.selector = config.NewInterfaceSelector(a.cfg.Agent.Interfaces)
-	a.links.stopped = false
-	a.links.ifMu.Unlock()
+func (a *agent) newInterfaces() (component, error) {
+	return &interfacesStage{a: a, selector: config.NewInterfaceSelector(a.cfg.Agent.Interfaces)}, nil
+}
+
+func (s *interfacesStage) name() string { return "interfaces" }
+
+func (s *interfacesStage) start() error {
+	a := s.a
+	for _, ifc := range a.ifaces {
+		if err := a.dp.Attach(ifc.Index, ifc.Name); err != nil {
+			return err // stop detaches what was attached
+		}
+		a.log.Debug("attached", "interface", ifc.Name, "ifindex", ifc.Index)
+	}
+	a.ipfix.setInterfaces(a.dp.Interfaces())
 	w, err := ifwatch.Start(ifwatch.Options{
-		Select: func(name string, loopback bool) bool { return a.links.currentSelector().Match(name, loopback) },
-		Attach: a.attachLink,
-		Detach: a.detachLink,
+		Select: func(name string, loopback bool) bool { return s.currentSelector().Match(name, loopback) },
+		Attach: s.attachLink,
+		Detach: s.detachLink,
 		Logger: a.log,
 	})
 	if err != nil {
 		return fmt.Errorf("agent.interfaces: following interface changes: %w", err)
 	}
-	a.watch = w
+	s.watch = w
 	a.reg.MustRegister(w)
 	return nil
 }
 
-func (l *linkState) currentSelector() config.InterfaceSelector {
-	l.ifMu.Lock()
-	defer l.ifMu.Unlock()
-	return l.selector
+func (s *interfacesStage) reconfigure(cur, next *config.Config) (reconfig, error) {
+	if slices.Equal(cur.Agent.Interfaces, next.Agent.Interfaces) {
+		return reconfig{}, nil
+	}
+	return reconfig{commit: func() []string {
+		s.ifMu.Lock()
+		s.selector = config.NewInterfaceSelector(next.Agent.Interfaces)
+		s.ifMu.Unlock()
+		if s.watch != nil {
+			sel := s.currentSelector()
+			s.watch.SetSelect(sel.Match)
+		}
+		return []string{"agent.interfaces"}
+	}}, nil
 }
 
-func (a *agent) stopWatch() {
-	a.links.ifMu.Lock()
-	a.links.stopped = true
-	a.links.ifMu.Unlock()
-	if a.watch != nil {
-		_ = a.watch.Close()
-		a.watch = nil
+// stop stops following links and detaches every interface.
+func (s *interfacesStage) stop() error {
+	s.ifMu.Lock()
+	s.stopped = true
+	s.ifMu.Unlock()
+	if s.watch != nil {
+		_ = s.watch.Close()
+		s.watch = nil
 	}
+	if s.a.dp == nil {
+		return nil
+	}
+	var errs []error
+	for _, ifc := range s.a.dp.Interfaces() {
+		errs = append(errs, s.a.dp.Detach(ifc.Index))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *interfacesStage) currentSelector() config.InterfaceSelector {
+	s.ifMu.Lock()
+	defer s.ifMu.Unlock()
+	return s.selector
 }
 
 // attachLink is the watcher's Attach callback: a link appeared, was
 // renamed, or the selection now includes it.
-func (a *agent) attachLink(l ifwatch.Link) error {
-	a.links.ifMu.Lock()
-	defer a.links.ifMu.Unlock()
-	if a.links.stopped {
+func (s *interfacesStage) attachLink(l ifwatch.Link) error {
+	s.ifMu.Lock()
+	defer s.ifMu.Unlock()
+	if s.stopped {
 		return nil
 	}
+	a := s.a
 	if err := a.dp.Attach(l.Index, l.Name); err != nil {
 		return err
 	}
@@ -85,12 +126,13 @@ func (a *agent) attachLink(l ifwatch.Link) error {
 // detachLink is the watcher's Detach callback: the link vanished, was
 // renamed away, or left the selection. Its active flows end now
 // (exported with reason forced end) so no series of it lingers.
-func (a *agent) detachLink(l ifwatch.Link) {
-	a.links.ifMu.Lock()
-	defer a.links.ifMu.Unlock()
-	if a.links.stopped {
+func (s *interfacesStage) detachLink(l ifwatch.Link) {
+	s.ifMu.Lock()
+	defer s.ifMu.Unlock()
+	if s.stopped {
 		return
 	}
+	a := s.a
 	if err := a.dp.Detach(l.Index); err != nil {
 		a.log.Warn("detach", "interface", l.Name, "ifindex", l.Index, "err", err)
 	}

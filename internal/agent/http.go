@@ -253,3 +253,78 @@ func (v *listenerView) Close() error {
 }
 
 func (v *listenerView) Addr() net.Addr { return v.parent.ln.Addr() }
+
+// metricsStage is the HTTP listener of /metrics and /healthz. It binds
+// when constructed and answers from start.
+type metricsStage struct {
+	a   *agent
+	srv *metricsServer
+}
+
+func (a *agent) newMetrics() (component, error) {
+	srv, err := listenMetrics(a.cfg, a.log)
+	if err != nil {
+		return nil, err
+	}
+	return &metricsStage{a: a, srv: srv}, nil
+}
+
+func (m *metricsStage) name() string { return "metrics listener" }
+
+func (m *metricsStage) start() error { return m.srv.serve(m.a.reg, m.a.core, m.a.healthy) }
+
+// reconfigure starts the new server at once, so a web config that
+// fails to serve rejects the reload. A new address gets a new socket
+// (the old one answers until the new one does); a change of web_config
+// alone keeps the socket and hands it to a server with the new
+// settings, since binding the same address again would fail while the
+// old listener is open.
+func (m *metricsStage) reconfigure(cur, next *config.Config) (reconfig, error) {
+	cHost, cPort, cWeb := cur.Agent.Prometheus.Listener()
+	nHost, nPort, nWeb := next.Agent.Prometheus.Listener()
+	if cHost == nHost && cPort == nPort && cWeb == nWeb {
+		return reconfig{}, nil
+	}
+	var srv *metricsServer
+	var err error
+	if cHost != nHost || cPort != nPort {
+		srv, err = listenMetrics(next, m.a.log)
+	} else {
+		srv, err = m.srv.withWebConfig(nWeb)
+	}
+	if err != nil {
+		return reconfig{}, err
+	}
+	sameSocket := srv.ln == m.srv.ln
+	if err := srv.serve(m.a.reg, m.a.core, m.a.healthy); err != nil {
+		if !sameSocket {
+			srv.ln.Close()
+		}
+		return reconfig{}, err
+	}
+	return reconfig{
+		commit: func() []string {
+			if sameSocket {
+				m.srv.retire()
+			} else {
+				m.srv.close()
+			}
+			m.srv = srv
+			return []string{"agent.prometheus"}
+		},
+		abort: func() {
+			if sameSocket {
+				// Give the socket back to the running server.
+				m.srv.ln.activate(m.srv.view)
+				srv.retire()
+			} else {
+				srv.close()
+			}
+		},
+	}, nil
+}
+
+func (m *metricsStage) stop() error {
+	m.srv.close()
+	return nil
+}

@@ -5,6 +5,7 @@ package agent
 import (
 	"errors"
 
+	"github.com/stepbrobd/rfm/internal/config"
 	"github.com/stepbrobd/rfm/internal/flow"
 )
 
@@ -30,4 +31,39 @@ func (a *agent) setSampleRate(rate uint32) (uint32, error) {
 	}
 	a.cfg.Agent.BPF.SampleRate = rate
 	return prev, nil
+}
+
+// samplingStage applies agent.bpf.sample_rate at reload. The datapath
+// stage sets the rate at start; it comes after the IPFIX stage so that
+// the flows a rate change ends go to the exporter the same reload set.
+type samplingStage struct {
+	a *agent
+	// fileRate is the rate the config file last asked for; a rate set
+	// over the control socket stays until the file changes it.
+	fileRate uint32
+}
+
+func (a *agent) newSampling() (component, error) {
+	return &samplingStage{a: a, fileRate: a.cfg.Agent.BPF.SampleRate}, nil
+}
+
+func (s *samplingStage) name() string { return "sample rate" }
+func (s *samplingStage) start() error { return nil }
+func (s *samplingStage) stop() error  { return nil }
+
+func (s *samplingStage) reconfigure(_, next *config.Config) (reconfig, error) {
+	n := &next.Agent.BPF
+	return reconfig{commit: func() []string {
+		var applied []string
+		if n.SampleRate != s.fileRate {
+			if _, err := s.a.setSampleRate(n.SampleRate); err != nil {
+				s.a.log.Warn("reload: setting the sample rate", "err", err)
+			} else {
+				applied = append(applied, "agent.bpf.sample_rate")
+			}
+			s.fileRate = n.SampleRate
+		}
+		n.SampleRate = s.a.sampleRate.Load()
+		return applied
+	}}, nil
 }

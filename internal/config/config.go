@@ -41,7 +41,7 @@ type BPF struct {
 }
 
 type Collector struct {
-	MaxFlows        int      `toml:"max_flows"`        // default 65536, 0..MaxFlowsCeiling, 0 = the ceiling
+	MaxFlows        int      `toml:"max_flows"`        // default 65536, 0..flow.MaxFlowsCeiling, 0 = the ceiling
 	EvictionTimeout Duration `toml:"eviction_timeout"` // default 30s, >= 1s
 	ActiveTimeout   Duration `toml:"active_timeout"`   // default 60s, >= 1s
 }
@@ -56,6 +56,9 @@ type IPFIX struct {
 	ObservationDomainID uint32           `toml:"observation_domain_id"` // default 1, > 0
 	TemplateRefresh     Duration         `toml:"template_refresh"`      // default 60s, >= 1s
 	MaxMessageSize      int              `toml:"max_message_size"`      // default 1400, 512..65507
+	// BGPCommunities adds the destination route's communities (RFC 8549
+	// basicLists) to the BGP context records carry with a BMP-fed RIB.
+	BGPCommunities bool `toml:"bgp_communities"`
 }
 
 // IPFIXCollector is one collector of [[agent.ipfix.collectors]]: each
@@ -88,7 +91,7 @@ func (c IPFIX) Targets() []IPFIXCollector {
 func (c IPFIX) Equal(o IPFIX) bool {
 	return c.Host == o.Host && c.Port == o.Port && c.Bind == o.Bind &&
 		slices.Equal(c.Collectors, o.Collectors) && c.ObservationDomainID == o.ObservationDomainID &&
-		c.TemplateRefresh == o.TemplateRefresh && c.MaxMessageSize == o.MaxMessageSize
+		c.TemplateRefresh == o.TemplateRefresh && c.MaxMessageSize == o.MaxMessageSize && c.BGPCommunities == o.BGPCommunities
 }
 
 type Endpoint struct {

@@ -204,6 +204,7 @@ func TestRejections(t *testing.T) {
 		{"ipfix host space", base + "[agent.ipfix]\nhost = \"a b\"\n", "agent.ipfix.host", `"a b"`},
 		{"ipfix host empty label", base + "[agent.ipfix]\nhost = \"a..b\"\n", "agent.ipfix.host", `"a..b"`},
 		{"ipfix host bad IPv4", base + "[agent.ipfix]\nhost = \"192.0.2.300\"\n", "agent.ipfix.host", `"192.0.2.300"`},
+		{"bgp_communities not a bool", base + "[agent.ipfix]\nbgp_communities = \"yes\"\n", "agent.ipfix.bgp_communities", `"yes"`},
 		{"collectors with host", base + "[agent.ipfix]\nhost = \"192.0.2.1\"\n[[agent.ipfix.collectors]]\nhost = \"192.0.2.2\"\n", "agent.ipfix.collectors", ""},
 		{"collectors with bind", base + "[agent.ipfix.bind]\nport = 4000\n[[agent.ipfix.collectors]]\nhost = \"192.0.2.2\"\n", "agent.ipfix.collectors", ""},
 		{"collector duplicate", base + "[[agent.ipfix.collectors]]\nhost = \"192.0.2.2\"\n[[agent.ipfix.collectors]]\nhost = \"192.0.2.3\"\n[[agent.ipfix.collectors]]\nhost = \"[::ffff:192.0.2.2]\"\nport = 4739\n", "agent.ipfix.collectors[2]", `"[::ffff:192.0.2.2]:4739"`},

@@ -158,6 +158,8 @@ func sameDefault(field reflect.Value, doc any) (any, bool) {
 	switch field.Kind() {
 	case reflect.String:
 		return field.String(), doc == field.String()
+	case reflect.Bool:
+		return field.Bool(), doc == field.Bool()
 	case reflect.Int, reflect.Int64, reflect.Int32:
 		return field.Int(), doc == field.Int()
 	case reflect.Uint32, reflect.Uint64, reflect.Uint:

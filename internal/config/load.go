@@ -25,33 +25,22 @@ import (
 	"github.com/stepbrobd/rfm/internal/flow"
 )
 
-// Defaults for keys the file leaves out. A default that a stage package
-// also applies to a zero field is that package's constant, so the two
-// cannot drift apart.
+// Defaults of the keys config owns. A key whose stage package has its
+// own default (which it also applies to a zero field) gets that
+// package's constant in applyDefaults, so the two cannot drift apart.
 const (
-	DefaultSampleRate      = 100
-	DefaultRingBufSize     = 262144
-	DefaultMaxFlows        = 65536
-	DefaultEvictionTimeout = flow.DefaultIdleTimeout
-	DefaultActiveTimeout   = flow.DefaultActiveTimeout
-	// MaxFlowsCeiling is the most flows the table holds, whatever
-	// max_flows says; max_flows = 0 means it.
-	MaxFlowsCeiling            = flow.MaxFlowsCeiling
-	DefaultIPFIXHost           = "::1"
-	DefaultIPFIXPort           = 4739
-	DefaultObservationDomainID = ipfix.DefaultObservationDomainID
-	DefaultTemplateRefresh     = ipfix.DefaultTemplateRefresh
-	DefaultIPFIXMaxMessageSize = ipfix.DefaultMaxMessageSize
-	DefaultPrometheusHost      = "::1"
-	DefaultPrometheusPort      = 9669
-	DefaultMaxLabelSets        = flow.DefaultMaxLabelSets
-	DefaultLabelSetExpiry      = flow.DefaultLabelSetExpiry
-	DefaultBMPHost             = "::1"
-	DefaultBMPPort             = 11019
-	DefaultBMPKeep             = rib.DefaultKeep
-	DefaultBMPMaxSessions      = bmp.DefaultMaxSessions
-	DefaultBMPMaxMessageSize   = bmp.DefaultMaxMessageSize
-	DefaultControlSocket       = "/run/rfm/rfm.sock"
+	DefaultSampleRate    = 100
+	DefaultRingBufSize   = 262144
+	DefaultMaxFlows      = 65536
+	DefaultControlSocket = "/run/rfm/rfm.sock"
+)
+
+// Default endpoints: the half of an endpoint the file leaves out when
+// it sets the other (see defaultEndpoint).
+const (
+	DefaultIPFIXHost, DefaultIPFIXPort           = "::1", 4739
+	DefaultPrometheusHost, DefaultPrometheusPort = "::1", 9669
+	DefaultBMPHost, DefaultBMPPort               = "::1", 11019
 )
 
 // Load reads and parses the config file at path. See Parse for what is
@@ -219,28 +208,28 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	fillDefault(md, "bpf.sample_rate", &a.BPF.SampleRate, DefaultSampleRate)
 	fillDefault(md, "bpf.ring_buf_size", &a.BPF.RingBufSize, DefaultRingBufSize)
 	fillDefault(md, "collector.max_flows", &a.Collector.MaxFlows, DefaultMaxFlows)
-	fillDefault(md, "collector.eviction_timeout", &a.Collector.EvictionTimeout.Duration, DefaultEvictionTimeout)
-	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, DefaultActiveTimeout)
+	fillDefault(md, "collector.eviction_timeout", &a.Collector.EvictionTimeout.Duration, flow.DefaultIdleTimeout)
+	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, flow.DefaultActiveTimeout)
 
 	defaultEndpoint(&a.IPFIX.Host, &a.IPFIX.Port, DefaultIPFIXHost, DefaultIPFIXPort)
 	for i := range a.IPFIX.Collectors {
 		col := &a.IPFIX.Collectors[i]
 		defaultEndpoint(&col.Host, &col.Port, DefaultIPFIXHost, DefaultIPFIXPort)
 	}
-	fillDefault(md, "ipfix.observation_domain_id", &a.IPFIX.ObservationDomainID, DefaultObservationDomainID)
-	fillDefault(md, "ipfix.template_refresh", &a.IPFIX.TemplateRefresh.Duration, DefaultTemplateRefresh)
-	fillDefault(md, "ipfix.max_message_size", &a.IPFIX.MaxMessageSize, DefaultIPFIXMaxMessageSize)
+	fillDefault(md, "ipfix.observation_domain_id", &a.IPFIX.ObservationDomainID, ipfix.DefaultObservationDomainID)
+	fillDefault(md, "ipfix.template_refresh", &a.IPFIX.TemplateRefresh.Duration, ipfix.DefaultTemplateRefresh)
+	fillDefault(md, "ipfix.max_message_size", &a.IPFIX.MaxMessageSize, ipfix.DefaultMaxMessageSize)
 
 	fillDefault(md, "prometheus.host", &a.Prometheus.Host, DefaultPrometheusHost)
 	fillDefault(md, "prometheus.port", &a.Prometheus.Port, DefaultPrometheusPort)
-	fillDefault(md, "prometheus.max_label_sets", &a.Prometheus.MaxLabelSets, DefaultMaxLabelSets)
-	fillDefault(md, "prometheus.label_set_expiry", &a.Prometheus.LabelSetExpiry.Duration, DefaultLabelSetExpiry)
+	fillDefault(md, "prometheus.max_label_sets", &a.Prometheus.MaxLabelSets, flow.DefaultMaxLabelSets)
+	fillDefault(md, "prometheus.label_set_expiry", &a.Prometheus.LabelSetExpiry.Duration, flow.DefaultLabelSetExpiry)
 
-	bmp := &a.Enrich.RIB.BMP
-	defaultEndpoint(&bmp.Host, &bmp.Port, DefaultBMPHost, DefaultBMPPort)
-	fillDefault(md, "enrich.rib.bmp.keep", &bmp.Keep.Duration, DefaultBMPKeep)
-	fillDefault(md, "enrich.rib.bmp.max_sessions", &bmp.MaxSessions, DefaultBMPMaxSessions)
-	fillDefault(md, "enrich.rib.bmp.max_message_size", &bmp.MaxMessageSize, DefaultBMPMaxMessageSize)
+	station := &a.Enrich.RIB.BMP
+	defaultEndpoint(&station.Host, &station.Port, DefaultBMPHost, DefaultBMPPort)
+	fillDefault(md, "enrich.rib.bmp.keep", &station.Keep.Duration, rib.DefaultKeep)
+	fillDefault(md, "enrich.rib.bmp.max_sessions", &station.MaxSessions, bmp.DefaultMaxSessions)
+	fillDefault(md, "enrich.rib.bmp.max_message_size", &station.MaxMessageSize, bmp.DefaultMaxMessageSize)
 	fillDefault(md, "control.socket", &a.Control.Socket, DefaultControlSocket)
 }
 
@@ -313,6 +302,7 @@ const (
 	kindStrings
 	kindDuration
 	kindTableArray
+	kindBool
 )
 
 type schemaNode struct {
@@ -346,6 +336,8 @@ func buildSchema(t reflect.Type) *schemaNode {
 		return n
 	case t.Kind() == reflect.String:
 		return &schemaNode{kind: kindString}
+	case t.Kind() == reflect.Bool:
+		return &schemaNode{kind: kindBool}
 	case t.Kind() == reflect.Int:
 		return &schemaNode{kind: kindInt}
 	case t.Kind() == reflect.Uint32:
@@ -450,6 +442,10 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 			if _, ok := elem.(string); !ok {
 				return keyError(fmt.Sprintf("%s[%d]", key, i), elem, "must be a string, not %s", tomlTypeName(elem))
 			}
+		}
+	case kindBool:
+		if _, ok := v.(bool); !ok {
+			return keyError(key, v, "must be true or false, not %s", tomlTypeName(v))
 		}
 	case kindTableArray:
 		// [[x]] decodes to []map[string]any, x = [{...}] to []any.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stepbrobd/rfm/internal/enrich/bmp"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
+	"github.com/stepbrobd/rfm/internal/flow"
 )
 
 // Limits enforced by validation.
@@ -222,9 +223,9 @@ func validateValues(c *Config) *Error {
 		return e
 	}
 
-	if a.Collector.MaxFlows < 0 || a.Collector.MaxFlows > MaxFlowsCeiling {
+	if a.Collector.MaxFlows < 0 || a.Collector.MaxFlows > flow.MaxFlowsCeiling {
 		return keyError("agent.collector.max_flows", a.Collector.MaxFlows,
-			"must be between 0 and %d (0 means %d, the most the flow table holds)", MaxFlowsCeiling, MaxFlowsCeiling)
+			"must be between 0 and %d (0 means %d, the most the flow table holds)", flow.MaxFlowsCeiling, flow.MaxFlowsCeiling)
 	}
 	if e := checkMinDuration("agent.collector.eviction_timeout", a.Collector.EvictionTimeout, time.Second); e != nil {
 		return e

@@ -234,14 +234,20 @@ type RIBSummary struct {
 // RIBVRF counts the routes of one VRF of one router: its RD-instance
 // and local-instance peers and its Loc-RIB.
 type RIBVRF struct {
+	RIBVRFKey
+	Peers   int `json:"peers"`
+	Routes4 int `json:"routes_ipv4"`
+	Routes6 int `json:"routes_ipv6"`
+}
+
+// RIBVRFKey names one VRF of one router; its fields are inline in the
+// JSON of the types that embed it.
+type RIBVRFKey struct {
 	Router        netip.Addr `json:"router"`
 	RouterName    string     `json:"router_name,omitempty"`
 	RD            string     `json:"rd"` // the distinguisher as "65000:1" or "192.0.2.1:5"
 	Distinguisher uint64     `json:"distinguisher"`
 	LabelsFlows   bool       `json:"labels_flows"` // listed in agent.enrich.rib.bmp.label_vrfs
-	Peers         int        `json:"peers"`
-	Routes4       int        `json:"routes_ipv4"`
-	Routes6       int        `json:"routes_ipv6"`
 }
 
 type RIBRouter struct {
@@ -279,12 +285,8 @@ type RIBLookup struct {
 // RIBVRFRoutes are one VRF's routes for the longest prefix it holds
 // matching the address, best first.
 type RIBVRFRoutes struct {
-	Router        netip.Addr `json:"router"`
-	RouterName    string     `json:"router_name,omitempty"`
-	RD            string     `json:"rd"`
-	Distinguisher uint64     `json:"distinguisher"`
-	LabelsFlows   bool       `json:"labels_flows"`
-	Routes        []RIBRoute `json:"routes"`
+	RIBVRFKey
+	Routes []RIBRoute `json:"routes"`
 }
 
 type RIBRoute struct {

@@ -145,26 +145,11 @@ func bindPrivate(path string) (*net.UnixListener, error) {
 	defer os.RemoveAll(tmpDir)
 	tmp := filepath.Join(tmpDir, "s")
 	if len(tmp) > maxSocketPath {
-		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-		if err != nil {
-			return nil, err
-		}
-		ln.SetUnlinkOnClose(false)
-		if err := os.Chmod(path, 0o600); err != nil {
-			ln.Close()
-			os.Remove(path)
-			return nil, err
-		}
-		return ln, nil
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
-	if err != nil {
-		return nil, err
+		return listenOwnerOnly(path)
 	}
 	// The bound name is the temporary one; Server.Close removes path.
-	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		ln.Close()
+	ln, err := listenOwnerOnly(tmp)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.Link(tmp, path); err != nil {
@@ -172,6 +157,22 @@ func bindPrivate(path string) (*net.UnixListener, error) {
 		if errors.Is(err, os.ErrExist) {
 			return nil, errors.New("in use by another running agent")
 		}
+		return nil, err
+	}
+	return ln, nil
+}
+
+// listenOwnerOnly binds a socket at name and makes it mode 0600. The
+// file stays when the listener closes: Server.Close removes it.
+func listenOwnerOnly(name string) (*net.UnixListener, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(name, 0o600); err != nil {
+		ln.Close()
+		os.Remove(name)
 		return nil, err
 	}
 	return ln, nil

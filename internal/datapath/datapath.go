@@ -386,6 +386,16 @@ type rawIfaceSlot struct {
 	Slot    uint32
 }
 
+// isAttached reports whether ifindex holds a counter slot (an
+// attachment or the injector's). Caller holds attachMu, so the answer
+// holds until it releases attachMu.
+func (d *Datapath) isAttached(ifindex int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.attached[ifindex]
+	return ok
+}
+
 // Attach links the program pair of the interface's link kind at TCX
 // ingress (first in line, so it sees every arriving packet) and egress
 // (last in line, so it sees what actually leaves). Programs return
@@ -395,10 +405,7 @@ type rawIfaceSlot struct {
 func (d *Datapath) Attach(ifindex int, name string) error {
 	d.attachMu.Lock()
 	defer d.attachMu.Unlock()
-	d.mu.Lock()
-	_, ok := d.attached[ifindex]
-	d.mu.Unlock()
-	if ok {
+	if d.isAttached(ifindex) {
 		return nil
 	}
 	arphrd, err := linkType(ifindex)

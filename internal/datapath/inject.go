@@ -27,10 +27,7 @@ const injectIfindex = 1
 func (d *Datapath) NewInjector() (*Injector, error) {
 	d.attachMu.Lock()
 	defer d.attachMu.Unlock()
-	d.mu.Lock()
-	_, taken := d.attached[injectIfindex]
-	d.mu.Unlock()
-	if taken {
+	if d.isAttached(injectIfindex) {
 		return nil, fmt.Errorf("injector: loopback is attached")
 	}
 	a, err := d.addSlot(injectIfindex, "inject", LinkEthernet)

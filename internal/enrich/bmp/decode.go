@@ -418,46 +418,37 @@ func (d *decoder) update(ps *peerState, view rib.View, as4 bool, upd *bgp.BGPUpd
 		return ops
 	}
 	r := routeOps{d: d, ps: ps, view: view, raw: raw, as4: as4, withdrawAll: withdrawAll, ops: ops}
-	announce := func(p bgp.PathNLRI) {
-		if pfx, ok := prefixOf(p.NLRI); ok {
-			r.announce(pfx, p.ID)
-		} else {
-			d.counters.skip(skipMalformed)
+	// each hands every well-formed prefix of paths to f.
+	each := func(paths []bgp.PathNLRI, f func(netip.Prefix, uint32)) {
+		for _, p := range paths {
+			if pfx, ok := prefixOf(p.NLRI); ok {
+				f(pfx, p.ID)
+			} else {
+				d.counters.skip(skipMalformed)
+			}
 		}
 	}
-	withdraw := func(p bgp.PathNLRI) {
-		if pfx, ok := prefixOf(p.NLRI); ok {
-			r.withdraw(pfx, p.ID)
-		} else {
-			d.counters.skip(skipMalformed)
-		}
-	}
-	for _, w := range upd.WithdrawnRoutes {
-		withdraw(w)
-	}
+	each(upd.WithdrawnRoutes, r.withdraw)
 	for _, a := range upd.PathAttributes {
+		var afi uint16
+		var safi uint8
+		var paths []bgp.PathNLRI
+		var f func(netip.Prefix, uint32)
 		switch a := a.(type) {
 		case *bgp.PathAttributeMpUnreachNLRI:
-			if !unicast(a.AFI, a.SAFI) {
-				d.counters.skip(skipFamily)
-				continue
-			}
-			for _, w := range a.Value {
-				withdraw(w)
-			}
+			afi, safi, paths, f = a.AFI, a.SAFI, a.Value, r.withdraw
 		case *bgp.PathAttributeMpReachNLRI:
-			if !unicast(a.AFI, a.SAFI) {
-				d.counters.skip(skipFamily)
-				continue
-			}
-			for _, n := range a.Value {
-				announce(n)
-			}
+			afi, safi, paths, f = a.AFI, a.SAFI, a.Value, r.announce
+		default:
+			continue
 		}
+		if !unicast(afi, safi) {
+			d.counters.skip(skipFamily)
+			continue
+		}
+		each(paths, f)
 	}
-	for _, n := range upd.NLRI {
-		announce(n)
-	}
+	each(upd.NLRI, r.announce)
 	return r.ops
 }
 

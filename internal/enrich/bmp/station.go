@@ -20,6 +20,7 @@ package bmp
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -111,17 +112,11 @@ func Listen(cfg Config, r *rib.RIB, log *slog.Logger) (*Station, error) {
 	s := &Station{
 		rib:         r,
 		log:         log,
-		maxSessions: cfg.MaxSessions,
-		maxMessage:  cfg.MaxMessageSize,
+		maxSessions: cmp.Or(cfg.MaxSessions, DefaultMaxSessions), // 0: the default
+		maxMessage:  cmp.Or(cfg.MaxMessageSize, DefaultMaxMessageSize),
 		maxRoutes:   cfg.MaxRoutesPerPeer,
 		initTimeout: InitiationTimeout,
 		sessions:    make(map[*session]struct{}),
-	}
-	if s.maxSessions == 0 {
-		s.maxSessions = DefaultMaxSessions
-	}
-	if s.maxMessage == 0 {
-		s.maxMessage = DefaultMaxMessageSize
 	}
 	if s.maxSessions < 0 {
 		return nil, fmt.Errorf("agent.enrich.rib.bmp.max_sessions: %d: must be positive", cfg.MaxSessions)

@@ -141,23 +141,16 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ObservationDomainID == 0 {
-		cfg.ObservationDomainID = DefaultObservationDomainID
-	}
-	if cfg.TemplateRefresh == 0 {
-		cfg.TemplateRefresh = DefaultTemplateRefresh
-	}
+	// A zero field takes its default.
+	cfg.ObservationDomainID = cmp.Or(cfg.ObservationDomainID, DefaultObservationDomainID)
+	cfg.TemplateRefresh = cmp.Or(cfg.TemplateRefresh, DefaultTemplateRefresh)
+	cfg.MaxMessageSize = cmp.Or(cfg.MaxMessageSize, DefaultMaxMessageSize)
+	cfg.SampleRate = cmp.Or(cfg.SampleRate, 1)
 	if cfg.TemplateRefresh < 0 {
 		return nil, fmt.Errorf("ipfix: template_refresh %s must be positive", cfg.TemplateRefresh)
 	}
-	if cfg.MaxMessageSize == 0 {
-		cfg.MaxMessageSize = DefaultMaxMessageSize
-	}
 	if cfg.MaxMessageSize < MinMessageSize || cfg.MaxMessageSize > MaxMessageSize {
 		return nil, fmt.Errorf("ipfix: max_message_size %d out of range %d..%d", cfg.MaxMessageSize, MinMessageSize, MaxMessageSize)
-	}
-	if cfg.SampleRate == 0 {
-		cfg.SampleRate = 1
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
