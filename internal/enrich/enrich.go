@@ -57,13 +57,12 @@ func (e *Enricher) Enrich(src, dst netip.Addr) flow.Labels {
 	}
 	if d, ok := e.rib.FlowRoute(dst); ok {
 		l.DstASN = d.Origin
-		l.BGP.NextAS = d.Path.FirstAS()
 		l.BGP.DstPrefixLen = uint8(d.Bits)
-		if nh := d.Path.NextHop(); nh.IsValid() {
+		var nh netip.Addr
+		nh, l.BGP.NextAS, l.BGP.Communities, l.BGP.LargeCommunities = d.Path.ExportAttrs()
+		if nh.IsValid() {
 			l.BGP.NextHop = nh.As16()
 		}
-		l.BGP.Communities = d.Path.CommunityBytes()
-		l.BGP.LargeCommunities = d.Path.LargeCommunityBytes()
 	}
 	if l.SrcASN == 0 {
 		l.SrcASN = db.ASN(src)

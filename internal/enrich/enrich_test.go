@@ -178,3 +178,24 @@ func BenchmarkEnrich(b *testing.B) {
 		e.Enrich(src, dst)
 	}
 }
+
+// BenchmarkEnrichBothRouted is BenchmarkEnrich with a route for both
+// addresses, so both lookups also read the BGP context (next hop, first
+// AS, communities).
+func BenchmarkEnrichBothRouted(b *testing.B) {
+	r := rib.New(rib.Options{})
+	defer r.Close()
+	r.Update(func(tx *rib.Tx) {
+		s := tx.Connect(rib.RouterKey{Addr: netip.MustParseAddr("127.0.0.1")}, "")
+		p := tx.PeerUp(s, rib.PeerKey{Addr: netip.MustParseAddr("192.0.2.1")}, 65001, netip.Addr{})
+		attrs := rib.Attrs{NextHop: netip.MustParseAddr("192.0.2.1"), Communities: []uint32{65001<<16 | 1, 65001<<16 | 2}}
+		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.0.0/24"), 0, rib.SequencePath(65001, 64500).WithAttrs(attrs))
+		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.1.0/24"), 0, rib.SequencePath(65001, 64501).WithAttrs(attrs))
+	})
+	e := New(r, nil)
+	src, dst := netip.MustParseAddr("198.18.0.9"), netip.MustParseAddr("198.18.1.9")
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Enrich(src, dst)
+	}
+}

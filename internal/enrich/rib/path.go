@@ -38,14 +38,16 @@ type Segment struct {
 //	[1:5]  origin ASN, big endian
 //	[5:7]  path length for tie-breaks, big endian
 //	[7:9]  byte length of the segments
-//	[9:]   segments: type, count, count*4 bytes of ASNs, big endian
+//	[9:13] first AS (FirstAS), big endian, so flow export reads it
+//	       without walking the segments
+//	[13:]  segments: type, count, count*4 bytes of ASNs, big endian
 //	then, only with attributes: next hop length (0, 4 or 16) and bytes;
 //	standard communities: count (2 bytes) and 4 bytes each; large
 //	communities: count (2 bytes) and 12 bytes each; all big endian.
 type Path struct{ enc string }
 
 const (
-	pathHeader = 9
+	pathHeader = 13
 
 	// pathEmpty: no AS outside confederation segments; the origin is
 	// the peer's AS.
@@ -95,6 +97,7 @@ func MakePath(segs ...Segment) Path {
 	binary.BigEndian.PutUint32(buf[1:5], origin)
 	binary.BigEndian.PutUint16(buf[5:7], uint16(min(length, 0xffff)))
 	binary.BigEndian.PutUint16(buf[7:9], uint16(len(buf)-pathHeader))
+	binary.BigEndian.PutUint32(buf[9:13], firstAS(buf[pathHeader:]))
 	return Path{string(buf)}
 }
 
@@ -119,7 +122,7 @@ func (p Path) WithAttrs(a Attrs) Path {
 	nc, nl := min(len(a.Communities), 0xffff), min(len(a.LargeCommunities), 0xffff)
 	buf := make([]byte, 0, max(len(p.enc), pathHeader)+1+16+2+4*nc+2+12*nl)
 	if p.enc == "" {
-		buf = append(buf, pathEmpty, 0, 0, 0, 0, 0, 0, 0, 0)
+		buf = append(buf, pathEmpty, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	} else {
 		buf = append(buf, p.enc...)
 	}
@@ -248,10 +251,16 @@ func (p Path) LargeCommunities() []LargeCommunity {
 
 // FirstAS is the first AS of the path, the neighbour AS the route was
 // learned from (confederation segments skipped); 0 for an empty path or
-// one that starts with an AS_SET, which names no single neighbour. It
-// does not allocate.
+// one that starts with an AS_SET, which names no single neighbour.
 func (p Path) FirstAS() uint32 {
-	s := p.enc[min(len(p.enc), pathHeader):p.segEnd()]
+	if len(p.enc) < pathHeader {
+		return 0
+	}
+	return uint32(p.enc[9])<<24 | uint32(p.enc[10])<<16 | uint32(p.enc[11])<<8 | uint32(p.enc[12])
+}
+
+// firstAS walks encoded segments for FirstAS.
+func firstAS(s []byte) uint32 {
 	for len(s) >= 2 {
 		t, n := SegmentType(s[0]), int(s[1])
 		if len(s) < 2+4*n {
@@ -260,7 +269,7 @@ func (p Path) FirstAS() uint32 {
 		switch t {
 		case ASSequence:
 			if n > 0 {
-				return uint32(s[2])<<24 | uint32(s[3])<<16 | uint32(s[4])<<8 | uint32(s[5])
+				return binary.BigEndian.Uint32(s[2:])
 			}
 		case ASSet:
 			return 0
@@ -268,6 +277,26 @@ func (p Path) FirstAS() uint32 {
 		s = s[2+4*n:]
 	}
 	return 0
+}
+
+// ExportAttrs returns, in one pass and without allocating, what flow
+// export reports of the route: next hop (invalid when unknown), first AS,
+// and the standard and large communities as encoded (CommunityBytes,
+// LargeCommunityBytes).
+func (p Path) ExportAttrs() (nextHop netip.Addr, first uint32, communities, large string) {
+	first = p.FirstAS()
+	a := p.attrs()
+	if len(a) == 0 {
+		return
+	}
+	switch n := int(a[0]); {
+	case n == 4 && len(a) >= 5:
+		nextHop = netip.AddrFrom4([4]byte{a[1], a[2], a[3], a[4]})
+	case n == 16 && len(a) >= 17:
+		nextHop = netip.AddrFrom16([16]byte([]byte(a[1:17])))
+	}
+	communities, large = p.communityParts()
+	return
 }
 
 // SequencePath is MakePath with one AS_SEQUENCE.
