@@ -124,8 +124,8 @@ type layout struct {
 	max4, max6 int
 }
 
-// baseLayout has no optional information elements.
-var baseLayout = mustLayout(nil)
+// bgpBaseLayout has no optional information elements.
+var bgpBaseLayout = mustLayout(nil)
 
 func mustLayout(groups []string) *layout {
 	l, err := newLayout(groups)
