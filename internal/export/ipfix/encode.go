@@ -208,7 +208,7 @@ type message struct {
 	flowRecords int
 }
 
-func newMessage(maxSize int) *message { return newMessageLayout(maxSize, bgpBaseLayout) }
+func newMessage(maxSize int) *message { return newMessageLayout(maxSize, plainLayout) }
 
 func newMessageLayout(maxSize int, l *layout) *message {
 	return &message{buf: make([]byte, headerLen, maxSize), max: maxSize, lay: l}

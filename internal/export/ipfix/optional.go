@@ -124,8 +124,8 @@ type layout struct {
 	max4, max6 int
 }
 
-// bgpBaseLayout has no optional information elements.
-var bgpBaseLayout = mustLayout(nil)
+// plainLayout has no optional information elements.
+var plainLayout = mustLayout(nil)
 
 func mustLayout(groups []string) *layout {
 	l, err := newLayout(groups)
