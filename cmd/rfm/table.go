@@ -375,14 +375,22 @@ func renderRIBLookup(w io.Writer, l control.RIBLookup) error {
 
 // routesTable lists routes of one prefix, best first.
 func routesTable(w io.Writer, routes []control.RIBRoute) error {
-	withPathID := false
+	withPathID, withNextHop, withCommunities := false, false, false
 	for _, r := range routes {
 		withPathID = withPathID || r.PathID != 0
+		withNextHop = withNextHop || r.NextHop.IsValid()
+		withCommunities = withCommunities || len(r.Communities)+len(r.LargeCommunities) > 0
 	}
 	tw := newTable(w)
 	head := []string{"PREFIX", "ORIGIN", "AS PATH", "ROUTER", "PEER", "VIEW"}
 	if withPathID {
 		head = append(head, "PATH ID")
+	}
+	if withNextHop {
+		head = append(head, "NEXT HOP")
+	}
+	if withCommunities {
+		head = append(head, "COMMUNITIES")
 	}
 	row(tw, head...)
 	for _, r := range routes {
@@ -394,6 +402,16 @@ func routesTable(w io.Writer, routes []control.RIBRoute) error {
 		cells := []string{r.Prefix.String(), origin, r.ASPath, routerName(r.Router, r.RouterName), peer, r.View}
 		if withPathID {
 			cells = append(cells, strconv.FormatUint(uint64(r.PathID), 10))
+		}
+		if withNextHop {
+			nh := "-"
+			if r.NextHop.IsValid() {
+				nh = r.NextHop.String()
+			}
+			cells = append(cells, nh)
+		}
+		if withCommunities {
+			cells = append(cells, strings.Join(append(append([]string(nil), r.Communities...), r.LargeCommunities...), " "))
 		}
 		row(tw, cells...)
 	}

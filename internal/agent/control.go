@@ -200,11 +200,19 @@ func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIB
 	}
 	out.FlowASN = a.enricher.ASN(addr)
 	route := func(r rib.RouteInfo) control.RIBRoute {
-		return control.RIBRoute{
+		out := control.RIBRoute{
 			Prefix: r.Prefix, Origin: r.Origin, ASPath: r.Path.String(),
 			Router: r.Router.Addr, RouterName: r.Router.Name,
 			Peer: r.Peer.Addr, PeerASN: r.PeerASN, View: r.View.String(), PathID: r.PathID,
+			NextHop: r.Path.NextHop(),
 		}
+		for _, c := range r.Path.Communities() {
+			out.Communities = append(out.Communities, fmt.Sprintf("%d:%d", c>>16, c&0xffff))
+		}
+		for _, c := range r.Path.LargeCommunities() {
+			out.LargeCommunities = append(out.LargeCommunities, fmt.Sprintf("%d:%d:%d", c.Global, c.Local1, c.Local2))
+		}
+		return out
 	}
 	for _, r := range a.rib.LookupAll(addr) {
 		out.Routes = append(out.Routes, route(r))

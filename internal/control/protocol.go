@@ -299,6 +299,10 @@ type RIBRoute struct {
 	PeerASN    uint32       `json:"peer_asn"`
 	View       string       `json:"view"` // "pre-policy", "post-policy" or "loc-rib"
 	PathID     uint32       `json:"path_id,omitempty"`
+	// What IPFIX export reports of the route (docs/ipfix.md, BGP context).
+	NextHop          netip.Addr `json:"next_hop,omitzero"`
+	Communities      []string   `json:"communities,omitempty"`       // "65001:100"
+	LargeCommunities []string   `json:"large_communities,omitempty"` // "65001:1:2"
 }
 
 // SetSampleRateArgs is the body of PUT /v1/sample-rate.
