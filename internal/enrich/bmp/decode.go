@@ -459,10 +459,10 @@ type routeOps struct {
 	d           *decoder
 	ps          *peerState
 	view        rib.View
-	raw         []byte      // the BGP UPDATE message
-	as4         bool        // AS numbers in AS_PATH are 4 bytes
-	path        rib.Path    // the AS path alone
-	withAttrs   [2]rib.Path // the path with the attributes, by family (0 IPv4, 1 IPv6)
+	raw         []byte        // the BGP UPDATE message
+	as4         bool          // AS numbers in AS_PATH are 4 bytes
+	segs        []rib.Segment // the AS path, in the decoder's buffers until the next message
+	withAttrs   [2]rib.Path   // the path with the attributes, by family (0 IPv4, 1 IPv6)
 	attrsDone   [2]bool
 	pathDone    bool
 	withdrawAll bool
@@ -473,7 +473,7 @@ func (r *routeOps) announce(p netip.Prefix, id uint32) {
 	if !r.withdrawAll && !r.pathDone {
 		r.pathDone = true
 		var err error
-		if r.path, err = r.d.asPath(r.raw, r.as4); err != nil {
+		if r.segs, err = r.d.asPath(r.raw, r.as4); err != nil {
 			r.d.counters.skip(skipMalformed)
 			r.withdrawAll = true
 		}
@@ -488,7 +488,7 @@ func (r *routeOps) announce(p netip.Prefix, id uint32) {
 	}
 	if !r.attrsDone[fam] {
 		r.attrsDone[fam] = true
-		r.withAttrs[fam] = r.path.WithAttrs(r.d.attrs(r.raw, fam == 1))
+		r.withAttrs[fam] = rib.MakePathAttrs(r.d.attrs(r.raw, fam == 1), r.segs...)
 	}
 	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.withAttrs[fam]})
 }
@@ -629,8 +629,9 @@ func rawFamily(msg []byte) (unicastOnly, ok bool) {
 // asPath decodes the AS path of a raw UPDATE. as4 tells the AS_PATH ASN
 // width; if the bytes do not parse with it they are tried with the
 // other (some speakers set the A flag inconsistently). With 2-byte
-// ASNs, AS4_PATH is merged in as RFC 6793 4.2.3 says.
-func (d *decoder) asPath(msg []byte, as4 bool) (rib.Path, error) {
+// ASNs, AS4_PATH is merged in as RFC 6793 4.2.3 says. The segments
+// share the decoder's buffers.
+func (d *decoder) asPath(msg []byte, as4 bool) ([]rib.Segment, error) {
 	var asPath, as4Path []byte
 	var have4 bool
 	if err := rawAttrs(msg, func(typ byte, val []byte) {
@@ -641,14 +642,14 @@ func (d *decoder) asPath(msg []byte, as4 bool) (rib.Path, error) {
 			as4Path, have4 = val, true
 		}
 	}); err != nil {
-		return rib.Path{}, err
+		return nil, err
 	}
 	d.asns = d.asns[:0]
 	segs, err := d.segments(d.segs[:0], asPath, as4)
 	if err != nil {
 		d.asns = d.asns[:0]
 		if segs, err = d.segments(d.segs[:0], asPath, !as4); err != nil {
-			return rib.Path{}, err
+			return nil, err
 		}
 		as4 = !as4
 	}
@@ -660,7 +661,7 @@ func (d *decoder) asPath(msg []byte, as4 bool) (rib.Path, error) {
 		}
 		// A malformed AS4_PATH is ignored (RFC 6793 6).
 	}
-	return rib.MakePath(segs...), nil
+	return segs, nil
 }
 
 // segments decodes AS_PATH bytes with 2- or 4-byte ASNs. The ASN

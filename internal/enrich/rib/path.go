@@ -66,7 +66,31 @@ const (
 // with no AS outside confederation segments takes the peer's AS.
 func MakePath(segs ...Segment) Path {
 	var stack [256]byte
-	buf := stack[:pathHeader]
+	buf := appendPath(stack[:0], segs)
+	if len(buf) == pathHeader {
+		return Path{}
+	}
+	return Path{string(buf)}
+}
+
+// MakePathAttrs is MakePath(segs...).WithAttrs(a) with one allocation,
+// for the BMP decoder's hot path.
+func MakePathAttrs(a Attrs, segs ...Segment) Path {
+	var stack [512]byte
+	buf := appendPath(stack[:0], segs)
+	if !a.NextHop.IsValid() && len(a.Communities) == 0 && len(a.LargeCommunities) == 0 {
+		if len(buf) == pathHeader {
+			return Path{}
+		}
+		return Path{string(buf)}
+	}
+	return Path{string(appendAttrs(buf, a))}
+}
+
+// appendPath appends the encoding of segs (header and segments) to buf.
+func appendPath(buf []byte, segs []Segment) []byte {
+	start := len(buf)
+	buf = append(buf, make([]byte, pathHeader)...)
 	var origin uint32
 	flags := byte(pathEmpty)
 	length := 0
@@ -90,15 +114,13 @@ func MakePath(segs ...Segment) Path {
 			asns = asns[n:]
 		}
 	}
-	if len(buf) == pathHeader {
-		return Path{}
-	}
-	buf[0] = flags
-	binary.BigEndian.PutUint32(buf[1:5], origin)
-	binary.BigEndian.PutUint16(buf[5:7], uint16(min(length, 0xffff)))
-	binary.BigEndian.PutUint16(buf[7:9], uint16(len(buf)-pathHeader))
-	binary.BigEndian.PutUint32(buf[9:13], firstAS(buf[pathHeader:]))
-	return Path{string(buf)}
+	h := buf[start:]
+	h[0] = flags
+	binary.BigEndian.PutUint32(h[1:5], origin)
+	binary.BigEndian.PutUint16(h[5:7], uint16(min(length, 0xffff)))
+	binary.BigEndian.PutUint16(h[7:9], uint16(len(h)-pathHeader))
+	binary.BigEndian.PutUint32(h[9:13], firstAS(h[pathHeader:]))
+	return buf
 }
 
 // LargeCommunity is a BGP large community (RFC 8092).
@@ -119,13 +141,18 @@ func (p Path) WithAttrs(a Attrs) Path {
 	if !a.NextHop.IsValid() && len(a.Communities) == 0 && len(a.LargeCommunities) == 0 {
 		return p
 	}
-	nc, nl := min(len(a.Communities), 0xffff), min(len(a.LargeCommunities), 0xffff)
-	buf := make([]byte, 0, max(len(p.enc), pathHeader)+1+16+2+4*nc+2+12*nl)
+	var stack [512]byte
+	buf := append(stack[:0], p.enc...)
 	if p.enc == "" {
-		buf = append(buf, pathEmpty, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-	} else {
-		buf = append(buf, p.enc...)
+		buf = appendPath(buf, nil)
 	}
+	return Path{string(appendAttrs(buf, a))}
+}
+
+// appendAttrs appends the attribute part of the encoding to buf, which
+// holds a header and segments.
+func appendAttrs(buf []byte, a Attrs) []byte {
+	nc, nl := min(len(a.Communities), 0xffff), min(len(a.LargeCommunities), 0xffff)
 	switch {
 	case a.NextHop.Is4():
 		b := a.NextHop.As4()
@@ -146,7 +173,7 @@ func (p Path) WithAttrs(a Attrs) Path {
 		buf = binary.BigEndian.AppendUint32(buf, c.Local1)
 		buf = binary.BigEndian.AppendUint32(buf, c.Local2)
 	}
-	return Path{string(buf)}
+	return buf
 }
 
 // segEnd is where the segments end in the encoding.
