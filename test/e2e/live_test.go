@@ -31,6 +31,27 @@ func addVethInNs(t testing.TB, ns, a, b string) {
 	ipLink(t, ns, "set", a, "up")
 	ipLink(t, ns, "set", b, "up")
 	t.Cleanup(func() { exec.Command("ip", "-n", ns, "link", "del", a).Run() })
+	waitTransmitting(t, ns, a)
+	waitTransmitting(t, ns, b)
+}
+
+// waitTransmitting waits until dev has carrier and its qdisc is in place.
+// The kernel activates a device's qdisc from the linkwatch work, up to a
+// second after the link comes up; until then its noop qdisc drops every
+// frame after the TC egress hook saw (and rfm counted) it.
+func waitTransmitting(t testing.TB, ns, dev string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := exec.Command("ip", "-n", ns, "link", "show", "dev", dev).CombinedOutput()
+		if err == nil && strings.Contains(string(out), "state UP") && !strings.Contains(string(out), "qdisc noop") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s in %s not transmitting after 5s: %s", dev, ns, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // sendRaw writes count non-IP frames out of dev.
