@@ -44,8 +44,8 @@ func TestBGPContextSharedAndFreed(t *testing.T) {
 	one, two := udp(1, 1), udp(2, 1)
 	two.Dst[15] = 2
 	tab.UpdateBatch([]datapath.Event{one, two, udp(3, 1)})
-	if n := tab.bgp.len(); n != 1 {
-		t.Fatalf("%d contexts held for flows towards one route context, want 1", n)
+	if n, m := tab.bgpDst.len(), tab.bgpSrc.len(); n != 1 || m != 1 {
+		t.Fatalf("%d destination and %d source contexts held for flows sharing one of each, want 1 and 1", n, m)
 	}
 
 	// The RIB changes: the flows to 198.19.0.1 take the new context, the
@@ -55,7 +55,7 @@ func TestBGPContextSharedAndFreed(t *testing.T) {
 	enr.mu.Unlock()
 	enr.gen.Add(1)
 	tab.Sweep(10)
-	if n := tab.bgp.len(); n != 2 {
+	if n := tab.bgpDst.len(); n != 2 {
 		t.Fatalf("%d contexts after a relabel, want 2", n)
 	}
 
@@ -74,7 +74,7 @@ func TestBGPContextSharedAndFreed(t *testing.T) {
 			t.Errorf("record to %v: BGP %+v, want %+v", netip.AddrFrom16(r.Dst), r.BGP, want)
 		}
 	}
-	if n := tab.bgp.len(); n != 0 {
-		t.Errorf("%d contexts held after every flow ended, want 0", n)
+	if n, m := tab.bgpDst.len(), tab.bgpSrc.len(); n != 0 || m != 0 {
+		t.Errorf("%d destination and %d source contexts held after every flow ended, want 0", n, m)
 	}
 }

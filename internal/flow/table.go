@@ -93,9 +93,8 @@ type entry struct {
 	dstCity                uint32
 	nextFree               int32 // free-list link while the slot is unused
 	inIfindex              uint32
-	bgpDst                 uint32 // id in Table.bgp; 0 = no destination route
-	bgpPrevAS              uint32
-	bgpSrcLen              uint8
+	bgpDst                 uint32 // id in Table.bgpDst; 0 = no destination route
+	bgpSrc                 uint32 // id in Table.bgpSrc; 0 = no source route
 	live                   bool
 }
 
@@ -105,20 +104,21 @@ type entry struct {
 // for concurrent use; the collector takes the lock once per batch.
 type Table struct {
 	mu       sync.Mutex
-	entries  []entry    // arena; slots are reused through freeHead
-	index    flowIndex  // flow key -> arena slot
-	freeHead int32      // first free slot, -1 if none
-	queue    ageQueue   // eviction order, by last-seen
-	due      ageQueue   // active-timeout order, by start of the current record
-	cities   *cityTable // city names behind entry.srcCity/dstCity
-	bgp      *bgpTable  // BGP contexts behind entry.bgpDst
-	sets     labelSets  // Prometheus label sets and their totals
-	maxFlows int        // 0 = unlimited (up to flowCeiling)
-	hint     int        // flows NewTable sized for; shrinking stops there
-	ended    []Record   // flows ended under mu, not yet delivered
-	forced   uint64     // lack-of-resources evictions
-	idle     uint64     // idle-timeout evictions
-	touched  uint64     // sink for prefetch loads, see updateGroup
+	entries  []entry           // arena; slots are reused through freeHead
+	index    flowIndex         // flow key -> arena slot
+	freeHead int32             // first free slot, -1 if none
+	queue    ageQueue          // eviction order, by last-seen
+	due      ageQueue          // active-timeout order, by start of the current record
+	cities   *cityTable        // city names behind entry.srcCity/dstCity
+	bgpDst   *refTable[bgpDst] // BGP contexts behind entry.bgpDst
+	bgpSrc   *refTable[bgpSrc] // and entry.bgpSrc
+	sets     labelSets         // Prometheus label sets and their totals
+	maxFlows int               // 0 = unlimited (up to flowCeiling)
+	hint     int               // flows NewTable sized for; shrinking stops there
+	ended    []Record          // flows ended under mu, not yet delivered
+	forced   uint64            // lack-of-resources evictions
+	idle     uint64            // idle-timeout evictions
+	touched  uint64            // sink for prefetch loads, see updateGroup
 	gone     goneInterfaces
 
 	// Scratch space of updateGroup, kept here so it is not zeroed per
@@ -175,7 +175,8 @@ func NewTable(o Options) *Table {
 		queue:    ageQueue{items: make([]queueItem, 0, hint)},
 		due:      ageQueue{items: make([]queueItem, 0, hint)},
 		cities:   newCityTable(),
-		bgp:      newBGPTable(),
+		bgpDst:   newRefTable[bgpDst](),
+		bgpSrc:   newRefTable[bgpSrc](),
 		maxFlows: maxFlows,
 		hint:     hint,
 		enricher: o.Enricher,
@@ -408,16 +409,17 @@ func (t *Table) setLabels(e *entry, l *Labels) {
 	e.dstASN = l.DstASN
 	e.srcCity = t.cities.id(l.SrcCity)
 	e.dstCity = t.cities.id(l.DstCity)
-	old := e.bgpDst
-	e.bgpDst = t.bgp.acquire(dstOf(&l.BGP))
-	t.bgp.release(old)
-	e.bgpPrevAS, e.bgpSrcLen = l.BGP.PrevAS, l.BGP.SrcPrefixLen
+	oldDst, oldSrc := e.bgpDst, e.bgpSrc
+	e.bgpDst = t.bgpDst.acquire(dstOf(&l.BGP))
+	e.bgpSrc = t.bgpSrc.acquire(srcOf(&l.BGP))
+	t.bgpDst.release(oldDst)
+	t.bgpSrc.release(oldSrc)
 }
 
 // bgpOf returns the BGP context of an entry.
 func (t *Table) bgpOf(e *entry) BGP {
-	d := t.bgp.get(e.bgpDst)
-	return BGP{NextHop: d.nextHop, NextAS: d.nextAS, PrevAS: e.bgpPrevAS, SrcPrefixLen: e.bgpSrcLen,
+	d, s := t.bgpDst.get(e.bgpDst), t.bgpSrc.get(e.bgpSrc)
+	return BGP{NextHop: d.nextHop, NextAS: d.nextAS, PrevAS: s.prevAS, SrcPrefixLen: s.prefixLen,
 		DstPrefixLen: d.prefixLen, Communities: d.communities, LargeCommunities: d.largeCommunities}
 }
 
