@@ -136,10 +136,38 @@ type flowEntry struct {
 	v4               bool
 
 	// Optional information elements (optional.go).
-	bgpNextHop                    [16]byte
-	nextAS, prevAS                uint32
-	srcPrefixLen, dstPrefixLen    uint8
-	communities, largeCommunities string // only with GroupBGPCommunities
+	bgpNextHop                 [16]byte
+	nextAS, prevAS             uint32
+	srcPrefixLen, dstPrefixLen uint8
+	// communities is 1 + the index of the record's communities in the
+	// list queued with it (communityList), 0 for none: strings here
+	// would make the queue a place the garbage collector scans.
+	communities uint32
+}
+
+// communityList holds the communities of queued records (GroupBGPCommunities),
+// as encoded: 4 bytes per standard, 12 per large community.
+type communityList []struct{ std, large string }
+
+// add appends a record's communities, capped so that a record always
+// fits in a message, and returns flowEntry.communities for them.
+func (l *communityList) add(b *flow.BGP) uint32 {
+	if b.Communities == "" && b.LargeCommunities == "" {
+		return 0
+	}
+	*l = append(*l, struct{ std, large string }{
+		b.Communities[:min(len(b.Communities), maxCommunities*communityLen)],
+		b.LargeCommunities[:min(len(b.LargeCommunities), maxLargeCommunities*largeCommunityLen)],
+	})
+	return uint32(len(*l))
+}
+
+// get returns the communities of a flowEntry.communities value.
+func (l communityList) get(i uint32) (std, large string) {
+	if i == 0 || int(i) > len(l) {
+		return "", ""
+	}
+	return l[i-1].std, l[i-1].large
 }
 
 func unixMilli(ms int64) uint64 {
@@ -181,10 +209,15 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 		srcPrefixLen: r.BGP.SrcPrefixLen,
 		dstPrefixLen: r.BGP.DstPrefixLen,
 	}
+	return f
+}
+
+// entryWithCommunities is entryFromRecord, with the record's communities
+// added to comms when the exporter sends them.
+func (e *Exporter) entryWithCommunities(r *flow.Record, comms *communityList) flowEntry {
+	f := e.entryFromRecord(r)
 	if e.communities {
-		// Capped so that a record always fits in a message.
-		f.communities = r.BGP.Communities[:min(len(r.BGP.Communities), maxCommunities*communityLen)]
-		f.largeCommunities = r.BGP.LargeCommunities[:min(len(r.BGP.LargeCommunities), maxLargeCommunities*largeCommunityLen)]
+		f.communities = comms.add(&r.BGP)
 	}
 	return f
 }
@@ -199,8 +232,9 @@ type message struct {
 	buf      []byte
 	max      int
 	lay      *layout
-	scratch  []byte // optional values of the record being added
-	setStart int    // offset of the open set's header; 0 when no set is open
+	scratch  []byte        // optional values of the record being added
+	comms    communityList // of the records being added (flowEntry.communities)
+	setStart int           // offset of the open set's header; 0 when no set is open
 	setID    uint16
 	// dataRecords counts flow and options data records (both advance the
 	// RFC 7011 sequence number); flowRecords counts flow records only.
@@ -386,7 +420,7 @@ func (m *message) addFlow(f *flowEntry) bool {
 	}
 	m.scratch = m.scratch[:0]
 	for _, o := range opts {
-		m.scratch = o.put(m.scratch, f, f.v4)
+		m.scratch = o.put(m.scratch, f, m)
 	}
 	b := m.reserve(id, base+len(m.scratch))
 	if b == nil {

@@ -102,6 +102,7 @@ type Exporter struct {
 
 	mu            sync.Mutex
 	queue         []flowEntry   // records waiting for the sender, at most limit
+	queueComms    communityList // their communities (flowEntry.communities)
 	taken         chan struct{} // closed when the sender takes the queue
 	closed        bool
 	interfaces    []Interface // replaced, never modified in place
@@ -122,6 +123,7 @@ type Exporter struct {
 	// Owned by the sender goroutine.
 	msg           *message
 	spare         []flowEntry
+	spareComms    communityList
 	sequence      uint32 // data records sent before the current message
 	templatesDue  bool
 	announced     uint32 // rate of the last sampling options record
@@ -321,7 +323,7 @@ func (e *Exporter) enqueue(recs []flow.Record, limit int) (int, <-chan struct{})
 	}
 	n := max(0, min(len(recs), limit-len(e.queue)))
 	for i := range n {
-		e.queue = append(e.queue, e.entryFromRecord(&recs[i]))
+		e.queue = append(e.queue, e.entryWithCommunities(&recs[i], &e.queueComms))
 	}
 	taken := e.taken
 	e.mu.Unlock()
@@ -400,6 +402,7 @@ func (e *Exporter) step(now time.Time, flush bool) {
 	e.mu.Lock()
 	batch := e.queue
 	e.queue = e.spare[:0]
+	e.msg.comms, e.queueComms = e.queueComms, e.spareComms[:0]
 	if len(batch) > 0 {
 		close(e.taken)
 		e.taken = make(chan struct{})
@@ -443,6 +446,10 @@ func (e *Exporter) step(now time.Time, flush bool) {
 		start = end
 	}
 	e.spare = batch[:0]
+	// The strings go with the batch: clear them so the spare list does
+	// not keep RIB paths alive.
+	clear(e.msg.comms)
+	e.spareComms, e.msg.comms = e.msg.comms[:0], nil
 
 	if flush {
 		e.send()

@@ -50,17 +50,17 @@ const (
 
 // optionalIE is one optional information element. v4 and v6 are its
 // field in the IPv4 and IPv6 template (id 0: not in that one); put
-// appends its value for a record of the family.
+// appends its value for a record (of the family f.v4 says) added to m.
 type optionalIE struct {
 	group  string
 	v4, v6 fieldSpec
-	put    func(b []byte, f *flowEntry, v4 bool) []byte
+	put    func(b []byte, f *flowEntry, m *message) []byte
 }
 
 var optionalIEs = []optionalIE{
 	{GroupBGP, fieldSpec{ieBgpNextHopIPv4Address, 4}, fieldSpec{ieBgpNextHopIPv6Address, 16},
-		func(b []byte, f *flowEntry, v4 bool) []byte {
-			if v4 {
+		func(b []byte, f *flowEntry, _ *message) []byte {
+			if f.v4 {
 				// An IPv6 next hop of an IPv4 route (RFC 8950) does not
 				// fit the IPv4 element: 0.0.0.0.
 				if !isV4Mapped(&f.bgpNextHop) {
@@ -71,20 +71,22 @@ var optionalIEs = []optionalIE{
 			return append(b, f.bgpNextHop[:]...)
 		}},
 	{GroupBGP, fieldSpec{ieSourceIPv4PrefixLength, 1}, fieldSpec{ieSourceIPv6PrefixLength, 1},
-		func(b []byte, f *flowEntry, _ bool) []byte { return append(b, f.srcPrefixLen) }},
+		func(b []byte, f *flowEntry, _ *message) []byte { return append(b, f.srcPrefixLen) }},
 	{GroupBGP, fieldSpec{ieDestinationIPv4PrefixLength, 1}, fieldSpec{ieDestinationIPv6PrefixLength, 1},
-		func(b []byte, f *flowEntry, _ bool) []byte { return append(b, f.dstPrefixLen) }},
+		func(b []byte, f *flowEntry, _ *message) []byte { return append(b, f.dstPrefixLen) }},
 	{GroupBGP, fieldSpec{ieBgpNextAdjacentAsNumber, 4}, fieldSpec{ieBgpNextAdjacentAsNumber, 4},
-		func(b []byte, f *flowEntry, _ bool) []byte { return binary.BigEndian.AppendUint32(b, f.nextAS) }},
+		func(b []byte, f *flowEntry, _ *message) []byte { return binary.BigEndian.AppendUint32(b, f.nextAS) }},
 	{GroupBGP, fieldSpec{ieBgpPrevAdjacentAsNumber, 4}, fieldSpec{ieBgpPrevAdjacentAsNumber, 4},
-		func(b []byte, f *flowEntry, _ bool) []byte { return binary.BigEndian.AppendUint32(b, f.prevAS) }},
+		func(b []byte, f *flowEntry, _ *message) []byte { return binary.BigEndian.AppendUint32(b, f.prevAS) }},
 	{GroupBGPCommunities, fieldSpec{ieBgpDestinationCommunityList, variableLength}, fieldSpec{ieBgpDestinationCommunityList, variableLength},
-		func(b []byte, f *flowEntry, _ bool) []byte {
-			return appendBasicList(b, ieBgpCommunity, communityLen, f.communities)
+		func(b []byte, f *flowEntry, m *message) []byte {
+			std, _ := m.comms.get(f.communities)
+			return appendBasicList(b, ieBgpCommunity, communityLen, std)
 		}},
 	{GroupBGPCommunities, fieldSpec{ieBgpDestinationLargeCommunityList, variableLength}, fieldSpec{ieBgpDestinationLargeCommunityList, variableLength},
-		func(b []byte, f *flowEntry, _ bool) []byte {
-			return appendBasicList(b, ieBgpLargeCommunity, largeCommunityLen, f.largeCommunities)
+		func(b []byte, f *flowEntry, m *message) []byte {
+			_, large := m.comms.get(f.communities)
+			return appendBasicList(b, ieBgpLargeCommunity, largeCommunityLen, large)
 		}},
 }
 

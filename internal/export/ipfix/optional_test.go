@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -68,7 +69,7 @@ func encodeGroups(t testing.TB, maxSize int, groups []string, recs []flow.Record
 	}
 	emit()
 	for i := range recs {
-		e := exp.entryFromRecord(&recs[i])
+		e := exp.entryWithCommunities(&recs[i], &m.comms)
 		if !m.addFlow(&e) {
 			emit()
 			if !m.addSampling(1, 1) || !m.addFlow(&e) {
@@ -140,6 +141,30 @@ func checkOptionalTemplates(t *testing.T, m decodedMessage, groups []string) {
 			t.Errorf("template %d: optional fields %+v, want %+v", id, got[min(15, len(got)):], want)
 		}
 	}
+}
+
+// The queue of an exporter holds up to 65536 entries: they must stay
+// free of pointers, so the garbage collector never scans it.
+func TestFlowEntryHasNoPointers(t *testing.T) {
+	var check func(reflect.Type) bool
+	check = func(typ reflect.Type) bool {
+		switch typ.Kind() {
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				if !check(typ.Field(i).Type) {
+					t.Errorf("flowEntry.%s is a %s", typ.Field(i).Name, typ.Field(i).Type)
+					return false
+				}
+			}
+			return true
+		case reflect.Array:
+			return check(typ.Elem())
+		case reflect.Bool, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Int64:
+			return true
+		}
+		return false
+	}
+	check(reflect.TypeOf(flowEntry{}))
 }
 
 func TestUnknownGroupRejected(t *testing.T) {
