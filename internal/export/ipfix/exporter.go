@@ -199,7 +199,7 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	}
 	labels := prometheus.Labels{"collector": name}
 	e := &Exporter{
-		log:         log.With("collector", name),
+		log:         log,
 		name:        name,
 		conn:        conn,
 		write:       conn.Write,
