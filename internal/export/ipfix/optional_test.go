@@ -173,3 +173,27 @@ func TestUnknownGroupRejected(t *testing.T) {
 		t.Errorf("New with an unknown group: %v", err)
 	}
 }
+
+// docs/ipfix.md: with the BGP context a 1400-byte message holds 17 IPv4
+// or 12 IPv6 records.
+func TestRecordsPerMessageWithBGP(t *testing.T) {
+	lay, err := newLayout([]string{GroupBGP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := &Exporter{defaultRate: 1}
+	for _, tt := range []struct {
+		rec  flow.Record
+		want int
+	}{{testRecord(2), 17}, {testRecord(1), 12}} {
+		m := newMessageLayout(DefaultMaxMessageSize, lay)
+		e := exp.entryFromRecord(&tt.rec)
+		n := 0
+		for m.addFlow(&e) {
+			n++
+		}
+		if n != tt.want {
+			t.Errorf("IPv4 %v: %d records fit, docs say %d", tt.rec.IsIPv4(), n, tt.want)
+		}
+	}
+}
