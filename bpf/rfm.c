@@ -78,6 +78,9 @@ enum rfm_family {
 // Exporter sockets excluded from sampling: one per IPFIX collector (at
 // most 8), and during a reload the old and the new one of each.
 #define RFM_MAX_EXCLUDE 16
+// No sampling at this hook (agent.bpf.directions); its packets are still
+// counted. Shifted by the direction: RFM_CFG_UNSAMPLED << dir.
+#define RFM_CFG_UNSAMPLED 4u // ingress; 8u egress
 
 // A UDP socket tuple never reported: the IPFIX exporter's own.
 struct rfm_exclude {
@@ -143,6 +146,52 @@ struct rfm_event {
 
 _Static_assert(sizeof(struct rfm_event) == 64, "rfm_event layout");
 
+// Optional header fields (agent.bpf.fields): a load-time constant,
+// rfm_fields, selects them. With none selected the programs write
+// struct rfm_event as they always did; with any, struct rfm_event_x,
+// the event followed by struct rfm_fields, every field not selected
+// left zero. Userspace decodes by the layout it loaded (its offsets are
+// checked against these structs in internal/datapath) and checks
+// version, so a mismatched object cannot be misread.
+#define RFM_F_TCP_FLAGS 1u // OR of the TCP flags
+#define RFM_F_DSCP 2u      // DSCP (IP TOS / traffic class, ECN bits cleared)
+#define RFM_F_TTL 4u       // TTL / hop limit
+#define RFM_F_VLAN 8u      // outer and inner VLAN ids
+#define RFM_F_FIB 16u      // egress interface and next hop from a FIB lookup (ingress only)
+#define RFM_FIELDS_VERSION 1
+
+struct rfm_fields {
+	__u8 version;     // RFM_FIELDS_VERSION
+	__u8 tcp_flags;   // TCP header byte 13 (CWR..FIN), 0 if not TCP
+	__u8 tos;         // DSCP << 2: the TOS / traffic class byte, ECN bits cleared
+	__u8 ttl;         // IPv4 TTL or IPv6 hop limit
+	__u16 vlan_outer; // VLAN id (12 bits) of the outer tag, 0 if none
+	__u16 vlan_inner; // VLAN id of the inner tag (QinQ), 0 if none
+	__u32 fib_ifindex; // egress interface bpf_fib_lookup chose, 0 if none
+	__u8 fib_flags;    // RFM_FIB_*
+	__u8 pad[3];
+	__u8 fib_nexthop[16]; // next hop, IPv4 v4-mapped; zero when the destination is on-link
+};
+
+// rfm_fields.fib_flags
+#define RFM_FIB_NEXTHOP 1u // fib_nexthop holds a gateway
+
+struct rfm_event_x {
+	struct rfm_event ev;
+	struct rfm_fields f;
+};
+
+_Static_assert(sizeof(struct rfm_fields) == 32, "rfm_fields layout");
+_Static_assert(sizeof(struct rfm_event_x) == 96, "rfm_event_x layout");
+_Static_assert(__builtin_offsetof(struct rfm_event_x, f) == 64, "rfm_event_x layout");
+_Static_assert(__builtin_offsetof(struct rfm_fields, vlan_outer) == 4, "rfm_fields layout");
+_Static_assert(__builtin_offsetof(struct rfm_fields, fib_ifindex) == 8, "rfm_fields layout");
+_Static_assert(__builtin_offsetof(struct rfm_fields, fib_nexthop) == 16, "rfm_fields layout");
+
+// The optional fields the programs report (RFM_F_*), set by userspace
+// before loading; 0 keeps the 64-byte event and today's cost.
+const volatile __u32 rfm_fields = 0;
+
 // Most events in one ring record.
 #define RFM_BATCH 64
 // Above the wakeup threshold, each CPU wakes the consumer again after this
@@ -167,7 +216,10 @@ struct rfm_batch {
 	__u64 stamp_ns;
 	__u64 stamp_jiffies;
 	__u8 pad2[8]; // keeps ev, and the next CPU's element, on a cache line of their own
-	struct rfm_event ev[RFM_BATCH];
+	union {
+		struct rfm_event ev[RFM_BATCH];
+		struct rfm_event_x evx[RFM_BATCH]; // when rfm_fields is not 0
+	};
 };
 
 _Static_assert(sizeof(struct rfm_batch) % 64 == 0, "rfm_batch padding");
@@ -313,6 +365,29 @@ static __always_inline int rfm_has_ports(__u8 proto)
 	       proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
 }
 
+// ICMP and ICMPv6 have no ports; their type and code go where NetFlow
+// puts them, the destination port (type * 256 + code, source port 0), so
+// an echo request, a time-exceeded and a port-unreachable between two
+// hosts are three flows and common decoders show the type. The first
+// four bytes of the L4 header are read either way (type, code and the
+// checksum of ICMP): a shorter ICMP message is malformed.
+static __always_inline int rfm_has_l4_key(__u8 proto, __u8 icmp_proto)
+{
+	return rfm_has_ports(proto) || proto == icmp_proto;
+}
+
+// rfm_set_ports fills the event's ports from the first four L4 bytes.
+static __always_inline void rfm_set_ports(struct rfm_event *e, const __u8 *p, __u8 icmp_proto)
+{
+	if (e->proto == icmp_proto) {
+		e->sport = 0;
+		e->dport = ((__u16)p[0] << 8) | p[1];
+		return;
+	}
+	e->sport = ((__u16)p[0] << 8) | p[1];
+	e->dport = ((__u16)p[2] << 8) | p[3];
+}
+
 // Headers are copied with bpf_skb_load_bytes, which reads paged data of
 // GSO/GRO packets too, and never changes the packet: a monitor must not
 // linearise what it watches, so there is no bpf_skb_pull_data.
@@ -409,6 +484,7 @@ static __always_inline int rfm_classify(struct __sk_buff *skb, __u32 *l3)
 struct rfm_hdrs {
 	__u32 ip_len;  // IP total length of this skb (header + payload)
 	__u32 hdr_len; // bytes from the start of the data to the first payload byte; 0 if unknown
+	__u32 l4;      // offset of the transport header whose ports were read; 0 if none
 };
 
 // rfm_l4_hdr_len sets h->hdr_len for a GSO packet: where its segments'
@@ -458,7 +534,7 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3, int g
 	h->ip_len = tot_len;
 
 	__u16 frag = ((__u16)ip[6] << 8 | ip[7]) & 0x1fff;
-	if (frag != 0 || !rfm_has_ports(e->proto))
+	if (frag != 0 || !rfm_has_l4_key(e->proto, IPPROTO_ICMP))
 		return 0; // later fragments carry no transport header
 
 	// Ports must lie inside the IP packet, not in Ethernet padding.
@@ -470,8 +546,8 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3, int g
 		if (rfm_load(skb, l4, ip + 20, 4))
 			return -1;
 	}
-	e->sport = ((__u16)p[0] << 8) | p[1];
-	e->dport = ((__u16)p[2] << 8) | p[3];
+	rfm_set_ports(e, p, IPPROTO_ICMP);
+	h->l4 = l4;
 	if (gso)
 		rfm_l4_hdr_len(skb, l4, e->proto, h);
 	return 0;
@@ -537,15 +613,15 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3, int g
 		break;
 	}
 	e->proto = next;
-	if (!rfm_has_ports(next))
+	if (!rfm_has_l4_key(next, IPPROTO_ICMPV6))
 		return 0;
 	__u8 *p = ip + 40;
 	if (off + 4 > len)
 		return -1;
 	if ((off != 40 || !with_ports) && rfm_load(skb, l3 + off, p, 4))
 		return -1;
-	e->sport = ((__u16)p[0] << 8) | p[1];
-	e->dport = ((__u16)p[2] << 8) | p[3];
+	rfm_set_ports(e, p, IPPROTO_ICMPV6);
+	h->l4 = l3 + off;
 	if (gso)
 		rfm_l4_hdr_len(skb, l3 + off, next, h);
 	return 0;
@@ -588,7 +664,7 @@ static __always_inline void rfm_flush_batch(struct rfm_batch *b)
 	struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
 	if (!cfg || !st)
 		return;
-	__u64 size = n * sizeof(struct rfm_event);
+	__u64 size = n * (rfm_fields ? sizeof(struct rfm_event_x) : sizeof(struct rfm_event));
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u64 avail = bpf_ringbuf_query(&rfm_events, BPF_RB_AVAIL_DATA);
 	if (avail + size + 8 >= cfg->wakeup_bytes) {
@@ -619,15 +695,17 @@ static int rfm_batch_timer(void *map, __u32 *key, struct rfm_batch *b)
 // rfm_batch_add appends e to this CPU's batch and writes the batch to the
 // ring when it is full. When another program of this CPU is in the middle
 // of the batch, e goes to the ring on its own.
-static __always_inline void rfm_batch_add(struct rfm_event *e,
+static __always_inline void rfm_batch_add(struct rfm_event_x *x,
 					  const struct rfm_config *cfg,
 					  struct rfm_dp_stats *st)
 {
+	struct rfm_event *e = &x->ev;
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct rfm_batch *b = bpf_map_lookup_elem(&rfm_batches, &cpu);
 	if (!b || b->busy) {
 		e->boot_ns = bpf_ktime_get_boot_ns();
-		if (bpf_ringbuf_output(&rfm_events, (void *)e, sizeof(*e), BPF_RB_NO_WAKEUP))
+		if (bpf_ringbuf_output(&rfm_events, x, rfm_fields ? sizeof(*x) : sizeof(*e),
+				       BPF_RB_NO_WAKEUP))
 			st->ring_drops++;
 		return;
 	}
@@ -641,7 +719,10 @@ static __always_inline void rfm_batch_add(struct rfm_event *e,
 		b->stamp_jiffies = jiffies;
 	}
 	e->boot_ns = b->stamp_ns;
-	b->ev[i] = *e;
+	if (rfm_fields)
+		b->evx[i] = *x;
+	else
+		b->ev[i] = *e;
 	b->n = ++i;
 	__u32 limit = cfg->batch_events;
 	if (limit == 0 || limit > RFM_BATCH)
@@ -737,6 +818,111 @@ static __always_inline __u32 rfm_gso_hdr_len(struct __sk_buff *skb, __u32 l3, in
 	return 0;
 }
 
+#define RFM_AF_INET 2
+#define RFM_AF_INET6 10
+
+// rfm_fib sets f's egress interface and next hop from a FIB lookup of
+// the event's destination as the kernel would route it from the
+// interface the packet came in on (its VRF's table and the FIB rules
+// that match on addresses, ports, protocol and TOS). The neighbour table
+// is not consulted and the lookup does not depend on the packet's size.
+static __always_inline void rfm_fib(struct __sk_buff *skb, const struct rfm_event *e,
+				    __u32 fam, __u8 tos, struct rfm_fields *f)
+{
+	struct bpf_fib_lookup fib = {};
+	fib.l4_protocol = e->proto;
+	fib.sport = bpf_htons(e->sport);
+	fib.dport = bpf_htons(e->dport);
+	fib.ifindex = skb->ingress_ifindex;
+	if (fam == RFM_FAM_IPV4) {
+		fib.family = RFM_AF_INET;
+		fib.tos = tos;
+		__builtin_memcpy(&fib.ipv4_src, e->src + 12, 4);
+		__builtin_memcpy(&fib.ipv4_dst, e->dst + 12, 4);
+	} else {
+		fib.family = RFM_AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, e->src, 16);
+		__builtin_memcpy(fib.ipv6_dst, e->dst, 16);
+	}
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+		return;
+	f->fib_ifindex = fib.ifindex;
+	// The lookup leaves the destination in place for an on-link route
+	// and writes the gateway there otherwise.
+	const __u32 *dst = (const __u32 *)e->dst;
+	if (fam == RFM_FAM_IPV4) {
+		if (fib.ipv4_dst == dst[3])
+			return;
+		((__u32 *)f->fib_nexthop)[2] = bpf_htonl(0x0000ffff);
+		((__u32 *)f->fib_nexthop)[3] = fib.ipv4_dst;
+	} else {
+		if (fib.ipv6_dst[0] == dst[0] && fib.ipv6_dst[1] == dst[1] &&
+		    fib.ipv6_dst[2] == dst[2] && fib.ipv6_dst[3] == dst[3])
+			return;
+		__builtin_memcpy(f->fib_nexthop, fib.ipv6_dst, 16);
+	}
+	f->fib_flags = RFM_FIB_NEXTHOP;
+}
+
+// rfm_read_fields fills x->f with the optional fields rfm_fields selects,
+// once the parse has found the headers: a second small copy of the IP
+// header, one byte of TCP, the link header's tags. It is a subprogram
+// of its own, outside the header walks, so it adds to the verifier's
+// work once instead of once per path through them. l4 is the transport
+// header's offset (0: none, e.g. a later fragment, or a TCP header cut
+// short before its flags).
+static __noinline void rfm_read_fields(struct __sk_buff *skb, __u32 l3, __u32 l4, __u32 fam_dir,
+				       struct rfm_event_x *x)
+{
+	const struct rfm_event *e = &x->ev;
+	struct rfm_fields *f = &x->f;
+	__u32 fam = fam_dir & 0xff, dir = fam_dir >> 8;
+	__builtin_memset(f, 0, sizeof(*f));
+	f->version = RFM_FIELDS_VERSION;
+	__u8 tos = 0; // the FIB lookup takes it whether or not DSCP is reported
+	if (rfm_fields & (RFM_F_DSCP | RFM_F_TTL | RFM_F_FIB)) {
+		// The parse has read at least the fixed IP header.
+		__u8 ip[9];
+		if (rfm_load(skb, l3, ip, 9) == 0) {
+			// IPv6: the traffic class straddles the first two bytes.
+			tos = (fam == RFM_FAM_IPV4 ? ip[1] : (ip[0] << 4) | (ip[1] >> 4)) & 0xfc;
+			if (rfm_fields & RFM_F_DSCP)
+				f->tos = tos;
+			if (rfm_fields & RFM_F_TTL)
+				f->ttl = fam == RFM_FAM_IPV4 ? ip[8] : ip[7];
+		}
+	}
+	if ((rfm_fields & RFM_F_TCP_FLAGS) && l4 && e->proto == IPPROTO_TCP) {
+		__u8 fl;
+		if (rfm_load(skb, l4 + 13, &fl, 1) == 0)
+			f->tcp_flags = fl;
+	}
+	if ((rfm_fields & RFM_F_VLAN) && !rfm_l3_link) {
+		// Tags in the data: up to two behind the MAC addresses. An outer
+		// tag the kernel moved into skb metadata comes first.
+		__u8 t[8];
+		int meta = skb->vlan_present;
+		if (meta)
+			f->vlan_outer = skb->vlan_tci & 0x0fff;
+		__be16 et = 0;
+		if (rfm_load(skb, 12, t, 8) == 0)
+			et = *(__be16 *)t;
+		if (et == ETH_P_8021Q_BE || et == ETH_P_8021AD_BE) {
+			__u16 id = (((__u16)t[2] << 8) | t[3]) & 0x0fff;
+			if (meta) {
+				f->vlan_inner = id;
+			} else {
+				f->vlan_outer = id;
+				et = *(__be16 *)(t + 4);
+				if (et == ETH_P_8021Q_BE || et == ETH_P_8021AD_BE)
+					f->vlan_inner = (((__u16)t[6] << 8) | t[7]) & 0x0fff;
+			}
+		}
+	}
+	if ((rfm_fields & RFM_F_FIB) && dir == RFM_DIR_INGRESS)
+		rfm_fib(skb, e, fam, tos, f);
+}
+
 static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 l3 = 0;
@@ -753,7 +939,8 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		cfg = bpf_map_lookup_elem(&rfm_config, &zero);
 		if (cfg) {
 			rate = cfg->sample_rate; // read once: the event carries this rate
-			sample = rfm_should_sample(rate);
+			if (!(cfg->flags & (RFM_CFG_UNSAMPLED << dir)))
+				sample = rfm_should_sample(rate);
 		}
 	}
 	if (!gso && !sample) {
@@ -779,14 +966,15 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		}
 	}
 
-	struct rfm_event e;
+	struct rfm_event_x x;
+	struct rfm_event *e = &x.ev;
 	struct rfm_hdrs h = {};
-	e.flags = dir == RFM_DIR_EGRESS ? RFM_EV_EGRESS : 0;
+	e->flags = dir == RFM_DIR_EGRESS ? RFM_EV_EGRESS : 0;
 	int err = -1;
 	if (fam == RFM_FAM_IPV4)
-		err = rfm_parse_ipv4(skb, l3, gso, &e, &h);
+		err = rfm_parse_ipv4(skb, l3, gso, e, &h);
 	else if (fam == RFM_FAM_IPV6)
-		err = rfm_parse_ipv6(skb, l3, gso, &e, &h);
+		err = rfm_parse_ipv6(skb, l3, gso, e, &h);
 
 	// Wire bytes of all segments from the start of the data: the kernel
 	// works them out for the qdisc at egress (wire_len, which also knows
@@ -811,17 +999,22 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		st->malformed++;
 		return TCX_NEXT;
 	}
-	if (e.flags & RFM_EV_TRUNCATED)
+	if (e->flags & RFM_EV_TRUNCATED)
 		st->truncated++;
-	if (rfm_excluded(cfg, &e))
+	if (rfm_excluded(cfg, e))
 		return TCX_NEXT;
 	// L3 bytes: the IP packet, or for a GSO packet every segment's.
-	e.len = gso ? wire - segs * l3 : h.ip_len;
-	e.segs = segs > 0xffff ? 0xffff : segs;
-	e.rate = rate;
-	e.ifindex = skb->ifindex;
-	e.in_ifindex = skb->ingress_ifindex;
-	rfm_batch_add(&e, cfg, st);
+	e->len = gso ? wire - segs * l3 : h.ip_len;
+	e->segs = segs > 0xffff ? 0xffff : segs;
+	e->rate = rate;
+	e->ifindex = skb->ifindex;
+	e->in_ifindex = skb->ingress_ifindex;
+	if (rfm_fields) {
+		// The TCP flags byte must lie inside the IP packet, not in padding.
+		__u32 l4 = h.l4 && h.l4 + 14 <= l3 + h.ip_len ? h.l4 : 0;
+		rfm_read_fields(skb, l3, l4, fam | dir << 8, &x);
+	}
+	rfm_batch_add(&x, cfg, st);
 	return TCX_NEXT;
 }
 

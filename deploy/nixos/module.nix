@@ -105,6 +105,9 @@ in
           bpf = section "Datapath settings." {
             sample_rate = opt positive "Sample 1 packet in N (default 100; 1 samples every packet).";
             ring_buf_size = opt positive "Ring buffer size in bytes, a power of two >= 4096 (default 262144).";
+            directions = opt (lib.types.listOf (lib.types.enum [ "ingress" "egress" ])) ''Hooks that sample (default [ "ingress" "egress" ]); interface counters are kept at both.'';
+            fields = opt (lib.types.listOf (lib.types.enum [ "tcp_flags" "dscp" "icmp" "ttl" "vlan" ])) "Optional header fields of flow records (default none).";
+            fib_lookup = opt lib.types.bool "Look up the egress interface and next hop of sampled ingress packets in the kernel's FIB (default false).";
           };
 
           collector = section "Flow table settings." {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +92,10 @@ type agent struct {
 	readerDone atomic.Bool // the datapath reader stopped
 	keepCaps   bool
 	ifaces     []net.Interface // resolved at start, attached by the interfaces stage
+	// unsampled is agent.bpf.directions as the datapath takes it: the
+	// hooks, by datapath.Direction, that count but do not sample. Set by
+	// the datapath stage; guarded by mu after start.
+	unsampled [2]bool
 
 	// mu serialises changes (reload, hotplug, control requests that
 	// write) and guards cfg.
@@ -149,7 +154,10 @@ func (a *agent) shutdown() error {
 // attached by the interfaces stage.
 type datapathStage struct{ a *agent }
 
-func (a *agent) newDatapath() (component, error) { return &datapathStage{a: a}, nil }
+func (a *agent) newDatapath() (component, error) {
+	a.unsampled = unsampledHooks(a.cfg.Agent.BPF)
+	return &datapathStage{a: a}, nil
+}
 
 func (d *datapathStage) name() string { return "datapath" }
 
@@ -157,20 +165,71 @@ func (d *datapathStage) start() error {
 	a := d.a
 	c := a.cfg.Agent.BPF
 	var err error
-	if a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.RingBufSize}); err != nil {
+	if a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.RingBufSize, Fields: datapathFields(c)}); err != nil {
 		return err
 	}
 	return a.dp.SetConfig(a.datapathConfig(c.SampleRate))
 }
 
 func (d *datapathStage) reconfigure(cur, next *config.Config) (reconfig, error) {
-	// The ring is sized when the programs load.
+	// The ring is sized and the optional fields (event layout, flow key)
+	// chosen when the programs load.
 	var rc reconfig
-	if cur.Agent.BPF.RingBufSize != next.Agent.BPF.RingBufSize {
-		rc.needsRestart = []string{"agent.bpf.ring_buf_size"}
-		next.Agent.BPF.RingBufSize = cur.Agent.BPF.RingBufSize
+	c, n := &cur.Agent.BPF, &next.Agent.BPF
+	if c.RingBufSize != n.RingBufSize {
+		rc.needsRestart = append(rc.needsRestart, "agent.bpf.ring_buf_size")
+		n.RingBufSize = c.RingBufSize
+	}
+	if !slices.Equal(c.Fields, n.Fields) {
+		rc.needsRestart = append(rc.needsRestart, "agent.bpf.fields")
+		n.Fields = c.Fields
+	}
+	if c.FIBLookup != n.FIBLookup {
+		rc.needsRestart = append(rc.needsRestart, "agent.bpf.fib_lookup")
+		n.FIBLookup = c.FIBLookup
+	}
+	// The sampled directions are a flag of the config map.
+	if !slices.Equal(c.Directions, n.Directions) {
+		a := d.a
+		rc.commit = func() []string {
+			prev := a.unsampled
+			a.unsampled = unsampledHooks(*n)
+			if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
+				a.log.Warn("reload: setting the sampled directions", "err", err)
+				a.unsampled, n.Directions = prev, c.Directions
+				return nil
+			}
+			return []string{"agent.bpf.directions"}
+		}
 	}
 	return rc, nil
+}
+
+// datapathFields are the optional fields the datapath reads for
+// agent.bpf.fields and agent.bpf.fib_lookup. ICMP type and code need
+// none: they are in the destination port whatever the fields.
+func datapathFields(b config.BPF) datapath.Fields {
+	var f datapath.Fields
+	for name, bit := range map[string]datapath.Fields{"tcp_flags": datapath.FieldTCPFlags,
+		"dscp": datapath.FieldDSCP, "ttl": datapath.FieldTTL, "vlan": datapath.FieldVLAN} {
+		if b.HasField(name) {
+			f |= bit
+		}
+	}
+	if b.FIBLookup {
+		f |= datapath.FieldFIB
+	}
+	return f
+}
+
+// unsampledHooks turns agent.bpf.directions into the datapath's hooks
+// that do not sample.
+func unsampledHooks(b config.BPF) [2]bool {
+	var off [2]bool
+	for _, d := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
+		off[d] = !b.Samples(d.String())
+	}
+	return off
 }
 
 func (d *datapathStage) stop() error {
@@ -186,5 +245,5 @@ func (d *datapathStage) stop() error {
 // exporters' own packets (the running ones and, during a reload, those
 // starting or still flushing) so exporting never creates flows.
 func (a *agent) datapathConfig(rate uint32) datapath.Config {
-	return datapath.Config{SampleRate: rate, Exclude: excludeTuples(a.ipfix.exporters(), a.ipfix.other)}
+	return datapath.Config{SampleRate: rate, Unsampled: a.unsampled, Exclude: excludeTuples(a.ipfix.exporters(), a.ipfix.other)}
 }

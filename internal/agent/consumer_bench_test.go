@@ -4,7 +4,6 @@ package agent
 
 import (
 	"encoding/binary"
-	"fmt"
 	"os"
 	"testing"
 
@@ -29,7 +28,8 @@ func udpFrame(i int) []byte {
 
 // BenchmarkConsumer measures read + decode + aggregate from a real ring
 // buffer filled by the real program (BPF_PROG_TEST_RUN at sample rate 1):
-// one op drains 1,048,576 events spread over the given number of flows.
+// one op drains 1,048,576 events spread over the given number of flows,
+// with the optional fields off and (64k flows) all on.
 //
 //	go test -run x -bench Consumer ./internal/agent
 func BenchmarkConsumer(b *testing.B) {
@@ -37,9 +37,20 @@ func BenchmarkConsumer(b *testing.B) {
 		b.Skip("needs root to load BPF programs")
 	}
 	const events = 1 << 20
-	for _, flows := range []int{1 << 10, 1 << 16, 1 << 20} {
-		b.Run(fmt.Sprintf("flows=%d", flows), func(b *testing.B) {
-			d, err := datapath.Load(datapath.Options{RingBufSize: 128 << 20})
+	allFields := datapath.FieldTCPFlags | datapath.FieldDSCP | datapath.FieldTTL | datapath.FieldVLAN | datapath.FieldFIB
+	cases := []struct {
+		name   string
+		flows  int
+		fields datapath.Fields
+	}{
+		{"flows=1024", 1 << 10, 0}, {"flows=65536", 1 << 16, 0}, {"flows=1048576", 1 << 20, 0},
+		// Every optional field: 96-byte events, three more key fields.
+		{"flows=65536/fields=all", 1 << 16, allFields},
+	}
+	for _, c := range cases {
+		flows := c.flows
+		b.Run(c.name, func(b *testing.B) {
+			d, err := datapath.Load(datapath.Options{RingBufSize: 128 << 20, Fields: c.fields})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -147,6 +147,7 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 			Packets: r.Packets * rate, Bytes: r.Bytes * rate, Sampled: r.Packets,
 			Start: r.Start, LastSeen: r.End,
 			SrcASN: r.SrcASN, DstASN: r.DstASN, SrcCity: r.SrcCity, DstCity: r.DstCity,
+			DSCP: r.TOS >> 2, VLAN: r.VLANOuter, InnerVLAN: r.VLANInner,
 		}
 	}
 	return out, nil

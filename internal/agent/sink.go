@@ -112,7 +112,7 @@ func (a *agent) newIPFIX() (component, error) {
 	a.ipfix = &ipfixSink{}
 	c := a.cfg.Agent
 	if c.IPFIX.Enabled() {
-		f, err := newFanout(&a.cfg.Agent, c.BPF.SampleRate, nil, false, a.log)
+		f, err := newFanout(&a.cfg.Agent, exportFields(c.BPF), c.BPF.SampleRate, nil, false, a.log)
 		if err != nil {
 			return nil, err
 		}
@@ -157,7 +157,8 @@ func (s *ipfixStage) reconfigure(cur, next *config.Config) (reconfig, error) {
 			byCollector[c.IPFIX.Targets()[i]] = e
 		}
 		var err error
-		if newExp, err = newFanout(n, a.sampleRate.Load(), byCollector, sameExport(c, n), a.log); err != nil {
+		// The running datapath's fields: a change waits for a restart.
+		if newExp, err = newFanout(n, exportFields(cur.Agent.BPF), a.sampleRate.Load(), byCollector, sameExport(c, n), a.log); err != nil {
 			return reconfig{}, err
 		}
 		added = notIn(newExp.Exporters(), running)
@@ -247,7 +248,7 @@ func optionalGroups(a *config.Agent) []string {
 // reuse (the settings all collectors share are unchanged) a collector
 // that is still configured keeps its exporter. On an error the
 // exporters it created are closed and the running ones left alone.
-func newFanout(a *config.Agent, rate uint32, running map[config.IPFIXCollector]*ipfix.Exporter, reuse bool, log *slog.Logger) (*ipfix.Fanout, error) {
+func newFanout(a *config.Agent, fields ipfix.Fields, rate uint32, running map[config.IPFIXCollector]*ipfix.Exporter, reuse bool, log *slog.Logger) (*ipfix.Fanout, error) {
 	var exps, created []*ipfix.Exporter
 	for _, col := range a.IPFIX.Targets() {
 		if e := running[col]; e != nil && reuse {
@@ -262,7 +263,7 @@ func newFanout(a *config.Agent, rate uint32, running map[config.IPFIXCollector]*
 				exclusive = false
 			}
 		}
-		e, err := newExporter(a, col, rate, exclusive, log)
+		e, err := newExporter(a, fields, col, rate, exclusive, log)
 		if err != nil {
 			closeExporters(created)
 			return nil, err
@@ -280,7 +281,7 @@ func newFanout(a *config.Agent, rate uint32, running map[config.IPFIXCollector]*
 // running exporter has it (exclusive) the port is first bound alone, so
 // a port some other socket holds is still an error, as it would be
 // without the option.
-func newExporter(a *config.Agent, col config.IPFIXCollector, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
+func newExporter(a *config.Agent, fields ipfix.Fields, col config.IPFIXCollector, rate uint32, exclusive bool, log *slog.Logger) (*ipfix.Exporter, error) {
 	c := a.IPFIX
 	key := "agent.ipfix"
 	if len(c.Collectors) > 0 {
@@ -306,9 +307,26 @@ func newExporter(a *config.Agent, col config.IPFIXCollector, rate uint32, exclus
 		SampleRate:          rate,
 		Deferred:            true,
 		Optional:            optionalGroups(a),
+		Fields:              fields,
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return e, nil
+}
+
+// exportFields are the optional elements of the IPFIX flow templates for
+// agent.bpf.fields and agent.bpf.fib_lookup.
+func exportFields(b config.BPF) ipfix.Fields {
+	var f ipfix.Fields
+	for name, bit := range map[string]ipfix.Fields{"tcp_flags": ipfix.FieldTCPFlags, "dscp": ipfix.FieldDSCP,
+		"icmp": ipfix.FieldICMP, "ttl": ipfix.FieldTTL, "vlan": ipfix.FieldVLAN} {
+		if b.HasField(name) {
+			f |= bit
+		}
+	}
+	if b.FIBLookup {
+		f |= ipfix.FieldNextHop
+	}
+	return f
 }

@@ -38,6 +38,29 @@ type Control struct {
 type BPF struct {
 	SampleRate  uint32 `toml:"sample_rate"`   // 1-in-N, default 100, > 0
 	RingBufSize int    `toml:"ring_buf_size"` // bytes, default 262144, power of two >= 4096
+	// Directions are the hooks that sample ("ingress", "egress"; default
+	// both); interface counters are kept at both whatever it says.
+	Directions []string `toml:"directions"`
+	// Fields are optional header fields of flow records: "tcp_flags",
+	// "dscp", "icmp", "ttl", "vlan"; default none.
+	Fields []string `toml:"fields"`
+	// FIBLookup looks up the egress interface and next hop of sampled
+	// ingress packets in the kernel's FIB.
+	FIBLookup bool `toml:"fib_lookup"`
+}
+
+// HasField reports whether agent.bpf.fields lists name.
+func (b BPF) HasField(name string) bool { return slices.Contains(b.Fields, name) }
+
+// Samples reports whether the hook named dir ("ingress" or "egress")
+// samples packets.
+func (b BPF) Samples(dir string) bool {
+	for _, d := range b.Directions {
+		if d == dir {
+			return true
+		}
+	}
+	return false
 }
 
 type Collector struct {

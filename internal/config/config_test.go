@@ -37,6 +37,9 @@ func TestDefaults(t *testing.T) {
 		{"interfaces", a.Interfaces, []string{"eth0"}},
 		{"bpf.sample_rate", a.BPF.SampleRate, uint32(100)},
 		{"bpf.ring_buf_size", a.BPF.RingBufSize, 262144},
+		{"bpf.directions", a.BPF.Directions, []string{"ingress", "egress"}},
+		{"bpf.fields", a.BPF.Fields, []string(nil)},
+		{"bpf.fib_lookup", a.BPF.FIBLookup, false},
 		{"collector.max_flows", a.Collector.MaxFlows, 65536},
 		{"collector.eviction_timeout", a.Collector.EvictionTimeout.Duration, 30 * time.Second},
 		{"collector.active_timeout", a.Collector.ActiveTimeout.Duration, 60 * time.Second},
@@ -118,6 +121,15 @@ func TestPartialDefaults(t *testing.T) {
 			func(c *Config) any { return c.PrometheusAddr() }, "[::]:9100"},
 		{"wildcard", "", // base replaced below
 			func(c *Config) any { return c.Agent.Interfaces }, []string{"*"}},
+		{"directions ingress only", "[agent.bpf]\ndirections = [\"ingress\"]\n",
+			func(c *Config) any { return [2]bool{c.Agent.BPF.Samples("ingress"), c.Agent.BPF.Samples("egress")} }, [2]bool{true, false}},
+		{"directions egress only", "[agent.bpf]\ndirections = [\"egress\"]\n",
+			func(c *Config) any { return [2]bool{c.Agent.BPF.Samples("ingress"), c.Agent.BPF.Samples("egress")} }, [2]bool{false, true}},
+		{"every field", "[agent.bpf]\nfields = [\"tcp_flags\", \"dscp\", \"icmp\", \"ttl\", \"vlan\"]\nfib_lookup = true\n",
+			func(c *Config) any {
+				return []bool{c.Agent.BPF.HasField("tcp_flags"), c.Agent.BPF.HasField("dscp"), c.Agent.BPF.HasField("icmp"),
+					c.Agent.BPF.HasField("ttl"), c.Agent.BPF.HasField("vlan"), c.Agent.BPF.FIBLookup}
+			}, []bool{true, true, true, true, true, true}},
 		{"dotted keys", "bpf.sample_rate = 7\n",
 			func(c *Config) any { return c.Agent.BPF.SampleRate }, uint32(7)},
 		{"inline table", "collector = {eviction_timeout = \"1m30s\"}\n",
@@ -192,6 +204,12 @@ func TestRejections(t *testing.T) {
 		{"ring_buf_size not power of two", base + "[agent.bpf]\nring_buf_size = 5000\n", "agent.bpf.ring_buf_size", "5000"},
 		{"ring_buf_size below page", base + "[agent.bpf]\nring_buf_size = 2048\n", "agent.bpf.ring_buf_size", "2048"},
 		{"ring_buf_size too big", base + "[agent.bpf]\nring_buf_size = 4294967296\n", "agent.bpf.ring_buf_size", "4294967296"},
+		{"fields unknown", base + "[agent.bpf]\nfields = [\"ttl\", \"tos\"]\n", "agent.bpf.fields[1]", `"tos"`},
+		{"fields duplicate", base + "[agent.bpf]\nfields = [\"vlan\", \"vlan\"]\n", "agent.bpf.fields[1]", `"vlan"`},
+		{"fib_lookup string", base + "[agent.bpf]\nfib_lookup = \"yes\"\n", "agent.bpf.fib_lookup", `"yes"`},
+		{"directions empty", base + "[agent.bpf]\ndirections = []\n", "agent.bpf.directions", "[]"},
+		{"directions unknown", base + "[agent.bpf]\ndirections = [\"ingress\", \"in\"]\n", "agent.bpf.directions[1]", `"in"`},
+		{"directions duplicate", base + "[agent.bpf]\ndirections = [\"egress\", \"egress\"]\n", "agent.bpf.directions[1]", `"egress"`},
 		{"max_flows negative", base + "[agent.collector]\nmax_flows = -1\n", "agent.collector.max_flows", "-1"},
 		{"eviction_timeout short", base + "[agent.collector]\neviction_timeout = \"500ms\"\n", "agent.collector.eviction_timeout", `"500ms"`},
 		{"eviction_timeout negative", base + "[agent.collector]\neviction_timeout = \"-1s\"\n", "agent.collector.eviction_timeout", `"-1s"`},
@@ -573,7 +591,7 @@ func TestSpecExample(t *testing.T) {
 	}
 	want := &Config{Agent: Agent{
 		Interfaces: []string{"eth0", "tailscale0"},
-		BPF:        BPF{SampleRate: 100, RingBufSize: 262144},
+		BPF:        BPF{SampleRate: 100, RingBufSize: 262144, Directions: []string{"ingress", "egress"}},
 		Collector:  Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}, ActiveTimeout: Duration{time.Minute}},
 		IPFIX: IPFIX{
 			Host: "127.0.0.1", Port: 4739,

@@ -55,7 +55,7 @@ func readDocKeyTable(t *testing.T) []docKeyRow {
 		}
 		// The second cell is "type, default" or, for a row of several
 		// keys, "default, default": keep what parses as a TOML value.
-		for _, cell := range strings.Split(m[2], ", ") {
+		for _, cell := range splitOutsideBrackets(m[2], ", ") {
 			var v struct{ V any }
 			if _, err := toml.Decode("V = "+strings.TrimSpace(cell), &v); err == nil {
 				row.defaults = append(row.defaults, v.V)
@@ -167,7 +167,35 @@ func sameDefault(field reflect.Value, doc any) (any, bool) {
 		return field.Uint(), ok && n >= 0 && uint64(n) == field.Uint()
 	case reflect.Slice:
 		list, ok := doc.([]any)
-		return field.Len(), ok && len(list) == 0 && field.Len() == 0
+		if !ok || len(list) != field.Len() {
+			return field.Interface(), false
+		}
+		for i, v := range list {
+			if e := field.Index(i); e.Kind() != reflect.String || v != e.String() {
+				return field.Interface(), false
+			}
+		}
+		return field.Interface(), true
 	}
 	return field.Interface(), false
+}
+
+// splitOutsideBrackets splits s at sep where sep is not inside [...], so
+// a list default ("list, [\"a\", \"b\"]") stays one cell.
+func splitOutsideBrackets(s, sep string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '[':
+			depth++
+		case s[i] == ']':
+			depth--
+		case depth == 0 && strings.HasPrefix(s[i:], sep):
+			out = append(out, s[start:i])
+			start = i + len(sep)
+			i += len(sep) - 1
+		}
+	}
+	return append(out, s[start:])
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,13 @@ const (
 	DefaultPrometheusHost, DefaultPrometheusPort = "::1", 9669
 	DefaultBMPHost, DefaultBMPPort               = "::1", 11019
 )
+
+// DefaultDirections samples at both hooks: a forwarded packet is reported
+// at the interface it came in on and at the one it left by.
+var DefaultDirections = []string{"ingress", "egress"}
+
+// FieldNames are the values agent.bpf.fields takes.
+var FieldNames = []string{"tcp_flags", "dscp", "icmp", "ttl", "vlan"}
 
 // Load reads and parses the config file at path. See Parse for what is
 // checked; Validate (or LoadAndValidate) adds the checks against this
@@ -207,6 +215,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 
 	fillDefault(md, "bpf.sample_rate", &a.BPF.SampleRate, DefaultSampleRate)
 	fillDefault(md, "bpf.ring_buf_size", &a.BPF.RingBufSize, DefaultRingBufSize)
+	fillDefault(md, "bpf.directions", &a.BPF.Directions, slices.Clone(DefaultDirections))
 	fillDefault(md, "collector.max_flows", &a.Collector.MaxFlows, DefaultMaxFlows)
 	fillDefault(md, "collector.eviction_timeout", &a.Collector.EvictionTimeout.Duration, flow.DefaultIdleTimeout)
 	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, flow.DefaultActiveTimeout)
@@ -414,6 +423,10 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 		if _, ok := v.(string); !ok {
 			return keyError(key, v, "must be a string, not %s", tomlTypeName(v))
 		}
+	case kindBool:
+		if _, ok := v.(bool); !ok {
+			return keyError(key, v, "must be true or false, not %s", tomlTypeName(v))
+		}
 	case kindInt:
 		n, ok := v.(int64)
 		if !ok {
@@ -442,10 +455,6 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 			if _, ok := elem.(string); !ok {
 				return keyError(fmt.Sprintf("%s[%d]", key, i), elem, "must be a string, not %s", tomlTypeName(elem))
 			}
-		}
-	case kindBool:
-		if _, ok := v.(bool); !ok {
-			return keyError(key, v, "must be true or false, not %s", tomlTypeName(v))
 		}
 	case kindTableArray:
 		// [[x]] decodes to []map[string]any, x = [{...}] to []any.

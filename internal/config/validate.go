@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -220,6 +221,12 @@ func validateValues(c *Config) *Error {
 		return keyError("agent.bpf.sample_rate", a.BPF.SampleRate, "must be greater than 0")
 	}
 	if e := checkRingBufSize(a.BPF.RingBufSize); e != nil {
+		return e
+	}
+	if e := checkChoices("agent.bpf.directions", a.BPF.Directions, DefaultDirections, 1); e != nil {
+		return e
+	}
+	if e := checkChoices("agent.bpf.fields", a.BPF.Fields, FieldNames, 0); e != nil {
 		return e
 	}
 
@@ -536,5 +543,23 @@ func checkReadableFile(key, path string) *Error {
 		return keyError(key, path, "cannot open: %s", describeFileError(err))
 	}
 	f.Close()
+	return nil
+}
+
+// checkChoices checks a list key whose entries come from allowed, each
+// at most once, with at least minLen entries.
+func checkChoices(key string, list, allowed []string, minLen int) *Error {
+	if len(list) < minLen {
+		return keyError(key, list, "must list at least %d of %s", minLen, formatValue(allowed))
+	}
+	for i, v := range list {
+		elemKey := fmt.Sprintf("%s[%d]", key, i)
+		if !slices.Contains(allowed, v) {
+			return keyError(elemKey, v, "must be one of %s", formatValue(allowed))
+		}
+		if j := slices.Index(list, v); j < i {
+			return keyError(elemKey, v, "duplicate of %s[%d]", key, j)
+		}
+	}
 	return nil
 }

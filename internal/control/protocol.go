@@ -218,6 +218,11 @@ type Flow struct {
 	DstASN    uint32     `json:"dst_asn,omitempty"`
 	SrcCity   string     `json:"src_city,omitempty"`
 	DstCity   string     `json:"dst_city,omitempty"`
+	// Key fields of agent.bpf.fields ("dscp", "vlan"): flows that differ
+	// only in them are listed apart. Absent when 0.
+	DSCP      uint8  `json:"dscp,omitempty"`
+	VLAN      uint16 `json:"vlan,omitempty"`
+	InnerVLAN uint16 `json:"inner_vlan,omitempty"`
 }
 
 // RIBSummary answers GET /v1/rib/summary.

@@ -80,6 +80,10 @@ type Options struct {
 	// BatchFlush bounds how long an event waits in a partial batch;
 	// 0 = DefaultBatchFlush.
 	BatchFlush time.Duration
+	// Fields are the optional header fields sampled packets report. A
+	// load-time constant of the programs: none keeps the 64-byte event
+	// and its cost; any makes every event FieldsEventSize bytes.
+	Fields Fields
 }
 
 // Config is what the programs read from the rfm_config map on every packet.
@@ -90,6 +94,10 @@ type Config struct {
 	// during a reload the old and the new ones. At most MaxExclude;
 	// invalid (zero) tuples are skipped.
 	Exclude []Tuple
+	// Unsampled, by Direction, turns sampling off at that hook: its
+	// packets are counted but never reported as events, so a forwarded
+	// packet is not reported at both routers' interfaces.
+	Unsampled [2]bool
 }
 
 // MaxExclude is how many tuples Config.Exclude holds (RFM_MAX_EXCLUDE).
@@ -123,6 +131,9 @@ type rawConfig struct {
 	Pad          uint32
 	BatchFlushNs uint64
 }
+
+// cfgUnsampled is RFM_CFG_UNSAMPLED, shifted by the Direction.
+const cfgUnsampled = 4
 
 func (t Tuple) raw() rawExclude {
 	return rawExclude{Src: t.Src.Addr().As16(), Dst: t.Dst.Addr().As16(), Sport: t.Src.Port(), Dport: t.Dst.Port()}
@@ -216,6 +227,7 @@ type Datapath struct {
 	readKeys  []uint32
 
 	decodeErrors atomic.Uint64
+	eventSize    int // bytes per event in a ring record; 0 means EventSize
 	wakeupBytes  uint32
 	batchEvents  uint32
 	batchFlush   time.Duration
@@ -253,8 +265,15 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	spec.Maps[rfmMapRfmBatches].MaxEntries = uint32(cpus)
 	ringSize := int(spec.Maps[rfmMapRfmEvents].MaxEntries)
+	if opts.Fields&^fieldsAll != 0 {
+		return nil, fmt.Errorf("unknown optional fields %#x", uint32(opts.Fields&^fieldsAll))
+	}
+	if err := spec.Variables[rfmVarRfmFields].Set(uint32(opts.Fields)); err != nil {
+		return nil, fmt.Errorf("select optional fields: %w", err)
+	}
+	evSize := opts.Fields.eventSize()
 	if opts.BatchEvents <= 0 {
-		opts.BatchEvents = min(MaxBatchEvents, max(1, ringSize/16/EventSize))
+		opts.BatchEvents = min(MaxBatchEvents, max(1, ringSize/16/evSize))
 	}
 	if opts.BatchEvents > MaxBatchEvents {
 		return nil, fmt.Errorf("batch of %d events: at most %d", opts.BatchEvents, MaxBatchEvents)
@@ -272,6 +291,7 @@ func Load(opts Options) (*Datapath, error) {
 		maxIfaces:   opts.MaxInterfaces,
 		chunkSpec:   chunkSpec,
 		batchEvents: uint32(opts.BatchEvents),
+		eventSize:   evSize,
 		batchFlush:  opts.BatchFlush,
 	}
 	for _, name := range []string{rfmMapRfmConfig, rfmMapRfmCounters, rfmMapRfmIfaceSlots, rfmMapRfmIfaceSpill,
@@ -369,6 +389,11 @@ func (d *Datapath) SetConfig(c Config) error {
 		}
 		raw.Exclude[raw.NExclude] = t.raw()
 		raw.NExclude++
+	}
+	for dir, off := range c.Unsampled {
+		if off {
+			raw.Flags |= cfgUnsampled << dir
+		}
 	}
 	if err := d.config.Put(uint32(0), &raw); err != nil {
 		return fmt.Errorf("write BPF config map: %w", err)
@@ -767,17 +792,26 @@ func (d *Datapath) nextRecord() error {
 // and skipped.
 func (d *Datapath) decodeRecord(evs []Event) int {
 	raw := d.rec.RawSample
+	size := d.eventSize
+	if size == 0 {
+		size = EventSize
+	}
 	if d.recNew {
 		d.recNew = false
-		if len(raw) == 0 || len(raw)%EventSize != 0 {
+		if len(raw) == 0 || len(raw)%size != 0 {
 			d.decodeErrors.Add(1)
 			d.recOff = len(raw)
 		}
 	}
 	n := 0
-	for n < len(evs) && d.recOff+EventSize <= len(raw) {
-		err := evs[n].Decode(raw[d.recOff : d.recOff+EventSize])
-		d.recOff += EventSize
+	for n < len(evs) && d.recOff+size <= len(raw) {
+		var err error
+		if size == FieldsEventSize {
+			err = evs[n].DecodeFields(raw[d.recOff : d.recOff+size])
+		} else {
+			err = evs[n].Decode(raw[d.recOff : d.recOff+size])
+		}
+		d.recOff += size
 		if err != nil {
 			d.decodeErrors.Add(1)
 			continue

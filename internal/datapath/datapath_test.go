@@ -143,8 +143,18 @@ func TestParseFrames(t *testing.T) {
 			&wantEvent{v4a, v4b, 5000, 6000, 132, 20 + 16, false}},
 		{"ipv4 udplite", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 136, v4opts{}, l4Header(136, 7, 9, 0))...), FamilyIPv4,
 			&wantEvent{v4a, v4b, 7, 9, 136, 28, false}},
-		{"ipv4 icmp has no ports", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, l4Header(1, 0, 0, 8))...), FamilyIPv4,
+		// ICMP type and code in the destination port, NetFlow style.
+		{"ipv4 icmp echo request", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, icmpHeader(8, 0, 8))...), FamilyIPv4,
+			&wantEvent{v4a, v4b, 0, 8 * 256, 1, 36, false}},
+		{"ipv4 icmp time exceeded", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, icmpHeader(11, 0, 28))...), FamilyIPv4,
+			&wantEvent{v4a, v4b, 0, 11 * 256, 1, 56, false}},
+		{"ipv4 icmp port unreachable", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, icmpHeader(3, 3, 28))...), FamilyIPv4,
+			&wantEvent{v4a, v4b, 0, 3*256 + 3, 1, 56, false}},
+		{"ipv4 icmp later fragment has no type", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{fragOffset: 2}, icmpHeader(8, 0, 8))...), FamilyIPv4,
 			&wantEvent{v4a, v4b, 0, 0, 1, 36, false}},
+		{"ipv4 icmp shorter than type, code and checksum is malformed", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, []byte{8, 0, 0})...), FamilyIPv4, nil},
+		{"ipv4 protocol 58 is not icmp", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 58, v4opts{}, icmpHeader(128, 0, 8))...), FamilyIPv4,
+			&wantEvent{v4a, v4b, 0, 0, 58, 36, false}},
 		{"ipv4 first fragment keeps ports", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{moreFrags: true}, l4Header(17, 1000, 2000, 16))...), FamilyIPv4,
 			&wantEvent{v4a, v4b, 1000, 2000, 17, 44, false}},
 		{"ipv4 later fragment reports ports 0", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{fragOffset: 3}, make([]byte, 24))...), FamilyIPv4,
@@ -175,8 +185,14 @@ func TestParseFrames(t *testing.T) {
 			&wantEvent{v6a, v6b, 1111, 2222, 17, 40 + 8 + 16, false}},
 		{"ipv6 later fragment reports ports 0", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{{typ: 44, len: 8, fragOf: 10}}, make([]byte, 32))...), FamilyIPv6,
 			&wantEvent{v6a, v6b, 0, 0, 17, 40 + 8 + 32, false}},
-		{"ipv6 icmpv6 has no ports", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 58, nil, l4Header(58, 0, 0, 4))...), FamilyIPv6,
-			&wantEvent{v6a, v6b, 0, 0, 58, 40 + 12, false}},
+		{"ipv6 icmpv6 echo request", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 58, nil, icmpHeader(128, 0, 4))...), FamilyIPv6,
+			&wantEvent{v6a, v6b, 0, 128 * 256, 58, 40 + 12, false}},
+		{"ipv6 icmpv6 port unreachable behind a hop-by-hop header", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 58, []ext{{typ: 0, len: 8}}, icmpHeader(1, 4, 48))...), FamilyIPv6,
+			&wantEvent{v6a, v6b, 0, 1*256 + 4, 58, 40 + 8 + 56, false}},
+		{"ipv6 icmpv6 time exceeded", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 58, nil, icmpHeader(3, 0, 48))...), FamilyIPv6,
+			&wantEvent{v6a, v6b, 0, 3 * 256, 58, 40 + 56, false}},
+		{"ipv6 protocol 1 is not icmpv6", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 1, nil, icmpHeader(8, 0, 4))...), FamilyIPv6,
+			&wantEvent{v6a, v6b, 0, 0, 1, 40 + 12, false}},
 		{"ipv6 eight extension headers keep ports", append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, []ext{
 			{typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8},
 			{typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}, {typ: 60, len: 8}}, l4Header(17, 1, 2, 0))...), FamilyIPv6,
@@ -397,5 +413,128 @@ func TestRingFullCountsDrops(t *testing.T) {
 	// batched into records; every other packet is a counted drop.
 	if got == 0 || got >= 4096/EventSize || st.RingDrops != uint64(packets-got) {
 		t.Fatalf("%d events delivered and %d drops counted, want drops = %d - delivered", got, st.RingDrops, packets)
+	}
+}
+
+// A hook with sampling turned off still counts every packet but reports
+// none; the other hook keeps sampling.
+func TestUnsampledDirection(t *testing.T) {
+	frame := append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 40000, 53, 10))...)
+	for _, off := range []Direction{Ingress, Egress} {
+		t.Run("no "+off.String(), func(t *testing.T) {
+			tb := newTestbed(t, 1)
+			cfg := Config{SampleRate: 1}
+			cfg.Unsampled[off] = true
+			if err := tb.d.SetConfig(cfg); err != nil {
+				t.Fatal(err)
+			}
+			for _, dir := range []Direction{Ingress, Egress} {
+				tb.run(t, dir, frame, 3)
+				if c := tb.counters(t, dir); c.Packets[FamilyIPv4] != 3 || c.Bytes[FamilyIPv4] != 3*uint64(len(frame)) {
+					t.Errorf("%s counters %d packets %d bytes, want 3 and %d", dir, c.Packets[FamilyIPv4], c.Bytes[FamilyIPv4], 3*len(frame))
+				}
+			}
+			evs := tb.events(t)
+			if len(evs) != 3 {
+				t.Fatalf("%d events, want the 3 of the sampled hook: %+v", len(evs), evs)
+			}
+			for _, e := range evs {
+				if e.Dir == off {
+					t.Errorf("event at %s, where sampling is off: %+v", off, e)
+				}
+			}
+		})
+	}
+}
+
+// TestOptionalFields loads the programs with every optional field and
+// checks each against values written into the frame, and that the
+// default load reports none of them.
+func TestOptionalFields(t *testing.T) {
+	tcp := l4Header(6, 1234, 443, 0)
+	tcp[13] = 0x12 // SYN, ACK
+	v4 := ipv4Packet(v4a, v4b, 6, v4opts{}, tcp)
+	v4[1] = 0xb8 | 1 // DSCP EF (46), ECN ECT(1)
+	v4[8] = 17       // TTL
+	v6 := ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}}, tcp)
+	v6[0], v6[1] = 0x6b, 0x83 // traffic class 0xb8: DSCP EF, ECN CE (3)
+	v6[7] = 3                 // hop limit
+	udp := ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))
+	cases := []struct {
+		name  string
+		frame []byte
+		want  EventFields
+	}{
+		{"ipv4 tcp untagged", append(ethHeader(0x0800), v4...), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 17}},
+		{"ipv4 tcp 802.1Q", append(ethHeader(0x0800, 0x8100), v4...), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 17, VLANOuter: 100}},
+		{"ipv6 tcp QinQ behind hop-by-hop", append(ethHeader(0x86dd, 0x88a8, 0x8100), v6...), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 3, VLANOuter: 100, VLANInner: 101}},
+		{"ipv4 udp has no TCP flags", append(ethHeader(0x0800), udp...), EventFields{TTL: 64}},
+		{"ipv4 tcp later fragment has no TCP flags", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{fragOffset: 8}, tcp)...), EventFields{TTL: 64}},
+		{"mpls ipv4 tcp behind a tag", mplsFrame(2, v4, 0x8100), EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 17, VLANOuter: 100}},
+	}
+	noFIB := fieldsAll &^ FieldFIB // a FIB lookup depends on the host's routes: see test/realnet
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, Fields: noFIB})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, dir := range []Direction{Ingress, Egress} {
+				tb.run(t, dir, tc.frame, 1)
+				evs := tb.events(t)
+				if len(evs) != 1 {
+					t.Fatalf("%s: %d events, want 1", dir, len(evs))
+				}
+				if evs[0].EventFields != tc.want {
+					t.Errorf("%s: fields %+v, want %+v", dir, evs[0].EventFields, tc.want)
+				}
+				if ref := refParse(tc.frame); !sameFlow(evs[0], ref.ev) {
+					t.Errorf("%s: event %+v, want %+v", dir, evs[0], ref.ev)
+				}
+			}
+		})
+	}
+	t.Run("each field alone", func(t *testing.T) {
+		frame := append(ethHeader(0x86dd, 0x88a8, 0x8100), v6...)
+		all := EventFields{TCPFlags: 0x12, TOS: 0xb8, TTL: 3, VLANOuter: 100, VLANInner: 101}
+		for _, f := range []Fields{FieldTCPFlags, FieldDSCP, FieldTTL, FieldVLAN} {
+			want := EventFields{}
+			switch f {
+			case FieldTCPFlags:
+				want.TCPFlags = all.TCPFlags
+			case FieldDSCP:
+				want.TOS = all.TOS
+			case FieldTTL:
+				want.TTL = all.TTL
+			case FieldVLAN:
+				want.VLANOuter, want.VLANInner = all.VLANOuter, all.VLANInner
+			}
+			tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, Fields: f})
+			tb.run(t, Ingress, frame, 1)
+			evs := tb.events(t)
+			if len(evs) != 1 || evs[0].EventFields != want {
+				t.Errorf("fields %#x: events %+v, want one with %+v", f, evs, want)
+			}
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		tb := newTestbed(t, 1)
+		tb.run(t, Ingress, append(ethHeader(0x86dd, 0x88a8, 0x8100), v6...), 1)
+		if evs := tb.events(t); len(evs) != 1 || evs[0].EventFields != (EventFields{}) {
+			t.Errorf("default load: events %+v, want one without optional fields", evs)
+		}
+	})
+}
+
+// Every optional field, alone and all together, passes the verifier in
+// both link kinds (Load loads both).
+func TestLoadWithFields(t *testing.T) {
+	requireRoot(t)
+	for _, f := range []Fields{FieldTCPFlags, FieldDSCP, FieldTTL, FieldVLAN, FieldFIB, fieldsAll} {
+		d, err := Load(Options{MaxInterfaces: 4, Fields: f})
+		if err != nil {
+			t.Fatalf("fields %#x: %v", f, err)
+		}
+		d.Close()
+	}
+	if _, err := Load(Options{MaxInterfaces: 4, Fields: fieldsAll + 1}); err == nil {
+		t.Error("Load took an unknown field bit")
 	}
 }

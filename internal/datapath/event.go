@@ -27,6 +27,83 @@ func (d Direction) String() string {
 // decoding is a handful of loads.
 const EventSize = 64
 
+// FieldsEventSize is the size of struct rfm_event_x, what the datapath
+// writes when it was loaded with optional fields (Options.Fields): the
+// event, then struct rfm_fields.
+const FieldsEventSize = 96
+
+// fieldsVersion is RFM_FIELDS_VERSION: the layout of struct rfm_fields
+// this decoder reads. An event of another version is a decode error.
+const fieldsVersion = 1
+
+// Fields selects optional header fields the datapath reports (the RFM_F_*
+// bits of bpf/rfm.c). None keeps the 64-byte event.
+type Fields uint32
+
+const (
+	FieldTCPFlags Fields = 1 << iota // OR of TCP flags
+	FieldDSCP                        // DSCP, part of the flow key
+	FieldTTL                         // TTL / hop limit
+	FieldVLAN                        // outer and inner VLAN ids, part of the flow key
+	FieldFIB                         // egress interface and next hop of a FIB lookup, ingress only
+	fieldsAll     = FieldFIB<<1 - 1
+)
+
+// eventSize is the size of the events a datapath loaded with f writes.
+func (f Fields) eventSize() int {
+	if f == 0 {
+		return EventSize
+	}
+	return FieldsEventSize
+}
+
+// Byte offsets of struct rfm_event_x; a test checks them against the
+// generated struct.
+const (
+	offBootNs     = 0
+	offSrc        = 8
+	offDst        = 24
+	offIfindex    = 40
+	offInIfindex  = 44
+	offLen        = 48
+	offRate       = 52
+	offSport      = 56
+	offDport      = 58
+	offSegs       = 60
+	offProto      = 62
+	offFlags      = 63
+	offFVersion   = 64
+	offFTCPFlags  = 65
+	offFTOS       = 66
+	offFTTL       = 67
+	offFVLANOuter = 68
+	offFVLANInner = 70
+	offFFIBIndex  = 72
+	offFFIBFlags  = 76
+	offFFIBNH     = 80
+)
+
+// fibNextHop is RFM_FIB_NEXTHOP: rfm_fields.fib_nexthop holds a gateway.
+const fibNextHop = 1
+
+// EventFields are the optional fields of an event; all zero when the
+// datapath was loaded without them.
+type EventFields struct {
+	TCPFlags  uint8  // TCP flags of the packet (byte 13 of the TCP header)
+	TOS       uint8  // DSCP << 2: the IPv4 TOS or IPv6 traffic class byte without ECN
+	TTL       uint8  // IPv4 TTL or IPv6 hop limit
+	VLANOuter uint16 // outer VLAN id, 0 if untagged
+	VLANInner uint16 // inner VLAN id (QinQ), 0 if none
+	// FIBIfindex is the egress interface a FIB lookup from the ingress
+	// interface chose (ingress events only), 0 if the lookup found none.
+	FIBIfindex uint32
+	// FIBNextHop is the gateway of that route, IPv4 v4-mapped; zero when
+	// the destination is on-link or there was no lookup.
+	FIBNextHop [16]byte
+}
+
+var errFieldsVersion = errors.New("event fields of an unknown layout version")
+
 // Event flags (rfm_event.flags).
 const (
 	evFlagEgress    = 1
@@ -59,6 +136,7 @@ type Event struct {
 	// datapath parses (a long IPv6 extension chain): Proto is the last next
 	// header seen and the ports are 0.
 	Truncated bool
+	EventFields
 }
 
 var errShortEvent = errors.New("ring buffer record shorter than an event")
@@ -71,22 +149,49 @@ func (e *Event) Decode(b []byte) error {
 		return errShortEvent
 	}
 	_ = b[EventSize-1]
-	e.BootNs = binary.LittleEndian.Uint64(b[0:8])
-	copy(e.Src[:], b[8:24])
-	copy(e.Dst[:], b[24:40])
-	e.Ifindex = binary.LittleEndian.Uint32(b[40:44])
-	e.InIfindex = binary.LittleEndian.Uint32(b[44:48])
-	e.Len = binary.LittleEndian.Uint32(b[48:52])
-	e.SampleRate = binary.LittleEndian.Uint32(b[52:56])
-	e.SrcPort = binary.LittleEndian.Uint16(b[56:58])
-	e.DstPort = binary.LittleEndian.Uint16(b[58:60])
-	e.Segs = binary.LittleEndian.Uint16(b[60:62])
-	e.Proto = b[62]
-	flags := b[63]
+	e.BootNs = binary.LittleEndian.Uint64(b[offBootNs:])
+	copy(e.Src[:], b[offSrc:offSrc+16])
+	copy(e.Dst[:], b[offDst:offDst+16])
+	e.Ifindex = binary.LittleEndian.Uint32(b[offIfindex:])
+	e.InIfindex = binary.LittleEndian.Uint32(b[offInIfindex:])
+	e.Len = binary.LittleEndian.Uint32(b[offLen:])
+	e.SampleRate = binary.LittleEndian.Uint32(b[offRate:])
+	e.SrcPort = binary.LittleEndian.Uint16(b[offSport:])
+	e.DstPort = binary.LittleEndian.Uint16(b[offDport:])
+	e.Segs = binary.LittleEndian.Uint16(b[offSegs:])
+	e.Proto = b[offProto]
+	flags := b[offFlags]
 	e.Dir = Ingress
 	if flags&evFlagEgress != 0 {
 		e.Dir = Egress
 	}
 	e.Truncated = flags&evFlagTruncated != 0
+	e.EventFields = EventFields{}
+	return nil
+}
+
+// DecodeFields fills e from one event with optional fields (struct
+// rfm_event_x, FieldsEventSize bytes).
+func (e *Event) DecodeFields(b []byte) error {
+	if len(b) < FieldsEventSize {
+		return errShortEvent
+	}
+	_ = b[FieldsEventSize-1]
+	if b[offFVersion] != fieldsVersion {
+		return errFieldsVersion
+	}
+	if err := e.Decode(b); err != nil {
+		return err
+	}
+	f := &e.EventFields
+	f.TCPFlags = b[offFTCPFlags]
+	f.TOS = b[offFTOS]
+	f.TTL = b[offFTTL]
+	f.VLANOuter = binary.LittleEndian.Uint16(b[offFVLANOuter:])
+	f.VLANInner = binary.LittleEndian.Uint16(b[offFVLANInner:])
+	f.FIBIfindex = binary.LittleEndian.Uint32(b[offFFIBIndex:])
+	if b[offFFIBFlags]&fibNextHop != 0 {
+		copy(f.FIBNextHop[:], b[offFFIBNH:offFFIBNH+16])
+	}
 	return nil
 }

@@ -103,3 +103,50 @@ func FuzzRecordDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEventFieldsDecode: a record of at least FieldsEventSize bytes with
+// the known layout version decodes to what Decode reads from its first
+// EventSize bytes plus the optional fields at their offsets; any other
+// version, or a shorter record, is refused.
+func FuzzEventFieldsDecode(f *testing.F) {
+	ok := make([]byte, FieldsEventSize)
+	ok[offFVersion] = fieldsVersion
+	f.Add(ok)
+	seq := make([]byte, FieldsEventSize)
+	for i := range seq {
+		seq[i] = byte(i + 1)
+	}
+	seq[offFVersion] = fieldsVersion
+	f.Add(seq)
+	f.Add(make([]byte, FieldsEventSize-1))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var e Event
+		err := e.DecodeFields(b)
+		if len(b) < FieldsEventSize || b[offFVersion] != fieldsVersion {
+			if err == nil {
+				t.Fatalf("%d-byte record of version %d decoded", len(b), b[min(len(b)-1, offFVersion)])
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var base Event
+		if err := base.Decode(b[:EventSize]); err != nil {
+			t.Fatal(err)
+		}
+		want := EventFields{
+			TCPFlags: b[65], TOS: b[66], TTL: b[67],
+			VLANOuter:  binary.LittleEndian.Uint16(b[68:]),
+			VLANInner:  binary.LittleEndian.Uint16(b[70:]),
+			FIBIfindex: binary.LittleEndian.Uint32(b[72:]),
+		}
+		if b[76]&1 != 0 {
+			copy(want.FIBNextHop[:], b[80:96])
+		}
+		base.EventFields = want
+		if e != base {
+			t.Fatalf("decoded %+v, want %+v", e, base)
+		}
+	})
+}

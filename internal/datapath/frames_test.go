@@ -41,6 +41,12 @@ func l4Header(proto uint8, sport, dport uint16, payload int) []byte {
 	return append(b, make([]byte, payload)...)
 }
 
+// icmpHeader is an 8-byte ICMP/ICMPv6 header (type, code, checksum 0,
+// rest 0) and payload.
+func icmpHeader(typ, code uint8, payload int) []byte {
+	return append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, make([]byte, payload)...)
+}
+
 type v4opts struct {
 	fragOffset uint16 // in 8-byte units
 	moreFrags  bool

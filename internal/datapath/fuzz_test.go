@@ -32,11 +32,41 @@ func FuzzDatapath(f *testing.F) {
 		f.Add(s.frame)
 	}
 	tb := newTestbed(f, 1)
+	// The same programs with every optional field but the FIB lookup
+	// (which depends on the host's routes).
+	tbx := newTestbedOpts(f, 1, Options{RingBufSize: 1 << 23, Fields: fieldsAll &^ FieldFIB})
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, dir := range []Direction{Ingress, Egress} {
 			checkFrame(t, tb, dir, frame)
+			checkFields(t, tbx, dir, frame)
 		}
 	})
+}
+
+// checkFields runs frame through programs loaded with optional fields:
+// a frame refParse accepts yields one event with the flow refParse
+// derives and the TOS, TTL, TCP flags and VLAN ids it reads; any other
+// frame is checked by checkFrame.
+func checkFields(t *testing.T, tb *testbed, dir Direction, frame []byte) {
+	t.Helper()
+	if len(frame) > maxTestRunFrame {
+		return
+	}
+	if _, err := tb.progs[dir].Run(&ebpf.RunOptions{Data: frame}); err != nil {
+		return // checkFrame reports what the kernel refuses
+	}
+	evs := tb.events(t)
+	ref := refParse(frame)
+	if ref.fam == FamilyOther || ref.bad != "" {
+		return
+	}
+	if len(evs) != 1 {
+		t.Fatalf("%s with fields: %d events for a valid frame, want 1; frame %x", dir, len(evs), frame)
+	}
+	want := ref.ev.EventFields
+	if e := evs[0]; !sameFlow(e, ref.ev) || e.EventFields != want {
+		t.Fatalf("%s with fields: event\n %+v\nwant\n %+v; frame %x", dir, e, ref.ev, frame)
+	}
 }
 
 // maxTestRunFrame keeps inputs well inside what BPF_PROG_TEST_RUN accepts
@@ -177,7 +207,6 @@ func refParseBounded(frame []byte, toFrameEnd bool) refResult {
 	if len(frame) < 14 {
 		return refResult{fam: FamilyOther}
 	}
-	isTag := func(et uint16) bool { return et == 0x8100 || et == 0x88a8 }
 	l3 := 14
 	et := binary.BigEndian.Uint16(frame[12:])
 	for tags := 0; tags < 2 && isTag(et); tags++ {
@@ -222,20 +251,44 @@ func refParseBounded(frame []byte, toFrameEnd bool) refResult {
 			}
 		}
 	}
+	var r refResult
 	switch et {
 	case 0x0800:
-		r := refResult{fam: FamilyIPv4}
+		r.fam = FamilyIPv4
 		r.ev, r.bad = refIPv4(frame, l3, toFrameEnd)
-		return r
 	case 0x86dd:
-		r := refResult{fam: FamilyIPv6}
+		r.fam = FamilyIPv6
 		r.ev, r.bad = refIPv6(frame, l3, toFrameEnd)
-		return r
+	default:
+		return refResult{fam: FamilyOther}
 	}
-	return refResult{fam: FamilyOther}
+	// Optional VLAN field: the first two tags behind the MAC addresses
+	// (BPF_PROG_TEST_RUN leaves every tag in the data).
+	if first := binary.BigEndian.Uint16(frame[12:]); isTag(first) && len(frame) >= 20 {
+		r.ev.VLANOuter = binary.BigEndian.Uint16(frame[14:]) & 0x0fff
+		if isTag(binary.BigEndian.Uint16(frame[16:])) {
+			r.ev.VLANInner = binary.BigEndian.Uint16(frame[18:]) & 0x0fff
+		}
+	}
+	return r
 }
 
+func isTag(et uint16) bool { return et == 0x8100 || et == 0x88a8 }
+
 func refPorts(proto uint8) bool { return proto == 6 || proto == 17 || proto == 132 || proto == 136 }
+
+// refL4Key reads the flow key's transport fields from the first four
+// bytes of the L4 header: the ports, or for ICMP (protocol 1 in IPv4,
+// 58 in IPv6) source port 0 and destination port type*256+code, the
+// NetFlow convention.
+func refL4Key(e *Event, l4 []byte, icmp bool) {
+	if icmp {
+		e.SrcPort, e.DstPort = 0, uint16(l4[0])<<8|uint16(l4[1])
+		return
+	}
+	e.SrcPort = binary.BigEndian.Uint16(l4[0:])
+	e.DstPort = binary.BigEndian.Uint16(l4[2:])
+}
 
 func refIPv4(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	var e Event
@@ -267,14 +320,18 @@ func refIPv4(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	copy(e.Dst[12:], ip[16:20])
 	e.Proto = ip[9]
 	e.Len = uint32(total)
-	if binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 || !refPorts(e.Proto) {
+	e.TOS, e.TTL = ip[1]&0xfc, ip[8] // optional fields
+	icmp := e.Proto == 1
+	if binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 || !(refPorts(e.Proto) || icmp) {
 		return e, ""
 	}
 	if ihl+4 > end {
-		return e, "ports outside the IP packet"
+		return e, "ports or ICMP header outside the IP packet"
 	}
-	e.SrcPort = binary.BigEndian.Uint16(ip[ihl:])
-	e.DstPort = binary.BigEndian.Uint16(ip[ihl+2:])
+	refL4Key(&e, ip[ihl:], icmp)
+	if e.Proto == 6 && ihl+14 <= total {
+		e.TCPFlags = ip[ihl+13]
+	}
 	return e, ""
 }
 
@@ -301,6 +358,7 @@ func refIPv6(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 	copy(e.Src[:], ip[8:24])
 	copy(e.Dst[:], ip[24:40])
 	e.Len = uint32(total)
+	e.TOS, e.TTL = (ip[0]<<4|ip[1]>>4)&0xfc, ip[7] // optional fields
 	next := ip[6]
 	off := 40 // from the start of the IPv6 header
 	for hdr := 0; ; hdr++ {
@@ -338,14 +396,17 @@ func refIPv6(frame []byte, l3 int, toFrameEnd bool) (Event, string) {
 			continue
 		}
 		e.Proto = next
-		if !refPorts(next) {
+		icmp := next == 58
+		if !refPorts(next) && !icmp {
 			return e, ""
 		}
 		if off+4 > end {
-			return e, "ports outside the IP packet"
+			return e, "ports or ICMPv6 header outside the IP packet"
 		}
-		e.SrcPort = binary.BigEndian.Uint16(ip[off:])
-		e.DstPort = binary.BigEndian.Uint16(ip[off+2:])
+		refL4Key(&e, ip[off:], icmp)
+		if next == 6 && off+14 <= total {
+			e.TCPFlags = ip[off+13]
+		}
 		return e, ""
 	}
 }
@@ -363,12 +424,14 @@ func datapathSeeds() []datapathSeed {
 	add := func(name string, frame []byte) { seeds = append(seeds, datapathSeed{name, frame}) }
 	eth4, eth6 := ethHeader(0x0800), ethHeader(0x86dd)
 	full := map[string][]byte{
-		"ipv4-udp":       append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 40000, 53, 6))...),
-		"ipv4-tcp-opts":  append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{optionLen: 8}, l4Header(6, 1234, 443, 0))...),
-		"ipv6-udp":       append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, nil, l4Header(17, 40000, 53, 6))...),
-		"ipv6-tcp-ext":   append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}, {typ: 60, len: 16}}, l4Header(6, 33000, 22, 0))...),
-		"qinq-ipv4-udp":  append(ethHeader(0x0800, 0x88a8, 0x8100), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))...),
-		"dot1q-ipv6-tcp": append(ethHeader(0x86dd, 0x8100), ipv6Packet(v6a, v6b, 6, nil, l4Header(6, 5, 6, 0))...),
+		"ipv4-udp":        append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 40000, 53, 6))...),
+		"ipv4-tcp-opts":   append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{optionLen: 8}, l4Header(6, 1234, 443, 0))...),
+		"ipv6-udp":        append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 17, nil, l4Header(17, 40000, 53, 6))...),
+		"ipv6-tcp-ext":    append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}, {typ: 60, len: 16}}, l4Header(6, 33000, 22, 0))...),
+		"qinq-ipv4-udp":   append(ethHeader(0x0800, 0x88a8, 0x8100), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))...),
+		"dot1q-ipv6-tcp":  append(ethHeader(0x86dd, 0x8100), ipv6Packet(v6a, v6b, 6, nil, l4Header(6, 5, 6, 0))...),
+		"ipv4-icmp-ttl":   append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 1, v4opts{}, icmpHeader(11, 0, 28))...),
+		"ipv6-icmpv6-ext": append(ethHeader(0x86dd), ipv6Packet(v6a, v6b, 58, []ext{{typ: 0, len: 8}}, icmpHeader(1, 4, 8))...),
 	}
 	for name, f := range full {
 		for n := 0; n <= len(f); n++ {
@@ -463,6 +526,20 @@ func datapathSeeds() []datapathSeed {
 		add(name, f)
 	}
 	add("arp", append(ethHeader(0x0806), make([]byte, 28)...))
+	// Optional fields: TCP flags, DSCP with ECN bits, TTL, two tags.
+	{
+		tcp := l4Header(6, 1234, 443, 0)
+		tcp[13] = 0x12
+		p4 := ipv4Packet(v4a, v4b, 6, v4opts{}, tcp)
+		p4[1], p4[8] = 0xb8|2, 9
+		add("fields-qinq-ipv4-tcp", append(ethHeader(0x0800, 0x88a8, 0x8100), p4...))
+		tcp = l4Header(6, 1234, 443, 0)
+		tcp[13] = 0x11
+		p6 := ipv6Packet(v6a, v6b, 6, []ext{{typ: 0, len: 8}}, tcp)
+		p6[0], p6[1], p6[7] = 0x6b, 0x83, 200
+		add("fields-dot1q-ipv6-tcp", append(ethHeader(0x86dd, 0x8100), p6...))
+		add("fields-ipv4-tcp-flags-cut", append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 6, v4opts{}, tcp[:13])...))
+	}
 	return seeds
 }
 

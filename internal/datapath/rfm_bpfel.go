@@ -9,9 +9,42 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type rfmRfmEventX struct {
+	_  structs.HostLayout
+	Ev struct {
+		_         structs.HostLayout
+		BootNs    uint64
+		Src       [16]uint8
+		Dst       [16]uint8
+		Ifindex   uint32
+		InIfindex uint32
+		Len       uint32
+		Rate      uint32
+		Sport     uint16
+		Dport     uint16
+		Segs      uint16
+		Proto     uint8
+		Flags     uint8
+	}
+	F struct {
+		_          structs.HostLayout
+		Version    uint8
+		TcpFlags   uint8
+		Tos        uint8
+		Ttl        uint8
+		VlanOuter  uint16
+		VlanInner  uint16
+		FibIfindex uint32
+		FibFlags   uint8
+		Pad        [3]uint8
+		FibNexthop [16]uint8
+	}
+}
 
 // Names of all BPF objects in the ELF.
 //
@@ -32,6 +65,7 @@ const (
 	rfmProgRfmFlush           = "rfm_flush"
 	rfmProgRfmIngress         = "rfm_ingress"
 	rfmProgRfmProbeTimerPin   = "rfm_probe_timer_pin"
+	rfmVarRfmFields           = "rfm_fields"
 	rfmVarRfmL3Link           = "rfm_l3_link"
 )
 
@@ -104,6 +138,7 @@ type rfmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rfmVariableSpecs struct {
+	RfmFields *ebpf.VariableSpec `ebpf:"rfm_fields"`
 	RfmL3Link *ebpf.VariableSpec `ebpf:"rfm_l3_link"`
 }
 
@@ -158,6 +193,7 @@ func (m *rfmMaps) Close() error {
 //
 // It can be passed to loadRfmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rfmVariables struct {
+	RfmFields *ebpf.Variable `ebpf:"rfm_fields"`
 	RfmL3Link *ebpf.Variable `ebpf:"rfm_l3_link"`
 }
 

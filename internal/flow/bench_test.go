@@ -58,7 +58,23 @@ func v6doc(low uint64) [16]byte {
 
 func keyOfEvent(ev *datapath.Event) Key {
 	return Key{Src: ev.Src, Dst: ev.Dst, Ifindex: ev.Ifindex, SrcPort: ev.SrcPort,
-		DstPort: ev.DstPort, Proto: ev.Proto, Dir: ev.Dir}
+		DstPort: ev.DstPort, Proto: ev.Proto, Dir: ev.Dir,
+		TOS: ev.TOS, VLANOuter: ev.VLANOuter, VLANInner: ev.VLANInner}
+}
+
+// withFields gives each flow optional fields as a datapath loaded with
+// all of them reports: a DSCP and VLAN ids per flow (key fields), TCP
+// flags, a TTL and a FIB answer.
+func withFields(flows []datapath.Event, rng *rand.Rand) {
+	for i := range flows {
+		f := &flows[i].EventFields
+		f.TOS = []uint8{0, 0xb8, 0x28}[rng.IntN(3)]
+		f.VLANOuter, f.VLANInner = uint16(10+rng.IntN(4)), uint16(rng.IntN(2))
+		f.TCPFlags = []uint8{0x10, 0x18, 0x02, 0x11}[rng.IntN(4)]
+		f.TTL = uint8(50 + rng.IntN(14))
+		f.FIBIfindex = uint32(2 + rng.IntN(4))
+		f.FIBNextHop = v4mapped(198, 18, 0, 254)
+	}
 }
 
 // benchEvents draws count events uniformly from flows (the worst case for
@@ -75,10 +91,21 @@ func benchEvents(flows []datapath.Event, count int, rng *rand.Rand) []datapath.E
 // BenchmarkUpdateBatch measures the collector hot path: batches of
 // BatchSize events for flows already in the table. One op is one event.
 func BenchmarkUpdateBatch(b *testing.B) {
-	for _, n := range []int{1 << 10, 1 << 16, 1 << 20} {
-		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
+	for _, c := range []struct {
+		n      int
+		fields bool
+	}{{1 << 10, false}, {1 << 16, false}, {1 << 20, false}, {1 << 16, true}} {
+		n := c.n
+		name := fmt.Sprintf("flows=%d", n)
+		if c.fields {
+			name += "/fields=all"
+		}
+		b.Run(name, func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, uint64(n)))
 			flows := benchFlows(n, rng)
+			if c.fields {
+				withFields(flows, rng)
+			}
 			evs := benchEvents(flows, max(4*n, 1<<20), rng)
 			t := NewTable(Options{MaxFlows: n})
 			t.UpdateBatch(flows) // every flow exists: measure updates

@@ -22,6 +22,11 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 		Bytes:      e.bytes,
 		SampleRate: e.rate,
 		InIfindex:  e.inIfindex,
+		TCPFlags:   e.tcpFlags,
+		MinTTL:     e.ttlMin,
+		MaxTTL:     e.ttlMax,
+		OutIfindex: e.outIfindex,
+		NextHop:    e.nextHop,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,

@@ -21,6 +21,11 @@ type Key struct {
 	DstPort uint16
 	Proto   uint8
 	Dir     datapath.Direction
+	// Optional key fields (agent.bpf.fields), zero when not selected, so
+	// a flow is keyed as without them.
+	TOS       uint8  // DSCP << 2 (dscp)
+	VLANOuter uint16 // outer VLAN id (vlan)
+	VLANInner uint16 // inner VLAN id (vlan)
 }
 
 // SrcAddr returns the source address, unmapped for IPv4.
@@ -114,6 +119,17 @@ type Record struct {
 	// on: for an egress flow of forwarded packets the receiving
 	// interface, 0 for locally originated ones; Ifindex at ingress.
 	InIfindex uint32
+	// Optional fields (agent.bpf.fields), zero when not selected: the OR
+	// of the TCP flags and the lowest and highest TTL (hop limit) of the
+	// flow's sampled packets, over the whole flow so far.
+	TCPFlags       uint8
+	MinTTL, MaxTTL uint8
+	// OutIfindex and NextHop are where a FIB lookup (agent.bpf.fib_lookup)
+	// routed the flow's first sampled packet: the egress interface and
+	// the gateway (IPv4 v4-mapped; zero for an on-link destination). Zero
+	// for egress flows and when the lookup is off or found no route.
+	OutIfindex uint32
+	NextHop    [16]byte
 	Labels
 	Reason EndReason
 }

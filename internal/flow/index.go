@@ -72,7 +72,7 @@ func (x *flowIndex) hash(k *Key) uint64 {
 	s := &x.seed
 	le := binary.LittleEndian
 	meta := uint64(k.Ifindex) | uint64(k.SrcPort)<<32 | uint64(k.DstPort)<<48
-	tail := uint64(k.Proto) | uint64(k.Dir)<<8
+	tail := uint64(k.Proto) | uint64(k.Dir)<<8 | uint64(k.TOS)<<16 | uint64(k.VLANOuter)<<24 | uint64(k.VLANInner)<<40
 	h := mix(le.Uint64(k.Src[0:8])^s[0], le.Uint64(k.Src[8:16])^s[1]) ^
 		mix(le.Uint64(k.Dst[0:8])^s[2], le.Uint64(k.Dst[8:16])^s[3]) ^
 		mix(meta^s[4], tail^s[5])
@@ -88,7 +88,8 @@ func sameKey(a, b *Key) bool {
 		le.Uint64(a.Dst[0:8]) == le.Uint64(b.Dst[0:8]) &&
 		le.Uint64(a.Dst[8:16]) == le.Uint64(b.Dst[8:16]) &&
 		a.Ifindex == b.Ifindex && a.SrcPort == b.SrcPort && a.DstPort == b.DstPort &&
-		a.Proto == b.Proto && a.Dir == b.Dir
+		a.Proto == b.Proto && a.Dir == b.Dir &&
+		a.TOS == b.TOS && a.VLANOuter == b.VLANOuter && a.VLANInner == b.VLANInner
 }
 
 // home is the first slot probed for a slot word or hash with tag tagged.

@@ -78,6 +78,9 @@ type entry struct {
 	packets uint64 // sampled, since the current record started
 	bytes   uint64
 	set     int32 // label set (Table.sets) the flow counts in
+	// Optional fields, zero when the datapath reports none.
+	tcpFlags       uint8
+	ttlMin, ttlMax uint8
 
 	first int64 // boot ns of the first sampled packet
 	// Set by the first active-timeout export: where the current record
@@ -93,8 +96,10 @@ type entry struct {
 	dstCity                uint32
 	nextFree               int32 // free-list link while the slot is unused
 	inIfindex              uint32
-	bgpDst                 uint32 // id in Table.bgpDst; 0 = no destination route
-	bgpSrc                 uint32 // id in Table.bgpSrc; 0 = no source route
+	outIfindex             uint32   // FIB egress of the first sampled packet
+	nextHop                [16]byte // and its gateway
+	bgpDst                 uint32   // id in Table.bgpDst; 0 = no destination route
+	bgpSrc                 uint32   // id in Table.bgpSrc; 0 = no source route
 	live                   bool
 }
 
@@ -325,6 +330,10 @@ func keyOf(ev *datapath.Event) Key {
 		DstPort: ev.DstPort,
 		Proto:   ev.Proto,
 		Dir:     ev.Dir,
+
+		TOS:       ev.TOS,
+		VLANOuter: ev.VLANOuter,
+		VLANInner: ev.VLANInner,
 	}
 }
 
@@ -361,6 +370,10 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 		}
 		e.packets += segments(ev)
 		e.bytes += uint64(ev.Len)
+		// No-ops when the datapath reports no optional fields.
+		e.tcpFlags |= ev.TCPFlags
+		e.ttlMin = min(e.ttlMin, ev.TTL)
+		e.ttlMax = max(e.ttlMax, ev.TTL)
 		t.countEvent(e, ev)
 		return
 	}
@@ -389,6 +402,12 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 		rate:      rateOf(ev),
 		inIfindex: ev.InIfindex,
 		live:      true,
+
+		tcpFlags:   ev.TCPFlags,
+		ttlMin:     ev.TTL,
+		ttlMax:     ev.TTL,
+		outIfindex: ev.FIBIfindex,
+		nextHop:    ev.FIBNextHop,
 	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,

@@ -174,6 +174,11 @@ func (t *Table) snapshot(e *entry, cities []string) Record {
 		Bytes:      e.prevBytes + e.bytes,
 		SampleRate: e.rate,
 		InIfindex:  e.inIfindex,
+		TCPFlags:   e.tcpFlags,
+		MinTTL:     e.ttlMin,
+		MaxTTL:     e.ttlMax,
+		OutIfindex: e.outIfindex,
+		NextHop:    e.nextHop,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,

@@ -78,6 +78,7 @@ type agent struct {
 	*lab.Process
 	ns     string
 	socket string // control socket
+	config string // config file path
 	client *http.Client
 }
 
@@ -85,6 +86,12 @@ type agent struct {
 // waits until /metrics and the control socket answer. extra is appended
 // to the config (more TOML tables).
 func startAgent(t *testing.T, ns string, ifaces []string, sampleRate int, extra ...string) *agent {
+	t.Helper()
+	return startAgentWith(t, ns, ifaces, sampleRate, "", extra...)
+}
+
+// startAgentWith is startAgent with more keys (TOML lines) in [agent.bpf].
+func startAgentWith(t *testing.T, ns string, ifaces []string, sampleRate int, bpfKeys string, extra ...string) *agent {
 	t.Helper()
 	quoted := make([]string, len(ifaces))
 	for i, name := range ifaces {
@@ -98,6 +105,7 @@ interfaces = [%s]
 [agent.bpf]
 sample_rate = %d
 ring_buf_size = 4194304
+%s
 
 [agent.collector]
 max_flows = 0
@@ -109,12 +117,12 @@ port = %d
 
 [agent.control]
 socket = %q
-`, strings.Join(quoted, ", "), sampleRate, metricsPort, socket) + strings.Join(extra, "\n")
+`, strings.Join(quoted, ", "), sampleRate, bpfKeys, metricsPort, socket) + strings.Join(extra, "\n")
 	path := filepath.Join(dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("writing config: %v", err)
 	}
-	a := &agent{ns: ns, socket: socket, client: lab.HTTPClient(ns, 0),
+	a := &agent{ns: ns, socket: socket, config: path, client: lab.HTTPClient(ns, 0),
 		Process: lab.Start(t, "agent", ns, rfmBin, "agent", "-c", path, "--log-level", "info")}
 	t.Cleanup(func() {
 		if a.Exited() {

@@ -134,6 +134,7 @@ type flowEntry struct {
 	egress           bool
 	reason           uint8
 	v4               bool
+	opt              optionalValues // written only when the layout selects them (fields.go)
 
 	// Optional information elements (optional.go).
 	bgpNextHop                 [16]byte
@@ -199,6 +200,7 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 		proto:     r.Proto,
 		egress:    r.Dir == datapath.Egress,
 		reason:    uint8(r.Reason),
+		opt:       optionalOf(r),
 		// The IPv4 template only when both addresses are IPv4: a mixed
 		// pair cannot come from one packet, but must not lose bytes.
 		v4: isV4Mapped(&r.Src) && isV4Mapped(&r.Dst),
@@ -229,9 +231,10 @@ func isV4Mapped(a *[16]byte) bool { return [12]byte(a[:12]) == v4MappedPrefix }
 // message builds one IPFIX message in a buffer allocated once with the
 // maximum message size as capacity, so adding records never allocates.
 type message struct {
+	layout   *flowLayout // the fixed optional fields (fields.go), lay.fixed
 	buf      []byte
 	max      int
-	lay      *layout
+	lay      *layout       // flow templates: layout's and the optional groups (optional.go)
 	scratch  []byte        // optional values of the record being added
 	comms    communityList // of the records being added (flowEntry.communities)
 	setStart int           // offset of the open set's header; 0 when no set is open
@@ -245,7 +248,7 @@ type message struct {
 func newMessage(maxSize int) *message { return newMessageLayout(maxSize, plainLayout) }
 
 func newMessageLayout(maxSize int, l *layout) *message {
-	return &message{buf: make([]byte, headerLen, maxSize), max: maxSize, lay: l}
+	return &message{layout: l.fixed, buf: make([]byte, headerLen, maxSize), max: maxSize, lay: l}
 }
 
 func (m *message) reset() {
@@ -344,7 +347,8 @@ func putFieldSpecs(b []byte, fields []fieldSpec) {
 	}
 }
 
-// templatesLen is the size of what addTemplates writes.
+// templatesLen is the size of what addTemplates writes without optional
+// fields; each optional element adds 4 bytes per flow template.
 const templatesLen = 2*(setHeaderLen+4+4*15) +
 	(setHeaderLen + 6 + 4*4) + (setHeaderLen + 6 + 4*3)
 
@@ -412,11 +416,12 @@ func putFixedString(b []byte, s string) {
 }
 
 // addFlow adds one flow record to the data set of its address family:
-// the base fields, then the optional ones of the message's layout.
+// the base fields, the selected fixed fields (fields.go), then the
+// optional groups (optional.go).
 func (m *message) addFlow(f *flowEntry) bool {
-	opts, base, id := m.lay.opt6, flowRecordLenV6, templateIDv6
+	opts, base, id := m.lay.opt6, m.layout.lenV6, templateIDv6
 	if f.v4 {
-		opts, base, id = m.lay.opt4, flowRecordLenV4, templateIDv4
+		opts, base, id = m.lay.opt4, m.layout.lenV4, templateIDv4
 	}
 	m.scratch = m.scratch[:0]
 	for _, o := range opts {
@@ -439,6 +444,9 @@ func (m *message) addFlow(f *flowEntry) bool {
 		tail = b[32:]
 	}
 	putFlowTail(tail, f)
+	if len(m.layout.parts) > 0 {
+		m.layout.putOptional(tail[flowTailLen:], f)
+	}
 	copy(b[base:], m.scratch)
 	m.dataRecords++
 	m.flowRecords++
@@ -454,9 +462,10 @@ func putFlowTail(b []byte, f *flowEntry) {
 	// The interface the packet was seen on is the ingress interface of an
 	// ingress flow and the egress interface of an egress flow. An egress
 	// flow of forwarded packets also knows where they came in
-	// (skb->ingress_ifindex); where they will leave is unknown at ingress
-	// and exported as 0, as is the ingress side of local traffic.
-	ingress, egress, direction := f.ifindex, uint32(0), uint8(0)
+	// (skb->ingress_ifindex); where they will leave is known at ingress
+	// only from a FIB lookup (agent.bpf.fib_lookup), else exported as 0,
+	// as is the ingress side of local traffic.
+	ingress, egress, direction := f.ifindex, f.opt.outIfindex, uint8(0)
 	if f.egress {
 		ingress, egress, direction = f.inIfindex, f.ifindex, 1
 	}

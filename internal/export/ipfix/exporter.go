@@ -68,8 +68,12 @@ type Config struct {
 	// ReusePort binds with SO_REUSEPORT, so a replacement exporter can
 	// bind the same fixed port while this one flushes (reuseport.go).
 	ReusePort bool
+	// Fields are the optional elements the flow templates carry
+	// (fields.go).
+	Fields Fields
 	// Optional names the groups of optional information elements the
-	// flow templates carry (GroupBGP, GroupBGPCommunities).
+	// flow templates carry after Fields (GroupBGP, GroupBGPCommunities;
+	// optional.go).
 	Optional []string
 }
 
@@ -157,8 +161,11 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
+	if cfg.Fields&^fieldsAll != 0 {
+		return nil, fmt.Errorf("ipfix: unknown optional fields %#x", uint32(cfg.Fields&^fieldsAll))
+	}
 
-	lay, err := newLayout(cfg.Optional)
+	lay, err := newLayout(newFlowLayout(cfg.Fields), cfg.Optional)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // Optional information elements follow the base fields of the flow
-// templates, in the order of optionalIEs, when their group is enabled
+// templates, in the order of groupIEs, when their group is enabled
 // (Config.Optional). Adding one is one entry here, its value in flowEntry
 // and, for a new group, a name in the docs: templates, record lengths
 // and the encoder follow from this list.
@@ -48,16 +48,16 @@ const (
 	maxVarLenPrefix                           = 3 // a variable-length value's length field
 )
 
-// optionalIE is one optional information element. v4 and v6 are its
+// groupIE is one information element of an optional group. v4 and v6 are its
 // field in the IPv4 and IPv6 template (id 0: not in that one); put
 // appends its value for a record (of the family f.v4 says) added to m.
-type optionalIE struct {
+type groupIE struct {
 	group  string
 	v4, v6 fieldSpec
 	put    func(b []byte, f *flowEntry, m *message) []byte
 }
 
-var optionalIEs = []optionalIE{
+var groupIEs = []groupIE{
 	{GroupBGP, fieldSpec{ieBgpNextHopIPv4Address, 4}, fieldSpec{ieBgpNextHopIPv6Address, 16},
 		func(b []byte, f *flowEntry, _ *message) []byte {
 			if f.v4 {
@@ -93,7 +93,7 @@ var optionalIEs = []optionalIE{
 // Groups lists the names of the optional groups.
 func Groups() []string {
 	var out []string
-	for _, o := range optionalIEs {
+	for _, o := range groupIEs {
 		if !slices.Contains(out, o.group) {
 			out = append(out, o.group)
 		}
@@ -116,29 +116,32 @@ func appendBasicList(b []byte, id uint16, elemLen int, values string) []byte {
 	return append(b, values...)
 }
 
-// layout is the flow templates of one exporter: the base fields and the
-// optional ones of its enabled groups.
+// layout is the flow templates of one exporter: the base fields, the
+// selected fixed ones (fixed, fields.go) and the optional groups enabled.
 type layout struct {
+	fixed            *flowLayout
+	groups           []string
 	fields4, fields6 []fieldSpec
-	opt4, opt6       []*optionalIE
+	opt4, opt6       []*groupIE
 	// max4 and max6 bound a record's length (variable-length values at
 	// their cap), so a message always has room for one.
 	max4, max6 int
 }
 
 // plainLayout has no optional information elements.
-var plainLayout = mustLayout(nil)
+var plainLayout = mustLayout(baseLayout, nil)
 
-func mustLayout(groups []string) *layout {
-	l, err := newLayout(groups)
+func mustLayout(fixed *flowLayout, groups []string) *layout {
+	l, err := newLayout(fixed, groups)
 	if err != nil {
 		panic(err)
 	}
 	return l
 }
 
-// newLayout builds the templates for the enabled groups.
-func newLayout(groups []string) (*layout, error) {
+// newLayout builds the templates for the fixed fields and the enabled
+// groups, which follow them.
+func newLayout(fixed *flowLayout, groups []string) (*layout, error) {
 	known := Groups()
 	for _, g := range groups {
 		if !slices.Contains(known, g) {
@@ -146,11 +149,12 @@ func newLayout(groups []string) (*layout, error) {
 		}
 	}
 	l := &layout{
-		fields4: slices.Clone(fieldsV4), fields6: slices.Clone(fieldsV6),
-		max4: flowRecordLenV4, max6: flowRecordLenV6,
+		fixed: fixed, groups: slices.Clone(groups),
+		fields4: slices.Clone(fixed.fieldsV4), fields6: slices.Clone(fixed.fieldsV6),
+		max4: fixed.lenV4, max6: fixed.lenV6,
 	}
-	for i := range optionalIEs {
-		o := &optionalIEs[i]
+	for i := range groupIEs {
+		o := &groupIEs[i]
 		if !slices.Contains(groups, o.group) {
 			continue
 		}

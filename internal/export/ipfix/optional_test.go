@@ -3,6 +3,7 @@
 package ipfix
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -48,7 +49,7 @@ func wantFlowGroups(r *flow.Record, groups []string) decodedFlow {
 // exporter does, into messages of at most maxSize bytes.
 func encodeGroups(t testing.TB, maxSize int, groups []string, recs []flow.Record) [][]byte {
 	t.Helper()
-	lay, err := newLayout(groups)
+	lay, err := newLayout(baseLayout, groups)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func TestUnknownGroupRejected(t *testing.T) {
 // docs/ipfix.md: with the BGP context a 1400-byte message holds 17 IPv4
 // or 12 IPv6 records.
 func TestRecordsPerMessageWithBGP(t *testing.T) {
-	lay, err := newLayout([]string{GroupBGP})
+	lay, err := newLayout(baseLayout, []string{GroupBGP})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,5 +196,69 @@ func TestRecordsPerMessageWithBGP(t *testing.T) {
 		if n != tt.want {
 			t.Errorf("IPv4 %v: %d records fit, docs say %d", tt.rec.IsIPv4(), n, tt.want)
 		}
+	}
+}
+
+// The fixed optional fields (fields.go) and the groups together: each
+// element decodes to its record's value, so neither part shifts the
+// other.
+func TestFieldsAndGroupsTogether(t *testing.T) {
+	recs := optionalRecords()
+	for i := range recs {
+		recs[i].BGP = flow.BGP{NextHop: netip.MustParseAddr("::ffff:192.0.2.9").As16(), NextAS: 65001 + uint32(i), PrevAS: 64999,
+			SrcPrefixLen: 16, DstPrefixLen: 24, Communities: string(binary.BigEndian.AppendUint32(nil, 65001<<16|uint32(i)))}
+	}
+	lay := mustLayout(newFlowLayout(fieldsAll), allGroups)
+	m := newMessageLayout(DefaultMaxMessageSize, lay)
+	if !m.addTemplates() {
+		t.Fatal("templates do not fit")
+	}
+	exp := &Exporter{defaultRate: 1, communities: true}
+	for i := range recs {
+		f := exp.entryWithCommunities(&recs[i], &m.comms)
+		if !m.addFlow(&f) {
+			t.Fatal("records do not fit")
+		}
+	}
+	b := m.finish(1740830400, 0, 1)
+	var v9 netflow.NFv9Packet
+	var pkt netflow.IPFIXPacket
+	if err := netflow.DecodeMessageVersion(bytes.NewBuffer(b), netflow.CreateTemplateSystem(), &v9, &pkt); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fs := range pkt.FlowSets {
+		s, ok := fs.(netflow.DataFlowSet)
+		if !ok {
+			continue
+		}
+		for _, r := range s.Records {
+			fm, err := fieldMap(r.Values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sport := beUint(fm[7])
+			i := slices.IndexFunc(recs, func(r flow.Record) bool { return uint64(r.SrcPort) == sport && r.IsIPv4() == (fm[8] != nil) })
+			if i < 0 {
+				t.Fatalf("decoded a record of source port %d that was not sent", sport)
+			}
+			comms, err := readBasicList(fm[485], 483, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantNH := []byte{192, 0, 2, 9}
+			if fm[8] == nil {
+				wantNH = netip.MustParseAddr("::ffff:192.0.2.9").AsSlice()
+			}
+			if beUint(fm[6]) != 0x13 || beUint(fm[52]) != 60 || beUint(fm[128]) != uint64(65001+i) || beUint(fm[129]) != 64999 ||
+				!bytes.Equal(append(fm[18], fm[63]...), wantNH) || comms != fmt.Sprintf("65001:%d", i) {
+				t.Errorf("record %d: tcp flags %x min TTL %d next AS %d prev AS %d next hop %v communities %q",
+					i, fm[6], beUint(fm[52]), beUint(fm[128]), beUint(fm[129]), append(fm[18], fm[63]...), comms)
+			}
+			n++
+		}
+	}
+	if n != len(recs) {
+		t.Errorf("decoded %d records, want %d", n, len(recs))
 	}
 }
