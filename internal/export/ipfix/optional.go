@@ -8,11 +8,14 @@ import (
 	"slices"
 )
 
-// Optional information elements follow the base fields of the flow
+// Groups of optional information elements follow the base fields and
+// the fixed optional fields (fields.go, Config.Fields) of the flow
 // templates, in the order of groupIEs, when their group is enabled
-// (Config.Optional). Adding one is one entry here, its value in flowEntry
-// and, for a new group, a name in the docs: templates, record lengths
-// and the encoder follow from this list.
+// (Config.Optional). Unlike those, they come from enrichment rather than
+// the datapath and may be variable-length (put appends). Adding one is
+// one entry here, its value in flowEntry and, for a new group, a name in
+// the docs: templates, record lengths and the encoder follow from this
+// list.
 
 // Groups of optional information elements.
 const (
