@@ -21,6 +21,9 @@ if [[ $(id -u) != 0 ]]; then
 fi
 RATE=${RATE:-100} DURATION=${DURATION:-60} LIFETIME=${LIFETIME:-5}
 KEEP=${KEEP:-4} PPS=${PPS:-2000} SETTLE=${SETTLE:-30}
+# PROFILES=DIR: run the agent with RFM_PPROF=1 and save its heap profile
+# at the start, the end and SETTLE s later as DIR/heap-{start,end,late}.pb.gz.
+PROFILES=${PROFILES:-}
 out=${OUT:-bench/churn-results.txt}
 PORT=9671
 NSA=rfmch-a-$$ NSB=rfmch-b-$$
@@ -31,6 +34,7 @@ cleanup() {
 	[[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null || true
 	for p in "${SENDERS[@]}"; do kill "$p" 2>/dev/null || true; done
 	[[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
+	[[ -n $PROFILES && -f $TMP/agent.log ]] && cp "$TMP/agent.log" "$PROFILES/" || true
 	ip netns del "$NSA" 2>/dev/null || true
 	ip netns del "$NSB" 2>/dev/null || true
 	rm -rf "$TMP"
@@ -57,6 +61,7 @@ for ((i = 0; i < KEEP; i++)); do
 	keep+=("lb$i")
 done
 
+[[ -n $PROFILES ]] && mkdir -p "$PROFILES" && export RFM_PPROF=1
 start_agent '["*"]'
 
 scrape() { ip netns exec "$NSB" curl -sf "http://127.0.0.1:$PORT/metrics"; }
@@ -86,6 +91,10 @@ state() {
 	echo "go_memstats_heap_inuse_bytes $(gauge go_memstats_heap_inuse_bytes)"
 	echo "go_memstats_heap_idle_bytes $(gauge go_memstats_heap_idle_bytes)"
 	echo "go_memstats_heap_released_bytes $(gauge go_memstats_heap_released_bytes)"
+	echo "go_memstats_next_gc_bytes $(gauge go_memstats_next_gc_bytes)"
+	if [[ -n $PROFILES ]]; then # live heap (after a GC) as pprof has it
+		ip netns exec "$NSB" curl -sf -o "$PROFILES/heap-$1.pb.gz" "http://127.0.0.1:$PORT/debug/pprof/heap?gc=1"
+	fi
 	echo "links-in-agent-netns $(ip -n "$NSB" -o link show | wc -l)"
 	echo "links-in-peer-netns $(ip -n "$NSA" -o link show | wc -l)"
 }
@@ -103,7 +112,7 @@ wait_attached_exactly() { # the long-lived interfaces and nothing else, within 6
 }
 wait_attached_exactly
 
-start_state=$(state)
+start_state=$(state start)
 declare -A k0_rx k0_tx a0_rx a0_tx k0_rxb a0_rxb
 for d in "${keep[@]}"; do
 	k0_rx[$d]=$(kstat "$d" rx_packets) k0_tx[$d]=$(kstat "$d" tx_packets) k0_rxb[$d]=$(kstat "$d" rx_bytes)
@@ -194,9 +203,9 @@ SENDERS=()
 kill "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
 sleep 2 # the last packets' counters, and a quiet agent
-end_state=$(state)
+end_state=$(state end)
 sleep "$SETTLE"
-late_state=$(state)
+late_state=$(state late)
 
 {
 	echo "# bench/churn.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(go version | cut -d' ' -f3), commit $(git rev-parse --short HEAD)"

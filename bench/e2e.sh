@@ -43,7 +43,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$AGENT_PID/stat"; }
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $8 }' /proc/stat; }
 CLK_TCK=$(getconf CLK_TCK)
 
-start_agent() {
+start_e2e_agent() {
 	local ring=$1
 	lab_agent "$ring"
 	for _ in $(seq 100); do
@@ -131,7 +131,7 @@ run_steps() {
 	echo "#          other engineers' processes included: busy_s near the maximum means a contended step."
 	for run in $(seq "$RUNS"); do
 		for ring in $RINGS; do
-			start_agent "$ring"
+			start_e2e_agent "$ring"
 			run_steps "$ring" "$run"
 			stop_agent
 		done

@@ -73,7 +73,7 @@ row() {
 		"$(mib $(($(value go_memstats_mspan_inuse_bytes "$m") + $(value go_memstats_mcache_inuse_bytes "$m") + $(value go_memstats_buck_hash_sys_bytes "$m") + $(value go_memstats_gc_sys_bytes "$m") + $(value go_memstats_other_sys_bytes "$m"))))"
 }
 
-start_agent() {
+start_measured_agent() {
 	lab_agent "" # the default ring_buf_size
 	# Up once its metrics listener is: checked with ss, without
 	# connecting, so the first measurement is of a never-scraped agent.
@@ -112,13 +112,13 @@ COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --qu
 	echo "# columns (MiB, bpf_locked KiB): VmRSS; anonymous = RssAnon; bpf_locked = memlock of the"
 	echo "#          agent's BPF maps; file = RssFile without mapped BPF maps; anon+bpf = what the agent"
 	echo "#          costs the machine (file pages are clean pages of the binary, kept by the page cache)"
-	echo "# Go:      the runtime's view from the same scrape; heap in use counts the flow table's"
-	echo "#          preallocated arrays in full, whose pages become resident only as flows fill them"
+	echo "# Go:      the runtime's view from the same scrape (heap in use includes garbage not yet"
+	echo "#          collected; the flow table is allocated as flows arrive)"
 	for run in $(seq "$RUNS"); do
 		echo
 		echo "## run $run"
 		printf '%-28s %9s %9s %11s %9s %9s\n' point VmRSS anonymous bpf_locked file anon+bpf
-		start_agent
+		start_measured_agent
 		row "idle, never scraped"
 		scrape >/dev/null
 		scrape >/dev/null

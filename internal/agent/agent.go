@@ -59,8 +59,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	memory := newMemoryCollector()
 	a := &agent{cfg: cfg, configPath: o.ConfigPath, log: o.Logger, startedAt: time.Now(),
-		keepCaps: o.KeepCapabilities, ifaces: ifaces, reg: newRegistry()}
+		keepCaps: o.KeepCapabilities, ifaces: ifaces, reg: newRegistry(memory), memory: memory}
 	a.sampleRate.Store(cfg.Agent.BPF.SampleRate)
 	// After a shutdown this does nothing; after a failed start it
 	// releases what was started.
@@ -108,6 +109,7 @@ type agent struct {
 	// What a component publishes for the components after it and for
 	// the control API; set while it is constructed or started.
 	reg      *prometheus.Registry
+	memory   *memoryCollector // in reg; the datapath gives it the BPF figure
 	enricher *enrich.Enricher
 	rib      *rib.RIB     // nil without BMP
 	station  *bmp.Station // nil without BMP
@@ -119,7 +121,7 @@ type agent struct {
 
 // newRegistry is the agent's Prometheus registry with the process-wide
 // collectors; stages register their own as they start.
-func newRegistry() *prometheus.Registry {
+func newRegistry(memory *memoryCollector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -128,7 +130,7 @@ func newRegistry() *prometheus.Registry {
 		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	reg.MustRegister(buildInfo, newMemoryCollector())
+	reg.MustRegister(buildInfo, memory)
 	return reg
 }
 
@@ -168,6 +170,7 @@ func (d *datapathStage) start() error {
 	if a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.RingBufSize, Fields: datapathFields(c)}); err != nil {
 		return err
 	}
+	a.memory.useBPFLocked(a.dp.LockedMemory)
 	return a.dp.SetConfig(a.datapathConfig(c.SampleRate))
 }
 
@@ -233,6 +236,7 @@ func unsampledHooks(b config.BPF) [2]bool {
 }
 
 func (d *datapathStage) stop() error {
+	d.a.memory.useBPFLocked(nil)
 	if d.a.dp != nil {
 		if err := d.a.dp.Close(); err != nil {
 			d.a.log.Warn("detach", "err", err)

@@ -42,7 +42,7 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 		},
 		Datapath: control.DatapathStatus{RingBufSize: cfg.BPF.RingBufSize},
 	}
-	if m, err := readMemoryUsage(); err == nil {
+	if m, err := readMemoryUsage(a.dp.LockedMemory); err == nil {
 		st.Memory = &control.MemoryStatus{Anonymous: m.Anonymous, BPFLocked: m.BPFLocked, File: m.File}
 	} else {
 		a.log.Debug("status without memory", "err", err)

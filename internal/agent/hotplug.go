@@ -118,7 +118,7 @@ func (s *interfacesStage) attachLink(l ifwatch.Link) error {
 	// An interface detached before (or its ifindex reused) may start
 	// flows again.
 	a.table.AllowInterface(uint32(l.Index))
-	a.ipfix.setInterfaces(a.dp.Interfaces())
+	a.ipfix.refreshInterfaces(a.dp.Interfaces)
 	a.log.Info("attached", "interface", l.Name, "ifindex", l.Index)
 	return nil
 }
@@ -137,6 +137,6 @@ func (s *interfacesStage) detachLink(l ifwatch.Link) {
 		a.log.Warn("detach", "interface", l.Name, "ifindex", l.Index, "err", err)
 	}
 	a.table.FlushInterface(uint32(l.Index))
-	a.ipfix.setInterfaces(a.dp.Interfaces())
+	a.ipfix.refreshInterfaces(a.dp.Interfaces)
 	a.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
 }

@@ -92,6 +92,9 @@ func (m *metricsServer) serve(reg *prometheus.Registry, core *prom.Collector, he
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if pprofEnabled() {
+		handlePprof(mux)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)

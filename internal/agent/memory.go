@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -34,8 +35,17 @@ type memoryUsage struct {
 	File uint64
 }
 
-// readMemoryUsage measures the running process from /proc/self.
-func readMemoryUsage() (memoryUsage, error) {
+// bpfLockedFunc returns the memlock of the BPF maps the agent holds.
+type bpfLockedFunc func() (uint64, error)
+
+// scanBPFMapsLocked finds every BPF map among the process's file
+// descriptors; exact whoever holds the maps, but a readlink per
+// descriptor (see datapath.LockedMemory).
+func scanBPFMapsLocked() (uint64, error) { return bpfMapsLocked("/proc/self/fd", "/proc/self/fdinfo") }
+
+// readMemoryUsage measures the running process from /proc/self, the
+// BPF maps' locked memory with locked (nil: scanBPFMapsLocked).
+func readMemoryUsage(locked bpfLockedFunc) (memoryUsage, error) {
 	var m memoryUsage
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -50,11 +60,14 @@ func readMemoryUsage() (memoryUsage, error) {
 	if err != nil {
 		return m, fmt.Errorf("memory usage: %w", err)
 	}
-	locked, err := bpfMapsLocked("/proc/self/fd", "/proc/self/fdinfo")
+	if locked == nil {
+		locked = scanBPFMapsLocked
+	}
+	bpf, err := locked()
 	if err != nil {
 		return m, fmt.Errorf("memory usage: %w", err)
 	}
-	m.Anonymous, m.BPFLocked = anon, locked
+	m.Anonymous, m.BPFLocked = anon, bpf
 	if file > mappedBPF {
 		m.File = file - mappedBPF
 	}
@@ -182,6 +195,19 @@ func parseDecimal(s string) (uint64, error) {
 // memoryCollector exports memoryUsage, measured at each scrape.
 type memoryCollector struct {
 	anonymous, bpfLocked, file *prometheus.Desc
+	// locked, once set (the datapath is loaded; every BPF map the
+	// agent holds is the datapath's), replaces the descriptor scan.
+	locked atomic.Pointer[bpfLockedFunc]
+}
+
+// useBPFLocked makes the collector take the BPF figure from f; nil
+// returns to the descriptor scan.
+func (c *memoryCollector) useBPFLocked(f bpfLockedFunc) {
+	if f == nil {
+		c.locked.Store(nil)
+		return
+	}
+	c.locked.Store(&f)
 }
 
 func newMemoryCollector() *memoryCollector {
@@ -202,7 +228,11 @@ func (c *memoryCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *memoryCollector) Collect(ch chan<- prometheus.Metric) {
-	m, err := readMemoryUsage()
+	var locked bpfLockedFunc
+	if f := c.locked.Load(); f != nil {
+		locked = *f
+	}
+	m, err := readMemoryUsage(locked)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.anonymous, err)
 		return

@@ -197,7 +197,7 @@ func TestMemoryCollector(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("%d metrics, err %v; want 3", n, err)
 	}
-	m, err := readMemoryUsage()
+	m, err := readMemoryUsage(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,5 +207,40 @@ func TestMemoryCollector(t *testing.T) {
 	lint, err := testutil.GatherAndLint(reg)
 	if err != nil || len(lint) > 0 {
 		t.Fatalf("lint: %v %v", lint, err)
+	}
+}
+
+// Once given a source (the datapath's maps), the collector reports its
+// figure instead of scanning descriptors, and goes back to the scan
+// when the source is taken away.
+func TestMemoryCollectorBPFSource(t *testing.T) {
+	c := newMemoryCollector()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	locked := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "rfm_memory_bpf_locked_bytes" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no rfm_memory_bpf_locked_bytes")
+		return 0
+	}
+	c.useBPFLocked(func() (uint64, error) { return 123456789, nil })
+	if got := locked(); got != 123456789 {
+		t.Fatalf("with a source: %v, want 123456789", got)
+	}
+	c.useBPFLocked(nil)
+	scanned, err := scanBPFMapsLocked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := locked(); got != float64(scanned) {
+		t.Fatalf("without a source: %v, want the scan's %d", got, scanned)
 	}
 }

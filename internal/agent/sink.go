@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,9 @@ type ipfixSink struct {
 	// those that left it and still flush; their sockets are excluded
 	// from sampling as well. Guarded by agent.mu.
 	other []*ipfix.Exporter
+
+	aliasMu sync.Mutex
+	aliases map[aliasKey]string // of the interfaces last listed
 }
 
 var _ flow.PacedSink = (*ipfixSink)(nil)
@@ -61,19 +65,49 @@ func (s *ipfixSink) exporters() []*ipfix.Exporter { return s.cur.Load().Exporter
 
 func (s *ipfixSink) setInterfaces(in []datapath.Interface) {
 	if f := s.cur.Load(); f != nil {
-		f.SetInterfaces(exportInterfaces(in))
+		f.SetInterfaces(s.exportInterfaces(in))
+	}
+}
+
+// refreshInterfaces gives the exporters the interface list that list
+// returns, calling list only when there are exporters: hotplug calls
+// this on every attach and detach, and without IPFIX a copy of every
+// attached interface per change was only garbage (quadratic in churn).
+func (s *ipfixSink) refreshInterfaces(list func() []datapath.Interface) {
+	if f := s.cur.Load(); f != nil {
+		f.SetInterfaces(s.exportInterfaces(list()))
 	}
 }
 
 // exportInterfaces names the attached interfaces for the interface
 // options records, with their alias (IFLA_IFALIAS, as `ip link set DEV
-// alias TEXT` sets it) as the description.
-func exportInterfaces(in []datapath.Interface) []ipfix.Interface {
+// alias TEXT` sets it) as the description. The alias is read when an
+// interface first shows up in the list, not on every change of the list:
+// hotplug with thousands of interfaces would otherwise read each one's
+// alias per attach.
+func (s *ipfixSink) exportInterfaces(in []datapath.Interface) []ipfix.Interface {
+	s.aliasMu.Lock()
+	defer s.aliasMu.Unlock()
+	seen := make(map[aliasKey]string, len(in))
 	out := make([]ipfix.Interface, len(in))
 	for i, ifc := range in {
-		out[i] = ipfix.Interface{Index: uint32(ifc.Index), Name: ifc.Name, Description: interfaceAlias(ifc.Name)}
+		k := aliasKey{ifc.Index, ifc.Name}
+		alias, ok := s.aliases[k]
+		if !ok {
+			alias = interfaceAlias(ifc.Name)
+		}
+		seen[k] = alias
+		out[i] = ipfix.Interface{Index: uint32(ifc.Index), Name: ifc.Name, Description: alias}
 	}
+	s.aliases = seen
 	return out
+}
+
+// aliasKey names an interface for the alias cache: an ifindex reused by
+// another interface is another key.
+type aliasKey struct {
+	index int
+	name  string
 }
 
 // interfaceAlias reads an interface's alias from sysfs, which shows the
@@ -182,7 +216,7 @@ func (s *ipfixStage) reconfigure(cur, next *config.Config) (reconfig, error) {
 			a.ipfix.cur.Store(newExp)
 			a.ipfix.other = removed
 			if len(added) > 0 {
-				ifaces := exportInterfaces(a.dp.Interfaces())
+				ifaces := a.ipfix.exportInterfaces(a.dp.Interfaces())
 				for _, e := range added {
 					e.SetInterfaces(ifaces)
 				}

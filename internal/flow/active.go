@@ -26,7 +26,7 @@ func (t *Table) exportActiveLocked(cutoff int64, budget int) bool {
 			return true
 		}
 		t.due.popRoot()
-		e := &t.entries[top.idx]
+		e := t.arena.at(top.idx)
 		if e.ver != top.ver || e.packets == 0 {
 			continue // flow gone, or its slot reused
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -279,4 +280,28 @@ func BenchmarkUpdateBatchChurnEnriched(b *testing.B) {
 			updateFromRing(b, t, evs)
 		})
 	}
+}
+
+// BenchmarkFlowMemory reports the live heap of a table per active flow,
+// at 65,536 flows (the default max_flows) created in one go, after a
+// garbage collection: arena, index and queues. One op fills one table.
+func BenchmarkFlowMemory(b *testing.B) {
+	const n = 1 << 16
+	flows := benchFlows(n, rand.New(rand.NewPCG(3, 3)))
+	var perFlow float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		t := NewTable(Options{MaxFlows: n})
+		t.UpdateBatch(flows)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if t.Active() != n {
+			b.Fatalf("active = %d, want %d", t.Active(), n)
+		}
+		perFlow = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(t)
+	}
+	b.ReportMetric(perFlow, "B/flow")
 }

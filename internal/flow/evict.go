@@ -8,7 +8,7 @@ package flow
 // endFlow removes the flow in slot i and records the rest of it for the
 // sinks (nothing when its last delta record holds everything).
 func (t *Table) endFlow(i int32, reason EndReason) {
-	e := &t.entries[i]
+	e := t.arena.at(i)
 	if len(t.sinks) > 0 && e.packets > 0 {
 		t.ended = append(t.ended, t.record(e, reason))
 	}
@@ -17,10 +17,8 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 	t.bgpDst.release(e.bgpDst)
 	t.bgpSrc.release(e.bgpSrc)
 	e.bgpDst, e.bgpSrc = 0, 0
-	e.live = false
 	e.ver++
-	e.nextFree = t.freeHead
-	t.freeHead = i
+	t.arena.release(i)
 }
 
 // evictOldest ends the flow with the oldest last-seen. The table must not
@@ -35,7 +33,7 @@ func (t *Table) evictOldest() {
 func (t *Table) popOldest() int32 {
 	for {
 		top := t.queue.items[0]
-		e := &t.entries[top.idx]
+		e := t.arena.at(top.idx)
 		switch {
 		case e.ver != top.ver: // flow already gone
 			t.queue.popRoot()
@@ -72,7 +70,7 @@ func (t *Table) evictIdleLocked(cutoff int64, budget int) bool {
 		if top.at >= cutoff {
 			return true
 		}
-		e := &t.entries[top.idx]
+		e := t.arena.at(top.idx)
 		switch {
 		case e.ver != top.ver:
 			t.queue.popRoot()
@@ -109,14 +107,14 @@ func (t *Table) FlushInterface(ifindex uint32) {
 // with reason, scanning the arena at most scanChunk slots per lock hold.
 func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 	t.mu.Lock()
-	end := len(t.entries)
+	end := t.arena.len()
 	t.mu.Unlock()
 	cursor := 0
 	t.inChunks(true, func() bool {
-		end = min(end, len(t.entries)) // compactLocked may have emptied the arena
+		end = min(end, t.arena.len()) // compactLocked may have emptied the arena
 		for ended, look := 0, 0; cursor < end && ended < endChunk && look < scanChunk; cursor, look = cursor+1, look+1 {
-			e := &t.entries[cursor]
-			if !e.live || (byIfindex && e.key.Ifindex != ifindex) {
+			e := t.arena.at(int32(cursor))
+			if !e.live() || (byIfindex && e.key.Ifindex != ifindex) {
 				continue
 			}
 			t.endFlow(int32(cursor), reason)

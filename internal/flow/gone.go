@@ -43,6 +43,12 @@ func (g *goneInterfaces) expire(cutoff int64) {
 			delete(g.since, i)
 		}
 	}
+	if len(g.since) == 0 {
+		// A Go map keeps its buckets when emptied: after a burst of
+		// interface deletions it would hold room for all of them for
+		// good.
+		g.since = nil
+	}
 }
 
 // AllowInterface lets flows on ifindex start again: the interface was

@@ -96,7 +96,7 @@ func sameKey(a, b *Key) bool {
 func (x *flowIndex) home(tagged uint64) uint64 { return (tagged >> 32) & x.mask }
 
 // find returns the arena slot holding key k with hash h, or -1.
-func (x *flowIndex) find(h uint64, k *Key, entries []entry) int32 {
+func (x *flowIndex) find(h uint64, k *Key, a *arena) int32 {
 	tag := h >> 32
 	for i := tag & x.mask; ; i = (i + 1) & x.mask {
 		s := x.slots[i]
@@ -105,7 +105,7 @@ func (x *flowIndex) find(h uint64, k *Key, entries []entry) int32 {
 		}
 		if s>>32 == tag {
 			idx := int32(uint32(s)) - 1
-			if sameKey(&entries[idx].key, k) {
+			if sameKey(&a.at(idx).key, k) {
 				return idx
 			}
 		}

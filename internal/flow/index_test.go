@@ -28,14 +28,13 @@ func TestFlowIndexModel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(5, 5))
 			x := newFlowIndex(0)
-			var entries []entry
+			var entries arena
 			model := map[Key]int32{}
-			var free []int32
 			for step := range 20000 {
 				k := Key{SrcPort: uint16(rng.IntN(450)), Proto: 17}
 				k.Src[15] = byte(rng.IntN(2))
 				h := tc.hash(&x, &k)
-				got := x.find(h, &k, entries)
+				got := x.find(h, &k, &entries)
 				want, ok := model[k]
 				if !ok {
 					want = -1
@@ -46,17 +45,11 @@ func TestFlowIndexModel(t *testing.T) {
 				if ok {
 					x.remove(h, want)
 					delete(model, k)
-					free = append(free, want)
+					entries.release(want)
 					continue
 				}
-				var idx int32
-				if n := len(free); n > 0 {
-					idx, free = free[n-1], free[:n-1]
-				} else {
-					entries = append(entries, entry{})
-					idx = int32(len(entries) - 1)
-				}
-				entries[idx].key = k
+				idx := entries.alloc()
+				entries.at(idx).key = k
 				x.insert(h, idx)
 				model[k] = idx
 				if x.count != len(model) {
@@ -64,7 +57,7 @@ func TestFlowIndexModel(t *testing.T) {
 				}
 			}
 			for k, want := range model {
-				if got := x.find(tc.hash(&x, &k), &k, entries); got != want {
+				if got := x.find(tc.hash(&x, &k), &k, &entries); got != want {
 					t.Fatalf("final find(%v) = %d, want %d", k, got, want)
 				}
 			}

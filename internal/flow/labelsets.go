@@ -210,10 +210,10 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 		if n := len(t.sets.sets); n > len(sums) {
 			sums = append(sums, make([]setSum, n-len(sums))...)
 		}
-		end := min(start+rollupChunk, len(t.entries))
+		end := min(start+rollupChunk, t.arena.len())
 		for i := start; i < end; i++ {
-			e := &t.entries[i]
-			if !e.live {
+			e := t.arena.at(int32(i))
+			if !e.live() {
 				continue
 			}
 			s := &sums[e.set]
@@ -224,7 +224,7 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 			s.c.Packets += p * uint64(e.rate)
 			s.c.Bytes += b * uint64(e.rate)
 		}
-		done := end >= len(t.entries)
+		done := end >= t.arena.len()
 		if done {
 			rows := t.setRows[:0]
 			for i := range t.sets.sets {

@@ -35,6 +35,15 @@ type queueItem struct {
 func (q *ageQueue) len() int { return len(q.items) }
 
 func (q *ageQueue) push(it queueItem) {
+	if len(q.items) == cap(q.items) {
+		// Double: append grows a large slice by a quarter at a time,
+		// which leaves about four times the final size behind as
+		// garbage on the way to a full table (and resident until the
+		// runtime reuses or returns it).
+		grown := make([]queueItem, len(q.items), max(2*cap(q.items), 256))
+		copy(grown, q.items)
+		q.items = grown
+	}
 	q.items = append(q.items, it)
 	q.up(len(q.items) - 1)
 }

@@ -231,8 +231,8 @@ func TestTableShrinksAfterFlood(t *testing.T) {
 	if tab.Active() != 100 {
 		t.Fatalf("Active = %d after the flood went idle, want 100", tab.Active())
 	}
-	if got := len(tab.index.slots); got >= floodSlots/4 || cap(tab.entries) > 4*preallocFlows {
-		t.Fatalf("index %d slots (flood %d), arena capacity %d: not shrunk", got, floodSlots, cap(tab.entries))
+	if got := len(tab.index.slots); got >= floodSlots/4 || tab.arena.capacity() > 4*tab.hint {
+		t.Fatalf("index %d slots (flood %d), arena capacity %d: not shrunk", got, floodSlots, tab.arena.capacity())
 	}
 	// The survivors are intact and reachable.
 	sink.take()

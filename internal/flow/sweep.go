@@ -46,11 +46,11 @@ func (t *Table) refreshLabels() int {
 	if t.enricher == nil {
 		return 0
 	}
-	gen := t.enricher.Generation()
+	gen := uint32(t.enricher.Generation())
 	scanned, refreshed := 0, 0
 	for refreshed < refreshBudget {
 		t.mu.Lock()
-		n := len(t.entries)
+		n := t.arena.len()
 		if scanned >= n {
 			t.mu.Unlock()
 			break
@@ -60,8 +60,8 @@ func (t *Table) refreshLabels() int {
 			if t.refreshCursor >= n {
 				t.refreshCursor = 0
 			}
-			e := &t.entries[t.refreshCursor]
-			if e.live && e.gen != gen {
+			e := t.arena.at(int32(t.refreshCursor))
+			if e.live() && e.gen != gen {
 				buf = append(buf, refreshItem{idx: int32(t.refreshCursor), key: e.key})
 			}
 			t.refreshCursor++
@@ -78,10 +78,10 @@ func (t *Table) refreshLabels() int {
 		t.mu.Lock()
 		for i := range buf {
 			it := &buf[i]
-			if int(it.idx) >= len(t.entries) {
+			if int(it.idx) >= t.arena.len() {
 				continue // the arena was reset (table emptied) meanwhile
 			}
-			if e := &t.entries[it.idx]; e.live && sameKey(&e.key, &it.key) {
+			if e := t.arena.at(it.idx); e.live() && sameKey(&e.key, &it.key) {
 				t.setLabels(e, &it.labels)
 				e.gen = gen
 				t.detachSet(e) // counted so far stays in the old set
@@ -99,13 +99,12 @@ func (t *Table) refreshLabels() int {
 // a burst.
 func (t *Table) compactLocked() {
 	if t.index.count == 0 {
-		t.entries = t.entries[:0]
-		t.freeHead = -1
+		t.arena.reset(t.hint)
 		t.queue.reset()
 		t.due.reset()
 		return
 	}
-	current := func(it queueItem) bool { return t.entries[it.idx].ver == it.ver }
+	current := func(it queueItem) bool { return t.arena.at(it.idx).ver == it.ver }
 	if t.queue.len() > 2*t.index.count+1024 {
 		t.queue.rebuild(current)
 	}
@@ -123,23 +122,23 @@ func (t *Table) compactLocked() {
 func (t *Table) shrinkLocked() {
 	n := t.index.count
 	want := max(2*n, t.hint)
-	if cap(t.entries) <= 4*want && len(t.index.slots) <= 4*slotsFor(want) {
+	if t.arena.capacity() <= 4*want && len(t.index.slots) <= 4*slotsFor(want) {
 		return
 	}
-	old := t.entries
-	t.entries = make([]entry, 0, want)
+	old := t.arena
+	t.arena = arena{}
 	x := newFlowIndex(want)
 	x.seed = t.index.seed // keep the seed: hashes stay valid
 	t.index = x
-	t.queue.items = make([]queueItem, 0, want)
-	t.due.items = make([]queueItem, 0, want)
-	for i := range old {
-		e := &old[i]
-		if !e.live {
+	t.queue.items = make([]queueItem, 0, n)
+	t.due.items = make([]queueItem, 0, n)
+	for i := range old.len() {
+		e := old.at(int32(i))
+		if !e.live() {
 			continue
 		}
-		j := int32(len(t.entries))
-		t.entries = append(t.entries, *e)
+		j := t.arena.alloc()
+		*t.arena.at(j) = *e
 		t.index.insert(t.index.hash(&e.key), j)
 		// Pushing in arena order and then restoring heap order would be
 		// O(n) instead of O(n log n); these run once per flood.
@@ -155,6 +154,5 @@ func (t *Table) shrinkLocked() {
 			t.due.push(queueItem{at: at, idx: j, ver: e.ver})
 		}
 	}
-	t.freeHead = -1
 	t.refreshCursor = 0
 }

@@ -21,9 +21,9 @@ const (
 
 	// MaxFlowsCeiling bounds the table whatever MaxFlows says: with
 	// MaxFlows 0 ("no limit") a flood of spoofed sources would otherwise
-	// grow memory without bound. At about 210 bytes per flow (a 144-byte
+	// grow memory without bound. At about 190 bytes per flow (a 136-byte
 	// arena entry, index slots at most half full, two queue items) it is
-	// some 850 MiB.
+	// some 760 MiB.
 	MaxFlowsCeiling = 1 << 22
 
 	// endChunk bounds the work one lock hold does when ending many flows
@@ -40,9 +40,9 @@ const (
 	// The enricher runs between rounds, without the table lock.
 	refreshChunk = 1024
 
-	// preallocFlows caps what NewTable allocates up front; a larger table
-	// grows on demand.
-	preallocFlows = 1 << 16
+	// shrinkFloor bounds the room for flows that shrinkLocked keeps in
+	// a table with a max_flows: min(max_flows, shrinkFloor).
+	shrinkFloor = 1 << 16
 )
 
 // flowCeiling is MaxFlowsCeiling; tests lower it to flood a small table.
@@ -69,18 +69,10 @@ type Options struct {
 // pointers, so the garbage collector never scans the flow table however
 // large it grows.
 type entry struct {
-	// Read or written by every update: the key (compared by the index
-	// lookup), the rate and the counters, together in the first 80 bytes.
-	key     Key
-	ver     uint32 // bumped when the slot is freed; stale queue items compare it
-	rate    uint32 // 1-in-N rate of every packet counted in this flow
-	last    int64  // boot ns of the newest sampled packet
-	packets uint64 // sampled, since the current record started
-	bytes   uint64
-	set     int32 // label set (Table.sets) the flow counts in
-	// Optional fields, zero when the datapath reports none.
-	tcpFlags       uint8
-	ttlMin, ttlMax uint8
+	// 8-byte fields come before the key and 4-byte ones after it, so
+	// the key's size (a multiple of 4) costs no padding: at most the
+	// alignment of the few bytes kept next to the hot fields
+	// (TestEntryPadding checks).
 
 	first int64 // boot ns of the first sampled packet
 	// Set by the first active-timeout export: where the current record
@@ -89,19 +81,42 @@ type entry struct {
 	// is re-measured in between) and what earlier records held.
 	recStartWall           int64
 	prevPackets, prevBytes uint64
-	gen                    uint64 // Enricher.Generation() the labels came from
-	srcASN                 uint32
-	dstASN                 uint32
-	srcCity                uint32 // ids in Table.cities; 0 = unknown
-	dstCity                uint32
-	nextFree               int32 // free-list link while the slot is unused
-	inIfindex              uint32
-	outIfindex             uint32   // FIB egress of the first sampled packet
-	nextHop                [16]byte // and its gateway
-	bgpDst                 uint32   // id in Table.bgpDst; 0 = no destination route
-	bgpSrc                 uint32   // id in Table.bgpSrc; 0 = no source route
-	live                   bool
+
+	// Read or written by every update, together from last to ttlMax:
+	// the counters, the key (compared by the index lookup), the rate,
+	// the label set and the optional per-packet fields.
+	last    int64  // boot ns of the newest sampled packet
+	packets uint64 // sampled, since the current record started
+	bytes   uint64
+	key     Key
+	// ver is bumped when a flow takes the slot and when it leaves, so
+	// it is odd exactly while the slot holds a flow; a queue item
+	// carries the ver of its flow and is stale once they differ.
+	ver  uint32
+	rate uint32 // 1-in-N rate of every packet counted in this flow
+	set  int32  // label set (Table.sets) the flow counts in
+	// Optional fields, zero when the datapath reports none; updated by
+	// every event, so with the hot fields.
+	tcpFlags       uint8
+	ttlMin, ttlMax uint8
+	nextHop        [16]byte // FIB gateway of the first sampled packet
+
+	// gen is the low 32 bits of the Enricher.Generation() the labels
+	// came from: a refresh is missed only if a multiple of 2^32
+	// generations passes between two sweeps.
+	gen        uint32
+	srcASN     uint32
+	dstASN     uint32
+	srcCity    uint32 // ids in Table.cities; 0 = unknown
+	dstCity    uint32
+	inIfindex  uint32
+	outIfindex uint32 // FIB egress of the first sampled packet
+	bgpDst     uint32 // id in Table.bgpDst; 0 = no destination route
+	bgpSrc     uint32 // id in Table.bgpSrc; 0 = no source route
 }
+
+// live reports whether the slot holds a flow.
+func (e *entry) live() bool { return e.ver&1 == 1 }
 
 // Table aggregates sampled packet events into flows keyed by Key, ends
 // them on idle timeout, when the table is full (oldest last-seen first)
@@ -109,9 +124,8 @@ type entry struct {
 // for concurrent use; the collector takes the lock once per batch.
 type Table struct {
 	mu       sync.Mutex
-	entries  []entry           // arena; slots are reused through freeHead
+	arena    arena             // the flows; free slots are reused
 	index    flowIndex         // flow key -> arena slot
-	freeHead int32             // first free slot, -1 if none
 	queue    ageQueue          // eviction order, by last-seen
 	due      ageQueue          // active-timeout order, by start of the current record
 	cities   *cityTable        // city names behind entry.srcCity/dstCity
@@ -119,7 +133,7 @@ type Table struct {
 	bgpSrc   *refTable[bgpSrc] // and entry.bgpSrc
 	sets     labelSets         // Prometheus label sets and their totals
 	maxFlows int               // 0 = unlimited (up to flowCeiling)
-	hint     int               // flows NewTable sized for; shrinking stops there
+	hint     int               // shrinking stops at room for this many flows
 	ended    []Record          // flows ended under mu, not yet delivered
 	forced   uint64            // lack-of-resources evictions
 	idle     uint64            // idle-timeout evictions
@@ -165,20 +179,19 @@ type Table struct {
 // NewTable returns an empty flow table.
 func NewTable(o Options) *Table {
 	maxFlows := max(o.MaxFlows, 0)
-	hint := 1024
+	hint := chunkLen
 	if maxFlows > 0 {
-		hint = min(maxFlows, preallocFlows)
+		hint = min(maxFlows, shrinkFloor)
 	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Nothing is sized for hint up front: the garbage collector paces
+	// itself by the live heap, and room for flows that never come would
+	// count as live (see arena). Index and queues double as they fill.
 	t := &Table{
-		entries:  make([]entry, 0, hint),
-		index:    newFlowIndex(hint),
-		freeHead: -1,
-		queue:    ageQueue{items: make([]queueItem, 0, hint)},
-		due:      ageQueue{items: make([]queueItem, 0, hint)},
+		index:    newFlowIndex(chunkLen),
 		cities:   newCityTable(),
 		bgpDst:   newRefTable[bgpDst](),
 		bgpSrc:   newRefTable[bgpSrc](),
@@ -298,10 +311,11 @@ func (t *Table) updateGroup(evs []datapath.Event) {
 	}
 	for j := range evs {
 		if w := slots[(hashes[j]>>32)&mask]; w != 0 {
-			// First and last word of the part an update reads (key
-			// to bytes, 80 bytes), which spans two cache lines.
-			e := &t.entries[uint32(w)-1]
-			touched += uint64(e.key.Src[0]) + e.bytes
+			// The part an update reads (last to ttlMax, 87 bytes)
+			// spans two or three cache lines, as the entries fall:
+			// bytes at most 46 apart touch every one of them.
+			e := t.arena.at(int32(uint32(w) - 1))
+			touched += uint64(e.last) + uint64(e.key.Dst[0]) + uint64(e.ttlMax)
 		}
 	}
 	for j := range evs {
@@ -343,8 +357,8 @@ func rateOf(ev *datapath.Event) uint32 { return max(ev.SampleRate, 1) }
 
 // apply adds ev, whose key k has hash h, to its flow.
 func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
-	if i := t.index.find(h, k, t.entries); i >= 0 {
-		e := &t.entries[i]
+	if i := t.index.find(h, k, &t.arena); i >= 0 {
+		e := t.arena.at(i)
 		if e.rate != rateOf(ev) {
 			// Estimates multiply a flow's counts by its one rate: the
 			// flow sampled at the old rate ends here (forced end) and
@@ -389,8 +403,8 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	if t.index.count >= t.limit() {
 		t.evictOldest()
 	}
-	i := t.allocSlot()
-	e := &t.entries[i]
+	i := t.arena.alloc()
+	e := t.arena.at(i)
 	ns := int64(ev.BootNs)
 	*e = entry{
 		last:      ns,
@@ -398,10 +412,9 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 		bytes:     uint64(ev.Len),
 		key:       *k,
 		first:     ns,
-		ver:       e.ver,
+		ver:       e.ver + 1,
 		rate:      rateOf(ev),
 		inIfindex: ev.InIfindex,
-		live:      true,
 
 		tcpFlags:   ev.TCPFlags,
 		ttlMin:     ev.TTL,
@@ -412,7 +425,7 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,
 		// the next sweep sees a mismatch and refreshes.
-		e.gen = t.enricher.Generation()
+		e.gen = uint32(t.enricher.Generation())
 		l := t.enricher.Enrich(k.SrcAddr(), k.DstAddr())
 		t.setLabels(e, &l)
 	}
@@ -440,15 +453,6 @@ func (t *Table) bgpOf(e *entry) BGP {
 	d, s := t.bgpDst.get(e.bgpDst), t.bgpSrc.get(e.bgpSrc)
 	return BGP{NextHop: d.nextHop, NextAS: d.nextAS, PrevAS: s.prevAS, SrcPrefixLen: s.prefixLen,
 		DstPrefixLen: d.prefixLen, Communities: d.communities, LargeCommunities: d.largeCommunities}
-}
-
-func (t *Table) allocSlot() int32 {
-	if i := t.freeHead; i >= 0 {
-		t.freeHead = t.entries[i].nextFree
-		return i
-	}
-	t.entries = append(t.entries, entry{})
-	return int32(len(t.entries) - 1)
 }
 
 // segments is how many packets an event stands for: a GSO/GRO skb is

@@ -88,17 +88,17 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 		if topLockHeld != nil {
 			locked = time.Now()
 		}
-		end := min(start+topChunk, len(t.entries))
+		end := min(start+topChunk, t.arena.len())
 		chunk = chunk[:0]
 		for i := start; i < end; i++ {
-			if t.entries[i].live {
-				chunk = append(chunk, t.entries[i])
+			if e := t.arena.at(int32(i)); e.live() {
+				chunk = append(chunk, *e)
 			}
 		}
 		// City names are only ever appended, so the elements this
 		// slice header covers never change: safe to read unlocked.
 		cities = t.cities.names
-		done := end >= len(t.entries)
+		done := end >= t.arena.len()
 		t.mu.Unlock()
 		if topLockHeld != nil {
 			topLockHeld(time.Since(locked))

@@ -7,11 +7,12 @@
 package ifwatch
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,14 +80,15 @@ type Watcher struct {
 	nl   *netlink.Handle // for listing links in the watched namespace
 
 	// Owned by the event goroutine (and by Start before it runs).
-	sel      selection
-	present  map[int]candidate // every link of the namespace, as last seen
+	sel     selection
+	present map[int]candidate // every link of the namespace, as last seen
+	// attached is written only by the event goroutine, under mu, so
+	// that goroutine reads it without mu and Attached reads it with.
 	attached map[int]Link
 	warned   map[int]string // index -> name whose attach failure was already logged at Warn
 	sub      *subscription
 
-	mu       sync.Mutex
-	snapshot []Link // copy of attached for Attached(), sorted by index
+	mu sync.Mutex
 
 	errors atomic.Uint64
 
@@ -207,8 +209,13 @@ func (w *Watcher) replaceSelection(sel selection) {
 // Attached lists the links currently attached, by index.
 func (w *Watcher) Attached() []Link {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]Link(nil), w.snapshot...)
+	out := make([]Link, 0, len(w.attached))
+	for _, l := range w.attached {
+		out = append(out, l)
+	}
+	w.mu.Unlock()
+	slices.SortFunc(out, func(a, b Link) int { return cmp.Compare(a.Index, b.Index) })
+	return out
 }
 
 // Close stops following links. It does not detach anything: the agent
@@ -415,7 +422,9 @@ func (w *Watcher) apply(acts []action) {
 	for _, a := range acts {
 		l := a.link
 		if a.detach {
+			w.mu.Lock()
 			delete(w.attached, l.Index)
+			w.mu.Unlock()
 			w.log.Debug("ifwatch: detaching", "interface", l.Name, "ifindex", l.Index)
 			if w.opts.Detach != nil {
 				w.opts.Detach(l)
@@ -436,14 +445,11 @@ func (w *Watcher) apply(acts []action) {
 			continue
 		}
 		delete(w.warned, l.Index)
+		// No sorted copy is kept up to date here: with a thousand
+		// interfaces coming and going, copying the list per change was
+		// quadratic work and garbage; Attached builds it when asked.
+		w.mu.Lock()
 		w.attached[l.Index] = l
+		w.mu.Unlock()
 	}
-	snap := make([]Link, 0, len(w.attached))
-	for _, l := range w.attached {
-		snap = append(snap, l)
-	}
-	sort.Slice(snap, func(i, j int) bool { return snap[i].Index < snap[j].Index })
-	w.mu.Lock()
-	w.snapshot = snap
-	w.mu.Unlock()
 }

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package flow
+
+// arena holds the flow entries in fixed-size chunks, allocated as the
+// table fills. One slice sized up front for the default 65,536 flows
+// (10 MiB) was resident only as far as it was touched, but the garbage
+// collector counted all of it as live heap and let that much garbage
+// pile up before collecting: the agent's anonymous memory then grew by
+// up to the table's full size under allocation-heavy work such as
+// interface churn (see docs/performance.md). Growing one slice by append
+// instead would copy the whole table under the lock and briefly hold
+// both copies. Chunks are never moved, so a slot's address is stable.
+//
+// Slot i is chunks[i>>chunkShift][i&chunkMask]: the chunk pointers of a
+// 64k-flow table fit in one cache line pair, so the lookup costs one
+// L1 load more than a flat slice.
+type arena struct {
+	chunks []*[chunkLen]entry
+	n      int     // slots handed out so far; slots >= n are unused
+	free   []int32 // slots given back, reused before n grows
+}
+
+const (
+	chunkShift = 10
+	chunkLen   = 1 << chunkShift // 1024 entries, 128 KiB
+	chunkMask  = chunkLen - 1
+)
+
+// at returns slot i, which must be below len.
+func (a *arena) at(i int32) *entry { return &a.chunks[uint32(i)>>chunkShift][uint32(i)&chunkMask] }
+
+// len is the number of slots handed out, live or free; scans go up to it.
+func (a *arena) len() int { return a.n }
+
+// alloc returns a free slot, reusing given-back ones first.
+func (a *arena) alloc() int32 {
+	if n := len(a.free); n > 0 {
+		i := a.free[n-1]
+		a.free = a.free[:n-1]
+		return i
+	}
+	if a.n == len(a.chunks)*chunkLen {
+		a.chunks = append(a.chunks, new([chunkLen]entry))
+	}
+	a.n++
+	return int32(a.n - 1)
+}
+
+// release gives slot i back for reuse.
+func (a *arena) release(i int32) { a.free = append(a.free, i) }
+
+// reset forgets every slot, keeping the chunks that hold the first keep
+// slots (a table that emptied after a flood gives the rest back).
+func (a *arena) reset(keep int) {
+	k := min((keep+chunkLen-1)/chunkLen, len(a.chunks))
+	clear(a.chunks[k:])
+	a.chunks = a.chunks[:k]
+	a.n = 0
+	a.free = nil
+}
+
+// capacity is the number of slots the allocated chunks hold.
+func (a *arena) capacity() int { return len(a.chunks) * chunkLen }

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package flow
+
+import (
+	"reflect"
+	"runtime"
+	"testing"
+)
+
+// A new table allocates room for a few flows, not for max_flows: room
+// allocated up front counts as live heap, and the garbage collector lets
+// as much garbage again accumulate before it collects.
+func TestNewTableAllocatesLittle(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	tab := NewTable(Options{MaxFlows: 1 << 16})
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(tab)
+	// A 64k-flow table takes about 12 MiB once full; the start-up
+	// allocation must be a small fraction of that.
+	if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
+		t.Fatalf("NewTable(MaxFlows: 65536) allocated %d bytes, want at most 256 KiB", got)
+	}
+}
+
+// Slots keep their address while the arena grows, freed slots are reused
+// before new ones, and reset keeps only the chunks asked for.
+func TestArena(t *testing.T) {
+	var a arena
+	first := a.alloc()
+	p := a.at(first)
+	p.rate = 7
+	for range 3 * chunkLen {
+		a.alloc()
+	}
+	if a.at(first) != p || p.rate != 7 {
+		t.Fatal("slot 0 moved or changed while the arena grew")
+	}
+	if a.len() != 3*chunkLen+1 || a.capacity() != 4*chunkLen {
+		t.Fatalf("len/capacity = %d/%d, want %d/%d", a.len(), a.capacity(), 3*chunkLen+1, 4*chunkLen)
+	}
+	a.release(5)
+	a.release(9)
+	if got := a.alloc(); got != 9 {
+		t.Fatalf("alloc after releasing 5 and 9 = %d, want 9", got)
+	}
+	if got := a.alloc(); got != 5 {
+		t.Fatalf("second alloc = %d, want 5", got)
+	}
+	if got := a.alloc(); got != 3*chunkLen+1 {
+		t.Fatalf("alloc with nothing free = %d, want %d", got, 3*chunkLen+1)
+	}
+	a.reset(chunkLen + 1)
+	if a.len() != 0 || a.capacity() != 2*chunkLen {
+		t.Fatalf("after reset(chunkLen+1): len/capacity = %d/%d, want 0/%d", a.len(), a.capacity(), 2*chunkLen)
+	}
+	if got := a.alloc(); got != 0 || a.at(0) != p {
+		t.Fatalf("first alloc after reset = %d (same memory: %v), want 0 in the kept chunk", got, a.at(0) == p)
+	}
+}
+
+// The entry's fields are ordered so that padding costs less than one
+// alignment unit (a field added to Key or entry should keep it so).
+func TestEntryPadding(t *testing.T) {
+	typ := reflect.TypeFor[entry]()
+	var fields uintptr
+	for i := range typ.NumField() {
+		fields += typ.Field(i).Type.Size()
+	}
+	align := uintptr(typ.Align())
+	if want := (fields + align - 1) / align * align; typ.Size() != want {
+		t.Errorf("entry is %d bytes; its fields take %d, %d with the tail padded", typ.Size(), fields, want)
+	}
+}
