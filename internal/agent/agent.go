@@ -212,15 +212,21 @@ func (d *datapathStage) reconfigure(cur, next *config.Config) (reconfig, error) 
 // agent.bpf.fields and agent.bpf.fib_lookup. ICMP type and code need
 // none: they are in the destination port whatever the fields.
 func datapathFields(b config.BPF) datapath.Fields {
-	var f datapath.Fields
-	for name, bit := range map[string]datapath.Fields{"tcp_flags": datapath.FieldTCPFlags,
-		"dscp": datapath.FieldDSCP, "ttl": datapath.FieldTTL, "vlan": datapath.FieldVLAN} {
+	return fieldBits(b, map[string]datapath.Fields{"tcp_flags": datapath.FieldTCPFlags,
+		"dscp": datapath.FieldDSCP, "ttl": datapath.FieldTTL, "vlan": datapath.FieldVLAN}, datapath.FieldFIB)
+}
+
+// fieldBits is the set of bits of the fields agent.bpf.fields lists, and
+// fib for agent.bpf.fib_lookup.
+func fieldBits[F ~uint32](b config.BPF, bits map[string]F, fib F) F {
+	var f F
+	for name, bit := range bits {
 		if b.HasField(name) {
 			f |= bit
 		}
 	}
 	if b.FIBLookup {
-		f |= datapath.FieldFIB
+		f |= fib
 	}
 	return f
 }

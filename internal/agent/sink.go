@@ -352,15 +352,6 @@ func newExporter(a *config.Agent, fields ipfix.Fields, col config.IPFIXCollector
 // exportFields are the optional elements of the IPFIX flow templates for
 // agent.bpf.fields and agent.bpf.fib_lookup.
 func exportFields(b config.BPF) ipfix.Fields {
-	var f ipfix.Fields
-	for name, bit := range map[string]ipfix.Fields{"tcp_flags": ipfix.FieldTCPFlags, "dscp": ipfix.FieldDSCP,
-		"icmp": ipfix.FieldICMP, "ttl": ipfix.FieldTTL, "vlan": ipfix.FieldVLAN} {
-		if b.HasField(name) {
-			f |= bit
-		}
-	}
-	if b.FIBLookup {
-		f |= ipfix.FieldNextHop
-	}
-	return f
+	return fieldBits(b, map[string]ipfix.Fields{"tcp_flags": ipfix.FieldTCPFlags, "dscp": ipfix.FieldDSCP,
+		"icmp": ipfix.FieldICMP, "ttl": ipfix.FieldTTL, "vlan": ipfix.FieldVLAN}, ipfix.FieldNextHop)
 }
