@@ -75,8 +75,9 @@ enum rfm_family {
 // MPLS labels walked to the bottom of the stack.
 #define RFM_MAX_LABELS 8
 
-#define RFM_CFG_EXCLUDE 1u  // exclude[0] is valid
-#define RFM_CFG_EXCLUDE2 2u // exclude[1] is valid
+// Exporter sockets excluded from sampling: one per IPFIX collector (at
+// most 8), and during a reload the old and the new one of each.
+#define RFM_MAX_EXCLUDE 16
 // No sampling at this hook (agent.bpf.directions); its packets are still
 // counted. Shifted by the direction: RFM_CFG_UNSAMPLED << dir.
 #define RFM_CFG_UNSAMPLED 4u // ingress; 8u egress
@@ -92,15 +93,15 @@ struct rfm_exclude {
 struct rfm_config {
 	__u32 sample_rate; // 1-in-N; 0 disables sampling
 	__u32 flags;       // RFM_CFG_*
-	// Two slots, so a reload that replaces the exporter can exclude the
-	// old and the new socket while both send.
-	struct rfm_exclude exclude[2];
+	__u32 n_exclude;   // valid entries of exclude, 0..RFM_MAX_EXCLUDE
+	struct rfm_exclude exclude[RFM_MAX_EXCLUDE];
 	// Wake the consumer only once this many bytes wait in the ring; it
 	// polls on a short timer for the rest. Waking per event costs more
 	// than the event itself.
 	__u32 wakeup_bytes;
 	// Events per ring record, 1..RFM_BATCH (0 means RFM_BATCH).
 	__u32 batch_events;
+	__u32 pad; // explicit, so the Go mirror needs no hidden padding
 	// A partial batch is written out this long after its first event.
 	__u64 batch_flush_ns;
 };
@@ -346,12 +347,16 @@ static __always_inline int rfm_excluded_by(const struct rfm_exclude *x,
 static __always_inline int rfm_excluded(const struct rfm_config *cfg,
 					const struct rfm_event *e)
 {
-	if (!(cfg->flags & (RFM_CFG_EXCLUDE | RFM_CFG_EXCLUDE2)) ||
-	    e->proto != IPPROTO_UDP)
+	__u32 n = cfg->n_exclude;
+	if (!n || e->proto != IPPROTO_UDP)
 		return 0;
-	if ((cfg->flags & RFM_CFG_EXCLUDE) && rfm_excluded_by(&cfg->exclude[0], e))
-		return 1;
-	return (cfg->flags & RFM_CFG_EXCLUDE2) && rfm_excluded_by(&cfg->exclude[1], e);
+	for (__u32 i = 0; i < RFM_MAX_EXCLUDE; i++) {
+		if (i >= n)
+			break;
+		if (rfm_excluded_by(&cfg->exclude[i], e))
+			return 1;
+	}
+	return 0;
 }
 
 static __always_inline int rfm_has_ports(__u8 proto)

@@ -48,20 +48,11 @@
 #define RFM_F_VLAN 8u
 #define RFM_FIELDS_VERSION 1
 
-struct rfm_exclude {
-	__u8 src[16];
-	__u8 dst[16];
-	__u16 sport;
-	__u16 dport;
-};
-
+// Only the first member of bpf/rfm.c's struct rfm_config is read here;
+// the rest changes with the TC datapath, so userspace sizes this map as
+// the shared one is (internal/datapath/xdp: Load).
 struct rfm_config {
-	__u32 sample_rate;
-	__u32 flags;
-	struct rfm_exclude exclude[2];
-	__u32 wakeup_bytes;
-	__u32 batch_events;
-	__u64 batch_flush_ns;
+	__u32 sample_rate; // first in bpf/rfm.c's struct rfm_config
 };
 
 struct rfm_iface_counters {

@@ -128,10 +128,15 @@ func renderStatus(w io.Writer, s control.Status) error {
 		s.Flows.Active, capacity, s.Flows.IdleTimeout, s.Flows.ForcedEvictions, s.Flows.IdleEvictions))
 	row(tw, "datapath", fmt.Sprintf("ring buffer %s, %d ring drops, %d malformed",
 		bufferSize(s.Datapath.RingBufSize), s.Datapath.RingDrops, s.Datapath.Malformed))
-	if x := s.IPFIX; x != nil {
+	cols := s.IPFIXCollectors
+	if len(cols) == 0 && s.IPFIX != nil {
+		cols = []control.IPFIXStatus{*s.IPFIX} // an agent from before several collectors
+	}
+	for _, x := range cols {
 		row(tw, "ipfix", fmt.Sprintf("to %s: %d records in %d messages, %d dropped, %d errors",
 			x.Collector, x.Records, x.Messages, x.Dropped, x.Errors))
-	} else {
+	}
+	if len(cols) == 0 {
 		row(tw, "ipfix", "disabled")
 	}
 	if b := s.BMP; b != nil {
@@ -373,14 +378,22 @@ func renderRIBLookup(w io.Writer, l control.RIBLookup) error {
 
 // routesTable lists routes of one prefix, best first.
 func routesTable(w io.Writer, routes []control.RIBRoute) error {
-	withPathID := false
+	withPathID, withNextHop, withCommunities := false, false, false
 	for _, r := range routes {
 		withPathID = withPathID || r.PathID != 0
+		withNextHop = withNextHop || r.NextHop.IsValid()
+		withCommunities = withCommunities || len(r.Communities)+len(r.LargeCommunities) > 0
 	}
 	tw := newTable(w)
 	head := []string{"PREFIX", "ORIGIN", "AS PATH", "ROUTER", "PEER", "VIEW"}
 	if withPathID {
 		head = append(head, "PATH ID")
+	}
+	if withNextHop {
+		head = append(head, "NEXT HOP")
+	}
+	if withCommunities {
+		head = append(head, "COMMUNITIES")
 	}
 	row(tw, head...)
 	for _, r := range routes {
@@ -392,6 +405,16 @@ func routesTable(w io.Writer, routes []control.RIBRoute) error {
 		cells := []string{r.Prefix.String(), origin, r.ASPath, routerName(r.Router, r.RouterName), peer, r.View}
 		if withPathID {
 			cells = append(cells, strconv.FormatUint(uint64(r.PathID), 10))
+		}
+		if withNextHop {
+			nh := "-"
+			if r.NextHop.IsValid() {
+				nh = r.NextHop.String()
+			}
+			cells = append(cells, nh)
+		}
+		if withCommunities {
+			cells = append(cells, strings.Join(append(append([]string(nil), r.Communities...), r.LargeCommunities...), " "))
 		}
 		row(tw, cells...)
 	}

@@ -100,6 +100,23 @@ func TestRender(t *testing.T) {
 					Peer: netip.MustParseAddr("198.18.1.1"), PeerASN: 64500, View: "pre-policy"},
 			}})
 		}},
+		{"rib_lookup_bgp", func(b *bytes.Buffer) error {
+			return renderRIBLookup(b, control.RIBLookup{Addr: netip.MustParseAddr("198.19.1.5"), FlowASN: 65010, Routes: []control.RIBRoute{
+				{Prefix: netip.MustParsePrefix("198.19.1.0/24"), Origin: 65010, ASPath: "65001 65010", Router: netip.MustParseAddr("127.0.0.1"),
+					RouterName: "r2", Peer: netip.IPv4Unspecified(), PeerASN: 65002, View: "loc-rib", NextHop: netip.MustParseAddr("198.18.0.2"),
+					Communities: []string{"65001:100"}, LargeCommunities: []string{"65001:1:2"}},
+				{Prefix: netip.MustParsePrefix("198.19.1.0/24"), Origin: 65010, ASPath: "65001 65010", Router: netip.MustParseAddr("127.0.0.1"),
+					RouterName: "r2", Peer: netip.MustParseAddr("127.0.0.11"), PeerASN: 65001, View: "pre-policy"},
+			}})
+		}},
+		{"status_two_collectors", func(b *bytes.Buffer) error {
+			return renderStatus(b, control.Status{Version: "dev", Uptime: 4.6, ConfigPath: "rfm.toml", SampleRate: 1,
+				Flows: control.FlowTableStatus{IdleTimeout: "1m0s"}, Datapath: control.DatapathStatus{RingBufSize: 4096},
+				IPFIXCollectors: []control.IPFIXStatus{
+					{Collector: "198.18.0.2:4739", Records: 48213, Messages: 1630},
+					{Collector: "198.18.0.3:2055", Records: 48000, Messages: 1620, Dropped: 213, Errors: 7},
+				}})
+		}},
 		{"rib_lookup_none", func(b *bytes.Buffer) error {
 			return renderRIBLookup(b, control.RIBLookup{Addr: netip.MustParseAddr("2001:db8::1")})
 		}},

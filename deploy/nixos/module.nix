@@ -142,13 +142,25 @@ in
             rules = opt (lib.types.listOf settingsFormat.type) ''Ordered [[agent.xdp.rules]] tables (name, action, src, dst, proto, src_ports, dst_ports, pps); first match wins.'';
           };
 
-          ipfix = section "IPFIX export; off unless host or port is set." {
-            host = opt lib.types.str ''Collector address or name (default "::1" when only port is set).'';
+          ipfix = section "IPFIX export; off unless host or port is set, or collectors are listed." {
+            host = opt lib.types.str ''Collector address or name (default "::1" when only port is set); the one-collector form.'';
             port = opt lib.types.port "Collector UDP port (default 4739 when only host is set).";
             bind = section "Fixed source of the exporter socket." {
               host = opt lib.types.str "Source address.";
               port = opt lib.types.port "Source port; 0 = ephemeral (still fixed for the process lifetime).";
             };
+            collectors = opt (lib.types.listOf (lib.types.submodule {
+              freeformType = settingsFormat.type;
+              options = {
+                host = opt lib.types.str ''Collector address or name (default "::1" when only port is set).'';
+                port = opt lib.types.port "Collector UDP port (default 4739 when only host is set).";
+                bind = section "Fixed source of this collector's exporter socket." {
+                  host = opt lib.types.str "Source address.";
+                  port = opt lib.types.port "Source port; 0 = ephemeral.";
+                };
+              };
+            })) "Several collectors ([[agent.ipfix.collectors]], at most 8), each with its own socket, templates and queue; not together with host, port and bind.";
+            bgp_communities = opt lib.types.bool "With a BMP-fed RIB, also export the destination route's communities (RFC 8549 basicLists; default false).";
             observation_domain_id = opt positive "Observation domain ID, > 0 (default 1).";
             template_refresh = opt duration ''How often templates are resent, >= 1s (default "60s").'';
             max_message_size = opt (lib.types.ints.between 512 65507) "UDP payload bytes per message (default 1400).";

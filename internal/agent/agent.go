@@ -213,15 +213,21 @@ func (d *datapathStage) reconfigure(cur, next *config.Config) (reconfig, error) 
 // agent.bpf.fields and agent.bpf.fib_lookup. ICMP type and code need
 // none: they are in the destination port whatever the fields.
 func datapathFields(b config.BPF) datapath.Fields {
-	var f datapath.Fields
-	for name, bit := range map[string]datapath.Fields{"tcp_flags": datapath.FieldTCPFlags,
-		"dscp": datapath.FieldDSCP, "ttl": datapath.FieldTTL, "vlan": datapath.FieldVLAN} {
+	return fieldBits(b, map[string]datapath.Fields{"tcp_flags": datapath.FieldTCPFlags,
+		"dscp": datapath.FieldDSCP, "ttl": datapath.FieldTTL, "vlan": datapath.FieldVLAN}, datapath.FieldFIB)
+}
+
+// fieldBits is the set of bits of the fields agent.bpf.fields lists, and
+// fib for agent.bpf.fib_lookup.
+func fieldBits[F ~uint32](b config.BPF, bits map[string]F, fib F) F {
+	var f F
+	for name, bit := range bits {
 		if b.HasField(name) {
 			f |= bit
 		}
 	}
 	if b.FIBLookup {
-		f |= datapath.FieldFIB
+		f |= fib
 	}
 	return f
 }
@@ -247,14 +253,8 @@ func (d *datapathStage) stop() error {
 }
 
 // datapathConfig is the BPF config for a sample rate, excluding the IPFIX
-// exporter's own packets so exporting never creates flows.
+// exporters' own packets (the running ones and, during a reload, those
+// starting or still flushing) so exporting never creates flows.
 func (a *agent) datapathConfig(rate uint32) datapath.Config {
-	dpCfg := datapath.Config{SampleRate: rate, Unsampled: a.unsampled}
-	if e := a.ipfix.cur.Load(); e != nil {
-		dpCfg.Exclude = datapath.Tuple{Src: e.LocalAddr(), Dst: e.RemoteAddr()}
-	}
-	if e := a.ipfix.other; e != nil {
-		dpCfg.ExcludeAlso = datapath.Tuple{Src: e.LocalAddr(), Dst: e.RemoteAddr()}
-	}
-	return dpCfg
+	return datapath.Config{SampleRate: rate, Unsampled: a.unsampled, Exclude: excludeTuples(a.ipfix.exporters(), a.ipfix.other)}
 }

@@ -78,9 +78,13 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 	if s, err := a.dp.Stats(); err == nil {
 		st.Datapath.RingDrops, st.Datapath.Malformed = s.RingDrops, s.Malformed
 	}
-	if e := a.ipfix.cur.Load(); e != nil {
+	for _, e := range a.ipfix.exporters() {
 		s := e.Stats()
-		st.IPFIX = &control.IPFIXStatus{Collector: e.RemoteAddr().String(), Records: s.Records, Messages: s.Messages, Dropped: s.Dropped, Errors: s.Errors}
+		st.IPFIXCollectors = append(st.IPFIXCollectors, control.IPFIXStatus{
+			Collector: e.RemoteAddr().String(), Records: s.Records, Messages: s.Messages, Dropped: s.Dropped, Errors: s.Errors})
+	}
+	if len(st.IPFIXCollectors) > 0 {
+		st.IPFIX = &st.IPFIXCollectors[0]
 	}
 	if a.station != nil {
 		counts := a.rib.Counts()
@@ -198,11 +202,19 @@ func (c controlAgent) RIBLookup(_ context.Context, addr netip.Addr) (control.RIB
 	}
 	out.FlowASN = a.enricher.ASN(addr)
 	route := func(r rib.RouteInfo) control.RIBRoute {
-		return control.RIBRoute{
+		out := control.RIBRoute{
 			Prefix: r.Prefix, Origin: r.Origin, ASPath: r.Path.String(),
 			Router: r.Router.Addr, RouterName: r.Router.Name,
 			Peer: r.Peer.Addr, PeerASN: r.PeerASN, View: r.View.String(), PathID: r.PathID,
+			NextHop: r.Path.NextHop(),
 		}
+		for _, c := range r.Path.Communities() {
+			out.Communities = append(out.Communities, fmt.Sprintf("%d:%d", c>>16, c&0xffff))
+		}
+		for _, c := range r.Path.LargeCommunities() {
+			out.LargeCommunities = append(out.LargeCommunities, fmt.Sprintf("%d:%d:%d", c.Global, c.Local1, c.Local2))
+		}
+		return out
 	}
 	for _, r := range a.rib.LookupAll(addr) {
 		out.Routes = append(out.Routes, route(r))

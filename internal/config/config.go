@@ -71,16 +71,52 @@ type Collector struct {
 }
 
 type IPFIX struct {
-	Host                string   `toml:"host"` // "" and Port 0: export disabled
-	Port                int      `toml:"port"`
-	Bind                Endpoint `toml:"bind"`
-	ObservationDomainID uint32   `toml:"observation_domain_id"` // default 1, > 0
-	TemplateRefresh     Duration `toml:"template_refresh"`      // default 60s, >= 1s
-	MaxMessageSize      int      `toml:"max_message_size"`      // default 1400, 512..65507
+	// Host, Port and Bind are the one-collector form; Collectors lists
+	// several. A file uses one form or the other.
+	Host                string           `toml:"host"` // "" and Port 0: export disabled
+	Port                int              `toml:"port"`
+	Bind                Endpoint         `toml:"bind"`
+	Collectors          []IPFIXCollector `toml:"collectors"`            // [[agent.ipfix.collectors]], at most MaxIPFIXCollectors
+	ObservationDomainID uint32           `toml:"observation_domain_id"` // default 1, > 0
+	TemplateRefresh     Duration         `toml:"template_refresh"`      // default 60s, >= 1s
+	MaxMessageSize      int              `toml:"max_message_size"`      // default 1400, 512..65507
+	// BGPCommunities adds the destination route's communities (RFC 8549
+	// basicLists) to the BGP context records carry with a BMP-fed RIB.
+	BGPCommunities bool `toml:"bgp_communities"`
 }
 
+// IPFIXCollector is one collector of [[agent.ipfix.collectors]]: each
+// gets its own socket (from Bind), templates, sequence numbers and queue.
+type IPFIXCollector struct {
+	Host string   `toml:"host"` // default "::1" when Port is set
+	Port int      `toml:"port"` // default 4739 when Host is set
+	Bind Endpoint `toml:"bind"`
+}
+
+// Addr is the collector's "host:port"; the host may be a name.
+func (c IPFIXCollector) Addr() string { return joinHostPort(c.Host, c.Port) }
+
 // Enabled reports whether IPFIX export is configured.
-func (c IPFIX) Enabled() bool { return c.Host != "" && c.Port != 0 }
+func (c IPFIX) Enabled() bool { return len(c.Targets()) > 0 }
+
+// Targets returns the collectors to export to in either form of the
+// file: the Collectors list, or the one-collector host/port/bind.
+func (c IPFIX) Targets() []IPFIXCollector {
+	if len(c.Collectors) > 0 {
+		return c.Collectors
+	}
+	if c.Host != "" && c.Port != 0 {
+		return []IPFIXCollector{{Host: c.Host, Port: c.Port, Bind: c.Bind}}
+	}
+	return nil
+}
+
+// Equal reports whether two IPFIX sections are the same.
+func (c IPFIX) Equal(o IPFIX) bool {
+	return c.Host == o.Host && c.Port == o.Port && c.Bind == o.Bind &&
+		slices.Equal(c.Collectors, o.Collectors) && c.ObservationDomainID == o.ObservationDomainID &&
+		c.TemplateRefresh == o.TemplateRefresh && c.MaxMessageSize == o.MaxMessageSize && c.BGPCommunities == o.BGPCommunities
+}
 
 type Endpoint struct {
 	Host string `toml:"host"`

@@ -4,6 +4,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -94,6 +95,16 @@ func TestPartialDefaults(t *testing.T) {
 			func(c *Config) any { return c.Agent.IPFIX.Enabled() }, false},
 		{"ipfix bind only does not enable export", "[agent.ipfix.bind]\nhost = \"::1\"\n",
 			func(c *Config) any { return c.Agent.IPFIX.Enabled() }, false},
+		{"collectors: defaults per collector", "[[agent.ipfix.collectors]]\nhost = \"192.0.2.1\"\n[[agent.ipfix.collectors]]\nport = 2055\nbind = {host = \"[2001:db8::1]\", port = 40000}\n",
+			func(c *Config) any {
+				var out []string
+				for _, t := range c.Agent.IPFIX.Targets() {
+					out = append(out, t.Addr()+" from "+t.Bind.Addr())
+				}
+				return strings.Join(out, ", ")
+			}, "192.0.2.1:4739 from :0, [::1]:2055 from [2001:db8::1]:40000"},
+		{"one-collector form is one target", "[agent.ipfix]\nhost = \"192.0.2.1\"\nbind = {port = 4000}\n",
+			func(c *Config) any { return c.Agent.IPFIX.Targets() }, []IPFIXCollector{{Host: "192.0.2.1", Port: 4739, Bind: Endpoint{Port: 4000}}}},
 		{"bind bracketed IPv6 normalised", "[agent.ipfix.bind]\nhost = \"[2001:db8::1]\"\nport = 40000\n",
 			func(c *Config) any { return c.Agent.IPFIX.Bind.Addr() }, "[2001:db8::1]:40000"},
 		{"bmp host only: port 11019", "[agent.enrich.rib.bmp]\nhost = \"127.0.0.1\"\n",
@@ -211,6 +222,24 @@ func TestRejections(t *testing.T) {
 		{"ipfix host space", base + "[agent.ipfix]\nhost = \"a b\"\n", "agent.ipfix.host", `"a b"`},
 		{"ipfix host empty label", base + "[agent.ipfix]\nhost = \"a..b\"\n", "agent.ipfix.host", `"a..b"`},
 		{"ipfix host bad IPv4", base + "[agent.ipfix]\nhost = \"192.0.2.300\"\n", "agent.ipfix.host", `"192.0.2.300"`},
+		{"bgp_communities not a bool", base + "[agent.ipfix]\nbgp_communities = \"yes\"\n", "agent.ipfix.bgp_communities", `"yes"`},
+		{"collectors with host", base + "[agent.ipfix]\nhost = \"192.0.2.1\"\n[[agent.ipfix.collectors]]\nhost = \"192.0.2.2\"\n", "agent.ipfix.collectors", ""},
+		{"collectors with bind", base + "[agent.ipfix.bind]\nport = 4000\n[[agent.ipfix.collectors]]\nhost = \"192.0.2.2\"\n", "agent.ipfix.collectors", ""},
+		{"collector duplicate", base + "[[agent.ipfix.collectors]]\nhost = \"192.0.2.2\"\n[[agent.ipfix.collectors]]\nhost = \"192.0.2.3\"\n[[agent.ipfix.collectors]]\nhost = \"[::ffff:192.0.2.2]\"\nport = 4739\n", "agent.ipfix.collectors[2]", `"[::ffff:192.0.2.2]:4739"`},
+		{"collector bad host", base + "[[agent.ipfix.collectors]]\nhost = \"a b\"\n", "agent.ipfix.collectors[0].host", `"a b"`},
+		{"collector bad port", base + "[[agent.ipfix.collectors]]\nhost = \"192.0.2.1\"\n[[agent.ipfix.collectors]]\nport = 70000\n", "agent.ipfix.collectors[1].port", "70000"},
+		{"collector empty", base + "[[agent.ipfix.collectors]]\n", "agent.ipfix.collectors[0].host", `""`},
+		{"collector unknown key", base + "[[agent.ipfix.collectors]]\nhots = \"::1\"\n", "agent.ipfix.collectors[0].hots", ""},
+		{"collector bind name", base + "[[agent.ipfix.collectors]]\nport = 2055\nbind = {host = \"example.com\"}\n", "agent.ipfix.collectors[0].bind.host", `"example.com"`},
+		{"collector bind shared", base + "[[agent.ipfix.collectors]]\nport = 2055\nbind = {port = 40000}\n[[agent.ipfix.collectors]]\nport = 2056\nbind = {port = 40000}\n", "agent.ipfix.collectors[1].bind", `":40000"`},
+		{"collectors not tables", base + "[agent.ipfix]\ncollectors = [\"::1\"]\n", "agent.ipfix.collectors[0]", `"::1"`},
+		{"collectors too many", base + strings.Repeat("[[agent.ipfix.collectors]]\nhost = \"::1\"\n", 1) + func() string {
+			var b strings.Builder
+			for i := range 9 {
+				fmt.Fprintf(&b, "[[agent.ipfix.collectors]]\nport = %d\n", 5000+i)
+			}
+			return b.String()
+		}(), "agent.ipfix.collectors", ""},
 		{"ipfix port too big", base + "[agent.ipfix]\nport = 70000\n", "agent.ipfix.port", "70000"},
 		{"ipfix port negative", base + "[agent.ipfix]\nport = -1\n", "agent.ipfix.port", "-1"},
 		{"bind host name", base + "[agent.ipfix.bind]\nhost = \"example.com\"\n", "agent.ipfix.bind.host", `"example.com"`},

@@ -22,10 +22,10 @@ func (c *Config) PrometheusAddr() string {
 	return joinHostPort(c.Agent.Prometheus.Host, c.Agent.Prometheus.Port)
 }
 
-// CollectorAddr is the IPFIX collector's "host:port", or "" when export is
-// disabled. The host may be a name the exporter has to resolve.
+// CollectorAddr is the one-collector form's "host:port", or "" when it
+// is not used. The host may be a name the exporter has to resolve.
 func (c IPFIX) CollectorAddr() string {
-	if !c.Enabled() {
+	if c.Host == "" || c.Port == 0 {
 		return ""
 	}
 	return joinHostPort(c.Host, c.Port)

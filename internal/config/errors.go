@@ -201,11 +201,12 @@ func quoteKeyPart(k string) string {
 	if k == "" {
 		return `""`
 	}
-	// An element of an array of tables, "rules[2]", as the schema walk
-	// names it: the index is part of the key's name in messages.
-	if name, idx, ok := strings.Cut(k, "["); ok && name != "" && len(idx) > 1 && strings.HasSuffix(idx, "]") &&
-		strings.Trim(idx[:len(idx)-1], "0123456789") == "" && quoteKeyPart(name) == name {
-		return k
+	// An element of an array of tables, as keys name it in errors:
+	// "collectors[0]".
+	if name, idx, ok := strings.Cut(k, "["); ok && name != "" && len(idx) > 1 && idx[len(idx)-1] == ']' {
+		if _, err := strconv.Atoi(idx[:len(idx)-1]); err == nil {
+			return quoteKeyPart(name) + "[" + idx
+		}
 	}
 	for _, r := range k {
 		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {

@@ -221,6 +221,10 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, flow.DefaultActiveTimeout)
 
 	defaultEndpoint(&a.IPFIX.Host, &a.IPFIX.Port, DefaultIPFIXHost, DefaultIPFIXPort)
+	for i := range a.IPFIX.Collectors {
+		col := &a.IPFIX.Collectors[i]
+		defaultEndpoint(&col.Host, &col.Port, DefaultIPFIXHost, DefaultIPFIXPort)
+	}
 	fillDefault(md, "ipfix.observation_domain_id", &a.IPFIX.ObservationDomainID, ipfix.DefaultObservationDomainID)
 	fillDefault(md, "ipfix.template_refresh", &a.IPFIX.TemplateRefresh.Duration, ipfix.DefaultTemplateRefresh)
 	fillDefault(md, "ipfix.max_message_size", &a.IPFIX.MaxMessageSize, ipfix.DefaultMaxMessageSize)
@@ -277,6 +281,17 @@ func normalize(c *Config) {
 			*h = inner
 		}
 	}
+	for i := range c.Agent.IPFIX.Collectors {
+		col := &c.Agent.IPFIX.Collectors[i]
+		for _, h := range []*string{&col.Host, &col.Bind.Host} {
+			if inner, ok := bracketedIPv6(*h); ok {
+				*h = inner
+			}
+		}
+	}
+	if len(c.Agent.IPFIX.Collectors) == 0 {
+		c.Agent.IPFIX.Collectors = nil
+	}
 	if len(c.Agent.Enrich.RIB.BMP.Allow) == 0 {
 		c.Agent.Enrich.RIB.BMP.Allow = nil
 	}
@@ -297,15 +312,15 @@ const (
 	kindUint32
 	kindStrings
 	kindDuration
+	kindTableArray
 	kindBool
-	kindTables      // an array of tables ([[agent.xdp.rules]]); elem is the table
 	kindStringOrInt // agent.xdp.rules[].proto: a name or a number
 )
 
 type schemaNode struct {
 	kind   valueKind
 	fields map[string]*schemaNode // kindTable only
-	elem   *schemaNode            // kindTables only
+	elem   *schemaNode            // kindTableArray only
 }
 
 var configSchema = buildSchema(reflect.TypeOf(Config{}))
@@ -316,8 +331,6 @@ func buildSchema(t reflect.Type) *schemaNode {
 		return &schemaNode{kind: kindDuration}
 	case t == reflect.TypeOf(Proto{}):
 		return &schemaNode{kind: kindStringOrInt}
-	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
-		return &schemaNode{kind: kindTables, elem: buildSchema(t.Elem())}
 	case t.Kind() == reflect.Struct:
 		n := &schemaNode{kind: kindTable, fields: make(map[string]*schemaNode)}
 		for i := 0; i < t.NumField(); i++ {
@@ -337,14 +350,16 @@ func buildSchema(t reflect.Type) *schemaNode {
 		return n
 	case t.Kind() == reflect.String:
 		return &schemaNode{kind: kindString}
-	case t.Kind() == reflect.Int:
-		return &schemaNode{kind: kindInt}
 	case t.Kind() == reflect.Bool:
 		return &schemaNode{kind: kindBool}
+	case t.Kind() == reflect.Int:
+		return &schemaNode{kind: kindInt}
 	case t.Kind() == reflect.Uint32:
 		return &schemaNode{kind: kindUint32}
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
 		return &schemaNode{kind: kindStrings}
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return &schemaNode{kind: kindTableArray, elem: buildSchema(t.Elem())}
 	}
 	// A field type the walk cannot check: a programming error caught by
 	// any test of this package.
@@ -409,17 +424,6 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 			return keyError(key, v, "must be a table, not %s", tomlTypeName(v))
 		}
 		return checkTable(node, path, t, order)
-	case kindTables:
-		list, ok := v.([]map[string]any)
-		if !ok {
-			return keyError(key, v, "must be an array of tables ([[%s]]), not %s", key, tomlTypeName(v))
-		}
-		for i, t := range list {
-			elemPath := append(path[:len(path)-1:len(path)-1], fmt.Sprintf("%s[%d]", path[len(path)-1], i))
-			if err := checkTable(node.elem, elemPath, t, order); err != nil {
-				return err
-			}
-		}
 	case kindStringOrInt:
 		switch n := v.(type) {
 		case string:
@@ -465,6 +469,29 @@ func checkValue(node *schemaNode, path []string, v any, order map[string]int) *E
 		for i, elem := range list {
 			if _, ok := elem.(string); !ok {
 				return keyError(fmt.Sprintf("%s[%d]", key, i), elem, "must be a string, not %s", tomlTypeName(elem))
+			}
+		}
+	case kindTableArray:
+		// [[x]] decodes to []map[string]any, x = [{...}] to []any.
+		var list []any
+		switch l := v.(type) {
+		case []map[string]any:
+			for _, m := range l {
+				list = append(list, m)
+			}
+		case []any:
+			list = l
+		default:
+			return keyError(key, v, "must be an array of tables ([[%s]]), not %s", key, tomlTypeName(v))
+		}
+		for i, elem := range list {
+			t, ok := elem.(map[string]any)
+			elemKey := fmt.Sprintf("%s[%d]", path[len(path)-1], i)
+			if !ok {
+				return keyError(joinKey(append(path[:len(path)-1:len(path)-1], elemKey)), elem, "must be a table, not %s", tomlTypeName(elem))
+			}
+			if err := checkTable(node.elem, append(path[:len(path)-1:len(path)-1], elemKey), t, order); err != nil {
+				return err
 			}
 		}
 	case kindDuration:

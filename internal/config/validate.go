@@ -29,6 +29,10 @@ const (
 	// IPFIX messages go in one UDP datagram (ipfix.MinMessageSize).
 	MinIPFIXMessageSize = ipfix.MinMessageSize
 	MaxIPFIXMessageSize = ipfix.MaxMessageSize
+	// MaxIPFIXCollectors bounds [[agent.ipfix.collectors]]: the datapath
+	// excludes each exporter socket from sampling, and during a reload
+	// the old and the new one (datapath.MaxExclude slots).
+	MaxIPFIXCollectors = 8
 	// BMP messages (bmp.MinMessageSize).
 	MinBMPMessageSize = bmp.MinMessageSize
 	MaxBMPMessageSize = bmp.MaxMessageSize
@@ -244,12 +248,10 @@ func validateValues(c *Config) *Error {
 	if e := checkEndpoint("agent.ipfix", ipfix.Host, ipfix.Port); e != nil {
 		return e
 	}
-	if ipfix.Bind.Host != "" {
-		if e := checkIPLiteral("agent.ipfix.bind.host", ipfix.Bind.Host); e != nil {
-			return e
-		}
+	if e := checkBind("agent.ipfix.bind", ipfix.Bind); e != nil {
+		return e
 	}
-	if e := checkPort("agent.ipfix.bind.port", ipfix.Bind.Port, 0); e != nil {
+	if e := checkCollectors(ipfix); e != nil {
 		return e
 	}
 	if ipfix.ObservationDomainID == 0 {
@@ -406,6 +408,61 @@ func checkEndpoint(prefix, host string, port int) *Error {
 		return e
 	}
 	return checkPort(prefix+".port", port, 1)
+}
+
+func checkBind(prefix string, b Endpoint) *Error {
+	if b.Host != "" {
+		if e := checkIPLiteral(prefix+".host", b.Host); e != nil {
+			return e
+		}
+	}
+	return checkPort(prefix+".port", b.Port, 0)
+}
+
+// checkCollectors checks [[agent.ipfix.collectors]]: not mixed with the
+// one-collector form, each a valid endpoint, no collector twice and no
+// fixed source address and port shared by two.
+func checkCollectors(ipfix *IPFIX) *Error {
+	cols := ipfix.Collectors
+	if len(cols) == 0 {
+		return nil
+	}
+	if ipfix.Host != "" || ipfix.Port != 0 || ipfix.Bind != (Endpoint{}) {
+		return keyError("agent.ipfix.collectors", nil,
+			"cannot be used together with agent.ipfix.host, port or bind: list every collector, with its bind, in [[agent.ipfix.collectors]]")
+	}
+	if len(cols) > MaxIPFIXCollectors {
+		return keyError("agent.ipfix.collectors", nil, "has %d collectors; at most %d are supported", len(cols), MaxIPFIXCollectors)
+	}
+	seen := map[string]int{}
+	binds := map[Endpoint]int{}
+	for i, c := range cols {
+		prefix := fmt.Sprintf("agent.ipfix.collectors[%d]", i)
+		if c.Host == "" && c.Port == 0 {
+			return keyError(prefix+".host", c.Host, "must be set (or port): a collector needs an address")
+		}
+		if e := checkEndpoint(prefix, c.Host, c.Port); e != nil {
+			return e
+		}
+		if e := checkBind(prefix+".bind", c.Bind); e != nil {
+			return e
+		}
+		addr := c.Addr()
+		if ip, ok := parseIPLiteral(c.Host); ok {
+			addr = netip.AddrPortFrom(ip.Unmap(), uint16(c.Port)).String()
+		}
+		if j, dup := seen[addr]; dup {
+			return keyError(prefix, c.Addr(), "is the same collector as agent.ipfix.collectors[%d]", j)
+		}
+		seen[addr] = i
+		if c.Bind.Port != 0 {
+			if j, dup := binds[c.Bind]; dup {
+				return keyError(prefix+".bind", c.Bind.Addr(), "is also the bind of agent.ipfix.collectors[%d]; each collector needs its own source port", j)
+			}
+			binds[c.Bind] = i
+		}
+	}
+	return nil
 }
 
 func checkIPLiteral(key, host string) *Error {

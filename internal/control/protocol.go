@@ -122,10 +122,12 @@ type Status struct {
 	Interfaces []InterfaceStatus `json:"interfaces"`
 	Flows      FlowTableStatus   `json:"flows"`
 	Datapath   DatapathStatus    `json:"datapath"`
-	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"`  // nil: export disabled
-	BMP        *BMPStatus        `json:"bmp,omitempty"`    // nil: BMP station disabled
-	Memory     *MemoryStatus     `json:"memory,omitempty"` // nil: not measured
-	XDP        *XDPStatus        `json:"xdp,omitempty"`    // nil: XDP off
+	IPFIX      *IPFIXStatus      `json:"ipfix,omitempty"` // nil: export disabled; else the first collector
+	// IPFIXCollectors are all collectors, in the order of the config.
+	IPFIXCollectors []IPFIXStatus `json:"ipfix_collectors,omitempty"`
+	BMP             *BMPStatus    `json:"bmp,omitempty"`    // nil: BMP station disabled
+	Memory          *MemoryStatus `json:"memory,omitempty"` // nil: not measured
+	XDP             *XDPStatus    `json:"xdp,omitempty"`    // nil: XDP off
 }
 
 // MemoryStatus is the agent's memory in bytes: Anonymous plus BPFLocked
@@ -303,6 +305,10 @@ type RIBRoute struct {
 	PeerASN    uint32       `json:"peer_asn"`
 	View       string       `json:"view"` // "pre-policy", "post-policy" or "loc-rib"
 	PathID     uint32       `json:"path_id,omitempty"`
+	// What IPFIX export reports of the route (docs/ipfix.md, BGP context).
+	NextHop          netip.Addr `json:"next_hop,omitzero"`
+	Communities      []string   `json:"communities,omitempty"`       // "65001:100"
+	LargeCommunities []string   `json:"large_communities,omitempty"` // "65001:1:2"
 }
 
 // SetSampleRateArgs is the body of PUT /v1/sample-rate.

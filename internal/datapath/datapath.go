@@ -89,17 +89,19 @@ type Options struct {
 // Config is what the programs read from the rfm_config map on every packet.
 type Config struct {
 	SampleRate uint32 // 1-in-N; 0 turns sampling off
-	// Exclude, when valid, names one UDP socket tuple (the IPFIX
-	// exporter's own) whose packets are never reported as events.
-	Exclude Tuple
-	// ExcludeAlso is a second such tuple, for the moment a reload has an
-	// old and a new exporter sending at once.
-	ExcludeAlso Tuple
+	// Exclude names UDP socket tuples (the IPFIX exporters' own) whose
+	// packets are never reported as events: one per collector, and
+	// during a reload the old and the new ones. At most MaxExclude;
+	// invalid (zero) tuples are skipped.
+	Exclude []Tuple
 	// Unsampled, by Direction, turns sampling off at that hook: its
 	// packets are counted but never reported as events, so a forwarded
 	// packet is not reported at both routers' interfaces.
 	Unsampled [2]bool
 }
+
+// MaxExclude is how many tuples Config.Exclude holds (RFM_MAX_EXCLUDE).
+const MaxExclude = 16
 
 // Tuple is a UDP source/destination address pair. The zero value means
 // "no exclusion".
@@ -122,17 +124,16 @@ type rawExclude struct {
 type rawConfig struct {
 	SampleRate   uint32
 	Flags        uint32
-	Exclude      [2]rawExclude
+	NExclude     uint32
+	Exclude      [MaxExclude]rawExclude
 	WakeupBytes  uint32
 	BatchEvents  uint32
+	Pad          uint32
 	BatchFlushNs uint64
 }
 
-const (
-	cfgExclude   = 1
-	cfgExclude2  = 2
-	cfgUnsampled = 4 // shifted by the Direction
-)
+// cfgUnsampled is RFM_CFG_UNSAMPLED, shifted by the Direction.
+const cfgUnsampled = 4
 
 func (t Tuple) raw() rawExclude {
 	return rawExclude{Src: t.Src.Addr().As16(), Dst: t.Dst.Addr().As16(), Sport: t.Src.Port(), Dport: t.Dst.Port()}
@@ -381,13 +382,15 @@ func (d *Datapath) loadPrograms(spec *ebpf.CollectionSpec) error {
 func (d *Datapath) SetConfig(c Config) error {
 	raw := rawConfig{SampleRate: c.SampleRate, WakeupBytes: d.wakeupBytes,
 		BatchEvents: d.batchEvents, BatchFlushNs: uint64(d.batchFlush.Nanoseconds())}
-	if c.Exclude.valid() {
-		raw.Flags |= cfgExclude
-		raw.Exclude[0] = c.Exclude.raw()
-	}
-	if c.ExcludeAlso.valid() {
-		raw.Flags |= cfgExclude2
-		raw.Exclude[1] = c.ExcludeAlso.raw()
+	for _, t := range c.Exclude {
+		if !t.valid() {
+			continue
+		}
+		if raw.NExclude == MaxExclude {
+			return fmt.Errorf("write BPF config map: more than %d sockets to exclude from sampling", MaxExclude)
+		}
+		raw.Exclude[raw.NExclude] = t.raw()
+		raw.NExclude++
 	}
 	for dir, off := range c.Unsampled {
 		if off {

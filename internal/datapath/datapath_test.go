@@ -342,10 +342,8 @@ func TestSamplingRate(t *testing.T) {
 func TestExcludeTuple(t *testing.T) {
 	frame := append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 4739, 2055, 4))...)
 	tb := newTestbed(t, 1)
-	cfg := Config{SampleRate: 1, Exclude: Tuple{
-		Src: netip.MustParseAddrPort(v4a + ":4739"),
-		Dst: netip.MustParseAddrPort(v4b + ":2055"),
-	}}
+	match := Tuple{Src: netip.MustParseAddrPort(v4a + ":4739"), Dst: netip.MustParseAddrPort(v4b + ":2055")}
+	cfg := Config{SampleRate: 1, Exclude: []Tuple{match}}
 	if err := tb.d.SetConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -356,23 +354,32 @@ func TestExcludeTuple(t *testing.T) {
 	if c := tb.counters(t, Egress); c.Packets[FamilyIPv4] != 1 {
 		t.Fatalf("excluded packet not counted on the interface")
 	}
-	// Same addresses, other source port: exported.
-	cfg.Exclude.Src = netip.MustParseAddrPort(v4a + ":4740")
+	// Same addresses, other source port, in every slot: exported.
+	other := match
+	other.Src = netip.MustParseAddrPort(v4a + ":4740")
+	cfg.Exclude = make([]Tuple, MaxExclude)
+	for i := range cfg.Exclude {
+		cfg.Exclude[i] = other
+	}
 	if err := tb.d.SetConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
 	tb.run(t, Egress, frame, 1)
 	if evs := tb.events(t); len(evs) != 1 {
-		t.Fatalf("non-matching tuple: %d events, want 1", len(evs))
+		t.Fatalf("non-matching tuples: %d events, want 1", len(evs))
 	}
-	// The second slot excludes as well (old and new exporter in a reload).
-	cfg.ExcludeAlso = Tuple{Src: netip.MustParseAddrPort(v4a + ":4739"), Dst: netip.MustParseAddrPort(v4b + ":2055")}
+	// The last slot excludes as well (one socket per collector, old and
+	// new ones during a reload).
+	cfg.Exclude[MaxExclude-1] = match
 	if err := tb.d.SetConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
 	tb.run(t, Egress, frame, 1)
 	if evs := tb.events(t); len(evs) != 0 {
-		t.Fatalf("tuple in the second slot produced %d events", len(evs))
+		t.Fatalf("tuple in the last slot produced %d events", len(evs))
+	}
+	if err := tb.d.SetConfig(Config{SampleRate: 1, Exclude: append(cfg.Exclude, match)}); err == nil {
+		t.Errorf("SetConfig took %d tuples to exclude, more than the %d slots", MaxExclude+1, MaxExclude)
 	}
 }
 

@@ -8,7 +8,9 @@ import "github.com/cilium/ebpf"
 // internal/datapath/xdp) uses to count and sample the packets it drops
 // before the TC programs could see them, by name as in bpf/rfm.c: config,
 // sampler, ring buffer, stats, and where the interface counters are. The
-// caller must not close them; they live as long as the Datapath.
+// caller must not close them; they live as long as the Datapath. Of
+// rfm_config the XDP program reads only sample_rate, which must stay the
+// first member of struct rfm_config.
 func (d *Datapath) SharedMaps() map[string]*ebpf.Map {
 	out := map[string]*ebpf.Map{}
 	for _, name := range []string{rfmMapRfmConfig, rfmMapRfmCounters, rfmMapRfmIfaceSlots,

@@ -42,15 +42,35 @@ func (e *Enricher) SetDB(db *mmdb.DB) {
 // DB returns the MMDB databases in use, nil when none.
 func (e *Enricher) DB() *mmdb.DB { return e.db.Load() }
 
-// Enrich returns the labels of a flow's addresses.
+// Enrich returns the labels of a flow's addresses. Each address costs
+// one RIB lookup, which gives both its origin AS and the BGP context.
 func (e *Enricher) Enrich(src, dst netip.Addr) flow.Labels {
 	db := e.db.Load()
-	return flow.Labels{
-		SrcASN:  e.asn(db, src),
-		DstASN:  e.asn(db, dst),
+	l := flow.Labels{
 		SrcCity: db.City(src),
 		DstCity: db.City(dst),
 	}
+	if s, ok := e.rib.FlowRoute(src); ok {
+		l.SrcASN = s.Origin
+		l.BGP.PrevAS = s.Path.FirstAS()
+		l.BGP.SrcPrefixLen = uint8(s.Bits)
+	}
+	if d, ok := e.rib.FlowRoute(dst); ok {
+		l.DstASN = d.Origin
+		l.BGP.DstPrefixLen = uint8(d.Bits)
+		var nh netip.Addr
+		nh, l.BGP.NextAS, l.BGP.Communities, l.BGP.LargeCommunities = d.Path.ExportAttrs()
+		if nh.IsValid() {
+			l.BGP.NextHop = nh.As16()
+		}
+	}
+	if l.SrcASN == 0 {
+		l.SrcASN = db.ASN(src)
+	}
+	if l.DstASN == 0 {
+		l.DstASN = db.ASN(dst)
+	}
+	return l
 }
 
 // ASN is the origin AS of the best RIB route for a or, when no route

@@ -77,11 +77,13 @@ func fixture(t *testing.T) (*rib.RIB, *mmdb.DB, string) {
 	r.Update(func(tx *rib.Tx) {
 		s := tx.Connect(rib.RouterKey{Addr: netip.MustParseAddr("127.0.0.1"), Name: "r1"}, "")
 		p := tx.PeerUp(s, rib.PeerKey{Addr: netip.MustParseAddr("192.0.2.1")}, 65001, netip.Addr{})
-		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.0.0/24"), 0, rib.SequencePath(65001, 64500))
+		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.0.0/24"), 0, rib.SequencePath(65001, 64500).WithAttrs(rib.Attrs{
+			NextHop: netip.MustParseAddr("192.0.2.1"), LargeCommunities: []rib.LargeCommunity{{Global: 65001, Local1: 1, Local2: 2}}}))
 		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.2.0/24"), 0, rib.MakePath(
 			rib.Segment{Type: rib.ASSequence, ASNs: []uint32{65001}},
 			rib.Segment{Type: rib.ASSet, ASNs: []uint32{64501, 64502}}))
-		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("2001:db8:1::/48"), 0, rib.SequencePath(65001, 64510))
+		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("2001:db8:1::/48"), 0, rib.SequencePath(65002, 64510).WithAttrs(rib.Attrs{
+			NextHop: netip.MustParseAddr("2001:db8::ff"), Communities: []uint32{65002<<16 | 300}}))
 	})
 	return r, db, asnPath
 }
@@ -95,12 +97,22 @@ func TestEnrich(t *testing.T) {
 		src, dst string
 		want     flow.Labels
 	}{
+		// The destination is MMDB-only: its BGP context is zero.
 		{"RIB first, MMDB fallback", New(r, db), "198.18.0.9", "198.18.1.9",
-			flow.Labels{SrcASN: 64500, DstASN: 64999, SrcCity: "Bern", DstCity: "Bern"}},
+			flow.Labels{SrcASN: 64500, DstASN: 64999, SrcCity: "Bern", DstCity: "Bern",
+				BGP: flow.BGP{PrevAS: 65001, SrcPrefixLen: 24}}},
+		// An AS_SET origin falls back to the MMDB, the route's context stays.
 		{"unknown RIB origin falls back", New(r, db), "198.18.2.9", "2001:db8:1::9",
-			flow.Labels{SrcASN: 64999, DstASN: 64510, SrcCity: "Bern", DstCity: "Graz"}},
+			flow.Labels{SrcASN: 64999, DstASN: 64510, SrcCity: "Bern", DstCity: "Graz",
+				BGP: flow.BGP{PrevAS: 65001, SrcPrefixLen: 24, NextAS: 65002, DstPrefixLen: 48,
+					NextHop: netip.MustParseAddr("2001:db8::ff").As16(), Communities: "\xfd\xea\x01\x2c"}}},
+		{"destination context", New(r, db), "2001:db8:1::9", "198.18.0.9",
+			flow.Labels{SrcASN: 64510, DstASN: 64500, SrcCity: "Graz", DstCity: "Bern",
+				BGP: flow.BGP{PrevAS: 65002, SrcPrefixLen: 48, NextAS: 65001, DstPrefixLen: 24,
+					NextHop:          netip.MustParseAddr("::ffff:192.0.2.1").As16(),
+					LargeCommunities: "\x00\x00\xfd\xe9\x00\x00\x00\x01\x00\x00\x00\x02"}}},
 		{"nobody knows", New(r, db), "127.0.0.1", "::1", flow.Labels{}},
-		{"RIB only", New(r, nil), "198.18.0.9", "198.18.1.9", flow.Labels{SrcASN: 64500}},
+		{"RIB only", New(r, nil), "198.18.0.9", "198.18.1.9", flow.Labels{SrcASN: 64500, BGP: flow.BGP{PrevAS: 65001, SrcPrefixLen: 24}}},
 		{"MMDB only", New(nil, db), "198.18.0.9", "2001:db8:1::9",
 			flow.Labels{SrcASN: 64999, DstASN: 64998, SrcCity: "Bern", DstCity: "Graz"}},
 		{"no backends", New(nil, nil), "198.18.0.9", "2001:db8:1::9", flow.Labels{}},
@@ -156,9 +168,31 @@ func BenchmarkEnrich(b *testing.B) {
 	r.Update(func(tx *rib.Tx) {
 		s := tx.Connect(rib.RouterKey{Addr: netip.MustParseAddr("127.0.0.1")}, "")
 		p := tx.PeerUp(s, rib.PeerKey{Addr: netip.MustParseAddr("192.0.2.1")}, 65001, netip.Addr{})
-		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.0.0/24"), 0, rib.SequencePath(65001, 64500))
+		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.0.0/24"), 0, rib.SequencePath(65001, 64500).WithAttrs(rib.Attrs{
+			NextHop: netip.MustParseAddr("192.0.2.1"), LargeCommunities: []rib.LargeCommunity{{Global: 65001, Local1: 1, Local2: 2}}}))
 	})
 	e := New(r, db)
+	src, dst := netip.MustParseAddr("198.18.0.9"), netip.MustParseAddr("198.18.1.9")
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Enrich(src, dst)
+	}
+}
+
+// BenchmarkEnrichBothRouted is BenchmarkEnrich with a route for both
+// addresses, so both lookups also read the BGP context (next hop, first
+// AS, communities).
+func BenchmarkEnrichBothRouted(b *testing.B) {
+	r := rib.New(rib.Options{})
+	defer r.Close()
+	r.Update(func(tx *rib.Tx) {
+		s := tx.Connect(rib.RouterKey{Addr: netip.MustParseAddr("127.0.0.1")}, "")
+		p := tx.PeerUp(s, rib.PeerKey{Addr: netip.MustParseAddr("192.0.2.1")}, 65001, netip.Addr{})
+		attrs := rib.Attrs{NextHop: netip.MustParseAddr("192.0.2.1"), Communities: []uint32{65001<<16 | 1, 65001<<16 | 2}}
+		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.0.0/24"), 0, rib.SequencePath(65001, 64500).WithAttrs(attrs))
+		tx.Announce(p, rib.PrePolicy, netip.MustParsePrefix("198.18.1.0/24"), 0, rib.SequencePath(65001, 64501).WithAttrs(attrs))
+	})
+	e := New(r, nil)
 	src, dst := netip.MustParseAddr("198.18.0.9"), netip.MustParseAddr("198.18.1.9")
 	b.ReportAllocs()
 	for b.Loop() {

@@ -237,6 +237,51 @@ func BenchmarkTopLockHold(b *testing.B) {
 	}
 }
 
+// bgpBenchEnricher is benchEnricher with a BGP context for the
+// destination from one of 1024 routes (next hop, next AS, prefix length,
+// one community each), the per-new-flow work of a BMP-fed RIB on the
+// table's side: interning the destination context.
+type bgpBenchEnricher struct{ benchEnricher }
+
+func (e *bgpBenchEnricher) Enrich(src, dst netip.Addr) Labels {
+	l := e.benchEnricher.Enrich(src, dst)
+	d := dst.As16()
+	route := uint32(d[14]&3)<<8 | uint32(d[15])
+	l.BGP = BGP{NextHop: netip.AddrFrom4([4]byte{192, 0, 2, byte(route % 8)}).As16(), NextAS: 65000 + route%64,
+		PrevAS: 64512 + uint32(src.As16()[15]%64), SrcPrefixLen: 24, DstPrefixLen: 16 + uint8(route%9),
+		Communities: benchCommunities[route]}
+	return l
+}
+
+var benchCommunities = func() []string {
+	c := make([]string, 1024)
+	for i := range c {
+		c[i] = string([]byte{0xfd, 0xe9, byte(i >> 8), byte(i)})
+	}
+	return c
+}()
+
+// BenchmarkUpdateBatchChurnEnriched is BenchmarkUpdateBatchChurn with
+// labels at every new flow, without and with a BGP context.
+func BenchmarkUpdateBatchChurnEnriched(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		enr  Enricher
+	}{{"labels", &benchEnricher{}}, {"labels+bgp", &bgpBenchEnricher{}}} {
+		b.Run(c.name, func(b *testing.B) {
+			const tableSize = 1 << 16
+			rng := rand.New(rand.NewPCG(2, 2))
+			flows := benchFlows(1<<20, rng)
+			evs := benchEvents(flows, 1<<21, rng)
+			t := NewTable(Options{MaxFlows: tableSize, Enricher: c.enr})
+			t.UpdateBatch(evs[:1<<20])
+			b.ReportAllocs()
+			b.ResetTimer()
+			updateFromRing(b, t, evs)
+		})
+	}
+}
+
 // BenchmarkFlowMemory reports the live heap of a table per active flow,
 // at 65,536 flows (the default max_flows) created in one go, after a
 // garbage collection: arena, index and queues. One op fills one table.

@@ -14,12 +14,21 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 	if e.prevPackets > 0 {
 		start = time.Unix(0, e.recStartWall)
 	}
+	r := t.recordOf(e, start, e.packets, e.bytes, t.cities.name)
+	r.Labels.BGP = t.bgpOf(e)
+	r.Reason = reason
+	return r
+}
+
+// recordOf is the Record of e's fields from start on, with these totals
+// and city names from cityName.
+func (t *Table) recordOf(e *entry, start time.Time, packets, bytes uint64, cityName func(uint32) string) Record {
 	return Record{
 		Key:        e.key,
 		Start:      start,
 		End:        t.clock.wall(e.last),
-		Packets:    e.packets,
-		Bytes:      e.bytes,
+		Packets:    packets,
+		Bytes:      bytes,
 		SampleRate: e.rate,
 		InIfindex:  e.inIfindex,
 		TCPFlags:   e.tcpFlags,
@@ -30,10 +39,9 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,
-			SrcCity: t.cities.name(e.srcCity),
-			DstCity: t.cities.name(e.dstCity),
+			SrcCity: cityName(e.srcCity),
+			DstCity: cityName(e.dstCity),
 		},
-		Reason: reason,
 	}
 }
 

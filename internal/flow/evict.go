@@ -14,6 +14,9 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 	}
 	t.index.remove(t.index.hash(&e.key), i)
 	t.detachSet(e)
+	t.bgpDst.release(e.bgpDst)
+	t.bgpSrc.release(e.bgpSrc)
+	e.bgpDst, e.bgpSrc = 0, 0
 	e.ver++
 	t.arena.release(i)
 }

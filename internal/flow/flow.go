@@ -75,6 +75,28 @@ type Labels struct {
 	DstASN  uint32
 	SrcCity string
 	DstCity string
+	// BGP is the context of the RIB routes chosen for the addresses;
+	// zero without a route (MMDB-only labels).
+	BGP BGP
+}
+
+// BGP is what the RIB's best routes for a flow's source and destination
+// say about it, for IPFIX export.
+type BGP struct {
+	// NextHop is the destination route's BGP next hop (IPv4 v4-mapped);
+	// zero when unknown.
+	NextHop [16]byte
+	// NextAS is the first AS of the destination route's path (the
+	// neighbour AS traffic to it leaves through), PrevAS that of the
+	// source route (the neighbour AS it arrives from); 0 when unknown.
+	NextAS, PrevAS uint32
+	// SrcPrefixLen and DstPrefixLen are the lengths of the matched
+	// prefixes; 0 without a route (or for a default route).
+	SrcPrefixLen, DstPrefixLen uint8
+	// Communities and LargeCommunities are the destination route's
+	// standard (4 bytes each) and large (12 bytes each) communities,
+	// big endian as in BGP; strings so that BGP stays comparable.
+	Communities, LargeCommunities string
 }
 
 // Record is a flow record as handed to a Sink. Packets and Bytes are the

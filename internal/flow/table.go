@@ -111,6 +111,8 @@ type entry struct {
 	dstCity    uint32
 	inIfindex  uint32
 	outIfindex uint32 // FIB egress of the first sampled packet
+	bgpDst     uint32 // id in Table.bgpDst; 0 = no destination route
+	bgpSrc     uint32 // id in Table.bgpSrc; 0 = no source route
 }
 
 // live reports whether the slot holds a flow.
@@ -122,18 +124,20 @@ func (e *entry) live() bool { return e.ver&1 == 1 }
 // for concurrent use; the collector takes the lock once per batch.
 type Table struct {
 	mu       sync.Mutex
-	arena    arena      // the flows; free slots are reused
-	index    flowIndex  // flow key -> arena slot
-	queue    ageQueue   // eviction order, by last-seen
-	due      ageQueue   // active-timeout order, by start of the current record
-	cities   *cityTable // city names behind entry.srcCity/dstCity
-	sets     labelSets  // Prometheus label sets and their totals
-	maxFlows int        // 0 = unlimited (up to flowCeiling)
-	hint     int        // shrinking stops at room for this many flows
-	ended    []Record   // flows ended under mu, not yet delivered
-	forced   uint64     // lack-of-resources evictions
-	idle     uint64     // idle-timeout evictions
-	touched  uint64     // sink for prefetch loads, see updateGroup
+	arena    arena             // the flows; free slots are reused
+	index    flowIndex         // flow key -> arena slot
+	queue    ageQueue          // eviction order, by last-seen
+	due      ageQueue          // active-timeout order, by start of the current record
+	cities   *cityTable        // city names behind entry.srcCity/dstCity
+	bgpDst   *refTable[bgpDst] // BGP contexts behind entry.bgpDst
+	bgpSrc   *refTable[bgpSrc] // and entry.bgpSrc
+	sets     labelSets         // Prometheus label sets and their totals
+	maxFlows int               // 0 = unlimited (up to flowCeiling)
+	hint     int               // shrinking stops at room for this many flows
+	ended    []Record          // flows ended under mu, not yet delivered
+	forced   uint64            // lack-of-resources evictions
+	idle     uint64            // idle-timeout evictions
+	touched  uint64            // sink for prefetch loads, see updateGroup
 	gone     goneInterfaces
 
 	// Scratch space of updateGroup, kept here so it is not zeroed per
@@ -189,6 +193,8 @@ func NewTable(o Options) *Table {
 	t := &Table{
 		index:    newFlowIndex(chunkLen),
 		cities:   newCityTable(),
+		bgpDst:   newRefTable[bgpDst](),
+		bgpSrc:   newRefTable[bgpSrc](),
 		maxFlows: maxFlows,
 		hint:     hint,
 		enricher: o.Enricher,
@@ -436,6 +442,18 @@ func (t *Table) setLabels(e *entry, l *Labels) {
 	e.dstASN = l.DstASN
 	e.srcCity = t.cities.id(l.SrcCity)
 	e.dstCity = t.cities.id(l.DstCity)
+	oldDst, oldSrc := e.bgpDst, e.bgpSrc
+	e.bgpDst = t.bgpDst.acquire(dstOf(&l.BGP))
+	e.bgpSrc = t.bgpSrc.acquire(srcOf(&l.BGP))
+	t.bgpDst.release(oldDst)
+	t.bgpSrc.release(oldSrc)
+}
+
+// bgpOf returns the BGP context of an entry.
+func (t *Table) bgpOf(e *entry) BGP {
+	d, s := t.bgpDst.get(e.bgpDst), t.bgpSrc.get(e.bgpSrc)
+	return BGP{NextHop: d.nextHop, NextAS: d.nextAS, PrevAS: s.prevAS, SrcPrefixLen: s.prefixLen,
+		DstPrefixLen: d.prefixLen, Communities: d.communities, LargeCommunities: d.largeCommunities}
 }
 
 // segments is how many packets an event stands for: a GSO/GRO skb is

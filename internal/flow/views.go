@@ -169,26 +169,7 @@ func (t *Table) snapshot(e *entry, cities []string) Record {
 		}
 		return ""
 	}
-	return Record{
-		Key:        e.key,
-		Start:      t.clock.wall(e.first),
-		End:        t.clock.wall(e.last),
-		Packets:    e.prevPackets + e.packets,
-		Bytes:      e.prevBytes + e.bytes,
-		SampleRate: e.rate,
-		InIfindex:  e.inIfindex,
-		TCPFlags:   e.tcpFlags,
-		MinTTL:     e.ttlMin,
-		MaxTTL:     e.ttlMax,
-		OutIfindex: e.outIfindex,
-		NextHop:    e.nextHop,
-		Labels: Labels{
-			SrcASN:  e.srcASN,
-			DstASN:  e.dstASN,
-			SrcCity: name(e.srcCity),
-			DstCity: name(e.dstCity),
-		},
-	}
+	return t.recordOf(e, t.clock.wall(e.first), e.prevPackets+e.packets, e.prevBytes+e.bytes, name)
 }
 
 // heapUp and heapDown keep the best n records in a heap whose root is the

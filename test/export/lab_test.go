@@ -141,6 +141,9 @@ type agentConfig struct {
 	bindPort        int    // agent.ipfix.bind.port; 0: unset
 	webConfig       string // agent.prometheus.web_config; "": unset
 	maxLabelSets    int    // agent.prometheus.max_label_sets; 0: unset
+	// collectorPorts, when set, replaces collectorPort: one
+	// [[agent.ipfix.collectors]] on addrB4 per port.
+	collectorPorts []int
 }
 
 // toml renders the config; the control socket goes into dir.
@@ -169,10 +172,14 @@ eviction_timeout = %q
 host = "127.0.0.1"
 port = %d
 %s[agent.ipfix]
-host = %q
-port = %d
 template_refresh = %q
-`, ifaces, c.sampleRate, c.evictionTimeout, active, c.metricsPortOrDefault(), c.prometheusExtra(), addrB4, c.collectorPort, c.templateRefresh)
+`, ifaces, c.sampleRate, c.evictionTimeout, active, c.metricsPortOrDefault(), c.prometheusExtra(), c.templateRefresh)
+	if len(c.collectorPorts) == 0 {
+		toml += fmt.Sprintf("host = %q\nport = %d\n", addrB4, c.collectorPort)
+	}
+	for _, port := range c.collectorPorts {
+		toml += fmt.Sprintf("[[agent.ipfix.collectors]]\nhost = %q\nport = %d\n", addrB4, port)
+	}
 	if c.bindPort != 0 {
 		toml += fmt.Sprintf("[agent.ipfix.bind]\nport = %d\n", c.bindPort)
 	}

@@ -152,6 +152,11 @@ func Load(opts Options) (*Program, error) {
 		}
 		// The ring buffer's size is the agent's choice.
 		ms.MaxEntries = m.MaxEntries()
+		if name == xdpobjMapRfmConfig {
+			// bpf/xdp.c reads only sample_rate, the first member of
+			// bpf/rfm.c's config; the rest is the TC datapath's.
+			ms.ValueSize = m.ValueSize()
+		}
 		replace[name] = m
 	}
 	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[string]rawCounter{}}

@@ -105,9 +105,11 @@ type decoder struct {
 	// The message being parsed has an AS_PATH to read with 2-byte
 	// ASNs (see twoByteASPath); options passes it to the parser.
 	twoByteAS bool
-	// Reused buffers for AS path decoding.
+	// Reused buffers for AS path and attribute decoding.
 	segs, segs4 []rib.Segment
 	asns        []uint32
+	comms       []uint32
+	large       []rib.LargeCommunity
 }
 
 func newDecoder(c *counters) *decoder {
@@ -459,9 +461,11 @@ type routeOps struct {
 	d           *decoder
 	ps          *peerState
 	view        rib.View
-	raw         []byte // the BGP UPDATE message
-	as4         bool   // AS numbers in AS_PATH are 4 bytes
-	path        rib.Path
+	raw         []byte        // the BGP UPDATE message
+	as4         bool          // AS numbers in AS_PATH are 4 bytes
+	segs        []rib.Segment // the AS path, in the decoder's buffers until the next message
+	withAttrs   [2]rib.Path   // the path with the attributes, by family (0 IPv4, 1 IPv6)
+	attrsDone   [2]bool
 	blackhole   bool // the UPDATE carries BLACKHOLE; read with the path
 	pathDone    bool
 	withdrawAll bool
@@ -472,7 +476,7 @@ func (r *routeOps) announce(p netip.Prefix, id uint32) {
 	if !r.withdrawAll && !r.pathDone {
 		r.pathDone = true
 		var err error
-		if r.path, err = r.d.asPath(r.raw, r.as4); err != nil {
+		if r.segs, err = r.d.asPath(r.raw, r.as4); err != nil {
 			r.d.counters.skip(skipMalformed)
 			r.withdrawAll = true
 		}
@@ -482,7 +486,61 @@ func (r *routeOps) announce(p netip.Prefix, id uint32) {
 		r.withdraw(p, id)
 		return
 	}
-	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.path, blackhole: r.blackhole})
+	fam := 0
+	if p.Addr().Is6() {
+		fam = 1
+	}
+	if !r.attrsDone[fam] {
+		r.attrsDone[fam] = true
+		r.withAttrs[fam] = rib.MakePathAttrs(r.d.attrs(r.raw, fam == 1), r.segs...)
+	}
+	r.ops = append(r.ops, op{kind: opAnnounce, peer: r.ps, view: r.view, prefix: p, pathID: id, path: r.withAttrs[fam], blackhole: r.blackhole})
+}
+
+// attrs reads the attributes flow export reports from a raw UPDATE: the
+// next hop for prefixes of one family (an IPv4 prefix takes NEXT_HOP,
+// else the MP_REACH_NLRI next hop; an IPv6 prefix the MP_REACH_NLRI one,
+// its global address when a link-local one follows), and the standard
+// and large communities. Malformed attributes are left out: they never
+// cost the route.
+func (d *decoder) attrs(msg []byte, v6 bool) rib.Attrs {
+	var nh, mpNH netip.Addr
+	d.comms, d.large = d.comms[:0], d.large[:0]
+	_ = rawAttrs(msg, func(typ byte, val []byte) {
+		switch typ {
+		case attrNextHop:
+			if len(val) == 4 {
+				nh = netip.AddrFrom4([4]byte(val))
+			}
+		case attrMPReach:
+			if len(val) < 4 {
+				return
+			}
+			n := int(val[3])
+			if len(val) < 4+n {
+				return
+			}
+			switch {
+			case n == 4:
+				mpNH = netip.AddrFrom4([4]byte(val[4:8]))
+			case n == 16 || n == 32:
+				mpNH = netip.AddrFrom16([16]byte(val[4:20]))
+			}
+		case attrCommunity:
+			for i := 0; i+4 <= len(val); i += 4 {
+				d.comms = append(d.comms, binary.BigEndian.Uint32(val[i:]))
+			}
+		case attrLargeComm:
+			for i := 0; i+12 <= len(val); i += 12 {
+				d.large = append(d.large, rib.LargeCommunity{Global: binary.BigEndian.Uint32(val[i:]),
+					Local1: binary.BigEndian.Uint32(val[i+4:]), Local2: binary.BigEndian.Uint32(val[i+8:])})
+			}
+		}
+	})
+	if v6 || !nh.IsValid() {
+		nh = mpNH
+	}
+	return rib.Attrs{NextHop: nh, Communities: d.comms, LargeCommunities: d.large}
 }
 
 func (r *routeOps) withdraw(p netip.Prefix, id uint32) {
@@ -507,6 +565,9 @@ func prefixOf(n bgp.NLRI) (netip.Prefix, bool) {
 // Path attribute type codes.
 const (
 	attrASPath     = 2
+	attrNextHop    = 3
+	attrCommunity  = 8
+	attrLargeComm  = 32
 	attrMPReach    = 14
 	attrMPUnreach  = 15
 	attrAS4Path    = 17
@@ -572,8 +633,9 @@ func rawFamily(msg []byte) (unicastOnly, ok bool) {
 // asPath decodes the AS path of a raw UPDATE. as4 tells the AS_PATH ASN
 // width; if the bytes do not parse with it they are tried with the
 // other (some speakers set the A flag inconsistently). With 2-byte
-// ASNs, AS4_PATH is merged in as RFC 6793 4.2.3 says.
-func (d *decoder) asPath(msg []byte, as4 bool) (rib.Path, error) {
+// ASNs, AS4_PATH is merged in as RFC 6793 4.2.3 says. The segments
+// share the decoder's buffers.
+func (d *decoder) asPath(msg []byte, as4 bool) ([]rib.Segment, error) {
 	var asPath, as4Path []byte
 	var have4 bool
 	if err := rawAttrs(msg, func(typ byte, val []byte) {
@@ -584,14 +646,14 @@ func (d *decoder) asPath(msg []byte, as4 bool) (rib.Path, error) {
 			as4Path, have4 = val, true
 		}
 	}); err != nil {
-		return rib.Path{}, err
+		return nil, err
 	}
 	d.asns = d.asns[:0]
 	segs, err := d.segments(d.segs[:0], asPath, as4)
 	if err != nil {
 		d.asns = d.asns[:0]
 		if segs, err = d.segments(d.segs[:0], asPath, !as4); err != nil {
-			return rib.Path{}, err
+			return nil, err
 		}
 		as4 = !as4
 	}
@@ -603,7 +665,7 @@ func (d *decoder) asPath(msg []byte, as4 bool) (rib.Path, error) {
 		}
 		// A malformed AS4_PATH is ignored (RFC 6793 6).
 	}
-	return rib.MakePath(segs...), nil
+	return segs, nil
 }
 
 // segments decodes AS_PATH bytes with 2- or 4-byte ASNs. The ASN

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -264,7 +265,7 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 	// Routes originated by A, with the origin ASNs the RIB must find.
 	eventually(t, "gobgpd A's API", func() bool { return gobgpCLI(t, apiA, "global") == nil })
 	for _, args := range [][]string{
-		{"global", "rib", "-a", "ipv4", "add", "198.18.1.0/24", "aspath", "64501"},
+		{"global", "rib", "-a", "ipv4", "add", "198.18.1.0/24", "aspath", "64501", "community", "65001:100", "large-community", "65001:1:2"},
 		{"global", "rib", "-a", "ipv4", "add", "198.18.2.0/24"},
 		{"global", "rib", "-a", "ipv4", "add", "198.18.3.0/24", "aspath", "64502 {64504,64503}"},
 		{"global", "rib", "-a", "ipv6", "add", "2001:db8:1::/48", "aspath", "4200000011", "nexthop", "2001:db8::11"},
@@ -309,7 +310,23 @@ func TestInteropGoBGPAndFRR(t *testing.T) {
 		t.Errorf("best route %+v, want router B's Loc-RIB", best)
 	}
 	for _, ri := range r.LookupAll(netip.MustParseAddr("198.18.1.1")) {
-		t.Logf("%s %s %s: path %s, origin %d", ri.Router.Name, ri.Peer.Addr, ri.View, ri.Path, ri.Origin)
+		t.Logf("%s %s %s: path %s, origin %d, next hop %s, communities %v %v", ri.Router.Name, ri.Peer.Addr, ri.View,
+			ri.Path, ri.Origin, ri.Path.NextHop(), ri.Path.Communities(), ri.Path.LargeCommunities())
+	}
+	// What flow export reports: the best route's next hop, first AS,
+	// prefix length and communities, as A announced them.
+	fr, ok := r.FlowRoute(netip.MustParseAddr("198.18.1.1"))
+	if !ok || fr.Bits != 24 || fr.Path.NextHop() != netip.MustParseAddr("198.18.0.254") || fr.Path.FirstAS() != 65001 ||
+		!slices.Equal(fr.Path.Communities(), []uint32{65001<<16 | 100}) ||
+		!slices.Equal(fr.Path.LargeCommunities(), []rib.LargeCommunity{{Global: 65001, Local1: 1, Local2: 2}}) {
+		t.Errorf("flow route of 198.18.1.1: %+v, next hop %s, first AS %d, communities %v %v; want /24 via 198.18.0.254 from AS65001 with 65001:100 and 65001:1:2",
+			fr, fr.Path.NextHop(), fr.Path.FirstAS(), fr.Path.Communities(), fr.Path.LargeCommunities())
+	}
+	// A's config sets its IPv6 next hop (NextHop6) over the route's own.
+	fr6, ok := r.FlowRoute(netip.MustParseAddr("2001:db8:1::1"))
+	if !ok || fr6.Bits != 48 || fr6.Path.NextHop() != netip.MustParseAddr("2001:db8::fe") || fr6.Path.FirstAS() != 65001 {
+		t.Errorf("flow route of 2001:db8:1::1: %+v, next hop %s, first AS %d; want /48 via 2001:db8::fe from AS65001",
+			fr6, fr6.Path.NextHop(), fr6.Path.FirstAS())
 	}
 	sum := r.Summary()
 	if len(sum.Routers) != 2 {

@@ -96,7 +96,13 @@ func pathFor(peer int, s synthRoute, buf []uint32) Path {
 }
 
 // loadFull announces the full table from two peers of one router.
-func loadFull(r *RIB) (*Peer, *Peer) {
+func loadFull(r *RIB) (*Peer, *Peer) { return loadFullWith(r, false) }
+
+// loadFullWith is loadFull; with attrs each route also carries its
+// peer's address as next hop and two communities, tagged by the transit
+// and the origin (so they add no distinct paths, as tags set by the ASes
+// on the path do not).
+func loadFullWith(r *RIB, attrs bool) (*Peer, *Peer) {
 	var s *Session
 	var peers [2]*Peer
 	r.Update(func(tx *Tx) {
@@ -109,7 +115,12 @@ func loadFull(r *RIB) (*Peer, *Peer) {
 	for i, p := range peers {
 		tx := r.Begin()
 		for j, sr := range routes {
-			tx.Announce(p, PrePolicy, sr.pfx, 0, pathFor(i+1, sr, buf))
+			path := pathFor(i+1, sr, buf)
+			if attrs {
+				h := sr.origin*2654435761 + uint32(sr.variant)*40503
+				path = path.WithAttrs(Attrs{NextHop: p.bgpID, Communities: []uint32{(3000+h%transits)<<16 | uint32(sr.variant), 65000<<16 | sr.origin%50}})
+			}
+			tx.Announce(p, PrePolicy, sr.pfx, 0, path)
 			if j%commitEvery == commitEvery-1 {
 				tx.Commit()
 				tx = r.Begin()
@@ -131,7 +142,13 @@ func heapInUse() uint64 {
 // BenchmarkIngestFullTable loads the synthetic full table from two
 // peers (2.4 million routes), interning each route's AS path, and
 // reports the rate and the heap held per route and per prefix.
-func BenchmarkIngestFullTable(b *testing.B) {
+func BenchmarkIngestFullTable(b *testing.B) { benchIngest(b, false) }
+
+// BenchmarkIngestFullTableWithAttrs is BenchmarkIngestFullTable with a
+// next hop and two communities on every route (loadFullWith).
+func BenchmarkIngestFullTableWithAttrs(b *testing.B) { benchIngest(b, true) }
+
+func benchIngest(b *testing.B, attrs bool) {
 	routes := fullTable()
 	n := 2 * len(routes)
 	var perRoute, perPrefix float64
@@ -142,7 +159,7 @@ func BenchmarkIngestFullTable(b *testing.B) {
 		r := New(Options{})
 		b.StartTimer()
 		start := time.Now()
-		loadFull(r)
+		loadFullWith(r, attrs)
 		elapsed += time.Since(start)
 		b.StopTimer()
 		held := float64(heapInUse() - before)

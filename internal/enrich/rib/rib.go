@@ -99,6 +99,7 @@ func (r route) view() View   { return View(r.src & 3) }
 type entry struct {
 	routes []route
 	origin uint32 // origin ASN of routes[0], so lookups need no pointer chase
+	bits   uint8  // prefix length, for flow export (the fast lookups do not return the prefix)
 }
 
 // snapshot is one published, immutable state of the RIB.

@@ -132,27 +132,54 @@ func (r *RIB) Origin(a netip.Addr) uint32 {
 	if r == nil {
 		return 0
 	}
+	e, _ := r.cur.Load().best(a)
+	return e.origin
+}
+
+// FlowRoute is what flow export reports of the best route for an
+// address: its origin (as Origin), prefix length, AS path and attributes.
+type FlowRoute struct {
+	Origin uint32
+	Bits   int
+	Path   Path
+}
+
+// FlowRoute returns the best route for the longest prefix matching a, as
+// Origin chooses it (a default route included, with origin 0), in one
+// lookup. It never waits.
+func (r *RIB) FlowRoute(a netip.Addr) (FlowRoute, bool) {
+	if r == nil {
+		return FlowRoute{}, false
+	}
 	s := r.cur.Load()
+	e, ok := s.best(a)
+	if !ok || len(e.routes) == 0 {
+		return FlowRoute{}, false
+	}
+	return FlowRoute{Origin: e.origin, Bits: int(e.bits), Path: s.path(e.routes[0])}, true
+}
+
+// best is the entry of the longest prefix matching a in the global
+// instance and the VRFs that label flows.
+func (s *snapshot) best(a netip.Addr) (entry, bool) {
 	if len(s.label) > 0 {
-		return s.labelOrigin(a)
+		return s.labelBest(a)
 	}
 	if a.Is4() {
 		b := a.As4()
 		if g := s.v4[b[0]]; g != nil {
 			if t := g[b[1]]; t != nil {
 				if e, ok := t.Lookup(netip.AddrFrom4([4]byte{b[2], b[3]})); ok {
-					return e.origin
+					return e, true
 				}
 			}
 		}
 		if s.short4 != nil {
-			e, _ := s.short4.Lookup(a)
-			return e.origin
+			return s.short4.Lookup(a)
 		}
-		return 0
+		return entry{}, false
 	}
-	e, _ := s.lookup6(a)
-	return e.origin
+	return s.lookup6(a)
 }
 
 // addrHi returns the first 64 bits of an IPv6 address. As16 costs

@@ -354,7 +354,7 @@ func (tx *Tx) compareRoutes(a, b route) int {
 // would otherwise label every address the table lacks and keep the
 // MMDB fallback from answering.
 func newEntry(routes []route, bits int) entry {
-	e := entry{routes: routes}
+	e := entry{routes: routes, bits: uint8(bits)}
 	if bits > 0 {
 		e.origin = routes[0].origin
 	}

@@ -127,20 +127,21 @@ func (r *RIB) SetLabelVRFs(distinguishers []uint64) {
 	tx.vrfsChanged = true
 }
 
-// labelOrigin is Origin with VRF tables that label flows: the longest
+// labelBest is best with VRF tables that label flows: the longest
 // matching prefix of the global table and those; on equal length the
 // global table, then the first VRF in key order.
-func (s *snapshot) labelOrigin(a netip.Addr) uint32 {
-	best, bestBits := uint32(0), -1
+func (s *snapshot) labelBest(a netip.Addr) (entry, bool) {
+	var best entry
+	bestBits := -1
 	if p, e, ok := s.fib.lookupPrefix(a); ok {
-		best, bestBits = e.origin, p.Bits()
+		best, bestBits = e, p.Bits()
 	}
 	for _, i := range s.label {
 		if p, e, ok := s.vrfs[i-1].lookupPrefix(a); ok && p.Bits() > bestBits {
-			best, bestBits = e.origin, p.Bits()
+			best, bestBits = e, p.Bits()
 		}
 	}
-	return best
+	return best, bestBits >= 0
 }
 
 // VRFRoutes are the routes of one VRF for the longest prefix matching an

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,13 @@ type decodedFlow struct {
 	Reason           uint8
 	SrcASN, DstASN   uint32
 	Forwarding       uint8 // forwardingStatus, IE 89
+	// Optional groups; zero when the template has none.
+	BGPNextHop                 netip.Addr
+	SrcPrefixLen, DstPrefixLen uint8
+	NextAS, PrevAS             uint32
+	// Communities and LargeCommunities are the basicLists, rendered
+	// "65001:100 ..." and "65001:1:2 ..."; "-" when absent.
+	Communities, LargeCommunities string
 }
 
 type decodedSampling struct {
@@ -195,8 +203,9 @@ func flowFromFields(values []netflow.DataField) (decodedFlow, error) {
 	if err != nil {
 		return decodedFlow{}, err
 	}
-	if len(fm) != 16 {
-		return decodedFlow{}, fmt.Errorf("%d fields, want 16", len(fm))
+	// 16 base fields, 5 with the BGP group, 2 with the communities.
+	if n := len(fm); n != 16 && n != 21 && n != 18 && n != 23 {
+		return decodedFlow{}, fmt.Errorf("%d fields, want 16, 18, 21 or 23", len(fm))
 	}
 	var f decodedFlow
 	var ok1, ok2 bool
@@ -224,7 +233,50 @@ func flowFromFields(values []netflow.DataField) (decodedFlow, error) {
 	f.SrcASN = uint32(beUint(fm[ieBgpSourceAsNumber]))
 	f.DstASN = uint32(beUint(fm[ieBgpDestinationAsNumber]))
 	f.Forwarding = uint8(beUint(fm[ieForwardingStatus]))
+	for _, id := range []uint16{18, 63} {
+		if b, ok := fm[id]; ok {
+			if f.BGPNextHop, ok = netip.AddrFromSlice(b); !ok {
+				return f, fmt.Errorf("next hop of %d bytes", len(b))
+			}
+		}
+	}
+	f.SrcPrefixLen = uint8(beUint(fm[9]) | beUint(fm[29]))
+	f.DstPrefixLen = uint8(beUint(fm[13]) | beUint(fm[30]))
+	f.NextAS = uint32(beUint(fm[128]))
+	f.PrevAS = uint32(beUint(fm[129]))
+	f.Communities, f.LargeCommunities = "-", "-"
+	if b, ok := fm[485]; ok {
+		if f.Communities, err = readBasicList(b, 483, 4); err != nil {
+			return f, err
+		}
+	}
+	if b, ok := fm[491]; ok {
+		if f.LargeCommunities, err = readBasicList(b, 489, 12); err != nil {
+			return f, err
+		}
+	}
 	return f, nil
+}
+
+// readBasicList reads an RFC 6313 basicList value (the variable-length
+// prefix already removed) of elements of id, each elemLen bytes, and
+// renders them as BGP communities are written.
+func readBasicList(b []byte, id uint16, elemLen int) (string, error) {
+	if len(b) < 5 {
+		return "", fmt.Errorf("basicList of %d bytes", len(b))
+	}
+	if got := binary.BigEndian.Uint16(b[1:]); got != id || int(binary.BigEndian.Uint16(b[3:])) != elemLen || (len(b)-5)%elemLen != 0 {
+		return "", fmt.Errorf("basicList of element %d, length %d, %d bytes", got, binary.BigEndian.Uint16(b[3:]), len(b)-5)
+	}
+	var parts []string
+	for v := b[5:]; len(v) > 0; v = v[elemLen:] {
+		if elemLen == 4 {
+			parts = append(parts, fmt.Sprintf("%d:%d", binary.BigEndian.Uint16(v), binary.BigEndian.Uint16(v[2:])))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d:%d:%d", binary.BigEndian.Uint32(v), binary.BigEndian.Uint32(v[4:]), binary.BigEndian.Uint32(v[8:])))
+		}
+	}
+	return strings.Join(parts, " "), nil
 }
 
 // wantFlow is what a collector should read for r, computed from the record
@@ -247,6 +299,8 @@ func wantFlow(r *flow.Record) decodedFlow {
 		Reason:  uint8(r.Reason),
 		SrcASN:  r.SrcASN,
 		DstASN:  r.DstASN,
+
+		Communities: "-", LargeCommunities: "-",
 	}
 	if r.Dir == datapath.Egress {
 		// A forwarded packet's egress flow also names where it came in.
@@ -287,6 +341,29 @@ func testRecord(i int) flow.Record {
 		binary.BigEndian.PutUint16(src[14:], uint16(i))
 		binary.BigEndian.PutUint16(dst[12:], uint16(i))
 		r.Src, r.Dst = src, dst
+	}
+	// BGP context for two records in three (the others are MMDB-only):
+	// standard communities for some, large ones for others, and an IPv6
+	// next hop of an IPv4 route (RFC 8950) now and then.
+	if i%3 != 0 {
+		b := &r.BGP
+		b.NextAS, b.PrevAS = 65000+uint32(i%5), 4200000000+uint32(i%4)
+		if i%2 == 0 {
+			b.NextHop = v4mapped(192, 0, 2, byte(i))
+			b.SrcPrefixLen, b.DstPrefixLen = uint8(16+i%9), 24
+			if i%7 == 2 {
+				b.NextHop = netip.MustParseAddr("2001:db8::fe").As16()
+			}
+		} else {
+			b.NextHop = netip.MustParseAddr("2001:db8::fe").As16()
+			b.SrcPrefixLen, b.DstPrefixLen = uint8(32+i%17), 48
+		}
+		if i%3 == 1 {
+			b.Communities = string(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 65001<<16|uint32(i)), 0xffff0001))
+		}
+		if i%5 == 1 {
+			b.LargeCommunities = string(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 4200000001), 7), uint32(i)))
+		}
 	}
 	if i%4 >= 2 {
 		r.Dir = datapath.Egress

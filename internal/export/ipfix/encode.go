@@ -138,6 +138,40 @@ type flowEntry struct {
 	reason           uint8
 	v4               bool
 	opt              optionalValues // written only when the layout selects them (fields.go)
+
+	// Optional information elements (optional.go).
+	bgpNextHop                 [16]byte
+	nextAS, prevAS             uint32
+	srcPrefixLen, dstPrefixLen uint8
+	// communities is 1 + the index of the record's communities in the
+	// list queued with it (communityList), 0 for none: strings here
+	// would make the queue a place the garbage collector scans.
+	communities uint32
+}
+
+// communityList holds the communities of queued records (GroupBGPCommunities),
+// as encoded: 4 bytes per standard, 12 per large community.
+type communityList []struct{ std, large string }
+
+// add appends a record's communities, capped so that a record always
+// fits in a message, and returns flowEntry.communities for them.
+func (l *communityList) add(b *flow.BGP) uint32 {
+	if b.Communities == "" && b.LargeCommunities == "" {
+		return 0
+	}
+	*l = append(*l, struct{ std, large string }{
+		b.Communities[:min(len(b.Communities), maxCommunities*communityLen)],
+		b.LargeCommunities[:min(len(b.LargeCommunities), maxLargeCommunities*largeCommunityLen)],
+	})
+	return uint32(len(*l))
+}
+
+// get returns the communities of a flowEntry.communities value.
+func (l communityList) get(i uint32) (std, large string) {
+	if i == 0 || int(i) > len(l) {
+		return "", ""
+	}
+	return l[i-1].std, l[i-1].large
 }
 
 func unixMilli(ms int64) uint64 {
@@ -152,7 +186,7 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 	if rate == 0 {
 		rate = e.defaultRate
 	}
-	return flowEntry{
+	f := flowEntry{
 		rate:      rate,
 		src:       r.Src,
 		dst:       r.Dst,
@@ -174,7 +208,24 @@ func (e *Exporter) entryFromRecord(r *flow.Record) flowEntry {
 		// The IPv4 template only when both addresses are IPv4: a mixed
 		// pair cannot come from one packet, but must not lose bytes.
 		v4: isV4Mapped(&r.Src) && isV4Mapped(&r.Dst),
+
+		bgpNextHop:   r.BGP.NextHop,
+		nextAS:       r.BGP.NextAS,
+		prevAS:       r.BGP.PrevAS,
+		srcPrefixLen: r.BGP.SrcPrefixLen,
+		dstPrefixLen: r.BGP.DstPrefixLen,
 	}
+	return f
+}
+
+// entryWithCommunities is entryFromRecord, with the record's communities
+// added to comms when the exporter sends them.
+func (e *Exporter) entryWithCommunities(r *flow.Record, comms *communityList) flowEntry {
+	f := e.entryFromRecord(r)
+	if e.communities {
+		f.communities = comms.add(&r.BGP)
+	}
+	return f
 }
 
 var v4MappedPrefix = [12]byte{10: 0xff, 11: 0xff}
@@ -184,10 +235,13 @@ func isV4Mapped(a *[16]byte) bool { return [12]byte(a[:12]) == v4MappedPrefix }
 // message builds one IPFIX message in a buffer allocated once with the
 // maximum message size as capacity, so adding records never allocates.
 type message struct {
-	layout   *flowLayout // flow templates and record sizes (fields.go)
+	layout   *flowLayout // the fixed optional fields (fields.go), lay.fixed
 	buf      []byte
 	max      int
-	setStart int // offset of the open set's header; 0 when no set is open
+	lay      *layout       // flow templates: layout's and the optional groups (optional.go)
+	scratch  []byte        // optional values of the record being added
+	comms    communityList // of the records being added (flowEntry.communities)
+	setStart int           // offset of the open set's header; 0 when no set is open
 	setID    uint16
 	// dataRecords counts flow and options data records (both advance the
 	// RFC 7011 sequence number); flowRecords counts flow records only.
@@ -195,8 +249,10 @@ type message struct {
 	flowRecords int
 }
 
-func newMessage(maxSize int) *message {
-	return &message{layout: baseLayout, buf: make([]byte, headerLen, maxSize), max: maxSize}
+func newMessage(maxSize int) *message { return newMessageLayout(maxSize, plainLayout) }
+
+func newMessageLayout(maxSize int, l *layout) *message {
+	return &message{layout: l.fixed, buf: make([]byte, headerLen, maxSize), max: maxSize, lay: l}
 }
 
 func (m *message) reset() {
@@ -302,8 +358,8 @@ const templatesLen = 2*(setHeaderLen+4+4*16) +
 
 // addTemplates adds all four templates, each in its own set.
 func (m *message) addTemplates() bool {
-	return m.addTemplate(templateIDv4, m.layout.fieldsV4) &&
-		m.addTemplate(templateIDv6, m.layout.fieldsV6) &&
+	return m.addTemplate(templateIDv4, m.lay.fields4) &&
+		m.addTemplate(templateIDv6, m.lay.fields6) &&
 		m.addOptionsTemplate(templateIDSampling, samplingScope, samplingOptions) &&
 		m.addOptionsTemplate(templateIDInterfaces, interfaceScope, interfaceOptions)
 }
@@ -363,23 +419,29 @@ func putFixedString(b []byte, s string) {
 	clear(b[n:])
 }
 
-// addFlow adds one flow record to the data set of its address family.
+// addFlow adds one flow record to the data set of its address family:
+// the base fields, the selected fixed fields (fields.go), then the
+// optional groups (optional.go).
 func (m *message) addFlow(f *flowEntry) bool {
+	opts, base, id := m.lay.opt6, m.layout.lenV6, templateIDv6
+	if f.v4 {
+		opts, base, id = m.lay.opt4, m.layout.lenV4, templateIDv4
+	}
+	m.scratch = m.scratch[:0]
+	for _, o := range opts {
+		m.scratch = o.put(m.scratch, f, m)
+	}
+	b := m.reserve(id, base+len(m.scratch))
+	if b == nil {
+		return false
+	}
 	var tail []byte
 	if f.v4 {
-		b := m.reserve(templateIDv4, m.layout.lenV4)
-		if b == nil {
-			return false
-		}
 		_ = b[flowRecordLenV4-1]
 		copy(b[0:4], f.src[12:16])
 		copy(b[4:8], f.dst[12:16])
 		tail = b[8:]
 	} else {
-		b := m.reserve(templateIDv6, m.layout.lenV6)
-		if b == nil {
-			return false
-		}
 		_ = b[flowRecordLenV6-1]
 		copy(b[0:16], f.src[:])
 		copy(b[16:32], f.dst[:])
@@ -389,6 +451,7 @@ func (m *message) addFlow(f *flowEntry) bool {
 	if len(m.layout.parts) > 0 {
 		m.layout.putOptional(tail[flowTailLen:], f)
 	}
+	copy(b[base:], m.scratch)
 	m.dataRecords++
 	m.flowRecords++
 	return true

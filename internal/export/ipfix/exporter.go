@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 
-// Package ipfix exports ended flows to one IPFIX collector over UDP
-// (RFC 7011), with an encoder of our own: templates for IPv4 and IPv6
-// flows, an options record carrying the sampling rate and options records
-// naming the attached interfaces.
+// Package ipfix exports ended flows to IPFIX collectors over UDP (RFC
+// 7011), with an encoder of our own: templates for IPv4 and IPv6 flows,
+// an options record carrying the sampling rate and options records naming
+// the attached interfaces. An Exporter serves one collector; a Fanout
+// hands records to several, each with its own socket, queue and sender.
 package ipfix
 
 import (
@@ -48,7 +49,10 @@ const (
 
 // Config configures an Exporter. Zero fields take the defaults above.
 type Config struct {
-	Collector           string // collector host:port, resolved once in New
+	Collector string // collector host:port, resolved once in New
+	// Name is the collector label of the exporter's metrics; "" uses
+	// Collector as written.
+	Name                string
 	Bind                string // local host:port for the socket; "" lets the kernel choose
 	ObservationDomainID uint32
 	TemplateRefresh     time.Duration // templates and options are resent this often
@@ -67,6 +71,10 @@ type Config struct {
 	// Fields are the optional elements the flow templates carry
 	// (fields.go).
 	Fields Fields
+	// Optional names the groups of optional information elements the
+	// flow templates carry after Fields (GroupBGP, GroupBGPCommunities;
+	// optional.go).
+	Optional []string
 }
 
 // Interface names one attached interface for the interface options record.
@@ -80,18 +88,25 @@ type Interface struct {
 // flow.Sink and prometheus.Collector. ExportFlows only queues; one sender
 // goroutine encodes and sends.
 type Exporter struct {
-	log      *slog.Logger
-	conn     *net.UDPConn
-	local    netip.AddrPort
-	remote   netip.AddrPort
-	domainID uint32
-	refresh  time.Duration
-	limit    int
+	log  *slog.Logger
+	name string
+	conn *net.UDPConn
+	// write sends one message; conn.Write except in tests that make a
+	// collector's sends stall.
+	write     func([]byte) (int, error)
+	pacedWait time.Duration
+	local     netip.AddrPort
+	remote    netip.AddrPort
+	domainID  uint32
+	refresh   time.Duration
+	limit     int
 
 	defaultRate uint32 // Config.SampleRate
+	communities bool   // GroupBGPCommunities enabled
 
 	mu            sync.Mutex
 	queue         []flowEntry   // records waiting for the sender, at most limit
+	queueComms    communityList // their communities (flowEntry.communities)
 	taken         chan struct{} // closed when the sender takes the queue
 	closed        bool
 	interfaces    []Interface // replaced, never modified in place
@@ -112,6 +127,7 @@ type Exporter struct {
 	// Owned by the sender goroutine.
 	msg           *message
 	spare         []flowEntry
+	spareComms    communityList
 	sequence      uint32 // data records sent before the current message
 	templatesDue  bool
 	announced     uint32 // rate of the last sampling options record
@@ -149,6 +165,19 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		return nil, fmt.Errorf("ipfix: unknown optional fields %#x", uint32(cfg.Fields&^fieldsAll))
 	}
 
+	lay, err := newLayout(newFlowLayout(cfg.Fields), cfg.Optional)
+	if err != nil {
+		return nil, err
+	}
+	// Templates and options go in one message, and a data record fits
+	// in any message after one sampling options record.
+	if need := headerLen + lay.templatesLen() + setHeaderLen + samplingRecordLen + setHeaderLen + interfaceRecordLen; need > cfg.MaxMessageSize {
+		return nil, fmt.Errorf("ipfix: max_message_size %d cannot hold the templates (%d bytes)", cfg.MaxMessageSize, need)
+	}
+	if need := headerLen + 2*setHeaderLen + samplingRecordLen + max(lay.max4, lay.max6); need > cfg.MaxMessageSize {
+		return nil, fmt.Errorf("ipfix: max_message_size %d cannot hold a flow record (%d bytes)", cfg.MaxMessageSize, need)
+	}
+
 	raddr, err := net.ResolveUDPAddr("udp", cfg.Collector)
 	if err != nil {
 		return nil, fmt.Errorf("ipfix: collector %q: %w", cfg.Collector, err)
@@ -171,9 +200,17 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		return nil, fmt.Errorf("ipfix: socket from bind %q to collector %q: %w", cfg.Bind, cfg.Collector, err)
 	}
 
+	name := cfg.Name
+	if name == "" {
+		name = cfg.Collector
+	}
+	labels := prometheus.Labels{"collector": name}
 	e := &Exporter{
 		log:         log,
+		name:        name,
 		conn:        conn,
+		write:       conn.Write,
+		pacedWait:   pacedWait,
 		local:       addrPort(conn.LocalAddr()),
 		remote:      addrPort(conn.RemoteAddr()),
 		domainID:    cfg.ObservationDomainID,
@@ -185,15 +222,16 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
-		msg:         newMessage(cfg.MaxMessageSize).withFields(cfg.Fields),
+		msg:         newMessageLayout(cfg.MaxMessageSize, lay),
+		communities: slices.Contains(cfg.Optional, GroupBGPCommunities),
 		recordsDesc: prometheus.NewDesc("rfm_ipfix_records_total",
-			"Flow records sent to the IPFIX collector.", nil, nil),
+			"Flow records sent to the IPFIX collector.", nil, labels),
 		messagesDesc: prometheus.NewDesc("rfm_ipfix_messages_total",
-			"IPFIX messages sent to the collector.", nil, nil),
+			"IPFIX messages sent to the collector.", nil, labels),
 		droppedDesc: prometheus.NewDesc("rfm_ipfix_dropped_records_total",
-			"Flow records not exported because the queue was full or the send failed.", nil, nil),
-		errorsDesc: prometheus.NewDesc("rfm_errors_total", "Errors by subsystem.",
-			nil, prometheus.Labels{"subsystem": "ipfix"}),
+			"Flow records not exported because the queue was full or the send failed.", nil, labels),
+		errorsDesc: prometheus.NewDesc("rfm_ipfix_send_errors_total",
+			"Failed sends to the IPFIX collector.", nil, labels),
 	}
 	e.templatesDue = true
 	if !cfg.Deferred {
@@ -225,6 +263,9 @@ func (e *Exporter) Stats() Stats {
 	return Stats{Records: e.records.Load(), Messages: e.messages.Load(), Dropped: e.dropped.Load(), Errors: e.errs.Load()}
 }
 
+// Name is the collector label of the exporter's metrics.
+func (e *Exporter) Name() string { return e.name }
+
 // LocalAddr is the socket's source address and port (IPv4 unmapped).
 func (e *Exporter) LocalAddr() netip.AddrPort { return e.local }
 
@@ -252,7 +293,7 @@ func (e *Exporter) ExportFlows(recs []flow.Record) {
 // are dropped (and counted) only once the exporter is closed or the sender
 // has taken nothing for pacedWait.
 func (e *Exporter) ExportFlowsPaced(recs []flow.Record) {
-	timer := time.NewTimer(pacedWait)
+	timer := time.NewTimer(e.pacedWait)
 	defer timer.Stop()
 	for len(recs) > 0 {
 		n, taken := e.enqueue(recs, e.limit-e.limit/4)
@@ -264,13 +305,13 @@ func (e *Exporter) ExportFlowsPaced(recs []flow.Record) {
 			break // closed
 		}
 		if n > 0 {
-			timer.Reset(pacedWait)
+			timer.Reset(e.pacedWait)
 		}
 		select {
 		case <-taken:
 		case <-timer.C:
 			e.log.Warn("ipfix: the sender took no records for a while; dropping the rest of a flush",
-				"collector", e.remote, "dropped", len(recs), "waited", pacedWait)
+				"collector", e.remote, "dropped", len(recs), "waited", e.pacedWait)
 			e.dropped.Add(uint64(len(recs)))
 			return
 		}
@@ -289,7 +330,7 @@ func (e *Exporter) enqueue(recs []flow.Record, limit int) (int, <-chan struct{})
 	}
 	n := max(0, min(len(recs), limit-len(e.queue)))
 	for i := range n {
-		e.queue = append(e.queue, e.entryFromRecord(&recs[i]))
+		e.queue = append(e.queue, e.entryWithCommunities(&recs[i], &e.queueComms))
 	}
 	taken := e.taken
 	e.mu.Unlock()
@@ -368,6 +409,7 @@ func (e *Exporter) step(now time.Time, flush bool) {
 	e.mu.Lock()
 	batch := e.queue
 	e.queue = e.spare[:0]
+	e.msg.comms, e.queueComms = e.queueComms, e.spareComms[:0]
 	if len(batch) > 0 {
 		close(e.taken)
 		e.taken = make(chan struct{})
@@ -411,6 +453,10 @@ func (e *Exporter) step(now time.Time, flush bool) {
 		start = end
 	}
 	e.spare = batch[:0]
+	// The strings go with the batch: clear them so the spare list does
+	// not keep RIB paths alive.
+	clear(e.msg.comms)
+	e.spareComms, e.msg.comms = e.msg.comms[:0], nil
 
 	if flush {
 		e.send()
@@ -500,7 +546,7 @@ func (e *Exporter) send() {
 	flows := uint64(e.msg.flowRecords)
 	err := e.conn.SetWriteDeadline(now.Add(writeTimeout))
 	if err == nil {
-		_, err = e.conn.Write(b)
+		_, err = e.write(b)
 	}
 	e.msg.reset()
 	if err != nil {
@@ -525,7 +571,9 @@ func (e *Exporter) send() {
 	e.records.Add(flows)
 }
 
-// Describe implements prometheus.Collector.
+// Describe implements prometheus.Collector. The series carry the
+// collector label; rfm_errors_total{subsystem="ipfix"} is the Fanout's
+// sum over its exporters.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	ch <- e.recordsDesc
 	ch <- e.messagesDesc

@@ -163,5 +163,6 @@ func (l *flowLayout) putOptional(b []byte, f *flowEntry) {
 // withFields makes m's flow templates and records carry sel.
 func (m *message) withFields(sel Fields) *message {
 	m.layout = newFlowLayout(sel)
+	m.lay = mustLayout(m.layout, m.lay.groups)
 	return m
 }

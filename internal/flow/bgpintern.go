@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package flow
+
+// refTable interns the halves of flows' BGP context: the destination
+// side (next hop, next AS, prefix length, communities), which the flows
+// towards one route share, and the source side (previous AS, prefix
+// length), which the flows from one route share. A flow stores two 4-byte
+// ids and the arena stays free of pointers. Unlike city names, contexts
+// come and go with the RIB, so ids are reference counted by the flows
+// holding them and reused once free: a table never holds more contexts
+// than flows. Id 0 is the zero context and is not counted. Not safe for
+// concurrent use: the Table calls it under its lock.
+type refTable[T comparable] struct {
+	ids  map[T]uint32
+	vals []T      // by id
+	refs []uint32 // by id
+	free []uint32
+}
+
+// bgpDst is the destination half of BGP.
+type bgpDst struct {
+	nextHop                       [16]byte
+	nextAS                        uint32
+	prefixLen                     uint8
+	communities, largeCommunities string
+}
+
+// bgpSrc is the source half of BGP.
+type bgpSrc struct {
+	prevAS    uint32
+	prefixLen uint8
+}
+
+func dstOf(b *BGP) bgpDst {
+	return bgpDst{b.NextHop, b.NextAS, b.DstPrefixLen, b.Communities, b.LargeCommunities}
+}
+
+func srcOf(b *BGP) bgpSrc { return bgpSrc{b.PrevAS, b.SrcPrefixLen} }
+
+func newRefTable[T comparable]() *refTable[T] {
+	var zero T
+	return &refTable[T]{ids: map[T]uint32{}, vals: []T{zero}, refs: []uint32{0}}
+}
+
+// acquire returns the id of v, counting one more holder.
+func (t *refTable[T]) acquire(v T) uint32 {
+	var zero T
+	if v == zero {
+		return 0
+	}
+	id, ok := t.ids[v]
+	if !ok {
+		if n := len(t.free); n > 0 {
+			id = t.free[n-1]
+			t.free = t.free[:n-1]
+			t.vals[id] = v
+		} else {
+			id = uint32(len(t.vals))
+			t.vals = append(t.vals, v)
+			t.refs = append(t.refs, 0)
+		}
+		t.ids[v] = id
+	}
+	t.refs[id]++
+	return id
+}
+
+// release drops one holder of id, freeing it with the last.
+func (t *refTable[T]) release(id uint32) {
+	if id == 0 || int(id) >= len(t.refs) || t.refs[id] == 0 {
+		return
+	}
+	if t.refs[id]--; t.refs[id] == 0 {
+		var zero T
+		delete(t.ids, t.vals[id])
+		t.vals[id] = zero
+		t.free = append(t.free, id)
+	}
+}
+
+// get returns the value of id.
+func (t *refTable[T]) get(id uint32) T {
+	if int(id) >= len(t.vals) {
+		var zero T
+		return zero
+	}
+	return t.vals[id]
+}
+
+// len is how many values are held.
+func (t *refTable[T]) len() int { return len(t.ids) }
