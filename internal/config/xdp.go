@@ -294,11 +294,14 @@ func XDPWarnings(c *Config) []string {
 		}
 		ts = append(ts, traffic{what: fmt.Sprintf("Prometheus scrapes to port %d", a.Prometheus.Port), proto: 6, dst: host, dstPort: uint16(a.Prometheus.Port)})
 	}
-	if a.IPFIX.Enabled() {
-		if coll, err := netip.ParseAddr(a.IPFIX.Host); err == nil && !coll.IsLoopback() {
+	for _, c := range a.IPFIX.Targets() {
+		if coll, err := netip.ParseAddr(c.Host); err == nil && !coll.IsLoopback() {
 			pf := []netip.Prefix{netip.PrefixFrom(coll, coll.BitLen())}
-			ts = append(ts, traffic{what: fmt.Sprintf("ICMP errors from the IPFIX collector %s", coll), proto: 1, src: pf},
-				traffic{what: fmt.Sprintf("ICMPv6 errors from the IPFIX collector %s", coll), proto: 58, src: pf})
+			proto, name := uint8(1), "ICMP"
+			if coll.Is6() {
+				proto, name = 58, "ICMPv6"
+			}
+			ts = append(ts, traffic{what: fmt.Sprintf("%s errors from the IPFIX collector %s", name, coll), proto: proto, src: pf})
 		}
 	}
 	ts = append(ts, traffic{what: "BGP sessions (TCP port 179)", proto: 6, dstPort: 179},

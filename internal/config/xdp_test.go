@@ -120,6 +120,12 @@ func TestXDPWarnings(t *testing.T) {
 interfaces = ["eth0"]
 [agent.prometheus]
 host = "::"
+[[agent.ipfix.collectors]]
+host = "198.19.0.9"
+port = 4739
+[[agent.ipfix.collectors]]
+host = "198.18.0.9"
+port = 4739
 [agent.enrich.rib.bmp]
 host = "198.18.0.1"
 port = 11019
@@ -149,6 +155,7 @@ action = "pass"
 	want := []string{
 		`agent.xdp.rules[0] ("drop-routers", drop) could drop BMP sessions to port 11019`,
 		`agent.xdp.rules[0] ("drop-routers", drop) could drop Prometheus scrapes to port 9669`,
+		`agent.xdp.rules[0] ("drop-routers", drop) could drop ICMP errors from the IPFIX collector 198.18.0.9`,
 		`agent.xdp.rules[0] ("drop-routers", drop) could drop BGP sessions (TCP port 179)`,
 	}
 	if !reflect.DeepEqual(got, want) {
