@@ -246,12 +246,24 @@ struct {
 } rfm_iface_slots SEC(".maps");
 
 // ifindex -> slot for interfaces whose rfm_iface_slots entry was taken.
-struct {
+// The hash sits in a one-element map of maps, so userspace can start it
+// small and replace it with a bigger copy when it fills: a hash's bucket
+// array is allocated for its max_entries up front, and sizing it for the
+// interface limit cost 4 MiB of locked memory that nearly never held an
+// entry. The extra lookup is paid only on this rare path.
+struct rfm_iface_spill_hash {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, RFM_CHUNK_IFACES * RFM_MAX_CHUNKS);
+	__uint(max_entries, 1); // userspace sizes each one it creates
 	__type(key, __u32);
 	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct rfm_iface_spill_hash);
 } rfm_iface_spill SEC(".maps");
 
 // One chunk of counters: a per-CPU array indexed by
@@ -764,7 +776,11 @@ static __always_inline void rfm_count(struct __sk_buff *skb, __u32 dir, int fam,
 	if (s && s->ifindex == ifindex) {
 		slot = s->slot;
 	} else {
-		__u32 *spilled = bpf_map_lookup_elem(&rfm_iface_spill, &ifindex);
+		__u32 zero = 0;
+		void *spill = bpf_map_lookup_elem(&rfm_iface_spill, &zero);
+		if (!spill)
+			return;
+		__u32 *spilled = bpf_map_lookup_elem(spill, &ifindex);
 		if (!spilled)
 			return;
 		slot = *spilled;

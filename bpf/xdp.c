@@ -131,12 +131,21 @@ struct {
 	__type(value, struct rfm_iface_slot);
 } rfm_iface_slots SEC(".maps");
 
-struct {
+// The collision hash sits in a one-element map of maps (see bpf/rfm.c):
+// userspace replaces it with a bigger copy when it fills.
+struct rfm_iface_spill_hash {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, RFM_CHUNK_IFACES * RFM_MAX_CHUNKS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct rfm_iface_spill_hash);
 } rfm_iface_spill SEC(".maps");
 
 struct rfm_counter_chunk {
@@ -769,7 +778,11 @@ static __always_inline void xdp_count_rx(struct xdp_md *ctx, __u32 fam, __u32 by
 	if (s && s->ifindex == ifindex) {
 		slot = s->slot;
 	} else {
-		__u32 *spilled = bpf_map_lookup_elem(&rfm_iface_spill, &ifindex);
+		__u32 zero = 0;
+		void *spill = bpf_map_lookup_elem(&rfm_iface_spill, &zero);
+		if (!spill)
+			return;
+		__u32 *spilled = bpf_map_lookup_elem(spill, &ifindex);
 		if (!spilled)
 			return;
 		slot = *spilled;

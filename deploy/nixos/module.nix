@@ -108,6 +108,7 @@ in
             directions = opt (lib.types.listOf (lib.types.enum [ "ingress" "egress" ])) ''Hooks that sample (default [ "ingress" "egress" ]); interface counters are kept at both.'';
             fields = opt (lib.types.listOf (lib.types.enum [ "tcp_flags" "dscp" "icmp" "ttl" "vlan" ])) "Optional header fields of flow records (default none).";
             fib_lookup = opt lib.types.bool "Look up the egress interface and next hop of sampled ingress packets in the kernel's FIB (default false).";
+            max_interfaces = opt (lib.types.ints.between 1 262144) "Most interfaces attached at once, 1..262144 (default 262144); more are refused and counted.";
           };
 
           collector = section "Flow table settings." {

@@ -168,7 +168,8 @@ func (d *datapathStage) start() error {
 	a := d.a
 	c := a.cfg.Agent.BPF
 	var err error
-	if a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.RingBufSize, Fields: datapathFields(c)}); err != nil {
+	if a.dp, err = datapath.Load(datapath.Options{RingBufSize: c.RingBufSize, Fields: datapathFields(c),
+		MaxInterfaces: c.MaxInterfaces}); err != nil {
 		return err
 	}
 	a.memory.useBPFLocked(a.dp.LockedMemory)
@@ -192,19 +193,35 @@ func (d *datapathStage) reconfigure(cur, next *config.Config) (reconfig, error) 
 		rc.needsRestart = append(rc.needsRestart, "agent.bpf.fib_lookup")
 		n.FIBLookup = c.FIBLookup
 	}
-	// The sampled directions are a flag of the config map.
-	if !slices.Equal(c.Directions, n.Directions) {
-		a := d.a
-		rc.commit = func() []string {
+	a := d.a
+	maxChanged := c.MaxInterfaces != n.MaxInterfaces
+	dirChanged := !slices.Equal(c.Directions, n.Directions)
+	if !maxChanged && !dirChanged {
+		return rc, nil
+	}
+	rc.commit = func() []string {
+		var applied []string
+		if maxChanged {
+			// Validation bounded it, so setting it cannot fail.
+			if err := a.dp.SetMaxInterfaces(n.MaxInterfaces); err != nil {
+				a.log.Warn("reload: setting the interface limit", "err", err)
+				n.MaxInterfaces = c.MaxInterfaces
+			} else {
+				applied = append(applied, "agent.bpf.max_interfaces")
+			}
+		}
+		// The sampled directions are a flag of the config map.
+		if dirChanged {
 			prev := a.unsampled
 			a.unsampled = unsampledHooks(*n)
 			if err := a.dp.SetConfig(a.datapathConfig(a.sampleRate.Load())); err != nil {
 				a.log.Warn("reload: setting the sampled directions", "err", err)
 				a.unsampled, n.Directions = prev, c.Directions
-				return nil
+			} else {
+				applied = append(applied, "agent.bpf.directions")
 			}
-			return []string{"agent.bpf.directions"}
 		}
+		return applied
 	}
 	return rc, nil
 }

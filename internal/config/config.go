@@ -48,6 +48,9 @@ type BPF struct {
 	// FIBLookup looks up the egress interface and next hop of sampled
 	// ingress packets in the kernel's FIB.
 	FIBLookup bool `toml:"fib_lookup"`
+	// MaxInterfaces is how many interfaces may be attached at once,
+	// default and at most datapath.DefaultMaxInterfaces.
+	MaxInterfaces int `toml:"max_interfaces"`
 }
 
 // HasField reports whether agent.bpf.fields lists name.

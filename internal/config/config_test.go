@@ -40,6 +40,7 @@ func TestDefaults(t *testing.T) {
 		{"bpf.directions", a.BPF.Directions, []string{"ingress", "egress"}},
 		{"bpf.fields", a.BPF.Fields, []string(nil)},
 		{"bpf.fib_lookup", a.BPF.FIBLookup, false},
+		{"bpf.max_interfaces", a.BPF.MaxInterfaces, 262144},
 		{"collector.max_flows", a.Collector.MaxFlows, 65536},
 		{"collector.eviction_timeout", a.Collector.EvictionTimeout.Duration, 30 * time.Second},
 		{"collector.active_timeout", a.Collector.ActiveTimeout.Duration, 60 * time.Second},
@@ -210,6 +211,8 @@ func TestRejections(t *testing.T) {
 		{"directions empty", base + "[agent.bpf]\ndirections = []\n", "agent.bpf.directions", "[]"},
 		{"directions unknown", base + "[agent.bpf]\ndirections = [\"ingress\", \"in\"]\n", "agent.bpf.directions[1]", `"in"`},
 		{"directions duplicate", base + "[agent.bpf]\ndirections = [\"egress\", \"egress\"]\n", "agent.bpf.directions[1]", `"egress"`},
+		{"max_interfaces zero", base + "[agent.bpf]\nmax_interfaces = 0\n", "agent.bpf.max_interfaces", "0"},
+		{"max_interfaces above the maximum", base + "[agent.bpf]\nmax_interfaces = 262145\n", "agent.bpf.max_interfaces", "262145"},
 		{"max_flows negative", base + "[agent.collector]\nmax_flows = -1\n", "agent.collector.max_flows", "-1"},
 		{"eviction_timeout short", base + "[agent.collector]\neviction_timeout = \"500ms\"\n", "agent.collector.eviction_timeout", `"500ms"`},
 		{"eviction_timeout negative", base + "[agent.collector]\neviction_timeout = \"-1s\"\n", "agent.collector.eviction_timeout", `"-1s"`},
@@ -591,8 +594,9 @@ func TestSpecExample(t *testing.T) {
 	}
 	want := &Config{Agent: Agent{
 		Interfaces: []string{"eth0", "tailscale0"},
-		BPF:        BPF{SampleRate: 100, RingBufSize: 262144, Directions: []string{"ingress", "egress"}},
-		Collector:  Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}, ActiveTimeout: Duration{time.Minute}},
+		BPF: BPF{SampleRate: 100, RingBufSize: 262144, Directions: []string{"ingress", "egress"},
+			MaxInterfaces: 262144},
+		Collector: Collector{MaxFlows: 65536, EvictionTimeout: Duration{30 * time.Second}, ActiveTimeout: Duration{time.Minute}},
 		IPFIX: IPFIX{
 			Host: "127.0.0.1", Port: 4739,
 			Bind:                Endpoint{Host: "192.0.2.10", Port: 0},

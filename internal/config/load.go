@@ -20,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/enrich/bmp"
 	"github.com/stepbrobd/rfm/internal/enrich/rib"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
@@ -216,6 +217,7 @@ func applyDefaults(c *Config, md *toml.MetaData) {
 	fillDefault(md, "bpf.sample_rate", &a.BPF.SampleRate, DefaultSampleRate)
 	fillDefault(md, "bpf.ring_buf_size", &a.BPF.RingBufSize, DefaultRingBufSize)
 	fillDefault(md, "bpf.directions", &a.BPF.Directions, slices.Clone(DefaultDirections))
+	fillDefault(md, "bpf.max_interfaces", &a.BPF.MaxInterfaces, datapath.DefaultMaxInterfaces)
 	fillDefault(md, "collector.max_flows", &a.Collector.MaxFlows, DefaultMaxFlows)
 	fillDefault(md, "collector.eviction_timeout", &a.Collector.EvictionTimeout.Duration, flow.DefaultIdleTimeout)
 	fillDefault(md, "collector.active_timeout", &a.Collector.ActiveTimeout.Duration, flow.DefaultActiveTimeout)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/enrich/bmp"
 	"github.com/stepbrobd/rfm/internal/export/ipfix"
 	"github.com/stepbrobd/rfm/internal/flow"
@@ -231,6 +232,10 @@ func validateValues(c *Config) *Error {
 	}
 	if e := checkChoices("agent.bpf.fields", a.BPF.Fields, FieldNames, 0); e != nil {
 		return e
+	}
+	if a.BPF.MaxInterfaces < 1 || a.BPF.MaxInterfaces > datapath.DefaultMaxInterfaces {
+		return keyError("agent.bpf.max_interfaces", a.BPF.MaxInterfaces,
+			"must be between 1 and %d", datapath.DefaultMaxInterfaces)
 	}
 
 	if a.Collector.MaxFlows < 0 || a.Collector.MaxFlows > flow.MaxFlowsCeiling {

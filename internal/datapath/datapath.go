@@ -179,6 +179,9 @@ type Stats struct {
 	// TimerErrors counts batch flush timers that could not be armed; the
 	// batch was written out at once instead.
 	TimerErrors uint64
+	// InterfaceLimitRefusals counts attaches refused because
+	// MaxInterfaces interfaces were attached.
+	InterfaceLimitRefusals uint64
 }
 
 type attachment struct {
@@ -200,7 +203,7 @@ type Datapath struct {
 	config    *ebpf.Map
 	batches   *ebpf.Map
 	slots     *ebpf.Map // rfm_iface_slots
-	spill     *ebpf.Map // rfm_iface_spill
+	spill     *spillTable
 	chunkDir  *ebpf.Map // rfm_counters: chunk index -> per-CPU counter array
 	chunkSpec *ebpf.MapSpec
 	progs     [2][2]*ebpf.Program // by LinkKind, then Direction
@@ -227,11 +230,13 @@ type Datapath struct {
 	readKeys  []uint32
 
 	decodeErrors atomic.Uint64
-	eventSize    int // bytes per event in a ring record; 0 means EventSize
-	fields       Fields
-	wakeupBytes  uint32
-	batchEvents  uint32
-	batchFlush   time.Duration
+	// limitRefusals counts attaches refused at maxIfaces.
+	limitRefusals atomic.Uint64
+	eventSize     int // bytes per event in a ring record; 0 means EventSize
+	fields        Fields
+	wakeupBytes   uint32
+	batchEvents   uint32
+	batchFlush    time.Duration
 }
 
 // Load creates the maps (config, interface slots, counters, stats, ring
@@ -307,7 +312,10 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	d.chunkDir = d.shared[rfmMapRfmCounters]
 	d.slots = d.shared[rfmMapRfmIfaceSlots]
-	d.spill = d.shared[rfmMapRfmIfaceSpill]
+	if d.spill, err = newSpillTable(d.shared[rfmMapRfmIfaceSpill], spec.Maps[rfmMapRfmIfaceSpill]); err != nil {
+		d.closeShared()
+		return nil, err
+	}
 	d.stats = d.shared[rfmMapRfmDpStats]
 	d.config = d.shared[rfmMapRfmConfig]
 	d.batches = d.shared[rfmMapRfmBatches]
@@ -403,6 +411,22 @@ func (d *Datapath) SetConfig(c Config) error {
 	return nil
 }
 
+// SetMaxInterfaces changes how many interfaces may be attached at once
+// (0: DefaultMaxInterfaces). Lowering it detaches nothing; it only
+// refuses attaches until fewer are attached.
+func (d *Datapath) SetMaxInterfaces(n int) error {
+	if n <= 0 {
+		n = DefaultMaxInterfaces
+	}
+	if n > DefaultMaxInterfaces {
+		return fmt.Errorf("at most %d interfaces, not %d", DefaultMaxInterfaces, n)
+	}
+	d.mu.Lock()
+	d.maxIfaces = n
+	d.mu.Unlock()
+	return nil
+}
+
 // ErrInterfaceLimit is returned by Attach when every interface slot
 // (Options.MaxInterfaces) is in use.
 var ErrInterfaceLimit = errors.New("interface limit reached")
@@ -483,8 +507,10 @@ func (d *Datapath) addSlot(ifindex int, name string, kind LinkKind) (*attachment
 		slot = len(d.slotUsed)
 	}
 	if len(d.attached) >= d.maxIfaces || slot >= d.maxIfaces {
+		max := d.maxIfaces
 		d.mu.Unlock()
-		return nil, fmt.Errorf("%w: all %d interface slots in use", ErrInterfaceLimit, d.maxIfaces)
+		d.limitRefusals.Add(1)
+		return nil, fmt.Errorf("%w: %d interfaces attached (agent.bpf.max_interfaces = %d)", ErrInterfaceLimit, len(d.attached), max)
 	}
 	d.mu.Unlock()
 	chunk := slot / ChunkInterfaces
@@ -509,7 +535,7 @@ func (d *Datapath) addSlot(ifindex int, name string, kind LinkKind) (*attachment
 	var err error
 	if taken {
 		a.spilled = true
-		err = d.spill.Put(uint32(ifindex), a.slot)
+		err = d.spill.put(uint32(ifindex), a.slot)
 	} else {
 		err = d.slots.Put(entry, rawIfaceSlot{Ifindex: uint32(ifindex), Slot: a.slot})
 	}
@@ -531,7 +557,7 @@ func (d *Datapath) removeSlot(a *attachment) error {
 	var err error
 	entry := uint32(a.Index) % ifaceTable
 	if a.spilled {
-		err = d.spill.Delete(uint32(a.Index))
+		err = d.spill.delete(uint32(a.Index))
 	} else {
 		err = d.slots.Put(entry, rawIfaceSlot{})
 	}
@@ -717,6 +743,7 @@ func (d *Datapath) Stats() (Stats, error) {
 		s.Truncated += v.Truncated
 		s.TimerErrors += v.TimerErrors
 	}
+	s.InterfaceLimitRefusals = d.limitRefusals.Load()
 	return s, nil
 }
 
@@ -882,6 +909,9 @@ func (d *Datapath) closeShared() {
 		m.Close()
 	}
 	d.chunks = nil
+	if d.spill != nil {
+		d.spill.close()
+	}
 	for name, m := range d.shared {
 		m.Close()
 		delete(d.shared, name)

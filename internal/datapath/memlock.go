@@ -52,5 +52,10 @@ func (d *Datapath) LockedMemory() (uint64, error) {
 			return 0, err
 		}
 	}
+	if d.spill != nil {
+		if err := d.spill.withCurrent(add); err != nil {
+			return 0, err
+		}
+	}
 	return total, nil
 }

@@ -4,9 +4,11 @@ package datapath
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +81,10 @@ func skbOn(ifindex int) *skbContext {
 // only, also after others were detached and their slots reused.
 func TestSharedProgramsCountPerInterface(t *testing.T) {
 	requireRoot(t)
+	// A spill hash of one entry, so the spilled interfaces make it grow
+	// (1 -> 2 -> 4) while the others count.
+	defer func(n int) { spillStart = n }(spillStart)
+	spillStart = 1
 	inNewNetns(t, func() {
 		d, err := Load(Options{RingBufSize: 1 << 16})
 		if err != nil {
@@ -108,6 +114,9 @@ func TestSharedProgramsCountPerInterface(t *testing.T) {
 		}
 		if spilled < 2 {
 			panic(fmt.Sprintf("%d interfaces found through the spill hash, want at least 2", spilled))
+		}
+		if d.spill.size() < spilled {
+			panic(fmt.Sprintf("spill hash holds %d entries for %d spilled interfaces", d.spill.size(), spilled))
 		}
 		frame := append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 10))...)
 		// Interface i gets i+1 packets in, 2(i+1) out.
@@ -258,11 +267,10 @@ func TestDetachLeavesNothing(t *testing.T) {
 			panic(fmt.Sprintf("after detaching all: %d direct slot entries, %d attached, %d counter chunks",
 				len(d.direct), len(d.attached), len(d.chunks)))
 		}
-		var key, next uint32
-		if err := d.spill.NextKey(nil, &next); err == nil {
-			panic(fmt.Sprintf("spill entry for ifindex %d left", next))
+		var next uint32
+		if err := d.spill.current.NextKey(nil, &next); err == nil || len(d.spill.entries) != 0 {
+			panic(fmt.Sprintf("spill entry for ifindex %d left (%d known)", next, len(d.spill.entries)))
 		}
-		_ = key
 	})
 }
 
@@ -335,6 +343,48 @@ func BenchmarkAttach(b *testing.B) {
 			b.ReportMetric(float64(detach.Microseconds())/float64(len(links)), "us/detach")
 			b.ReportMetric(float64(create.Microseconds())/float64(len(links)), "us/veth-create")
 			b.ReportMetric(float64(len(links)), "interfaces")
+		}
+	})
+}
+
+// TestInterfaceLimit: attaches past MaxInterfaces are refused with
+// ErrInterfaceLimit and counted; raising the limit live lets them in.
+func TestInterfaceLimit(t *testing.T) {
+	requireRoot(t)
+	inNewNetns(t, func() {
+		d, err := Load(Options{RingBufSize: 1 << 16, MaxInterfaces: 2})
+		if err != nil {
+			panic(err)
+		}
+		defer d.Close()
+		links, err := addVeths("lim", 2, 0)
+		if err != nil {
+			panic(err)
+		}
+		for _, l := range links[:2] {
+			if err := d.Attach(l.Attrs().Index, l.Attrs().Name); err != nil {
+				panic(err)
+			}
+		}
+		for i, l := range links[2:] {
+			err := d.Attach(l.Attrs().Index, l.Attrs().Name)
+			if !errors.Is(err, ErrInterfaceLimit) || !strings.Contains(err.Error(), "agent.bpf.max_interfaces = 2") {
+				panic(fmt.Sprintf("attach %s over the limit: %v", l.Attrs().Name, err))
+			}
+			if st, err := d.Stats(); err != nil || st.InterfaceLimitRefusals != uint64(i+1) {
+				panic(fmt.Sprintf("refusals %d (%v), want %d", st.InterfaceLimitRefusals, err, i+1))
+			}
+		}
+		if err := d.SetMaxInterfaces(4); err != nil {
+			panic(err)
+		}
+		for _, l := range links[2:] {
+			if err := d.Attach(l.Attrs().Index, l.Attrs().Name); err != nil {
+				panic(err)
+			}
+		}
+		if n := len(d.Interfaces()); n != 4 {
+			panic(fmt.Sprintf("%d interfaces attached, want 4", n))
 		}
 	})
 }

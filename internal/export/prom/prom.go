@@ -56,6 +56,7 @@ var (
 	forcedEvictions = prometheus.NewDesc("rfm_collector_forced_evictions_total", "Flows evicted early because the flow table was full.", nil, nil)
 	malformed       = prometheus.NewDesc("rfm_datapath_malformed_packets_total", "Sampled packets not reported as flows because their headers were truncated or invalid.", nil, nil)
 	truncated       = prometheus.NewDesc("rfm_datapath_truncated_packets_total", "Sampled IPv6 packets whose transport header lay past the extension headers walked; reported as flows without ports.", nil, nil)
+	ifaceLimit      = prometheus.NewDesc("rfm_interface_limit_refusals_total", "Interfaces selected by agent.interfaces but not attached because agent.bpf.max_interfaces were attached.", nil, nil)
 	timerErrors     = prometheus.NewDesc("rfm_datapath_timer_errors_total", "Per-CPU batch flush timers that could not be armed; the batch was written to the ring at once.", nil, nil)
 	sampleRateDesc  = prometheus.NewDesc("rfm_sample_rate", "Current 1-in-N packet sampling rate.", nil, nil)
 
@@ -70,7 +71,7 @@ var (
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{activeFlows, maxFlows, droppedEvents, forcedEvictions, lateEvents,
-		malformed, truncated, timerErrors, sampleRateDesc, bpfMapErrors, ringbufErrors,
+		malformed, truncated, timerErrors, ifaceLimit, sampleRateDesc, bpfMapErrors, ringbufErrors,
 		labelSets, labelSetsMax, labelSetOverflows, labelSetsExpired} {
 		ch <- d
 	}
@@ -93,6 +94,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(malformed, prometheus.CounterValue, float64(st.Malformed))
 		ch <- prometheus.MustNewConstMetric(truncated, prometheus.CounterValue, float64(st.Truncated))
 		ch <- prometheus.MustNewConstMetric(timerErrors, prometheus.CounterValue, float64(st.TimerErrors))
+		ch <- prometheus.MustNewConstMetric(ifaceLimit, prometheus.CounterValue, float64(st.InterfaceLimitRefusals))
 	} else {
 		c.mapErrors.Add(1)
 	}
