@@ -364,6 +364,21 @@ struct {
 	__type(value, __u8);
 } xdp_host6 SEC(".maps");
 
+// A bit per IPv4 /24 (first 2^24 bits) and per hash of an IPv6 /64
+// (next 2^24), set while a blocklisted single address falls on it: an
+// address whose bit is clear is not in xdp_host4/6, and an inlined array
+// load is much cheaper than a hash lookup (about 5 ns each, two per
+// packet). Userspace sets a bit before adding the address to the hash
+// and clears it after the last one goes.
+#define XDP_HOST_FILTER_BITS (1u << 24)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * XDP_HOST_FILTER_BITS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} xdp_host_filter SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -593,6 +608,25 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 	if (next == IPPROTO_TCP && hoff + 14 <= len && (void *)l4 + 14 <= end)
 		p->tcp_flags = l4[13];
 	return 0;
+}
+
+// xdp_host_maybe is whether addr may be a blocklisted single address:
+// false when its bit in xdp_host_filter is clear. The IPv6 hash is
+// Fibonacci hashing of the /64 read as a little-endian 64-bit word;
+// internal/datapath/xdp computes the same.
+static __always_inline int xdp_host_maybe(__u32 fam, const __u8 *addr)
+{
+	__u32 bit;
+	if (fam == RFM_FAM_IPV4) {
+		bit = ((__u32)addr[12] << 16) | ((__u32)addr[13] << 8) | addr[14];
+	} else {
+		__u64 hi;
+		__builtin_memcpy(&hi, addr, 8);
+		bit = XDP_HOST_FILTER_BITS + (__u32)((hi * 0x9e3779b97f4a7c15ull) >> 40);
+	}
+	__u32 k = bit / 64;
+	__u64 *w = bpf_map_lookup_elem(&xdp_host_filter, &k);
+	return w && ((*w >> (bit & 63)) & 1);
 }
 
 static __always_inline int xdp_listed(void *v4, void *v6, const struct xdp_pkt *p,
@@ -892,8 +926,10 @@ int rfm_xdp(struct xdp_md *ctx)
 	__u32 bytes = ctx->data_end - ctx->data;
 	if (p.fam == RFM_FAM_IPV4) {
 		if ((flags & XDP_CFG_HOST4) &&
-		    (bpf_map_lookup_elem(&xdp_host4, p.src + 12) ||
-		     bpf_map_lookup_elem(&xdp_host4, p.dst + 12)))
+		    ((xdp_host_maybe(RFM_FAM_IPV4, p.src) &&
+		      bpf_map_lookup_elem(&xdp_host4, p.src + 12)) ||
+		     (xdp_host_maybe(RFM_FAM_IPV4, p.dst) &&
+		      bpf_map_lookup_elem(&xdp_host4, p.dst + 12))))
 			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
 		if ((flags & XDP_CFG_BLOCK4) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
@@ -903,7 +939,8 @@ int rfm_xdp(struct xdp_md *ctx)
 			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
 	} else {
 		if ((flags & XDP_CFG_HOST6) &&
-		    (bpf_map_lookup_elem(&xdp_host6, p.src) || bpf_map_lookup_elem(&xdp_host6, p.dst)))
+		    ((xdp_host_maybe(RFM_FAM_IPV6, p.src) && bpf_map_lookup_elem(&xdp_host6, p.src)) ||
+		     (xdp_host_maybe(RFM_FAM_IPV6, p.dst) && bpf_map_lookup_elem(&xdp_host6, p.dst))))
 			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
 		if ((flags & XDP_CFG_BLOCK6) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||

@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -119,8 +120,11 @@ type Program struct {
 	// totals are counts of retired generations, folded by rule name so
 	// they survive a reload; by ifindex.
 	totals  map[int]map[string]rawCounter
-	entries [6]int        // entries in block4, block6, hole4, hole6, host4, host6
-	errors  atomic.Uint64 // counter reads that failed (rfm_errors_total)
+	entries [6]int // entries in block4, block6, hole4, hole6, host4, host6
+	// hostBits counts the blocklisted single addresses on each bit of
+	// xdp_host_filter that has any.
+	hostBits map[uint32]uint32
+	errors   atomic.Uint64 // counter reads that failed (rfm_errors_total)
 	// prepared: PrepareRules wrote the generation not in use.
 	prepared bool
 }
@@ -159,7 +163,8 @@ func Load(opts Options) (*Program, error) {
 		}
 		replace[name] = m
 	}
-	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[string]rawCounter{}}
+	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[string]rawCounter{},
+		hostBits: map[uint32]uint32{}}
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") {
 			continue // .rodata: the collection makes and freezes it
@@ -683,12 +688,26 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	defer p.mu.Unlock()
 	m := p.maps[name]
 	if on {
+		// The filter bit goes first: a packet must never find the
+		// address hashed but its bit clear.
+		bit := hostFilterBit(prefix.Addr())
+		if host && p.hostBits[bit] == 0 {
+			if err := p.setHostFilterBit(bit, true); err != nil {
+				return fmt.Errorf("add %s to the XDP %s: %w", prefix, listName(list), err)
+			}
+		}
 		err := m.Update(key, uint8(1), ebpf.UpdateNoExist)
 		if errors.Is(err, ebpf.ErrKeyExist) {
 			return nil
 		}
 		if err != nil {
+			if host && p.hostBits[bit] == 0 {
+				p.setHostFilterBit(bit, false) // best effort; a stray bit only costs a lookup
+			}
 			return fmt.Errorf("add %s to the XDP %s: %w", prefix, listName(list), err)
+		}
+		if host {
+			p.hostBits[bit]++
 		}
 		p.entries[idx]++
 		if p.cfg.Flags&flag == 0 {
@@ -704,10 +723,54 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	if err != nil {
 		return fmt.Errorf("remove %s from the XDP %s: %w", prefix, listName(list), err)
 	}
+	if host {
+		bit := hostFilterBit(prefix.Addr())
+		if p.hostBits[bit]--; p.hostBits[bit] == 0 {
+			delete(p.hostBits, bit)
+			if err := p.setHostFilterBit(bit, false); err != nil {
+				return fmt.Errorf("remove %s from the XDP %s: %w", prefix, listName(list), err)
+			}
+		}
+	}
 	p.entries[idx]--
 	if p.entries[idx] == 0 {
 		p.cfg.Flags &^= flag
 		return p.writeCfg()
+	}
+	return nil
+}
+
+// hostFilterBits is XDP_HOST_FILTER_BITS: bits per family in xdp_host_filter.
+const hostFilterBits = 1 << 24
+
+// hostFilterBit is the bit of xdp_host_filter a single address falls on,
+// as bpf/xdp.c's xdp_host_maybe computes it: an IPv4 address's /24; for
+// IPv6, Fibonacci hashing of the /64 read as a little-endian word.
+func hostFilterBit(a netip.Addr) uint32 {
+	b := a.As16()
+	if a.Is4() {
+		return uint32(b[12])<<16 | uint32(b[13])<<8 | uint32(b[14])
+	}
+	hi := binary.LittleEndian.Uint64(b[:8])
+	return hostFilterBits + uint32((hi*0x9e3779b97f4a7c15)>>40)
+}
+
+// setHostFilterBit sets or clears one bit of xdp_host_filter. Only
+// userspace writes it, under p.mu.
+func (p *Program) setHostFilterBit(bit uint32, on bool) error {
+	m := p.maps[xdpobjMapXdpHostFilter]
+	k := bit / 64
+	var w uint64
+	if err := m.Lookup(k, &w); err != nil {
+		return fmt.Errorf("read XDP host filter word %d: %w", k, err)
+	}
+	if on {
+		w |= 1 << (bit % 64)
+	} else {
+		w &^= 1 << (bit % 64)
+	}
+	if err := m.Put(k, w); err != nil {
+		return fmt.Errorf("write XDP host filter word %d: %w", k, err)
 	}
 	return nil
 }

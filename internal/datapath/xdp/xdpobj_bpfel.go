@@ -35,6 +35,7 @@ const (
 	xdpobjMapXdpHole6            = "xdp_hole6"
 	xdpobjMapXdpHost4            = "xdp_host4"
 	xdpobjMapXdpHost6            = "xdp_host6"
+	xdpobjMapXdpHostFilter       = "xdp_host_filter"
 	xdpobjMapXdpIfaces           = "xdp_ifaces"
 	xdpobjMapXdpIfacesSpill      = "xdp_ifaces_spill"
 	xdpobjMapXdpPfx16            = "xdp_pfx16"
@@ -115,6 +116,7 @@ type xdpobjMapSpecs struct {
 	XdpHole6            *ebpf.MapSpec `ebpf:"xdp_hole6"`
 	XdpHost4            *ebpf.MapSpec `ebpf:"xdp_host4"`
 	XdpHost6            *ebpf.MapSpec `ebpf:"xdp_host6"`
+	XdpHostFilter       *ebpf.MapSpec `ebpf:"xdp_host_filter"`
 	XdpIfaces           *ebpf.MapSpec `ebpf:"xdp_ifaces"`
 	XdpIfacesSpill      *ebpf.MapSpec `ebpf:"xdp_ifaces_spill"`
 	XdpPfx16            *ebpf.MapSpec `ebpf:"xdp_pfx16"`
@@ -169,6 +171,7 @@ type xdpobjMaps struct {
 	XdpHole6            *ebpf.Map `ebpf:"xdp_hole6"`
 	XdpHost4            *ebpf.Map `ebpf:"xdp_host4"`
 	XdpHost6            *ebpf.Map `ebpf:"xdp_host6"`
+	XdpHostFilter       *ebpf.Map `ebpf:"xdp_host_filter"`
 	XdpIfaces           *ebpf.Map `ebpf:"xdp_ifaces"`
 	XdpIfacesSpill      *ebpf.Map `ebpf:"xdp_ifaces_spill"`
 	XdpPfx16            *ebpf.Map `ebpf:"xdp_pfx16"`
@@ -198,6 +201,7 @@ func (m *xdpobjMaps) Close() error {
 		m.XdpHole6,
 		m.XdpHost4,
 		m.XdpHost6,
+		m.XdpHostFilter,
 		m.XdpIfaces,
 		m.XdpIfacesSpill,
 		m.XdpPfx16,
