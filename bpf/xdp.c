@@ -468,6 +468,29 @@ struct xdp_pkt {
 #define XDP_PORTS_READ 1
 #define XDP_PORTS_UNKNOWN 2
 
+// Loads from the frame of 2, 4 and 8 bytes at once: a memcpy or a
+// byte-wise read compiles to one load per byte, as clang cannot assume
+// the frame's alignment; the verifier allows unaligned packet loads on
+// the architectures rfm runs on.
+static __always_inline __u16 xdp_load16(const __u8 *b)
+{
+	return bpf_ntohs(*(const __be16 *)b);
+}
+
+static __always_inline void xdp_copy4(__u8 *dst, const __u8 *b)
+{
+	__u32 w = *(const __u32 *)b;
+	__builtin_memcpy(dst, &w, 4);
+}
+
+static __always_inline void xdp_copy16(__u8 *dst, const __u8 *b)
+{
+	__u64 w0 = *(const __u64 *)b;
+	__u64 w1 = *(const __u64 *)(b + 8);
+	__builtin_memcpy(dst, &w0, 8);
+	__builtin_memcpy(dst + 8, &w1, 8);
+}
+
 static __always_inline int xdp_has_ports(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP ||
@@ -522,8 +545,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 		__builtin_memset(p->dst, 0, 10);
 		p->src[10] = p->src[11] = 0xff;
 		p->dst[10] = p->dst[11] = 0xff;
-		__builtin_memcpy(p->src + 12, ip + 12, 4);
-		__builtin_memcpy(p->dst + 12, ip + 16, 4);
+		xdp_copy4(p->src + 12, ip + 12);
+		xdp_copy4(p->dst + 12, ip + 16);
 		p->proto = ip[9];
 		if (!xdp_has_ports(p->proto))
 			return 0;
@@ -536,8 +559,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 		__u8 *l4 = ip + (ihl & 0x3c);
 		if ((void *)l4 + 4 > end)
 			return -1;
-		p->sport = ((__u16)l4[0] << 8) | l4[1];
-		p->dport = ((__u16)l4[2] << 8) | l4[3];
+		p->sport = xdp_load16(l4);
+		p->dport = xdp_load16(l4 + 2);
 		p->ports = XDP_PORTS_READ;
 		if (p->proto == IPPROTO_TCP && ihl + 14 <= tot && (void *)l4 + 14 <= end)
 			p->tcp_flags = l4[13];
@@ -558,8 +581,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 	p->ip_len = len;
 	p->tos = ((ip[0] << 4) | (ip[1] >> 4)) & 0xfc;
 	p->ttl = ip[7];
-	__builtin_memcpy(p->src, ip + 8, 16);
-	__builtin_memcpy(p->dst, ip + 24, 16);
+	xdp_copy16(p->src, ip + 8);
+	xdp_copy16(p->dst, ip + 24);
 	__u8 next = ip[6];
 	__u32 hoff = 40;
 	for (int i = 0; i <= XDP_MAX_EXT_HDRS; i++) {
@@ -602,8 +625,8 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 	__u8 *l4 = ip + hoff;
 	if ((void *)l4 + 4 > end)
 		return -1;
-	p->sport = ((__u16)l4[0] << 8) | l4[1];
-	p->dport = ((__u16)l4[2] << 8) | l4[3];
+	p->sport = xdp_load16(l4);
+	p->dport = xdp_load16(l4 + 2);
 	p->ports = XDP_PORTS_READ;
 	if (next == IPPROTO_TCP && hoff + 14 <= len && (void *)l4 + 14 <= end)
 		p->tcp_flags = l4[13];
@@ -730,10 +753,15 @@ static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p)
 	m &= pm ? *pm : 0;
 	if (!m)
 		return -1;
-	m &= xdp_port_rules(gen, 0, p->sport, g->sport_any, p);
+	// A port table only when a remaining rule has a condition on that
+	// port: its entries hold the any-port rules too, so otherwise it
+	// would leave m as it is.
+	if (m & ~g->sport_any)
+		m &= xdp_port_rules(gen, 0, p->sport, g->sport_any, p);
 	if (!m)
 		return -1;
-	m &= xdp_port_rules(gen, 1, p->dport, g->dport_any, p);
+	if (m & ~g->dport_any)
+		m &= xdp_port_rules(gen, 1, p->dport, g->dport_any, p);
 	if (!m)
 		return -1;
 	// Prefixes only when a remaining rule has prefixes on that side.
@@ -776,10 +804,9 @@ static __always_inline int xdp_rate_ok(__u32 idx, const struct xdp_rule *r,
 	return 1;
 }
 
-static __always_inline void xdp_count_row(struct xdp_md *ctx, __u32 gen, __u32 row, int drop,
+static __always_inline void xdp_count_row(__u32 ifindex, __u32 gen, __u32 row, int drop,
 					  __u32 bytes)
 {
-	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 key = ifindex & (XDP_IFACE_TABLE - 1);
 	__u32 slot;
 	struct xdp_iface *i = bpf_map_lookup_elem(&xdp_ifaces, &key);
@@ -803,9 +830,8 @@ static __always_inline void xdp_count_row(struct xdp_md *ctx, __u32 gen, __u32 r
 
 // xdp_count_rx adds a dropped packet to the interface's ingress counter
 // of bpf/rfm.c, which will never see it.
-static __always_inline void xdp_count_rx(struct xdp_md *ctx, __u32 fam, __u32 bytes)
+static __always_inline void xdp_count_rx(__u32 ifindex, __u32 fam, __u32 bytes)
 {
-	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 key = ifindex & (RFM_IFACE_TABLE - 1);
 	__u32 slot;
 	struct rfm_iface_slot *s = bpf_map_lookup_elem(&rfm_iface_slots, &key);
@@ -843,7 +869,7 @@ static __always_inline __u32 xdp_gap(__u32 rate)
 // samples: the same per-CPU countdown decides, so a dropped packet is
 // sampled exactly as it would have been at TC. The event goes to the
 // ring on its own (drops are rare next to the TC batches).
-static __always_inline void xdp_sample_drop(struct xdp_md *ctx, const struct xdp_pkt *p)
+static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt *p)
 {
 	__u32 zero = 0;
 	struct rfm_config *cfg = bpf_map_lookup_elem(&rfm_config, &zero);
@@ -869,8 +895,8 @@ static __always_inline void xdp_sample_drop(struct xdp_md *ctx, const struct xdp
 	__builtin_memcpy(ev->src, p->src, 16);
 	__builtin_memcpy(ev->dst, p->dst, 16);
 	ev->boot_ns = bpf_ktime_get_boot_ns();
-	ev->ifindex = ctx->ingress_ifindex;
-	ev->in_ifindex = ctx->ingress_ifindex;
+	ev->ifindex = ifindex;
+	ev->in_ifindex = ifindex;
 	ev->len = p->ip_len;
 	ev->rate = rate;
 	ev->sport = p->ports == XDP_PORTS_READ ? p->sport : 0;
@@ -903,10 +929,13 @@ static __always_inline void xdp_sample_drop(struct xdp_md *ctx, const struct xdp
 static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 				    const struct xdp_pkt *p, __u32 row, __u32 bytes)
 {
-	xdp_count_row(ctx, gen, row, 1, bytes);
+	// ingress_ifindex is three dependent loads (xdp_buff, rxq, device):
+	// read once.
+	__u32 ifindex = ctx->ingress_ifindex;
+	xdp_count_row(ifindex, gen, row, 1, bytes);
 	if (flags & XDP_CFG_COUNT) {
-		xdp_count_rx(ctx, p->fam, bytes);
-		xdp_sample_drop(ctx, p);
+		xdp_count_rx(ifindex, p->fam, bytes);
+		xdp_sample_drop(ifindex, p);
 	}
 	return XDP_DROP;
 }
@@ -959,7 +988,7 @@ int rfm_xdp(struct xdp_md *ctx)
 	if (r->action == XDP_ACT_DROP ||
 	    (r->action == XDP_ACT_RATE_LIMIT && !xdp_rate_ok(idx, r, &p)))
 		return xdp_drop(ctx, flags, gen, &p, idx, bytes);
-	xdp_count_row(ctx, gen, idx, 0, bytes);
+	xdp_count_row(ctx->ingress_ifindex, gen, idx, 0, bytes);
 	return XDP_PASS;
 }
 
