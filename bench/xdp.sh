@@ -2,8 +2,11 @@
 # SPDX-License-Identifier: AGPL-3.0-only
 # Per-packet cost of the XDP fast path via BPF_PROG_TEST_RUN: the empty
 # XDP program (the floor), the pass path under 100k blocklist prefixes and
-# 64 rules, the drop paths, and xdp-filter from Debian's xdp-tools on the
-# same frames, all in one run. Needs root; installs xdp-tools if missing.
+# 64 rules (once with the packet's /24 free of blocklisted addresses, once
+# holding some), the drop paths, and xdp-filter from Debian's xdp-tools on
+# the same frames, all in one run. Each figure comes as wall time and as
+# the kernel's own time (kernel-*), which leaves out the time the runner
+# was scheduled away. Needs root; installs xdp-tools if missing.
 #
 # xdp-filter keeps its state in bpffs, which is mounted here in a private
 # mount namespace (the host's /sys/fs/bpf is left alone), and is run with
