@@ -12,9 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netsampler/goflow2/v2/decoders/netflow"
+	protoproducer "github.com/netsampler/goflow2/v2/producer/proto"
 
 	"github.com/stepbrobd/rfm/internal/flow"
 )
@@ -206,4 +210,78 @@ func TestTsharkAllFieldsAndBGP(t *testing.T) {
 	if t.Failed() {
 		t.Logf("tshark output:\n%s", out)
 	}
+}
+
+// TestOptionalFieldsGoflow2Protobuf: goflow2's protobuf producer (what
+// goflow2 -format json/bin emits) maps tcpControlBits, ipClassOfService,
+// minimumTTL, the ICMP type and code, egressInterface and the next hop
+// to FlowMessage fields. maximumTTL and the dot1q VLAN ids have none
+// (its vlan_id comes from vlanId, IE 58): the test pins that they stay
+// zero, so a goflow2 that maps them shows up here.
+func TestOptionalFieldsGoflow2Protobuf(t *testing.T) {
+	cfg, err := (&protoproducer.ProducerConfig{}).Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := optionalRecords()
+	var got []*protoproducer.ProtoProducerMessage
+	templates := netflow.CreateTemplateSystem()
+	for i, b := range encodeFields(t, fieldsAll, recs) {
+		var pkt netflow.IPFIXPacket
+		var v9 netflow.NFv9Packet
+		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(b), templates, &v9, &pkt); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		msgs, err := protoproducer.ProcessMessageIPFIXConfig(&pkt, protoproducer.CreateSamplingSystem(), cfg)
+		if err != nil {
+			t.Fatalf("message %d: goflow2 producer: %v", i, err)
+		}
+		for _, m := range msgs {
+			got = append(got, m.(*protoproducer.ProtoProducerMessage))
+		}
+	}
+	if len(got) != len(recs) {
+		t.Fatalf("goflow2 produced %d flow messages, want %d", len(got), len(recs))
+	}
+	for _, m := range got {
+		src, _ := netip.AddrFromSlice(m.SrcAddr)
+		i := slices.IndexFunc(recs, func(r flow.Record) bool { return netip.AddrFrom16(r.Src).Unmap() == src.Unmap() })
+		if i < 0 {
+			t.Fatalf("goflow2 message from %v, which was not sent", src)
+		}
+		r := recs[i]
+		var icmpType, icmpCode uint32
+		if r.Proto == 1 || r.Proto == 58 {
+			icmpType, icmpCode = uint32(r.DstPort>>8), uint32(r.DstPort&0xff)
+		}
+		nh := netip.AddrFrom16(r.NextHop)
+		if r.IsIPv4() {
+			nh = netip.AddrFrom4([4]byte(r.NextHop[12:]))
+		}
+		gotNH, _ := netip.AddrFromSlice(m.NextHop)
+		if m.TcpFlags != 0x13 || m.IpTos != 0xb8 || m.IpTtl != 60 || m.IcmpType != icmpType || m.IcmpCode != icmpCode ||
+			m.OutIf != 7 || gotNH != nh || m.VlanId != 0 || m.SrcVlan != 0 || m.DstVlan != 0 {
+			t.Errorf("flow from %v: goflow2 tcp_flags %#x ip_tos %#x ip_ttl %d icmp %d.%d out_if %d next_hop %v vlan_id %d src_vlan %d dst_vlan %d; "+
+				"want 0x13 0xb8 60 %d.%d 7 %v 0 0 0", src, m.TcpFlags, m.IpTos, m.IpTtl, m.IcmpType, m.IcmpCode, m.OutIf, gotNH,
+				m.VlanId, m.SrcVlan, m.DstVlan, icmpType, icmpCode, nh)
+		}
+	}
+}
+
+// encodeFields encodes recs with the optional fields sel into messages,
+// templates first, as the exporter sends them.
+func encodeFields(t *testing.T, sel Fields, recs []flow.Record) [][]byte {
+	t.Helper()
+	m := newMessage(DefaultMaxMessageSize).withFields(sel)
+	if !m.addTemplates() {
+		t.Fatal("templates do not fit")
+	}
+	e := &Exporter{defaultRate: 1}
+	for i := range recs {
+		f := e.entryFromRecord(&recs[i])
+		if !m.addFlow(&f) {
+			t.Fatal("records do not fit")
+		}
+	}
+	return [][]byte{append([]byte(nil), m.finish(1740830400, 0, 1)...)}
 }
