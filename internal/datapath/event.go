@@ -153,20 +153,10 @@ func (e *Event) Decode(b []byte) error {
 	if len(b) < EventSize {
 		return errShortEvent
 	}
-	e.decodeBase(b)
-	e.EventFields = EventFields{}
-	return nil
-}
-
-// decodeBase fills all but the optional fields from an event at least
-// EventSize bytes long. It is the consumer's per-event path, so the
-// addresses are copied as array conversions (two 8-byte moves each,
-// inlined) rather than by copy, which calls memmove.
-func (e *Event) decodeBase(b []byte) {
-	b = b[:EventSize]
+	_ = b[EventSize-1]
 	e.BootNs = binary.LittleEndian.Uint64(b[offBootNs:])
-	e.Src = [16]byte(b[offSrc : offSrc+16])
-	e.Dst = [16]byte(b[offDst : offDst+16])
+	copy(e.Src[:], b[offSrc:offSrc+16])
+	copy(e.Dst[:], b[offDst:offDst+16])
 	e.Ifindex = binary.LittleEndian.Uint32(b[offIfindex:])
 	e.InIfindex = binary.LittleEndian.Uint32(b[offInIfindex:])
 	e.Len = binary.LittleEndian.Uint32(b[offLen:])
@@ -176,23 +166,29 @@ func (e *Event) decodeBase(b []byte) {
 	e.Segs = binary.LittleEndian.Uint16(b[offSegs:])
 	e.Proto = b[offProto]
 	flags := b[offFlags]
-	e.Dir = Direction(flags & evFlagEgress) // Ingress 0, Egress 1
+	e.Dir = Ingress
+	if flags&evFlagEgress != 0 {
+		e.Dir = Egress
+	}
 	e.Truncated = flags&evFlagTruncated != 0
 	e.Dropped = flags&evFlagDropped != 0
+	e.EventFields = EventFields{}
+	return nil
 }
 
 // DecodeFields fills e from one event with optional fields (struct
-// rfm_event_x, FieldsEventSize bytes). Every optional field is written
-// once, without first clearing them as Decode does.
+// rfm_event_x, FieldsEventSize bytes).
 func (e *Event) DecodeFields(b []byte) error {
 	if len(b) < FieldsEventSize {
 		return errShortEvent
 	}
-	b = b[:FieldsEventSize]
+	_ = b[FieldsEventSize-1]
 	if b[offFVersion] != fieldsVersion {
 		return errFieldsVersion
 	}
-	e.decodeBase(b)
+	if err := e.Decode(b); err != nil {
+		return err
+	}
 	f := &e.EventFields
 	f.TCPFlags = b[offFTCPFlags]
 	f.TOS = b[offFTOS]
@@ -201,9 +197,7 @@ func (e *Event) DecodeFields(b []byte) error {
 	f.VLANInner = binary.LittleEndian.Uint16(b[offFVLANInner:])
 	f.FIBIfindex = binary.LittleEndian.Uint32(b[offFFIBIndex:])
 	if b[offFFIBFlags]&fibNextHop != 0 {
-		f.FIBNextHop = [16]byte(b[offFFIBNH : offFFIBNH+16])
-	} else {
-		f.FIBNextHop = [16]byte{}
+		copy(f.FIBNextHop[:], b[offFFIBNH:offFFIBNH+16])
 	}
 	return nil
 }
