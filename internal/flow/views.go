@@ -72,7 +72,8 @@ var topLockHeld func(time.Duration)
 // Top returns snapshot copies of up to n active flows (all when n <= 0)
 // that pass filter (nil passes all), ordered by less (nil: arena order).
 // A copy describes the whole flow so far (all its records): Packets and
-// Bytes are sampled counts at SampleRate; Reason is 0.
+// Bytes are sampled counts at SampleRate, the labels include the BGP
+// context; Reason is 0.
 //
 // The table lock is held only to copy a chunk of the arena at a time;
 // filter, less and the selection run without it, so the collector never
@@ -84,6 +85,10 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 		out = make([]Record, 0, t.Active())
 	}
 	chunk := make([]entry, 0, topChunk)
+	// The BGP contexts of the chunk's flows, by position in chunk: their
+	// ids are resolved under the lock, since an id freed after it may
+	// name another context. Only flows with a route pay for the copy.
+	bgp := make([]BGP, topChunk)
 	var cities []string
 	for start := 0; ; start += topChunk {
 		t.mu.Lock()
@@ -95,6 +100,11 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 		chunk = chunk[:0]
 		for i := start; i < end; i++ {
 			if e := t.arena.at(int32(i)); e.live() {
+				if e.bgpDst|e.bgpSrc != 0 {
+					bgp[len(chunk)] = t.bgpOf(e)
+				} else {
+					bgp[len(chunk)] = BGP{}
+				}
 				chunk = append(chunk, *e)
 			}
 		}
@@ -113,6 +123,7 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 				continue
 			}
 			r := t.snapshot(e, cities)
+			r.Labels.BGP = bgp[i]
 			switch {
 			case less == nil || n <= 0:
 				out = append(out, r)
