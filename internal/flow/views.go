@@ -85,10 +85,12 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 		out = make([]Record, 0, t.Active())
 	}
 	chunk := make([]entry, 0, topChunk)
-	// The BGP contexts of the chunk's flows, by position in chunk: their
-	// ids are resolved under the lock, since an id freed after it may
-	// name another context. Only flows with a route pay for the copy.
-	bgp := make([]BGP, topChunk)
+	// The BGP contexts of the chunk's routed flows. Their ids are
+	// resolved under the lock, since an id freed after it may name
+	// another context; the copy in chunk then holds, in bgpDst, its
+	// context's position in bgps plus one (bgpSrc 0). Flows without a
+	// route cost one test.
+	var bgps []BGP
 	var cities []string
 	for start := 0; ; start += topChunk {
 		t.mu.Lock()
@@ -97,15 +99,15 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 			locked = time.Now()
 		}
 		end := min(start+topChunk, t.arena.len())
-		chunk = chunk[:0]
+		chunk, bgps = chunk[:0], bgps[:0]
 		for i := start; i < end; i++ {
 			if e := t.arena.at(int32(i)); e.live() {
-				if e.bgpDst|e.bgpSrc != 0 {
-					bgp[len(chunk)] = t.bgpOf(e)
-				} else {
-					bgp[len(chunk)] = BGP{}
-				}
 				chunk = append(chunk, *e)
+				if e.bgpDst|e.bgpSrc != 0 {
+					bgps = append(bgps, t.bgpOf(e))
+					c := &chunk[len(chunk)-1]
+					c.bgpDst, c.bgpSrc = uint32(len(bgps)), 0
+				}
 			}
 		}
 		// City names are only ever appended, so the elements this
@@ -123,7 +125,9 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 				continue
 			}
 			r := t.snapshot(e, cities)
-			r.Labels.BGP = bgp[i]
+			if e.bgpDst != 0 {
+				r.Labels.BGP = bgps[e.bgpDst-1]
+			}
 			switch {
 			case less == nil || n <= 0:
 				out = append(out, r)
