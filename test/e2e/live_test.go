@@ -275,3 +275,23 @@ func rewriteConfig(t testing.TB, path, text string) {
 		t.Fatal(err)
 	}
 }
+
+// TestInterfaceLimit: with agent.bpf.max_interfaces = 2 and ["*"], the
+// lab's veth and one end of a new pair are attached; the other end is
+// refused, counted, and not attached.
+func TestInterfaceLimit(t *testing.T) {
+	l := newLab(t, labOptions{})
+	cfg := strings.Replace(agentConfig{interfaces: []string{"*"}}.toml(),
+		"ring_buf_size = 262144\n", "ring_buf_size = 262144\nmax_interfaces = 2\n", 1)
+	a := startAgent(t, l.nsA, cfg)
+	a.waitFor(t, 5*time.Second, l.vethA+" attached", func(m metrics) bool { return attached(m, l.vethA) })
+
+	hp, peer := fmt.Sprintf("lmw%d", labCounter.Load()), fmt.Sprintf("lmv%d", labCounter.Load())
+	addVethInNs(t, l.nsA, hp, peer)
+	m := a.waitFor(t, 5*time.Second, "one new veth attached and one refused", func(m metrics) bool {
+		return (attached(m, hp) || attached(m, peer)) && m.sum("rfm_interface_limit_refusals_total") >= 1
+	})
+	if n := m.sum("rfm_interface_attached"); n != 2 {
+		t.Fatalf("%v interfaces attached with max_interfaces = 2:\n%s", n, m.dump("rfm_interface_attached"))
+	}
+}
