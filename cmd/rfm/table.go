@@ -197,6 +197,19 @@ func asn(n uint32) string {
 	return "AS" + strconv.FormatUint(uint64(n), 10)
 }
 
+// dstRoute shows the destination's BGP route as "/24 via 192.0.2.1":
+// the matched prefix length and the next hop, each when known.
+func dstRoute(fl control.Flow) string {
+	s := ""
+	if fl.DstPrefixLen != 0 || fl.BGPNextHop.IsValid() {
+		s = "/" + strconv.Itoa(int(fl.DstPrefixLen))
+	}
+	if fl.BGPNextHop.IsValid() {
+		s += " via " + fl.BGPNextHop.String()
+	}
+	return s
+}
+
 // renderFlows writes the flow table; args is what was asked, for the
 // heading.
 func renderFlows(w io.Writer, f control.Flows, args control.FlowsArgs) error {
@@ -214,10 +227,11 @@ func renderFlows(w io.Writer, f control.Flows, args control.FlowsArgs) error {
 		return nil
 	}
 	// Enrichment columns only when some flow has them.
-	var withASN, withCity bool
+	var withASN, withCity, withRoute bool
 	for _, fl := range f.Flows {
 		withASN = withASN || fl.SrcASN != 0 || fl.DstASN != 0
 		withCity = withCity || fl.SrcCity != "" || fl.DstCity != ""
+		withRoute = withRoute || fl.BGPNextHop.IsValid() || fl.DstPrefixLen != 0
 	}
 	tw := newTable(w)
 	head := []string{"IFACE", "DIR", "PROTO", "SOURCE", "DESTINATION", "PACKETS", "BYTES"}
@@ -226,6 +240,9 @@ func renderFlows(w io.Writer, f control.Flows, args control.FlowsArgs) error {
 	}
 	if withCity {
 		head = append(head, "SRC CITY", "DST CITY")
+	}
+	if withRoute {
+		head = append(head, "DST ROUTE")
 	}
 	row(tw, head...)
 	for _, fl := range f.Flows {
@@ -237,6 +254,9 @@ func renderFlows(w io.Writer, f control.Flows, args control.FlowsArgs) error {
 		}
 		if withCity {
 			cells = append(cells, fl.SrcCity, fl.DstCity)
+		}
+		if withRoute {
+			cells = append(cells, dstRoute(fl))
 		}
 		row(tw, cells...)
 	}

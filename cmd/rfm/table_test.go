@@ -35,13 +35,14 @@ var statusFull = control.Status{
 var flows = control.Flows{SampleRate: 100, Active: 1204, Flows: []control.Flow{
 	{Iface: "eth0", Direction: "ingress", Proto: 6, Src: netip.MustParseAddr("198.18.7.10"), SrcPort: 443,
 		Dst: netip.MustParseAddr("198.19.0.5"), DstPort: 51234, Packets: 81200, Bytes: 117123400, Sampled: 812,
-		SrcASN: 64500, DstASN: 64511, SrcCity: "Berlin"},
+		SrcASN: 64500, DstASN: 64511, SrcCity: "Berlin", BGPNextHop: netip.MustParseAddr("198.18.1.1"), DstPrefixLen: 15},
 	{Iface: "eth0", Direction: "egress", Proto: 17, Src: netip.MustParseAddr("2001:db8::1"), SrcPort: 53,
 		Dst: netip.MustParseAddr("2001:db8:ffff::53"), DstPort: 40001, Packets: 300, Bytes: 45000, Sampled: 3},
 	{Iface: "veth0", Direction: "egress", Proto: 58, Src: netip.MustParseAddr("2001:db8::1"),
 		Dst: netip.MustParseAddr("2001:db8::2"), Packets: 100, Bytes: 10400, Sampled: 1},
 	{Iface: "veth0", Direction: "ingress", Proto: 89, Src: netip.MustParseAddr("198.18.0.1"),
-		Dst: netip.MustParseAddr("198.18.0.2"), Packets: 100, Bytes: 800, Sampled: 1},
+		Dst: netip.MustParseAddr("198.18.0.2"), Packets: 100, Bytes: 800, Sampled: 1,
+		BGPNextHop: netip.MustParseAddr("198.18.0.254")}, // a default route: prefix length 0
 }}
 
 var rib = control.RIBSummary{Enabled: true, Routes4: 951234, Routes6: 210456, Prefixes4: 950001, Prefixes6: 210400, Routers: []control.RIBRouter{

@@ -149,6 +149,10 @@ func (c controlAgent) Flows(_ context.Context, args control.FlowsArgs) (control.
 			Start: r.Start, LastSeen: r.End,
 			SrcASN: r.SrcASN, DstASN: r.DstASN, SrcCity: r.SrcCity, DstCity: r.DstCity,
 			DSCP: r.TOS >> 2, VLAN: r.VLANOuter, InnerVLAN: r.VLANInner,
+			DstPrefixLen: r.BGP.DstPrefixLen,
+		}
+		if r.BGP.NextHop != ([16]byte{}) {
+			out.Flows[i].BGPNextHop = netip.AddrFrom16(r.BGP.NextHop).Unmap()
 		}
 	}
 	return out, nil

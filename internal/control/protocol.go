@@ -224,6 +224,11 @@ type Flow struct {
 	DSCP      uint8  `json:"dscp,omitempty"`
 	VLAN      uint16 `json:"vlan,omitempty"`
 	InnerVLAN uint16 `json:"inner_vlan,omitempty"`
+	// BGP context of the destination (agent.enrich.rib.bmp): the RIB
+	// best route's next hop and prefix length. Absent when unknown or 0
+	// (a default route shows its next hop only).
+	BGPNextHop   netip.Addr `json:"bgp_next_hop,omitzero"`
+	DstPrefixLen uint8      `json:"dst_prefix_len,omitempty"`
 }
 
 // RIBSummary answers GET /v1/rib/summary.

@@ -72,7 +72,8 @@ var topLockHeld func(time.Duration)
 // Top returns snapshot copies of up to n active flows (all when n <= 0)
 // that pass filter (nil passes all), ordered by less (nil: arena order).
 // A copy describes the whole flow so far (all its records): Packets and
-// Bytes are sampled counts at SampleRate; Reason is 0.
+// Bytes are sampled counts at SampleRate, the labels include the BGP
+// context; Reason is 0.
 //
 // The table lock is held only to copy a chunk of the arena at a time;
 // filter, less and the selection run without it, so the collector never
@@ -84,6 +85,12 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 		out = make([]Record, 0, t.Active())
 	}
 	chunk := make([]entry, 0, topChunk)
+	// The BGP contexts of the chunk's routed flows. Their ids are
+	// resolved under the lock, since an id freed after it may name
+	// another context; the copy in chunk then holds, in bgpDst, its
+	// context's position in bgps plus one (bgpSrc 0). Flows without a
+	// route cost one test.
+	var bgps []BGP
 	var cities []string
 	for start := 0; ; start += topChunk {
 		t.mu.Lock()
@@ -92,10 +99,15 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 			locked = time.Now()
 		}
 		end := min(start+topChunk, t.arena.len())
-		chunk = chunk[:0]
+		chunk, bgps = chunk[:0], bgps[:0]
 		for i := start; i < end; i++ {
 			if e := t.arena.at(int32(i)); e.live() {
 				chunk = append(chunk, *e)
+				if e.bgpDst|e.bgpSrc != 0 {
+					bgps = append(bgps, t.bgpOf(e))
+					c := &chunk[len(chunk)-1]
+					c.bgpDst, c.bgpSrc = uint32(len(bgps)), 0
+				}
 			}
 		}
 		// City names are only ever appended, so the elements this
@@ -113,6 +125,9 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 				continue
 			}
 			r := t.snapshot(e, cities)
+			if e.bgpDst != 0 {
+				r.Labels.BGP = bgps[e.bgpDst-1]
+			}
 			switch {
 			case less == nil || n <= 0:
 				out = append(out, r)

@@ -20,7 +20,6 @@ import (
 
 	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/stepbrobd/rfm/internal/flow"
-	"github.com/stepbrobd/rfm/test/lab"
 )
 
 // The optional groups through the collectors installed here: what each
@@ -229,36 +228,11 @@ func TestTsharkDecodesBGP(t *testing.T) {
 // (peer_dst_ip), the prefix lengths (src_mask, dst_mask) and the
 // adjacent ASes (peer_src_as, peer_dst_as) from the records.
 func TestNfacctdDecodesBGP(t *testing.T) {
-	nfacctd := lookTool(t, "nfacctd", "pmacct")
 	client := lookTool(t, "pmacct", "pmacct")
-	dir := t.TempDir()
-	pipe := filepath.Join(dir, "memory.pipe")
-	port := freeUDPPort(t)
-	conf := filepath.Join(dir, "nfacctd.conf")
-	err := os.WriteFile(conf, []byte(fmt.Sprintf(`daemonize: false
-nfacctd_ip: 127.0.0.1
-nfacctd_port: %d
-nfacctd_as: netflow
+	proc, port, pipe := startNfacctd(t, `nfacctd_as: netflow
 nfacctd_net: netflow
-plugins: memory[m]
 aggregate[m]: src_host, dst_host, peer_dst_ip, src_mask, dst_mask, peer_src_as, peer_dst_as
-imt_path[m]: %s
-`, port, pipe)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proc := lab.Start(t, "nfacctd", "", nfacctd, "-f", conf)
-	defer func() { _ = proc.Signal(os.Kill); _, _ = proc.Wait(5 * time.Second) }()
-	deadline := time.Now().Add(10 * time.Second)
-	// The core and the memory plugin must both be up: records reaching
-	// the core before the plugin listens are lost.
-	for out := proc.Output(); !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) ||
-		!strings.Contains(out, "waiting for data on"); out = proc.Output() {
-		if proc.Exited() || time.Now().After(deadline) {
-			t.Fatalf("nfacctd did not start listening on port %d:\n%s", port, proc.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+`, nil)
 	e, err := New(Config{Collector: fmt.Sprintf("127.0.0.1:%d", port), Optional: allGroups}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +251,7 @@ imt_path[m]: %s
 		"0 0 0.0.0.0 198.18.0.3 198.19.0.4 0 0 4 400",
 	}
 	var table []byte
-	deadline = time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		table, _ = exec.Command(client, "-p", pipe, "-s").CombinedOutput()
 		text := " " + strings.Join(strings.Fields(string(table)), " ") + " "

@@ -173,39 +173,8 @@ func (c *countingSink) ExportFlows(recs []flow.Record) { c.n += len(recs); c.Sin
 // flow must be renormalised by its own rate. Its memory plugin keeps the
 // totals by source port, read back with the pmacct client.
 func TestNfacctdRenormalisesRateChange(t *testing.T) {
-	nfacctd := lookTool(t, "nfacctd", "pmacct")
 	client := lookTool(t, "pmacct", "pmacct")
-	dir := t.TempDir()
-	pipe := filepath.Join(dir, "memory.pipe")
-	port := freeUDPPort(t)
-	conf := filepath.Join(dir, "nfacctd.conf")
-	err := os.WriteFile(conf, []byte(fmt.Sprintf(`daemonize: false
-nfacctd_ip: 127.0.0.1
-nfacctd_port: %d
-nfacctd_renormalize: true
-plugins: memory[m]
-aggregate[m]: src_port
-imt_path[m]: %s
-`, port, pipe)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proc := lab.Start(t, "nfacctd", "", nfacctd, "-f", conf)
-	// nfacctd ignores SIGTERM for a while; nothing of it is needed after
-	// the test, so it is killed rather than waited for.
-	defer func() { _ = proc.Signal(os.Kill); _, _ = proc.Wait(5 * time.Second) }()
-	deadline := time.Now().Add(10 * time.Second)
-	// Both the collector core and the memory plugin must be up: records
-	// that reach the core before the plugin listens are lost (seen on a
-	// loaded machine).
-	for out := proc.Output(); !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) ||
-		!strings.Contains(out, "waiting for data on"); out = proc.Output() {
-		if proc.Exited() || time.Now().After(deadline) {
-			t.Fatalf("nfacctd did not start listening on port %d:\n%s", port, proc.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-
+	proc, port, pipe := startNfacctd(t, "nfacctd_renormalize: true\naggregate[m]: src_port\n", nil)
 	e, err := New(Config{Collector: fmt.Sprintf("127.0.0.1:%d", port), SampleRate: 1000, TemplateRefresh: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +192,7 @@ imt_path[m]: %s
 
 	var got map[uint16]uint64
 	var table []byte
-	deadline = time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		got = map[uint16]uint64{}
 		var sumGot uint64
@@ -257,4 +226,42 @@ imt_path[m]: %s
 	if t.Failed() {
 		t.Logf("pmacct -s:\n%s\nnfacctd:\n%s", table, proc.Output())
 	}
+}
+
+// startNfacctd runs nfacctd on a free loopback port with the memory
+// plugin "m" at a pipe in a temporary directory; conf is the rest of the
+// configuration (aggregate[m], nfacctd_* keys). It returns once both the
+// collector core and the memory plugin are up: records that reach the
+// core before the plugin listens are lost (seen on a loaded machine).
+func startNfacctd(t *testing.T, conf string, files map[string]string) (proc *lab.Process, port int, pipe string) {
+	t.Helper()
+	nfacctd := lookTool(t, "nfacctd", "pmacct")
+	dir := t.TempDir()
+	pipe = filepath.Join(dir, "memory.pipe")
+	port = freeUDPPort(t)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		conf = strings.ReplaceAll(conf, "$"+name, filepath.Join(dir, name))
+	}
+	path := filepath.Join(dir, "nfacctd.conf")
+	err := os.WriteFile(path, []byte(fmt.Sprintf("daemonize: false\nnfacctd_ip: 127.0.0.1\nnfacctd_port: %d\nplugins: memory[m]\nimt_path[m]: %s\n%s",
+		port, pipe, conf)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc = lab.Start(t, "nfacctd", "", nfacctd, "-f", path)
+	// nfacctd ignores SIGTERM for a while; nothing of it is needed after
+	// the test, so it is killed rather than waited for.
+	t.Cleanup(func() { _ = proc.Signal(os.Kill); _, _ = proc.Wait(5 * time.Second) })
+	deadline := time.Now().Add(10 * time.Second)
+	for out := proc.Output(); !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) ||
+		!strings.Contains(out, "waiting for data on"); out = proc.Output() {
+		if proc.Exited() || time.Now().After(deadline) {
+			t.Fatalf("nfacctd did not start listening on port %d:\n%s", port, proc.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return proc, port, pipe
 }

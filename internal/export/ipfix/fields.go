@@ -51,8 +51,12 @@ type optionalField struct {
 }
 
 var optionalFields = []optionalField{
-	{sel: FieldTCPFlags, v4: []fieldSpec{{ieTCPControlBits, 2}}, v6: []fieldSpec{{ieTCPControlBits, 2}},
-		put: func(b []byte, f *flowEntry) { binary.BigEndian.PutUint16(b, uint16(f.opt.tcpFlags)) }},
+	// tcpControlBits is unsigned16, sent in its reduced-size encoding
+	// (RFC 7011 6.2) of one byte, which holds all flags the datapath
+	// keeps: pmacct's nfacctd reads the element only when it is one byte
+	// long (a two-byte one reads as 0 there).
+	{sel: FieldTCPFlags, v4: []fieldSpec{{ieTCPControlBits, 1}}, v6: []fieldSpec{{ieTCPControlBits, 1}},
+		put: func(b []byte, f *flowEntry) { b[0] = f.opt.tcpFlags }},
 	{sel: FieldDSCP, v4: []fieldSpec{{ieIPClassOfService, 1}}, v6: []fieldSpec{{ieIPClassOfService, 1}},
 		put: func(b []byte, f *flowEntry) { b[0] = f.opt.tos }},
 	{sel: FieldICMP, v4: []fieldSpec{{ieICMPTypeCodeIPv4, 2}}, v6: []fieldSpec{{ieICMPTypeCodeIPv6, 2}},

@@ -273,7 +273,7 @@ func TestOptionalFieldsTshark(t *testing.T) {
 	}
 	// One value per record that has the element, in record order: the
 	// IPv4 records (TCP, ICMP time exceeded) come before the IPv6 ones.
-	want := []string{"", "", "0x0013,0x0013,0x0013,0x0013", "0xb8,0xb8,0xb8,0xb8", "0x0000,0x0b00",
+	want := []string{"", "", "0x13,0x13,0x13,0x13", "0xb8,0xb8,0xb8,0xb8", "0x0000,0x0b00",
 		"60,60,60,60", "70,70,70,70", "10,10,10,10", "20,20,20,20", "198.18.0.254,0.0.0.0", "2001:db8:c::fe,::"}
 	for i := range fields {
 		if cols[i] != want[i] {
