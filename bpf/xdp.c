@@ -932,11 +932,14 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	// ingress_ifindex is three dependent loads (xdp_buff, rxq, device):
 	// read once.
 	__u32 ifindex = ctx->ingress_ifindex;
-	xdp_count_row(ifindex, gen, row, 1, bytes);
-	if (flags & XDP_CFG_COUNT) {
-		xdp_count_rx(ifindex, p->fam, bytes);
+	// The sampler first: its loads do not wait for ifindex, so they run
+	// while the counter slots are looked up (1-2 ns a drop less than
+	// sampling last, bench/xdp-results.txt).
+	if (flags & XDP_CFG_COUNT)
 		xdp_sample_drop(ifindex, p);
-	}
+	xdp_count_row(ifindex, gen, row, 1, bytes);
+	if (flags & XDP_CFG_COUNT)
+		xdp_count_rx(ifindex, p->fam, bytes);
 	return XDP_DROP;
 }
 
