@@ -538,41 +538,6 @@ static __always_inline void rfm_batch_add(struct rfm_event_x *x,
 	rfm_release(b);
 }
 
-// rfm_count adds to the counters of the interface the packet is on.
-// Programs are shared by all interfaces, so the slot is found by
-// ifindex: userspace writes the entries before it attaches an interface
-// and clears them after it detached it.
-static __always_inline void rfm_count(struct __sk_buff *skb, __u32 dir, int fam,
-				      __u32 segs, __u32 bytes)
-{
-	__u32 ifindex = skb->ifindex;
-	__u32 key = ifindex & (RFM_IFACE_TABLE - 1);
-	__u32 slot;
-	struct rfm_iface_slot *s = bpf_map_lookup_elem(&rfm_iface_slots, &key);
-	if (s && s->ifindex == ifindex) {
-		slot = s->slot;
-	} else {
-		__u32 zero = 0;
-		void *spill = bpf_map_lookup_elem(&rfm_iface_spill, &zero);
-		if (!spill)
-			return;
-		__u32 *spilled = bpf_map_lookup_elem(spill, &ifindex);
-		if (!spilled)
-			return;
-		slot = *spilled;
-	}
-	__u32 chunk = slot / RFM_CHUNK_IFACES;
-	void *counters = bpf_map_lookup_elem(&rfm_counters, &chunk);
-	if (!counters)
-		return;
-	__u32 idx = (slot % RFM_CHUNK_IFACES) * 2 + dir;
-	struct rfm_iface_counters *c = bpf_map_lookup_elem(counters, &idx);
-	if (c) {
-		c->packets[fam] += segs;
-		c->bytes[fam] += bytes;
-	}
-}
-
 // rfm_segments is how many packets a GSO packet becomes on the wire:
 // gso_segs, or for an untrusted packet (tap/virtio with a vnet header,
 // gso_segs 0) its payload divided into gso_size pieces.
@@ -736,14 +701,14 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		}
 	}
 	if (!gso && !sample) {
-		rfm_count(skb, dir, fam, 1, skb->len + tag);
+		rfm_add_counters(skb->ifindex, dir, fam, 1, skb->len + tag);
 		return TCX_NEXT;
 	}
 	// The stack's own GSO packets at egress: the kernel has counted the
 	// segments and worked out their wire length already, nothing to parse.
 	__u32 kernel_segs = skb->gso_segs;
 	if (gso && !sample && dir == RFM_DIR_EGRESS && kernel_segs && skb->wire_len > skb->len) {
-		rfm_count(skb, dir, fam, kernel_segs, skb->wire_len + kernel_segs * tag);
+		rfm_add_counters(skb->ifindex, dir, fam, kernel_segs, skb->wire_len + kernel_segs * tag);
 		return TCX_NEXT;
 	}
 	if (gso && !sample && fam != RFM_FAM_OTHER) {
@@ -753,7 +718,7 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 			__u32 wire = dir == RFM_DIR_EGRESS && skb->wire_len > skb->len
 					     ? skb->wire_len
 					     : skb->len + (segs - 1) * hdr;
-			rfm_count(skb, dir, fam, segs, wire + segs * tag);
+			rfm_add_counters(skb->ifindex, dir, fam, segs, wire + segs * tag);
 			return TCX_NEXT;
 		}
 	}
@@ -780,7 +745,7 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		else if (h.hdr_len)
 			wire = skb->len + (segs - 1) * h.hdr_len;
 	}
-	rfm_count(skb, dir, fam, segs, wire + segs * tag);
+	rfm_add_counters(skb->ifindex, dir, fam, segs, wire + segs * tag);
 	if (!sample || !cfg)
 		return TCX_NEXT;
 

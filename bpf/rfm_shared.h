@@ -236,4 +236,39 @@ struct {
 	__uint(max_entries, 262144); // replaced from agent.bpf.ring_buf_size
 } rfm_events SEC(".maps");
 
+// rfm_add_counters adds to the counters of interface ifindex: the TC
+// programs for every packet, the XDP program for those it drops.
+// Programs are shared by all interfaces, so the slot is found by
+// ifindex: userspace writes the entries before it attaches an interface
+// and clears them after it detached it.
+static __always_inline void rfm_add_counters(__u32 ifindex, __u32 dir, int fam,
+					     __u32 segs, __u32 bytes)
+{
+	__u32 key = ifindex & (RFM_IFACE_TABLE - 1);
+	__u32 slot;
+	struct rfm_iface_slot *s = bpf_map_lookup_elem(&rfm_iface_slots, &key);
+	if (s && s->ifindex == ifindex) {
+		slot = s->slot;
+	} else {
+		__u32 zero = 0;
+		void *spill = bpf_map_lookup_elem(&rfm_iface_spill, &zero);
+		if (!spill)
+			return;
+		__u32 *spilled = bpf_map_lookup_elem(spill, &ifindex);
+		if (!spilled)
+			return;
+		slot = *spilled;
+	}
+	__u32 chunk = slot / RFM_CHUNK_IFACES;
+	void *counters = bpf_map_lookup_elem(&rfm_counters, &chunk);
+	if (!counters)
+		return;
+	__u32 idx = (slot % RFM_CHUNK_IFACES) * 2 + dir;
+	struct rfm_iface_counters *c = bpf_map_lookup_elem(counters, &idx);
+	if (c) {
+		c->packets[fam] += segs;
+		c->bytes[fam] += bytes;
+	}
+}
+
 #endif // RFM_SHARED_H

@@ -679,37 +679,6 @@ static __always_inline void xdp_count_row(__u32 ifindex, __u32 gen, __u32 row, i
 	}
 }
 
-// xdp_count_rx adds a dropped packet to the interface's ingress counter
-// of bpf/rfm.c, which will never see it.
-static __always_inline void xdp_count_rx(__u32 ifindex, __u32 fam, __u32 bytes)
-{
-	__u32 key = ifindex & (RFM_IFACE_TABLE - 1);
-	__u32 slot;
-	struct rfm_iface_slot *s = bpf_map_lookup_elem(&rfm_iface_slots, &key);
-	if (s && s->ifindex == ifindex) {
-		slot = s->slot;
-	} else {
-		__u32 zero = 0;
-		void *spill = bpf_map_lookup_elem(&rfm_iface_spill, &zero);
-		if (!spill)
-			return;
-		__u32 *spilled = bpf_map_lookup_elem(spill, &ifindex);
-		if (!spilled)
-			return;
-		slot = *spilled;
-	}
-	__u32 chunk = slot / RFM_CHUNK_IFACES;
-	void *counters = bpf_map_lookup_elem(&rfm_counters, &chunk);
-	if (!counters)
-		return;
-	__u32 idx = (slot % RFM_CHUNK_IFACES) * 2; // ingress
-	struct rfm_iface_counters *c = bpf_map_lookup_elem(counters, &idx);
-	if (c && fam < RFM_FAM_MAX) {
-		c->packets[fam] += 1;
-		c->bytes[fam] += bytes;
-	}
-}
-
 static __always_inline __u32 xdp_gap(__u32 rate)
 {
 	__u64 span = rate > 0x7fffffffu ? 0xffffffffull : 2ull * rate - 1;
@@ -789,8 +758,9 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	if (flags & XDP_CFG_COUNT)
 		xdp_sample_drop(ifindex, p);
 	xdp_count_row(ifindex, gen, row, 1, bytes);
-	if (flags & XDP_CFG_COUNT)
-		xdp_count_rx(ifindex, p->fam, bytes);
+	// bpf/rfm.c's ingress counter will never see this packet.
+	if ((flags & XDP_CFG_COUNT) && p->fam < RFM_FAM_MAX)
+		rfm_add_counters(ifindex, RFM_DIR_INGRESS, p->fam, 1, bytes);
 	return XDP_DROP;
 }
 
