@@ -59,27 +59,8 @@ func bgpRecords() []flow.Record {
 // dst_net carry the context. Its FlowMessage has no field for the
 // adjacent ASes nor IPFIX communities; they must not cost the record.
 func TestGoflow2ProtobufBGP(t *testing.T) {
-	cfg, err := (&protoproducer.ProducerConfig{}).Compile()
-	if err != nil {
-		t.Fatal(err)
-	}
 	recs := bgpRecords()
-	templates := netflow.CreateTemplateSystem()
-	var got []*protoproducer.ProtoProducerMessage
-	for i, b := range encodeGroups(t, DefaultMaxMessageSize, allGroups, recs) {
-		var pkt netflow.IPFIXPacket
-		var v9 netflow.NFv9Packet
-		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(b), templates, &v9, &pkt); err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		msgs, err := protoproducer.ProcessMessageIPFIXConfig(&pkt, protoproducer.CreateSamplingSystem(), cfg)
-		if err != nil {
-			t.Fatalf("message %d: goflow2 producer: %v", i, err)
-		}
-		for _, m := range msgs {
-			got = append(got, m.(*protoproducer.ProtoProducerMessage))
-		}
-	}
+	got := goflow2Messages(t, encodeGroups(t, DefaultMaxMessageSize, allGroups, recs))
 	if len(got) != len(recs) {
 		t.Fatalf("goflow2 produced %d flow messages, want %d", len(got), len(recs))
 	}
@@ -269,4 +250,31 @@ aggregate[m]: src_host, dst_host, peer_dst_ip, src_mask, dst_mask, peer_src_as, 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// goflow2Messages decodes IPFIX messages with goflow2's decoder and runs
+// its protobuf producer on them, as a goflow2 collector would.
+func goflow2Messages(t *testing.T, messages [][]byte) []*protoproducer.ProtoProducerMessage {
+	t.Helper()
+	cfg, err := (&protoproducer.ProducerConfig{}).Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	templates := netflow.CreateTemplateSystem()
+	var got []*protoproducer.ProtoProducerMessage
+	for i, b := range messages {
+		var pkt netflow.IPFIXPacket
+		var v9 netflow.NFv9Packet
+		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(b), templates, &v9, &pkt); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		msgs, err := protoproducer.ProcessMessageIPFIXConfig(&pkt, protoproducer.CreateSamplingSystem(), cfg)
+		if err != nil {
+			t.Fatalf("message %d: goflow2 producer: %v", i, err)
+		}
+		for _, m := range msgs {
+			got = append(got, m.(*protoproducer.ProtoProducerMessage))
+		}
+	}
+	return got
 }

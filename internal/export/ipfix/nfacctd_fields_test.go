@@ -17,9 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netsampler/goflow2/v2/decoders/netflow"
-	protoproducer "github.com/netsampler/goflow2/v2/producer/proto"
-
 	"github.com/stepbrobd/rfm/internal/flow"
 )
 
@@ -219,27 +216,8 @@ func TestTsharkAllFieldsAndBGP(t *testing.T) {
 // (its vlan_id comes from vlanId, IE 58): the test pins that they stay
 // zero, so a goflow2 that maps them shows up here.
 func TestOptionalFieldsGoflow2Protobuf(t *testing.T) {
-	cfg, err := (&protoproducer.ProducerConfig{}).Compile()
-	if err != nil {
-		t.Fatal(err)
-	}
 	recs := optionalRecords()
-	var got []*protoproducer.ProtoProducerMessage
-	templates := netflow.CreateTemplateSystem()
-	for i, b := range encodeFields(t, fieldsAll, recs) {
-		var pkt netflow.IPFIXPacket
-		var v9 netflow.NFv9Packet
-		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(b), templates, &v9, &pkt); err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		msgs, err := protoproducer.ProcessMessageIPFIXConfig(&pkt, protoproducer.CreateSamplingSystem(), cfg)
-		if err != nil {
-			t.Fatalf("message %d: goflow2 producer: %v", i, err)
-		}
-		for _, m := range msgs {
-			got = append(got, m.(*protoproducer.ProtoProducerMessage))
-		}
-	}
+	got := goflow2Messages(t, encodeFields(t, fieldsAll, recs))
 	if len(got) != len(recs) {
 		t.Fatalf("goflow2 produced %d flow messages, want %d", len(got), len(recs))
 	}
