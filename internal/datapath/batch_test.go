@@ -79,8 +79,7 @@ func readAll(t *testing.T, d *Datapath, want, bufLen int, deadline time.Duration
 	buf := make([]Event, bufLen)
 	end := time.Now().Add(deadline)
 	for len(out) < want && time.Now().Before(end) {
-		d.reader.SetDeadline(pastDeadline)
-		n, err := d.readReady(buf)
+		n, err := d.readNow(buf)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,11 +102,11 @@ func TestBatchFullWritesOneRecord(t *testing.T) {
 	for range batch - 1 {
 		tb.run(t, Ingress, frame, 1)
 	}
-	if got := tb.d.reader.AvailableBytes(); got != 0 {
+	if got := tb.d.ring.availableBytes(); got != 0 {
 		t.Fatalf("ring holds %d bytes before the batch is full, want 0", got)
 	}
 	tb.run(t, Ingress, frame, 1)
-	if got, want := tb.d.reader.AvailableBytes(), batch*EventSize+8; got != want {
+	if got, want := tb.d.ring.availableBytes(), batch*EventSize+8; got != want {
 		t.Fatalf("ring holds %d bytes after a full batch, want one record of %d", got, want)
 	}
 	evs := readAll(t, tb.d, batch, 5, time.Second) // 5 does not divide 16
@@ -153,7 +152,7 @@ func TestBatchTimerFlushesPartialBatch(t *testing.T) {
 func TestFlushBatchesEveryCPU(t *testing.T) {
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, BatchFlush: time.Hour})
 	want := fillEveryCPU(t, tb, Ingress, func(cpu int) int { return cpu + 3 }) // a different count per CPU
-	if got := tb.d.reader.AvailableBytes(); got != 0 {
+	if got := tb.d.ring.availableBytes(); got != 0 {
 		t.Fatalf("ring holds %d bytes before the flush, want 0", got)
 	}
 	if err := tb.d.WaitBatches(10 * time.Millisecond); err == nil {
@@ -216,14 +215,14 @@ func TestBusyBatchFallsBackToSingleEvents(t *testing.T) {
 	for range 3 {
 		tb.run(t, Ingress, frame, 1)
 	}
-	if got, want := tb.d.reader.AvailableBytes(), 3*(EventSize+8); got != want {
+	if got, want := tb.d.ring.availableBytes(), 3*(EventSize+8); got != want {
 		t.Fatalf("ring holds %d bytes with the batch busy, want %d (3 single-event records)", got, want)
 	}
 	setBusy(0)
 	for range 2 {
 		tb.run(t, Ingress, frame, 1)
 	}
-	if got, want := tb.d.reader.AvailableBytes(), 3*(EventSize+8); got != want {
+	if got, want := tb.d.ring.availableBytes(), 3*(EventSize+8); got != want {
 		t.Fatalf("ring holds %d bytes, want the batch to keep the 2 new events", got)
 	}
 	if evs := tb.events(t); len(evs) != 5 {

@@ -113,12 +113,10 @@ func BenchmarkDatapath(b *testing.B) {
 						default:
 						}
 						if c.pause == 0 {
-							tb.d.reader.SetDeadline(time.Now().Add(10 * time.Millisecond))
-							_, _ = tb.d.readReady(evs)
+							_, _ = tb.d.readWithin(evs, 10*time.Millisecond)
 							continue
 						}
-						tb.d.reader.SetDeadline(pastDeadline)
-						if n, _ := tb.d.readReady(evs); n < len(evs) {
+						if n, _ := tb.d.readNow(evs); n < len(evs) {
 							time.Sleep(c.pause) // drained: fall behind again
 						}
 					}

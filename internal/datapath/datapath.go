@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -19,7 +20,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -208,11 +208,14 @@ type Datapath struct {
 	chunkSpec *ebpf.MapSpec
 	progs     [2][2]*ebpf.Program // by LinkKind, then Direction
 	flush     *ebpf.Program       // rfm_flush
-	reader    *ringbuf.Reader
-	rec       ringbuf.Record // reused by ReadBatch (single consumer)
-	recOff    int            // bytes of rec already decoded
-	recNew    bool           // rec was just read and is not checked yet
-	pending   error          // reader error held back behind a partial batch
+	ring      *ringReader
+	// rec is the ring record being decoded, in the ring's mapping: it
+	// goes back to the producers (ring.release) once decoded whole.
+	rec     []byte
+	recHeld bool  // rec is a record of the ring not released yet
+	recOff  int   // bytes of rec already decoded
+	recNew  bool  // rec was just read and is not checked yet
+	pending error // reader error held back behind a partial batch
 
 	// attachMu orders Attach and Detach (the kernel calls they make);
 	// readers never take it.
@@ -323,10 +326,10 @@ func Load(opts Options) (*Datapath, error) {
 		d.closeShared()
 		return nil, err
 	}
-	d.reader, err = ringbuf.NewReader(d.shared[rfmMapRfmEvents])
+	d.ring, err = newRingReader(d.shared[rfmMapRfmEvents])
 	if err != nil {
 		d.closeShared()
-		return nil, fmt.Errorf("open ring buffer: %w", err)
+		return nil, fmt.Errorf("open ring buffer %s: %w", rfmMapRfmEvents, err)
 	}
 	d.wakeupBytes = spec.Maps[rfmMapRfmEvents].MaxEntries / 8
 	return d, nil
@@ -750,9 +753,6 @@ func (d *Datapath) Stats() (Stats, error) {
 // DecodeErrors counts ring records that were not valid events.
 func (d *Datapath) DecodeErrors() uint64 { return d.decodeErrors.Load() }
 
-// ErrFlushed is returned by ReadBatch after Drain once the ring is empty.
-var ErrFlushed = ringbuf.ErrFlushed
-
 // ReadBatch blocks until at least one event is available, then decodes
 // as many as are ready, up to len(evs). It must be called from a single
 // goroutine. After Close it returns an error wrapping os.ErrClosed; after
@@ -761,58 +761,83 @@ func (d *Datapath) ReadBatch(evs []Event) (int, error) {
 	if len(evs) == 0 {
 		return 0, nil
 	}
+	r := d.ring
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return 0, errRingClosed
+	}
 	if err := d.pending; err != nil {
 		d.pending = nil
 		return 0, err
 	}
-	// Block for the first record only. The datapath wakes us when the
-	// ring fills past wakeupBytes; the poll interval bounds how long a
-	// trickle of events waits.
-	n := d.decodeRecord(evs)
-	for n == 0 {
-		d.reader.SetDeadline(time.Now().Add(PollInterval))
-		if err := d.nextRecord(); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			return 0, err
-		}
-		n = d.decodeRecord(evs)
-	}
-	// Then take what is ready. A past deadline makes the reader return
-	// instead of waiting once the ring holds nothing more.
-	d.reader.SetDeadline(pastDeadline)
-	m, err := d.readReady(evs[n:])
-	return n + m, err
-}
-
-// readReady decodes events until the ring is empty or evs is full; the
-// reader's deadline must already be in the past.
-func (d *Datapath) readReady(evs []Event) (int, error) {
-	n := d.decodeRecord(evs)
-	for n < len(evs) {
-		if err := d.nextRecord(); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return n, nil
-			}
+	for spins := 0; ; spins++ {
+		n, state, err := d.readReady(evs)
+		if err != nil {
 			if n > 0 {
 				d.pending = err // report it on the next call
 				return n, nil
 			}
 			return 0, err
 		}
-		n += d.decodeRecord(evs[n:])
+		if n > 0 {
+			return n, nil
+		}
+		switch {
+		case state == ringBusy:
+			// A producer is between reserving and committing a record,
+			// a matter of microseconds unless it was preempted.
+			if r.closed.Load() {
+				return 0, errRingClosed
+			}
+			if spins < 16 {
+				runtime.Gosched()
+			} else {
+				time.Sleep(50 * time.Microsecond)
+			}
+		case r.flushing:
+			r.flushing = false
+			return 0, ErrFlushed
+		case r.flushReq.Swap(false):
+			r.flushing = true // look once more before reporting it
+		default:
+			// The datapath wakes us when the ring fills past
+			// wakeupBytes; the poll interval bounds how long a trickle
+			// of events waits.
+			err := r.wait(time.Now().Add(PollInterval))
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, err
+			}
+			spins = 0
+		}
 	}
-	return n, nil
 }
 
-// nextRecord reads the next ring record into d.rec.
-func (d *Datapath) nextRecord() error {
-	if err := d.reader.ReadInto(&d.rec); err != nil {
-		return err
+// readReady decodes events from the record in hand and the committed
+// records after it until evs is full or the ring has no committed
+// record at the consumer position (state says which: empty or busy). It
+// never blocks. The caller holds d.ring.mu.
+func (d *Datapath) readReady(evs []Event) (int, ringState, error) {
+	n := 0
+	for {
+		n += d.decodeRecord(evs[n:])
+		if d.recOff < len(d.rec) {
+			return n, ringRecord, nil // evs is full
+		}
+		if d.recHeld {
+			d.ring.release()
+			d.recHeld = false
+		}
+		if n == len(evs) {
+			return n, ringRecord, nil
+		}
+		rec, state, err := d.ring.next()
+		if state != ringRecord || err != nil {
+			d.rec, d.recOff = nil, 0
+			return n, state, err
+		}
+		d.rec, d.recHeld, d.recOff, d.recNew = rec, true, 0, true
 	}
-	d.recOff, d.recNew = 0, true
-	return nil
 }
 
 // decodeRecord decodes events of the current record that evs has room
@@ -820,7 +845,7 @@ func (d *Datapath) nextRecord() error {
 // more whole events; one of another length is counted as a decode error
 // and skipped.
 func (d *Datapath) decodeRecord(evs []Event) int {
-	raw := d.rec.RawSample
+	raw := d.rec
 	size := d.eventSize
 	if size == 0 {
 		size = EventSize
@@ -850,8 +875,6 @@ func (d *Datapath) decodeRecord(evs []Event) int {
 	return n
 }
 
-var pastDeadline = time.Unix(1, 0)
-
 // PollInterval is the longest a sampled packet waits in the ring before
 // the collector reads it (on top of up to BatchFlush in its CPU's batch).
 const PollInterval = 20 * time.Millisecond
@@ -869,7 +892,7 @@ func (d *Datapath) Drain() error {
 	if err := d.WaitBatches(min(2*d.batchFlush+100*time.Millisecond, 2*time.Second)); err != nil {
 		errs = append(errs, err)
 	}
-	return errors.Join(append(errs, d.reader.Flush())...)
+	return errors.Join(append(errs, d.ring.Flush())...)
 }
 
 // Close detaches every interface and releases all maps and programs.
@@ -884,8 +907,8 @@ func (d *Datapath) Close() error {
 	for _, i := range ifindexes {
 		errs = append(errs, d.Detach(i))
 	}
-	if d.reader != nil {
-		errs = append(errs, d.reader.Close())
+	if d.ring != nil {
+		errs = append(errs, d.ring.Close())
 	}
 	d.closeShared()
 	return errors.Join(errs...)

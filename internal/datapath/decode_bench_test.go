@@ -32,7 +32,7 @@ func BenchmarkDecodeRecord(b *testing.B) {
 			evs := make([]Event, events)
 			b.SetBytes(int64(size * events))
 			for b.Loop() {
-				d.rec.RawSample, d.recOff, d.recNew = raw, 0, true
+				d.rec, d.recOff, d.recNew = raw, 0, true
 				if n := d.decodeRecord(evs); n != events {
 					b.Fatalf("decoded %d events, want %d", n, events)
 				}

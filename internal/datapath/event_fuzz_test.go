@@ -70,7 +70,7 @@ func FuzzRecordDecode(f *testing.F) {
 	f.Add([]byte{}, uint8(3))
 	f.Fuzz(func(t *testing.T, rec []byte, bufLen uint8) {
 		var d Datapath
-		d.rec.RawSample, d.recNew = rec, true
+		d.rec, d.recNew = rec, true
 		evs := make([]Event, int(bufLen)%9+1)
 		var got []Event
 		for calls := 0; ; calls++ {

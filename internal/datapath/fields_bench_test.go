@@ -107,8 +107,7 @@ func BenchmarkDatapathFields(b *testing.B) {
 								return
 							default:
 							}
-							tb.d.reader.SetDeadline(time.Now().Add(10 * time.Millisecond))
-							_, _ = tb.d.readReady(evs)
+							_, _ = tb.d.readWithin(evs, 10*time.Millisecond)
 						}
 					}()
 					var d time.Duration

@@ -65,7 +65,7 @@ func TestConsumerWakeups(t *testing.T) {
 	if wakeups(100 * time.Millisecond) {
 		t.Fatalf("woken below the threshold (%d records)", below)
 	}
-	if got := tb.d.reader.AvailableBytes(); got != below*record {
+	if got := tb.d.ring.availableBytes(); got != below*record {
 		t.Fatalf("ring holds %d bytes, want %d full-batch records of %d", got, below, record)
 	}
 	inject(1)
