@@ -109,18 +109,31 @@ func newRingReader(m *ebpf.Map) (*ringReader, error) {
 	// Records a previous reader of this map left unread start there.
 	r.cons = atomic.LoadUintptr(r.consPos)
 	r.prod = r.cons
-	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("create epoll instance for the ring buffer: %w", err)
-	}
-	if r.wakeFd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		return nil, fmt.Errorf("create eventfd for the ring buffer: %w", err)
-	}
-	for _, fd := range []int{m.FD(), r.wakeFd} {
-		if err = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-			return nil, fmt.Errorf("add fd %d to the ring buffer's epoll: %w", fd, err)
-		}
+	if err = r.openPoll(m.FD()); err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// openPoll creates the epoll instance wait blocks in, watching the ring
+// buffer map's fd (the kernel signals it) and the wake eventfd.
+func (r *ringReader) openPoll(ringFD int) error {
+	var err error
+	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return fmt.Errorf("create epoll instance for the ring buffer: %w", err)
+	}
+	if r.wakeFd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fmt.Errorf("create eventfd for the ring buffer: %w", err)
+	}
+	for _, fd := range []int{ringFD, r.wakeFd} {
+		if fd < 0 {
+			continue
+		}
+		if err = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return fmt.Errorf("add fd %d to the ring buffer's epoll: %w", fd, err)
+		}
+	}
+	return nil
 }
 
 // next returns the data of the committed record at the consumer
