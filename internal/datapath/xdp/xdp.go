@@ -315,6 +315,14 @@ func (p *Program) SwitchRules() error {
 	return p.writeCfg()
 }
 
+// DiscardRules forgets what PrepareRules wrote (a rejected reload): the
+// rules in effect stay, and SwitchRules has nothing to switch to.
+func (p *Program) DiscardRules() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.prepared = false
+}
+
 // putArray writes vals to an array map from index first, in one batch.
 func putArray[T any](m *ebpf.Map, first uint32, vals []T) error {
 	keys := make([]uint32, len(vals))
@@ -387,6 +395,65 @@ func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*att
 	if err := p.putIfaceSlot(ifindex, slot); err != nil {
 		return nil, fmt.Errorf("xdp %s: write interface slot: %w", name, err)
 	}
+	l, got, err := p.link(ifindex, mode)
+	if err == nil {
+		return &attachment{index: ifindex, name: name, mode: got, slot: slot, link: l}, nil
+	}
+	p.clearIfaceSlot(ifindex)
+	// Someone may have attached between the check and the attach.
+	if other, _ := foreignProgram(ifindex); other != "" {
+		return nil, fmt.Errorf("xdp %s: %s already holds XDP on this interface; rfm does not replace it", name, other)
+	}
+	return nil, fmt.Errorf("xdp %s: %w", name, err)
+}
+
+// SetMode re-attaches the program to an attached interface in another
+// mode, keeping its counter slot and counts. The kernel runs one XDP mode
+// per device at a time, so the old link goes first: packets arriving
+// between the two pass unfiltered (and are counted by TC as passed).
+// When the new mode fails the old one is attached again. Returns the
+// mode the program runs in.
+func (p *Program) SetMode(ifindex int, mode Mode) (Mode, error) {
+	p.mu.Lock()
+	a, ok := p.attached[ifindex]
+	p.mu.Unlock()
+	if !ok {
+		return 0, fmt.Errorf("xdp: interface %d is not attached", ifindex)
+	}
+	if mode == a.mode || (mode == ModeAuto && a.mode == ModeNative) {
+		return a.mode, nil
+	}
+	if err := a.link.Close(); err != nil {
+		return 0, fmt.Errorf("xdp %s: detach for the mode change: %w", a.name, err)
+	}
+	l, got, err := p.link(ifindex, mode)
+	if err != nil {
+		old, oldMode, rerr := p.link(ifindex, a.mode)
+		if rerr != nil {
+			// Neither mode: the interface is left without the program,
+			// and forgotten so a later attach starts clean.
+			p.mu.Lock()
+			delete(p.attached, ifindex)
+			delete(p.totals, ifindex)
+			p.slotUsed[a.slot] = false
+			p.mu.Unlock()
+			p.clearIfaceSlot(ifindex)
+			return 0, fmt.Errorf("xdp %s: %s: %w; back to %s: %w", a.name, mode, err, a.mode, rerr)
+		}
+		p.mu.Lock()
+		a.link, a.mode = old, oldMode
+		p.mu.Unlock()
+		return 0, fmt.Errorf("xdp %s: %w", a.name, err)
+	}
+	p.mu.Lock()
+	a.link, a.mode = l, got
+	p.mu.Unlock()
+	return got, nil
+}
+
+// link attaches the program to ifindex in mode (auto: native, else
+// generic) and returns the link and the mode it got.
+func (p *Program) link(ifindex int, mode Mode) (link.Link, Mode, error) {
 	try := []Mode{mode}
 	if mode == ModeAuto {
 		try = []Mode{ModeNative, ModeGeneric}
@@ -399,16 +466,11 @@ func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*att
 		}
 		l, err := link.AttachXDP(link.XDPOptions{Program: p.prog, Interface: ifindex, Flags: flags})
 		if err == nil {
-			return &attachment{index: ifindex, name: name, mode: m, slot: slot, link: l}, nil
+			return l, m, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", m, err))
 	}
-	p.clearIfaceSlot(ifindex)
-	// Someone may have attached between the check and the attach.
-	if other, _ := foreignProgram(ifindex); other != "" {
-		return nil, fmt.Errorf("xdp %s: %s already holds XDP on this interface; rfm does not replace it", name, other)
-	}
-	return nil, fmt.Errorf("xdp %s: attach: %w", name, errors.Join(errs...))
+	return nil, 0, fmt.Errorf("attach: %w", errors.Join(errs...))
 }
 
 // foreignProgram names the XDP program attached to the interface, if any
@@ -422,14 +484,15 @@ func foreignProgram(ifindex int) (string, error) {
 	if x == nil || !x.Attached || x.ProgId == 0 {
 		return "", nil
 	}
-	name := "?"
+	// Reading the name takes CAP_SYS_ADMIN, which the running agent has
+	// dropped (hotplug, reload): then the id alone names it.
 	if prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId)); err == nil {
+		defer prog.Close()
 		if info, err := prog.Info(); err == nil {
-			name = info.Name
+			return fmt.Sprintf("XDP program %q (id %d)", info.Name, x.ProgId), nil
 		}
-		prog.Close()
 	}
-	return fmt.Sprintf("XDP program %q (id %d)", name, x.ProgId), nil
+	return fmt.Sprintf("XDP program id %d", x.ProgId), nil
 }
 
 // Detach removes the program from the interface and forgets its counts.
