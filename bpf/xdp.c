@@ -27,6 +27,7 @@
 #include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #define ETH_P_8021Q_BE bpf_htons(0x8100)
 #define ETH_P_8021AD_BE bpf_htons(0x88A8)
@@ -123,8 +124,13 @@ struct xdp_counter {
 
 struct xdp_iface {
 	__u32 ifindex; // 0: a free entry
-	__u32 slot;
+	__u32 slot;    // counter slot, | XDP_SLOT_GENERIC
 };
+
+// In an interface's slot: the program runs there in generic (skb) mode,
+// where a GRO/GSO super-packet is one frame (see xdp_skb_gso).
+#define XDP_SLOT_GENERIC 0x100u
+#define XDP_SLOT_MASK 0xffu
 
 // Interfaces find their counter slot in an array indexed by ifindex
 // modulo XDP_IFACE_TABLE, checked against the ifindex stored there (an
@@ -294,6 +300,63 @@ struct {
 	__type(value, struct xdp_counter);
 } xdp_counters SEC(".maps");
 
+// Generic XDP runs on an skb, after GRO: a TCP stream arrives as
+// super-packets of up to 64 KiB, each one frame to the program, which
+// xdp_md cannot tell apart from one packet. The kernel's segment count
+// is in the skb's shared info. rfm_xdp_skb, on the netif_receive_skb
+// tracepoint (which __netif_receive_skb_core fires for each skb on the
+// same CPU just before it runs generic XDP), keeps it here for the XDP
+// program; the program trusts it only for the interface and the frame
+// length it was written for.
+struct xdp_skb_gso {
+	__u32 ifindex; // skb->dev->ifindex
+	__u32 len;     // skb->len: the frame less its Ethernet header
+	__u16 gso_size;
+	__u16 gso_segs; // 0 in packets from untrusted sources (virtio, tap)
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdp_skb_gso);
+} xdp_skb_gso SEC(".maps");
+
+// The kernel's structs, as much as is read of them; CO-RE finds the
+// offsets in the running kernel's BTF.
+struct net_device {
+	int ifindex;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	unsigned int len;
+	struct net_device *dev;
+	unsigned char *head;
+	unsigned int end; // offset of the shared info from head (64-bit kernels)
+} __attribute__((preserve_access_index));
+
+struct skb_shared_info {
+	unsigned short gso_size;
+	unsigned short gso_segs;
+} __attribute__((preserve_access_index));
+
+SEC("tp_btf/netif_receive_skb")
+int rfm_xdp_skb(unsigned long long *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	__u32 zero = 0;
+	struct xdp_skb_gso *g = bpf_map_lookup_elem(&xdp_skb_gso, &zero);
+	if (!g)
+		return 0;
+	struct skb_shared_info *sh = (void *)(skb->head + skb->end);
+	g->gso_size = BPF_CORE_READ(sh, gso_size);
+	g->gso_segs = BPF_CORE_READ(sh, gso_segs);
+	g->ifindex = skb->dev->ifindex;
+	g->len = skb->len;
+	return 0;
+}
+
 // What the parser found. Addresses are kept as in rfm_event: IPv4
 // v4-mapped, so an event is a copy.
 struct xdp_pkt {
@@ -313,6 +376,7 @@ struct xdp_pkt {
 	// exist but are not in this packet (a later fragment, or past the
 	// extension headers walked): port conditions are not applied.
 	__u8 ports;
+	__u16 l4_off; // where the transport header starts, with ports read
 };
 
 #define XDP_PORTS_NONE 0
@@ -413,6 +477,7 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 		p->sport = xdp_load16(l4);
 		p->dport = xdp_load16(l4 + 2);
 		p->ports = XDP_PORTS_READ;
+		p->l4_off = off + (ihl & 0x3c);
 		if (p->proto == IPPROTO_TCP && ihl + 14 <= tot && (void *)l4 + 14 <= end)
 			p->tcp_flags = l4[13];
 		return 0;
@@ -479,6 +544,7 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 	p->sport = xdp_load16(l4);
 	p->dport = xdp_load16(l4 + 2);
 	p->ports = XDP_PORTS_READ;
+	p->l4_off = off + hoff;
 	if (next == IPPROTO_TCP && hoff + 14 <= len && (void *)l4 + 14 <= end)
 		p->tcp_flags = l4[13];
 	return 0;
@@ -655,28 +721,71 @@ static __always_inline int xdp_rate_ok(__u32 idx, const struct xdp_rule *r,
 	return 1;
 }
 
-static __always_inline void xdp_count_row(__u32 ifindex, __u32 gen, __u32 row, int drop,
-					  __u32 bytes)
+// XDP_NO_SLOT: the interface has no counter slot (not attached by rfm).
+#define XDP_NO_SLOT 0xffffffffu
+
+// xdp_slot is the interface's xdp_ifaces slot value (counter slot and
+// XDP_SLOT_GENERIC), or XDP_NO_SLOT.
+static __always_inline __u32 xdp_slot(__u32 ifindex)
 {
 	__u32 key = ifindex & (XDP_IFACE_TABLE - 1);
-	__u32 slot;
 	struct xdp_iface *i = bpf_map_lookup_elem(&xdp_ifaces, &key);
-	if (i && i->ifindex == ifindex) {
-		slot = i->slot;
-	} else {
-		__u32 *spilled = bpf_map_lookup_elem(&xdp_ifaces_spill, &ifindex);
-		if (!spilled)
-			return;
-		slot = *spilled;
-	}
+	if (i && i->ifindex == ifindex)
+		return i->slot;
+	__u32 *spilled = bpf_map_lookup_elem(&xdp_ifaces_spill, &ifindex);
+	return spilled ? *spilled : XDP_NO_SLOT;
+}
+
+static __always_inline void xdp_count_slot(__u32 slot, __u32 gen, __u32 row, int drop,
+					   __u32 segs, __u32 bytes)
+{
+	slot &= XDP_SLOT_MASK;
 	if (slot >= XDP_MAX_IFACES)
 		return;
 	__u32 k = (slot * 2 + (gen & 1)) * XDP_ROWS + row;
 	struct xdp_counter *c = bpf_map_lookup_elem(&xdp_counters, &k);
 	if (c) {
-		c->packets[drop & 1]++;
+		c->packets[drop & 1] += segs;
 		c->bytes[drop & 1] += bytes;
 	}
+}
+
+// xdp_segments is how many packets the frame is on the wire, and sets
+// *bytes to their frames' bytes, as bpf/rfm.c counts a GSO skb at TC:
+// each segment repeats the headers up to the payload. In generic mode
+// that is the skb's gso_segs (or its payload over gso_size when the
+// source left gso_segs 0) when rfm_xdp_skb recorded this skb; else 1.
+static __always_inline __u32 xdp_segments(struct xdp_md *ctx, __u32 ifindex,
+					  const struct xdp_pkt *p, __u32 *bytes)
+{
+	__u32 zero = 0;
+	struct xdp_skb_gso *g = bpf_map_lookup_elem(&xdp_skb_gso, &zero);
+	if (!g || !g->gso_size || g->ifindex != ifindex || g->len + ETH_HLEN != *bytes)
+		return 1;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (p->ports != XDP_PORTS_READ)
+		return 1;
+	__u32 hdr = p->l4_off;
+	if (hdr > 4096)
+		return 1;
+	if (p->proto == IPPROTO_TCP) {
+		__u8 *tcp = data + hdr;
+		if ((void *)tcp + 13 > end)
+			return 1;
+		hdr += (tcp[12] >> 4) * 4;
+	} else if (p->proto == IPPROTO_UDP) {
+		hdr += 8;
+	} else {
+		return 1;
+	}
+	__u32 segs = g->gso_segs;
+	if (segs == 0 && *bytes > hdr)
+		segs = (*bytes - hdr + g->gso_size - 1) / g->gso_size;
+	if (segs <= 1)
+		return 1;
+	*bytes += (segs - 1) * hdr;
+	return segs;
 }
 
 static __always_inline __u32 xdp_gap(__u32 rate)
@@ -757,10 +866,14 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	// sampling last, bench/xdp-results.txt).
 	if (flags & XDP_CFG_COUNT)
 		xdp_sample_drop(ifindex, p);
-	xdp_count_row(ifindex, gen, row, 1, bytes);
+	__u32 slot = xdp_slot(ifindex);
+	__u32 segs = 1;
+	if (slot & XDP_SLOT_GENERIC)
+		segs = xdp_segments(ctx, ifindex, p, &bytes);
+	xdp_count_slot(slot, gen, row, 1, segs, bytes);
 	// bpf/rfm.c's ingress counter will never see this packet.
 	if ((flags & XDP_CFG_COUNT) && p->fam < RFM_FAM_MAX)
-		rfm_add_counters(ifindex, RFM_DIR_INGRESS, p->fam, 1, bytes);
+		rfm_add_counters(ifindex, RFM_DIR_INGRESS, p->fam, segs, bytes);
 	return XDP_DROP;
 }
 
@@ -812,7 +925,12 @@ int rfm_xdp(struct xdp_md *ctx)
 	if (r->action == XDP_ACT_DROP ||
 	    (r->action == XDP_ACT_RATE_LIMIT && !xdp_rate_ok(idx, r, &p)))
 		return xdp_drop(ctx, flags, gen, &p, idx, bytes);
-	xdp_count_row(ctx->ingress_ifindex, gen, idx, 0, bytes);
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 slot = xdp_slot(ifindex);
+	__u32 segs = 1;
+	if (slot & XDP_SLOT_GENERIC)
+		segs = xdp_segments(ctx, ifindex, &p, &bytes);
+	xdp_count_slot(slot, gen, idx, 0, segs, bytes);
 	return XDP_PASS;
 }
 

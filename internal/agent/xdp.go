@@ -139,6 +139,9 @@ func (x *xdpPath) attachMode(ifindex int, name string, mode xdp.Mode) error {
 	}
 	delete(x.failed, ifindex)
 	x.log.Info("xdp attached", "interface", name, "ifindex", ifindex, "mode", got)
+	if err := x.prog.GSOCounting(); got == xdp.ModeGeneric && err != nil {
+		x.log.Warn("xdp generic mode: a dropped GRO/GSO super-packet counts as 1 packet in the rx counters", "interface", name, "err", err)
+	}
 	return nil
 }
 

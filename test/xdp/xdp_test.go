@@ -761,6 +761,11 @@ dst_ports = ["7101"]
 		t.Errorf("after the mode reload: attach mode %d, want %d (generic)", m, nlXDPAttachedSKB)
 	}
 	send(7101, 0, "generic")
+	// Generic mode attaches the skb GSO recorder (tp_btf), with the
+	// capabilities the running agent kept.
+	if v, err := l.metric(t, "rfm_errors_total", map[string]string{"subsystem": "xdp"}); err != nil || v != 0 {
+		t.Errorf("generic: rfm_errors_total{subsystem=xdp} = %v (%v), want 0", v, err)
+	}
 	if v := dropped(); v != 2*n {
 		t.Errorf("generic: rfm_xdp_packets_total{no-7101,drop} = %v, want %d (counts kept across the mode change)", v, 2*n)
 	}

@@ -109,10 +109,16 @@ type Options struct {
 type Program struct {
 	prog  *ebpf.Program
 	floor *ebpf.Program // an empty XDP program, for benchmarks
+	// skb records each received skb's GSO segments for generic mode
+	// (rfm_xdp_skb in bpf/xdp.c); nil when the kernel refused to load it
+	// (skbErr says why): generic mode then counts a super-packet as one.
+	skb    *ebpf.Program
+	skbErr error
 	maps  map[string]*ebpf.Map
 	own   []*ebpf.Map // maps created here (not Shared)
 
 	mu       sync.Mutex
+	skbLink  link.Link // rfm_xdp_skb on its tracepoint while an interface runs in generic mode
 	cfg      rawCfg
 	names    [2][]string // rule names per generation, by row
 	attached map[int]*attachment
@@ -181,6 +187,10 @@ func Load(opts Options) (*Program, error) {
 		p.maps[name] = m
 		p.own = append(p.own, m)
 	}
+	// The tracing program is loaded on its own: a kernel that refuses it
+	// (no BTF, lockdown, no CAP_PERFMON) still runs the XDP program.
+	skbSpec := spec.Programs[xdpobjProgRfmXdpSkb]
+	delete(spec.Programs, xdpobjProgRfmXdpSkb)
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: p.maps})
 	if err != nil {
 		p.closeMaps()
@@ -195,6 +205,7 @@ func Load(opts Options) (*Program, error) {
 	delete(coll.Programs, xdpobjProgRfmXdp)
 	delete(coll.Programs, xdpobjProgRfmXdpFloor)
 	coll.Close() // its maps are p.maps, which stay open
+	p.skb, p.skbErr = loadSkbProgram(skbSpec, p.maps[xdpobjMapXdpSkbGso])
 	if opts.Shared != nil {
 		p.cfg.Flags |= cfgCount
 	}
@@ -203,6 +214,45 @@ func Load(opts Options) (*Program, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// loadSkbProgram loads rfm_xdp_skb with its map.
+func loadSkbProgram(spec *ebpf.ProgramSpec, gso *ebpf.Map) (*ebpf.Program, error) {
+	spec = spec.Copy()
+	if err := spec.Instructions.AssociateMap(xdpobjMapXdpSkbGso, gso); err != nil {
+		return nil, fmt.Errorf("load the skb GSO recorder: %w", err)
+	}
+	prog, err := ebpf.NewProgram(spec)
+	if err != nil {
+		return nil, fmt.Errorf("load the skb GSO recorder: %w", err)
+	}
+	return prog, nil
+}
+
+// GSOCounting reports whether generic mode counts a GRO/GSO super-packet
+// as its segments (nil), or why it cannot and counts it as one packet.
+func (p *Program) GSOCounting() error { return p.skbErr }
+
+// syncSkbLink attaches rfm_xdp_skb while an interface runs (or is about
+// to run, generic) in generic mode, and detaches it otherwise: it runs
+// for every skb the host receives. The caller holds mu.
+func (p *Program) syncSkbLinkLocked(generic bool) {
+	for _, a := range p.attached {
+		generic = generic || a.mode == ModeGeneric
+	}
+	switch {
+	case generic && p.skbLink == nil && p.skb != nil:
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.skb})
+		if err != nil {
+			p.skbErr = fmt.Errorf("attach the skb GSO recorder: %w", err)
+			p.errors.Add(1)
+			return
+		}
+		p.skbLink = l
+	case !generic && p.skbLink != nil:
+		p.skbLink.Close()
+		p.skbLink = nil
+	}
 }
 
 func (p *Program) writeCfg() error {
@@ -231,9 +281,15 @@ func (p *Program) Close() error {
 	for _, i := range idx {
 		errs = append(errs, p.Detach(i))
 	}
+	p.mu.Lock()
+	p.syncSkbLinkLocked(false)
+	p.mu.Unlock()
 	if p.prog != nil {
 		p.prog.Close()
 		p.floor.Close()
+	}
+	if p.skb != nil {
+		p.skb.Close()
 	}
 	p.closeMaps()
 	return errors.Join(errs...)
@@ -377,9 +433,11 @@ func (p *Program) Attach(ifindex int, name string, mode Mode) (Mode, error) {
 	defer p.mu.Unlock()
 	if err != nil {
 		p.slotUsed[slot] = false
+		p.syncSkbLinkLocked(false)
 		return 0, err
 	}
 	p.attached[ifindex] = a
+	p.syncSkbLinkLocked(false)
 	return a.mode, nil
 }
 
@@ -392,10 +450,7 @@ func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*att
 	if err := p.zeroRows(slot); err != nil {
 		return nil, fmt.Errorf("xdp %s: %w", name, err)
 	}
-	if err := p.putIfaceSlot(ifindex, slot); err != nil {
-		return nil, fmt.Errorf("xdp %s: write interface slot: %w", name, err)
-	}
-	l, got, err := p.link(ifindex, mode)
+	l, got, err := p.link(ifindex, slot, mode)
 	if err == nil {
 		return &attachment{index: ifindex, name: name, mode: got, slot: slot, link: l}, nil
 	}
@@ -426,9 +481,9 @@ func (p *Program) SetMode(ifindex int, mode Mode) (Mode, error) {
 	if err := a.link.Close(); err != nil {
 		return 0, fmt.Errorf("xdp %s: detach for the mode change: %w", a.name, err)
 	}
-	l, got, err := p.link(ifindex, mode)
+	l, got, err := p.link(ifindex, a.slot, mode)
 	if err != nil {
-		old, oldMode, rerr := p.link(ifindex, a.mode)
+		old, oldMode, rerr := p.link(ifindex, a.slot, a.mode)
 		if rerr != nil {
 			// Neither mode: the interface is left without the program,
 			// and forgotten so a later attach starts clean.
@@ -436,30 +491,46 @@ func (p *Program) SetMode(ifindex int, mode Mode) (Mode, error) {
 			delete(p.attached, ifindex)
 			delete(p.totals, ifindex)
 			p.slotUsed[a.slot] = false
+			p.syncSkbLinkLocked(false)
 			p.mu.Unlock()
 			p.clearIfaceSlot(ifindex)
 			return 0, fmt.Errorf("xdp %s: %s: %w; back to %s: %w", a.name, mode, err, a.mode, rerr)
 		}
 		p.mu.Lock()
 		a.link, a.mode = old, oldMode
+		p.syncSkbLinkLocked(false)
 		p.mu.Unlock()
 		return 0, fmt.Errorf("xdp %s: %w", a.name, err)
 	}
 	p.mu.Lock()
 	a.link, a.mode = l, got
+	p.syncSkbLinkLocked(false)
 	p.mu.Unlock()
 	return got, nil
 }
 
 // link attaches the program to ifindex in mode (auto: native, else
-// generic) and returns the link and the mode it got.
-func (p *Program) link(ifindex int, mode Mode) (link.Link, Mode, error) {
+// generic) and returns the link and the mode it got. Before each try
+// the interface's slot entry is written with the mode tried, and for
+// generic mode the skb GSO recorder attached, so the first packet is
+// counted right.
+func (p *Program) link(ifindex int, slot uint32, mode Mode) (link.Link, Mode, error) {
 	try := []Mode{mode}
 	if mode == ModeAuto {
 		try = []Mode{ModeNative, ModeGeneric}
 	}
 	var errs []error
 	for _, m := range try {
+		v := slot
+		if m == ModeGeneric {
+			v |= slotGeneric
+			p.mu.Lock()
+			p.syncSkbLinkLocked(true)
+			p.mu.Unlock()
+		}
+		if err := p.putIfaceSlot(ifindex, v); err != nil {
+			return nil, 0, fmt.Errorf("write interface slot: %w", err)
+		}
 		flags := link.XDPDriverMode
 		if m == ModeGeneric {
 			flags = link.XDPGenericMode
@@ -511,6 +582,7 @@ func (p *Program) Detach(ifindex int) error {
 	p.clearIfaceSlot(ifindex)
 	p.mu.Lock()
 	p.slotUsed[a.slot] = false
+	p.syncSkbLinkLocked(false)
 	p.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("xdp %s: detach: %w", a.name, err)
@@ -872,6 +944,10 @@ func (p *Program) Floor() *ebpf.Program { return p.floor }
 
 // ifaceTable is XDP_IFACE_TABLE of bpf/xdp.c.
 const ifaceTable = 4096
+
+// slotGeneric is XDP_SLOT_GENERIC: in an interface's slot value, the
+// program runs there in generic mode.
+const slotGeneric = 0x100
 
 // Mirrors struct xdp_iface.
 type rawIface struct {

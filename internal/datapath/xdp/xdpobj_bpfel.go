@@ -43,8 +43,10 @@ const (
 	xdpobjMapXdpProto            = "xdp_proto"
 	xdpobjMapXdpRulePfx          = "xdp_rule_pfx"
 	xdpobjMapXdpRules            = "xdp_rules"
+	xdpobjMapXdpSkbGso           = "xdp_skb_gso"
 	xdpobjProgRfmXdp             = "rfm_xdp"
 	xdpobjProgRfmXdpFloor        = "rfm_xdp_floor"
+	xdpobjProgRfmXdpSkb          = "rfm_xdp_skb"
 	xdpobjVarRfmFields           = "rfm_fields"
 )
 
@@ -92,6 +94,7 @@ type xdpobjSpecs struct {
 type xdpobjProgramSpecs struct {
 	RfmXdp      *ebpf.ProgramSpec `ebpf:"rfm_xdp"`
 	RfmXdpFloor *ebpf.ProgramSpec `ebpf:"rfm_xdp_floor"`
+	RfmXdpSkb   *ebpf.ProgramSpec `ebpf:"rfm_xdp_skb"`
 }
 
 // xdpobjMapSpecs contains maps before they are loaded into the kernel.
@@ -124,6 +127,7 @@ type xdpobjMapSpecs struct {
 	XdpProto            *ebpf.MapSpec `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.MapSpec `ebpf:"xdp_rule_pfx"`
 	XdpRules            *ebpf.MapSpec `ebpf:"xdp_rules"`
+	XdpSkbGso           *ebpf.MapSpec `ebpf:"xdp_skb_gso"`
 }
 
 // xdpobjVariableSpecs contains global variables before they are loaded into the kernel.
@@ -179,6 +183,7 @@ type xdpobjMaps struct {
 	XdpProto            *ebpf.Map `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.Map `ebpf:"xdp_rule_pfx"`
 	XdpRules            *ebpf.Map `ebpf:"xdp_rules"`
+	XdpSkbGso           *ebpf.Map `ebpf:"xdp_skb_gso"`
 }
 
 func (m *xdpobjMaps) Close() error {
@@ -209,6 +214,7 @@ func (m *xdpobjMaps) Close() error {
 		m.XdpProto,
 		m.XdpRulePfx,
 		m.XdpRules,
+		m.XdpSkbGso,
 	)
 }
 
@@ -225,12 +231,14 @@ type xdpobjVariables struct {
 type xdpobjPrograms struct {
 	RfmXdp      *ebpf.Program `ebpf:"rfm_xdp"`
 	RfmXdpFloor *ebpf.Program `ebpf:"rfm_xdp_floor"`
+	RfmXdpSkb   *ebpf.Program `ebpf:"rfm_xdp_skb"`
 }
 
 func (p *xdpobjPrograms) Close() error {
 	return _XdpobjClose(
 		p.RfmXdp,
 		p.RfmXdpFloor,
+		p.RfmXdpSkb,
 	)
 }
 
