@@ -114,8 +114,8 @@ type Program struct {
 	// (skbErr says why): generic mode then counts a super-packet as one.
 	skb    *ebpf.Program
 	skbErr error
-	maps  map[string]*ebpf.Map
-	own   []*ebpf.Map // maps created here (not Shared)
+	maps   map[string]*ebpf.Map
+	own    []*ebpf.Map // maps created here (not Shared)
 
 	mu       sync.Mutex
 	skbLink  link.Link // rfm_xdp_skb on its tracepoint while an interface runs in generic mode
