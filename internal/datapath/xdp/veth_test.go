@@ -848,11 +848,19 @@ func TestVethGenericGSODropCounted(t *testing.T) {
 	}
 }
 
-// TestVethGenericGROStreamCounted: a TCP stream over a veth with GRO,
-// XDP in generic mode with a pass rule for it. The rule's counters must
-// agree with the TC ingress counters of bpf/rfm.c, which count each
-// super-packet as its segments: same packets, same bytes.
-func TestVethGenericGROStreamCounted(t *testing.T) {
+// TestVethGROStreamCounted: a TCP stream over a veth with TSO at the
+// sender and GRO at the receiver, XDP in generic or native mode with a
+// pass rule for it. The rule's counters must agree with the TC ingress
+// counters of bpf/rfm.c, which count each super-packet as its segments:
+// same packets, same bytes. (In native mode the veth turns its peer's
+// GSO off, so XDP sees single segments.)
+func TestVethGROStreamCounted(t *testing.T) {
+	for _, mode := range []Mode{ModeGeneric, ModeNative} {
+		t.Run(mode.String(), func(t *testing.T) { testGROStream(t, mode) })
+	}
+}
+
+func testGROStream(t *testing.T, mode Mode) {
 	l := newVethLab(t)
 	lab.Run(t, "ip", "netns", "exec", l.nsA, "ethtool", "-K", "xa0", "tso", "on", "gso", "on", "tx-checksumming", "on")
 	lab.Run(t, "ip", "netns", "exec", l.nsB, "ethtool", "-K", l.devB, "gro", "on")
@@ -873,8 +881,8 @@ func TestVethGenericGROStreamCounted(t *testing.T) {
 		if err := x.SetRules([]Rule{{Name: "stream", Action: ActionPass, Proto: 6, DstPorts: []PortRange{{9200, 9200}}}}); err != nil {
 			return err
 		}
-		if _, err := x.Attach(l.idxB, l.devB, ModeGeneric); err != nil {
-			return err
+		if got, err := x.Attach(l.idxB, l.devB, mode); err != nil || got != mode {
+			return fmt.Errorf("attach %s: got %s, %v", mode, got, err)
 		}
 		ln, err = net.Listen("tcp", "198.18.0.2:9200")
 		return err
