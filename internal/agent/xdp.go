@@ -69,9 +69,9 @@ func startXDP(c config.XDP, dp *datapath.Datapath, station *bmp.Station, log *sl
 		prog.Close()
 		return nil, fmt.Errorf("agent.xdp.rules: %w", err)
 	}
-	x.block, err = xdp.OpenBlocklist(c.StateFile, func(p netip.Prefix, on bool) error {
+	x.block, err = xdp.OpenBlocklistBatch(c.StateFile, func(p netip.Prefix, on bool) error {
 		return prog.SetPrefix(xdp.ListBlock, p, on)
-	})
+	}, func(ps []netip.Prefix) error { return prog.AddPrefixes(xdp.ListBlock, ps) })
 	if err != nil {
 		prog.Close()
 		return nil, fmt.Errorf("agent.xdp.state_file: %w", err)

@@ -875,6 +875,160 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	return nil
 }
 
+// AddPrefixes adds prefixes to a list as SetPrefix does, with batched
+// map updates (BPF_MAP_UPDATE_BATCH: one syscall per map and 65,536
+// prefixes instead of one per prefix), for loading the saved blocklist
+// at start. The kernel's batch update takes no BPF_NOEXIST, so it would
+// not say which prefixes were there already: only maps still empty are
+// loaded in batches, prefixes for the others go one by one.
+func (p *Program) AddPrefixes(list List, prefixes []netip.Prefix) error {
+	var host4 [][4]byte
+	var host6 [][16]byte
+	var pfx4 []rawKey4
+	var pfx6 []rawKey6
+	seen := make(map[netip.Prefix]bool, len(prefixes))
+	for _, prefix := range prefixes {
+		prefix = prefix.Masked()
+		if seen[prefix] {
+			continue
+		}
+		seen[prefix] = true
+		switch {
+		case !prefix.IsValid() || prefix.Addr().Is4In6() || prefix.Addr().Zone() != "":
+			return fmt.Errorf("prefix %s: not a prefix", prefix)
+		case list == ListBlock && prefix.IsSingleIP() && prefix.Addr().Is4():
+			host4 = append(host4, prefix.Addr().As4())
+		case list == ListBlock && prefix.IsSingleIP():
+			host6 = append(host6, prefix.Addr().As16())
+		case prefix.Addr().Is4():
+			pfx4 = append(pfx4, rawKey4{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As4()})
+		default:
+			pfx6 = append(pfx6, rawKey6{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As16()})
+		}
+	}
+	type batch struct {
+		name  string
+		idx   int // in p.entries
+		flag  uint32
+		count int
+		keys  func(from, to int) any
+		// prefix is key i as a prefix, for SetPrefix.
+		prefix func(i int) netip.Prefix
+	}
+	batches := []batch{
+		{xdpobjMapXdpHost4, 4, cfgHost4, len(host4), func(f, t int) any { return host4[f:t] },
+			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4(host4[i]), 32) }},
+		{xdpobjMapXdpHost6, 5, cfgHost6, len(host6), func(f, t int) any { return host6[f:t] },
+			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16(host6[i]), 128) }},
+		{xdpobjMapXdpBlock4, 0, cfgBlock4, len(pfx4), func(f, t int) any { return pfx4[f:t] },
+			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4(pfx4[i].Addr), int(pfx4[i].Prefixlen)) }},
+		{xdpobjMapXdpBlock6, 1, cfgBlock6, len(pfx6), func(f, t int) any { return pfx6[f:t] },
+			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16(pfx6[i].Addr), int(pfx6[i].Prefixlen)) }},
+	}
+	if list == ListBlackhole {
+		batches[2].name, batches[2].idx, batches[2].flag = xdpobjMapXdpHole4, 2, cfgHole4
+		batches[3].name, batches[3].idx, batches[3].flag = xdpobjMapXdpHole6, 3, cfgHole6
+	}
+	var rest []netip.Prefix
+	if err := func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		ones := make([]uint8, min(addBatch, len(prefixes)))
+		for i := range ones {
+			ones[i] = 1
+		}
+		for bi, b := range batches {
+			if b.count == 0 {
+				continue
+			}
+			if p.entries[b.idx] != 0 {
+				for i := range b.count {
+					rest = append(rest, b.prefix(i))
+				}
+				continue
+			}
+			host := bi < 2
+			if host {
+				// The filter bits first: a packet must never find an
+				// address hashed but its bit clear. A bit set for an
+				// address that then fails to go in costs only a lookup.
+				bits := map[uint32]uint32{}
+				for i := range b.count {
+					bits[hostFilterBit(b.prefix(i).Addr())]++
+				}
+				if err := p.setHostFilterBitsLocked(bits); err != nil {
+					return err
+				}
+				defer func() {
+					// Counted once the addresses are in (below).
+					for bit, n := range bits {
+						p.hostBits[bit] += n
+					}
+				}()
+			}
+			m := p.maps[b.name]
+			for from := 0; from < b.count; from += addBatch {
+				to := min(from+addBatch, b.count)
+				if _, err := m.BatchUpdate(b.keys(from, to), ones[:to-from], nil); err != nil {
+					// What went in stays, as the map does not say which
+					// did: the whole map is rebuilt by the next start.
+					return fmt.Errorf("batch update: %w", err)
+				}
+			}
+			p.entries[b.idx] = b.count
+			p.cfg.Flags |= b.flag
+		}
+		return p.writeCfg()
+	}(); err != nil {
+		return fmt.Errorf("add %d prefixes to the XDP %s: %w", len(prefixes), listName(list), err)
+	}
+	for _, prefix := range rest {
+		if err := p.SetPrefix(list, prefix, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addBatch is how many prefixes one BPF_MAP_UPDATE_BATCH carries.
+const addBatch = 65536
+
+// setHostFilterBitsLocked sets bits of xdp_host_filter, writing the
+// words they are in with batched updates.
+func (p *Program) setHostFilterBitsLocked(bits map[uint32]uint32) error {
+	if len(bits) == 0 {
+		return nil
+	}
+	words := map[uint32]uint64{}
+	for bit := range bits {
+		words[bit/64] |= 1 << (bit % 64)
+	}
+	keys := make([]uint32, 0, len(words))
+	for k := range words {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	m := p.maps[xdpobjMapXdpHostFilter]
+	for from := 0; from < len(keys); from += addBatch {
+		ks := keys[from:min(from+addBatch, len(keys))]
+		vals := make([]uint64, len(ks))
+		// An array map has no batch lookup by key list: read word by
+		// word only those that may hold bits already (any listed host).
+		for i, k := range ks {
+			if len(p.hostBits) > 0 {
+				if err := m.Lookup(k, &vals[i]); err != nil {
+					return fmt.Errorf("read XDP host filter word %d: %w", k, err)
+				}
+			}
+			vals[i] |= words[k]
+		}
+		if _, err := m.BatchUpdate(ks, vals, nil); err != nil {
+			return fmt.Errorf("write XDP host filter: %w", err)
+		}
+	}
+	return nil
+}
+
 // hostFilterBits is XDP_HOST_FILTER_BITS: bits per family in xdp_host_filter.
 const hostFilterBits = 1 << 24
 
