@@ -921,9 +921,13 @@ func (p *Program) AddPrefixes(list List, prefixes []netip.Prefix) error {
 		{xdpobjMapXdpHost6, 5, cfgHost6, len(host6), func(f, t int) any { return host6[f:t] },
 			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16(host6[i]), 128) }},
 		{xdpobjMapXdpBlock4, 0, cfgBlock4, len(pfx4), func(f, t int) any { return pfx4[f:t] },
-			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4(pfx4[i].Addr), int(pfx4[i].Prefixlen)) }},
+			func(i int) netip.Prefix {
+				return netip.PrefixFrom(netip.AddrFrom4(pfx4[i].Addr), int(pfx4[i].Prefixlen))
+			}},
 		{xdpobjMapXdpBlock6, 1, cfgBlock6, len(pfx6), func(f, t int) any { return pfx6[f:t] },
-			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16(pfx6[i].Addr), int(pfx6[i].Prefixlen)) }},
+			func(i int) netip.Prefix {
+				return netip.PrefixFrom(netip.AddrFrom16(pfx6[i].Addr), int(pfx6[i].Prefixlen))
+			}},
 	}
 	if list == ListBlackhole {
 		batches[2].name, batches[2].idx, batches[2].flag = xdpobjMapXdpHole4, 2, cfgHole4
