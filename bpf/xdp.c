@@ -73,6 +73,15 @@ struct xdp_gen {
 	__u64 dst_any;
 	__u64 sport_any;
 	__u64 dport_any;
+	// The rules by action (the others pass): a drop or pass rule decides
+	// without its xdp_rules entry, which only rate_limit needs.
+	__u64 drop;
+	__u64 rate_limit;
+	// Rules with IPv4 (pfx4) and IPv6 (pfx6) prefixes, by side (0
+	// source, 1 destination): a rule with prefixes of the other family
+	// only cannot match, and needs no lookup.
+	__u64 pfx4[2];
+	__u64 pfx6[2];
 };
 
 struct xdp_rule {
@@ -221,12 +230,15 @@ struct {
 	__type(value, __u8);
 } xdp_host6 SEC(".maps");
 
-// A bit per IPv4 /24 (first 2^24 bits) and per hash of an IPv6 /64
-// (next 2^24), set while a blocklisted single address falls on it: an
-// address whose bit is clear is not in xdp_host4/6, and an inlined array
-// load is much cheaper than a hash lookup (about 5 ns each, two per
-// packet). Userspace sets a bit before adding the address to the hash
-// and clears it after the last one goes.
+// A bit per hash of an IPv4 address (first 2^24 bits) and of an IPv6
+// address (next 2^24), set while a blocklisted single address hashes to
+// it: an address whose bit is clear is not in xdp_host4/6, and an
+// inlined array load is much cheaper than a hash lookup (about 5 ns
+// each, two per packet). Hashing the whole address, not its /24, keeps
+// neighbours of listed addresses off the hash lookups too: with n listed
+// addresses of a family, n / 2^24 of the others take them (0.6% at
+// 100,000). Userspace sets a bit before adding the address to the hash
+// and clears it after the last one on it goes.
 #define XDP_HOST_FILTER_BITS (1u << 24)
 
 struct {
@@ -551,18 +563,23 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 }
 
 // xdp_host_maybe is whether addr may be a blocklisted single address:
-// false when its bit in xdp_host_filter is clear. The IPv6 hash is
-// Fibonacci hashing of the /64 read as a little-endian 64-bit word;
-// internal/datapath/xdp computes the same.
+// false when its bit in xdp_host_filter is clear. The hash is Fibonacci
+// hashing of the address read as little-endian words (IPv6: the two
+// halves folded with a multiply first); internal/datapath/xdp computes
+// the same.
 static __always_inline int xdp_host_maybe(__u32 fam, const __u8 *addr)
 {
 	__u32 bit;
 	if (fam == RFM_FAM_IPV4) {
-		bit = ((__u32)addr[12] << 16) | ((__u32)addr[13] << 8) | addr[14];
+		__u32 a;
+		__builtin_memcpy(&a, addr + 12, 4);
+		bit = (__u32)(((__u64)a * 0x9e3779b97f4a7c15ull) >> 40);
 	} else {
-		__u64 hi;
+		__u64 hi, lo;
 		__builtin_memcpy(&hi, addr, 8);
-		bit = XDP_HOST_FILTER_BITS + (__u32)((hi * 0x9e3779b97f4a7c15ull) >> 40);
+		__builtin_memcpy(&lo, addr + 8, 8);
+		__u64 h = (hi ^ (lo * 0x9e3779b97f4a7c15ull)) * 0x9e3779b97f4a7c15ull;
+		bit = XDP_HOST_FILTER_BITS + (__u32)(h >> 40);
 	}
 	__u32 k = bit / 64;
 	__u64 *w = bpf_map_lookup_elem(&xdp_host_filter, &k);
@@ -658,8 +675,9 @@ static __always_inline int xdp_lowest_bit(__u64 m)
 	return n;
 }
 
-// xdp_match returns the index of the first rule matching p, or -1.
-static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p)
+// xdp_match returns the index of the first rule matching p, or -1, and
+// sets *act to its action.
+static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p, __u32 *act)
 {
 	struct xdp_gen *g = bpf_map_lookup_elem(&xdp_gens, &gen);
 	if (!g || !g->valid)
@@ -681,15 +699,19 @@ static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p)
 		m &= xdp_port_rules(gen, 1, p->dport, g->dport_any, p);
 	if (!m)
 		return -1;
-	// Prefixes only when a remaining rule has prefixes on that side.
-	if (m & ~g->src_any)
-		m &= g->src_any | xdp_side_rules(gen, 0, p, p->src, m & ~g->src_any);
+	// Prefixes only when a remaining rule has prefixes of the packet's
+	// family on that side; the others with prefixes there cannot match.
+	int v4 = p->fam == RFM_FAM_IPV4;
+	__u64 want = m & ~g->src_any & (v4 ? g->pfx4[0] : g->pfx6[0]);
+	m &= g->src_any | (want ? xdp_side_rules(gen, 0, p, p->src, want) : 0);
 	if (!m)
 		return -1;
-	if (m & ~g->dst_any)
-		m &= g->dst_any | xdp_side_rules(gen, 1, p, p->dst, m & ~g->dst_any);
+	want = m & ~g->dst_any & (v4 ? g->pfx4[1] : g->pfx6[1]);
+	m &= g->dst_any | (want ? xdp_side_rules(gen, 1, p, p->dst, want) : 0);
 	if (!m)
 		return -1;
+	__u64 first = m & -m;
+	*act = (g->drop & first) ? XDP_ACT_DROP : (g->rate_limit & first) ? XDP_ACT_RATE_LIMIT : XDP_ACT_PASS;
 	return xdp_lowest_bit(m);
 }
 
@@ -750,42 +772,47 @@ static __always_inline void xdp_count_slot(__u32 slot, __u32 gen, __u32 row, int
 	}
 }
 
-// xdp_segments is how many packets the frame is on the wire, and sets
-// *bytes to their frames' bytes, as bpf/rfm.c counts a GSO skb at TC:
-// each segment repeats the headers up to the payload. In generic mode
-// that is the skb's gso_segs (or its payload over gso_size when the
-// source left gso_segs 0) when rfm_xdp_skb recorded this skb; else 1.
-static __always_inline __u32 xdp_segments(struct xdp_md *ctx, __u32 ifindex,
-					  const struct xdp_pkt *p, __u32 *bytes)
+// xdp_gso_wire is what a frame of bytes is on the wire, as bpf/rfm.c
+// counts a GSO skb at TC: the packets (high 32 bits) and their frames'
+// bytes (low 32 bits), each segment repeating the headers up to the
+// payload. In generic mode that is the skb's gso_segs (or its payload
+// over gso_size when the source left gso_segs 0) when rfm_xdp_skb
+// recorded this skb; else the frame is one packet. Called only in
+// generic mode, and not inlined: the drop path of native mode stays as
+// short as it was.
+static __noinline __u64 xdp_gso_wire(struct xdp_md *ctx, __u32 l4_off, __u32 proto, __u32 bytes)
 {
+	__u64 one = (1ull << 32) | bytes;
 	__u32 zero = 0;
 	struct xdp_skb_gso *g = bpf_map_lookup_elem(&xdp_skb_gso, &zero);
-	if (!g || !g->gso_size || g->ifindex != ifindex || g->len + ETH_HLEN != *bytes)
-		return 1;
+	if (!g || !g->gso_size || g->ifindex != ctx->ingress_ifindex || g->len + ETH_HLEN != bytes)
+		return one;
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	if (p->ports != XDP_PORTS_READ)
-		return 1;
-	__u32 hdr = p->l4_off;
+	__u32 hdr = l4_off;
 	if (hdr > 4096)
-		return 1;
-	if (p->proto == IPPROTO_TCP) {
-		__u8 *tcp = data + hdr;
+		return one;
+	if (proto == IPPROTO_TCP) {
+		// Bounded where it is used: clang may check hdr above in another
+		// register than this one (after a spill the verifier no longer
+		// knows the bound), and would drop a plain mask it sees is moot.
+		__u32 off = hdr;
+		asm volatile("" : "+r"(off));
+		__u8 *tcp = data + (off & 0x1fff);
 		if ((void *)tcp + 13 > end)
-			return 1;
+			return one;
 		hdr += (tcp[12] >> 4) * 4;
-	} else if (p->proto == IPPROTO_UDP) {
+	} else if (proto == IPPROTO_UDP) {
 		hdr += 8;
 	} else {
-		return 1;
+		return one;
 	}
 	__u32 segs = g->gso_segs;
-	if (segs == 0 && *bytes > hdr)
-		segs = (*bytes - hdr + g->gso_size - 1) / g->gso_size;
+	if (segs == 0 && bytes > hdr)
+		segs = (bytes - hdr + g->gso_size - 1) / g->gso_size;
 	if (segs <= 1)
-		return 1;
-	*bytes += (segs - 1) * hdr;
-	return segs;
+		return one;
+	return ((__u64)segs << 32) | (bytes + (segs - 1) * hdr);
 }
 
 static __always_inline __u32 xdp_gap(__u32 rate)
@@ -868,8 +895,11 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 		xdp_sample_drop(ifindex, p);
 	__u32 slot = xdp_slot(ifindex);
 	__u32 segs = 1;
-	if (slot & XDP_SLOT_GENERIC)
-		segs = xdp_segments(ctx, ifindex, p, &bytes);
+	if ((slot & XDP_SLOT_GENERIC) && p->ports == XDP_PORTS_READ) {
+		__u64 w = xdp_gso_wire(ctx, p->l4_off, p->proto, bytes);
+		segs = w >> 32;
+		bytes = (__u32)w;
+	}
 	xdp_count_slot(slot, gen, row, 1, segs, bytes);
 	// bpf/rfm.c's ingress counter will never see this packet.
 	if ((flags & XDP_CFG_COUNT) && p->fam < RFM_FAM_MAX)
@@ -915,21 +945,26 @@ int rfm_xdp(struct xdp_md *ctx)
 		if ((flags & XDP_CFG_HOLE6) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
 			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
 	}
-	int idx = xdp_match(gen, &p);
+	__u32 act = XDP_ACT_PASS;
+	int idx = xdp_match(gen, &p, &act);
 	if (idx < 0 || idx >= XDP_MAX_RULES)
 		return XDP_PASS;
-	__u32 rk = gen * XDP_MAX_RULES + idx;
-	struct xdp_rule *r = bpf_map_lookup_elem(&xdp_rules, &rk);
-	if (!r)
-		return XDP_PASS;
-	if (r->action == XDP_ACT_DROP ||
-	    (r->action == XDP_ACT_RATE_LIMIT && !xdp_rate_ok(idx, r, &p)))
+	if (act == XDP_ACT_DROP)
 		return xdp_drop(ctx, flags, gen, &p, idx, bytes);
+	if (act == XDP_ACT_RATE_LIMIT) {
+		__u32 rk = gen * XDP_MAX_RULES + idx;
+		struct xdp_rule *r = bpf_map_lookup_elem(&xdp_rules, &rk);
+		if (r && !xdp_rate_ok(idx, r, &p))
+			return xdp_drop(ctx, flags, gen, &p, idx, bytes);
+	}
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 slot = xdp_slot(ifindex);
 	__u32 segs = 1;
-	if (slot & XDP_SLOT_GENERIC)
-		segs = xdp_segments(ctx, ifindex, &p, &bytes);
+	if ((slot & XDP_SLOT_GENERIC) && p.ports == XDP_PORTS_READ) {
+		__u64 w = xdp_gso_wire(ctx, p.l4_off, p.proto, bytes);
+		segs = w >> 32;
+		bytes = (__u32)w;
+	}
 	xdp_count_slot(slot, gen, idx, 0, segs, bytes);
 	return XDP_PASS;
 }

@@ -150,3 +150,49 @@ func testAddPrefixes(t *testing.T, before bool) {
 		t.Errorf("%d host filter bits still counted", len(p.hostBits))
 	}
 }
+
+// TestHostFilterSharedBit: two listed addresses whose hashes share a
+// bit of xdp_host_filter; removing one keeps the other dropped (the bit
+// stays), removing both lets both through.
+func TestHostFilterSharedBit(t *testing.T) {
+	p := loadProgram(t)
+	pair := func(base netip.Addr) (netip.Addr, netip.Addr) {
+		seen := map[uint32]netip.Addr{}
+		for a := base; ; a = a.Next() {
+			bit := hostFilterBit(a)
+			if b, ok := seen[bit]; ok {
+				return b, a
+			}
+			seen[bit] = a
+		}
+	}
+	for _, base := range []string{"198.18.0.0", "2001:db8::"} {
+		a, b := pair(netip.MustParseAddr(base))
+		frame := func(src netip.Addr) []byte {
+			if src.Is4() {
+				return ipv4Frame(src.String(), "198.19.255.2", 17, 0, l4(1, 2, 16))
+			}
+			return ipv6Frame(src.String(), "2001:db8:ffff::2", 17, -1, l4(1, 2, 16))
+		}
+		for _, x := range []netip.Addr{a, b} {
+			if err := p.SetPrefix(ListBlock, netip.PrefixFrom(x, x.BitLen()), true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.SetPrefix(ListBlock, netip.PrefixFrom(a, a.BitLen()), false); err != nil {
+			t.Fatal(err)
+		}
+		if got := runFrame(t, p.Prog(), frame(b)); got != xdpDrop {
+			t.Errorf("%s (sharing its filter bit with the removed %s): verdict %d, want drop", b, a, got)
+		}
+		if got := runFrame(t, p.Prog(), frame(a)); got != xdpPass {
+			t.Errorf("removed %s: verdict %d, want pass", a, got)
+		}
+		if err := p.SetPrefix(ListBlock, netip.PrefixFrom(b, b.BitLen()), false); err != nil {
+			t.Fatal(err)
+		}
+		if got := runFrame(t, p.Prog(), frame(b)); got != xdpPass {
+			t.Errorf("removed %s: verdict %d, want pass", b, got)
+		}
+	}
+}

@@ -206,6 +206,8 @@ type rawBlock16 struct {
 // Mirrors struct xdp_gen.
 type rawGen struct {
 	Valid, SrcAny, DstAny, SportAny, DportAny uint64
+	Drop, RateLimit                           uint64    // the rules by action
+	Pfx4, Pfx6                                [2]uint64 // rules with IPv4 / IPv6 prefixes, by side
 }
 
 // Mirrors struct xdp_rule.
@@ -243,6 +245,12 @@ func compile(rules []Rule, gen uint8) *compiled {
 		bit := uint64(1) << i
 		c.gen.Valid |= bit
 		c.rules[i] = rawRule{Action: uint32(r.Action)}
+		switch r.Action {
+		case ActionDrop:
+			c.gen.Drop |= bit
+		case ActionRateLimit:
+			c.gen.RateLimit |= bit
+		}
 		if r.Action == ActionRateLimit {
 			cost := uint64(1e9) / r.PPS
 			c.rules[i].CostNs = max(cost, 1)
@@ -276,6 +284,15 @@ func compile(rules []Rule, gen uint8) *compiled {
 		}
 		if len(r.Dst) == 0 {
 			c.gen.DstAny |= bit
+		}
+		for side, list := range [2][]netip.Prefix{r.Src, r.Dst} {
+			for _, p := range list {
+				if p.Addr().Is4() {
+					c.gen.Pfx4[side] |= bit
+				} else {
+					c.gen.Pfx6[side] |= bit
+				}
+			}
 		}
 	}
 	// Each prefix's entry holds its own rules and those of every prefix

@@ -1037,15 +1037,16 @@ func (p *Program) setHostFilterBitsLocked(bits map[uint32]uint32) error {
 const hostFilterBits = 1 << 24
 
 // hostFilterBit is the bit of xdp_host_filter a single address falls on,
-// as bpf/xdp.c's xdp_host_maybe computes it: an IPv4 address's /24; for
-// IPv6, Fibonacci hashing of the /64 read as a little-endian word.
+// as bpf/xdp.c's xdp_host_maybe computes it: Fibonacci hashing of the
+// address read as little-endian words, IPv6's two halves folded first.
 func hostFilterBit(a netip.Addr) uint32 {
 	b := a.As16()
+	const k = 0x9e3779b97f4a7c15
 	if a.Is4() {
-		return uint32(b[12])<<16 | uint32(b[13])<<8 | uint32(b[14])
+		return uint32((uint64(binary.LittleEndian.Uint32(b[12:])) * k) >> 40)
 	}
-	hi := binary.LittleEndian.Uint64(b[:8])
-	return hostFilterBits + uint32((hi*0x9e3779b97f4a7c15)>>40)
+	hi, lo := binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])
+	return hostFilterBits + uint32(((hi^(lo*k))*k)>>40)
 }
 
 // setHostFilterBit sets or clears one bit of xdp_host_filter. Only
