@@ -743,8 +743,9 @@ static __always_inline int xdp_rate_ok(__u32 idx, const struct xdp_rule *r,
 	return 1;
 }
 
-// XDP_NO_SLOT: the interface has no counter slot (not attached by rfm).
-#define XDP_NO_SLOT 0xffffffffu
+// XDP_NO_SLOT: the interface has no counter slot (not attached by rfm);
+// past XDP_MAX_IFACES, and without XDP_SLOT_GENERIC.
+#define XDP_NO_SLOT XDP_SLOT_MASK
 
 // xdp_slot is the interface's xdp_ifaces slot value (counter slot and
 // XDP_SLOT_GENERIC), or XDP_NO_SLOT.

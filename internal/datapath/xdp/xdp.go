@@ -376,6 +376,11 @@ func (p *Program) SwitchRules() error {
 func (p *Program) DiscardRules() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.prepared {
+		// Its rows counted nothing; its names would turn up as rules
+		// when the generation is folded next.
+		p.names[(p.cfg.Gen&1)^1] = nil
+	}
 	p.prepared = false
 }
 
