@@ -133,13 +133,8 @@ struct xdp_counter {
 
 struct xdp_iface {
 	__u32 ifindex; // 0: a free entry
-	__u32 slot;    // counter slot, | XDP_SLOT_GENERIC
+	__u32 slot;
 };
-
-// In an interface's slot: the program runs there in generic (skb) mode,
-// where a GRO/GSO super-packet is one frame (see xdp_skb_gso).
-#define XDP_SLOT_GENERIC 0x100u
-#define XDP_SLOT_MASK 0xffu
 
 // Interfaces find their counter slot in an array indexed by ifindex
 // modulo XDP_IFACE_TABLE, checked against the ifindex stored there (an
@@ -743,12 +738,10 @@ static __always_inline int xdp_rate_ok(__u32 idx, const struct xdp_rule *r,
 	return 1;
 }
 
-// XDP_NO_SLOT: the interface has no counter slot (not attached by rfm);
-// past XDP_MAX_IFACES, and without XDP_SLOT_GENERIC.
-#define XDP_NO_SLOT XDP_SLOT_MASK
+// XDP_NO_SLOT: the interface has no counter slot (not attached by rfm).
+#define XDP_NO_SLOT XDP_MAX_IFACES
 
-// xdp_slot is the interface's xdp_ifaces slot value (counter slot and
-// XDP_SLOT_GENERIC), or XDP_NO_SLOT.
+// xdp_slot is the interface's counter slot, or XDP_NO_SLOT.
 static __always_inline __u32 xdp_slot(__u32 ifindex)
 {
 	__u32 key = ifindex & (XDP_IFACE_TABLE - 1);
@@ -762,7 +755,6 @@ static __always_inline __u32 xdp_slot(__u32 ifindex)
 static __always_inline void xdp_count_slot(__u32 slot, __u32 gen, __u32 row, int drop,
 					   __u32 segs, __u32 bytes)
 {
-	slot &= XDP_SLOT_MASK;
 	if (slot >= XDP_MAX_IFACES)
 		return;
 	__u32 k = (slot * 2 + (gen & 1)) * XDP_ROWS + row;
@@ -778,10 +770,9 @@ static __always_inline void xdp_count_slot(__u32 slot, __u32 gen, __u32 row, int
 // bytes (low 32 bits), each segment repeating the headers up to the
 // payload. In generic mode that is the skb's gso_segs (or its payload
 // over gso_size when the source left gso_segs 0) when rfm_xdp_skb
-// recorded this skb; else the frame is one packet. Called only in
-// generic mode, and not inlined: the drop path of native mode stays as
-// short as it was.
-static __noinline __u64 xdp_gso_wire(struct xdp_md *ctx, __u32 l4_off, __u32 proto, __u32 bytes)
+// recorded this skb; else the frame is one packet. Only the generic
+// mode program (rfm_xdp_generic) has it.
+static __always_inline __u64 xdp_gso_wire(struct xdp_md *ctx, __u32 l4_off, __u32 proto, __u32 bytes)
 {
 	__u64 one = (1ull << 32) | bytes;
 	__u32 zero = 0;
@@ -884,7 +875,8 @@ static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt 
 }
 
 static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
-				    const struct xdp_pkt *p, __u32 row, __u32 bytes)
+				    const struct xdp_pkt *p, __u32 row, __u32 bytes,
+				    const int generic)
 {
 	// ingress_ifindex is three dependent loads (xdp_buff, rxq, device):
 	// read once.
@@ -896,7 +888,7 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 		xdp_sample_drop(ifindex, p);
 	__u32 slot = xdp_slot(ifindex);
 	__u32 segs = 1;
-	if ((slot & XDP_SLOT_GENERIC) && p->ports == XDP_PORTS_READ) {
+	if (generic && p->ports == XDP_PORTS_READ) {
 		__u64 w = xdp_gso_wire(ctx, p->l4_off, p->proto, bytes);
 		segs = w >> 32;
 		bytes = (__u32)w;
@@ -908,8 +900,10 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	return XDP_DROP;
 }
 
-SEC("xdp")
-int rfm_xdp(struct xdp_md *ctx)
+// rfm_xdp_main is the program; generic is a constant: the generic mode
+// build also counts a GRO/GSO super-packet as its segments
+// (xdp_gso_wire), which native mode never sees and so does not pay for.
+static __always_inline int rfm_xdp_main(struct xdp_md *ctx, const int generic)
 {
 	struct xdp_pkt p;
 	if (xdp_parse(ctx, &p))
@@ -927,47 +921,61 @@ int rfm_xdp(struct xdp_md *ctx)
 		      bpf_map_lookup_elem(&xdp_host4, p.src + 12)) ||
 		     (xdp_host_maybe(RFM_FAM_IPV4, p.dst) &&
 		      bpf_map_lookup_elem(&xdp_host4, p.dst + 12))))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_BLOCK4) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
 		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_HOLE4) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes, generic);
 	} else {
 		if ((flags & XDP_CFG_HOST6) &&
 		    ((xdp_host_maybe(RFM_FAM_IPV6, p.src) && bpf_map_lookup_elem(&xdp_host6, p.src)) ||
 		     (xdp_host_maybe(RFM_FAM_IPV6, p.dst) && bpf_map_lookup_elem(&xdp_host6, p.dst))))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_BLOCK6) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
 		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_HOLE6) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes, generic);
 	}
 	__u32 act = XDP_ACT_PASS;
 	int idx = xdp_match(gen, &p, &act);
 	if (idx < 0 || idx >= XDP_MAX_RULES)
 		return XDP_PASS;
 	if (act == XDP_ACT_DROP)
-		return xdp_drop(ctx, flags, gen, &p, idx, bytes);
+		return xdp_drop(ctx, flags, gen, &p, idx, bytes, generic);
 	if (act == XDP_ACT_RATE_LIMIT) {
 		__u32 rk = gen * XDP_MAX_RULES + idx;
 		struct xdp_rule *r = bpf_map_lookup_elem(&xdp_rules, &rk);
 		if (r && !xdp_rate_ok(idx, r, &p))
-			return xdp_drop(ctx, flags, gen, &p, idx, bytes);
+			return xdp_drop(ctx, flags, gen, &p, idx, bytes, generic);
 	}
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 slot = xdp_slot(ifindex);
 	__u32 segs = 1;
-	if ((slot & XDP_SLOT_GENERIC) && p.ports == XDP_PORTS_READ) {
+	if (generic && p.ports == XDP_PORTS_READ) {
 		__u64 w = xdp_gso_wire(ctx, p.l4_off, p.proto, bytes);
 		segs = w >> 32;
 		bytes = (__u32)w;
 	}
 	xdp_count_slot(slot, gen, idx, 0, segs, bytes);
 	return XDP_PASS;
+}
+
+// Native mode.
+SEC("xdp")
+int rfm_xdp(struct xdp_md *ctx)
+{
+	return rfm_xdp_main(ctx, 0);
+}
+
+// Generic (skb) mode.
+SEC("xdp")
+int rfm_xdp_generic(struct xdp_md *ctx)
+{
+	return rfm_xdp_main(ctx, 1);
 }
 
 // The cost floor for benchmarks: what any XDP program costs to run.

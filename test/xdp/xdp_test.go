@@ -761,6 +761,9 @@ dst_ports = ["7101"]
 		t.Errorf("after the mode reload: attach mode %d, want %d (generic)", m, nlXDPAttachedSKB)
 	}
 	send(7101, 0, "generic")
+	if v, err := l.metric(t, "rfm_xdp_attached", map[string]string{"ifname": devA, "mode": "generic"}); err != nil || v != 1 {
+		t.Errorf("generic: rfm_xdp_attached{mode=generic} = %v (%v), want 1", v, err)
+	}
 	// Generic mode attaches the skb GSO recorder (tp_btf), with the
 	// capabilities the running agent kept.
 	if v, err := l.metric(t, "rfm_errors_total", map[string]string{"subsystem": "xdp"}); err != nil || v != 0 {

@@ -107,8 +107,9 @@ type Options struct {
 // Program is the loaded XDP program and its maps, shared by every
 // interface it is attached to.
 type Program struct {
-	prog  *ebpf.Program
-	floor *ebpf.Program // an empty XDP program, for benchmarks
+	prog    *ebpf.Program // native mode
+	generic *ebpf.Program // generic mode: also counts GRO/GSO super-packets as their segments
+	floor   *ebpf.Program // an empty XDP program, for benchmarks
 	// skb records each received skb's GSO segments for generic mode
 	// (rfm_xdp_skb in bpf/xdp.c); nil when the kernel refused to load it
 	// (skbErr says why): generic mode then counts a super-packet as one.
@@ -201,8 +202,10 @@ func Load(opts Options) (*Program, error) {
 		return nil, fmt.Errorf("load XDP program: %w%s", err, hint)
 	}
 	p.prog = coll.Programs[xdpobjProgRfmXdp]
+	p.generic = coll.Programs[xdpobjProgRfmXdpGeneric]
 	p.floor = coll.Programs[xdpobjProgRfmXdpFloor]
 	delete(coll.Programs, xdpobjProgRfmXdp)
+	delete(coll.Programs, xdpobjProgRfmXdpGeneric)
 	delete(coll.Programs, xdpobjProgRfmXdpFloor)
 	coll.Close() // its maps are p.maps, which stay open
 	p.skb, p.skbErr = loadSkbProgram(skbSpec, p.maps[xdpobjMapXdpSkbGso])
@@ -286,6 +289,7 @@ func (p *Program) Close() error {
 	p.mu.Unlock()
 	if p.prog != nil {
 		p.prog.Close()
+		p.generic.Close()
 		p.floor.Close()
 	}
 	if p.skb != nil {
@@ -515,32 +519,28 @@ func (p *Program) SetMode(ifindex int, mode Mode) (Mode, error) {
 }
 
 // link attaches the program to ifindex in mode (auto: native, else
-// generic) and returns the link and the mode it got. Before each try
-// the interface's slot entry is written with the mode tried, and for
-// generic mode the skb GSO recorder attached, so the first packet is
-// counted right.
+// generic) and returns the link and the mode it got. Generic mode gets
+// the build of the program that counts GRO/GSO super-packets as their
+// segments, with the skb GSO recorder attached first so the first
+// packet is counted right.
 func (p *Program) link(ifindex int, slot uint32, mode Mode) (link.Link, Mode, error) {
+	if err := p.putIfaceSlot(ifindex, slot); err != nil {
+		return nil, 0, fmt.Errorf("write interface slot: %w", err)
+	}
 	try := []Mode{mode}
 	if mode == ModeAuto {
 		try = []Mode{ModeNative, ModeGeneric}
 	}
 	var errs []error
 	for _, m := range try {
-		v := slot
+		flags, prog := link.XDPDriverMode, p.prog
 		if m == ModeGeneric {
-			v |= slotGeneric
+			flags, prog = link.XDPGenericMode, p.generic
 			p.mu.Lock()
 			p.syncSkbLinkLocked(true)
 			p.mu.Unlock()
 		}
-		if err := p.putIfaceSlot(ifindex, v); err != nil {
-			return nil, 0, fmt.Errorf("write interface slot: %w", err)
-		}
-		flags := link.XDPDriverMode
-		if m == ModeGeneric {
-			flags = link.XDPGenericMode
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: p.prog, Interface: ifindex, Flags: flags})
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
 		if err == nil {
 			return l, m, nil
 		}
@@ -1100,8 +1100,12 @@ func (p *Program) LockedMemory() (uint64, error) {
 	return total, nil
 }
 
-// Prog is the XDP program, for BPF_PROG_TEST_RUN in tests and benchmarks.
+// Prog is the XDP program of native mode, for BPF_PROG_TEST_RUN in
+// tests and benchmarks.
 func (p *Program) Prog() *ebpf.Program { return p.prog }
+
+// GenericProg is the XDP program of generic mode.
+func (p *Program) GenericProg() *ebpf.Program { return p.generic }
 
 // Floor is an empty XDP program: the cost floor in benchmarks.
 func (p *Program) Floor() *ebpf.Program { return p.floor }
@@ -1109,9 +1113,6 @@ func (p *Program) Floor() *ebpf.Program { return p.floor }
 // ifaceTable is XDP_IFACE_TABLE of bpf/xdp.c.
 const ifaceTable = 4096
 
-// slotGeneric is XDP_SLOT_GENERIC: in an interface's slot value, the
-// program runs there in generic mode.
-const slotGeneric = 0x100
 
 // Mirrors struct xdp_iface.
 type rawIface struct {

@@ -46,6 +46,7 @@ const (
 	xdpobjMapXdpSkbGso           = "xdp_skb_gso"
 	xdpobjProgRfmXdp             = "rfm_xdp"
 	xdpobjProgRfmXdpFloor        = "rfm_xdp_floor"
+	xdpobjProgRfmXdpGeneric      = "rfm_xdp_generic"
 	xdpobjProgRfmXdpSkb          = "rfm_xdp_skb"
 	xdpobjVarRfmFields           = "rfm_fields"
 )
@@ -92,9 +93,10 @@ type xdpobjSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpobjProgramSpecs struct {
-	RfmXdp      *ebpf.ProgramSpec `ebpf:"rfm_xdp"`
-	RfmXdpFloor *ebpf.ProgramSpec `ebpf:"rfm_xdp_floor"`
-	RfmXdpSkb   *ebpf.ProgramSpec `ebpf:"rfm_xdp_skb"`
+	RfmXdp        *ebpf.ProgramSpec `ebpf:"rfm_xdp"`
+	RfmXdpFloor   *ebpf.ProgramSpec `ebpf:"rfm_xdp_floor"`
+	RfmXdpGeneric *ebpf.ProgramSpec `ebpf:"rfm_xdp_generic"`
+	RfmXdpSkb     *ebpf.ProgramSpec `ebpf:"rfm_xdp_skb"`
 }
 
 // xdpobjMapSpecs contains maps before they are loaded into the kernel.
@@ -229,15 +231,17 @@ type xdpobjVariables struct {
 //
 // It can be passed to loadXdpobjObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpobjPrograms struct {
-	RfmXdp      *ebpf.Program `ebpf:"rfm_xdp"`
-	RfmXdpFloor *ebpf.Program `ebpf:"rfm_xdp_floor"`
-	RfmXdpSkb   *ebpf.Program `ebpf:"rfm_xdp_skb"`
+	RfmXdp        *ebpf.Program `ebpf:"rfm_xdp"`
+	RfmXdpFloor   *ebpf.Program `ebpf:"rfm_xdp_floor"`
+	RfmXdpGeneric *ebpf.Program `ebpf:"rfm_xdp_generic"`
+	RfmXdpSkb     *ebpf.Program `ebpf:"rfm_xdp_skb"`
 }
 
 func (p *xdpobjPrograms) Close() error {
 	return _XdpobjClose(
 		p.RfmXdp,
 		p.RfmXdpFloor,
+		p.RfmXdpGeneric,
 		p.RfmXdpSkb,
 	)
 }
