@@ -82,6 +82,9 @@ struct xdp_gen {
 	// only cannot match, and needs no lookup.
 	__u64 pfx4[2];
 	__u64 pfx6[2];
+	// Rules allowing each protocol: read from this value, which the
+	// packet has looked up already, not a map of its own.
+	__u64 proto[256];
 };
 
 struct xdp_rule {
@@ -187,13 +190,6 @@ struct {
 	__type(value, struct xdp_block16);
 } xdp_pfx16 SEC(".maps");
 
-// Rules allowing each protocol, by gen * 256 + protocol.
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2 * 256);
-	__type(key, __u32);
-	__type(value, __u64);
-} xdp_proto SEC(".maps");
 
 // Rules allowing each port, by (gen * 2 + side) * 65536 + port.
 struct {
@@ -677,10 +673,7 @@ static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p, __u32 *
 	struct xdp_gen *g = bpf_map_lookup_elem(&xdp_gens, &gen);
 	if (!g || !g->valid)
 		return -1;
-	__u64 m = g->valid;
-	__u32 k = gen * 256 + p->proto;
-	__u64 *pm = bpf_map_lookup_elem(&xdp_proto, &k);
-	m &= pm ? *pm : 0;
+	__u64 m = g->valid & g->proto[p->proto];
 	if (!m)
 		return -1;
 	// A port table only when a remaining rule has a condition on that

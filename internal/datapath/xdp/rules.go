@@ -192,7 +192,6 @@ const (
 type compiled struct {
 	gen      rawGen
 	rules    [MaxRules]rawRule
-	proto    [256]uint64
 	ports    [2][65536]uint64 // by side: 0 source, 1 destination
 	prefixes map[rawRuleKey]uint64
 	block16  [2][65536]rawBlock16 // IPv4 by side and /16 (xdp_pfx16)
@@ -208,6 +207,7 @@ type rawGen struct {
 	Valid, SrcAny, DstAny, SportAny, DportAny uint64
 	Drop, RateLimit                           uint64    // the rules by action
 	Pfx4, Pfx6                                [2]uint64 // rules with IPv4 / IPv6 prefixes, by side
+	Proto                                     [256]uint64
 }
 
 // Mirrors struct xdp_rule.
@@ -256,9 +256,9 @@ func compile(rules []Rule, gen uint8) *compiled {
 			c.rules[i].CostNs = max(cost, 1)
 			c.rules[i].BurstNs = max(c.rules[i].CostNs, burstTime)
 		}
-		for p := range c.proto {
+		for p := range c.gen.Proto {
 			if r.Proto == AnyProto || r.Proto == p {
-				c.proto[p] |= bit
+				c.gen.Proto[p] |= bit
 			}
 		}
 		for side, ranges := range [2][]PortRange{r.SrcPorts, r.DstPorts} {

@@ -334,9 +334,6 @@ func (p *Program) PrepareRules(rules []Rule) error {
 			return fmt.Errorf("write XDP rule prefix: %w", err)
 		}
 	}
-	if err := putArray(p.maps[xdpobjMapXdpProto], uint32(gen)*256, c.proto[:]); err != nil {
-		return fmt.Errorf("write XDP protocol table: %w", err)
-	}
 	for side := range 2 {
 		if err := putArray(p.maps[xdpobjMapXdpPorts], (uint32(gen)*2+uint32(side))*65536, c.ports[side][:]); err != nil {
 			return fmt.Errorf("write XDP port table: %w", err)
@@ -1112,7 +1109,6 @@ func (p *Program) Floor() *ebpf.Program { return p.floor }
 
 // ifaceTable is XDP_IFACE_TABLE of bpf/xdp.c.
 const ifaceTable = 4096
-
 
 // Mirrors struct xdp_iface.
 type rawIface struct {

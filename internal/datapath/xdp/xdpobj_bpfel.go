@@ -40,7 +40,6 @@ const (
 	xdpobjMapXdpIfacesSpill      = "xdp_ifaces_spill"
 	xdpobjMapXdpPfx16            = "xdp_pfx16"
 	xdpobjMapXdpPorts            = "xdp_ports"
-	xdpobjMapXdpProto            = "xdp_proto"
 	xdpobjMapXdpRulePfx          = "xdp_rule_pfx"
 	xdpobjMapXdpRules            = "xdp_rules"
 	xdpobjMapXdpSkbGso           = "xdp_skb_gso"
@@ -126,7 +125,6 @@ type xdpobjMapSpecs struct {
 	XdpIfacesSpill      *ebpf.MapSpec `ebpf:"xdp_ifaces_spill"`
 	XdpPfx16            *ebpf.MapSpec `ebpf:"xdp_pfx16"`
 	XdpPorts            *ebpf.MapSpec `ebpf:"xdp_ports"`
-	XdpProto            *ebpf.MapSpec `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.MapSpec `ebpf:"xdp_rule_pfx"`
 	XdpRules            *ebpf.MapSpec `ebpf:"xdp_rules"`
 	XdpSkbGso           *ebpf.MapSpec `ebpf:"xdp_skb_gso"`
@@ -182,7 +180,6 @@ type xdpobjMaps struct {
 	XdpIfacesSpill      *ebpf.Map `ebpf:"xdp_ifaces_spill"`
 	XdpPfx16            *ebpf.Map `ebpf:"xdp_pfx16"`
 	XdpPorts            *ebpf.Map `ebpf:"xdp_ports"`
-	XdpProto            *ebpf.Map `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.Map `ebpf:"xdp_rule_pfx"`
 	XdpRules            *ebpf.Map `ebpf:"xdp_rules"`
 	XdpSkbGso           *ebpf.Map `ebpf:"xdp_skb_gso"`
@@ -213,7 +210,6 @@ func (m *xdpobjMaps) Close() error {
 		m.XdpIfacesSpill,
 		m.XdpPfx16,
 		m.XdpPorts,
-		m.XdpProto,
 		m.XdpRulePfx,
 		m.XdpRules,
 		m.XdpSkbGso,
