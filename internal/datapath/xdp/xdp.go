@@ -209,6 +209,9 @@ func Load(opts Options) (*Program, error) {
 	delete(coll.Programs, xdpobjProgRfmXdpFloor)
 	coll.Close() // its maps are p.maps, which stay open
 	p.skb, p.skbErr = loadSkbProgram(skbSpec, p.maps[xdpobjMapXdpSkbGso])
+	if p.skbErr != nil {
+		p.errors.Add(1) // rfm_errors_total{subsystem="xdp"}; the agent logs it at a generic attach
+	}
 	if opts.Shared != nil {
 		p.cfg.Flags |= cfgCount
 	}
