@@ -810,7 +810,10 @@ static __always_inline __u32 xdp_gap(__u32 rate)
 // samples: the same per-CPU countdown decides, so a dropped packet is
 // sampled exactly as it would have been at TC. The event goes to the
 // ring on its own (drops are rare next to the TC batches).
-static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt *p)
+// segs and l3_bytes are the packets and the L3 bytes of all of them
+// (more than one only for a GRO/GSO super-packet in generic mode).
+static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt *p, __u32 segs,
+					    __u32 l3_bytes)
 {
 	__u32 zero = 0;
 	struct rfm_config *cfg = bpf_map_lookup_elem(&rfm_config, &zero);
@@ -838,11 +841,11 @@ static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt 
 	ev->boot_ns = bpf_ktime_get_boot_ns();
 	ev->ifindex = ifindex;
 	ev->in_ifindex = ifindex;
-	ev->len = p->ip_len;
+	ev->len = l3_bytes;
 	ev->rate = rate;
 	ev->sport = p->ports == XDP_PORTS_READ ? p->sport : 0;
 	ev->dport = p->ports == XDP_PORTS_READ ? p->dport : 0;
-	ev->segs = 1;
+	ev->segs = segs > 0xffff ? 0xffff : segs;
 	ev->proto = p->proto;
 	ev->flags = RFM_EV_DROPPED;
 	__u32 size = sizeof(struct rfm_event);
@@ -877,14 +880,25 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	// The sampler first: its loads do not wait for ifindex, so they run
 	// while the counter slots are looked up (1-2 ns a drop less than
 	// sampling last, bench/xdp-results.txt).
-	if (flags & XDP_CFG_COUNT)
-		xdp_sample_drop(ifindex, p);
+	if (!generic && (flags & XDP_CFG_COUNT))
+		xdp_sample_drop(ifindex, p, 1, p->ip_len);
 	__u32 slot = xdp_slot(ifindex);
 	__u32 segs = 1;
 	if (generic && p->ports == XDP_PORTS_READ) {
 		__u64 w = xdp_gso_wire(ctx, p->l4_off, p->proto, bytes);
 		segs = w >> 32;
+		__u32 l3_bytes = p->ip_len;
+		if (segs > 1) {
+			// Every segment repeats the link header too; the event
+			// counts L3 bytes, as rfm.c's do.
+			__u32 l2 = bytes > p->ip_len ? bytes - p->ip_len : 0;
+			l3_bytes = (__u32)w - segs * l2;
+		}
 		bytes = (__u32)w;
+		if (flags & XDP_CFG_COUNT)
+			xdp_sample_drop(ifindex, p, segs, l3_bytes);
+	} else if (generic && (flags & XDP_CFG_COUNT)) {
+		xdp_sample_drop(ifindex, p, 1, p->ip_len);
 	}
 	xdp_count_slot(slot, gen, row, 1, segs, bytes);
 	// bpf/rfm.c's ingress counter will never see this packet.

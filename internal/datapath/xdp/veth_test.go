@@ -846,6 +846,40 @@ func TestVethGenericGSODropCounted(t *testing.T) {
 			t.Errorf("rule no-9100 drop: %d packets %d bytes, want %d and %d", c.Packets, c.Bytes, want4[0]+want6[0], want4[1]+want6[1])
 		}
 	}
+
+	// Sampled at rate 1, each dropped super-packet is one event standing
+	// for its segments, with the L3 bytes of all of them.
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	var segs, l3 [2]uint64 // IPv4, IPv6
+	evs := make([]datapath.Event, 64)
+	for {
+		k, err := d.ReadBatch(evs)
+		for _, e := range evs[:k] {
+			if !e.Dropped || e.DstPort != 9100 {
+				continue
+			}
+			f := 0
+			if !netip.AddrFrom16(e.Src).Unmap().Is4() {
+				f = 1
+			}
+			segs[f] += uint64(e.Segs)
+			l3[f] += uint64(e.Len)
+		}
+		if errors.Is(err, datapath.ErrFlushed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range cases {
+		wantL3 := n * (uint64(c.payload) + c.segs*(c.hdr-14))
+		if segs[i] != n*c.segs || l3[i] != wantL3 {
+			t.Errorf("%s: sampled drops stand for %d packets, %d L3 bytes; want %d and %d", c.src, segs[i], l3[i], n*c.segs, wantL3)
+		}
+	}
 }
 
 // TestVethGROStreamCounted: a TCP stream over a veth with TSO at the
