@@ -17,6 +17,10 @@ type refTable[T comparable] struct {
 	vals []T      // by id
 	refs []uint32 // by id
 	free []uint32
+	// last is the id acquire returned last: new flows mostly come
+	// with the value of the flow before (the same path, the same
+	// route), which then costs a compare instead of a map lookup.
+	last uint32
 }
 
 // bgpDst is the destination half of BGP.
@@ -59,6 +63,11 @@ func (t *refTable[T]) acquire(v T) uint32 {
 	if v == zero {
 		return 0
 	}
+	// A freed id holds the zero value, so this never revives one.
+	if t.vals[t.last] == v {
+		t.refs[t.last]++
+		return t.last
+	}
 	id, ok := t.ids[v]
 	if !ok {
 		if n := len(t.free); n > 0 {
@@ -73,6 +82,7 @@ func (t *refTable[T]) acquire(v T) uint32 {
 		t.ids[v] = id
 	}
 	t.refs[id]++
+	t.last = id
 	return id
 }
 
