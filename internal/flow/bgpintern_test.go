@@ -16,7 +16,7 @@ func TestRefTableModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	tab := newRefTable[flowPath]()
 	value := func(n int) flowPath { return flowPath{in: uint32(n / 3), out: uint32(n % 3)} } // n 0: the zero path
-	held := map[flowPath][]uint32{}                                                         // ids handed out, one per holder
+	held := map[flowPath][]uint32{}                                                          // ids handed out, one per holder
 	for step := range 20000 {
 		n := rng.IntN(12)
 		v := value(n)
