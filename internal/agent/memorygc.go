@@ -12,9 +12,9 @@ import (
 // collector's 4 MB minimum goal between collections and those pages stay
 // resident: 7.5–7.7 MB anonymous after 60 scrapes, against 5.4–5.6 MB at
 // 50 (25 gave the same as 50). The price is more collections: 43 instead
-// of 11 in those 60 scrapes, each a millisecond or two of CPU, because
-// the flow table, most of the heap under load, holds no pointers and is
-// not scanned (docs/performance.md, Memory).
+// of 11 in those 60 scrapes, most of them 1–3 ms over a heap of about
+// 1 MB live; under load the heap is mostly the flow table, which holds
+// no pointers and is not scanned (docs/performance.md, Memory).
 const defaultGCPercent = 50
 
 // setGCPercent applies defaultGCPercent unless GOGC is set, so an
