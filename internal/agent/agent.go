@@ -119,7 +119,7 @@ type agent struct {
 	dp       *datapath.Datapath
 	table    *flow.Table
 	core     *prom.Collector
-	xdp      *xdpPath // nil: agent.xdp.interfaces empty
+	xdp      atomic.Pointer[xdpPath] // nil while agent.xdp.interfaces is empty (a reload turns it on and off)
 }
 
 // newRegistry is the agent's Prometheus registry with the process-wide
