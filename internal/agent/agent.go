@@ -51,6 +51,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	setGCPercent()
 	cfg, err := config.LoadAndValidate(o.ConfigPath, nil)
 	if err != nil {
 		return err
@@ -69,6 +70,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := a.startComponents(a.stages()); err != nil {
 		return err
 	}
+	releaseStartupGarbage()
 	a.log.Info("agent running", "interfaces", len(a.dp.Interfaces()), "metrics", "http://"+cfg.PrometheusAddr()+"/metrics",
 		"sample_rate", cfg.Agent.BPF.SampleRate, "control", cfg.Agent.Control.Socket)
 	for {
