@@ -181,6 +181,26 @@ static __always_inline void rfm_set_ports(struct rfm_event *e, const __u8 *p, __
 // linearise what it watches, so there is no bpf_skb_pull_data.
 #define rfm_load bpf_skb_load_bytes
 
+// Offsets below this are read from the linear area directly when the
+// bytes are there; it bounds the offset for the verifier.
+#define RFM_DIRECT_MAX 256
+
+// rfm_copy copies n bytes (a constant) at off into buf: straight from
+// the linear area when they lie in it, as the headers nearly always do
+// at TC, else with rfm_load (paged data of GRO packets). A plain copy
+// instead of a helper call is most of what parsing a sampled packet
+// costs; neither way changes the packet. Returns 0 on success.
+static __always_inline int rfm_copy(struct __sk_buff *skb, __u32 off, void *buf, const __u32 n)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (off < RFM_DIRECT_MAX && data + off + n <= data_end) {
+		__builtin_memcpy(buf, data + off, n);
+		return 0;
+	}
+	return rfm_load(skb, off, buf, n);
+}
+
 // Bytes of link header copied for the uncommon link layers (VLAN tags,
 // MPLS labels, PPPoE): room for two tags and RFM_MAX_LABELS labels.
 #define RFM_L2_WINDOW 64
@@ -296,7 +316,7 @@ static __always_inline int rfm_parse_ipv4(struct __sk_buff *skb, __u32 l3, int g
 	// One copy for the usual header and the ports behind it; a packet
 	// too short for that is copied again without them.
 	__u8 ip[24];
-	int with_ports = rfm_load(skb, l3, ip, 24) == 0;
+	int with_ports = rfm_copy(skb, l3, ip, 24) == 0;
 	if (!with_ports && rfm_load(skb, l3, ip, 20))
 		return -1;
 	__u32 ihl = (ip[0] & 0x0f) * 4;
@@ -346,7 +366,7 @@ static __always_inline int rfm_parse_ipv6(struct __sk_buff *skb, __u32 l3, int g
 					  struct rfm_event *e, struct rfm_hdrs *h)
 {
 	__u8 ip[44]; // header and, without extension headers, the ports
-	int with_ports = rfm_load(skb, l3, ip, 44) == 0;
+	int with_ports = rfm_copy(skb, l3, ip, 44) == 0;
 	if (!with_ports && rfm_load(skb, l3, ip, 40))
 		return -1;
 	if ((ip[0] >> 4) != 6)
@@ -480,26 +500,36 @@ static int rfm_batch_timer(void *map, __u32 *key, struct rfm_batch *b)
 	return 0;
 }
 
-// rfm_batch_add appends e to this CPU's batch and writes the batch to the
-// ring when it is full. When another program of this CPU is in the middle
-// of the batch, e goes to the ring on its own.
-static __always_inline void rfm_batch_add(struct rfm_event_x *x,
-					  const struct rfm_config *cfg,
-					  struct rfm_dp_stats *st)
+// rfm_batch_slot claims this CPU's batch and returns where its next
+// event goes, so the event is built in place rather than copied there.
+// It returns NULL, leaving *bp NULL, when another program of this CPU is
+// in the middle of the batch: the caller then builds the event on its
+// stack and rfm_send_alone writes it to the ring on its own.
+static __always_inline struct rfm_event_x *rfm_batch_slot(struct rfm_batch **bp)
 {
-	struct rfm_event *e = &x->ev;
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct rfm_batch *b = bpf_map_lookup_elem(&rfm_batches, &cpu);
-	if (!b || b->busy) {
-		e->boot_ns = bpf_ktime_get_boot_ns();
-		if (bpf_ringbuf_output(&rfm_events, x, rfm_fields ? sizeof(*x) : sizeof(*e),
-				       BPF_RB_NO_WAKEUP))
-			st->ring_drops++;
-		return;
-	}
+	if (!b || b->busy)
+		return NULL;
 	rfm_claim(b);
+	*bp = b;
 	__u32 i = b->n;
 	if (i >= RFM_BATCH) // never true; bounds the index for the verifier
+		i = 0;
+	if (rfm_fields)
+		return &b->evx[i];
+	return (struct rfm_event_x *)&b->ev[i];
+}
+
+// rfm_batch_commit adds the event rfm_batch_slot handed out to the batch,
+// writes the batch to the ring when it is full or arms its flush timer,
+// and releases the batch.
+static __always_inline void rfm_batch_commit(struct rfm_batch *b, struct rfm_event *e,
+					     const struct rfm_config *cfg,
+					     struct rfm_dp_stats *st)
+{
+	__u32 i = b->n;
+	if (i >= RFM_BATCH) // as in rfm_batch_slot
 		i = 0;
 	__u64 jiffies = bpf_jiffies64();
 	if (i == 0 || jiffies != b->stamp_jiffies) {
@@ -507,10 +537,6 @@ static __always_inline void rfm_batch_add(struct rfm_event_x *x,
 		b->stamp_jiffies = jiffies;
 	}
 	e->boot_ns = b->stamp_ns;
-	if (rfm_fields)
-		b->evx[i] = *x;
-	else
-		b->ev[i] = *e;
 	b->n = ++i;
 	__u32 limit = cfg->batch_events;
 	if (limit == 0 || limit > RFM_BATCH)
@@ -538,6 +564,15 @@ static __always_inline void rfm_batch_add(struct rfm_event_x *x,
 	rfm_release(b);
 }
 
+// rfm_send_alone writes one event built on the stack to the ring.
+static __always_inline void rfm_send_alone(struct rfm_event_x *x, struct rfm_dp_stats *st)
+{
+	x->ev.boot_ns = bpf_ktime_get_boot_ns();
+	if (bpf_ringbuf_output(&rfm_events, x, rfm_fields ? sizeof(*x) : sizeof(x->ev),
+			       BPF_RB_NO_WAKEUP))
+		st->ring_drops++;
+}
+
 // rfm_segments is how many packets a GSO packet becomes on the wire:
 // gso_segs, or for an untrusted packet (tap/virtio with a vnet header,
 // gso_segs 0) its payload divided into gso_size pieces.
@@ -558,7 +593,7 @@ static __always_inline __u32 rfm_gso_hdr_len(struct __sk_buff *skb, __u32 l3, in
 {
 	__u8 b[56];
 	if (fam == RFM_FAM_IPV4) {
-		if (rfm_load(skb, l3, b, 40) || b[0] != 0x45)
+		if (rfm_copy(skb, l3, b, 40) || b[0] != 0x45)
 			return 0;
 		if (b[9] == IPPROTO_UDP)
 			return l3 + 20 + 8;
@@ -566,7 +601,7 @@ static __always_inline __u32 rfm_gso_hdr_len(struct __sk_buff *skb, __u32 l3, in
 			return l3 + 20 + (b[32] >> 4) * 4;
 		return 0;
 	}
-	if (rfm_load(skb, l3, b, 56) || (b[0] >> 4) != 6)
+	if (rfm_copy(skb, l3, b, 56) || (b[0] >> 4) != 6)
 		return 0;
 	if (b[6] == IPPROTO_UDP)
 		return l3 + 40 + 8;
@@ -723,8 +758,20 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		}
 	}
 
-	struct rfm_event_x x;
-	struct rfm_event *e = &x.ev;
+	// A sampled event is built in its CPU's batch (claimed here, so
+	// every path below releases it); an unsampled GSO packet is parsed
+	// on the stack for its header length only. With optional fields the
+	// event is built on the stack and copied: verifying the field reads
+	// against both places would exceed the verifier's budget.
+	struct rfm_event_x stack_x;
+	struct rfm_event_x *x = &stack_x;
+	struct rfm_batch *b = NULL;
+	if (sample && cfg && !rfm_fields) {
+		struct rfm_event_x *slot = rfm_batch_slot(&b);
+		if (slot)
+			x = slot;
+	}
+	struct rfm_event *e = &x->ev;
 	struct rfm_hdrs h = {};
 	e->flags = dir == RFM_DIR_EGRESS ? RFM_EV_EGRESS : 0;
 	int err = -1;
@@ -750,16 +797,15 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 		return TCX_NEXT;
 
 	struct rfm_dp_stats *st = bpf_map_lookup_elem(&rfm_dp_stats, &zero);
-	if (!st)
-		return TCX_NEXT;
-	if (err) {
-		st->malformed++;
+	if (!st || err || rfm_excluded(cfg, e)) {
+		if (st && err)
+			st->malformed++;
+		if (b)
+			rfm_release(b);
 		return TCX_NEXT;
 	}
 	if (e->flags & RFM_EV_TRUNCATED)
 		st->truncated++;
-	if (rfm_excluded(cfg, e))
-		return TCX_NEXT;
 	// L3 bytes: the IP packet, or for a GSO packet every segment's.
 	e->len = gso ? wire - segs * l3 : h.ip_len;
 	e->segs = segs > 0xffff ? 0xffff : segs;
@@ -769,9 +815,19 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 	if (rfm_fields) {
 		// The TCP flags byte must lie inside the IP packet, not in padding.
 		__u32 l4 = h.l4 && h.l4 + 14 <= l3 + h.ip_len ? h.l4 : 0;
-		rfm_read_fields(skb, l3, l4, fam | dir << 8, &x);
+		rfm_read_fields(skb, l3, l4, fam | dir << 8, x);
 	}
-	rfm_batch_add(&x, cfg, st);
+	if (b) {
+		rfm_batch_commit(b, e, cfg, st);
+		return TCX_NEXT;
+	}
+	struct rfm_event_x *slot = rfm_fields ? rfm_batch_slot(&b) : NULL;
+	if (slot && b) {
+		*slot = *x;
+		rfm_batch_commit(b, &slot->ev, cfg, st);
+	} else {
+		rfm_send_alone(x, st);
+	}
 	return TCX_NEXT;
 }
 

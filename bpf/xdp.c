@@ -27,6 +27,7 @@
 #include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #define ETH_P_8021Q_BE bpf_htons(0x8100)
 #define ETH_P_8021AD_BE bpf_htons(0x88A8)
@@ -72,6 +73,18 @@ struct xdp_gen {
 	__u64 dst_any;
 	__u64 sport_any;
 	__u64 dport_any;
+	// The rules by action (the others pass): a drop or pass rule decides
+	// without its xdp_rules entry, which only rate_limit needs.
+	__u64 drop;
+	__u64 rate_limit;
+	// Rules with IPv4 (pfx4) and IPv6 (pfx6) prefixes, by side (0
+	// source, 1 destination): a rule with prefixes of the other family
+	// only cannot match, and needs no lookup.
+	__u64 pfx4[2];
+	__u64 pfx6[2];
+	// Rules allowing each protocol: read from this value, which the
+	// packet has looked up already, not a map of its own.
+	__u64 proto[256];
 };
 
 struct xdp_rule {
@@ -177,13 +190,6 @@ struct {
 	__type(value, struct xdp_block16);
 } xdp_pfx16 SEC(".maps");
 
-// Rules allowing each protocol, by gen * 256 + protocol.
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2 * 256);
-	__type(key, __u32);
-	__type(value, __u64);
-} xdp_proto SEC(".maps");
 
 // Rules allowing each port, by (gen * 2 + side) * 65536 + port.
 struct {
@@ -215,12 +221,15 @@ struct {
 	__type(value, __u8);
 } xdp_host6 SEC(".maps");
 
-// A bit per IPv4 /24 (first 2^24 bits) and per hash of an IPv6 /64
-// (next 2^24), set while a blocklisted single address falls on it: an
-// address whose bit is clear is not in xdp_host4/6, and an inlined array
-// load is much cheaper than a hash lookup (about 5 ns each, two per
-// packet). Userspace sets a bit before adding the address to the hash
-// and clears it after the last one goes.
+// A bit per hash of an IPv4 address (first 2^24 bits) and of an IPv6
+// address (next 2^24), set while a blocklisted single address hashes to
+// it: an address whose bit is clear is not in xdp_host4/6, and an
+// inlined array load is much cheaper than a hash lookup (about 5 ns
+// each, two per packet). Hashing the whole address, not its /24, keeps
+// neighbours of listed addresses off the hash lookups too: with n listed
+// addresses of a family, n / 2^24 of the others take them (0.6% at
+// 100,000). Userspace sets a bit before adding the address to the hash
+// and clears it after the last one on it goes.
 #define XDP_HOST_FILTER_BITS (1u << 24)
 
 struct {
@@ -294,6 +303,63 @@ struct {
 	__type(value, struct xdp_counter);
 } xdp_counters SEC(".maps");
 
+// Generic XDP runs on an skb, after GRO: a TCP stream arrives as
+// super-packets of up to 64 KiB, each one frame to the program, which
+// xdp_md cannot tell apart from one packet. The kernel's segment count
+// is in the skb's shared info. rfm_xdp_skb, on the netif_receive_skb
+// tracepoint (which __netif_receive_skb_core fires for each skb on the
+// same CPU just before it runs generic XDP), keeps it here for the XDP
+// program; the program trusts it only for the interface and the frame
+// length it was written for.
+struct xdp_skb_gso {
+	__u32 ifindex; // skb->dev->ifindex
+	__u32 len;     // skb->len: the frame less its Ethernet header
+	__u16 gso_size;
+	__u16 gso_segs; // 0 in packets from untrusted sources (virtio, tap)
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdp_skb_gso);
+} xdp_skb_gso SEC(".maps");
+
+// The kernel's structs, as much as is read of them; CO-RE finds the
+// offsets in the running kernel's BTF.
+struct net_device {
+	int ifindex;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	unsigned int len;
+	struct net_device *dev;
+	unsigned char *head;
+	unsigned int end; // offset of the shared info from head (64-bit kernels)
+} __attribute__((preserve_access_index));
+
+struct skb_shared_info {
+	unsigned short gso_size;
+	unsigned short gso_segs;
+} __attribute__((preserve_access_index));
+
+SEC("tp_btf/netif_receive_skb")
+int rfm_xdp_skb(unsigned long long *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	__u32 zero = 0;
+	struct xdp_skb_gso *g = bpf_map_lookup_elem(&xdp_skb_gso, &zero);
+	if (!g)
+		return 0;
+	struct skb_shared_info *sh = (void *)(skb->head + skb->end);
+	g->gso_size = BPF_CORE_READ(sh, gso_size);
+	g->gso_segs = BPF_CORE_READ(sh, gso_segs);
+	g->ifindex = skb->dev->ifindex;
+	g->len = skb->len;
+	return 0;
+}
+
 // What the parser found. Addresses are kept as in rfm_event: IPv4
 // v4-mapped, so an event is a copy.
 struct xdp_pkt {
@@ -313,6 +379,7 @@ struct xdp_pkt {
 	// exist but are not in this packet (a later fragment, or past the
 	// extension headers walked): port conditions are not applied.
 	__u8 ports;
+	__u16 l4_off; // where the transport header starts, with ports read
 };
 
 #define XDP_PORTS_NONE 0
@@ -413,6 +480,7 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 		p->sport = xdp_load16(l4);
 		p->dport = xdp_load16(l4 + 2);
 		p->ports = XDP_PORTS_READ;
+		p->l4_off = off + (ihl & 0x3c);
 		if (p->proto == IPPROTO_TCP && ihl + 14 <= tot && (void *)l4 + 14 <= end)
 			p->tcp_flags = l4[13];
 		return 0;
@@ -479,24 +547,30 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct xdp_pkt *p)
 	p->sport = xdp_load16(l4);
 	p->dport = xdp_load16(l4 + 2);
 	p->ports = XDP_PORTS_READ;
+	p->l4_off = off + hoff;
 	if (next == IPPROTO_TCP && hoff + 14 <= len && (void *)l4 + 14 <= end)
 		p->tcp_flags = l4[13];
 	return 0;
 }
 
 // xdp_host_maybe is whether addr may be a blocklisted single address:
-// false when its bit in xdp_host_filter is clear. The IPv6 hash is
-// Fibonacci hashing of the /64 read as a little-endian 64-bit word;
-// internal/datapath/xdp computes the same.
+// false when its bit in xdp_host_filter is clear. The hash is Fibonacci
+// hashing of the address read as little-endian words (IPv6: the two
+// halves folded with a multiply first); internal/datapath/xdp computes
+// the same.
 static __always_inline int xdp_host_maybe(__u32 fam, const __u8 *addr)
 {
 	__u32 bit;
 	if (fam == RFM_FAM_IPV4) {
-		bit = ((__u32)addr[12] << 16) | ((__u32)addr[13] << 8) | addr[14];
+		__u32 a;
+		__builtin_memcpy(&a, addr + 12, 4);
+		bit = (__u32)(((__u64)a * 0x9e3779b97f4a7c15ull) >> 40);
 	} else {
-		__u64 hi;
+		__u64 hi, lo;
 		__builtin_memcpy(&hi, addr, 8);
-		bit = XDP_HOST_FILTER_BITS + (__u32)((hi * 0x9e3779b97f4a7c15ull) >> 40);
+		__builtin_memcpy(&lo, addr + 8, 8);
+		__u64 h = (hi ^ (lo * 0x9e3779b97f4a7c15ull)) * 0x9e3779b97f4a7c15ull;
+		bit = XDP_HOST_FILTER_BITS + (__u32)(h >> 40);
 	}
 	__u32 k = bit / 64;
 	__u64 *w = bpf_map_lookup_elem(&xdp_host_filter, &k);
@@ -592,16 +666,14 @@ static __always_inline int xdp_lowest_bit(__u64 m)
 	return n;
 }
 
-// xdp_match returns the index of the first rule matching p, or -1.
-static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p)
+// xdp_match returns the index of the first rule matching p, or -1, and
+// sets *act to its action.
+static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p, __u32 *act)
 {
 	struct xdp_gen *g = bpf_map_lookup_elem(&xdp_gens, &gen);
 	if (!g || !g->valid)
 		return -1;
-	__u64 m = g->valid;
-	__u32 k = gen * 256 + p->proto;
-	__u64 *pm = bpf_map_lookup_elem(&xdp_proto, &k);
-	m &= pm ? *pm : 0;
+	__u64 m = g->valid & g->proto[p->proto];
 	if (!m)
 		return -1;
 	// A port table only when a remaining rule has a condition on that
@@ -615,15 +687,19 @@ static __always_inline int xdp_match(__u32 gen, const struct xdp_pkt *p)
 		m &= xdp_port_rules(gen, 1, p->dport, g->dport_any, p);
 	if (!m)
 		return -1;
-	// Prefixes only when a remaining rule has prefixes on that side.
-	if (m & ~g->src_any)
-		m &= g->src_any | xdp_side_rules(gen, 0, p, p->src, m & ~g->src_any);
+	// Prefixes only when a remaining rule has prefixes of the packet's
+	// family on that side; the others with prefixes there cannot match.
+	int v4 = p->fam == RFM_FAM_IPV4;
+	__u64 want = m & ~g->src_any & (v4 ? g->pfx4[0] : g->pfx6[0]);
+	m &= g->src_any | (want ? xdp_side_rules(gen, 0, p, p->src, want) : 0);
 	if (!m)
 		return -1;
-	if (m & ~g->dst_any)
-		m &= g->dst_any | xdp_side_rules(gen, 1, p, p->dst, m & ~g->dst_any);
+	want = m & ~g->dst_any & (v4 ? g->pfx4[1] : g->pfx6[1]);
+	m &= g->dst_any | (want ? xdp_side_rules(gen, 1, p, p->dst, want) : 0);
 	if (!m)
 		return -1;
+	__u64 first = m & -m;
+	*act = (g->drop & first) ? XDP_ACT_DROP : (g->rate_limit & first) ? XDP_ACT_RATE_LIMIT : XDP_ACT_PASS;
 	return xdp_lowest_bit(m);
 }
 
@@ -655,28 +731,73 @@ static __always_inline int xdp_rate_ok(__u32 idx, const struct xdp_rule *r,
 	return 1;
 }
 
-static __always_inline void xdp_count_row(__u32 ifindex, __u32 gen, __u32 row, int drop,
-					  __u32 bytes)
+// XDP_NO_SLOT: the interface has no counter slot (not attached by rfm).
+#define XDP_NO_SLOT XDP_MAX_IFACES
+
+// xdp_slot is the interface's counter slot, or XDP_NO_SLOT.
+static __always_inline __u32 xdp_slot(__u32 ifindex)
 {
 	__u32 key = ifindex & (XDP_IFACE_TABLE - 1);
-	__u32 slot;
 	struct xdp_iface *i = bpf_map_lookup_elem(&xdp_ifaces, &key);
-	if (i && i->ifindex == ifindex) {
-		slot = i->slot;
-	} else {
-		__u32 *spilled = bpf_map_lookup_elem(&xdp_ifaces_spill, &ifindex);
-		if (!spilled)
-			return;
-		slot = *spilled;
-	}
+	if (i && i->ifindex == ifindex)
+		return i->slot;
+	__u32 *spilled = bpf_map_lookup_elem(&xdp_ifaces_spill, &ifindex);
+	return spilled ? *spilled : XDP_NO_SLOT;
+}
+
+static __always_inline void xdp_count_slot(__u32 slot, __u32 gen, __u32 row, int drop,
+					   __u32 segs, __u32 bytes)
+{
 	if (slot >= XDP_MAX_IFACES)
 		return;
 	__u32 k = (slot * 2 + (gen & 1)) * XDP_ROWS + row;
 	struct xdp_counter *c = bpf_map_lookup_elem(&xdp_counters, &k);
 	if (c) {
-		c->packets[drop & 1]++;
+		c->packets[drop & 1] += segs;
 		c->bytes[drop & 1] += bytes;
 	}
+}
+
+// xdp_gso_wire is what a frame of bytes is on the wire, as bpf/rfm.c
+// counts a GSO skb at TC: the packets (high 32 bits) and their frames'
+// bytes (low 32 bits), each segment repeating the headers up to the
+// payload. In generic mode that is the skb's gso_segs (or its payload
+// over gso_size when the source left gso_segs 0) when rfm_xdp_skb
+// recorded this skb; else the frame is one packet. Only the generic
+// mode program (rfm_xdp_generic) has it.
+static __always_inline __u64 xdp_gso_wire(struct xdp_md *ctx, __u32 l4_off, __u32 proto, __u32 bytes)
+{
+	__u64 one = (1ull << 32) | bytes;
+	__u32 zero = 0;
+	struct xdp_skb_gso *g = bpf_map_lookup_elem(&xdp_skb_gso, &zero);
+	if (!g || !g->gso_size || g->ifindex != ctx->ingress_ifindex || g->len + ETH_HLEN != bytes)
+		return one;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 hdr = l4_off;
+	if (hdr > 4096)
+		return one;
+	if (proto == IPPROTO_TCP) {
+		// Bounded where it is used: clang may check hdr above in another
+		// register than this one (after a spill the verifier no longer
+		// knows the bound), and would drop a plain mask it sees is moot.
+		__u32 off = hdr;
+		asm volatile("" : "+r"(off));
+		__u8 *tcp = data + (off & 0x1fff);
+		if ((void *)tcp + 13 > end)
+			return one;
+		hdr += (tcp[12] >> 4) * 4;
+	} else if (proto == IPPROTO_UDP) {
+		hdr += 8;
+	} else {
+		return one;
+	}
+	__u32 segs = g->gso_segs;
+	if (segs == 0 && bytes > hdr)
+		segs = (bytes - hdr + g->gso_size - 1) / g->gso_size;
+	if (segs <= 1)
+		return one;
+	return ((__u64)segs << 32) | (bytes + (segs - 1) * hdr);
 }
 
 static __always_inline __u32 xdp_gap(__u32 rate)
@@ -689,7 +810,10 @@ static __always_inline __u32 xdp_gap(__u32 rate)
 // samples: the same per-CPU countdown decides, so a dropped packet is
 // sampled exactly as it would have been at TC. The event goes to the
 // ring on its own (drops are rare next to the TC batches).
-static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt *p)
+// segs and l3_bytes are the packets and the L3 bytes of all of them
+// (more than one only for a GRO/GSO super-packet in generic mode).
+static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt *p, __u32 segs,
+					    __u32 l3_bytes)
 {
 	__u32 zero = 0;
 	struct rfm_config *cfg = bpf_map_lookup_elem(&rfm_config, &zero);
@@ -717,11 +841,11 @@ static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt 
 	ev->boot_ns = bpf_ktime_get_boot_ns();
 	ev->ifindex = ifindex;
 	ev->in_ifindex = ifindex;
-	ev->len = p->ip_len;
+	ev->len = l3_bytes;
 	ev->rate = rate;
 	ev->sport = p->ports == XDP_PORTS_READ ? p->sport : 0;
 	ev->dport = p->ports == XDP_PORTS_READ ? p->dport : 0;
-	ev->segs = 1;
+	ev->segs = segs > 0xffff ? 0xffff : segs;
 	ev->proto = p->proto;
 	ev->flags = RFM_EV_DROPPED;
 	__u32 size = sizeof(struct rfm_event);
@@ -747,7 +871,8 @@ static __always_inline void xdp_sample_drop(__u32 ifindex, const struct xdp_pkt 
 }
 
 static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
-				    const struct xdp_pkt *p, __u32 row, __u32 bytes)
+				    const struct xdp_pkt *p, __u32 row, __u32 bytes,
+				    const int generic)
 {
 	// ingress_ifindex is three dependent loads (xdp_buff, rxq, device):
 	// read once.
@@ -755,17 +880,37 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	// The sampler first: its loads do not wait for ifindex, so they run
 	// while the counter slots are looked up (1-2 ns a drop less than
 	// sampling last, bench/xdp-results.txt).
-	if (flags & XDP_CFG_COUNT)
-		xdp_sample_drop(ifindex, p);
-	xdp_count_row(ifindex, gen, row, 1, bytes);
+	if (!generic && (flags & XDP_CFG_COUNT))
+		xdp_sample_drop(ifindex, p, 1, p->ip_len);
+	__u32 slot = xdp_slot(ifindex);
+	__u32 segs = 1;
+	if (generic && p->ports == XDP_PORTS_READ) {
+		__u64 w = xdp_gso_wire(ctx, p->l4_off, p->proto, bytes);
+		segs = w >> 32;
+		__u32 l3_bytes = p->ip_len;
+		if (segs > 1) {
+			// Every segment repeats the link header too; the event
+			// counts L3 bytes, as rfm.c's do.
+			__u32 l2 = bytes > p->ip_len ? bytes - p->ip_len : 0;
+			l3_bytes = (__u32)w - segs * l2;
+		}
+		bytes = (__u32)w;
+		if (flags & XDP_CFG_COUNT)
+			xdp_sample_drop(ifindex, p, segs, l3_bytes);
+	} else if (generic && (flags & XDP_CFG_COUNT)) {
+		xdp_sample_drop(ifindex, p, 1, p->ip_len);
+	}
+	xdp_count_slot(slot, gen, row, 1, segs, bytes);
 	// bpf/rfm.c's ingress counter will never see this packet.
 	if ((flags & XDP_CFG_COUNT) && p->fam < RFM_FAM_MAX)
-		rfm_add_counters(ifindex, RFM_DIR_INGRESS, p->fam, 1, bytes);
+		rfm_add_counters(ifindex, RFM_DIR_INGRESS, p->fam, segs, bytes);
 	return XDP_DROP;
 }
 
-SEC("xdp")
-int rfm_xdp(struct xdp_md *ctx)
+// rfm_xdp_main is the program; generic is a constant: the generic mode
+// build also counts a GRO/GSO super-packet as its segments
+// (xdp_gso_wire), which native mode never sees and so does not pay for.
+static __always_inline int rfm_xdp_main(struct xdp_md *ctx, const int generic)
 {
 	struct xdp_pkt p;
 	if (xdp_parse(ctx, &p))
@@ -783,37 +928,61 @@ int rfm_xdp(struct xdp_md *ctx)
 		      bpf_map_lookup_elem(&xdp_host4, p.src + 12)) ||
 		     (xdp_host_maybe(RFM_FAM_IPV4, p.dst) &&
 		      bpf_map_lookup_elem(&xdp_host4, p.dst + 12))))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_BLOCK4) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
 		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_HOLE4) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes, generic);
 	} else {
 		if ((flags & XDP_CFG_HOST6) &&
 		    ((xdp_host_maybe(RFM_FAM_IPV6, p.src) && bpf_map_lookup_elem(&xdp_host6, p.src)) ||
 		     (xdp_host_maybe(RFM_FAM_IPV6, p.dst) && bpf_map_lookup_elem(&xdp_host6, p.dst))))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_BLOCK6) &&
 		    (xdp_listed(&xdp_block4, &xdp_block6, &p, p.src) ||
 		     xdp_listed(&xdp_block4, &xdp_block6, &p, p.dst)))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLOCKLIST, bytes, generic);
 		if ((flags & XDP_CFG_HOLE6) && xdp_listed(&xdp_hole4, &xdp_hole6, &p, p.dst))
-			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes);
+			return xdp_drop(ctx, flags, gen, &p, XDP_ROW_BLACKHOLE, bytes, generic);
 	}
-	int idx = xdp_match(gen, &p);
+	__u32 act = XDP_ACT_PASS;
+	int idx = xdp_match(gen, &p, &act);
 	if (idx < 0 || idx >= XDP_MAX_RULES)
 		return XDP_PASS;
-	__u32 rk = gen * XDP_MAX_RULES + idx;
-	struct xdp_rule *r = bpf_map_lookup_elem(&xdp_rules, &rk);
-	if (!r)
-		return XDP_PASS;
-	if (r->action == XDP_ACT_DROP ||
-	    (r->action == XDP_ACT_RATE_LIMIT && !xdp_rate_ok(idx, r, &p)))
-		return xdp_drop(ctx, flags, gen, &p, idx, bytes);
-	xdp_count_row(ctx->ingress_ifindex, gen, idx, 0, bytes);
+	if (act == XDP_ACT_DROP)
+		return xdp_drop(ctx, flags, gen, &p, idx, bytes, generic);
+	if (act == XDP_ACT_RATE_LIMIT) {
+		__u32 rk = gen * XDP_MAX_RULES + idx;
+		struct xdp_rule *r = bpf_map_lookup_elem(&xdp_rules, &rk);
+		if (r && !xdp_rate_ok(idx, r, &p))
+			return xdp_drop(ctx, flags, gen, &p, idx, bytes, generic);
+	}
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 slot = xdp_slot(ifindex);
+	__u32 segs = 1;
+	if (generic && p.ports == XDP_PORTS_READ) {
+		__u64 w = xdp_gso_wire(ctx, p.l4_off, p.proto, bytes);
+		segs = w >> 32;
+		bytes = (__u32)w;
+	}
+	xdp_count_slot(slot, gen, idx, 0, segs, bytes);
 	return XDP_PASS;
+}
+
+// Native mode.
+SEC("xdp")
+int rfm_xdp(struct xdp_md *ctx)
+{
+	return rfm_xdp_main(ctx, 0);
+}
+
+// Generic (skb) mode.
+SEC("xdp")
+int rfm_xdp_generic(struct xdp_md *ctx)
+{
+	return rfm_xdp_main(ctx, 1);
 }
 
 // The cost floor for benchmarks: what any XDP program costs to run.

@@ -51,6 +51,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	setGCPercent()
 	cfg, err := config.LoadAndValidate(o.ConfigPath, nil)
 	if err != nil {
 		return err
@@ -69,6 +70,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := a.startComponents(a.stages()); err != nil {
 		return err
 	}
+	releaseStartupGarbage()
 	a.log.Info("agent running", "interfaces", len(a.dp.Interfaces()), "metrics", "http://"+cfg.PrometheusAddr()+"/metrics",
 		"sample_rate", cfg.Agent.BPF.SampleRate, "control", cfg.Agent.Control.Socket)
 	for {
@@ -117,7 +119,7 @@ type agent struct {
 	dp       *datapath.Datapath
 	table    *flow.Table
 	core     *prom.Collector
-	xdp      *xdpPath // nil: agent.xdp.interfaces empty
+	xdp      atomic.Pointer[xdpPath] // nil while agent.xdp.interfaces is empty (a reload turns it on and off)
 }
 
 // newRegistry is the agent's Prometheus registry with the process-wide

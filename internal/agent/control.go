@@ -47,7 +47,7 @@ func (c controlAgent) Status(context.Context) (control.Status, error) {
 	} else {
 		a.log.Debug("status without memory", "err", err)
 	}
-	st.XDP = a.xdp.status()
+	st.XDP = a.xdp.Load().status()
 	counters, err := a.dp.Counters()
 	if err != nil {
 		return st, err

@@ -69,9 +69,9 @@ func startXDP(c config.XDP, dp *datapath.Datapath, station *bmp.Station, log *sl
 		prog.Close()
 		return nil, fmt.Errorf("agent.xdp.rules: %w", err)
 	}
-	x.block, err = xdp.OpenBlocklist(c.StateFile, func(p netip.Prefix, on bool) error {
+	x.block, err = xdp.OpenBlocklistBatch(c.StateFile, func(p netip.Prefix, on bool) error {
 		return prog.SetPrefix(xdp.ListBlock, p, on)
-	})
+	}, func(ps []netip.Prefix) error { return prog.AddPrefixes(xdp.ListBlock, ps) })
 	if err != nil {
 		prog.Close()
 		return nil, fmt.Errorf("agent.xdp.state_file: %w", err)
@@ -114,12 +114,20 @@ func (x *xdpPath) attachAll(ifaces []net.Interface) error {
 	return nil
 }
 
-// attach attaches one interface and logs the mode it got.
+// attach attaches one interface in the mode in effect and logs the mode
+// it got.
 func (x *xdpPath) attach(ifindex int, name string) error {
 	x.mu.Lock()
-	mode, stopped := x.mode, x.stopped
+	mode := x.mode
 	x.mu.Unlock()
-	if stopped || slices.ContainsFunc(x.prog.Attached(), func(a xdp.Attachment) bool { return a.Index == ifindex }) {
+	return x.attachMode(ifindex, name, mode)
+}
+
+func (x *xdpPath) attachMode(ifindex int, name string, mode xdp.Mode) error {
+	x.mu.Lock()
+	stopped := x.stopped
+	x.mu.Unlock()
+	if stopped || x.holds(ifindex) {
 		return nil
 	}
 	got, err := x.prog.Attach(ifindex, name, mode)
@@ -131,7 +139,15 @@ func (x *xdpPath) attach(ifindex int, name string) error {
 	}
 	delete(x.failed, ifindex)
 	x.log.Info("xdp attached", "interface", name, "ifindex", ifindex, "mode", got)
+	if err := x.prog.GSOCounting(); got == xdp.ModeGeneric && err != nil {
+		x.log.Warn("xdp generic mode: a dropped GRO/GSO super-packet counts as 1 packet in the rx counters", "interface", name, "err", err)
+	}
 	return nil
+}
+
+// holds reports whether the program is attached to the interface.
+func (x *xdpPath) holds(ifindex int) bool {
+	return slices.ContainsFunc(x.prog.Attached(), func(a xdp.Attachment) bool { return a.Index == ifindex })
 }
 
 // detach removes the program from an interface (gone, renamed away or
@@ -145,24 +161,22 @@ func (x *xdpPath) detach(ifindex int, name string) {
 	}
 }
 
-// reconfigure prepares a new [agent.xdp]: changed rules are written
-// next to the ones in effect (the step that can fail), and commit
-// switches to them with one map write, applies the interface selection
-// and the blackhole switch. Turning XDP on or off, the mode and the
-// state file need a restart.
+// reconfigure prepares a new [agent.xdp] while the fast path runs and
+// stays on. Every step that can fail runs here and is undone on error:
+// changed rules are written next to the ones in effect; a changed mode
+// re-attaches the interfaces in it; interfaces agent.xdp.interfaces now
+// names get the program (a named one that cannot be attached rejects the
+// reload, as it stops a start). commit switches to the new rules with one
+// map write and applies the selection (interfaces no longer selected are
+// detached; new pattern matches attached, failures logged) and the
+// blackhole switch. abort takes the attachments and mode changes back.
+// The state file needs a restart.
 func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 	c, n := &cur.Agent.XDP, &next.Agent.XDP
 	var rc reconfig
-	restart := func(key string, differs bool, keep func()) {
-		if differs {
-			rc.needsRestart = append(rc.needsRestart, key)
-			keep()
-		}
-	}
-	restart("agent.xdp.mode", c.Mode != n.Mode, func() { n.Mode = c.Mode })
-	restart("agent.xdp.state_file", c.StateFile != n.StateFile, func() { n.StateFile = c.StateFile })
-	if !n.Enabled() {
-		restart("agent.xdp.interfaces", true, func() { n.Interfaces = c.Interfaces })
+	if c.StateFile != n.StateFile {
+		rc.needsRestart = append(rc.needsRestart, "agent.xdp.state_file")
+		n.StateFile = c.StateFile
 	}
 	rulesChanged := !slices.EqualFunc(c.Rules, n.Rules, sameRule)
 	var rules []xdp.Rule
@@ -177,13 +191,55 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 	}
 	var changed keyChanges
 	changed.add("agent.xdp.rules", rulesChanged)
+	modeChanged := changed.add("agent.xdp.mode", c.Mode != n.Mode)
 	selChanged := changed.add("agent.xdp.interfaces", !slices.Equal(c.Interfaces, n.Interfaces))
 	bhChanged := changed.add("agent.xdp.blackhole_from_rib", c.BlackholeFromRIB != n.BlackholeFromRIB)
 	if len(changed) == 0 {
 		return rc, nil
 	}
+	mode := n.XDPMode()
+	var undo []func()
+	rollback := func() {
+		for _, u := range slices.Backward(undo) {
+			u()
+		}
+	}
+	if modeChanged {
+		oldMode := c.XDPMode()
+		for _, a := range x.prog.Attached() {
+			got, err := x.prog.SetMode(a.Index, mode)
+			if err != nil {
+				rollback()
+				return reconfig{}, fmt.Errorf("agent.xdp.mode = %q: %w", n.Mode, err)
+			}
+			if got != a.Mode {
+				x.log.Info("xdp mode changed", "interface", a.Name, "from", a.Mode, "to", got)
+				undo = append(undo, func() {
+					if _, err := x.prog.SetMode(a.Index, oldMode); err != nil {
+						x.log.Error("xdp: restoring the mode after a rejected reload failed", "interface", a.Name, "err", err)
+					}
+				})
+			}
+		}
+	}
+	if selChanged {
+		added, err := x.attachNamed(n.Interfaces, mode)
+		if err != nil {
+			rollback()
+			return reconfig{}, err
+		}
+		for _, l := range added {
+			undo = append(undo, func() { x.detach(l.Index, l.Name) })
+		}
+	}
 	sel := config.NewInterfaceSelector(n.Interfaces)
 	blackholes := n.BlackholeFromRIB
+	rc.abort = func() {
+		rollback()
+		if rulesChanged {
+			x.prog.DiscardRules()
+		}
+	}
 	rc.commit = func() []string {
 		if rulesChanged {
 			if err := x.prog.SwitchRules(); err != nil {
@@ -194,6 +250,7 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 		if rulesChanged {
 			x.rules = rules
 		}
+		x.mode = mode
 		if selChanged {
 			x.sel = sel
 		}
@@ -207,6 +264,37 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 		return changed
 	}
 	return rc, nil
+}
+
+// attachNamed attaches, in mode, the interfaces that list names (not
+// patterns) and the program is not on yet. A name that does not exist or
+// cannot be attached is an error, after what it attached is detached
+// again. Returns what it attached.
+func (x *xdpPath) attachNamed(list []string, mode xdp.Mode) ([]ifwatch.Link, error) {
+	var added []ifwatch.Link
+	fail := func(err error) ([]ifwatch.Link, error) {
+		for _, l := range added {
+			x.detach(l.Index, l.Name)
+		}
+		return nil, err
+	}
+	for i, name := range list {
+		if config.IsInterfacePattern(name) {
+			continue
+		}
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return fail(fmt.Errorf("agent.xdp.interfaces[%d] = %q: no such interface on this system", i, name))
+		}
+		if x.holds(ifc.Index) {
+			continue
+		}
+		if err := x.attachMode(ifc.Index, ifc.Name, mode); err != nil {
+			return fail(fmt.Errorf("agent.xdp.interfaces[%d] = %q: %w", i, name, err))
+		}
+		added = append(added, ifwatch.Link{Index: ifc.Index, Name: ifc.Name})
+	}
+	return added, nil
 }
 
 func sameRule(a, b config.XDPRule) bool {
@@ -286,6 +374,10 @@ func (x *xdpPath) close() error {
 	x.mu.Unlock()
 	if was {
 		return nil
+	}
+	// The watcher first: no attach may race the detaches of Close.
+	if x.watch != nil {
+		_ = x.watch.Close()
 	}
 	x.stopSync()
 	<-x.syncDone
@@ -387,10 +479,11 @@ func (x *xdpPath) blockDel(p netip.Prefix) (control.BlockDelResult, error) {
 
 // xdpStage is the XDP fast path as a stage of the agent (a.xdp): it
 // follows agent.xdp.interfaces with a watcher of its own, so an
-// interface may run XDP without TC or TC without XDP.
+// interface may run XDP without TC or TC without XDP. A reload turns it
+// on and off.
 type xdpStage struct {
 	a *agent
-	x *xdpPath
+	x *xdpPath // nil while off; changed only by start, commit and stop
 }
 
 func (a *agent) newXDP() (component, error) { return &xdpStage{a: a}, nil }
@@ -401,29 +494,62 @@ func (s *xdpStage) name() string { return "xdp" }
 // it to the interfaces present that it selects. A named interface that
 // does not exist, or that another XDP program holds, stops the start.
 func (s *xdpStage) start() error {
-	a := s.a
-	c := a.cfg.Agent.XDP
+	c := s.a.cfg.Agent.XDP
 	if !c.Enabled() {
 		return nil
 	}
+	x, err := s.open(c)
+	if err != nil {
+		return err
+	}
+	s.publish(x)
+	return nil
+}
+
+// open loads the program, applies the rules and the saved blocklist,
+// attaches the selected interfaces present and starts following
+// interface changes. On error it has released everything it made.
+func (s *xdpStage) open(c config.XDP) (*xdpPath, error) {
+	a := s.a
 	all, err := net.Interfaces()
 	if err != nil {
-		return fmt.Errorf("agent.xdp.interfaces: listing interfaces: %w", err)
+		return nil, fmt.Errorf("agent.xdp.interfaces: listing interfaces: %w", err)
 	}
 	for i, name := range c.Interfaces {
 		if config.IsInterfacePattern(name) {
 			continue
 		}
 		if !slices.ContainsFunc(all, func(ifc net.Interface) bool { return ifc.Name == name }) {
-			return fmt.Errorf("agent.xdp.interfaces[%d] = %q: no such interface on this system", i, name)
+			return nil, fmt.Errorf("agent.xdp.interfaces[%d] = %q: no such interface on this system", i, name)
 		}
 	}
 	x, err := startXDP(c, a.dp, a.station, a.log)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if err := x.attachAll(all); err != nil {
+		x.close()
+		return nil, err
+	}
+	w, err := ifwatch.Start(ifwatch.Options{
+		Select: x.wants,
+		Attach: func(l ifwatch.Link) error { return x.attach(l.Index, l.Name) },
+		Detach: func(l ifwatch.Link) { x.detach(l.Index, l.Name) },
+		Logger: a.log,
+	})
+	if err != nil {
+		x.close()
+		return nil, fmt.Errorf("agent.xdp.interfaces: following interface changes: %w", err)
+	}
+	x.watch = w
+	return x, nil
+}
+
+// publish makes a running fast path the agent's: its metrics, its
+// locked memory, the blocklist commands and rfm status.
+func (s *xdpStage) publish(x *xdpPath) {
+	a := s.a
 	s.x = x
-	a.xdp = x
 	a.reg.MustRegister(x.prog)
 	// rfm_memory_bpf_locked_bytes: the XDP maps are the agent's too.
 	a.memory.useBPFLocked(func() (uint64, error) {
@@ -434,56 +560,72 @@ func (s *xdpStage) start() error {
 		m, err := x.prog.LockedMemory()
 		return d + m, err
 	})
-	if err := x.attachAll(all); err != nil {
-		return err
-	}
-	w, err := ifwatch.Start(ifwatch.Options{
-		Select: x.wants,
-		Attach: func(l ifwatch.Link) error { return x.attach(l.Index, l.Name) },
-		Detach: func(l ifwatch.Link) { x.detach(l.Index, l.Name) },
-		Logger: a.log,
-	})
-	if err != nil {
-		return fmt.Errorf("agent.xdp.interfaces: following interface changes: %w", err)
-	}
-	x.watch = w
-	return nil
+	a.xdp.Store(x)
 }
 
-func (s *xdpStage) reconfigure(cur, next *config.Config) (reconfig, error) {
-	if s.x == nil {
-		var rc reconfig
-		if next.Agent.XDP.Enabled() {
-			// Off at start: turning it on needs a restart.
-			rc.needsRestart = []string{"agent.xdp.interfaces"}
-			next.Agent.XDP = cur.Agent.XDP
-		}
-		return rc, nil
+// unpublish undoes publish and closes the fast path: XDP is detached
+// everywhere, so from here on nothing is dropped and TC counts every
+// packet.
+func (s *xdpStage) unpublish() error {
+	x := s.x
+	if x == nil {
+		return nil
 	}
-	return s.x.reconfigure(cur, next)
+	a := s.a
+	a.xdp.Store(nil)
+	s.x = nil
+	a.reg.Unregister(x.prog)
+	a.memory.useBPFLocked(a.dp.LockedMemory)
+	return x.close()
+}
+
+// reconfigure turns the fast path on (everything start does, prepared
+// here: abort closes it again) or off (at commit), or hands the change
+// to the running one.
+func (s *xdpStage) reconfigure(cur, next *config.Config) (reconfig, error) {
+	on, want := s.x != nil, next.Agent.XDP.Enabled()
+	switch {
+	case on && want:
+		return s.x.reconfigure(cur, next)
+	case !on && !want:
+		return reconfig{}, nil
+	case on:
+		return reconfig{commit: func() []string {
+			if err := s.unpublish(); err != nil {
+				s.a.log.Warn("xdp: turning off", "err", err)
+			}
+			s.a.log.Info("xdp off")
+			return []string{"agent.xdp.interfaces"}
+		}}, nil
+	}
+	x, err := s.open(next.Agent.XDP)
+	if err != nil {
+		return reconfig{}, err
+	}
+	return reconfig{
+		commit: func() []string {
+			s.publish(x)
+			s.a.log.Info("xdp on", "interfaces", next.Agent.XDP.Interfaces)
+			return []string{"agent.xdp.interfaces"}
+		},
+		abort: func() { x.close() },
+	}, nil
 }
 
 // stop detaches XDP everywhere: it runs before the interfaces stage
 // detaches TC, so from here on nothing is dropped.
 func (s *xdpStage) stop() error {
-	if s.x == nil {
-		return nil
-	}
-	if s.x.watch != nil {
-		_ = s.x.watch.Close()
-	}
-	s.a.memory.useBPFLocked(s.a.dp.LockedMemory)
-	return s.x.close()
+	return s.unpublish()
 }
 
 func (c controlAgent) BlockList(context.Context) (control.Blocklist, error) {
-	return c.a.xdp.blockList()
+	return c.a.xdp.Load().blockList()
 }
 
 func (c controlAgent) BlockAdd(_ context.Context, args control.BlockAddArgs) (control.BlockEntry, error) {
-	return c.a.xdp.blockAdd(args)
+	return c.a.xdp.Load().blockAdd(args)
 }
 
 func (c controlAgent) BlockDel(_ context.Context, p netip.Prefix) (control.BlockDelResult, error) {
-	return c.a.xdp.blockDel(p)
+	return c.a.xdp.Load().blockDel(p)
 }

@@ -2,12 +2,13 @@
 
 package flow
 
-// refTable interns the halves of flows' BGP context: the destination
-// side (next hop, next AS, prefix length, communities), which the flows
-// towards one route share, and the source side (previous AS, prefix
-// length), which the flows from one route share. A flow stores two 4-byte
-// ids and the arena stays free of pointers. Unlike city names, contexts
-// come and go with the RIB, so ids are reference counted by the flows
+// refTable interns values that many flows share: the halves of flows'
+// BGP context (the destination side: next hop, next AS, prefix length,
+// communities, which the flows towards one route share; the source side:
+// previous AS, prefix length, which the flows from one route share) and
+// flows' paths (flowPath). A flow stores 4-byte ids and the arena stays
+// free of pointers. Unlike city names, these values come and go with
+// the RIB and the routes, so ids are reference counted by the flows
 // holding them and reused once free: a table never holds more contexts
 // than flows. Id 0 is the zero context and is not counted. Not safe for
 // concurrent use: the Table calls it under its lock.
@@ -16,6 +17,10 @@ type refTable[T comparable] struct {
 	vals []T      // by id
 	refs []uint32 // by id
 	free []uint32
+	// last is the id acquire returned last: new flows mostly come
+	// with the value of the flow before (the same path, the same
+	// route), which then costs a compare instead of a map lookup.
+	last uint32
 }
 
 // bgpDst is the destination half of BGP.
@@ -24,6 +29,15 @@ type bgpDst struct {
 	nextAS                        uint32
 	prefixLen                     uint8
 	communities, largeCommunities string
+}
+
+// flowPath is where a flow's first sampled packet came from and where a
+// FIB lookup sent it (Record.InIfindex, OutIfindex and NextHop). Flows
+// share a few of them (the router's interfaces and gateways), so an entry
+// holds a 4-byte id in Table.paths instead of these 24 bytes.
+type flowPath struct {
+	nextHop [16]byte
+	in, out uint32
 }
 
 // bgpSrc is the source half of BGP.
@@ -49,6 +63,11 @@ func (t *refTable[T]) acquire(v T) uint32 {
 	if v == zero {
 		return 0
 	}
+	// A freed id holds the zero value, so this never revives one.
+	if t.vals[t.last] == v {
+		t.refs[t.last]++
+		return t.last
+	}
 	id, ok := t.ids[v]
 	if !ok {
 		if n := len(t.free); n > 0 {
@@ -63,6 +82,7 @@ func (t *refTable[T]) acquire(v T) uint32 {
 		t.ids[v] = id
 	}
 	t.refs[id]++
+	t.last = id
 	return id
 }
 

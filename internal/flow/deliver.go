@@ -14,15 +14,15 @@ func (t *Table) record(e *entry, reason EndReason) Record {
 	if e.prevPackets > 0 {
 		start = time.Unix(0, e.recStartWall)
 	}
-	r := t.recordOf(e, start, e.packets, e.bytes, t.cities.name)
+	r := t.recordOf(e, start, e.packets, e.bytes, t.cities.name, t.paths.get(e.path))
 	r.Labels.BGP = t.bgpOf(e)
 	r.Reason = reason
 	return r
 }
 
-// recordOf is the Record of e's fields from start on, with these totals
-// and city names from cityName.
-func (t *Table) recordOf(e *entry, start time.Time, packets, bytes uint64, cityName func(uint32) string) Record {
+// recordOf is the Record of e's fields from start on, with these totals,
+// city names from cityName and e's path p.
+func (t *Table) recordOf(e *entry, start time.Time, packets, bytes uint64, cityName func(uint32) string, p flowPath) Record {
 	return Record{
 		Key:        e.key,
 		Start:      start,
@@ -30,12 +30,12 @@ func (t *Table) recordOf(e *entry, start time.Time, packets, bytes uint64, cityN
 		Packets:    packets,
 		Bytes:      bytes,
 		SampleRate: e.rate,
-		InIfindex:  e.inIfindex,
+		InIfindex:  p.in,
 		TCPFlags:   e.tcpFlags,
 		MinTTL:     e.ttlMin,
 		MaxTTL:     e.ttlMax,
-		OutIfindex: e.outIfindex,
-		NextHop:    e.nextHop,
+		OutIfindex: p.out,
+		NextHop:    p.nextHop,
 		Labels: Labels{
 			SrcASN:  e.srcASN,
 			DstASN:  e.dstASN,

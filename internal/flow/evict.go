@@ -16,7 +16,8 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 	t.detachSet(e)
 	t.bgpDst.release(e.bgpDst)
 	t.bgpSrc.release(e.bgpSrc)
-	e.bgpDst, e.bgpSrc = 0, 0
+	t.paths.release(e.path)
+	e.bgpDst, e.bgpSrc, e.path = 0, 0, 0
 	e.ver++
 	t.arena.release(i)
 }

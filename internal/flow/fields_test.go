@@ -66,3 +66,73 @@ func TestOptionalFieldRecords(t *testing.T) {
 		t.Errorf("flow without fields: %+v, want no optional values", plain)
 	}
 }
+
+// A flow's receiving interface, FIB egress and gateway are those of its
+// first packet, in records and in Top's copies alike, for flows that
+// share them and flows that do not; the table keeps one copy of each
+// such path while flows use it, none once they have ended, and a path
+// that comes back after that is reported as it is.
+func TestFlowPaths(t *testing.T) {
+	sink := &recSink{}
+	tab := NewTable(Options{Sinks: []Sink{sink}})
+	gwA := netip.MustParseAddr("198.19.0.254").As16()
+	gwB := netip.MustParseAddr("2001:db8::1").As16()
+	type path struct {
+		in, out uint32
+		gw      [16]byte
+	}
+	want := map[byte]path{ // by source host
+		1: {3, 7, gwA},
+		2: {3, 7, gwA}, // the same path as host 1
+		3: {4, 7, gwB},
+		4: {5, 0, [16]byte{}}, // no route found
+		5: {},                 // nothing known
+	}
+	event := func(host byte, ns uint64) datapath.Event {
+		p := want[host]
+		ev := udp(host, ns)
+		ev.InIfindex = p.in
+		ev.EventFields = datapath.EventFields{FIBIfindex: p.out, FIBNextHop: p.gw}
+		return ev
+	}
+	var evs []datapath.Event
+	for host := byte(1); host <= 5; host++ {
+		evs = append(evs, event(host, 10))
+	}
+	// A later packet of host 1 with another answer changes nothing.
+	later := udp(1, 11)
+	later.InIfindex = 9
+	later.EventFields = datapath.EventFields{FIBIfindex: 8, FIBNextHop: gwB}
+	evs = append(evs, later)
+	tab.UpdateBatch(evs)
+
+	check := func(what string, recs []Record, n int) {
+		t.Helper()
+		if len(recs) != n {
+			t.Fatalf("%s: %d records, want %d", what, len(recs), n)
+		}
+		for _, r := range recs {
+			host := r.Src[15]
+			if got := (path{r.InIfindex, r.OutIfindex, r.NextHop}); got != want[host] {
+				t.Errorf("%s: host %d: in %d, out %d via %v; want %+v", what, host, got.in, got.out,
+					netip.AddrFrom16(got.gw), want[host])
+			}
+		}
+	}
+	check("Top", tab.Top(0, nil, nil), 5)
+	if n := tab.paths.len(); n != 3 {
+		t.Errorf("%d paths held for 5 flows with 3 distinct non-zero paths", n)
+	}
+	tab.Flush(EndForced)
+	check("flushed", sink.take(), 5)
+	if n := tab.paths.len(); n != 0 {
+		t.Errorf("%d paths held after every flow ended", n)
+	}
+
+	// Paths freed and taken again, in another order.
+	want[6] = path{6, 2, gwB}
+	tab.UpdateBatch([]datapath.Event{event(6, 20), event(3, 20), event(1, 20)})
+	check("Top after reuse", tab.Top(0, nil, nil), 3)
+	tab.Flush(EndForced)
+	check("flushed after reuse", sink.take(), 3)
+}

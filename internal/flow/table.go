@@ -21,9 +21,9 @@ const (
 
 	// MaxFlowsCeiling bounds the table whatever MaxFlows says: with
 	// MaxFlows 0 ("no limit") a flood of spoofed sources would otherwise
-	// grow memory without bound. At about 190 bytes per flow (a 136-byte
+	// grow memory without bound. At about 200 bytes per flow (a 152-byte
 	// arena entry, index slots at most half full, two queue items) it is
-	// some 760 MiB.
+	// some 800 MiB.
 	MaxFlowsCeiling = 1 << 22
 
 	// endChunk bounds the work one lock hold does when ending many flows
@@ -99,20 +99,18 @@ type entry struct {
 	// every event, so with the hot fields.
 	tcpFlags       uint8
 	ttlMin, ttlMax uint8
-	nextHop        [16]byte // FIB gateway of the first sampled packet
 
 	// gen is the low 32 bits of the Enricher.Generation() the labels
 	// came from: a refresh is missed only if a multiple of 2^32
 	// generations passes between two sweeps.
-	gen        uint32
-	srcASN     uint32
-	dstASN     uint32
-	srcCity    uint32 // ids in Table.cities; 0 = unknown
-	dstCity    uint32
-	inIfindex  uint32
-	outIfindex uint32 // FIB egress of the first sampled packet
-	bgpDst     uint32 // id in Table.bgpDst; 0 = no destination route
-	bgpSrc     uint32 // id in Table.bgpSrc; 0 = no source route
+	gen     uint32
+	srcASN  uint32
+	dstASN  uint32
+	srcCity uint32 // ids in Table.cities; 0 = unknown
+	dstCity uint32
+	bgpDst  uint32 // id in Table.bgpDst; 0 = no destination route
+	bgpSrc  uint32 // id in Table.bgpSrc; 0 = no source route
+	path    uint32 // id in Table.paths; 0 = the zero flowPath
 }
 
 // live reports whether the slot holds a flow.
@@ -124,20 +122,21 @@ func (e *entry) live() bool { return e.ver&1 == 1 }
 // for concurrent use; the collector takes the lock once per batch.
 type Table struct {
 	mu       sync.Mutex
-	arena    arena             // the flows; free slots are reused
-	index    flowIndex         // flow key -> arena slot
-	queue    ageQueue          // eviction order, by last-seen
-	due      ageQueue          // active-timeout order, by start of the current record
-	cities   *cityTable        // city names behind entry.srcCity/dstCity
-	bgpDst   *refTable[bgpDst] // BGP contexts behind entry.bgpDst
-	bgpSrc   *refTable[bgpSrc] // and entry.bgpSrc
-	sets     labelSets         // Prometheus label sets and their totals
-	maxFlows int               // 0 = unlimited (up to flowCeiling)
-	hint     int               // shrinking stops at room for this many flows
-	ended    []Record          // flows ended under mu, not yet delivered
-	forced   uint64            // lack-of-resources evictions
-	idle     uint64            // idle-timeout evictions
-	touched  uint64            // sink for prefetch loads, see updateGroup
+	arena    arena               // the flows; free slots are reused
+	index    flowIndex           // flow key -> arena slot
+	queue    ageQueue            // eviction order, by last-seen
+	due      ageQueue            // active-timeout order, by start of the current record
+	cities   *cityTable          // city names behind entry.srcCity/dstCity
+	bgpDst   *refTable[bgpDst]   // BGP contexts behind entry.bgpDst
+	bgpSrc   *refTable[bgpSrc]   // and entry.bgpSrc
+	paths    *refTable[flowPath] // interfaces and FIB gateway behind entry.path
+	sets     labelSets           // Prometheus label sets and their totals
+	maxFlows int                 // 0 = unlimited (up to flowCeiling)
+	hint     int                 // shrinking stops at room for this many flows
+	ended    []Record            // flows ended under mu, not yet delivered
+	forced   uint64              // lack-of-resources evictions
+	idle     uint64              // idle-timeout evictions
+	touched  uint64              // sink for prefetch loads, see updateGroup
 	gone     goneInterfaces
 
 	// Scratch space of updateGroup, kept here so it is not zeroed per
@@ -195,6 +194,7 @@ func NewTable(o Options) *Table {
 		cities:   newCityTable(),
 		bgpDst:   newRefTable[bgpDst](),
 		bgpSrc:   newRefTable[bgpSrc](),
+		paths:    newRefTable[flowPath](),
 		maxFlows: maxFlows,
 		hint:     hint,
 		enricher: o.Enricher,
@@ -408,20 +408,18 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	e := t.arena.at(i)
 	ns := int64(ev.BootNs)
 	*e = entry{
-		last:      ns,
-		packets:   segments(ev),
-		bytes:     uint64(ev.Len),
-		key:       *k,
-		first:     ns,
-		ver:       e.ver + 1,
-		rate:      rateOf(ev),
-		inIfindex: ev.InIfindex,
+		last:    ns,
+		packets: segments(ev),
+		bytes:   uint64(ev.Len),
+		key:     *k,
+		first:   ns,
+		ver:     e.ver + 1,
+		rate:    rateOf(ev),
+		path:    t.paths.acquire(flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}),
 
-		tcpFlags:   ev.TCPFlags,
-		ttlMin:     ev.TTL,
-		ttlMax:     ev.TTL,
-		outIfindex: ev.FIBIfindex,
-		nextHop:    ev.FIBNextHop,
+		tcpFlags: ev.TCPFlags,
+		ttlMin:   ev.TTL,
+		ttlMax:   ev.TTL,
 	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,

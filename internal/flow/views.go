@@ -91,6 +91,9 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 	// context's position in bgps plus one (bgpSrc 0). Flows without a
 	// route cost one test.
 	var bgps []BGP
+	// The chunk's paths, by position in chunk, resolved under the lock
+	// for the same reason.
+	paths := make([]flowPath, 0, topChunk)
 	var cities []string
 	for start := 0; ; start += topChunk {
 		t.mu.Lock()
@@ -99,10 +102,11 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 			locked = time.Now()
 		}
 		end := min(start+topChunk, t.arena.len())
-		chunk, bgps = chunk[:0], bgps[:0]
+		chunk, bgps, paths = chunk[:0], bgps[:0], paths[:0]
 		for i := start; i < end; i++ {
 			if e := t.arena.at(int32(i)); e.live() {
 				chunk = append(chunk, *e)
+				paths = append(paths, t.paths.get(e.path))
 				if e.bgpDst|e.bgpSrc != 0 {
 					bgps = append(bgps, t.bgpOf(e))
 					c := &chunk[len(chunk)-1]
@@ -124,7 +128,7 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 			if filter != nil && !filter(&e.key) {
 				continue
 			}
-			r := t.snapshot(e, cities)
+			r := t.snapshot(e, paths[i], cities)
 			if e.bgpDst != 0 {
 				r.Labels.BGP = bgps[e.bgpDst-1]
 			}
@@ -176,15 +180,16 @@ func sortRecords(recs []Record, less func(a, b *Record) bool) []Record {
 	return sorted
 }
 
-// snapshot converts a copied entry to a Record of the whole flow.
-func (t *Table) snapshot(e *entry, cities []string) Record {
+// snapshot converts a copied entry, whose path is p, to a Record of the
+// whole flow.
+func (t *Table) snapshot(e *entry, p flowPath, cities []string) Record {
 	name := func(id uint32) string {
 		if int(id) < len(cities) {
 			return cities[id]
 		}
 		return ""
 	}
-	return t.recordOf(e, t.clock.wall(e.first), e.prevPackets+e.packets, e.prevBytes+e.bytes, name)
+	return t.recordOf(e, t.clock.wall(e.first), e.prevPackets+e.packets, e.prevBytes+e.bytes, name, p)
 }
 
 // heapUp and heapDown keep the best n records in a heap whose root is the

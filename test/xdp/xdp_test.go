@@ -635,3 +635,250 @@ func be(b []byte) uint64 {
 	}
 	return v
 }
+
+// rfmErr runs the CLI against the agent's control socket and returns its
+// output and error (for commands expected to fail).
+func (l *testbed) rfmErr(args ...string) (string, error) {
+	out, err := exec.Command(rfmBinary, append(args, "--socket", l.socket())...).CombinedOutput()
+	return string(out), err
+}
+
+// xdpAttachMode is the kernel's XDP attach mode on the interface
+// (netlink IFLA_XDP_ATTACHED: 1 driver, 2 generic/skb), 0 without one.
+func xdpAttachMode(t *testing.T, ns, dev string) uint32 {
+	t.Helper()
+	var mode uint32
+	if err := lab.InNetns(ns, func() error {
+		link, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		if x := link.Attrs().Xdp; x != nil && x.Attached {
+			mode = x.AttachMode
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mode
+}
+
+// TestReloadTurnsXDPOnAndOff: the agent starts without XDP; a reload
+// turns it on (the program is on the interface when rfm reload returns,
+// its rule drops), a reload changes its mode (the counts go on), one
+// that names an interface another XDP program holds is rejected whole
+// (the interface it could attach stays without the program), and a
+// reload turns it off again. While on, a reload adding an interface
+// another program holds is rejected with its rules, and interfaces are
+// added and removed. Through all of it every packet B sends
+// counts once in rfm_interface_rx_packets_total.
+func TestReloadTurnsXDPOnAndOff(t *testing.T) {
+	l := newLab(t)
+	const rule = `[[agent.xdp.rules]]
+name = "no-7101"
+action = "drop"
+proto = "udp"
+dst_ports = ["7101"]
+`
+	l.xdpIfaces = "[]"
+	path := l.writeConfig(t, rule)
+	p := lab.Start(t, "rfm agent", l.A, rfmBinary, "agent", "-c", path, "--log-level", "debug")
+	lab.Eventually(t, 20*time.Second, "TC attached to "+devA, func() error {
+		if p.Exited() {
+			t.Fatalf("agent exited at start: %v; output:\n%s", p.Err(), p.Output())
+		}
+		if v, err := l.metric(t, "rfm_interface_attached", map[string]string{"ifname": devA}); err != nil || v != 1 {
+			return fmt.Errorf("rfm_interface_attached = %v (%v)", v, err)
+		}
+		return nil
+	})
+	rx := func() float64 {
+		v, err := l.metric(t, "rfm_interface_rx_packets_total", map[string]string{"ifname": devA, "family": "ipv4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	sent := 0.0
+	rx0 := rx()
+	const n = 30
+	send := func(port, want int, when string) {
+		t.Helper()
+		if got := l.try(t, port, n); got != want {
+			t.Errorf("%s, port %d: %d of %d arrived, want %d", when, port, got, n, want)
+		}
+		sent += n
+	}
+	reload := func(when string) string {
+		t.Helper()
+		out, err := l.rfmErr("reload")
+		if err != nil {
+			t.Fatalf("%s: rfm reload: %v: %s", when, err, out)
+		}
+		return out
+	}
+	dropped := func() float64 {
+		v, _ := l.metric(t, "rfm_xdp_packets_total", map[string]string{"ifname": devA, "rule": "no-7101", "action": "drop"})
+		return v
+	}
+
+	// Off.
+	if id := xdpProgID(t, l.A, devA); id != 0 {
+		t.Fatalf("XDP program %d on %s with agent.xdp.interfaces empty", id, devA)
+	}
+	send(7101, n, "XDP off")
+	if out, err := l.rfmErr("block", "list"); err == nil {
+		t.Errorf("rfm block list with XDP off succeeded: %s", out)
+	}
+
+	// On.
+	l.xdpIfaces = fmt.Sprintf("[%q]", devA)
+	l.writeConfig(t, rule)
+	if out := reload("off -> on"); !strings.Contains(out, "agent.xdp.interfaces") || strings.Contains(out, "restart") {
+		t.Errorf("off -> on: reload did not apply agent.xdp.interfaces: %s", out)
+	}
+	if xdpProgID(t, l.A, devA) == 0 || xdpAttachMode(t, l.A, devA) != nlXDPAttachedDrv {
+		t.Fatalf("off -> on: no native XDP program on %s when rfm reload returned", devA)
+	}
+	if v, err := l.metric(t, "rfm_xdp_attached", map[string]string{"ifname": devA}); err != nil || v != 1 {
+		t.Errorf("off -> on: rfm_xdp_attached = %v (%v)", v, err)
+	}
+	send(7101, 0, "XDP on")
+	send(7100, n, "XDP on")
+	if v := dropped(); v != n {
+		t.Errorf("XDP on: rfm_xdp_packets_total{no-7101,drop} = %v, want %d", v, n)
+	}
+	l.rfm(t, "block", "list")
+
+	// Mode: native -> generic, the rule's counts go on.
+	path = l.writeConfig(t, rule)
+	cfg, _ := os.ReadFile(path)
+	os.WriteFile(path, bytes.Replace(cfg, []byte(`mode = "native"`), []byte(`mode = "generic"`), 1), 0o644)
+	if out := reload("native -> generic"); !strings.Contains(out, "agent.xdp.mode") || strings.Contains(out, "restart") {
+		t.Errorf("native -> generic: reload did not apply agent.xdp.mode: %s", out)
+	}
+	if m := xdpAttachMode(t, l.A, devA); m != nlXDPAttachedSKB {
+		t.Errorf("after the mode reload: attach mode %d, want %d (generic)", m, nlXDPAttachedSKB)
+	}
+	send(7101, 0, "generic")
+	if v, err := l.metric(t, "rfm_xdp_attached", map[string]string{"ifname": devA, "mode": "generic"}); err != nil || v != 1 {
+		t.Errorf("generic: rfm_xdp_attached{mode=generic} = %v (%v), want 1", v, err)
+	}
+	// Generic mode attaches the skb GSO recorder (tp_btf), with the
+	// capabilities the running agent kept.
+	if v, err := l.metric(t, "rfm_errors_total", map[string]string{"subsystem": "xdp"}); err != nil || v != 0 {
+		t.Errorf("generic: rfm_errors_total{subsystem=xdp} = %v (%v), want 0", v, err)
+	}
+	if v := dropped(); v != 2*n {
+		t.Errorf("generic: rfm_xdp_packets_total{no-7101,drop} = %v, want %d (counts kept across the mode change)", v, 2*n)
+	}
+	l.writeConfig(t, rule) // back to native for what follows
+	reload("generic -> native")
+	if m := xdpAttachMode(t, l.A, devA); m != nlXDPAttachedDrv {
+		t.Errorf("back to native: attach mode %d", m)
+	}
+
+	// All or nothing: off, then on for devA and an interface someone
+	// else's XDP program holds: rejected, devA stays without the program.
+	l.xdpIfaces = "[]"
+	l.writeConfig(t, rule)
+	reload("on -> off")
+	if id := xdpProgID(t, l.A, devA); id != 0 {
+		t.Fatalf("on -> off: XDP program %d still on %s", id, devA)
+	}
+	send(7101, n, "XDP off again")
+	lab.Run(t, "ip", "-n", l.A, "link", "add", "rfmqx0", "type", "veth", "peer", "name", "rfmqx1")
+	foreign, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "their_fw", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer foreign.Close()
+	if err := lab.InNetns(l.A, func() error {
+		link, err := netlink.LinkByName("rfmqx0")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetXdpFd(link, foreign.FD())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l.xdpIfaces = fmt.Sprintf("[%q, %q]", devA, "rfmqx0")
+	l.writeConfig(t, rule)
+	// The running agent has dropped CAP_SYS_ADMIN, which reading another
+	// program's name needs: the id names it.
+	theirs := fmt.Sprintf("id %d", xdpProgID(t, l.A, "rfmqx0"))
+	if out, err := l.rfmErr("reload"); err == nil || !strings.Contains(out, theirs) {
+		t.Errorf("reload over a foreign XDP program: err %v, output does not name %s: %s", err, theirs, out)
+	}
+	if id := xdpProgID(t, l.A, "rfmqx0"); fmt.Sprintf("id %d", id) != theirs {
+		t.Errorf("the foreign program was replaced: %s before, id %d after", theirs, id)
+	}
+	if id := xdpProgID(t, l.A, devA); id != 0 {
+		t.Errorf("rejected reload left XDP program %d on %s", id, devA)
+	}
+	send(7101, n, "after the rejected reload")
+
+	// On again, then off by reload, and the counts add up.
+	l.xdpIfaces = fmt.Sprintf("[%q]", devA)
+	l.writeConfig(t, rule)
+	reload("off -> on again")
+	send(7101, 0, "XDP on again")
+	if v := dropped(); v != n {
+		t.Errorf("XDP on again: rfm_xdp_packets_total{no-7101,drop} = %v, want %d (a new program counts from 0)", v, n)
+	}
+
+	// While on: a reload adding the foreign interface and a new rule is
+	// rejected whole (the old rule stays in effect, the new one is not);
+	// one adding the free end of that pair attaches it.
+	l.xdpIfaces = fmt.Sprintf("[%q, %q]", devA, "rfmqx0")
+	l.writeConfig(t, rule+strings.ReplaceAll(rule, "7101", "7102"))
+	if out, err := l.rfmErr("reload"); err == nil || !strings.Contains(out, theirs) {
+		t.Errorf("on, reload over a foreign XDP program: err %v, output does not name %s: %s", err, theirs, out)
+	}
+	send(7102, n, "after the rejected reload while on")
+	send(7101, 0, "after the rejected reload while on")
+	l.xdpIfaces = fmt.Sprintf("[%q, %q]", devA, "rfmqx1")
+	l.writeConfig(t, rule)
+	if out := reload("on, add rfmqx1"); !strings.Contains(out, "agent.xdp.interfaces") {
+		t.Errorf("on, add rfmqx1: %s", out)
+	}
+	if xdpProgID(t, l.A, "rfmqx1") == 0 {
+		t.Errorf("on, add rfmqx1: no program on rfmqx1 when rfm reload returned")
+	}
+	l.xdpIfaces = fmt.Sprintf("[%q]", devA)
+	l.writeConfig(t, rule)
+	reload("on, remove rfmqx1")
+	if id := xdpProgID(t, l.A, "rfmqx1"); id != 0 {
+		t.Errorf("on, remove rfmqx1: program %d still on it", id)
+	}
+	if v := dropped(); v != 2*n {
+		t.Errorf("XDP on again: rfm_xdp_packets_total{no-7101,drop} = %v, want %d", v, 2*n)
+	}
+
+	l.xdpIfaces = "[]"
+	l.writeConfig(t, rule)
+	reload("on -> off again")
+	if id := xdpProgID(t, l.A, devA); id != 0 {
+		t.Errorf("on -> off: XDP program %d still on %s", id, devA)
+	}
+	if v, _ := l.metric(t, "rfm_xdp_attached", nil); v != 0 {
+		t.Errorf("XDP off: rfm_xdp_attached = %v", v)
+	}
+	send(7100, n, "XDP off at the end")
+	lab.Eventually(t, 5*time.Second, "rx counts every packet sent once", func() error {
+		if d := rx() - rx0; d != sent {
+			return fmt.Errorf("rfm_interface_rx_packets_total grew by %v, sent %v", d, sent)
+		}
+		return nil
+	})
+	if p.Exited() {
+		t.Fatalf("agent exited: %v\n%s", p.Err(), p.Output())
+	}
+}
+
+// IFLA_XDP_ATTACHED values.
+const (
+	nlXDPAttachedDrv = 1
+	nlXDPAttachedSKB = 2
+)

@@ -61,8 +61,16 @@ type Blocklist struct {
 // OpenBlocklist reads the state at path (a missing file is an empty
 // list): the snapshot, then the changes journaled after it. It drops
 // what expired meanwhile, applies the rest with apply (prefix, true to
-// add / false to remove) and compacts the journal into a new snapshot.
+// add / false to remove) and, when the journal held changes or entries
+// expired, compacts the journal into a new snapshot.
 func OpenBlocklist(path string, apply func(netip.Prefix, bool) error) (*Blocklist, error) {
+	return OpenBlocklistBatch(path, apply, nil)
+}
+
+// OpenBlocklistBatch is OpenBlocklist that hands the saved entries to
+// addAll at once (Program.AddPrefixes: batched map updates) instead of
+// to apply one by one; with 1M entries that is most of the start-up.
+func OpenBlocklistBatch(path string, apply func(netip.Prefix, bool) error, addAll func([]netip.Prefix) error) (*Blocklist, error) {
 	b := &Blocklist{path: path, apply: apply, now: time.Now, entries: map[netip.Prefix]Entry{}}
 	// Outside systemd (which makes StateDirectory) the directory may not
 	// exist yet.
@@ -73,20 +81,36 @@ func OpenBlocklist(path string, apply func(netip.Prefix, bool) error) (*Blocklis
 		return nil, err
 	}
 	now := b.now()
+	live := make([]netip.Prefix, 0, len(b.entries))
+	expired := 0
 	for p, e := range b.entries {
 		if !e.Expires.IsZero() && !e.Expires.After(now) {
 			delete(b.entries, p)
+			expired++
 			continue
 		}
-		if err := apply(p, true); err != nil {
+		live = append(live, p)
+	}
+	if addAll != nil {
+		if err := addAll(live); err != nil {
 			return nil, fmt.Errorf("blocklist %s: %w", path, err)
+		}
+	} else {
+		for _, p := range live {
+			if err := apply(p, true); err != nil {
+				return nil, fmt.Errorf("blocklist %s: %w", path, err)
+			}
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.scheduleLocked()
-	if err := b.compactLocked(); err != nil {
-		return nil, err
+	// A snapshot with no journal and nothing expired is the list as it
+	// is: rewriting it would cost seconds with 1M entries for nothing.
+	if b.journaled > 0 || expired > 0 {
+		if err := b.compactLocked(); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -121,6 +145,11 @@ func (b *Blocklist) load() error {
 	if err != nil {
 		return fmt.Errorf("blocklist %s: %w", b.journalPath(), err)
 	}
+	if len(journal) > 0 {
+		// Even a journal of only a cut-short line must go: a change
+		// appended after it would make it a line in the middle.
+		b.journaled++
+	}
 	lines := strings.Split(string(journal), "\n")
 	for i, line := range lines {
 		if line == "" {
@@ -138,6 +167,7 @@ func (b *Blocklist) load() error {
 		} else {
 			b.entries[c.Entry.Prefix] = c.Entry
 		}
+		b.journaled++
 	}
 	return nil
 }

@@ -184,3 +184,49 @@ func TestBlocklistJournal(t *testing.T) {
 		t.Errorf("corrupt journal: %v", err)
 	}
 }
+
+// TestBlocklistOpenWritesOnlyWhenNeeded: a start with a snapshot and no
+// journal leaves the snapshot alone (rewriting 1M entries costs
+// seconds); a journal of only a line cut short by a crash is still
+// folded away, so the next change does not land behind it.
+func TestBlocklistOpenWritesOnlyWhenNeeded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "blocklist.json")
+	b, err := OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Add(netip.MustParsePrefix("198.18.1.0/24"), 0, "")
+	b.Close()
+	b, err = OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply) // folds the journal
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if after, err := os.Stat(path); err != nil || !os.SameFile(before, after) {
+		t.Errorf("a start with nothing to fold rewrote the snapshot (%v)", err)
+	}
+	os.WriteFile(path+".journal", []byte(`{"entry":{"prefix":"198.18.9.`), 0o600)
+	b, err = OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Add(netip.MustParsePrefix("198.18.2.0/24"), 0, "")
+	b.Close()
+	b, err = OpenBlocklist(path, (&fakeTrie{set: map[netip.Prefix]bool{}}).apply)
+	if err != nil {
+		t.Fatalf("after a cut-short journal and a change: %v", err)
+	}
+	defer b.Close()
+	if n := len(b.List()); n != 2 {
+		t.Errorf("%d entries, want 2", n)
+	}
+}

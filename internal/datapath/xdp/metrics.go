@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 )
@@ -60,12 +61,16 @@ func (p *Program) Holds(ifindex int) bool {
 	if err != nil || l.Attrs().Xdp == nil {
 		return false
 	}
-	info, err := p.prog.Info()
-	if err != nil {
-		return false
+	for _, prog := range []*ebpf.Program{p.prog, p.generic} {
+		info, err := prog.Info()
+		if err != nil {
+			continue
+		}
+		if id, ok := info.ID(); ok && l.Attrs().Xdp.ProgId == uint32(id) {
+			return true
+		}
 	}
-	id, ok := info.ID()
-	return ok && l.Attrs().Xdp.ProgId == uint32(id)
+	return false
 }
 
 // ListEntries returns how many prefixes the blocklist and the blackhole

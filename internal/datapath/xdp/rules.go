@@ -192,7 +192,6 @@ const (
 type compiled struct {
 	gen      rawGen
 	rules    [MaxRules]rawRule
-	proto    [256]uint64
 	ports    [2][65536]uint64 // by side: 0 source, 1 destination
 	prefixes map[rawRuleKey]uint64
 	block16  [2][65536]rawBlock16 // IPv4 by side and /16 (xdp_pfx16)
@@ -206,6 +205,9 @@ type rawBlock16 struct {
 // Mirrors struct xdp_gen.
 type rawGen struct {
 	Valid, SrcAny, DstAny, SportAny, DportAny uint64
+	Drop, RateLimit                           uint64    // the rules by action
+	Pfx4, Pfx6                                [2]uint64 // rules with IPv4 / IPv6 prefixes, by side
+	Proto                                     [256]uint64
 }
 
 // Mirrors struct xdp_rule.
@@ -243,14 +245,20 @@ func compile(rules []Rule, gen uint8) *compiled {
 		bit := uint64(1) << i
 		c.gen.Valid |= bit
 		c.rules[i] = rawRule{Action: uint32(r.Action)}
+		switch r.Action {
+		case ActionDrop:
+			c.gen.Drop |= bit
+		case ActionRateLimit:
+			c.gen.RateLimit |= bit
+		}
 		if r.Action == ActionRateLimit {
 			cost := uint64(1e9) / r.PPS
 			c.rules[i].CostNs = max(cost, 1)
 			c.rules[i].BurstNs = max(c.rules[i].CostNs, burstTime)
 		}
-		for p := range c.proto {
+		for p := range c.gen.Proto {
 			if r.Proto == AnyProto || r.Proto == p {
-				c.proto[p] |= bit
+				c.gen.Proto[p] |= bit
 			}
 		}
 		for side, ranges := range [2][]PortRange{r.SrcPorts, r.DstPorts} {
@@ -276,6 +284,15 @@ func compile(rules []Rule, gen uint8) *compiled {
 		}
 		if len(r.Dst) == 0 {
 			c.gen.DstAny |= bit
+		}
+		for side, list := range [2][]netip.Prefix{r.Src, r.Dst} {
+			for _, p := range list {
+				if p.Addr().Is4() {
+					c.gen.Pfx4[side] |= bit
+				} else {
+					c.gen.Pfx6[side] |= bit
+				}
+			}
 		}
 	}
 	// Each prefix's entry holds its own rules and those of every prefix

@@ -3,12 +3,15 @@
 package xdp
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -678,4 +681,301 @@ func TestVethDroppedEventsWithFields(t *testing.T) {
 	if dropped != 10 || d.DecodeErrors() != 0 {
 		t.Errorf("%d dropped events, %d decode errors; want 10 and 0", dropped, d.DecodeErrors())
 	}
+}
+
+// sendGSO sends from namespace ns, out of dev, one TCP super-packet of
+// payload bytes to be cut into mss-sized segments, the way a VM or a
+// tap writer hands the kernel a GSO packet (a virtio_net_hdr in front,
+// PACKET_VNET_HDR): the veth passes it on whole, so the other end
+// receives one skb of payload/mss segments.
+func sendGSO(t *testing.T, ns, dev string, src, dst netip.Addr, dport uint16, payload, mss int) {
+	t.Helper()
+	if err := lab.InNetns(ns, func() error {
+		ifc, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return err
+		}
+		var ip []byte
+		var etype uint16
+		gsoType := uint8(1) // VIRTIO_NET_HDR_GSO_TCPV4
+		if src.Is4() {
+			etype = 0x0800
+			ip = make([]byte, 20)
+			ip[0] = 0x45
+			tot := 20 + 20 + payload
+			ip[2], ip[3] = byte(tot>>8), byte(tot)
+			ip[6] = 0x40 // DF
+			ip[8], ip[9] = 64, 6
+			s, d := src.As4(), dst.As4()
+			copy(ip[12:], s[:])
+			copy(ip[16:], d[:])
+			var sum uint32
+			for i := 0; i < 20; i += 2 {
+				sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+			}
+			for sum > 0xffff {
+				sum = sum&0xffff + sum>>16
+			}
+			ip[10], ip[11] = byte(^sum>>8), byte(^sum)
+		} else {
+			etype, gsoType = 0x86dd, 4 // VIRTIO_NET_HDR_GSO_TCPV6
+			ip = make([]byte, 40)
+			ip[0] = 0x60
+			pl := 20 + payload
+			ip[4], ip[5] = byte(pl>>8), byte(pl)
+			ip[6], ip[7] = 6, 64
+			s, d := src.As16(), dst.As16()
+			copy(ip[8:], s[:])
+			copy(ip[24:], d[:])
+		}
+		tcp := make([]byte, 20)
+		tcp[0], tcp[1] = 0x9c, 0x40 // source port 40000
+		tcp[2], tcp[3] = byte(dport>>8), byte(dport)
+		tcp[12] = 5 << 4
+		tcp[13] = 0x18 // PSH ACK
+		tcp[14], tcp[15] = 0xff, 0xff
+		eth := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0x0a, 0x01, byte(etype >> 8), byte(etype)}
+		hdrLen := len(eth) + len(ip) + len(tcp)
+		// struct virtio_net_hdr: flags NEEDS_CSUM, gso_type, hdr_len,
+		// gso_size, csum_start, csum_offset (host order).
+		vnet := make([]byte, 10)
+		vnet[0], vnet[1] = 1, gsoType
+		binary.NativeEndian.PutUint16(vnet[2:], uint16(hdrLen))
+		binary.NativeEndian.PutUint16(vnet[4:], uint16(mss))
+		binary.NativeEndian.PutUint16(vnet[6:], uint16(len(eth)+len(ip)))
+		binary.NativeEndian.PutUint16(vnet[8:], 16)
+		frame := slices.Concat(vnet, eth, ip, tcp, make([]byte, payload))
+		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6,
+			Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
+	}); err != nil {
+		t.Fatalf("send a GSO packet: %v", err)
+	}
+}
+
+// TestVethGenericGSODropCounted: in generic mode XDP runs on the skb,
+// after GRO, and a TCP super-packet is one frame to it. Dropped, it must
+// still count as the segments it is on the wire, as TC counts them: the
+// interface rx counters and the rule's counters get every segment, with
+// its own headers. The super-packets are written with a virtio_net_hdr,
+// so the expected segments and bytes follow from what was sent.
+func TestVethGenericGSODropCounted(t *testing.T) {
+	l := newVethLab(t)
+	lab.Run(t, "ip", "netns", "exec", l.nsA, "ethtool", "-K", "xa0", "tso", "on", "gso", "on", "tx-checksumming", "on")
+	lab.Run(t, "ip", "netns", "exec", l.nsB, "ethtool", "-K", l.devB, "gro", "on")
+	var d *datapath.Datapath
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 22, MaxInterfaces: 4}); err != nil {
+			return err
+		}
+		if err := d.SetConfig(datapath.Config{SampleRate: 1}); err != nil {
+			return err
+		}
+		if err := d.Attach(l.idxB, l.devB); err != nil {
+			return err
+		}
+		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{{Name: "no-9100", Action: ActionDrop, Proto: 6, DstPorts: []PortRange{{9100, 9100}}}}); err != nil {
+			return err
+		}
+		mode, err := x.Attach(l.idxB, l.devB, ModeGeneric)
+		if err == nil && mode != ModeGeneric {
+			err = fmt.Errorf("mode %s, want generic", mode)
+		}
+		return err
+	})
+	t.Cleanup(func() { x.Close(); d.Close() })
+
+	// 10,000 bytes in 1,000-byte segments: 10 segments; 10,500 in 1,000:
+	// 11, the last 500 bytes.
+	const n = 5
+	cases := []struct {
+		src, dst     netip.Addr
+		payload, mss int
+		segs         uint64
+		hdr          uint64 // Ethernet + IP + TCP, repeated per segment
+	}{
+		{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), 10000, 1000, 10, 14 + 20 + 20},
+		{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), 10500, 1000, 11, 14 + 40 + 20},
+	}
+	var want4, want6 [2]uint64 // packets, bytes
+	for i, c := range cases {
+		for range n {
+			sendGSO(t, l.nsA, "xa0", c.src, c.dst, 9100, c.payload, c.mss)
+		}
+		w := &want4
+		if i == 1 {
+			w = &want6
+		}
+		w[0] += n * c.segs
+		w[1] += n * (uint64(c.payload) + c.segs*c.hdr)
+	}
+	lab.Eventually(t, 5*time.Second, "rx counters", func() error {
+		cs, err := d.Counters()
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if c.Index != l.idxB || c.Dir != datapath.Ingress {
+				continue
+			}
+			if c.Packets[1] != want4[0] || c.Bytes[1] != want4[1] || c.Packets[2] != want6[0] || c.Bytes[2] != want6[1] {
+				return fmt.Errorf("ingress packets %v bytes %v, want IPv4 %v IPv6 %v (packets, bytes)", c.Packets, c.Bytes, want4, want6)
+			}
+			return nil
+		}
+		return errors.New("interface not in counters")
+	})
+	cs, err := x.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Rule == "no-9100" && c.Action == "drop" && (c.Packets != want4[0]+want6[0] || c.Bytes != want4[1]+want6[1]) {
+			t.Errorf("rule no-9100 drop: %d packets %d bytes, want %d and %d", c.Packets, c.Bytes, want4[0]+want6[0], want4[1]+want6[1])
+		}
+	}
+
+	// Sampled at rate 1, each dropped super-packet is one event standing
+	// for its segments, with the L3 bytes of all of them.
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	var segs, l3 [2]uint64 // IPv4, IPv6
+	evs := make([]datapath.Event, 64)
+	for {
+		k, err := d.ReadBatch(evs)
+		for _, e := range evs[:k] {
+			if !e.Dropped || e.DstPort != 9100 {
+				continue
+			}
+			f := 0
+			if !netip.AddrFrom16(e.Src).Unmap().Is4() {
+				f = 1
+			}
+			segs[f] += uint64(e.Segs)
+			l3[f] += uint64(e.Len)
+		}
+		if errors.Is(err, datapath.ErrFlushed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range cases {
+		wantL3 := n * (uint64(c.payload) + c.segs*(c.hdr-14))
+		if segs[i] != n*c.segs || l3[i] != wantL3 {
+			t.Errorf("%s: sampled drops stand for %d packets, %d L3 bytes; want %d and %d", c.src, segs[i], l3[i], n*c.segs, wantL3)
+		}
+	}
+}
+
+// TestVethGROStreamCounted: a TCP stream over a veth with TSO at the
+// sender and GRO at the receiver, XDP in generic or native mode with a
+// pass rule for it. The rule's counters must agree with the TC ingress
+// counters of bpf/rfm.c, which count each super-packet as its segments:
+// same packets, same bytes. (In native mode the veth turns its peer's
+// GSO off, so XDP sees single segments.)
+func TestVethGROStreamCounted(t *testing.T) {
+	for _, mode := range []Mode{ModeGeneric, ModeNative} {
+		t.Run(mode.String(), func(t *testing.T) { testGROStream(t, mode) })
+	}
+}
+
+func testGROStream(t *testing.T, mode Mode) {
+	l := newVethLab(t)
+	lab.Run(t, "ip", "netns", "exec", l.nsA, "ethtool", "-K", "xa0", "tso", "on", "gso", "on", "tx-checksumming", "on")
+	lab.Run(t, "ip", "netns", "exec", l.nsB, "ethtool", "-K", l.devB, "gro", "on")
+	var d *datapath.Datapath
+	var x *Program
+	var ln net.Listener
+	l.inB(t, func() error {
+		var err error
+		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 22, MaxInterfaces: 4}); err != nil {
+			return err
+		}
+		if err := d.Attach(l.idxB, l.devB); err != nil {
+			return err
+		}
+		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{{Name: "stream", Action: ActionPass, Proto: 6, DstPorts: []PortRange{{9200, 9200}}}}); err != nil {
+			return err
+		}
+		if got, err := x.Attach(l.idxB, l.devB, mode); err != nil || got != mode {
+			return fmt.Errorf("attach %s: got %s, %v", mode, got, err)
+		}
+		ln, err = net.Listen("tcp", "198.18.0.2:9200")
+		return err
+	})
+	t.Cleanup(func() { ln.Close(); x.Close(); d.Close() })
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		got <- n
+	}()
+	const size = 8 << 20
+	if err := lab.InNetns(l.nsA, func() error {
+		c, err := net.Dial("tcp", "198.18.0.2:9200")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(make([]byte, size))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != size {
+		t.Fatalf("received %d bytes, sent %d", n, size)
+	}
+	lab.Eventually(t, 5*time.Second, "XDP and TC agree", func() error {
+		cs, err := d.Counters()
+		if err != nil {
+			return err
+		}
+		var tcP, tcB uint64
+		for _, c := range cs {
+			if c.Index == l.idxB && c.Dir == datapath.Ingress {
+				tcP, tcB = c.Packets[1], c.Bytes[1]
+			}
+		}
+		xs, err := x.Counters()
+		if err != nil {
+			return err
+		}
+		var xP, xB uint64
+		for _, c := range xs {
+			if c.Rule == "stream" && c.Action == "pass" {
+				xP, xB = c.Packets, c.Bytes
+			}
+		}
+		// 8 MiB in segments of at most 1448 bytes: at least 5,794 packets.
+		if tcP < size/1448 {
+			return fmt.Errorf("TC counted %d packets, fewer than the stream's %d segments", tcP, size/1448)
+		}
+		if xP != tcP || xB != tcB {
+			return fmt.Errorf("XDP rule counted %d packets %d bytes, TC ingress %d packets %d bytes", xP, xB, tcP, tcB)
+		}
+		return nil
+	})
 }

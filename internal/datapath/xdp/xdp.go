@@ -107,12 +107,19 @@ type Options struct {
 // Program is the loaded XDP program and its maps, shared by every
 // interface it is attached to.
 type Program struct {
-	prog  *ebpf.Program
-	floor *ebpf.Program // an empty XDP program, for benchmarks
-	maps  map[string]*ebpf.Map
-	own   []*ebpf.Map // maps created here (not Shared)
+	prog    *ebpf.Program // native mode
+	generic *ebpf.Program // generic mode: also counts GRO/GSO super-packets as their segments
+	floor   *ebpf.Program // an empty XDP program, for benchmarks
+	// skb records each received skb's GSO segments for generic mode
+	// (rfm_xdp_skb in bpf/xdp.c); nil when the kernel refused to load it
+	// (skbErr says why): generic mode then counts a super-packet as one.
+	skb    *ebpf.Program
+	skbErr error
+	maps   map[string]*ebpf.Map
+	own    []*ebpf.Map // maps created here (not Shared)
 
 	mu       sync.Mutex
+	skbLink  link.Link // rfm_xdp_skb on its tracepoint while an interface runs in generic mode
 	cfg      rawCfg
 	names    [2][]string // rule names per generation, by row
 	attached map[int]*attachment
@@ -181,6 +188,10 @@ func Load(opts Options) (*Program, error) {
 		p.maps[name] = m
 		p.own = append(p.own, m)
 	}
+	// The tracing program is loaded on its own: a kernel that refuses it
+	// (no BTF, lockdown, no CAP_PERFMON) still runs the XDP program.
+	skbSpec := spec.Programs[xdpobjProgRfmXdpSkb]
+	delete(spec.Programs, xdpobjProgRfmXdpSkb)
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: p.maps})
 	if err != nil {
 		p.closeMaps()
@@ -191,10 +202,16 @@ func Load(opts Options) (*Program, error) {
 		return nil, fmt.Errorf("load XDP program: %w%s", err, hint)
 	}
 	p.prog = coll.Programs[xdpobjProgRfmXdp]
+	p.generic = coll.Programs[xdpobjProgRfmXdpGeneric]
 	p.floor = coll.Programs[xdpobjProgRfmXdpFloor]
 	delete(coll.Programs, xdpobjProgRfmXdp)
+	delete(coll.Programs, xdpobjProgRfmXdpGeneric)
 	delete(coll.Programs, xdpobjProgRfmXdpFloor)
 	coll.Close() // its maps are p.maps, which stay open
+	p.skb, p.skbErr = loadSkbProgram(skbSpec, p.maps[xdpobjMapXdpSkbGso])
+	if p.skbErr != nil {
+		p.errors.Add(1) // rfm_errors_total{subsystem="xdp"}; the agent logs it at a generic attach
+	}
 	if opts.Shared != nil {
 		p.cfg.Flags |= cfgCount
 	}
@@ -203,6 +220,45 @@ func Load(opts Options) (*Program, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// loadSkbProgram loads rfm_xdp_skb with its map.
+func loadSkbProgram(spec *ebpf.ProgramSpec, gso *ebpf.Map) (*ebpf.Program, error) {
+	spec = spec.Copy()
+	if err := spec.Instructions.AssociateMap(xdpobjMapXdpSkbGso, gso); err != nil {
+		return nil, fmt.Errorf("load the skb GSO recorder: %w", err)
+	}
+	prog, err := ebpf.NewProgram(spec)
+	if err != nil {
+		return nil, fmt.Errorf("load the skb GSO recorder: %w", err)
+	}
+	return prog, nil
+}
+
+// GSOCounting reports whether generic mode counts a GRO/GSO super-packet
+// as its segments (nil), or why it cannot and counts it as one packet.
+func (p *Program) GSOCounting() error { return p.skbErr }
+
+// syncSkbLink attaches rfm_xdp_skb while an interface runs (or is about
+// to run, generic) in generic mode, and detaches it otherwise: it runs
+// for every skb the host receives. The caller holds mu.
+func (p *Program) syncSkbLinkLocked(generic bool) {
+	for _, a := range p.attached {
+		generic = generic || a.mode == ModeGeneric
+	}
+	switch {
+	case generic && p.skbLink == nil && p.skb != nil:
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.skb})
+		if err != nil {
+			p.skbErr = fmt.Errorf("attach the skb GSO recorder: %w", err)
+			p.errors.Add(1)
+			return
+		}
+		p.skbLink = l
+	case !generic && p.skbLink != nil:
+		p.skbLink.Close()
+		p.skbLink = nil
+	}
 }
 
 func (p *Program) writeCfg() error {
@@ -231,9 +287,16 @@ func (p *Program) Close() error {
 	for _, i := range idx {
 		errs = append(errs, p.Detach(i))
 	}
+	p.mu.Lock()
+	p.syncSkbLinkLocked(false)
+	p.mu.Unlock()
 	if p.prog != nil {
 		p.prog.Close()
+		p.generic.Close()
 		p.floor.Close()
+	}
+	if p.skb != nil {
+		p.skb.Close()
 	}
 	p.closeMaps()
 	return errors.Join(errs...)
@@ -274,9 +337,6 @@ func (p *Program) PrepareRules(rules []Rule) error {
 			return fmt.Errorf("write XDP rule prefix: %w", err)
 		}
 	}
-	if err := putArray(p.maps[xdpobjMapXdpProto], uint32(gen)*256, c.proto[:]); err != nil {
-		return fmt.Errorf("write XDP protocol table: %w", err)
-	}
 	for side := range 2 {
 		if err := putArray(p.maps[xdpobjMapXdpPorts], (uint32(gen)*2+uint32(side))*65536, c.ports[side][:]); err != nil {
 			return fmt.Errorf("write XDP port table: %w", err)
@@ -313,6 +373,19 @@ func (p *Program) SwitchRules() error {
 	p.prepared = false
 	p.cfg.Gen ^= 1
 	return p.writeCfg()
+}
+
+// DiscardRules forgets what PrepareRules wrote (a rejected reload): the
+// rules in effect stay, and SwitchRules has nothing to switch to.
+func (p *Program) DiscardRules() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.prepared {
+		// Its rows counted nothing; its names would turn up as rules
+		// when the generation is folded next.
+		p.names[(p.cfg.Gen&1)^1] = nil
+	}
+	p.prepared = false
 }
 
 // putArray writes vals to an array map from index first, in one batch.
@@ -369,9 +442,11 @@ func (p *Program) Attach(ifindex int, name string, mode Mode) (Mode, error) {
 	defer p.mu.Unlock()
 	if err != nil {
 		p.slotUsed[slot] = false
+		p.syncSkbLinkLocked(false)
 		return 0, err
 	}
 	p.attached[ifindex] = a
+	p.syncSkbLinkLocked(false)
 	return a.mode, nil
 }
 
@@ -384,8 +459,73 @@ func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*att
 	if err := p.zeroRows(slot); err != nil {
 		return nil, fmt.Errorf("xdp %s: %w", name, err)
 	}
+	l, got, err := p.link(ifindex, slot, mode)
+	if err == nil {
+		return &attachment{index: ifindex, name: name, mode: got, slot: slot, link: l}, nil
+	}
+	p.clearIfaceSlot(ifindex)
+	// Someone may have attached between the check and the attach.
+	if other, _ := foreignProgram(ifindex); other != "" {
+		return nil, fmt.Errorf("xdp %s: %s already holds XDP on this interface; rfm does not replace it", name, other)
+	}
+	return nil, fmt.Errorf("xdp %s: %w", name, err)
+}
+
+// SetMode re-attaches the program to an attached interface in another
+// mode, keeping its counter slot and counts. The kernel runs one XDP mode
+// per device at a time, so the old link goes first: packets arriving
+// between the two pass unfiltered (and are counted by TC as passed).
+// When the new mode fails the old one is attached again. Returns the
+// mode the program runs in.
+func (p *Program) SetMode(ifindex int, mode Mode) (Mode, error) {
+	p.mu.Lock()
+	a, ok := p.attached[ifindex]
+	p.mu.Unlock()
+	if !ok {
+		return 0, fmt.Errorf("xdp: interface %d is not attached", ifindex)
+	}
+	if mode == a.mode || (mode == ModeAuto && a.mode == ModeNative) {
+		return a.mode, nil
+	}
+	if err := a.link.Close(); err != nil {
+		return 0, fmt.Errorf("xdp %s: detach for the mode change: %w", a.name, err)
+	}
+	l, got, err := p.link(ifindex, a.slot, mode)
+	if err != nil {
+		old, oldMode, rerr := p.link(ifindex, a.slot, a.mode)
+		if rerr != nil {
+			// Neither mode: the interface is left without the program,
+			// and forgotten so a later attach starts clean.
+			p.mu.Lock()
+			delete(p.attached, ifindex)
+			delete(p.totals, ifindex)
+			p.slotUsed[a.slot] = false
+			p.syncSkbLinkLocked(false)
+			p.mu.Unlock()
+			p.clearIfaceSlot(ifindex)
+			return 0, fmt.Errorf("xdp %s: %s: %w; back to %s: %w", a.name, mode, err, a.mode, rerr)
+		}
+		p.mu.Lock()
+		a.link, a.mode = old, oldMode
+		p.syncSkbLinkLocked(false)
+		p.mu.Unlock()
+		return 0, fmt.Errorf("xdp %s: %w", a.name, err)
+	}
+	p.mu.Lock()
+	a.link, a.mode = l, got
+	p.syncSkbLinkLocked(false)
+	p.mu.Unlock()
+	return got, nil
+}
+
+// link attaches the program to ifindex in mode (auto: native, else
+// generic) and returns the link and the mode it got. Generic mode gets
+// the build of the program that counts GRO/GSO super-packets as their
+// segments, with the skb GSO recorder attached first so the first
+// packet is counted right.
+func (p *Program) link(ifindex int, slot uint32, mode Mode) (link.Link, Mode, error) {
 	if err := p.putIfaceSlot(ifindex, slot); err != nil {
-		return nil, fmt.Errorf("xdp %s: write interface slot: %w", name, err)
+		return nil, 0, fmt.Errorf("write interface slot: %w", err)
 	}
 	try := []Mode{mode}
 	if mode == ModeAuto {
@@ -393,22 +533,20 @@ func (p *Program) attach(ifindex int, name string, mode Mode, slot uint32) (*att
 	}
 	var errs []error
 	for _, m := range try {
-		flags := link.XDPDriverMode
+		flags, prog := link.XDPDriverMode, p.prog
 		if m == ModeGeneric {
-			flags = link.XDPGenericMode
+			flags, prog = link.XDPGenericMode, p.generic
+			p.mu.Lock()
+			p.syncSkbLinkLocked(true)
+			p.mu.Unlock()
 		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: p.prog, Interface: ifindex, Flags: flags})
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
 		if err == nil {
-			return &attachment{index: ifindex, name: name, mode: m, slot: slot, link: l}, nil
+			return l, m, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", m, err))
 	}
-	p.clearIfaceSlot(ifindex)
-	// Someone may have attached between the check and the attach.
-	if other, _ := foreignProgram(ifindex); other != "" {
-		return nil, fmt.Errorf("xdp %s: %s already holds XDP on this interface; rfm does not replace it", name, other)
-	}
-	return nil, fmt.Errorf("xdp %s: attach: %w", name, errors.Join(errs...))
+	return nil, 0, fmt.Errorf("attach: %w", errors.Join(errs...))
 }
 
 // foreignProgram names the XDP program attached to the interface, if any
@@ -422,14 +560,15 @@ func foreignProgram(ifindex int) (string, error) {
 	if x == nil || !x.Attached || x.ProgId == 0 {
 		return "", nil
 	}
-	name := "?"
+	// Reading the name takes CAP_SYS_ADMIN, which the running agent has
+	// dropped (hotplug, reload): then the id alone names it.
 	if prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId)); err == nil {
+		defer prog.Close()
 		if info, err := prog.Info(); err == nil {
-			name = info.Name
+			return fmt.Sprintf("XDP program %q (id %d)", info.Name, x.ProgId), nil
 		}
-		prog.Close()
 	}
-	return fmt.Sprintf("XDP program %q (id %d)", name, x.ProgId), nil
+	return fmt.Sprintf("XDP program id %d", x.ProgId), nil
 }
 
 // Detach removes the program from the interface and forgets its counts.
@@ -448,6 +587,7 @@ func (p *Program) Detach(ifindex int) error {
 	p.clearIfaceSlot(ifindex)
 	p.mu.Lock()
 	p.slotUsed[a.slot] = false
+	p.syncSkbLinkLocked(false)
 	p.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("xdp %s: detach: %w", a.name, err)
@@ -740,19 +880,178 @@ func (p *Program) SetPrefix(list List, prefix netip.Prefix, on bool) error {
 	return nil
 }
 
+// AddPrefixes adds prefixes to a list as SetPrefix does, with batched
+// map updates (BPF_MAP_UPDATE_BATCH: one syscall per map and 65,536
+// prefixes instead of one per prefix), for loading the saved blocklist
+// at start. The kernel's batch update takes no BPF_NOEXIST, so it would
+// not say which prefixes were there already: only maps still empty are
+// loaded in batches, prefixes for the others go one by one.
+func (p *Program) AddPrefixes(list List, prefixes []netip.Prefix) error {
+	var host4 [][4]byte
+	var host6 [][16]byte
+	var pfx4 []rawKey4
+	var pfx6 []rawKey6
+	seen := make(map[netip.Prefix]bool, len(prefixes))
+	for _, prefix := range prefixes {
+		prefix = prefix.Masked()
+		if seen[prefix] {
+			continue
+		}
+		seen[prefix] = true
+		switch {
+		case !prefix.IsValid() || prefix.Addr().Is4In6() || prefix.Addr().Zone() != "":
+			return fmt.Errorf("prefix %s: not a prefix", prefix)
+		case list == ListBlock && prefix.IsSingleIP() && prefix.Addr().Is4():
+			host4 = append(host4, prefix.Addr().As4())
+		case list == ListBlock && prefix.IsSingleIP():
+			host6 = append(host6, prefix.Addr().As16())
+		case prefix.Addr().Is4():
+			pfx4 = append(pfx4, rawKey4{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As4()})
+		default:
+			pfx6 = append(pfx6, rawKey6{Prefixlen: uint32(prefix.Bits()), Addr: prefix.Addr().As16()})
+		}
+	}
+	type batch struct {
+		name  string
+		idx   int // in p.entries
+		flag  uint32
+		count int
+		keys  func(from, to int) any
+		// prefix is key i as a prefix, for SetPrefix.
+		prefix func(i int) netip.Prefix
+	}
+	batches := []batch{
+		{xdpobjMapXdpHost4, 4, cfgHost4, len(host4), func(f, t int) any { return host4[f:t] },
+			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4(host4[i]), 32) }},
+		{xdpobjMapXdpHost6, 5, cfgHost6, len(host6), func(f, t int) any { return host6[f:t] },
+			func(i int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16(host6[i]), 128) }},
+		{xdpobjMapXdpBlock4, 0, cfgBlock4, len(pfx4), func(f, t int) any { return pfx4[f:t] },
+			func(i int) netip.Prefix {
+				return netip.PrefixFrom(netip.AddrFrom4(pfx4[i].Addr), int(pfx4[i].Prefixlen))
+			}},
+		{xdpobjMapXdpBlock6, 1, cfgBlock6, len(pfx6), func(f, t int) any { return pfx6[f:t] },
+			func(i int) netip.Prefix {
+				return netip.PrefixFrom(netip.AddrFrom16(pfx6[i].Addr), int(pfx6[i].Prefixlen))
+			}},
+	}
+	if list == ListBlackhole {
+		batches[2].name, batches[2].idx, batches[2].flag = xdpobjMapXdpHole4, 2, cfgHole4
+		batches[3].name, batches[3].idx, batches[3].flag = xdpobjMapXdpHole6, 3, cfgHole6
+	}
+	var rest []netip.Prefix
+	if err := func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		ones := make([]uint8, min(addBatch, len(prefixes)))
+		for i := range ones {
+			ones[i] = 1
+		}
+		for bi, b := range batches {
+			if b.count == 0 {
+				continue
+			}
+			if p.entries[b.idx] != 0 {
+				for i := range b.count {
+					rest = append(rest, b.prefix(i))
+				}
+				continue
+			}
+			host := bi < 2
+			if host {
+				// The filter bits first: a packet must never find an
+				// address hashed but its bit clear. A bit set for an
+				// address that then fails to go in costs only a lookup.
+				bits := map[uint32]uint32{}
+				for i := range b.count {
+					bits[hostFilterBit(b.prefix(i).Addr())]++
+				}
+				if err := p.setHostFilterBitsLocked(bits); err != nil {
+					return err
+				}
+				defer func() {
+					// Counted once the addresses are in (below).
+					for bit, n := range bits {
+						p.hostBits[bit] += n
+					}
+				}()
+			}
+			m := p.maps[b.name]
+			for from := 0; from < b.count; from += addBatch {
+				to := min(from+addBatch, b.count)
+				if _, err := m.BatchUpdate(b.keys(from, to), ones[:to-from], nil); err != nil {
+					// What went in stays, as the map does not say which
+					// did: the whole map is rebuilt by the next start.
+					return fmt.Errorf("batch update: %w", err)
+				}
+			}
+			p.entries[b.idx] = b.count
+			p.cfg.Flags |= b.flag
+		}
+		return p.writeCfg()
+	}(); err != nil {
+		return fmt.Errorf("add %d prefixes to the XDP %s: %w", len(prefixes), listName(list), err)
+	}
+	for _, prefix := range rest {
+		if err := p.SetPrefix(list, prefix, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addBatch is how many prefixes one BPF_MAP_UPDATE_BATCH carries.
+const addBatch = 65536
+
+// setHostFilterBitsLocked sets bits of xdp_host_filter, writing the
+// words they are in with batched updates.
+func (p *Program) setHostFilterBitsLocked(bits map[uint32]uint32) error {
+	if len(bits) == 0 {
+		return nil
+	}
+	words := map[uint32]uint64{}
+	for bit := range bits {
+		words[bit/64] |= 1 << (bit % 64)
+	}
+	keys := make([]uint32, 0, len(words))
+	for k := range words {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	m := p.maps[xdpobjMapXdpHostFilter]
+	for from := 0; from < len(keys); from += addBatch {
+		ks := keys[from:min(from+addBatch, len(keys))]
+		vals := make([]uint64, len(ks))
+		// An array map has no batch lookup by key list: read word by
+		// word only those that may hold bits already (any listed host).
+		for i, k := range ks {
+			if len(p.hostBits) > 0 {
+				if err := m.Lookup(k, &vals[i]); err != nil {
+					return fmt.Errorf("read XDP host filter word %d: %w", k, err)
+				}
+			}
+			vals[i] |= words[k]
+		}
+		if _, err := m.BatchUpdate(ks, vals, nil); err != nil {
+			return fmt.Errorf("write XDP host filter: %w", err)
+		}
+	}
+	return nil
+}
+
 // hostFilterBits is XDP_HOST_FILTER_BITS: bits per family in xdp_host_filter.
 const hostFilterBits = 1 << 24
 
 // hostFilterBit is the bit of xdp_host_filter a single address falls on,
-// as bpf/xdp.c's xdp_host_maybe computes it: an IPv4 address's /24; for
-// IPv6, Fibonacci hashing of the /64 read as a little-endian word.
+// as bpf/xdp.c's xdp_host_maybe computes it: Fibonacci hashing of the
+// address read as little-endian words, IPv6's two halves folded first.
 func hostFilterBit(a netip.Addr) uint32 {
 	b := a.As16()
+	const k = 0x9e3779b97f4a7c15
 	if a.Is4() {
-		return uint32(b[12])<<16 | uint32(b[13])<<8 | uint32(b[14])
+		return uint32((uint64(binary.LittleEndian.Uint32(b[12:])) * k) >> 40)
 	}
-	hi := binary.LittleEndian.Uint64(b[:8])
-	return hostFilterBits + uint32((hi*0x9e3779b97f4a7c15)>>40)
+	hi, lo := binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])
+	return hostFilterBits + uint32(((hi^(lo*k))*k)>>40)
 }
 
 // setHostFilterBit sets or clears one bit of xdp_host_filter. Only
@@ -801,8 +1100,12 @@ func (p *Program) LockedMemory() (uint64, error) {
 	return total, nil
 }
 
-// Prog is the XDP program, for BPF_PROG_TEST_RUN in tests and benchmarks.
+// Prog is the XDP program of native mode, for BPF_PROG_TEST_RUN in
+// tests and benchmarks.
 func (p *Program) Prog() *ebpf.Program { return p.prog }
+
+// GenericProg is the XDP program of generic mode.
+func (p *Program) GenericProg() *ebpf.Program { return p.generic }
 
 // Floor is an empty XDP program: the cost floor in benchmarks.
 func (p *Program) Floor() *ebpf.Program { return p.floor }

@@ -40,11 +40,13 @@ const (
 	xdpobjMapXdpIfacesSpill      = "xdp_ifaces_spill"
 	xdpobjMapXdpPfx16            = "xdp_pfx16"
 	xdpobjMapXdpPorts            = "xdp_ports"
-	xdpobjMapXdpProto            = "xdp_proto"
 	xdpobjMapXdpRulePfx          = "xdp_rule_pfx"
 	xdpobjMapXdpRules            = "xdp_rules"
+	xdpobjMapXdpSkbGso           = "xdp_skb_gso"
 	xdpobjProgRfmXdp             = "rfm_xdp"
 	xdpobjProgRfmXdpFloor        = "rfm_xdp_floor"
+	xdpobjProgRfmXdpGeneric      = "rfm_xdp_generic"
+	xdpobjProgRfmXdpSkb          = "rfm_xdp_skb"
 	xdpobjVarRfmFields           = "rfm_fields"
 )
 
@@ -90,8 +92,10 @@ type xdpobjSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpobjProgramSpecs struct {
-	RfmXdp      *ebpf.ProgramSpec `ebpf:"rfm_xdp"`
-	RfmXdpFloor *ebpf.ProgramSpec `ebpf:"rfm_xdp_floor"`
+	RfmXdp        *ebpf.ProgramSpec `ebpf:"rfm_xdp"`
+	RfmXdpFloor   *ebpf.ProgramSpec `ebpf:"rfm_xdp_floor"`
+	RfmXdpGeneric *ebpf.ProgramSpec `ebpf:"rfm_xdp_generic"`
+	RfmXdpSkb     *ebpf.ProgramSpec `ebpf:"rfm_xdp_skb"`
 }
 
 // xdpobjMapSpecs contains maps before they are loaded into the kernel.
@@ -121,9 +125,9 @@ type xdpobjMapSpecs struct {
 	XdpIfacesSpill      *ebpf.MapSpec `ebpf:"xdp_ifaces_spill"`
 	XdpPfx16            *ebpf.MapSpec `ebpf:"xdp_pfx16"`
 	XdpPorts            *ebpf.MapSpec `ebpf:"xdp_ports"`
-	XdpProto            *ebpf.MapSpec `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.MapSpec `ebpf:"xdp_rule_pfx"`
 	XdpRules            *ebpf.MapSpec `ebpf:"xdp_rules"`
+	XdpSkbGso           *ebpf.MapSpec `ebpf:"xdp_skb_gso"`
 }
 
 // xdpobjVariableSpecs contains global variables before they are loaded into the kernel.
@@ -176,9 +180,9 @@ type xdpobjMaps struct {
 	XdpIfacesSpill      *ebpf.Map `ebpf:"xdp_ifaces_spill"`
 	XdpPfx16            *ebpf.Map `ebpf:"xdp_pfx16"`
 	XdpPorts            *ebpf.Map `ebpf:"xdp_ports"`
-	XdpProto            *ebpf.Map `ebpf:"xdp_proto"`
 	XdpRulePfx          *ebpf.Map `ebpf:"xdp_rule_pfx"`
 	XdpRules            *ebpf.Map `ebpf:"xdp_rules"`
+	XdpSkbGso           *ebpf.Map `ebpf:"xdp_skb_gso"`
 }
 
 func (m *xdpobjMaps) Close() error {
@@ -206,9 +210,9 @@ func (m *xdpobjMaps) Close() error {
 		m.XdpIfacesSpill,
 		m.XdpPfx16,
 		m.XdpPorts,
-		m.XdpProto,
 		m.XdpRulePfx,
 		m.XdpRules,
+		m.XdpSkbGso,
 	)
 }
 
@@ -223,14 +227,18 @@ type xdpobjVariables struct {
 //
 // It can be passed to loadXdpobjObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpobjPrograms struct {
-	RfmXdp      *ebpf.Program `ebpf:"rfm_xdp"`
-	RfmXdpFloor *ebpf.Program `ebpf:"rfm_xdp_floor"`
+	RfmXdp        *ebpf.Program `ebpf:"rfm_xdp"`
+	RfmXdpFloor   *ebpf.Program `ebpf:"rfm_xdp_floor"`
+	RfmXdpGeneric *ebpf.Program `ebpf:"rfm_xdp_generic"`
+	RfmXdpSkb     *ebpf.Program `ebpf:"rfm_xdp_skb"`
 }
 
 func (p *xdpobjPrograms) Close() error {
 	return _XdpobjClose(
 		p.RfmXdp,
 		p.RfmXdpFloor,
+		p.RfmXdpGeneric,
+		p.RfmXdpSkb,
 	)
 }
 
