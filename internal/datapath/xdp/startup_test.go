@@ -42,7 +42,7 @@ func TestBlocklistStartup1M(t *testing.T) {
 			pf = netip.PrefixFrom(netip.AddrFrom16(a), 128)
 		case r < 98:
 			var a [4]byte
-			binary.BigEndian.PutUint32(a[:], 10<<24|rng.Uint32N(1<<16)<<8) // 10.0.0.0/8 in /24s
+			binary.BigEndian.PutUint32(a[:], 100<<24|64<<16+rng.Uint32N(1<<14)<<8) // 100.64.0.0/10 in /24s
 			pf = netip.PrefixFrom(netip.AddrFrom4(a), 24)
 		default:
 			a := netip.MustParseAddr("2001:db8::").As16()
