@@ -135,35 +135,7 @@ func send(t *testing.T, ns, local, remote string, n, payload int) {
 // dropped ones flagged).
 func TestVethDropsCountedOnce(t *testing.T) {
 	l := newVethLab(t)
-	var d *datapath.Datapath
-	var x *Program
-	l.inB(t, func() error {
-		var err error
-		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 22, MaxInterfaces: 4}); err != nil {
-			return err
-		}
-		if err := d.SetConfig(datapath.Config{SampleRate: 1}); err != nil {
-			return err
-		}
-		if err := d.Attach(l.idxB, l.devB); err != nil {
-			return err
-		}
-		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
-			return err
-		}
-		if err := x.SetRules([]Rule{{Name: "no-9001", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{9001, 9001}}}}); err != nil {
-			return err
-		}
-		mode, err := x.Attach(l.idxB, l.devB, ModeNative)
-		if err != nil {
-			return err
-		}
-		if mode != ModeNative {
-			return fmt.Errorf("mode %s, want native", mode)
-		}
-		return nil
-	})
-	t.Cleanup(func() { x.Close(); d.Close() })
+	d, x := l.startWithXDP(t, 1, Rule{Name: "no-9001", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{9001, 9001}}}, ModeNative)
 
 	const nPass, nDrop, payload = 200, 150, 64
 	recv := []*receiver{
@@ -770,32 +742,7 @@ func TestVethGenericGSODropCounted(t *testing.T) {
 	l := newVethLab(t)
 	lab.Run(t, "ip", "netns", "exec", l.nsA, "ethtool", "-K", "xa0", "tso", "on", "gso", "on", "tx-checksumming", "on")
 	lab.Run(t, "ip", "netns", "exec", l.nsB, "ethtool", "-K", l.devB, "gro", "on")
-	var d *datapath.Datapath
-	var x *Program
-	l.inB(t, func() error {
-		var err error
-		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 22, MaxInterfaces: 4}); err != nil {
-			return err
-		}
-		if err := d.SetConfig(datapath.Config{SampleRate: 1}); err != nil {
-			return err
-		}
-		if err := d.Attach(l.idxB, l.devB); err != nil {
-			return err
-		}
-		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
-			return err
-		}
-		if err := x.SetRules([]Rule{{Name: "no-9100", Action: ActionDrop, Proto: 6, DstPorts: []PortRange{{9100, 9100}}}}); err != nil {
-			return err
-		}
-		mode, err := x.Attach(l.idxB, l.devB, ModeGeneric)
-		if err == nil && mode != ModeGeneric {
-			err = fmt.Errorf("mode %s, want generic", mode)
-		}
-		return err
-	})
-	t.Cleanup(func() { x.Close(); d.Close() })
+	d, x := l.startWithXDP(t, 1, Rule{Name: "no-9100", Action: ActionDrop, Proto: 6, DstPorts: []PortRange{{9100, 9100}}}, ModeGeneric)
 
 	// 10,000 bytes in 1,000-byte segments: 10 segments; 10,500 in 1,000:
 	// 11, the last 500 bytes.
@@ -898,30 +845,13 @@ func testGROStream(t *testing.T, mode Mode) {
 	l := newVethLab(t)
 	lab.Run(t, "ip", "netns", "exec", l.nsA, "ethtool", "-K", "xa0", "tso", "on", "gso", "on", "tx-checksumming", "on")
 	lab.Run(t, "ip", "netns", "exec", l.nsB, "ethtool", "-K", l.devB, "gro", "on")
-	var d *datapath.Datapath
-	var x *Program
+	d, x := l.startWithXDP(t, 0, Rule{Name: "stream", Action: ActionPass, Proto: 6, DstPorts: []PortRange{{9200, 9200}}}, mode)
 	var ln net.Listener
-	l.inB(t, func() error {
-		var err error
-		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 22, MaxInterfaces: 4}); err != nil {
-			return err
-		}
-		if err := d.Attach(l.idxB, l.devB); err != nil {
-			return err
-		}
-		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
-			return err
-		}
-		if err := x.SetRules([]Rule{{Name: "stream", Action: ActionPass, Proto: 6, DstPorts: []PortRange{{9200, 9200}}}}); err != nil {
-			return err
-		}
-		if got, err := x.Attach(l.idxB, l.devB, mode); err != nil || got != mode {
-			return fmt.Errorf("attach %s: got %s, %v", mode, got, err)
-		}
+	l.inB(t, func() (err error) {
 		ln, err = net.Listen("tcp", "198.18.0.2:9200")
 		return err
 	})
-	t.Cleanup(func() { ln.Close(); x.Close(); d.Close() })
+	t.Cleanup(func() { ln.Close() })
 	got := make(chan int64, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -978,4 +908,46 @@ func testGROStream(t *testing.T, mode Mode) {
 		}
 		return nil
 	})
+}
+
+// startWithXDP loads the TC datapath in B's namespace (sampling at rate,
+// if not 0) on B's veth, then the XDP program with the one rule, attached
+// in mode; both are closed when the test ends.
+func (l *vethLab) startWithXDP(t *testing.T, rate uint32, rule Rule, mode Mode) (*datapath.Datapath, *Program) {
+	t.Helper()
+	var d *datapath.Datapath
+	var x *Program
+	l.inB(t, func() error {
+		var err error
+		if d, err = datapath.Load(datapath.Options{RingBufSize: 1 << 22, MaxInterfaces: 4}); err != nil {
+			return err
+		}
+		if rate > 0 {
+			if err := d.SetConfig(datapath.Config{SampleRate: rate}); err != nil {
+				return err
+			}
+		}
+		if err := d.Attach(l.idxB, l.devB); err != nil {
+			return err
+		}
+		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
+			return err
+		}
+		if err := x.SetRules([]Rule{rule}); err != nil {
+			return err
+		}
+		if got, err := x.Attach(l.idxB, l.devB, mode); err != nil || got != mode {
+			return fmt.Errorf("attach %s: got %s, %v", mode, got, err)
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		if x != nil {
+			x.Close()
+		}
+		if d != nil {
+			d.Close()
+		}
+	})
+	return d, x
 }
