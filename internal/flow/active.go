@@ -5,41 +5,61 @@
 package flow
 
 // exportActive hands the sinks a delta record (EndActiveTimeout) of every
-// flow whose current record started at or before cutoff, and starts the
-// next record where that one ends. The flows stay in the table.
+// flow whose current record holds packets and started at or before
+// cutoff, and starts the next record where that one ends. The flows stay
+// in the table.
+//
+// It scans the arena, scanChunk slots and at most endChunk records per
+// lock hold, instead of keeping the flows in a queue ordered by record
+// start: the queue cost 16 bytes per flow, the scan reads the hot part
+// of every entry (and the cold part of those with packets) once per
+// sweep, which BenchmarkExportActiveScan measures (see
+// docs/performance.md). Records of one sweep come in arena order.
 func (t *Table) exportActive(cutoff int64) {
-	t.inChunks(false, func() bool { return t.exportActiveLocked(cutoff, endChunk) })
+	cursor := 0
+	t.inChunks(false, func() bool {
+		end := t.arena.len() // may have shrunk (compactLocked) since the last hold
+		for ended, look := 0, 0; cursor < end && ended < endChunk && look < scanChunk; cursor, look = cursor+1, look+1 {
+			i := int32(cursor)
+			e := t.arena.at(i)
+			if !e.live() || e.packets == 0 {
+				continue
+			}
+			c := t.arena.cold(i)
+			// The current record starts at the first packet, or where
+			// the previous record ended.
+			start := c.first
+			if e.kind&kindRec != 0 {
+				start = t.recs.states[c.rec].startBoot
+			}
+			if start > cutoff {
+				continue
+			}
+			t.exportRecord(i, e, c)
+			ended++
+		}
+		return cursor >= end
+	})
 }
 
-// exportActiveLocked works through the due queue front while its key is
-// at or before cutoff. A flow is in the queue only while its current
-// record holds packets (apply queues it again with the next packet), and
-// its key changes only here, where it leaves the queue, so the front is
-// exactly the oldest record. It returns false when budget ran out.
-func (t *Table) exportActiveLocked(cutoff int64, budget int) bool {
-	for n := 0; t.due.len() > 0; n++ {
-		if n == budget {
-			return false
-		}
-		top := t.due.items[0]
-		if top.at > cutoff {
-			return true
-		}
-		t.due.popRoot()
-		e := t.arena.at(top.idx)
-		if e.ver != top.ver || e.packets == 0 {
-			continue // flow gone, or its slot reused
-		}
-		end := t.clock.wall(e.last).UnixNano()
-		if len(t.sinks) > 0 {
-			r := t.record(e, EndActiveTimeout)
-			end = r.End.UnixNano()
-			t.ended = append(t.ended, r)
-		}
-		e.prevPackets += e.packets
-		e.prevBytes += e.bytes
-		e.packets, e.bytes = 0, 0
-		e.recStartWall = end
+// exportRecord hands out the current record of the flow in slot i as a
+// delta record and starts the next one.
+func (t *Table) exportRecord(i int32, e *entry, c *entryCold) {
+	end := t.clock.wall(e.last).UnixNano()
+	if len(t.sinks) > 0 {
+		r := t.record(i, EndActiveTimeout)
+		end = r.End.UnixNano()
+		t.ended = append(t.ended, r)
 	}
-	return true
+	if e.kind&kindRec == 0 {
+		c.rec = t.recs.add()
+		e.kind |= kindRec
+	}
+	rs := &t.recs.states[c.rec]
+	rs.prevPackets += e.packets
+	rs.prevBytes += e.bytes
+	e.packets, e.bytes = 0, 0
+	// The next record starts where this one ends, e.last: the next
+	// packet may move last-seen, not the start.
+	rs.startWall, rs.startBoot = end, e.last
 }

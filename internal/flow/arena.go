@@ -4,31 +4,47 @@ package flow
 
 // arena holds the flow entries in fixed-size chunks, allocated as the
 // table fills. One slice sized up front for the default 65,536 flows
-// (10 MiB) was resident only as far as it was touched, but the garbage
-// collector counted all of it as live heap and let that much garbage
-// pile up before collecting: the agent's anonymous memory then grew by
-// up to the table's full size under allocation-heavy work such as
-// interface churn (see docs/performance.md). Growing one slice by append
-// instead would copy the whole table under the lock and briefly hold
-// both copies. Chunks are never moved, so a slot's address is stable.
+// was resident only as far as it was touched, but the garbage collector
+// counted all of it as live heap and let that much garbage pile up
+// before collecting: the agent's anonymous memory then grew by up to the
+// table's full size under allocation-heavy work such as interface churn
+// (see docs/performance.md). Growing one slice by append instead would
+// copy the whole table under the lock and briefly hold both copies.
+// Chunks are never moved, so a slot's address is stable.
 //
-// Slot i is chunks[i>>chunkShift][i&chunkMask]: the chunk pointers of a
-// 64k-flow table fit in one cache line pair, so the lookup costs one
-// L1 load more than a flat slice.
+// A slot is two parts in two arrays of its chunk: the 64-byte entry that
+// every update reads and writes (one cache line: a chunk's arrays are
+// page aligned, being larger than 32 KiB) and the 32-byte entryCold that
+// creating, ending and reporting a flow use. One 96-byte struct would put
+// every other entry's hot part across two lines.
+//
+// Slot i is chunks[i>>chunkShift].hot[i&chunkMask]: the chunk pointers
+// of a 64k-flow table fit in one cache line pair, so the lookup costs
+// one L1 load more than a flat slice.
 type arena struct {
-	chunks []*[chunkLen]entry
+	chunks []*arenaChunk
 	n      int     // slots handed out so far; slots >= n are unused
 	free   []int32 // slots given back, reused before n grows
 }
 
+type arenaChunk struct {
+	hot  [chunkLen]entry
+	cold [chunkLen]entryCold
+}
+
 const (
 	chunkShift = 10
-	chunkLen   = 1 << chunkShift // 1024 entries, 128 KiB
+	chunkLen   = 1 << chunkShift // 1024 entries, 96 KiB
 	chunkMask  = chunkLen - 1
 )
 
-// at returns slot i, which must be below len.
-func (a *arena) at(i int32) *entry { return &a.chunks[uint32(i)>>chunkShift][uint32(i)&chunkMask] }
+// at returns the hot part of slot i, which must be below len.
+func (a *arena) at(i int32) *entry { return &a.chunks[uint32(i)>>chunkShift].hot[uint32(i)&chunkMask] }
+
+// cold returns the cold part of slot i, which must be below len.
+func (a *arena) cold(i int32) *entryCold {
+	return &a.chunks[uint32(i)>>chunkShift].cold[uint32(i)&chunkMask]
+}
 
 // len is the number of slots handed out, live or free; scans go up to it.
 func (a *arena) len() int { return a.n }
@@ -41,7 +57,7 @@ func (a *arena) alloc() int32 {
 		return i
 	}
 	if a.n == len(a.chunks)*chunkLen {
-		a.chunks = append(a.chunks, new([chunkLen]entry))
+		a.chunks = append(a.chunks, new(arenaChunk))
 	}
 	a.n++
 	return int32(a.n - 1)

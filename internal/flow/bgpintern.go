@@ -2,11 +2,12 @@
 
 package flow
 
-// refTable interns values that many flows share: the halves of flows'
-// BGP context (the destination side: next hop, next AS, prefix length,
+// refTable interns values that many flows share: the two sides of
+// flows' labels (the destination side: ASN, city, and the BGP context of
+// the route chosen for the address, next hop, next AS, prefix length,
 // communities, which the flows towards one route share; the source side:
-// previous AS, prefix length, which the flows from one route share) and
-// flows' paths (flowPath). A flow stores 4-byte ids and the arena stays
+// ASN, city, previous AS, prefix length, which the flows from one route
+// share) and flows' paths (flowPath). A flow stores 4-byte ids and the arena stays
 // free of pointers. Unlike city names, these values come and go with
 // the RIB and the routes, so ids are reference counted by the flows
 // holding them and reused once free: a table never holds more contexts
@@ -23,10 +24,11 @@ type refTable[T comparable] struct {
 	last uint32
 }
 
-// bgpDst is the destination half of BGP.
-type bgpDst struct {
+// dstSide is the destination side of a flow's Labels: its ASN, city
+// (id in Table.cities) and the destination half of BGP.
+type dstSide struct {
 	nextHop                       [16]byte
-	nextAS                        uint32
+	asn, city, nextAS             uint32
 	prefixLen                     uint8
 	communities, largeCommunities string
 }
@@ -40,17 +42,12 @@ type flowPath struct {
 	in, out uint32
 }
 
-// bgpSrc is the source half of BGP.
-type bgpSrc struct {
-	prevAS    uint32
-	prefixLen uint8
+// srcSide is the source side of a flow's Labels: its ASN, city (id in
+// Table.cities) and the source half of BGP.
+type srcSide struct {
+	asn, city, prevAS uint32
+	prefixLen         uint8
 }
-
-func dstOf(b *BGP) bgpDst {
-	return bgpDst{b.NextHop, b.NextAS, b.DstPrefixLen, b.Communities, b.LargeCommunities}
-}
-
-func srcOf(b *BGP) bgpSrc { return bgpSrc{b.PrevAS, b.SrcPrefixLen} }
 
 func newRefTable[T comparable]() *refTable[T] {
 	var zero T

@@ -8,39 +8,66 @@ import (
 	"time"
 )
 
-// record converts the current record of an entry to a Record.
-func (t *Table) record(e *entry, reason EndReason) Record {
-	start := t.clock.wall(e.first)
-	if e.prevPackets > 0 {
-		start = time.Unix(0, e.recStartWall)
+// flowCopy is a flow with what its ids name resolved (key, record
+// state, labels, path): a copy that stays true after the table lock is
+// released, when the ids may name something else.
+type flowCopy struct {
+	e    entry
+	c    entryCold
+	key  Key
+	rec  recordState // zero unless e.kind has kindRec
+	src  srcSide
+	dst  dstSide
+	path flowPath
+}
+
+// copyFlow copies the flow in slot i into fc; the caller holds t.mu.
+func (t *Table) copyFlow(i int32, fc *flowCopy) {
+	fc.e, fc.c = *t.arena.at(i), *t.arena.cold(i)
+	fc.key = storedKey(&fc.e, &t.v6)
+	fc.rec = recordState{}
+	if fc.e.kind&kindRec != 0 {
+		fc.rec = t.recs.states[fc.c.rec]
 	}
-	r := t.recordOf(e, start, e.packets, e.bytes, t.cities.name, t.paths.get(e.path))
-	r.Labels.BGP = t.bgpOf(e)
+	fc.src, fc.dst, fc.path = t.bgpSrc.get(fc.c.src), t.bgpDst.get(fc.c.dst), t.paths.get(fc.c.path)
+}
+
+// record converts the current record of the flow in slot i to a Record.
+func (t *Table) record(i int32, reason EndReason) Record {
+	var fc flowCopy
+	t.copyFlow(i, &fc)
+	start := t.clock.wall(fc.c.first)
+	if fc.e.kind&kindRec != 0 {
+		start = time.Unix(0, fc.rec.startWall)
+	}
+	r := t.recordOf(&fc, start, fc.e.packets, fc.e.bytes, t.cities.name)
 	r.Reason = reason
 	return r
 }
 
-// recordOf is the Record of e's fields from start on, with these totals,
-// city names from cityName and e's path p.
-func (t *Table) recordOf(e *entry, start time.Time, packets, bytes uint64, cityName func(uint32) string, p flowPath) Record {
+// recordOf is the Record of fc from start on, with these totals and city
+// names from cityName.
+func (t *Table) recordOf(fc *flowCopy, start time.Time, packets, bytes uint64, cityName func(uint32) string) Record {
+	e := &fc.e
 	return Record{
-		Key:        e.key,
+		Key:        fc.key,
 		Start:      start,
 		End:        t.clock.wall(e.last),
 		Packets:    packets,
 		Bytes:      bytes,
 		SampleRate: e.rate,
-		InIfindex:  p.in,
+		InIfindex:  fc.path.in,
 		TCPFlags:   e.tcpFlags,
 		MinTTL:     e.ttlMin,
 		MaxTTL:     e.ttlMax,
-		OutIfindex: p.out,
-		NextHop:    p.nextHop,
+		OutIfindex: fc.path.out,
+		NextHop:    fc.path.nextHop,
 		Labels: Labels{
-			SrcASN:  e.srcASN,
-			DstASN:  e.dstASN,
-			SrcCity: cityName(e.srcCity),
-			DstCity: cityName(e.dstCity),
+			SrcASN:  fc.src.asn,
+			DstASN:  fc.dst.asn,
+			SrcCity: cityName(fc.src.city),
+			DstCity: cityName(fc.dst.city),
+			BGP:     bgpOf(fc.dst, fc.src),
 		},
 	}
 }

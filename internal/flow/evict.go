@@ -8,16 +8,24 @@ package flow
 // endFlow removes the flow in slot i and records the rest of it for the
 // sinks (nothing when its last delta record holds everything).
 func (t *Table) endFlow(i int32, reason EndReason) {
-	e := t.arena.at(i)
+	e, c := t.arena.at(i), t.arena.cold(i)
 	if len(t.sinks) > 0 && e.packets > 0 {
-		t.ended = append(t.ended, t.record(e, reason))
+		t.ended = append(t.ended, t.record(i, reason))
 	}
-	t.index.remove(t.index.hash(&e.key), i)
+	k := storedKey(e, &t.v6)
+	t.index.remove(t.index.hash(&k), i)
 	t.detachSet(e)
-	t.bgpDst.release(e.bgpDst)
-	t.bgpSrc.release(e.bgpSrc)
-	t.paths.release(e.path)
-	e.bgpDst, e.bgpSrc, e.path = 0, 0, 0
+	t.bgpDst.release(c.dst)
+	t.bgpSrc.release(c.src)
+	t.paths.release(c.path)
+	if e.kind&kindV6 != 0 {
+		t.v6.release(uint32(e.addrs))
+	}
+	if e.kind&kindRec != 0 {
+		t.recs.release(c.rec)
+	}
+	*c = entryCold{}
+	e.kind = 0
 	e.ver++
 	t.arena.release(i)
 }
@@ -115,7 +123,7 @@ func (t *Table) endMatching(reason EndReason, ifindex uint32, byIfindex bool) {
 		end = min(end, t.arena.len()) // compactLocked may have emptied the arena
 		for ended, look := 0, 0; cursor < end && ended < endChunk && look < scanChunk; cursor, look = cursor+1, look+1 {
 			e := t.arena.at(int32(cursor))
-			if !e.live() || (byIfindex && e.key.Ifindex != ifindex) {
+			if !e.live() || (byIfindex && e.ifindex != ifindex) {
 				continue
 			}
 			t.endFlow(int32(cursor), reason)

@@ -80,19 +80,6 @@ func (x *flowIndex) hash(k *Key) uint64 {
 	return mix(h, s[0]^s[5])
 }
 
-// sameKey is a == b, written as word compares: the generated equality
-// for Key calls memequal, which costs more than the compares themselves.
-func sameKey(a, b *Key) bool {
-	le := binary.LittleEndian
-	return le.Uint64(a.Src[0:8]) == le.Uint64(b.Src[0:8]) &&
-		le.Uint64(a.Src[8:16]) == le.Uint64(b.Src[8:16]) &&
-		le.Uint64(a.Dst[0:8]) == le.Uint64(b.Dst[0:8]) &&
-		le.Uint64(a.Dst[8:16]) == le.Uint64(b.Dst[8:16]) &&
-		a.Ifindex == b.Ifindex && a.SrcPort == b.SrcPort && a.DstPort == b.DstPort &&
-		a.Proto == b.Proto && a.Dir == b.Dir &&
-		a.TOS == b.TOS && a.VLANOuter == b.VLANOuter && a.VLANInner == b.VLANInner && a.Dropped == b.Dropped
-}
-
 func b2u(b bool) uint8 {
 	if b {
 		return 1
@@ -104,7 +91,7 @@ func b2u(b bool) uint8 {
 func (x *flowIndex) home(tagged uint64) uint64 { return (tagged >> 32) & x.mask }
 
 // find returns the arena slot holding key k with hash h, or -1.
-func (x *flowIndex) find(h uint64, k *Key, a *arena) int32 {
+func (x *flowIndex) find(h uint64, k *Key, a *arena, v6 *addrPairs) int32 {
 	tag := h >> 32
 	for i := tag & x.mask; ; i = (i + 1) & x.mask {
 		s := x.slots[i]
@@ -113,7 +100,7 @@ func (x *flowIndex) find(h uint64, k *Key, a *arena) int32 {
 		}
 		if s>>32 == tag {
 			idx := int32(uint32(s)) - 1
-			if sameKey(&a.at(idx).key, k) {
+			if matches(a.at(idx), k, v6) {
 				return idx
 			}
 		}

@@ -75,24 +75,27 @@ func (s *labelSets) setLimits(max int, expiry time.Duration) {
 	s.max, s.expiry = max, int64(expiry)
 }
 
-// attach finds or creates the set for e's key and labels, counts e in it
-// and stores its index in e.set.
-func (t *Table) attachSet(e *entry, now int64) {
+// attach finds or creates the set for the key and labels of the flow
+// whose parts are e and c, counts it in the set and stores the set's
+// index in e.set.
+func (t *Table) attachSet(e *entry, c *entryCold, now int64) {
 	s := &t.sets
+	src, dst := t.bgpSrc.get(c.src), t.bgpDst.get(c.dst)
+	dropped := e.kind&kindDropped != 0
 	k := setKey{rollKey: rollKey{
-		ifindex: e.key.Ifindex,
-		srcASN:  e.srcASN,
-		dstASN:  e.dstASN,
-		srcCity: e.srcCity,
-		dstCity: e.dstCity,
-		proto:   e.key.Proto,
-		dir:     e.key.Dir,
-		dropped: e.key.Dropped,
+		ifindex: e.ifindex,
+		srcASN:  src.asn,
+		dstASN:  dst.asn,
+		srcCity: src.city,
+		dstCity: dst.city,
+		proto:   e.proto,
+		dir:     e.dir,
+		dropped: dropped,
 	}}
 	i, ok := s.index[k]
 	if !ok && s.normal >= s.max {
 		s.overflowed++
-		k = setKey{rollKey: rollKey{ifindex: e.key.Ifindex, dir: e.key.Dir, dropped: e.key.Dropped}, overflow: true}
+		k = setKey{rollKey: rollKey{ifindex: e.ifindex, dir: e.dir, dropped: dropped}, overflow: true}
 		i, ok = s.index[k]
 	}
 	if !ok {
@@ -219,7 +222,11 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 			}
 			s := &sums[e.set]
 			s.flows++
-			p, b := e.prevPackets+e.packets, e.prevBytes+e.bytes
+			p, b := e.packets, e.bytes
+			if e.kind&kindRec != 0 {
+				rs := &t.recs.states[t.arena.cold(int32(i)).rec]
+				p, b = p+rs.prevPackets, b+rs.prevBytes
+			}
 			s.c.SampledPackets += p
 			s.c.SampledBytes += b
 			s.c.Packets += p * uint64(e.rate)

@@ -60,9 +60,9 @@ func (t *Table) refreshLabels() int {
 			if t.refreshCursor >= n {
 				t.refreshCursor = 0
 			}
-			e := t.arena.at(int32(t.refreshCursor))
-			if e.live() && e.gen != gen {
-				buf = append(buf, refreshItem{idx: int32(t.refreshCursor), key: e.key})
+			i := int32(t.refreshCursor)
+			if e := t.arena.at(i); e.live() && t.arena.cold(i).gen != gen {
+				buf = append(buf, refreshItem{idx: i, key: storedKey(e, &t.v6)})
 			}
 			t.refreshCursor++
 			scanned++
@@ -81,11 +81,12 @@ func (t *Table) refreshLabels() int {
 			if int(it.idx) >= t.arena.len() {
 				continue // the arena was reset (table emptied) meanwhile
 			}
-			if e := t.arena.at(it.idx); e.live() && sameKey(&e.key, &it.key) {
-				t.setLabels(e, &it.labels)
-				e.gen = gen
+			if e := t.arena.at(it.idx); e.live() && matches(e, &it.key, &t.v6) {
+				c := t.arena.cold(it.idx)
+				t.setLabels(c, &it.labels)
+				c.gen = gen
 				t.detachSet(e) // counted so far stays in the old set
-				t.attachSet(e, e.last)
+				t.attachSet(e, c, e.last)
 			}
 		}
 		t.mu.Unlock()
@@ -101,22 +102,20 @@ func (t *Table) compactLocked() {
 	if t.index.count == 0 {
 		t.arena.reset(t.hint)
 		t.queue.reset()
-		t.due.reset()
+		// Every id is free: give the side tables' memory back.
+		t.v6, t.recs = addrPairs{}, recordStates{}
 		return
 	}
 	current := func(it queueItem) bool { return t.arena.at(it.idx).ver == it.ver }
 	if t.queue.len() > 2*t.index.count+1024 {
 		t.queue.rebuild(current)
 	}
-	if t.due.len() > 2*t.index.count+1024 {
-		t.due.rebuild(current)
-	}
 }
 
 // shrinkLocked gives memory back after a flood: once the arena or the
 // index is more than four times the size the active flows need (and
 // larger than NewTable made it), the flows move to a new arena sized for
-// twice their number, and the index and queues are rebuilt. That costs
+// twice their number, and the index and queue are rebuilt. That costs
 // one pass over the old arena under the lock, which only a table that
 // lost three quarters of its flows pays, once.
 func (t *Table) shrinkLocked() {
@@ -131,28 +130,20 @@ func (t *Table) shrinkLocked() {
 	x.seed = t.index.seed // keep the seed: hashes stay valid
 	t.index = x
 	t.queue.items = make([]queueItem, 0, n)
-	t.due.items = make([]queueItem, 0, n)
 	for i := range old.len() {
 		e := old.at(int32(i))
 		if !e.live() {
 			continue
 		}
 		j := t.arena.alloc()
-		*t.arena.at(j) = *e
-		t.index.insert(t.index.hash(&e.key), j)
+		// The side tables' ids (IPv6 addresses, record state) move
+		// with the entry.
+		*t.arena.at(j), *t.arena.cold(j) = *e, *old.cold(int32(i))
+		k := storedKey(e, &t.v6)
+		t.index.insert(t.index.hash(&k), j)
 		// Pushing in arena order and then restoring heap order would be
 		// O(n) instead of O(n log n); these run once per flood.
 		t.queue.push(queueItem{at: e.last, idx: j, ver: e.ver})
-		if e.packets > 0 {
-			// The boot time of a later record's start is not kept; its
-			// last-seen is at or after it, so the record is at worst
-			// exported a little late.
-			at := e.first
-			if e.prevPackets > 0 {
-				at = e.last
-			}
-			t.due.push(queueItem{at: at, idx: j, ver: e.ver})
-		}
 	}
 	t.refreshCursor = 0
 }

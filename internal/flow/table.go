@@ -65,57 +65,6 @@ type Options struct {
 	LabelSetExpiry time.Duration
 }
 
-// entry is one active flow in the arena. Neither it nor the index holds
-// pointers, so the garbage collector never scans the flow table however
-// large it grows.
-type entry struct {
-	// 8-byte fields come before the key and 4-byte ones after it, so
-	// the key's size (a multiple of 4) costs no padding: at most the
-	// alignment of the few bytes kept next to the hot fields
-	// (TestEntryPadding checks).
-
-	first int64 // boot ns of the first sampled packet
-	// Set by the first active-timeout export: where the current record
-	// starts (the previous record's End, wall ns, kept as it was handed
-	// out so that records tile exactly even when the boot-to-wall offset
-	// is re-measured in between) and what earlier records held.
-	recStartWall           int64
-	prevPackets, prevBytes uint64
-
-	// Read or written by every update, together from last to ttlMax:
-	// the counters, the key (compared by the index lookup), the rate,
-	// the label set and the optional per-packet fields.
-	last    int64  // boot ns of the newest sampled packet
-	packets uint64 // sampled, since the current record started
-	bytes   uint64
-	key     Key
-	// ver is bumped when a flow takes the slot and when it leaves, so
-	// it is odd exactly while the slot holds a flow; a queue item
-	// carries the ver of its flow and is stale once they differ.
-	ver  uint32
-	rate uint32 // 1-in-N rate of every packet counted in this flow
-	set  int32  // label set (Table.sets) the flow counts in
-	// Optional fields, zero when the datapath reports none; updated by
-	// every event, so with the hot fields.
-	tcpFlags       uint8
-	ttlMin, ttlMax uint8
-
-	// gen is the low 32 bits of the Enricher.Generation() the labels
-	// came from: a refresh is missed only if a multiple of 2^32
-	// generations passes between two sweeps.
-	gen     uint32
-	srcASN  uint32
-	dstASN  uint32
-	srcCity uint32 // ids in Table.cities; 0 = unknown
-	dstCity uint32
-	bgpDst  uint32 // id in Table.bgpDst; 0 = no destination route
-	bgpSrc  uint32 // id in Table.bgpSrc; 0 = no source route
-	path    uint32 // id in Table.paths; 0 = the zero flowPath
-}
-
-// live reports whether the slot holds a flow.
-func (e *entry) live() bool { return e.ver&1 == 1 }
-
 // Table aggregates sampled packet events into flows keyed by Key, ends
 // them on idle timeout, when the table is full (oldest last-seen first)
 // and on Flush, and hands ended flows to the sinks. All methods are safe
@@ -125,11 +74,12 @@ type Table struct {
 	arena    arena               // the flows; free slots are reused
 	index    flowIndex           // flow key -> arena slot
 	queue    ageQueue            // eviction order, by last-seen
-	due      ageQueue            // active-timeout order, by start of the current record
-	cities   *cityTable          // city names behind entry.srcCity/dstCity
-	bgpDst   *refTable[bgpDst]   // BGP contexts behind entry.bgpDst
-	bgpSrc   *refTable[bgpSrc]   // and entry.bgpSrc
-	paths    *refTable[flowPath] // interfaces and FIB gateway behind entry.path
+	v6       addrPairs           // addresses of IPv6 flows
+	recs     recordStates        // flows an active timeout exported part of
+	cities   *cityTable          // city names behind the label ids
+	bgpDst   *refTable[dstSide]  // destination labels behind entryCold.dst
+	bgpSrc   *refTable[srcSide]  // and source labels behind entryCold.src
+	paths    *refTable[flowPath] // interfaces and FIB gateway behind entryCold.path
 	sets     labelSets           // Prometheus label sets and their totals
 	maxFlows int                 // 0 = unlimited (up to flowCeiling)
 	hint     int                 // shrinking stops at room for this many flows
@@ -192,8 +142,8 @@ func NewTable(o Options) *Table {
 	t := &Table{
 		index:    newFlowIndex(chunkLen),
 		cities:   newCityTable(),
-		bgpDst:   newRefTable[bgpDst](),
-		bgpSrc:   newRefTable[bgpSrc](),
+		bgpDst:   newRefTable[dstSide](),
+		bgpSrc:   newRefTable[srcSide](),
 		paths:    newRefTable[flowPath](),
 		maxFlows: maxFlows,
 		hint:     hint,
@@ -311,11 +261,8 @@ func (t *Table) updateGroup(evs []datapath.Event) {
 	}
 	for j := range evs {
 		if w := slots[(hashes[j]>>32)&mask]; w != 0 {
-			// The part an update reads (last to ttlMax, 87 bytes)
-			// spans two or three cache lines, as the entries fall:
-			// bytes at most 46 apart touch every one of them.
-			e := t.arena.at(int32(uint32(w) - 1))
-			touched += uint64(e.last) + uint64(e.key.Dst[0]) + uint64(e.ttlMax)
+			// The part an update reads is one cache line.
+			touched += uint64(t.arena.at(int32(uint32(w) - 1)).last)
 		}
 	}
 	for j := range evs {
@@ -358,7 +305,7 @@ func rateOf(ev *datapath.Event) uint32 { return max(ev.SampleRate, 1) }
 
 // apply adds ev, whose key k has hash h, to its flow.
 func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
-	if i := t.index.find(h, k, &t.arena); i >= 0 {
+	if i := t.index.find(h, k, &t.arena, &t.v6); i >= 0 {
 		e := t.arena.at(i)
 		if e.rate != rateOf(ev) {
 			// Estimates multiply a flow's counts by its one rate: the
@@ -368,20 +315,18 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 			t.create(k, h, ev)
 			return
 		}
-		if e.packets == 0 {
-			// The previous record went out on the active timeout and
-			// none is pending: this packet opens the next one, which
-			// starts where that one ended (e.last, not yet moved).
-			t.due.push(queueItem{at: e.last, idx: i, ver: e.ver})
-		}
 		// Each CPU batches its events for up to 10 ms, so events of
 		// different CPUs reach the table out of order: last-seen only
-		// moves forward, first-seen only back (rarely, so the second
-		// cache line of the entry is seldom touched).
+		// moves forward, first-seen only back (rarely, so the cold
+		// part of the entry is seldom touched; first <= last, so an
+		// event at last-seen, such as another of the same batch, needs
+		// no look at it).
 		if ns := int64(ev.BootNs); ns > e.last {
 			e.last = ns
-		} else if ns < e.first {
-			e.first = ns
+		} else if ns < e.last {
+			if c := t.arena.cold(i); ns < c.first {
+				c.first = ns
+			}
 		}
 		e.packets += segments(ev)
 		e.bytes += uint64(ev.Len)
@@ -405,51 +350,51 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 		t.evictOldest()
 	}
 	i := t.arena.alloc()
-	e := t.arena.at(i)
+	e, c := t.arena.at(i), t.arena.cold(i)
 	ns := int64(ev.BootNs)
 	*e = entry{
 		last:    ns,
 		packets: segments(ev),
 		bytes:   uint64(ev.Len),
-		key:     *k,
-		first:   ns,
 		ver:     e.ver + 1,
 		rate:    rateOf(ev),
-		path:    t.paths.acquire(flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}),
 
 		tcpFlags: ev.TCPFlags,
 		ttlMin:   ev.TTL,
 		ttlMax:   ev.TTL,
 	}
+	storeKey(e, k, &t.v6)
+	*c = entryCold{
+		first: ns,
+		path:  t.paths.acquire(flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}),
+	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,
 		// the next sweep sees a mismatch and refreshes.
-		e.gen = uint32(t.enricher.Generation())
+		c.gen = uint32(t.enricher.Generation())
 		l := t.enricher.Enrich(k.SrcAddr(), k.DstAddr())
-		t.setLabels(e, &l)
+		t.setLabels(c, &l)
 	}
-	t.attachSet(e, ns)
+	t.attachSet(e, c, ns)
 	t.countEvent(e, ev)
 	t.index.insert(h, i)
 	t.queue.push(queueItem{at: ns, idx: i, ver: e.ver})
-	t.due.push(queueItem{at: ns, idx: i, ver: e.ver})
 }
 
-func (t *Table) setLabels(e *entry, l *Labels) {
-	e.srcASN = l.SrcASN
-	e.dstASN = l.DstASN
-	e.srcCity = t.cities.id(l.SrcCity)
-	e.dstCity = t.cities.id(l.DstCity)
-	oldDst, oldSrc := e.bgpDst, e.bgpSrc
-	e.bgpDst = t.bgpDst.acquire(dstOf(&l.BGP))
-	e.bgpSrc = t.bgpSrc.acquire(srcOf(&l.BGP))
+// setLabels gives c the ids of l's two sides, releasing those it held.
+func (t *Table) setLabels(c *entryCold, l *Labels) {
+	oldDst, oldSrc := c.dst, c.src
+	c.dst = t.bgpDst.acquire(dstSide{asn: l.DstASN, city: t.cities.id(l.DstCity), nextHop: l.BGP.NextHop,
+		nextAS: l.BGP.NextAS, prefixLen: l.BGP.DstPrefixLen, communities: l.BGP.Communities,
+		largeCommunities: l.BGP.LargeCommunities})
+	c.src = t.bgpSrc.acquire(srcSide{asn: l.SrcASN, city: t.cities.id(l.SrcCity), prevAS: l.BGP.PrevAS,
+		prefixLen: l.BGP.SrcPrefixLen})
 	t.bgpDst.release(oldDst)
 	t.bgpSrc.release(oldSrc)
 }
 
-// bgpOf returns the BGP context of an entry.
-func (t *Table) bgpOf(e *entry) BGP {
-	d, s := t.bgpDst.get(e.bgpDst), t.bgpSrc.get(e.bgpSrc)
+// bgpOf returns the BGP context of a flow's two sides.
+func bgpOf(d dstSide, s srcSide) BGP {
 	return BGP{NextHop: d.nextHop, NextAS: d.nextAS, PrevAS: s.prevAS, SrcPrefixLen: s.prefixLen,
 		DstPrefixLen: d.prefixLen, Communities: d.communities, LargeCommunities: d.largeCommunities}
 }

@@ -84,16 +84,10 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 	if n <= 0 {
 		out = make([]Record, 0, t.Active())
 	}
-	chunk := make([]entry, 0, topChunk)
-	// The BGP contexts of the chunk's routed flows. Their ids are
-	// resolved under the lock, since an id freed after it may name
-	// another context; the copy in chunk then holds, in bgpDst, its
-	// context's position in bgps plus one (bgpSrc 0). Flows without a
-	// route cost one test.
-	var bgps []BGP
-	// The chunk's paths, by position in chunk, resolved under the lock
-	// for the same reason.
-	paths := make([]flowPath, 0, topChunk)
+	// Each flow of a chunk is copied with what its ids name (key,
+	// labels, path, record state) under the lock, since an id freed
+	// after it may name something else.
+	chunk := make([]flowCopy, 0, topChunk)
 	var cities []string
 	for start := 0; ; start += topChunk {
 		t.mu.Lock()
@@ -102,16 +96,11 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 			locked = time.Now()
 		}
 		end := min(start+topChunk, t.arena.len())
-		chunk, bgps, paths = chunk[:0], bgps[:0], paths[:0]
+		chunk = chunk[:0]
 		for i := start; i < end; i++ {
-			if e := t.arena.at(int32(i)); e.live() {
-				chunk = append(chunk, *e)
-				paths = append(paths, t.paths.get(e.path))
-				if e.bgpDst|e.bgpSrc != 0 {
-					bgps = append(bgps, t.bgpOf(e))
-					c := &chunk[len(chunk)-1]
-					c.bgpDst, c.bgpSrc = uint32(len(bgps)), 0
-				}
+			if t.arena.at(int32(i)).live() {
+				chunk = append(chunk, flowCopy{})
+				t.copyFlow(int32(i), &chunk[len(chunk)-1])
 			}
 		}
 		// City names are only ever appended, so the elements this
@@ -124,14 +113,11 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 		}
 
 		for i := range chunk {
-			e := &chunk[i]
-			if filter != nil && !filter(&e.key) {
+			fc := &chunk[i]
+			if filter != nil && !filter(&fc.key) {
 				continue
 			}
-			r := t.snapshot(e, paths[i], cities)
-			if e.bgpDst != 0 {
-				r.Labels.BGP = bgps[e.bgpDst-1]
-			}
+			r := t.snapshot(fc, cities)
 			switch {
 			case less == nil || n <= 0:
 				out = append(out, r)
@@ -180,16 +166,15 @@ func sortRecords(recs []Record, less func(a, b *Record) bool) []Record {
 	return sorted
 }
 
-// snapshot converts a copied entry, whose path is p, to a Record of the
-// whole flow.
-func (t *Table) snapshot(e *entry, p flowPath, cities []string) Record {
+// snapshot converts a copied flow to a Record of the whole flow.
+func (t *Table) snapshot(fc *flowCopy, cities []string) Record {
 	name := func(id uint32) string {
 		if int(id) < len(cities) {
 			return cities[id]
 		}
 		return ""
 	}
-	return t.recordOf(e, t.clock.wall(e.first), e.prevPackets+e.packets, e.prevBytes+e.bytes, name, p)
+	return t.recordOf(fc, t.clock.wall(fc.c.first), fc.rec.prevPackets+fc.e.packets, fc.rec.prevBytes+fc.e.bytes, name)
 }
 
 // heapUp and heapDown keep the best n records in a heap whose root is the
