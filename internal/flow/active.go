@@ -1,28 +1,39 @@
 // SPDX-License-Identifier: AGPL-3.0-only
 
-// Active-timeout export: delta records of flows that go on.
+// The sweep's pass over the flows: idle timeout and active-timeout
+// export.
 
 package flow
 
-// exportActive hands the sinks a delta record (EndActiveTimeout) of every
-// flow whose current record holds packets and started at or before
-// cutoff, and starts the next record where that one ends. The flows stay
-// in the table.
+// expire ends every flow whose last-seen is before idleCutoff (reason
+// idle timeout), and hands the sinks a delta record (EndActiveTimeout)
+// of every other flow whose current record holds packets and started at
+// or before activeCutoff, starting its next record where that one ends.
 //
 // It scans the arena, scanChunk slots and at most endChunk records per
-// lock hold, instead of keeping the flows in a queue ordered by record
-// start: the queue cost 16 bytes per flow, the scan reads the hot part
-// of every entry (and the cold part of those with packets) once per
-// sweep, which BenchmarkExportActiveScan measures (see
-// docs/performance.md). Records of one sweep come in arena order.
-func (t *Table) exportActive(cutoff int64) {
+// lock hold, instead of keeping the flows in queues: an age queue and a
+// queue by record start cost 16 bytes per flow each. The scan reads the
+// hot part of every entry (and the cold part of those with packets) once
+// per sweep, about 1 ms per 65,536 flows (BenchmarkExpireScan, see
+// docs/performance.md). Records of one sweep come in arena order. The
+// age queue exists only while the table is full (see ageQueue).
+func (t *Table) expire(idleCutoff, activeCutoff int64) {
 	cursor := 0
 	t.inChunks(false, func() bool {
 		end := t.arena.len() // may have shrunk (compactLocked) since the last hold
 		for ended, look := 0, 0; cursor < end && ended < endChunk && look < scanChunk; cursor, look = cursor+1, look+1 {
 			i := int32(cursor)
 			e := t.arena.at(i)
-			if !e.live() || e.packets == 0 {
+			if !e.live() {
+				continue
+			}
+			if e.last < idleCutoff {
+				t.endFlow(i, EndIdleTimeout)
+				t.idle++
+				ended++
+				continue
+			}
+			if e.packets == 0 {
 				continue
 			}
 			c := t.arena.cold(i)
@@ -32,13 +43,18 @@ func (t *Table) exportActive(cutoff int64) {
 			if e.kind&kindRec != 0 {
 				start = t.recs.states[c.rec].startBoot
 			}
-			if start > cutoff {
+			if start > activeCutoff {
 				continue
 			}
 			t.exportRecord(i, e, c)
 			ended++
 		}
-		return cursor >= end
+		done := cursor >= end
+		if done {
+			t.compactLocked()
+			t.shrinkLocked()
+		}
+		return done
 	})
 }
 

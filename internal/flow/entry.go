@@ -62,8 +62,9 @@ type entryCold struct {
 	// gen is the low 32 bits of the Enricher.Generation() the labels
 	// came from: a refresh is missed only if a multiple of 2^32
 	// generations passes between two sweeps.
-	gen uint32
-	rec uint32 // id in Table.recs when kindRec is set
+	gen  uint32
+	rec  uint32 // id in Table.recs when kindRec is set
+	home uint32 // homeHash of the key, for the index (see flowIndex)
 }
 
 // live reports whether the slot holds a flow.

@@ -13,7 +13,7 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 		t.ended = append(t.ended, t.record(i, reason))
 	}
 	k := storedKey(e, &t.v6)
-	t.index.remove(t.index.hash(&k), i)
+	t.index.remove(t.index.hash(&k), i, &t.arena)
 	t.detachSet(e)
 	t.bgpDst.release(c.dst)
 	t.bgpSrc.release(c.src)
@@ -37,9 +37,13 @@ func (t *Table) evictOldest() {
 	t.forced++
 }
 
-// popOldest removes the oldest flow from the queue and returns its slot;
-// see ageQueue for why the answer is exact.
+// popOldest removes the oldest flow from the age queue, building the
+// queue first if the table has none, and returns its slot; see ageQueue
+// for why the answer is exact.
 func (t *Table) popOldest() int32 {
+	if !t.aging {
+		t.startAging()
+	}
 	for {
 		top := t.queue.items[0]
 		e := t.arena.at(top.idx)
@@ -55,43 +59,23 @@ func (t *Table) popOldest() int32 {
 	}
 }
 
-// evictIdle ends every flow whose last-seen is before cutoff.
-func (t *Table) evictIdle(cutoff int64) {
-	t.inChunks(false, func() bool {
-		done := t.evictIdleLocked(cutoff, endChunk)
-		if done {
-			t.compactLocked()
-			t.shrinkLocked()
-		}
-		return done
-	})
-}
-
-// evictIdleLocked works through the queue front while its key is before
-// cutoff. Keys never exceed last-seen, so once the front key is at or
-// after cutoff no flow is idle. It returns false when budget ran out.
-func (t *Table) evictIdleLocked(cutoff int64, budget int) bool {
-	for n := 0; t.queue.len() > 0; n++ {
-		if n == budget {
-			return false
-		}
-		top := t.queue.items[0]
-		if top.at >= cutoff {
-			return true
-		}
-		e := t.arena.at(top.idx)
-		switch {
-		case e.ver != top.ver:
-			t.queue.popRoot()
-		case e.last >= cutoff:
-			t.queue.rekeyRoot(e.last)
-		default:
-			t.queue.popRoot()
-			t.endFlow(top.idx, EndIdleTimeout)
-			t.idle++
+// startAging builds the age queue from the live flows, keyed by their
+// last-seen, in O(flows); from now on new flows join it.
+func (t *Table) startAging() {
+	t.queue.items = make([]queueItem, 0, max(t.index.count, 256))
+	for i := range t.arena.len() {
+		if e := t.arena.at(int32(i)); e.live() {
+			t.queue.items = append(t.queue.items, queueItem{at: e.last, idx: int32(i), ver: e.ver})
 		}
 	}
-	return true
+	t.queue.heapify()
+	t.aging = true
+}
+
+// stopAging drops the age queue, and its memory.
+func (t *Table) stopAging() {
+	t.queue = ageQueue{}
+	t.aging = false
 }
 
 // Flush ends every active flow with reason (EndForced at shutdown). Flows

@@ -14,27 +14,39 @@ import (
 // about 40 ns with the look-ahead of Table.updateGroup, which a Go map
 // does not allow (its slot addresses are not visible).
 //
-//   - Open addressing with linear probing over a []uint64, at most half
-//     full. A slot holds 32 hash bits (the tag) and the arena index + 1;
-//     0 is empty. At 64k flows the slots take 1 MiB and a lookup reads
-//     one cache line of them, then the one arena entry it points to,
-//     where the full key is compared. A Go map with a 44-byte key reads
-//     a control word, a 48-byte slot and then the entry: one more miss.
-//   - The probe start is derived from the tag, so deletion can shift
-//     later slots back (no tombstones) without reading their keys.
+//   - Open addressing with linear probing over a []uint32, at most half
+//     full. A slot holds 9 hash bits (the tag) and the arena index + 1
+//     (23 bits); 0 is empty. At 64k flows the slots take 512 KiB and a
+//     lookup reads one cache line of them, then the one arena entry it
+//     points to, where the full key is compared; a slot whose tag
+//     matches by chance (1 in 512) costs a look at another entry. A Go
+//     map with a 44-byte key reads a control word, a 48-byte slot and
+//     then the entry: one more miss.
+//   - The probe start (home) comes from other hash bits, which the
+//     entry keeps (entryCold.home), so deletion can shift later slots
+//     back (no tombstones) and growing can rehash without hashing keys.
+//     8-byte slots holding 32 hash bits needed no such look, and cost 8
+//     bytes more per flow.
 //   - The hash is seeded per table from the runtime's random source, so
 //     colliding traffic cannot be computed in advance (the keys are
 //     chosen by whoever sends packets through the router).
 //
 // It holds no pointers, so the garbage collector never scans it.
 type flowIndex struct {
-	slots []uint64
+	slots []uint32
 	mask  uint64 // len(slots) - 1; len is a power of two
 	count int
 	seed  [6]uint64
 }
 
-const minIndexSlots = 1024
+const (
+	minIndexSlots = 1024
+	idxBits       = 23 // arena index + 1 in a slot
+	idxMask       = 1<<idxBits - 1
+)
+
+// Every arena slot of a full table must fit in a slot word.
+const _ = uint(idxMask - MaxFlowsCeiling - 1)
 
 func newFlowIndex(flows int) flowIndex {
 	x := flowIndex{}
@@ -55,9 +67,19 @@ func slotsFor(flows int) int {
 }
 
 func (x *flowIndex) alloc(n int) {
-	x.slots = make([]uint64, n)
+	x.slots = make([]uint32, n)
 	x.mask = uint64(n - 1)
 }
+
+// homeHash is what an entry keeps of its key's hash h: the bits its home
+// slot comes from.
+func homeHash(h uint64) uint32 { return uint32(h >> 32) }
+
+// slotWord is the slot content for arena slot idx under hash h.
+func slotWord(h uint64, idx int32) uint32 { return uint32(h)>>idxBits<<idxBits | uint32(idx+1) }
+
+// slotIdx is the arena slot of a non-empty slot word.
+func slotIdx(w uint32) int32 { return int32(w&idxMask) - 1 }
 
 // mix is the 64x64->128 multiply folded to 64 bits: a fast mixer whose
 // output depends on every input bit.
@@ -66,8 +88,8 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// hash returns a seeded 64-bit hash of the key fields. Only its upper
-// 32 bits are used (tag and probe start).
+// hash returns a seeded 64-bit hash of the key fields: its upper 32 bits
+// give the probe start, bits 23 to 31 the tag.
 func (x *flowIndex) hash(k *Key) uint64 {
 	s := &x.seed
 	le := binary.LittleEndian
@@ -87,19 +109,19 @@ func b2u(b bool) uint8 {
 	return 0
 }
 
-// home is the first slot probed for a slot word or hash with tag tagged.
-func (x *flowIndex) home(tagged uint64) uint64 { return (tagged >> 32) & x.mask }
+// home is the first slot probed for a key whose homeHash is hh.
+func (x *flowIndex) home(hh uint32) uint64 { return uint64(hh) & x.mask }
 
 // find returns the arena slot holding key k with hash h, or -1.
 func (x *flowIndex) find(h uint64, k *Key, a *arena, v6 *addrPairs) int32 {
-	tag := h >> 32
-	for i := tag & x.mask; ; i = (i + 1) & x.mask {
+	tag := uint32(h) >> idxBits
+	for i := x.home(homeHash(h)); ; i = (i + 1) & x.mask {
 		s := x.slots[i]
 		if s == 0 {
 			return -1
 		}
-		if s>>32 == tag {
-			idx := int32(uint32(s)) - 1
+		if s>>idxBits == tag {
+			idx := slotIdx(s)
 			if matches(a.at(idx), k, v6) {
 				return idx
 			}
@@ -107,38 +129,39 @@ func (x *flowIndex) find(h uint64, k *Key, a *arena, v6 *addrPairs) int32 {
 	}
 }
 
-// insert adds arena slot idx under hash h. The key must not be present.
-func (x *flowIndex) insert(h uint64, idx int32) {
+// insert adds arena slot idx under hash h. The key must not be present,
+// and the slot's entryCold.home must be homeHash(h) (growing reads it).
+func (x *flowIndex) insert(h uint64, idx int32, a *arena) {
 	if (x.count+1)*2 > len(x.slots) {
-		x.grow()
+		x.grow(a)
 	}
-	x.put(h&^0xffffffff | uint64(uint32(idx+1)))
+	x.put(slotWord(h, idx), homeHash(h))
 	x.count++
 }
 
-func (x *flowIndex) put(word uint64) {
-	i := x.home(word)
+func (x *flowIndex) put(word, hh uint32) {
+	i := x.home(hh)
 	for x.slots[i] != 0 {
 		i = (i + 1) & x.mask
 	}
 	x.slots[i] = word
 }
 
-func (x *flowIndex) grow() {
+func (x *flowIndex) grow(a *arena) {
 	old := x.slots
 	x.alloc(2 * len(old))
 	for _, w := range old {
 		if w != 0 {
-			x.put(w)
+			x.put(w, a.cold(slotIdx(w)).home)
 		}
 	}
 }
 
 // remove deletes arena slot idx stored under hash h, shifting the rest of
 // its probe run back so lookups never need tombstones.
-func (x *flowIndex) remove(h uint64, idx int32) {
-	want := h&^0xffffffff | uint64(uint32(idx+1))
-	i := x.home(h)
+func (x *flowIndex) remove(h uint64, idx int32, a *arena) {
+	want := slotWord(h, idx)
+	i := x.home(homeHash(h))
 	for x.slots[i] != want {
 		if x.slots[i] == 0 {
 			return // not present; cannot happen for a consistent table
@@ -158,7 +181,7 @@ func (x *flowIndex) remove(h uint64, idx int32) {
 			// The word at j may move to i only if its home is not in
 			// the cyclic range (i, j]: a lookup starting from a home
 			// in that range begins after i and would miss it.
-			hm := x.home(w)
+			hm := x.home(a.cold(slotIdx(w)).home)
 			if (j-hm)&x.mask >= (j-i)&x.mask {
 				x.slots[i] = w
 				i = j

@@ -18,10 +18,11 @@ func TestFlowIndexModel(t *testing.T) {
 	}{
 		{"seeded hash", func(x *flowIndex, k *Key) uint64 { return x.hash(k) }},
 		{"colliding homes", func(x *flowIndex, k *Key) uint64 {
-			// Tag bits differ per key (src port), homes are 1021..1023
-			// and 0 of a 1024-slot table: long runs that wrap.
-			tag := uint64(k.SrcPort)<<10 | uint64(1021+int(k.SrcPort)%4)&1023
-			return tag << 32
+			// Homes are 1021..1023 and 0 of a 1024-slot table: long
+			// runs that wrap. Tags (bits 23-31) differ with the
+			// source port's low bits, so some keys share a tag.
+			home := uint64(k.SrcPort)<<10 | uint64(1021+int(k.SrcPort)%4)&1023
+			return home<<32 | uint64(k.SrcPort%64)<<idxBits
 		}},
 	}
 	for _, tc := range tests {
@@ -47,14 +48,15 @@ func TestFlowIndexModel(t *testing.T) {
 					t.Fatalf("step %d: find(%v) = %d, want %d", step, k, got, want)
 				}
 				if ok {
-					x.remove(h, want)
+					x.remove(h, want, &entries)
 					delete(model, k)
 					entries.release(want)
 					continue
 				}
 				idx := entries.alloc()
 				storeKey(entries.at(idx), &k, &v6)
-				x.insert(h, idx)
+				entries.cold(idx).home = homeHash(h)
+				x.insert(h, idx, &entries)
 				model[k] = idx
 				if x.count != len(model) {
 					t.Fatalf("step %d: count = %d, want %d", step, x.count, len(model))

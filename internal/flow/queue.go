@@ -2,8 +2,9 @@
 
 package flow
 
-// ageQueue orders flows for eviction. It is a 4-ary min-heap keyed by the
-// last-seen time a flow had when it was (re)queued, with lazy re-keying:
+// ageQueue orders flows for eviction when the table is full. It is a
+// 4-ary min-heap keyed by the last-seen time a flow had when it was
+// (re)queued, with lazy re-keying:
 //
 //   - Update never touches the queue; it only moves the entry's lastBootNs
 //     forward, so a queued key is always <= the flow's real last-seen.
@@ -22,6 +23,15 @@ package flow
 // that time, so a later eviction can pick a younger flow and an idle flow
 // can hide behind busy ones for up to another idle timeout. The heap costs
 // O(log n) per eviction instead of O(1), and nothing per update.
+//
+// The queue exists only while the table is at or near its limit: the
+// first eviction of a full table builds it from the flows' last-seen
+// (O(flows): about a millisecond per 65,536 flows, under the lock, once
+// per fill), new flows join it from then on, and a sweep that leaves the
+// table under three quarters full drops it. Below the limit nothing is
+// evicted for room, and the idle timeout is found by the sweep's scan
+// (Table.expire), so a table that is not full saves its 16 bytes per
+// flow; a full one with churn pays them as before.
 type ageQueue struct {
 	items []queueItem
 }
@@ -114,7 +124,12 @@ func (q *ageQueue) rebuild(keep func(queueItem) bool) {
 	}
 	clear(q.items[len(kept):])
 	q.items = kept
-	for i := (len(kept) - 2) / 4; i >= 0; i-- {
+	q.heapify()
+}
+
+// heapify restores heap order over all items in O(n).
+func (q *ageQueue) heapify() {
+	for i := (len(q.items) - 2) / 4; i >= 0; i-- {
 		q.down(i)
 	}
 }

@@ -19,8 +19,7 @@ func (t *Table) Sweep(nowBoot int64) {
 	t.clock.refresh()
 	started := time.Now()
 	idleBefore := t.IdleEvictions()
-	t.evictIdle(nowBoot - t.idleTimeout.Load())
-	t.exportActive(nowBoot - t.activeTimeout.Load())
+	t.expire(nowBoot-t.idleTimeout.Load(), nowBoot-t.activeTimeout.Load())
 	t.mu.Lock()
 	t.gone.expire(nowBoot - int64(goneHold))
 	t.mu.Unlock()
@@ -101,10 +100,16 @@ func (t *Table) refreshLabels() int {
 func (t *Table) compactLocked() {
 	if t.index.count == 0 {
 		t.arena.reset(t.hint)
-		t.queue.reset()
+		t.stopAging()
 		// Every id is free: give the side tables' memory back.
 		t.v6, t.recs = addrPairs{}, recordStates{}
 		return
+	}
+	if t.aging && t.index.count < t.limit()/4*3 {
+		// Nothing will be evicted for room for a while; a table that
+		// fills again builds the queue again (at least limit/4 new
+		// flows later, so the O(flows) build is amortised over them).
+		t.stopAging()
 	}
 	current := func(it queueItem) bool { return t.arena.at(it.idx).ver == it.ver }
 	if t.queue.len() > 2*t.index.count+1024 {
@@ -129,7 +134,8 @@ func (t *Table) shrinkLocked() {
 	x := newFlowIndex(want)
 	x.seed = t.index.seed // keep the seed: hashes stay valid
 	t.index = x
-	t.queue.items = make([]queueItem, 0, n)
+	aging := t.aging
+	t.stopAging()
 	for i := range old.len() {
 		e := old.at(int32(i))
 		if !e.live() {
@@ -140,10 +146,10 @@ func (t *Table) shrinkLocked() {
 		// with the entry.
 		*t.arena.at(j), *t.arena.cold(j) = *e, *old.cold(int32(i))
 		k := storedKey(e, &t.v6)
-		t.index.insert(t.index.hash(&k), j)
-		// Pushing in arena order and then restoring heap order would be
-		// O(n) instead of O(n log n); these run once per flood.
-		t.queue.push(queueItem{at: e.last, idx: j, ver: e.ver})
+		t.index.insert(t.index.hash(&k), j, &t.arena)
+	}
+	if aging {
+		t.startAging()
 	}
 	t.refreshCursor = 0
 }

@@ -73,7 +73,8 @@ type Table struct {
 	mu       sync.Mutex
 	arena    arena               // the flows; free slots are reused
 	index    flowIndex           // flow key -> arena slot
-	queue    ageQueue            // eviction order, by last-seen
+	queue    ageQueue            // eviction order, by last-seen, while aging
+	aging    bool                // queue is kept: the table filled up
 	v6       addrPairs           // addresses of IPv6 flows
 	recs     recordStates        // flows an active timeout exported part of
 	cities   *cityTable          // city names behind the label ids
@@ -257,12 +258,12 @@ func (t *Table) updateGroup(evs []datapath.Event) {
 	for j := range evs {
 		keys[j] = keyOf(&evs[j])
 		hashes[j] = t.index.hash(&keys[j])
-		touched += slots[(hashes[j]>>32)&mask]
+		touched += uint64(slots[uint64(homeHash(hashes[j]))&mask])
 	}
 	for j := range evs {
-		if w := slots[(hashes[j]>>32)&mask]; w != 0 {
+		if w := slots[uint64(homeHash(hashes[j]))&mask]; w != 0 {
 			// The part an update reads is one cache line.
-			touched += uint64(t.arena.at(int32(uint32(w) - 1)).last)
+			touched += uint64(t.arena.at(slotIdx(w)).last)
 		}
 	}
 	for j := range evs {
@@ -366,6 +367,7 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	storeKey(e, k, &t.v6)
 	*c = entryCold{
 		first: ns,
+		home:  homeHash(h),
 		path:  t.paths.acquire(flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}),
 	}
 	if t.enricher != nil {
@@ -377,8 +379,10 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	}
 	t.attachSet(e, c, ns)
 	t.countEvent(e, ev)
-	t.index.insert(h, i)
-	t.queue.push(queueItem{at: ns, idx: i, ver: e.ver})
+	t.index.insert(h, i, &t.arena)
+	if t.aging {
+		t.queue.push(queueItem{at: ns, idx: i, ver: e.ver})
+	}
 }
 
 // setLabels gives c the ids of l's two sides, releasing those it held.

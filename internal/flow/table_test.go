@@ -3,6 +3,7 @@
 package flow
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -461,7 +462,7 @@ func TestSinkRecords(t *testing.T) {
 	e2.BootNs, e2.Len = 2_500_000_000, 500
 	tab.UpdateBatch([]datapath.Event{e1, e2})
 	tab.clock.offset.Store(1_000_000_000_000_000_000)
-	tab.evictIdle(3_500_000_001 - int64(time.Second)) // Sweep would re-measure the clock
+	tab.expire(3_500_000_001-int64(time.Second), math.MinInt64) // Sweep would re-measure the clock
 	want := Record{
 		Key:     keyOfEvent(&e1),
 		Start:   time.Unix(1_000_000_002, 0),
