@@ -284,24 +284,66 @@ func BenchmarkUpdateBatchChurnEnriched(b *testing.B) {
 
 // BenchmarkFlowMemory reports the live heap of a table per active flow,
 // at 65,536 flows (the default max_flows) created in one go, after a
-// garbage collection: arena, index and queues. One op fills one table.
+// garbage collection: arena, index, side tables and, once the table has
+// had to evict, its age queue. One op fills one table. "mixed" is
+// benchFlows' 3/4 IPv4 and 1/4 IPv6; "ipv4" only IPv4; "full-evicting"
+// is mixed after 4,096 more flows forced the oldest out, so the age
+// queue exists.
 func BenchmarkFlowMemory(b *testing.B) {
 	const n = 1 << 16
-	flows := benchFlows(n, rand.New(rand.NewPCG(3, 3)))
-	var perFlow float64
-	for b.Loop() {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		t := NewTable(Options{MaxFlows: n})
-		t.UpdateBatch(flows)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		if t.Active() != n {
-			b.Fatalf("active = %d, want %d", t.Active(), n)
-		}
-		perFlow = float64(after.HeapAlloc-before.HeapAlloc) / n
-		runtime.KeepAlive(t)
+	for _, c := range []struct {
+		name  string
+		v4    bool
+		extra int
+	}{{"mixed", false, 0}, {"ipv4", true, 0}, {"full-evicting", false, 4096}} {
+		b.Run(c.name, func(b *testing.B) {
+			flows := benchFlows(n+c.extra, rand.New(rand.NewPCG(3, 3)))
+			if c.v4 {
+				for i := range flows {
+					flows[i].Src = v4mapped(198, 18, byte(i>>8), byte(i))
+					flows[i].Dst = v4mapped(198, 19, byte(i>>16), 1)
+				}
+			}
+			var perFlow float64
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				t := NewTable(Options{MaxFlows: n})
+				t.UpdateBatch(flows)
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				if t.Active() != n {
+					b.Fatalf("active = %d, want %d", t.Active(), n)
+				}
+				perFlow = float64(after.HeapAlloc-before.HeapAlloc) / n
+				runtime.KeepAlive(t)
+			}
+			b.ReportMetric(perFlow, "B/flow")
+		})
 	}
-	b.ReportMetric(perFlow, "B/flow")
+}
+
+// BenchmarkExpireScan measures the sweep's pass over the flows (idle
+// timeout and active-timeout export, Table.expire) when no flow is idle
+// or due: the cost every sweep pays, once a second by default. One op is
+// one pass; ns/flow is per flow in the table.
+func BenchmarkExpireScan(b *testing.B) {
+	for _, n := range []int{1 << 16, 1 << 20} {
+		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
+			flows := benchFlows(n, rand.New(rand.NewPCG(6, 6)))
+			for i := range flows {
+				flows[i].BootNs = uint64(1e12 + i)
+			}
+			t := NewTable(Options{MaxFlows: n})
+			t.UpdateBatch(flows)
+			for b.Loop() {
+				t.expire(1e12-1, 1e12-1)
+			}
+			if t.Active() != n {
+				b.Fatalf("active = %d, want %d", t.Active(), n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/flow")
+		})
+	}
 }

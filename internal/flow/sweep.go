@@ -105,7 +105,7 @@ func (t *Table) compactLocked() {
 		t.v6, t.recs = addrPairs{}, recordStates{}
 		return
 	}
-	if t.aging && t.index.count < t.limit()/4*3 {
+	if t.aging && t.index.count < t.limit()*3/4 {
 		// Nothing will be evicted for room for a while; a table that
 		// fills again builds the queue again (at least limit/4 new
 		// flows later, so the O(flows) build is amortised over them).

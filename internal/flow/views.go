@@ -87,7 +87,7 @@ func (t *Table) Top(n int, less func(a, b *Record) bool, filter func(*Key) bool)
 	// Each flow of a chunk is copied with what its ids name (key,
 	// labels, path, record state) under the lock, since an id freed
 	// after it may name something else.
-	chunk := make([]flowCopy, 0, topChunk)
+	chunk := make([]flowCopy, 0, min(topChunk, t.arenaLen()))
 	var cities []string
 	for start := 0; ; start += topChunk {
 		t.mu.Lock()
@@ -164,6 +164,13 @@ func sortRecords(recs []Record, less func(a, b *Record) bool) []Record {
 		sorted[i] = recs[j]
 	}
 	return sorted
+}
+
+// arenaLen is the arena's length, read under the lock.
+func (t *Table) arenaLen() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.arena.len()
 }
 
 // snapshot converts a copied flow to a Record of the whole flow.
