@@ -39,9 +39,9 @@ func (t *Table) expire(idleCutoff, activeCutoff int64) {
 			c := t.arena.cold(i)
 			// The current record starts at the first packet, or where
 			// the previous record ended.
-			start := c.first
+			start := c.firstOrRec
 			if e.kind&kindRec != 0 {
-				start = t.recs.states[c.rec].startBoot
+				start = t.recs.states[c.recID()].startBoot
 			}
 			if start > activeCutoff {
 				continue
@@ -68,10 +68,12 @@ func (t *Table) exportRecord(i int32, e *entry, c *entryCold) {
 		t.ended = append(t.ended, r)
 	}
 	if e.kind&kindRec == 0 {
-		c.rec = t.recs.add()
+		id := t.recs.add()
+		t.recs.states[id].first = c.firstOrRec
+		c.firstOrRec = int64(id)
 		e.kind |= kindRec
 	}
-	rs := &t.recs.states[c.rec]
+	rs := &t.recs.states[c.recID()]
 	rs.prevPackets += e.packets
 	rs.prevBytes += e.bytes
 	e.packets, e.bytes = 0, 0

@@ -15,7 +15,7 @@ type flowCopy struct {
 	e    entry
 	c    entryCold
 	key  Key
-	rec  recordState // zero unless e.kind has kindRec
+	rec  recordState // first only, unless e.kind has kindRec
 	src  srcSide
 	dst  dstSide
 	path flowPath
@@ -25,9 +25,9 @@ type flowCopy struct {
 func (t *Table) copyFlow(i int32, fc *flowCopy) {
 	fc.e, fc.c = *t.arena.at(i), *t.arena.cold(i)
 	fc.key = storedKey(&fc.e, &t.v6)
-	fc.rec = recordState{}
+	fc.rec = recordState{first: fc.c.firstOrRec}
 	if fc.e.kind&kindRec != 0 {
-		fc.rec = t.recs.states[fc.c.rec]
+		fc.rec = t.recs.states[fc.c.recID()]
 	}
 	fc.src, fc.dst, fc.path = t.bgpSrc.get(fc.c.src), t.bgpDst.get(fc.c.dst), t.paths.get(fc.c.path)
 }
@@ -36,7 +36,7 @@ func (t *Table) copyFlow(i int32, fc *flowCopy) {
 func (t *Table) record(i int32, reason EndReason) Record {
 	var fc flowCopy
 	t.copyFlow(i, &fc)
-	start := t.clock.wall(fc.c.first)
+	start := t.clock.wall(fc.rec.first)
 	if fc.e.kind&kindRec != 0 {
 		start = time.Unix(0, fc.rec.startWall)
 	}

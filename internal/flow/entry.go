@@ -46,14 +46,18 @@ type entry struct {
 const (
 	kindDropped = 1 << iota // Key.Dropped
 	kindV6                  // addresses in Table.v6, not in addrs
-	kindRec                 // an active timeout exported part of the flow: entryCold.rec is set
+	kindRec                 // an active timeout exported part of the flow: it has a recordState
 )
 
 // entryCold is the rest of a flow: read when it is created, ended,
 // exported or reported, never by an update of an existing flow (except
 // first, for an event older than every one before).
 type entryCold struct {
-	first int64 // boot ns of the first sampled packet
+	// firstOrRec is the boot ns of the first sampled packet, or for a
+	// flow with kindRec its id in Table.recs, where the first packet's
+	// time then is (see Table.first): a flow with a record state needs
+	// no second field for its id.
+	firstOrRec int64
 	// src and dst are the flow's labels, one id per side in
 	// Table.bgpSrc and Table.bgpDst: ASN, city and BGP context of the
 	// route chosen for that address; 0 when nothing is known.
@@ -62,9 +66,19 @@ type entryCold struct {
 	// gen is the low 32 bits of the Enricher.Generation() the labels
 	// came from: a refresh is missed only if a multiple of 2^32
 	// generations passes between two sweeps.
-	gen  uint32
-	rec  uint32 // id in Table.recs when kindRec is set
-	home uint32 // homeHash of the key, for the index (see flowIndex)
+	gen uint32
+}
+
+// recID is the id in Table.recs of a flow with kindRec.
+func (c *entryCold) recID() uint32 { return uint32(c.firstOrRec) }
+
+// first returns where the boot ns of the first sampled packet of the
+// flow whose parts are e and c is kept.
+func (t *Table) first(e *entry, c *entryCold) *int64 {
+	if e.kind&kindRec != 0 {
+		return &t.recs.states[c.recID()].first
+	}
+	return &c.firstOrRec
 }
 
 // live reports whether the slot holds a flow.
@@ -173,6 +187,7 @@ func (p *addrPairs) release(id uint32) { p.free = append(p.free, id) }
 // earlier records held. Flows shorter than the active timeout never
 // need it, so it lives in Table.recs, not in every entry.
 type recordState struct {
+	first                  int64 // boot ns of the flow's first sampled packet
 	startWall, startBoot   int64
 	prevPackets, prevBytes uint64
 }

@@ -13,7 +13,7 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 		t.ended = append(t.ended, t.record(i, reason))
 	}
 	k := storedKey(e, &t.v6)
-	t.index.remove(t.index.hash(&k), i, &t.arena)
+	t.index.remove(t.index.hash(&k), i, &t.arena, &t.v6)
 	t.detachSet(e)
 	t.bgpDst.release(c.dst)
 	t.bgpSrc.release(c.src)
@@ -22,7 +22,7 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 		t.v6.release(uint32(e.addrs))
 	}
 	if e.kind&kindRec != 0 {
-		t.recs.release(c.rec)
+		t.recs.release(c.recID())
 	}
 	*c = entryCold{}
 	e.kind = 0

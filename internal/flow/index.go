@@ -22,11 +22,11 @@ import (
 //     matches by chance (1 in 512) costs a look at another entry. A Go
 //     map with a 44-byte key reads a control word, a 48-byte slot and
 //     then the entry: one more miss.
-//   - The probe start (home) comes from other hash bits, which the
-//     entry keeps (entryCold.home), so deletion can shift later slots
-//     back (no tombstones) and growing can rehash without hashing keys.
-//     8-byte slots holding 32 hash bits needed no such look, and cost 8
-//     bytes more per flow.
+//   - The probe start (home) comes from other hash bits. Deletion shifts
+//     later slots back (no tombstones) and growing rehashes: both find
+//     a slot's home by hashing the key of its entry again, a few per
+//     deletion. 8-byte slots holding 32 hash bits needed no such look,
+//     and cost 8 bytes more per flow.
 //   - The hash is seeded per table from the runtime's random source, so
 //     colliding traffic cannot be computed in advance (the keys are
 //     chosen by whoever sends packets through the router).
@@ -37,6 +37,9 @@ type flowIndex struct {
 	mask  uint64 // len(slots) - 1; len is a power of two
 	count int
 	seed  [6]uint64
+	// testHash, when set (by a test), is the hash keys were inserted
+	// under, used instead of hash to find a slot's home again.
+	testHash func(*Key) uint64
 }
 
 const (
@@ -129,11 +132,20 @@ func (x *flowIndex) find(h uint64, k *Key, a *arena, v6 *addrPairs) int32 {
 	}
 }
 
-// insert adds arena slot idx under hash h. The key must not be present,
-// and the slot's entryCold.home must be homeHash(h) (growing reads it).
-func (x *flowIndex) insert(h uint64, idx int32, a *arena) {
+// homeOf returns the homeHash of the key in the entry a slot word names.
+func (x *flowIndex) homeOf(w uint32, a *arena, v6 *addrPairs) uint32 {
+	k := storedKey(a.at(slotIdx(w)), v6)
+	if x.testHash != nil {
+		return homeHash(x.testHash(&k))
+	}
+	return homeHash(x.hash(&k))
+}
+
+// insert adds arena slot idx under hash h. The key must not be present
+// and is already stored in the slot (growing rehashes it).
+func (x *flowIndex) insert(h uint64, idx int32, a *arena, v6 *addrPairs) {
 	if (x.count+1)*2 > len(x.slots) {
-		x.grow(a)
+		x.grow(a, v6)
 	}
 	x.put(slotWord(h, idx), homeHash(h))
 	x.count++
@@ -147,19 +159,19 @@ func (x *flowIndex) put(word, hh uint32) {
 	x.slots[i] = word
 }
 
-func (x *flowIndex) grow(a *arena) {
+func (x *flowIndex) grow(a *arena, v6 *addrPairs) {
 	old := x.slots
 	x.alloc(2 * len(old))
 	for _, w := range old {
 		if w != 0 {
-			x.put(w, a.cold(slotIdx(w)).home)
+			x.put(w, x.homeOf(w, a, v6))
 		}
 	}
 }
 
 // remove deletes arena slot idx stored under hash h, shifting the rest of
 // its probe run back so lookups never need tombstones.
-func (x *flowIndex) remove(h uint64, idx int32, a *arena) {
+func (x *flowIndex) remove(h uint64, idx int32, a *arena, v6 *addrPairs) {
 	want := slotWord(h, idx)
 	i := x.home(homeHash(h))
 	for x.slots[i] != want {
@@ -181,7 +193,7 @@ func (x *flowIndex) remove(h uint64, idx int32, a *arena) {
 			// The word at j may move to i only if its home is not in
 			// the cyclic range (i, j]: a lookup starting from a home
 			// in that range begins after i and would miss it.
-			hm := x.home(a.cold(slotIdx(w)).home)
+			hm := x.home(x.homeOf(w, a, v6))
 			if (j-hm)&x.mask >= (j-i)&x.mask {
 				x.slots[i] = w
 				i = j

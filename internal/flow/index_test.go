@@ -29,6 +29,7 @@ func TestFlowIndexModel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(5, 5))
 			x := newFlowIndex(0)
+			x.testHash = func(k *Key) uint64 { return tc.hash(&x, k) }
 			var entries arena
 			var v6 addrPairs
 			model := map[Key]int32{}
@@ -48,15 +49,14 @@ func TestFlowIndexModel(t *testing.T) {
 					t.Fatalf("step %d: find(%v) = %d, want %d", step, k, got, want)
 				}
 				if ok {
-					x.remove(h, want, &entries)
+					x.remove(h, want, &entries, &v6)
 					delete(model, k)
 					entries.release(want)
 					continue
 				}
 				idx := entries.alloc()
 				storeKey(entries.at(idx), &k, &v6)
-				entries.cold(idx).home = homeHash(h)
-				x.insert(h, idx, &entries)
+				x.insert(h, idx, &entries, &v6)
 				model[k] = idx
 				if x.count != len(model) {
 					t.Fatalf("step %d: count = %d, want %d", step, x.count, len(model))

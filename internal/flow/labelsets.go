@@ -224,7 +224,7 @@ func (t *Table) LabelSets(fn func(r *LabelSetRow)) {
 			s.flows++
 			p, b := e.packets, e.bytes
 			if e.kind&kindRec != 0 {
-				rs := &t.recs.states[t.arena.cold(int32(i)).rec]
+				rs := &t.recs.states[t.arena.cold(int32(i)).recID()]
 				p, b = p+rs.prevPackets, b+rs.prevBytes
 			}
 			s.c.SampledPackets += p

@@ -146,7 +146,7 @@ func (t *Table) shrinkLocked() {
 		// with the entry.
 		*t.arena.at(j), *t.arena.cold(j) = *e, *old.cold(int32(i))
 		k := storedKey(e, &t.v6)
-		t.index.insert(t.index.hash(&k), j, &t.arena)
+		t.index.insert(t.index.hash(&k), j, &t.arena, &t.v6)
 	}
 	if aging {
 		t.startAging()

@@ -325,8 +325,8 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 		if ns := int64(ev.BootNs); ns > e.last {
 			e.last = ns
 		} else if ns < e.last {
-			if c := t.arena.cold(i); ns < c.first {
-				c.first = ns
+			if first := t.first(e, t.arena.cold(i)); ns < *first {
+				*first = ns
 			}
 		}
 		e.packets += segments(ev)
@@ -366,9 +366,8 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	}
 	storeKey(e, k, &t.v6)
 	*c = entryCold{
-		first: ns,
-		home:  homeHash(h),
-		path:  t.paths.acquire(flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}),
+		firstOrRec: ns,
+		path:       t.paths.acquire(flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}),
 	}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,
@@ -379,7 +378,7 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	}
 	t.attachSet(e, c, ns)
 	t.countEvent(e, ev)
-	t.index.insert(h, i, &t.arena)
+	t.index.insert(h, i, &t.arena, &t.v6)
 	if t.aging {
 		t.queue.push(queueItem{at: ns, idx: i, ver: e.ver})
 	}

@@ -181,7 +181,7 @@ func (t *Table) snapshot(fc *flowCopy, cities []string) Record {
 		}
 		return ""
 	}
-	return t.recordOf(fc, t.clock.wall(fc.c.first), fc.rec.prevPackets+fc.e.packets, fc.rec.prevBytes+fc.e.bytes, name)
+	return t.recordOf(fc, t.clock.wall(fc.rec.first), fc.rec.prevPackets+fc.e.packets, fc.rec.prevBytes+fc.e.bytes, name)
 }
 
 // heapUp and heapDown keep the best n records in a heap whose root is the
