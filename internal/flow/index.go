@@ -136,7 +136,8 @@ func (x *flowIndex) find(h uint64, k *Key, a *arena, v6 *addrPairs) int32 {
 func (x *flowIndex) homeOf(w uint32, a *arena, v6 *addrPairs) uint32 {
 	k := storedKey(a.at(slotIdx(w)), v6)
 	if x.testHash != nil {
-		return homeHash(x.testHash(&k))
+		escapes := k // k itself stays on the stack
+		return homeHash(x.testHash(&escapes))
 	}
 	return homeHash(x.hash(&k))
 }
