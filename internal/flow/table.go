@@ -21,9 +21,10 @@ const (
 
 	// MaxFlowsCeiling bounds the table whatever MaxFlows says: with
 	// MaxFlows 0 ("no limit") a flood of spoofed sources would otherwise
-	// grow memory without bound. At about 200 bytes per flow (a 152-byte
-	// arena entry, index slots at most half full, two queue items) it is
-	// some 800 MiB.
+	// grow memory without bound. At 96 bytes per IPv4 flow (an 88-byte
+	// arena slot, 4-byte index slots at most half full), 128 per IPv6
+	// flow and 16 more for the age queue of a full table, it is some
+	// 400-770 MiB (with the active-timeout state of the longer flows).
 	MaxFlowsCeiling = 1 << 22
 
 	// endChunk bounds the work one lock hold does when ending many flows
