@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"runtime"
 	"testing"
+	"unsafe"
 )
 
 // A new table allocates room for a few flows, not for max_flows: room
@@ -72,5 +73,22 @@ func TestEntryPadding(t *testing.T) {
 	align := uintptr(typ.Align())
 	if want := (fields + align - 1) / align * align; typ.Size() != want {
 		t.Errorf("entry is %d bytes; its fields take %d, %d with the tail padded", typ.Size(), fields, want)
+	}
+}
+
+// An update reads and writes one cache line of the arena: the hot part
+// is 64 bytes (and a chunk's hot array starts on a page, so each entry
+// is one line); the cold part is 24.
+func TestEntrySizes(t *testing.T) {
+	if got := unsafe.Sizeof(entry{}); got != 64 {
+		t.Errorf("entry is %d bytes, want 64 (one cache line)", got)
+	}
+	if got := unsafe.Sizeof(entryCold{}); got != 24 {
+		t.Errorf("entryCold is %d bytes, want 24", got)
+	}
+	var a arena
+	a.alloc()
+	if addr := uintptr(unsafe.Pointer(a.at(0))); addr%64 != 0 {
+		t.Errorf("a chunk's first entry is at %#x, not on a cache line", addr)
 	}
 }
