@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: AGPL-3.0-only
+
+package prom
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+// gzipRoundTrip compresses in with w, written in pieces of chunk bytes,
+// and returns the compressed member and what Go's own reader makes of it.
+func gzipRoundTrip(t testing.TB, w *gzipWriter, in []byte, chunk int) (compressed, out []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	w.Reset(&buf)
+	for rest := in; len(rest) > 0; {
+		n := min(chunk, len(rest))
+		if k, err := w.Write(rest[:n]); err != nil || k != n {
+			t.Fatalf("Write: %d, %v", k, err)
+		}
+		rest = rest[n:]
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	compressed = bytes.Clone(buf.Bytes())
+	zr, err := gzip.NewReader(bytes.NewReader(compressed))
+	if err != nil {
+		t.Fatalf("gzip header: %v", err)
+	}
+	zr.Multistream(false)
+	if out, err = io.ReadAll(zr); err != nil {
+		t.Fatalf("gzip stream (%d bytes in, chunks of %d): %v", len(in), chunk, err)
+	}
+	return compressed, out
+}
+
+// exposition is text shaped like /metrics: series of a few families whose
+// label sets repeat, with varying values.
+func exposition(series int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	var b bytes.Buffer
+	for _, fam := range []string{"rfm_flow_bytes", "rfm_flow_packets", "rfm_flow_estimated_bytes_total"} {
+		fmt.Fprintf(&b, "# HELP %s Something.\n# TYPE %s gauge\n", fam, fam)
+		for i := range series {
+			fmt.Fprintf(&b, "%s{ifname=\"eth%d\",direction=\"rx\",proto=\"tcp\",src_asn=\"%d\",dst_asn=\"\",src_city=\"Paris\",dst_city=\"\"} %d\n",
+				fam, i%7, 64496+i%40, r.Uint64()>>r.IntN(60))
+		}
+	}
+	return b.Bytes()
+}
+
+func TestGzipWriterRoundTrip(t *testing.T) {
+	random := make([]byte, 300<<10)
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range random {
+		random[i] = byte(r.Uint32())
+	}
+	lowEntropy := make([]byte, 200<<10)
+	for i := range lowEntropy {
+		lowEntropy[i] = "ab"[r.IntN(2)]
+	}
+	inputs := map[string][]byte{
+		"empty":        nil,
+		"one byte":     []byte("x"),
+		"short":        []byte("rfm_sample_rate 1\n"),
+		"zeros":        make([]byte, 1<<20),
+		"random":       random,
+		"two letters":  lowEntropy,
+		"exposition":   exposition(3000, 1),
+		"small scrape": exposition(20, 2),
+	}
+	w := newGzipWriter() // one writer for all: Reset must forget everything
+	for name, in := range inputs {
+		for _, chunk := range []int{1 << 30, 64 << 10, 4093, 7} {
+			if chunk == 7 && len(in) > 100<<10 {
+				continue
+			}
+			compressed, out := gzipRoundTrip(t, w, in, chunk)
+			if !bytes.Equal(out, in) {
+				t.Fatalf("%s, chunks of %d: decompressed %d bytes differ from the %d written", name, chunk, len(out), len(in))
+			}
+			// Incompressible input must not grow by more than the
+			// stored blocks' framing.
+			if limit := len(in) + len(in)/1000 + 64; len(compressed) > limit {
+				t.Errorf("%s, chunks of %d: %d bytes compressed from %d, more than %d", name, chunk, len(compressed), len(in), limit)
+			}
+		}
+	}
+}
+
+// TestGzipWriterRatio: the exposition compresses about as well as with
+// Go's own compressor at its fastest level (the figures are for the body
+// Prometheus fetches, not a property of the format).
+func TestGzipWriterRatio(t *testing.T) {
+	in := exposition(5000, 3)
+	compressed, out := gzipRoundTrip(t, newGzipWriter(), in, 64<<10)
+	if !bytes.Equal(out, in) {
+		t.Fatal("round trip differs")
+	}
+	var std bytes.Buffer
+	sw, _ := gzip.NewWriterLevel(&std, gzip.BestSpeed)
+	sw.Write(in)
+	sw.Close()
+	t.Logf("%d bytes: %d compressed here, %d by compress/gzip at BestSpeed", len(in), len(compressed), std.Len())
+	if len(compressed) > std.Len()*3/2 {
+		t.Errorf("%d bytes compressed, more than 1.5 times compress/gzip's %d", len(compressed), std.Len())
+	}
+}
+
+func FuzzGzipWriter(f *testing.F) {
+	f.Add([]byte("rfm_flow_bytes{ifname=\"eth0\"} 1\nrfm_flow_bytes{ifname=\"eth1\"} 2\n"), uint16(5))
+	f.Add(bytes.Repeat([]byte("abc"), 30000), uint16(1000))
+	w := newGzipWriter()
+	f.Fuzz(func(t *testing.T, in []byte, chunk uint16) {
+		// Repeat the input so that matches span chunks and slides.
+		in = bytes.Repeat(in, 1+(70<<10)/(len(in)+1))
+		_, out := gzipRoundTrip(t, w, in, int(chunk)+1)
+		if !bytes.Equal(out, in) {
+			t.Fatalf("decompressed %d bytes differ from the %d written", len(out), len(in))
+		}
+	})
+}
