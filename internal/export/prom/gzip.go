@@ -318,23 +318,35 @@ func (z *gzipWriter) dataBits(litLen, distLen []uint8) int {
 }
 
 func (z *gzipWriter) writeTokens(litCode []uint16, litLen []uint8, dCode []uint16, dLen []uint8) {
+	// The bit accumulator in locals: this loop is most of the coding.
+	acc, nacc := z.acc, z.nacc
+	put := func(v uint64, n uint) {
+		acc |= v << nacc
+		nacc += n
+		if nacc >= 32 {
+			z.putWord(uint32(acc))
+			acc >>= 32
+			nacc -= 32
+		}
+	}
 	for _, t := range z.tokens[:z.ntokens] {
 		if t&matchFlag == 0 {
-			z.writeBits(uint64(litCode[t]), uint(litLen[t]))
+			put(uint64(litCode[byte(t)]), uint(litLen[byte(t)]))
 			continue
 		}
 		// Each code with its extra bits in one write: at most 15 + 5
 		// and 15 + 13 bits.
-		l := int(t >> 16 & 0x1ff)
+		l := int(t >> 16 & 0xff)
 		lc := int(lengthCode[l])
 		n := uint(litLen[257+lc])
-		z.writeBits(uint64(litCode[257+lc])|uint64(l+3-int(lengthBase[lc]))<<n, n+uint(lengthExtra[lc]))
-		d := int(t & 0xffff)
+		put(uint64(litCode[257+lc])|uint64(l+3-int(lengthBase[lc]))<<n, n+uint(lengthExtra[lc]))
+		d := int(t & 0x7fff)
 		dc := distCode(d)
 		n = uint(dLen[dc])
-		z.writeBits(uint64(dCode[dc])|uint64(d+1-int(distBase[dc]))<<n, n+uint(distExtra[dc]))
+		put(uint64(dCode[dc])|uint64(d+1-int(distBase[dc]))<<n, n+uint(distExtra[dc]))
 	}
-	z.writeBits(uint64(litCode[endOfBlock]), uint(litLen[endOfBlock]))
+	put(uint64(litCode[endOfBlock]), uint(litLen[endOfBlock]))
+	z.acc, z.nacc = acc, nacc
 }
 
 // writeBits appends the n low bits of v (n <= 32, no bits above),
@@ -343,14 +355,19 @@ func (z *gzipWriter) writeBits(v uint64, n uint) {
 	z.acc |= v << z.nacc
 	z.nacc += n
 	if z.nacc >= 32 {
-		if z.nout+4 > len(z.out) {
-			z.flushOut()
-		}
-		binary.LittleEndian.PutUint32(z.out[z.nout:], uint32(z.acc))
-		z.nout += 4
+		z.putWord(uint32(z.acc))
 		z.acc >>= 32
 		z.nacc -= 32
 	}
+}
+
+// putWord appends 4 bytes to out.
+func (z *gzipWriter) putWord(w uint32) {
+	if z.nout+4 > len(z.out) {
+		z.flushOut()
+	}
+	binary.LittleEndian.PutUint32(z.out[z.nout:], w)
+	z.nout += 4
 }
 
 // alignToByte pads the bit output with zeros to a whole byte and moves
