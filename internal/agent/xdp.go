@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -33,6 +34,7 @@ const blackholeSyncInterval = 250 * time.Millisecond
 type xdpPath struct {
 	log     *slog.Logger
 	prog    *xdp.Program
+	dp      *datapath.Datapath // adds prog's drops to its rx counters
 	block   *xdp.Blocklist
 	station *bmp.Station // nil without BMP
 
@@ -62,18 +64,23 @@ func startXDP(c config.XDP, dp *datapath.Datapath, station *bmp.Station, log *sl
 	if err != nil {
 		return nil, fmt.Errorf("agent.xdp: %w", err)
 	}
-	x := &xdpPath{log: log, prog: prog, station: station, sel: config.NewInterfaceSelector(c.Interfaces),
+	// From here on its drops count in rfm_interface_rx_*.
+	if err := dp.SetIngressSource(prog); err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("agent.xdp: %w", err)
+	}
+	x := &xdpPath{log: log, prog: prog, dp: dp, station: station, sel: config.NewInterfaceSelector(c.Interfaces),
 		mode: c.XDPMode(), rules: rules, blackholes: c.BlackholeFromRIB,
 		holes: map[netip.Prefix]bool{}, failed: map[int]string{}}
 	if err := prog.SetRules(rules); err != nil {
-		prog.Close()
+		x.release()
 		return nil, fmt.Errorf("agent.xdp.rules: %w", err)
 	}
 	x.block, err = xdp.OpenBlocklistBatch(c.StateFile, func(p netip.Prefix, on bool) error {
 		return prog.SetPrefix(xdp.ListBlock, p, on)
 	}, func(ps []netip.Prefix) error { return prog.AddPrefixes(xdp.ListBlock, ps) })
 	if err != nil {
-		prog.Close()
+		x.release()
 		return nil, fmt.Errorf("agent.xdp.state_file: %w", err)
 	}
 	if c.BlackholeFromRIB && station == nil {
@@ -382,7 +389,17 @@ func (x *xdpPath) close() error {
 	x.stopSync()
 	<-x.syncDone
 	x.block.Close()
-	return x.prog.Close()
+	return x.release()
+}
+
+// release detaches the program everywhere, hands its last drop counts
+// to the datapath's rx counters and closes it.
+func (x *xdpPath) release() error {
+	err := x.prog.DetachAll()
+	if serr := x.dp.SetIngressSource(nil); serr != nil {
+		x.log.Warn("xdp: its last drops are missing from rfm_interface_rx_*", "err", serr)
+	}
+	return errors.Join(err, x.prog.Close())
 }
 
 // status is what rfm status shows of the XDP fast path.

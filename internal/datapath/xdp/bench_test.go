@@ -109,6 +109,9 @@ func BenchmarkXDP(b *testing.B) {
 			return err
 		}
 		b.Cleanup(func() { p.Close() })
+		if err := d.SetIngressSource(p); err != nil {
+			return err
+		}
 		if err := p.SetRules(benchRules()); err != nil {
 			return err
 		}
