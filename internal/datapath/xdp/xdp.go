@@ -145,7 +145,7 @@ type Program struct {
 	// ifindex: they stay in IngressCounts, which must never go back,
 	// until the interface is gone.
 	detached map[int]rawCounter
-	entries [6]int // entries in block4, block6, hole4, hole6, host4, host6
+	entries  [6]int // entries in block4, block6, hole4, hole6, host4, host6
 	// hostBits counts the blocklisted single addresses on each bit of
 	// xdp_host_filter that has any.
 	hostBits map[uint32]uint32
