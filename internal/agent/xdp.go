@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stepbrobd/rfm/internal/config"
@@ -50,6 +51,15 @@ type xdpPath struct {
 	stopSync context.CancelFunc
 	syncDone chan struct{}
 	watch    linkWatcher // follows agent.xdp.interfaces (hotplug)
+
+	// reloadMu is held from a reload's prepare (reconfigure) to its
+	// commit or abort, and by a hotplug attach: an interface appearing
+	// meanwhile is attached before the prepare looks at what is
+	// attached, or after the commit set the new mode, never in the old
+	// mode behind the back of a mode change.
+	reloadMu sync.Mutex
+	// hotplugWaits counts hotplug attaches waiting for a reload (tests).
+	hotplugWaits atomic.Int32
 }
 
 // startXDP loads the program (sharing the datapath's counters and ring),
@@ -152,6 +162,16 @@ func (x *xdpPath) attachMode(ifindex int, name string, mode xdp.Mode) error {
 	return nil
 }
 
+// hotplugAttach attaches an interface the watcher reports, once no
+// reload is between prepare and commit.
+func (x *xdpPath) hotplugAttach(l ifwatch.Link) error {
+	x.hotplugWaits.Add(1)
+	x.reloadMu.Lock()
+	x.hotplugWaits.Add(-1)
+	defer x.reloadMu.Unlock()
+	return x.attach(l.Index, l.Name)
+}
+
 // holds reports whether the program is attached to the interface.
 func (x *xdpPath) holds(ifindex int) bool {
 	return slices.ContainsFunc(x.prog.Attached(), func(a xdp.Attachment) bool { return a.Index == ifindex })
@@ -177,10 +197,37 @@ func (x *xdpPath) detach(ifindex int, name string) {
 // map write and applies the selection (interfaces no longer selected are
 // detached; new pattern matches attached, failures logged) and the
 // blackhole switch. abort takes the attachments and mode changes back.
-// The state file needs a restart.
+// The state file needs a restart. Hotplug attaches wait from here to
+// commit or abort (reloadMu).
 func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
+	x.reloadMu.Lock()
+	rc, setSelect, err := x.prepare(cur, next)
+	if err != nil || rc.commit == nil {
+		x.reloadMu.Unlock()
+		return rc, err
+	}
+	commit, abort := rc.commit, rc.abort
+	rc.commit = func() []string {
+		applied := commit()
+		x.reloadMu.Unlock()
+		// After the unlock: the watcher runs the attaches of a new
+		// selection itself, and one may be waiting for the lock.
+		if setSelect != nil {
+			setSelect()
+		}
+		return applied
+	}
+	rc.abort = func() {
+		abort()
+		x.reloadMu.Unlock()
+	}
+	return rc, nil
+}
+
+// prepare is reconfigure under reloadMu. setSelect, when not nil, hands
+// the new selection to the watcher after commit.
+func (x *xdpPath) prepare(cur, next *config.Config) (rc reconfig, setSelect func(), err error) {
 	c, n := &cur.Agent.XDP, &next.Agent.XDP
-	var rc reconfig
 	if c.StateFile != n.StateFile {
 		rc.needsRestart = append(rc.needsRestart, "agent.xdp.state_file")
 		n.StateFile = c.StateFile
@@ -190,10 +237,10 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 	if rulesChanged {
 		var e *config.Error
 		if rules, e = n.XDPRules(); e != nil {
-			return reconfig{}, e
+			return reconfig{}, nil, e
 		}
 		if err := x.prog.PrepareRules(rules); err != nil {
-			return reconfig{}, fmt.Errorf("agent.xdp.rules: %w", err)
+			return reconfig{}, nil, fmt.Errorf("agent.xdp.rules: %w", err)
 		}
 	}
 	var changed keyChanges
@@ -202,7 +249,7 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 	selChanged := changed.add("agent.xdp.interfaces", !slices.Equal(c.Interfaces, n.Interfaces))
 	bhChanged := changed.add("agent.xdp.blackhole_from_rib", c.BlackholeFromRIB != n.BlackholeFromRIB)
 	if len(changed) == 0 {
-		return rc, nil
+		return rc, nil, nil
 	}
 	mode := n.XDPMode()
 	var undo []func()
@@ -217,7 +264,7 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 			got, err := x.prog.SetMode(a.Index, mode)
 			if err != nil {
 				rollback()
-				return reconfig{}, fmt.Errorf("agent.xdp.mode = %q: %w", n.Mode, err)
+				return reconfig{}, nil, fmt.Errorf("agent.xdp.mode = %q: %w", n.Mode, err)
 			}
 			if got != a.Mode {
 				x.log.Info("xdp mode changed", "interface", a.Name, "from", a.Mode, "to", got)
@@ -233,7 +280,7 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 		added, err := x.attachNamed(n.Interfaces, mode)
 		if err != nil {
 			rollback()
-			return reconfig{}, err
+			return reconfig{}, nil, err
 		}
 		for _, l := range added {
 			undo = append(undo, func() { x.detach(l.Index, l.Name) })
@@ -265,12 +312,12 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 			x.blackholes = blackholes
 		}
 		x.mu.Unlock()
-		if selChanged && x.watch != nil {
-			x.watch.SetSelect(x.wants)
-		}
 		return changed
 	}
-	return rc, nil
+	if selChanged && x.watch != nil {
+		setSelect = func() { x.watch.SetSelect(x.wants) }
+	}
+	return rc, setSelect, nil
 }
 
 // attachNamed attaches, in mode, the interfaces that list names (not
@@ -550,7 +597,7 @@ func (s *xdpStage) open(c config.XDP) (*xdpPath, error) {
 	}
 	w, err := ifwatch.Start(ifwatch.Options{
 		Select: x.wants,
-		Attach: func(l ifwatch.Link) error { return x.attach(l.Index, l.Name) },
+		Attach: x.hotplugAttach,
 		Detach: func(l ifwatch.Link) { x.detach(l.Index, l.Name) },
 		Logger: a.log,
 	})
