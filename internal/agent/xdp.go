@@ -197,8 +197,9 @@ func (x *xdpPath) detach(ifindex int, name string) {
 // map write and applies the selection (interfaces no longer selected are
 // detached; new pattern matches attached, failures logged) and the
 // blackhole switch. abort takes the attachments and mode changes back.
-// The state file needs a restart. Hotplug attaches wait from here to
-// commit or abort (reloadMu).
+// A changed state file gets the running blocklist written to it, used
+// from commit on. Hotplug attaches wait from here to commit or abort
+// (reloadMu).
 func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 	x.reloadMu.Lock()
 	rc, setSelect, err := x.prepare(cur, next)
@@ -228,10 +229,6 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 // the new selection to the watcher after commit.
 func (x *xdpPath) prepare(cur, next *config.Config) (rc reconfig, setSelect func(), err error) {
 	c, n := &cur.Agent.XDP, &next.Agent.XDP
-	if c.StateFile != n.StateFile {
-		rc.needsRestart = append(rc.needsRestart, "agent.xdp.state_file")
-		n.StateFile = c.StateFile
-	}
 	rulesChanged := !slices.EqualFunc(c.Rules, n.Rules, sameRule)
 	var rules []xdp.Rule
 	if rulesChanged {
@@ -245,6 +242,7 @@ func (x *xdpPath) prepare(cur, next *config.Config) (rc reconfig, setSelect func
 	}
 	var changed keyChanges
 	changed.add("agent.xdp.rules", rulesChanged)
+	fileChanged := changed.add("agent.xdp.state_file", c.StateFile != n.StateFile)
 	modeChanged := changed.add("agent.xdp.mode", c.Mode != n.Mode)
 	selChanged := changed.add("agent.xdp.interfaces", !slices.Equal(c.Interfaces, n.Interfaces))
 	bhChanged := changed.add("agent.xdp.blackhole_from_rib", c.BlackholeFromRIB != n.BlackholeFromRIB)
@@ -257,6 +255,20 @@ func (x *xdpPath) prepare(cur, next *config.Config) (rc reconfig, setSelect func
 		for _, u := range slices.Backward(undo) {
 			u()
 		}
+		if rulesChanged {
+			x.prog.DiscardRules()
+		}
+	}
+	// The running blocklist moves to the new file (see
+	// Blocklist.PrepareMove): written there now, used from commit on.
+	var move *xdp.Move
+	if fileChanged {
+		var err error
+		if move, err = x.block.PrepareMove(n.StateFile); err != nil {
+			rollback()
+			return reconfig{}, nil, fmt.Errorf("agent.xdp.state_file = %q: cannot keep the blocklist there: %w", n.StateFile, err)
+		}
+		undo = append(undo, move.Abort)
 	}
 	if modeChanged {
 		oldMode := c.XDPMode()
@@ -288,13 +300,16 @@ func (x *xdpPath) prepare(cur, next *config.Config) (rc reconfig, setSelect func
 	}
 	sel := config.NewInterfaceSelector(n.Interfaces)
 	blackholes := n.BlackholeFromRIB
-	rc.abort = func() {
-		rollback()
-		if rulesChanged {
-			x.prog.DiscardRules()
-		}
-	}
+	rc.abort = rollback
 	rc.commit = func() []string {
+		if fileChanged {
+			if err := move.Commit(); err != nil {
+				x.log.Error("xdp: moving the blocklist failed; it stays in the old state file", "from", c.StateFile, "err", err)
+				changed = slices.DeleteFunc(changed, func(k string) bool { return k == "agent.xdp.state_file" })
+			} else {
+				x.log.Info("xdp blocklist moved", "from", c.StateFile, "to", n.StateFile)
+			}
+		}
 		if rulesChanged {
 			if err := x.prog.SwitchRules(); err != nil {
 				x.log.Error("xdp: switching to the new rules failed; the old ones stay", "err", err)
