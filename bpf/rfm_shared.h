@@ -237,7 +237,7 @@ struct {
 } rfm_events SEC(".maps");
 
 // rfm_add_counters adds to the counters of interface ifindex: the TC
-// programs for every packet, the XDP program for those it drops.
+// programs for every packet (XDP drops are added in userspace).
 // Programs are shared by all interfaces, so the slot is found by
 // ifindex: userspace writes the entries before it attaches an interface
 // and clears them after it detached it.

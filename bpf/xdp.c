@@ -17,8 +17,10 @@
 // a packet reads gen once, so it sees one whole rule set.
 //
 // A packet this program drops never reaches the TC programs of
-// bpf/rfm.c, so it is counted here into their interface counters (the
-// maps are shared), and sampled with their sampler into their ring
+// bpf/rfm.c. It is counted here in its rule's row by family, which
+// userspace adds into the interface rx counters when it reads them
+// (internal/datapath's IngressSource): one counter update per drop
+// instead of two. It is sampled with the TC sampler into their ring
 // buffer, flagged dropped.
 
 #include <linux/bpf.h>
@@ -56,7 +58,7 @@
 #define XDP_CFG_BLOCK6 2u
 #define XDP_CFG_HOLE4 4u
 #define XDP_CFG_HOLE6 8u
-#define XDP_CFG_COUNT 16u // count dropped packets into rfm_counters
+#define XDP_CFG_COUNT 16u // sample dropped packets into the TC ring
 #define XDP_CFG_HOST4 32u // xdp_host4 holds entries
 #define XDP_CFG_HOST6 64u
 
@@ -129,9 +131,12 @@ struct xdp_bucket {
 	__u64 tat_ns; // theoretical arrival time of the next packet
 };
 
+// By verdict and, for drops, family: 0 passed, RFM_FAM_IPV4 (1) and
+// RFM_FAM_IPV6 (2) dropped. Drops are split by family because they
+// stand in for the interface rx counters, which are.
 struct xdp_counter {
-	__u64 packets[2]; // by verdict: 0 passed, 1 dropped
-	__u64 bytes[2];
+	__u64 packets[RFM_FAM_MAX];
+	__u64 bytes[RFM_FAM_MAX];
 };
 
 struct xdp_iface {
@@ -745,16 +750,18 @@ static __always_inline __u32 xdp_slot(__u32 ifindex)
 	return spilled ? *spilled : XDP_NO_SLOT;
 }
 
-static __always_inline void xdp_count_slot(__u32 slot, __u32 gen, __u32 row, int drop,
+// xdp_count_slot counts a packet in its row; col is 0 for a pass, the
+// packet's family for a drop.
+static __always_inline void xdp_count_slot(__u32 slot, __u32 gen, __u32 row, __u32 col,
 					   __u32 segs, __u32 bytes)
 {
-	if (slot >= XDP_MAX_IFACES)
+	if (slot >= XDP_MAX_IFACES || col >= RFM_FAM_MAX)
 		return;
 	__u32 k = (slot * 2 + (gen & 1)) * XDP_ROWS + row;
 	struct xdp_counter *c = bpf_map_lookup_elem(&xdp_counters, &k);
 	if (c) {
-		c->packets[drop & 1] += segs;
-		c->bytes[drop & 1] += bytes;
+		c->packets[col] += segs;
+		c->bytes[col] += bytes;
 	}
 }
 
@@ -878,7 +885,7 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	// read once.
 	__u32 ifindex = ctx->ingress_ifindex;
 	// The sampler first: its loads do not wait for ifindex, so they run
-	// while the counter slots are looked up (1-2 ns a drop less than
+	// while the counter slot is looked up (1-2 ns a drop less than
 	// sampling last, bench/xdp-results.txt).
 	if (!generic && (flags & XDP_CFG_COUNT))
 		xdp_sample_drop(ifindex, p, 1, p->ip_len);
@@ -900,10 +907,9 @@ static __always_inline int xdp_drop(struct xdp_md *ctx, __u32 flags, __u32 gen,
 	} else if (generic && (flags & XDP_CFG_COUNT)) {
 		xdp_sample_drop(ifindex, p, 1, p->ip_len);
 	}
-	xdp_count_slot(slot, gen, row, 1, segs, bytes);
-	// bpf/rfm.c's ingress counter will never see this packet.
-	if ((flags & XDP_CFG_COUNT) && p->fam < RFM_FAM_MAX)
-		rfm_add_counters(ifindex, RFM_DIR_INGRESS, p->fam, segs, bytes);
+	// bpf/rfm.c's ingress counter will never see this packet: the row's
+	// per-family drop count is added to it in userspace.
+	xdp_count_slot(slot, gen, row, p->fam, segs, bytes);
 	return XDP_DROP;
 }
 

@@ -126,13 +126,15 @@ func bpfMappedRSS(path string) (uint64, error) {
 	defer f.Close()
 	var total uint64
 	inBPF := false
+	// Bytes rather than strings: the file has a few thousand lines and
+	// is read at every scrape.
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		line := sc.Text()
-		key, value, isField := strings.Cut(line, ":")
-		if isField && !strings.Contains(key, " ") {
-			if inBPF && key == "Rss" {
-				n, err := parseKB(value)
+		line := sc.Bytes()
+		key, value, isField := bytes.Cut(line, []byte(":"))
+		if isField && !bytes.Contains(key, []byte(" ")) {
+			if inBPF && string(key) == "Rss" {
+				n, err := parseKB(string(value))
 				if err != nil {
 					return 0, fmt.Errorf("%s: Rss: %w", path, err)
 				}
@@ -141,13 +143,30 @@ func bpfMappedRSS(path string) (uint64, error) {
 			continue
 		}
 		// A mapping header: "start-end perms offset dev inode [path]".
-		fields := strings.Fields(line)
-		inBPF = len(fields) >= 6 && fields[5] == "anon_inode:bpf-map"
+		inBPF = string(nthField(line, 5)) == "anon_inode:bpf-map"
 	}
 	if err := sc.Err(); err != nil {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	return total, nil
+}
+
+// nthField is the n-th (from 0) space-separated field of line, or nil.
+func nthField(line []byte, n int) []byte {
+	for i := 0; ; i++ {
+		line = bytes.TrimLeft(line, " ")
+		if len(line) == 0 {
+			return nil
+		}
+		end := bytes.IndexByte(line, ' ')
+		if end < 0 {
+			end = len(line)
+		}
+		if i == n {
+			return line[:end]
+		}
+		line = line[end:]
+	}
 }
 
 // bpfMapsLocked sums the memlock of the BPF maps open in the process, in

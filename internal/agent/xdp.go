@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stepbrobd/rfm/internal/config"
@@ -33,6 +35,7 @@ const blackholeSyncInterval = 250 * time.Millisecond
 type xdpPath struct {
 	log     *slog.Logger
 	prog    *xdp.Program
+	dp      *datapath.Datapath // adds prog's drops to its rx counters
 	block   *xdp.Blocklist
 	station *bmp.Station // nil without BMP
 
@@ -48,6 +51,15 @@ type xdpPath struct {
 	stopSync context.CancelFunc
 	syncDone chan struct{}
 	watch    linkWatcher // follows agent.xdp.interfaces (hotplug)
+
+	// reloadMu is held from a reload's prepare (reconfigure) to its
+	// commit or abort, and by a hotplug attach: an interface appearing
+	// meanwhile is attached before the prepare looks at what is
+	// attached, or after the commit set the new mode, never in the old
+	// mode behind the back of a mode change.
+	reloadMu sync.Mutex
+	// hotplugWaits counts hotplug attaches waiting for a reload (tests).
+	hotplugWaits atomic.Int32
 }
 
 // startXDP loads the program (sharing the datapath's counters and ring),
@@ -62,18 +74,23 @@ func startXDP(c config.XDP, dp *datapath.Datapath, station *bmp.Station, log *sl
 	if err != nil {
 		return nil, fmt.Errorf("agent.xdp: %w", err)
 	}
-	x := &xdpPath{log: log, prog: prog, station: station, sel: config.NewInterfaceSelector(c.Interfaces),
+	// From here on its drops count in rfm_interface_rx_*.
+	if err := dp.SetIngressSource(prog); err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("agent.xdp: %w", err)
+	}
+	x := &xdpPath{log: log, prog: prog, dp: dp, station: station, sel: config.NewInterfaceSelector(c.Interfaces),
 		mode: c.XDPMode(), rules: rules, blackholes: c.BlackholeFromRIB,
 		holes: map[netip.Prefix]bool{}, failed: map[int]string{}}
 	if err := prog.SetRules(rules); err != nil {
-		prog.Close()
+		x.release()
 		return nil, fmt.Errorf("agent.xdp.rules: %w", err)
 	}
 	x.block, err = xdp.OpenBlocklistBatch(c.StateFile, func(p netip.Prefix, on bool) error {
 		return prog.SetPrefix(xdp.ListBlock, p, on)
 	}, func(ps []netip.Prefix) error { return prog.AddPrefixes(xdp.ListBlock, ps) })
 	if err != nil {
-		prog.Close()
+		x.release()
 		return nil, fmt.Errorf("agent.xdp.state_file: %w", err)
 	}
 	if c.BlackholeFromRIB && station == nil {
@@ -145,6 +162,16 @@ func (x *xdpPath) attachMode(ifindex int, name string, mode xdp.Mode) error {
 	return nil
 }
 
+// hotplugAttach attaches an interface the watcher reports, once no
+// reload is between prepare and commit.
+func (x *xdpPath) hotplugAttach(l ifwatch.Link) error {
+	x.hotplugWaits.Add(1)
+	x.reloadMu.Lock()
+	x.hotplugWaits.Add(-1)
+	defer x.reloadMu.Unlock()
+	return x.attach(l.Index, l.Name)
+}
+
 // holds reports whether the program is attached to the interface.
 func (x *xdpPath) holds(ifindex int) bool {
 	return slices.ContainsFunc(x.prog.Attached(), func(a xdp.Attachment) bool { return a.Index == ifindex })
@@ -170,32 +197,57 @@ func (x *xdpPath) detach(ifindex int, name string) {
 // map write and applies the selection (interfaces no longer selected are
 // detached; new pattern matches attached, failures logged) and the
 // blackhole switch. abort takes the attachments and mode changes back.
-// The state file needs a restart.
+// A changed state file gets the running blocklist written to it, used
+// from commit on. Hotplug attaches wait from here to commit or abort
+// (reloadMu).
 func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
-	c, n := &cur.Agent.XDP, &next.Agent.XDP
-	var rc reconfig
-	if c.StateFile != n.StateFile {
-		rc.needsRestart = append(rc.needsRestart, "agent.xdp.state_file")
-		n.StateFile = c.StateFile
+	x.reloadMu.Lock()
+	rc, setSelect, err := x.prepare(cur, next)
+	if err != nil || rc.commit == nil {
+		x.reloadMu.Unlock()
+		return rc, err
 	}
+	commit, abort := rc.commit, rc.abort
+	rc.commit = func() []string {
+		applied := commit()
+		x.reloadMu.Unlock()
+		// After the unlock: the watcher runs the attaches of a new
+		// selection itself, and one may be waiting for the lock.
+		if setSelect != nil {
+			setSelect()
+		}
+		return applied
+	}
+	rc.abort = func() {
+		abort()
+		x.reloadMu.Unlock()
+	}
+	return rc, nil
+}
+
+// prepare is reconfigure under reloadMu. setSelect, when not nil, hands
+// the new selection to the watcher after commit.
+func (x *xdpPath) prepare(cur, next *config.Config) (rc reconfig, setSelect func(), err error) {
+	c, n := &cur.Agent.XDP, &next.Agent.XDP
 	rulesChanged := !slices.EqualFunc(c.Rules, n.Rules, sameRule)
 	var rules []xdp.Rule
 	if rulesChanged {
 		var e *config.Error
 		if rules, e = n.XDPRules(); e != nil {
-			return reconfig{}, e
+			return reconfig{}, nil, e
 		}
 		if err := x.prog.PrepareRules(rules); err != nil {
-			return reconfig{}, fmt.Errorf("agent.xdp.rules: %w", err)
+			return reconfig{}, nil, fmt.Errorf("agent.xdp.rules: %w", err)
 		}
 	}
 	var changed keyChanges
 	changed.add("agent.xdp.rules", rulesChanged)
+	fileChanged := changed.add("agent.xdp.state_file", c.StateFile != n.StateFile)
 	modeChanged := changed.add("agent.xdp.mode", c.Mode != n.Mode)
 	selChanged := changed.add("agent.xdp.interfaces", !slices.Equal(c.Interfaces, n.Interfaces))
 	bhChanged := changed.add("agent.xdp.blackhole_from_rib", c.BlackholeFromRIB != n.BlackholeFromRIB)
 	if len(changed) == 0 {
-		return rc, nil
+		return rc, nil, nil
 	}
 	mode := n.XDPMode()
 	var undo []func()
@@ -203,6 +255,20 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 		for _, u := range slices.Backward(undo) {
 			u()
 		}
+		if rulesChanged {
+			x.prog.DiscardRules()
+		}
+	}
+	// The running blocklist moves to the new file (see
+	// Blocklist.PrepareMove): written there now, used from commit on.
+	var move *xdp.Move
+	if fileChanged {
+		var err error
+		if move, err = x.block.PrepareMove(n.StateFile); err != nil {
+			rollback()
+			return reconfig{}, nil, fmt.Errorf("agent.xdp.state_file = %q: cannot keep the blocklist there: %w", n.StateFile, err)
+		}
+		undo = append(undo, move.Abort)
 	}
 	if modeChanged {
 		oldMode := c.XDPMode()
@@ -210,7 +276,7 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 			got, err := x.prog.SetMode(a.Index, mode)
 			if err != nil {
 				rollback()
-				return reconfig{}, fmt.Errorf("agent.xdp.mode = %q: %w", n.Mode, err)
+				return reconfig{}, nil, fmt.Errorf("agent.xdp.mode = %q: %w", n.Mode, err)
 			}
 			if got != a.Mode {
 				x.log.Info("xdp mode changed", "interface", a.Name, "from", a.Mode, "to", got)
@@ -226,7 +292,7 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 		added, err := x.attachNamed(n.Interfaces, mode)
 		if err != nil {
 			rollback()
-			return reconfig{}, err
+			return reconfig{}, nil, err
 		}
 		for _, l := range added {
 			undo = append(undo, func() { x.detach(l.Index, l.Name) })
@@ -234,13 +300,16 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 	}
 	sel := config.NewInterfaceSelector(n.Interfaces)
 	blackholes := n.BlackholeFromRIB
-	rc.abort = func() {
-		rollback()
-		if rulesChanged {
-			x.prog.DiscardRules()
-		}
-	}
+	rc.abort = rollback
 	rc.commit = func() []string {
+		if fileChanged {
+			if err := move.Commit(); err != nil {
+				x.log.Error("xdp: moving the blocklist failed; it stays in the old state file", "from", c.StateFile, "err", err)
+				changed = slices.DeleteFunc(changed, func(k string) bool { return k == "agent.xdp.state_file" })
+			} else {
+				x.log.Info("xdp blocklist moved", "from", c.StateFile, "to", n.StateFile)
+			}
+		}
 		if rulesChanged {
 			if err := x.prog.SwitchRules(); err != nil {
 				x.log.Error("xdp: switching to the new rules failed; the old ones stay", "err", err)
@@ -258,12 +327,12 @@ func (x *xdpPath) reconfigure(cur, next *config.Config) (reconfig, error) {
 			x.blackholes = blackholes
 		}
 		x.mu.Unlock()
-		if selChanged && x.watch != nil {
-			x.watch.SetSelect(x.wants)
-		}
 		return changed
 	}
-	return rc, nil
+	if selChanged && x.watch != nil {
+		setSelect = func() { x.watch.SetSelect(x.wants) }
+	}
+	return rc, setSelect, nil
 }
 
 // attachNamed attaches, in mode, the interfaces that list names (not
@@ -382,7 +451,17 @@ func (x *xdpPath) close() error {
 	x.stopSync()
 	<-x.syncDone
 	x.block.Close()
-	return x.prog.Close()
+	return x.release()
+}
+
+// release detaches the program everywhere, hands its last drop counts
+// to the datapath's rx counters and closes it.
+func (x *xdpPath) release() error {
+	err := x.prog.DetachAll()
+	if serr := x.dp.SetIngressSource(nil); serr != nil {
+		x.log.Warn("xdp: its last drops are missing from rfm_interface_rx_*", "err", serr)
+	}
+	return errors.Join(err, x.prog.Close())
 }
 
 // status is what rfm status shows of the XDP fast path.
@@ -533,7 +612,7 @@ func (s *xdpStage) open(c config.XDP) (*xdpPath, error) {
 	}
 	w, err := ifwatch.Start(ifwatch.Options{
 		Select: x.wants,
-		Attach: func(l ifwatch.Link) error { return x.attach(l.Index, l.Name) },
+		Attach: x.hotplugAttach,
 		Detach: func(l ifwatch.Link) { x.detach(l.Index, l.Name) },
 		Logger: a.log,
 	})

@@ -189,6 +189,38 @@ type attachment struct {
 	slot    uint32
 	spilled bool // found through rfm_iface_spill, not rfm_iface_slots
 	links   [2]link.Link
+	// The ingress source's count for this interface when its slot was
+	// zeroed, and what earlier sources counted since: Counters adds
+	// source now - base + retired to the kernel's ingress counters.
+	ingressBase, ingressRetired IngressCount
+}
+
+// IngressCount is, by family, packets and bytes that arrived on an
+// interface.
+type IngressCount struct {
+	Packets [numFamilies]uint64
+	Bytes   [numFamilies]uint64
+}
+
+func (c *IngressCount) add(o IngressCount) {
+	for f := range c.Packets {
+		c.Packets[f] += o.Packets[f]
+		c.Bytes[f] += o.Bytes[f]
+	}
+}
+
+func (c *IngressCount) sub(o IngressCount) {
+	for f := range c.Packets {
+		c.Packets[f] -= o.Packets[f]
+		c.Bytes[f] -= o.Bytes[f]
+	}
+}
+
+// IngressSource counts packets that arrive on interfaces but never reach
+// the TC ingress programs: the XDP fast path's drops. Its counts are
+// cumulative by ifindex and never go back for an interface that exists.
+type IngressSource interface {
+	IngressCounts() (map[int]IngressCount, error)
 }
 
 // Datapath owns the maps and one program pair per link kind, shared by
@@ -220,6 +252,11 @@ type Datapath struct {
 	// attachMu orders Attach and Detach (the kernel calls they make);
 	// readers never take it.
 	attachMu sync.Mutex
+	// ingressMu orders reads of the ingress source (Counters, Attach)
+	// against SetIngressSource, so a count is never read from one
+	// source and set off against another's base. Taken before mu.
+	ingressMu sync.Mutex
+	ingress   IngressSource
 	// mu guards the fields below. Attach and Detach hold it only to
 	// update them, never across a kernel call; Counters holds it while
 	// it reads the counters, so no slot is reused under a scrape.
@@ -474,6 +511,14 @@ func (d *Datapath) Attach(ifindex int, name string) error {
 	if err != nil {
 		return fmt.Errorf("attach %s: %w", name, err)
 	}
+	// Counting starts here, with the kernel's counters just zeroed.
+	d.ingressMu.Lock()
+	if d.ingress != nil {
+		if all, err := d.ingress.IngressCounts(); err == nil {
+			a.ingressBase = all[ifindex]
+		}
+	}
+	d.ingressMu.Unlock()
 	hooks := []struct {
 		attach ebpf.AttachType
 		anchor link.Anchor
@@ -675,10 +720,52 @@ func (d *Datapath) zeroSlot(slot uint32) error {
 	return nil
 }
 
+// SetIngressSource makes src (nil: none) the source of the packets that
+// arrive without reaching TC ingress, whose counts Counters adds to the
+// ingress counters. What the source it replaces counted stays in them:
+// call it after that source's last count (the XDP program detached
+// everywhere). All of a new source's counts are added, also those from
+// before this call.
+func (d *Datapath) SetIngressSource(src IngressSource) error {
+	// Not while an Attach is between its base and its bookkeeping.
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	d.ingressMu.Lock()
+	defer d.ingressMu.Unlock()
+	var old map[int]IngressCount
+	if d.ingress != nil {
+		var err error
+		if old, err = d.ingress.IngressCounts(); err != nil {
+			return fmt.Errorf("read the last ingress counts: %w", err)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for idx, a := range d.attached {
+		if c, ok := old[idx]; ok {
+			c.sub(a.ingressBase)
+			a.ingressRetired.add(c)
+		}
+		a.ingressBase = IngressCount{}
+	}
+	d.ingress = src
+	return nil
+}
+
 // Counters reads the per-CPU interface counters of every attached
 // interface and sums them. Each chunk of ChunkInterfaces interfaces is
-// one BPF_MAP_LOOKUP_BATCH.
+// one BPF_MAP_LOOKUP_BATCH. Ingress includes the ingress source's counts
+// (SetIngressSource).
 func (d *Datapath) Counters() ([]Counters, error) {
+	d.ingressMu.Lock()
+	defer d.ingressMu.Unlock()
+	var extra map[int]IngressCount
+	if d.ingress != nil {
+		var err error
+		if extra, err = d.ingress.IngressCounts(); err != nil {
+			return nil, fmt.Errorf("read ingress counts: %w", err)
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	bySlot := make([]*attachment, len(d.slotUsed))
@@ -719,6 +806,17 @@ func (d *Datapath) Counters() ([]Counters, error) {
 				for f := 0; f < numFamilies; f++ {
 					c.Packets[f] += v.Packets[f]
 					c.Bytes[f] += v.Bytes[f]
+				}
+			}
+			if c.Dir == Ingress {
+				x := a.ingressRetired
+				if e, ok := extra[a.Index]; ok {
+					e.sub(a.ingressBase)
+					x.add(e)
+				}
+				for f := range x.Packets {
+					c.Packets[f] += x.Packets[f]
+					c.Bytes[f] += x.Bytes[f]
 				}
 			}
 			out = append(out, c)

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,6 +64,9 @@ type testbed struct {
 	dir  string // config, state file and control socket
 	// xdpIfaces is agent.xdp.interfaces as TOML; "" means [devA].
 	xdpIfaces string
+	// stateFile is agent.xdp.state_file; "" means state/blocklist.json
+	// in dir.
+	stateFile string
 }
 
 func newLab(t *testing.T) *testbed {
@@ -81,6 +85,13 @@ func newLab(t *testing.T) *testbed {
 }
 
 func (l *testbed) socket() string { return filepath.Join(l.dir, "rfm.sock") }
+
+func (l *testbed) stateFilePath() string {
+	if l.stateFile != "" {
+		return l.stateFile
+	}
+	return filepath.Join(l.dir, "state", "blocklist.json")
+}
 
 func (l *testbed) xdpIfacesTOML() string {
 	if l.xdpIfaces != "" {
@@ -106,7 +117,7 @@ socket = %q
 interfaces = %s
 mode = "native"
 state_file = %q
-`, devA, l.socket(), l.xdpIfacesTOML(), filepath.Join(l.dir, "state", "blocklist.json")) + rules
+`, devA, l.socket(), l.xdpIfacesTOML(), l.stateFilePath()) + rules
 	path := filepath.Join(l.dir, "rfm.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
@@ -364,6 +375,98 @@ dst_ports = ["7101"]
 	}
 	if v, _ := l.metric(t, "rfm_xdp_packets_total", map[string]string{"rule": "no-7100", "action": "drop"}); v != 20 {
 		t.Errorf("rfm_xdp_packets_total of the replaced rule = %v, want 20", v)
+	}
+}
+
+// TestStateFileMovesOnReload: a reload that changes agent.xdp.state_file
+// moves the running blocklist there (a file already at the new path is
+// replaced, not read), later changes go to the new file, and a restart
+// from it finds every entry. A path that cannot be written refuses the
+// whole reload: the rule change in it does not apply either.
+func TestStateFileMovesOnReload(t *testing.T) {
+	l := newLab(t)
+	p := l.startAgent(t, "")
+	oldPath := l.stateFilePath()
+
+	// Refused: the new path's directory would be a regular file. The
+	// rule in the same reload does not apply either.
+	blocker := filepath.Join(l.dir, "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.stateFile = filepath.Join(blocker, "list.json")
+	l.writeConfig(t, `[[agent.xdp.rules]]
+name = "no-7301"
+action = "drop"
+proto = "udp"
+dst_ports = ["7301"]
+`)
+	out, err := l.rfmErr("reload")
+	if err == nil || !strings.Contains(out, "agent.xdp.state_file") || !strings.Contains(out, blocker) {
+		t.Errorf("reload to an unwritable state file: err %v, output %s", err, out)
+	}
+	if got := l.try(t, 7301, 20); got != 20 {
+		t.Errorf("the refused reload's rule applied: %d of 20 arrived", got)
+	}
+	l.rfm(t, "block", "add", addrB4, "--for", "1h", "--reason", "before the move")
+	if data, err := os.ReadFile(oldPath + ".journal"); err != nil || !strings.Contains(string(data), addrB4) {
+		t.Errorf("after the refused reload the old state file's journal lacks the new entry: %s (%v)", data, err)
+	}
+
+	// Someone else's list at the new path: replaced, not merged.
+	l.stateFile = filepath.Join(l.dir, "moved", "list.json")
+	if err := os.MkdirAll(filepath.Dir(l.stateFile), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	foreign := `{"version":1,"entries":[{"prefix":"198.18.99.0/24","added":"2026-01-01T00:00:00Z"}]}` + "\n"
+	if err := os.WriteFile(l.stateFile, []byte(foreign), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l.stateFile+".journal", []byte(`{"entry":{"prefix":"198.18.98.0/24","added":"2026-01-01T00:00:00Z"}}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.writeConfig(t, "")
+	if out := l.rfm(t, "reload"); !strings.Contains(out, "agent.xdp.state_file") || strings.Contains(out, "restart") {
+		t.Errorf("reload did not apply agent.xdp.state_file: %s", out)
+	}
+	data, err := os.ReadFile(l.stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), addrB4+"/32") || strings.Contains(string(data), "198.18.99.0") {
+		t.Errorf("new state file after the move: %s", data)
+	}
+	if _, err := os.Stat(l.stateFile + ".journal"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the new path's old journal is still there (%v)", err)
+	}
+	// Changes after the move go to the new file only.
+	l.rfm(t, "block", "add", addrB6, "--for", "1h")
+	l.rfm(t, "block", "add", "198.18.0.64/26", "--for", "1h")
+	if data, _ := os.ReadFile(oldPath + ".journal"); strings.Contains(string(data), addrB6) {
+		t.Errorf("the old state file got a change after the move: %s", data)
+	}
+
+	// Restart from the moved file: every entry is back.
+	if _, err := p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.startAgent(t, "")
+	var list struct{ Entries []struct{ Prefix string } }
+	if err := json.Unmarshal([]byte(l.rfm(t, "block", "list", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range list.Entries {
+		got = append(got, e.Prefix)
+	}
+	want := []string{"198.18.0.64/26", addrB4 + "/32", addrB6 + "/128"}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("blocklist after a restart from the moved file: %v, want %v", got, want)
+	}
+	if got := l.try(t, 7302, 20); got != 0 {
+		t.Errorf("after the restart, the blocked source: %d of 20 arrived", got)
 	}
 }
 

@@ -57,8 +57,8 @@ func benchBlocklist(b *testing.B, p *Program, n int) {
 // prefixes and 64 rules, and the drop paths (blocklist, last rule), each
 // also as ns over the floor measured in the same run. The program runs
 // as the agent runs it: attached to a veth next to the TC datapath
-// (sample rate 100), so a drop is counted in the rx counters and
-// offered to the sampler. With RFM_XDP_FILTER=1 the same frames go
+// (sample rate 100), so a drop is counted in its rule's row (which the
+// datapath adds to the rx counters) and offered to the sampler. With RFM_XDP_FILTER=1 the same frames go
 // through xdp-filter (Debian's xdp-tools) loaded on another veth with
 // the equivalent rules.
 func BenchmarkXDP(b *testing.B) {
@@ -109,6 +109,9 @@ func BenchmarkXDP(b *testing.B) {
 			return err
 		}
 		b.Cleanup(func() { p.Close() })
+		if err := d.SetIngressSource(p); err != nil {
+			return err
+		}
 		if err := p.SetRules(benchRules()); err != nil {
 			return err
 		}

@@ -56,6 +56,9 @@ type Blocklist struct {
 	closed  bool
 	// journaled counts the changes in the journal since the snapshot.
 	journaled int
+	// changes counts changes to entries (a Move prepared before the
+	// last one writes its snapshot again).
+	changes uint64
 }
 
 // OpenBlocklist reads the state at path (a missing file is an empty
@@ -279,6 +282,7 @@ func (b *Blocklist) Add(p netip.Prefix, d time.Duration, reason string) (Entry, 
 		return Entry{}, err
 	}
 	b.entries[p] = e
+	b.changes++
 	b.scheduleLocked()
 	return e, b.recordLocked(change{Entry: e})
 }
@@ -294,6 +298,7 @@ func (b *Blocklist) Del(p netip.Prefix) (bool, error) {
 		return false, err
 	}
 	delete(b.entries, p)
+	b.changes++
 	b.scheduleLocked()
 	return true, b.recordLocked(change{Del: true, Entry: Entry{Prefix: p}})
 }
@@ -360,6 +365,7 @@ func (b *Blocklist) expire() {
 			continue // stays listed; tried again at the next expiry
 		}
 		delete(b.entries, p)
+		b.changes++
 		// Should the record fail, the entry is dropped again as
 		// expired when the list is next loaded.
 		b.recordLocked(change{Del: true, Entry: Entry{Prefix: p}})
@@ -370,6 +376,33 @@ func (b *Blocklist) expire() {
 // saveLocked writes the state file atomically: a temporary file in the
 // same directory, synced, renamed over the old one, the directory synced.
 func (b *Blocklist) saveLocked() error {
+	tmp, err := b.writeTempLocked(filepath.Dir(b.path))
+	if err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.path, err)
+	}
+	if err := renameSynced(tmp, b.path); err != nil {
+		return fmt.Errorf("blocklist %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// renameSynced renames tmp to path and syncs the directory; on error
+// tmp is removed.
+func renameSynced(tmp, path string) error {
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// writeTempLocked writes the snapshot to a new temporary file in dir,
+// synced, and returns its name.
+func (b *Blocklist) writeTempLocked(dir string) (string, error) {
 	st := stateFile{Version: stateVersion, Entries: make([]Entry, 0, len(b.entries))}
 	for _, e := range b.entries {
 		st.Entries = append(st.Entries, e)
@@ -377,12 +410,11 @@ func (b *Blocklist) saveLocked() error {
 	slices.SortFunc(st.Entries, func(x, y Entry) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
 	data, err := json.Marshal(st)
 	if err != nil {
-		return fmt.Errorf("blocklist %s: %w", b.path, err)
+		return "", err
 	}
-	dir := filepath.Dir(b.path)
 	tmp, err := os.CreateTemp(dir, ".blocklist-*")
 	if err != nil {
-		return fmt.Errorf("blocklist %s: %w", b.path, err)
+		return "", err
 	}
 	_, err = tmp.Write(append(data, '\n'))
 	if err == nil {
@@ -391,16 +423,83 @@ func (b *Blocklist) saveLocked() error {
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), b.path)
-	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("blocklist %s: %w", b.path, err)
+		return "", err
 	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+	return tmp.Name(), nil
+}
+
+// Move is a prepared move of the state file (PrepareMove).
+type Move struct {
+	b       *Blocklist
+	path    string
+	tmp     string // the snapshot written at prepare, in path's directory
+	changes uint64 // b.changes when tmp was written
+}
+
+// PrepareMove prepares keeping the list at path instead (a reload that
+// changes agent.xdp.state_file): the running list is written to a
+// temporary file next to path, which shows path's directory can take it.
+// A file already at path is not read: the list in effect is what
+// `rfm block list` shows, and another host's file taken in would block
+// what it blocked, here. Commit puts the list at path and keeps it
+// there from then on; Abort leaves everything as it was. The old file
+// is left where it is, no longer written.
+func (b *Blocklist) PrepareMove(path string) (*Move, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%s is a directory", path)
 	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("blocklist closed")
+	}
+	tmp, err := b.writeTempLocked(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	return &Move{b: b, path: path, tmp: tmp, changes: b.changes}, nil
+}
+
+// Commit makes path the state file: the list as it is now (written
+// again if it changed since PrepareMove) replaces what was at path, a
+// journal there is removed first so it is not replayed onto it, and
+// later changes are journaled next to it. On error the list stays at
+// the old path.
+func (m *Move) Commit() error {
+	b := m.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.changes != m.changes {
+		os.Remove(m.tmp)
+		tmp, err := b.writeTempLocked(filepath.Dir(m.path))
+		if err != nil {
+			return fmt.Errorf("blocklist %s: %w", m.path, err)
+		}
+		m.tmp = tmp
+	}
+	if err := os.Remove(m.path + ".journal"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		os.Remove(m.tmp)
+		return fmt.Errorf("blocklist %s: %w", m.path, err)
+	}
+	if err := renameSynced(m.tmp, m.path); err != nil {
+		return fmt.Errorf("blocklist %s: %w", m.path, err)
+	}
+	b.path = m.path
+	b.journaled = 0
 	return nil
+}
+
+// Abort removes what PrepareMove wrote.
+func (m *Move) Abort() { os.Remove(m.tmp) }
+
+// Path is where the list is kept.
+func (b *Blocklist) Path() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.path
 }

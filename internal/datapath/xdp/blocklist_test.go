@@ -230,3 +230,67 @@ func TestBlocklistOpenWritesOnlyWhenNeeded(t *testing.T) {
 		t.Errorf("%d entries, want 2", n)
 	}
 }
+
+// TestBlocklistMove: a prepared move leaves nothing behind when aborted;
+// committed, the list as it is at commit (a change after the prepare
+// included) is at the new path, replacing what was there, and later
+// changes are journaled there, so opening the new path finds them all.
+func TestBlocklistMove(t *testing.T) {
+	dir := t.TempDir()
+	oldPath, newPath := filepath.Join(dir, "a", "list.json"), filepath.Join(dir, "b", "list.json")
+	trie := &fakeTrie{set: map[netip.Prefix]bool{}}
+	b, err := OpenBlocklist(oldPath, trie.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(s string) {
+		t.Helper()
+		if _, err := b.Add(netip.MustParsePrefix(s), 0, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("198.18.1.0/24")
+	m, err := b.PrepareMove(newPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Abort()
+	if ents, _ := os.ReadDir(filepath.Dir(newPath)); len(ents) != 0 {
+		t.Fatalf("an aborted move left %d files", len(ents))
+	}
+	if err := os.WriteFile(newPath+".journal", []byte(`{"entry":{"prefix":"198.18.9.0/24","added":"2026-01-01T00:00:00Z"}}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = b.PrepareMove(newPath); err != nil {
+		t.Fatal(err)
+	}
+	add("198.18.2.0/24") // after the prepare
+	if err := m.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if b.Path() != newPath {
+		t.Fatalf("path %s after the move", b.Path())
+	}
+	add("198.18.3.0/24") // journaled at the new path
+	b.Close()
+	again := &fakeTrie{set: map[netip.Prefix]bool{}}
+	b2, err := OpenBlocklist(newPath, again.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	var got []string
+	for _, e := range b2.List() {
+		got = append(got, e.Prefix.String())
+	}
+	if want := "198.18.1.0/24 198.18.2.0/24 198.18.3.0/24"; strings.Join(got, " ") != want {
+		t.Errorf("reopened at the new path: %v, want %s", got, want)
+	}
+	// Not writable: a regular file where the directory would be.
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b2.PrepareMove(filepath.Join(dir, "file", "list.json")); err == nil {
+		t.Error("move under a regular file prepared")
+	}
+}

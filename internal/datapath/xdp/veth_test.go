@@ -933,6 +933,10 @@ func (l *vethLab) startWithXDP(t *testing.T, rate uint32, rule Rule, mode Mode) 
 		if x, err = Load(Options{Shared: d.SharedMaps()}); err != nil {
 			return err
 		}
+		// XDP's drops reach the rx counters through the datapath.
+		if err := d.SetIngressSource(x); err != nil {
+			return err
+		}
 		if err := x.SetRules([]Rule{rule}); err != nil {
 			return err
 		}
@@ -950,4 +954,60 @@ func (l *vethLab) startWithXDP(t *testing.T, rate uint32, rule Rule, mode Mode) 
 		}
 	})
 	return d, x
+}
+
+// TestVethRxKeepsDropsAfterDetach: the rx counters, to which the
+// datapath adds XDP's drops, keep them when the program leaves the
+// interface and when it is closed (its last counts handed over), and
+// count on from there.
+func TestVethRxKeepsDropsAfterDetach(t *testing.T) {
+	l := newVethLab(t)
+	d, x := l.startWithXDP(t, 0, Rule{Name: "no-9001", Action: ActionDrop, Proto: 17, DstPorts: []PortRange{{9001, 9001}}}, ModeNative)
+	const n, payload = 40, 32
+	frame := uint64(14 + 20 + 8 + payload)
+	rxIs := func(what string, packets uint64) {
+		t.Helper()
+		lab.Eventually(t, 5*time.Second, what, func() error {
+			cs, err := d.Counters()
+			if err != nil {
+				return err
+			}
+			for _, c := range cs {
+				if c.Index == l.idxB && c.Dir == datapath.Ingress {
+					if c.Packets[1] != packets || c.Bytes[1] != packets*frame {
+						return fmt.Errorf("rx IPv4 %d packets %d bytes, want %d and %d", c.Packets[1], c.Bytes[1], packets, packets*frame)
+					}
+					return nil
+				}
+			}
+			return errors.New("interface not in counters")
+		})
+	}
+	r := l.receiver(t, "198.18.0.2:9001")
+	send(t, l.nsA, "198.18.0.1:5001", "198.18.0.2:9001", n, payload)
+	rxIs("rx counts the drops", n)
+	if err := x.Detach(l.idxB); err != nil {
+		t.Fatal(err)
+	}
+	rxIs("rx after the detach", n)
+	send(t, l.nsA, "198.18.0.1:5001", "198.18.0.2:9001", n, payload)
+	rxIs("rx counts on at TC", 2*n)
+	if got := r.count(); got != n {
+		t.Errorf("%d datagrams arrived, want the %d sent after the detach", got, n)
+	}
+	// Attached again: its new drops add to what it dropped before.
+	var err error
+	l.inB(t, func() error { _, err = x.Attach(l.idxB, l.devB, ModeNative); return err })
+	send(t, l.nsA, "198.18.0.1:5001", "198.18.0.2:9001", n, payload)
+	rxIs("rx after a second attach", 3*n)
+	if err := x.DetachAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetIngressSource(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rxIs("rx with the program closed", 3*n)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/stepbrobd/rfm/internal/datapath"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -85,10 +86,23 @@ type rawCfg struct {
 	Flags uint32
 }
 
-// Mirrors struct xdp_counter.
+// Mirrors struct xdp_counter: column 0 passed, 1 dropped IPv4, 2
+// dropped IPv6 (the datapath's family numbers).
 type rawCounter struct {
-	Packets [2]uint64 // 0 passed, 1 dropped
-	Bytes   [2]uint64
+	Packets [3]uint64
+	Bytes   [3]uint64
+}
+
+func (c *rawCounter) add(o rawCounter) {
+	for i := range c.Packets {
+		c.Packets[i] += o.Packets[i]
+		c.Bytes[i] += o.Bytes[i]
+	}
+}
+
+// dropped is what the counter dropped, and passed what it passed.
+func (c rawCounter) dropped() (packets, bytes uint64) {
+	return c.Packets[1] + c.Packets[2], c.Bytes[1] + c.Bytes[2]
 }
 
 // Options configure Load.
@@ -126,8 +140,12 @@ type Program struct {
 	slotUsed [MaxInterfaces]bool
 	// totals are counts of retired generations, folded by rule name so
 	// they survive a reload; by ifindex.
-	totals  map[int]map[string]rawCounter
-	entries [6]int // entries in block4, block6, hole4, hole6, host4, host6
+	totals map[int]map[string]rawCounter
+	// detached are the drops by family of interfaces since detached, by
+	// ifindex: they stay in IngressCounts, which must never go back,
+	// until the interface is gone.
+	detached map[int]rawCounter
+	entries  [6]int // entries in block4, block6, hole4, hole6, host4, host6
 	// hostBits counts the blocklisted single addresses on each bit of
 	// xdp_host_filter that has any.
 	hostBits map[uint32]uint32
@@ -142,6 +160,9 @@ type attachment struct {
 	mode  Mode
 	slot  uint32
 	link  link.Link
+	// detaching: Detach is taking it off; it stays in attached, and its
+	// counts readable, until its last drops are in detached.
+	detaching bool
 }
 
 // Load creates the maps and loads the program. Nothing is attached and
@@ -171,7 +192,7 @@ func Load(opts Options) (*Program, error) {
 		replace[name] = m
 	}
 	p := &Program{maps: map[string]*ebpf.Map{}, attached: map[int]*attachment{}, totals: map[int]map[string]rawCounter{},
-		hostBits: map[uint32]uint32{}}
+		detached: map[int]rawCounter{}, hostBits: map[uint32]uint32{}}
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") {
 			continue // .rodata: the collection makes and freezes it
@@ -275,8 +296,9 @@ func (p *Program) closeMaps() {
 	p.own = nil
 }
 
-// Close detaches every interface and releases the program and its maps.
-func (p *Program) Close() error {
+// DetachAll detaches every interface; the counts stay readable
+// (IngressCounts) until Close.
+func (p *Program) DetachAll() error {
 	p.mu.Lock()
 	var idx []int
 	for i := range p.attached {
@@ -287,6 +309,12 @@ func (p *Program) Close() error {
 	for _, i := range idx {
 		errs = append(errs, p.Detach(i))
 	}
+	return errors.Join(errs...)
+}
+
+// Close detaches every interface and releases the program and its maps.
+func (p *Program) Close() error {
+	errs := []error{p.DetachAll()}
 	p.mu.Lock()
 	p.syncSkbLinkLocked(false)
 	p.mu.Unlock()
@@ -497,8 +525,7 @@ func (p *Program) SetMode(ifindex int, mode Mode) (Mode, error) {
 			// Neither mode: the interface is left without the program,
 			// and forgotten so a later attach starts clean.
 			p.mu.Lock()
-			delete(p.attached, ifindex)
-			delete(p.totals, ifindex)
+			p.retireLocked(a)
 			p.slotUsed[a.slot] = false
 			p.syncSkbLinkLocked(false)
 			p.mu.Unlock()
@@ -571,19 +598,24 @@ func foreignProgram(ifindex int) (string, error) {
 	return fmt.Sprintf("XDP program id %d", x.ProgId), nil
 }
 
-// Detach removes the program from the interface and forgets its counts.
+// Detach removes the program from the interface and forgets its counts
+// but its drops by family (IngressCounts).
 func (p *Program) Detach(ifindex int) error {
 	p.mu.Lock()
 	a, ok := p.attached[ifindex]
+	ok = ok && !a.detaching
 	if ok {
-		delete(p.attached, ifindex)
-		delete(p.totals, ifindex)
+		a.detaching = true
 	}
 	p.mu.Unlock()
 	if !ok {
 		return nil
 	}
 	err := a.link.Close()
+	// Its rows are final once the link is gone.
+	p.mu.Lock()
+	p.retireLocked(a)
+	p.mu.Unlock()
 	p.clearIfaceSlot(ifindex)
 	p.mu.Lock()
 	p.slotUsed[a.slot] = false
@@ -593,6 +625,75 @@ func (p *Program) Detach(ifindex int) error {
 		return fmt.Errorf("xdp %s: detach: %w", a.name, err)
 	}
 	return nil
+}
+
+// retireLocked forgets an attachment whose program is off the
+// interface, keeping its drops by family in detached, and forgets the
+// drops of interfaces that no longer exist. The caller holds mu.
+func (p *Program) retireLocked(a *attachment) {
+	if sum, err := p.dropsLocked(a); err == nil {
+		d := p.detached[a.index]
+		d.add(sum)
+		p.detached[a.index] = d
+	} else {
+		p.errors.Add(1) // rfm_errors_total{subsystem="xdp"}: the interface's rx counters lose its drops
+	}
+	delete(p.attached, a.index)
+	delete(p.totals, a.index)
+	for idx := range p.detached {
+		if _, err := netlink.LinkByIndex(idx); err != nil && errors.As(err, new(netlink.LinkNotFoundError)) {
+			delete(p.detached, idx)
+		}
+	}
+}
+
+// dropsLocked is what the program dropped on an attached interface, by
+// family (column 0, passes, left at zero). The caller holds mu.
+func (p *Program) dropsLocked(a *attachment) (rawCounter, error) {
+	var sum rawCounter
+	for _, c := range p.totals[a.index] {
+		sum.add(c)
+	}
+	for gen := range uint8(2) {
+		cur, err := p.readRows(a.slot, gen)
+		if err != nil {
+			return rawCounter{}, err
+		}
+		for _, c := range cur {
+			sum.add(c)
+		}
+	}
+	sum.Packets[0], sum.Bytes[0] = 0, 0
+	return sum, nil
+}
+
+// IngressCounts is, by ifindex and family, what the program dropped
+// since it was loaded (datapath.IngressSource): packets that never
+// reach the TC ingress counters, to which the datapath adds them. It
+// never goes back for an interface that exists.
+func (p *Program) IngressCounts() (map[int]datapath.IngressCount, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[int]datapath.IngressCount, len(p.attached)+len(p.detached))
+	add := func(idx int, c rawCounter) {
+		o := out[idx]
+		for f := range c.Packets {
+			o.Packets[f] += c.Packets[f]
+			o.Bytes[f] += c.Bytes[f]
+		}
+		out[idx] = o
+	}
+	for idx, c := range p.detached {
+		add(idx, c)
+	}
+	for _, a := range p.attached {
+		c, err := p.dropsLocked(a)
+		if err != nil {
+			return nil, err
+		}
+		add(a.index, c)
+	}
+	return out, nil
 }
 
 // Attachment is an interface the program is attached to.
@@ -648,10 +749,7 @@ func (p *Program) readRows(slot uint32, gen uint8) ([rows]rawCounter, error) {
 			return out, fmt.Errorf("read XDP counters: %w", err)
 		}
 		for _, c := range percpu {
-			for v := range 2 {
-				out[row].Packets[v] += c.Packets[v]
-				out[row].Bytes[v] += c.Bytes[v]
-			}
+			out[row].add(c)
 		}
 	}
 	return out, nil
@@ -676,10 +774,7 @@ func (p *Program) foldGen(gen uint8) error {
 				continue
 			}
 			sum := t[name]
-			for v := range 2 {
-				sum.Packets[v] += c.Packets[v]
-				sum.Bytes[v] += c.Bytes[v]
-			}
+			sum.add(c)
 			t[name] = sum
 		}
 		if err := p.zeroGen(a.slot, gen); err != nil {
@@ -744,18 +839,15 @@ func (p *Program) Counters() ([]Counter, error) {
 					continue
 				}
 				s := sums[name]
-				for v := range 2 {
-					s.Packets[v] += c.Packets[v]
-					s.Bytes[v] += c.Bytes[v]
-				}
+				s.add(c)
 				sums[name] = s
 			}
 		}
 		for name, c := range sums {
-			for v, action := range []string{"pass", "drop"} {
-				out = append(out, Counter{Ifindex: a.index, Ifname: a.name, Rule: name, Action: action,
-					Packets: c.Packets[v], Bytes: c.Bytes[v]})
-			}
+			dp, db := c.dropped()
+			out = append(out,
+				Counter{Ifindex: a.index, Ifname: a.name, Rule: name, Action: "pass", Packets: c.Packets[0], Bytes: c.Bytes[0]},
+				Counter{Ifindex: a.index, Ifname: a.name, Rule: name, Action: "drop", Packets: dp, Bytes: db})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -21,9 +21,5 @@ func (r *RIB) ExactRoutes(p netip.Prefix) []RouteInfo {
 	if !ok {
 		return nil
 	}
-	out := make([]RouteInfo, len(e.routes))
-	for i, rt := range e.routes {
-		out[i] = s.info(p, rt)
-	}
-	return out
+	return s.infos(p, e)
 }

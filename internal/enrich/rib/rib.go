@@ -209,6 +209,11 @@ func (r *RIB) LookupAll(a netip.Addr) []RouteInfo {
 	if !ok {
 		return nil
 	}
+	return s.infos(p, e)
+}
+
+// infos returns every route of e, the entry of prefix p, best first.
+func (s *snapshot) infos(p netip.Prefix, e entry) []RouteInfo {
 	out := make([]RouteInfo, len(e.routes))
 	for i, rt := range e.routes {
 		out[i] = s.info(p, rt)

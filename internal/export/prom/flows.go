@@ -4,7 +4,6 @@ package prom
 
 import (
 	"bufio"
-	"github.com/klauspost/compress/gzip"
 	"io"
 	"net/http"
 	"strconv"
@@ -106,7 +105,11 @@ func (c *Collector) WriteFlows(w io.Writer) error {
 			Active: r.Active, packets: r.Packets, bytes: r.Bytes,
 		})
 	})
-	bw := bufio.NewWriterSize(w, 64<<10)
+	// Buffered by the caller when it can be (Handler's buffer).
+	bw, ok := w.(*bufio.Writer)
+	if !ok {
+		bw = bufio.NewWriterSize(w, scrapeBufferSize)
+	}
 	line := sc.line[:0]
 	for _, f := range flowFamilies {
 		bw.WriteString("# HELP " + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.typ + "\n")
@@ -158,24 +161,42 @@ func appendLabel(b []byte, prefix, v string) []byte {
 	return b
 }
 
-// gzipWriters are reused across scrapes: a gzip.Writer holds about
-// 800 KB of compressor state.
-var gzipWriters = sync.Pool{New: func() any {
-	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
-	return w
-}}
+// scrapeBuffers are the output buffers of one scrape: the text goes
+// through bw, then through gz when the client accepts gzip.
+type scrapeBuffers struct {
+	bw *bufio.Writer
+	gz *gzipWriter // made at the first scrape that asks for gzip
+}
+
+// scrapeBufferSize is bw's size. The encoders write a line or a family
+// at a time; 16 KiB of them make few writes to the connection or the
+// compressor.
+const scrapeBufferSize = 16 << 10
 
 // Handler serves the registry in the text format followed by the flow
 // families of c, gzip-compressed when the client accepts it (Prometheus
-// always does). The flow series repeat their label strings, which the
-// fastest level already compresses about 25-fold; klauspost's gzip does
-// it about four times faster than compress/gzip, which keeps a scrape at
-// the label set limit within a few milliseconds.
+// always does). The flow series repeat their label strings, which LZ77
+// alone compresses about 25-fold.
+//
+// One set of buffers, the compressor's included, is kept for as long as
+// the handler lives and used by one scrape at a time; a scrape that
+// overlaps it (two Prometheus servers at once) makes its own. Kept in a
+// sync.Pool they would be dropped at every garbage collection and made
+// again by the next scrape.
 func Handler(reg prometheus.Gatherer, c *Collector, onError func(error)) http.Handler {
+	var (
+		kept     scrapeBuffers
+		keptBusy sync.Mutex
+	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fams, err := reg.Gather()
 		if err != nil && onError != nil {
 			onError(err) // partial results are still served
+		}
+		buf := &scrapeBuffers{}
+		if keptBusy.TryLock() {
+			defer keptBusy.Unlock()
+			buf = &kept
 		}
 		h := w.Header()
 		h.Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
@@ -183,16 +204,23 @@ func Handler(reg prometheus.Gatherer, c *Collector, onError func(error)) http.Ha
 		var out io.Writer = w
 		if acceptsGzip(r.Header.Values("Accept-Encoding")) {
 			h.Set("Content-Encoding", "gzip")
-			gz := gzipWriters.Get().(*gzip.Writer)
+			if buf.gz == nil {
+				buf.gz = newGzipWriter()
+			}
+			gz := buf.gz
 			gz.Reset(w)
 			defer func() {
 				_ = gz.Close() // a client gone mid-response is not our error
 				gz.Reset(nil)
-				gzipWriters.Put(gz)
 			}()
 			out = gz
 		}
-		bw := bufio.NewWriterSize(out, 64<<10)
+		if buf.bw == nil {
+			buf.bw = bufio.NewWriterSize(out, scrapeBufferSize)
+		}
+		bw := buf.bw
+		bw.Reset(out)
+		defer bw.Reset(nil)
 		enc := expfmt.NewEncoder(bw, expfmt.NewFormat(expfmt.TypeTextPlain))
 		for _, f := range fams {
 			if err := enc.Encode(f); err != nil {
