@@ -78,13 +78,13 @@ func TestEntryPadding(t *testing.T) {
 
 // An update reads and writes one cache line of the arena: the hot part
 // is 64 bytes (and a chunk's hot array starts on a page, so each entry
-// is one line); the cold part is 24.
+// is one line); the cold part is 16.
 func TestEntrySizes(t *testing.T) {
 	if got := unsafe.Sizeof(entry{}); got != 64 {
 		t.Errorf("entry is %d bytes, want 64 (one cache line)", got)
 	}
-	if got := unsafe.Sizeof(entryCold{}); got != 24 {
-		t.Errorf("entryCold is %d bytes, want 24", got)
+	if got := unsafe.Sizeof(entryCold{}); got != 16 {
+		t.Errorf("entryCold is %d bytes, want 16", got)
 	}
 	var a arena
 	a.alloc()

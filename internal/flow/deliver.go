@@ -29,7 +29,8 @@ func (t *Table) copyFlow(i int32, fc *flowCopy) {
 	if fc.e.kind&kindRec != 0 {
 		fc.rec = t.recs.states[fc.c.recID()]
 	}
-	fc.src, fc.dst, fc.path = t.bgpSrc.get(fc.c.src), t.bgpDst.get(fc.c.dst), t.paths.get(fc.c.path)
+	fc.src, fc.dst = t.bgpSrc.get(fc.c.src), t.bgpDst.get(fc.c.dst)
+	fc.path = fc.dst.path
 }
 
 // record converts the current record of the flow in slot i to a Record.

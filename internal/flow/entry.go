@@ -60,13 +60,10 @@ type entryCold struct {
 	firstOrRec int64
 	// src and dst are the flow's labels, one id per side in
 	// Table.bgpSrc and Table.bgpDst: ASN, city and BGP context of the
-	// route chosen for that address; 0 when nothing is known.
+	// route chosen for that address; the destination side also holds
+	// the flow's path and the enricher generation of its labels (see
+	// dstSide). 0 when all of it is zero.
 	src, dst uint32
-	path     uint32 // id in Table.paths; 0 = the zero flowPath
-	// gen is the low 32 bits of the Enricher.Generation() the labels
-	// came from: a refresh is missed only if a multiple of 2^32
-	// generations passes between two sweeps.
-	gen uint32
 }
 
 // recID is the id in Table.recs of a flow with kindRec.

@@ -17,7 +17,6 @@ func (t *Table) endFlow(i int32, reason EndReason) {
 	t.detachSet(e)
 	t.bgpDst.release(c.dst)
 	t.bgpSrc.release(c.src)
-	t.paths.release(c.path)
 	if e.kind&kindV6 != 0 {
 		t.v6.release(uint32(e.addrs))
 	}

@@ -120,12 +120,12 @@ func TestFlowPaths(t *testing.T) {
 		}
 	}
 	check("Top", tab.Top(0, nil, nil), 5)
-	if n := tab.paths.len(); n != 3 {
+	if n := tab.bgpDst.len(); n != 3 { // no labels: destination sides differ by path only
 		t.Errorf("%d paths held for 5 flows with 3 distinct non-zero paths", n)
 	}
 	tab.Flush(EndForced)
 	check("flushed", sink.take(), 5)
-	if n := tab.paths.len(); n != 0 {
+	if n := tab.bgpDst.len(); n != 0 {
 		t.Errorf("%d paths held after every flow ended", n)
 	}
 

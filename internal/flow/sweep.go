@@ -60,7 +60,7 @@ func (t *Table) refreshLabels() int {
 				t.refreshCursor = 0
 			}
 			i := int32(t.refreshCursor)
-			if e := t.arena.at(i); e.live() && t.arena.cold(i).gen != gen {
+			if e := t.arena.at(i); e.live() && t.bgpDst.get(t.arena.cold(i).dst).gen != gen {
 				buf = append(buf, refreshItem{idx: i, key: storedKey(e, &t.v6)})
 			}
 			t.refreshCursor++
@@ -82,8 +82,7 @@ func (t *Table) refreshLabels() int {
 			}
 			if e := t.arena.at(it.idx); e.live() && matches(e, &it.key, &t.v6) {
 				c := t.arena.cold(it.idx)
-				t.setLabels(c, &it.labels)
-				c.gen = gen
+				t.setLabels(c, &it.labels, gen)
 				t.detachSet(e) // counted so far stays in the old set
 				t.attachSet(e, c, e.last)
 			}

@@ -72,23 +72,22 @@ type Options struct {
 // for concurrent use; the collector takes the lock once per batch.
 type Table struct {
 	mu       sync.Mutex
-	arena    arena               // the flows; free slots are reused
-	index    flowIndex           // flow key -> arena slot
-	queue    ageQueue            // eviction order, by last-seen, while aging
-	aging    bool                // queue is kept: the table filled up
-	v6       addrPairs           // addresses of IPv6 flows
-	recs     recordStates        // flows an active timeout exported part of
-	cities   *cityTable          // city names behind the label ids
-	bgpDst   *refTable[dstSide]  // destination labels behind entryCold.dst
-	bgpSrc   *refTable[srcSide]  // and source labels behind entryCold.src
-	paths    *refTable[flowPath] // interfaces and FIB gateway behind entryCold.path
-	sets     labelSets           // Prometheus label sets and their totals
-	maxFlows int                 // 0 = unlimited (up to flowCeiling)
-	hint     int                 // shrinking stops at room for this many flows
-	ended    []Record            // flows ended under mu, not yet delivered
-	forced   uint64              // lack-of-resources evictions
-	idle     uint64              // idle-timeout evictions
-	touched  uint64              // sink for prefetch loads, see updateGroup
+	arena    arena              // the flows; free slots are reused
+	index    flowIndex          // flow key -> arena slot
+	queue    ageQueue           // eviction order, by last-seen, while aging
+	aging    bool               // queue is kept: the table filled up
+	v6       addrPairs          // addresses of IPv6 flows
+	recs     recordStates       // flows an active timeout exported part of
+	cities   *cityTable         // city names behind the label ids
+	bgpDst   *refTable[dstSide] // destination labels behind entryCold.dst
+	bgpSrc   *refTable[srcSide] // and source labels behind entryCold.src
+	sets     labelSets          // Prometheus label sets and their totals
+	maxFlows int                // 0 = unlimited (up to flowCeiling)
+	hint     int                // shrinking stops at room for this many flows
+	ended    []Record           // flows ended under mu, not yet delivered
+	forced   uint64             // lack-of-resources evictions
+	idle     uint64             // idle-timeout evictions
+	touched  uint64             // sink for prefetch loads, see updateGroup
 	gone     goneInterfaces
 
 	// Scratch space of updateGroup, kept here so it is not zeroed per
@@ -146,7 +145,6 @@ func NewTable(o Options) *Table {
 		cities:   newCityTable(),
 		bgpDst:   newRefTable[dstSide](),
 		bgpSrc:   newRefTable[srcSide](),
-		paths:    newRefTable[flowPath](),
 		maxFlows: maxFlows,
 		hint:     hint,
 		enricher: o.Enricher,
@@ -366,16 +364,16 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 		ttlMax:   ev.TTL,
 	}
 	storeKey(e, k, &t.v6)
-	*c = entryCold{
-		firstOrRec: ns,
-		path:       t.paths.acquire(flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}),
-	}
+	path := flowPath{nextHop: ev.FIBNextHop, in: ev.InIfindex, out: ev.FIBIfindex}
+	*c = entryCold{firstOrRec: ns}
 	if t.enricher != nil {
 		// Read the generation first: if it changes while Enrich runs,
 		// the next sweep sees a mismatch and refreshes.
-		c.gen = uint32(t.enricher.Generation())
+		gen := uint32(t.enricher.Generation())
 		l := t.enricher.Enrich(k.SrcAddr(), k.DstAddr())
-		t.setLabels(c, &l)
+		t.setSides(c, &l, path, gen)
+	} else {
+		c.dst = t.bgpDst.acquire(dstSide{path: path})
 	}
 	t.attachSet(e, c, ns)
 	t.countEvent(e, ev)
@@ -385,12 +383,18 @@ func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	}
 }
 
-// setLabels gives c the ids of l's two sides, releasing those it held.
-func (t *Table) setLabels(c *entryCold, l *Labels) {
+// setLabels gives c the labels l of generation gen, keeping its path.
+func (t *Table) setLabels(c *entryCold, l *Labels, gen uint32) {
+	t.setSides(c, l, t.bgpDst.get(c.dst).path, gen)
+}
+
+// setSides gives c the ids of l's two sides with path and gen,
+// releasing those it held.
+func (t *Table) setSides(c *entryCold, l *Labels, path flowPath, gen uint32) {
 	oldDst, oldSrc := c.dst, c.src
 	c.dst = t.bgpDst.acquire(dstSide{asn: l.DstASN, city: t.cities.id(l.DstCity), nextHop: l.BGP.NextHop,
 		nextAS: l.BGP.NextAS, prefixLen: l.BGP.DstPrefixLen, communities: l.BGP.Communities,
-		largeCommunities: l.BGP.LargeCommunities})
+		largeCommunities: l.BGP.LargeCommunities, path: path, gen: gen})
 	c.src = t.bgpSrc.acquire(srcSide{asn: l.SrcASN, city: t.cities.id(l.SrcCity), prevAS: l.BGP.PrevAS,
 		prefixLen: l.BGP.SrcPrefixLen})
 	t.bgpDst.release(oldDst)
