@@ -14,9 +14,9 @@ package flow
 //
 // A slot is two parts in two arrays of its chunk: the 64-byte entry that
 // every update reads and writes (one cache line: a chunk's arrays are
-// page aligned, being larger than 32 KiB) and the 24-byte entryCold that
-// creating, ending and reporting a flow use. One 88-byte struct would
-// put the hot part of seven entries in eight across two lines.
+// page aligned, being larger than 32 KiB) and the 16-byte entryCold that
+// creating, ending and reporting a flow use. One 80-byte struct would
+// put the hot part of three entries in four across two lines.
 //
 // Slot i is chunks[i>>chunkShift].hot[i&chunkMask]: the chunk pointers
 // of a 64k-flow table fit in one cache line pair, so the lookup costs
@@ -34,7 +34,7 @@ type arenaChunk struct {
 
 const (
 	chunkShift = 10
-	chunkLen   = 1 << chunkShift // 1024 slots, 88 KiB
+	chunkLen   = 1 << chunkShift // 1024 slots, 80 KiB
 	chunkMask  = chunkLen - 1
 )
 

@@ -21,10 +21,10 @@ const (
 
 	// MaxFlowsCeiling bounds the table whatever MaxFlows says: with
 	// MaxFlows 0 ("no limit") a flood of spoofed sources would otherwise
-	// grow memory without bound. At 96 bytes per IPv4 flow (an 88-byte
-	// arena slot, 4-byte index slots at most half full), 128 per IPv6
-	// flow and 16 more for the age queue of a full table, it is some
-	// 400-770 MiB (with the active-timeout state of the longer flows).
+	// grow memory without bound. At 88 bytes per IPv4 flow (an 80-byte
+	// arena slot, 4-byte index slots at most half full), 120 per IPv6
+	// flow, 16 more for the age queue of a full table and 40 for the
+	// active-timeout state of a longer flow, it is some 350-700 MiB.
 	MaxFlowsCeiling = 1 << 22
 
 	// endChunk bounds the work one lock hold does when ending many flows
