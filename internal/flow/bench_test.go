@@ -347,3 +347,26 @@ func BenchmarkExpireScan(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStartAging measures building the age queue from the arena, which
+// the first eviction of a full table pays under the lock. One op is one
+// build.
+func BenchmarkStartAging(b *testing.B) {
+	for _, n := range []int{1 << 16, 1 << 20} {
+		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(7, 7))
+			flows := benchFlows(n, rng)
+			for i := range flows {
+				flows[i].BootNs = 1e9 + rng.Uint64N(1e9) // last-seen in random order
+			}
+			t := NewTable(Options{MaxFlows: n})
+			t.UpdateBatch(flows)
+			for b.Loop() {
+				t.startAging()
+			}
+			if t.Active() != n {
+				b.Fatalf("active = %d, want %d", t.Active(), n)
+			}
+		})
+	}
+}
