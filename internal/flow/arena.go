@@ -21,10 +21,22 @@ package flow
 // Slot i is chunks[i>>chunkShift].hot[i&chunkMask]: the chunk pointers
 // of a 64k-flow table fit in one cache line pair, so the lookup costs
 // one L1 load more than a flat slice.
+//
+// Chunks are mapped outside the Go heap (chunkmem.go). They hold no
+// pointers, so the collector has nothing to find in them, and on its heap
+// they only raised its goal: at GOGC 50 the heap may grow to 1.5 times
+// what is live before a collection, so a 5 MiB table let 2.5 MiB of
+// garbage from scrapes stay resident next to it. Mapped, the table costs
+// exactly its pages.
 type arena struct {
 	chunks []*arenaChunk
 	n      int     // slots handed out so far; slots >= n are unused
 	free   []int32 // slots given back, reused before n grows
+	// spare are chunks reset dropped, their pages given back to the
+	// kernel (they read as zeros again), reused before new ones are
+	// mapped.
+	spare []*arenaChunk
+	mem   *chunkMem // every chunk's mapping; unmapped with the arena
 }
 
 type arenaChunk struct {
@@ -57,7 +69,14 @@ func (a *arena) alloc() int32 {
 		return i
 	}
 	if a.n == len(a.chunks)*chunkLen {
-		a.chunks = append(a.chunks, new(arenaChunk))
+		var c *arenaChunk
+		if k := len(a.spare); k > 0 {
+			c = a.spare[k-1]
+			a.spare = a.spare[:k-1]
+		} else {
+			c = a.newChunk()
+		}
+		a.chunks = append(a.chunks, c)
 	}
 	a.n++
 	return int32(a.n - 1)
@@ -67,14 +86,18 @@ func (a *arena) alloc() int32 {
 func (a *arena) release(i int32) { a.free = append(a.free, i) }
 
 // reset forgets every slot, keeping the chunks that hold the first keep
-// slots (a table that emptied after a flood gives the rest back).
+// slots (a table that emptied after a flood gives the rest's pages back).
 func (a *arena) reset(keep int) {
 	k := min((keep+chunkLen-1)/chunkLen, len(a.chunks))
+	for _, c := range a.chunks[k:] {
+		a.mem.release(c)
+		a.spare = append(a.spare, c)
+	}
 	clear(a.chunks[k:])
 	a.chunks = a.chunks[:k]
 	a.n = 0
 	a.free = nil
 }
 
-// capacity is the number of slots the allocated chunks hold.
+// capacity is the number of slots the chunks in use hold.
 func (a *arena) capacity() int { return len(a.chunks) * chunkLen }

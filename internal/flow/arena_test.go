@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -90,5 +91,75 @@ func TestEntrySizes(t *testing.T) {
 	a.alloc()
 	if addr := uintptr(unsafe.Pointer(a.at(0))); addr%64 != 0 {
 		t.Errorf("a chunk's first entry is at %#x, not on a cache line", addr)
+	}
+}
+
+// Chunks live outside the Go heap, where the collector does not look:
+// nothing in them may be a pointer.
+func TestArenaChunkHoldsNoPointers(t *testing.T) {
+	var walk func(reflect.Type) bool
+	walk = func(typ reflect.Type) bool {
+		switch typ.Kind() {
+		case reflect.Pointer, reflect.UnsafePointer, reflect.Slice, reflect.Map, reflect.Chan,
+			reflect.Func, reflect.Interface, reflect.String:
+			return true
+		case reflect.Array:
+			return walk(typ.Elem())
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				if walk(typ.Field(i).Type) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if walk(reflect.TypeFor[arenaChunk]()) {
+		t.Fatal("arenaChunk holds a pointer, string, slice, map or interface: it must not live outside the Go heap")
+	}
+}
+
+// A full table's chunks are mapped, not on the heap; reset gives their
+// pages back but keeps them for reuse; a dropped table's mappings go.
+func TestArenaChunksMapped(t *testing.T) {
+	var a arena
+	for range 4 * chunkLen {
+		a.alloc()
+	}
+	if got, want := a.mem.mappedBytes(), 4*chunkBytes; got != want {
+		t.Fatalf("mapped %d bytes for 4 chunks, want %d", got, want)
+	}
+	a.at(3*chunkLen).rate = 9
+	a.reset(chunkLen)
+	if a.capacity() != chunkLen || len(a.spare) != 3 {
+		t.Fatalf("after reset: capacity %d, %d spare chunks; want %d and 3", a.capacity(), len(a.spare), chunkLen)
+	}
+	for range 4 * chunkLen {
+		a.alloc()
+	}
+	if got, want := a.mem.mappedBytes(), 4*chunkBytes; got != want {
+		t.Fatalf("mapped %d bytes after refilling, want %d (spare chunks reused)", got, want)
+	}
+	for i := int32(chunkLen); i < 4*chunkLen; i++ {
+		if a.at(i).rate != 0 {
+			t.Fatalf("slot %d of a reused chunk reads rate %d, want a zeroed chunk", i, a.at(i).rate)
+		}
+	}
+
+	maps := a.mem.maps
+	a = arena{}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		maps.mu.Lock()
+		left := len(maps.list)
+		maps.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d chunk mappings still there after the arena was dropped", left)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

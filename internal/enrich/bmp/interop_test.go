@@ -59,14 +59,27 @@ func requireRouters(t *testing.T) {
 	}
 }
 
+// handedPorts are the ports freePort has returned in this test binary.
+var handedPorts sync.Map
+
+// freePort returns a port nothing listens on at host, never one it has
+// returned before: the kernel may hand a just-closed port out again, and
+// a router given the same port for BGP and its API fails to start.
 func freePort(t *testing.T, host string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if _, seen := handedPorts.LoadOrStore(port, true); !seen {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no fresh port on %s in 100 tries", host)
+	return 0
 }
 
 // daemon runs a router process for the test's duration; its output
