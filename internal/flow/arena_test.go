@@ -129,7 +129,7 @@ func TestArenaChunksMapped(t *testing.T) {
 	if got, want := a.mem.mappedBytes(), 4*chunkBytes; got != want {
 		t.Fatalf("mapped %d bytes for 4 chunks, want %d", got, want)
 	}
-	a.at(3*chunkLen).rate = 9
+	a.at(3 * chunkLen).rate = 9
 	a.reset(chunkLen)
 	if a.capacity() != chunkLen || len(a.spare) != 3 {
 		t.Fatalf("after reset: capacity %d, %d spare chunks; want %d and 3", a.capacity(), len(a.spare), chunkLen)
