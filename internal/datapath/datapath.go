@@ -513,10 +513,8 @@ func (d *Datapath) Attach(ifindex int, name string) error {
 	}
 	// Counting starts here, with the kernel's counters just zeroed.
 	d.ingressMu.Lock()
-	if d.ingress != nil {
-		if all, err := d.ingress.IngressCounts(); err == nil {
-			a.ingressBase = all[ifindex]
-		}
+	if all, err := d.ingressCountsLocked(); err == nil {
+		a.ingressBase = all[ifindex]
 	}
 	d.ingressMu.Unlock()
 	hooks := []struct {
@@ -732,12 +730,9 @@ func (d *Datapath) SetIngressSource(src IngressSource) error {
 	defer d.attachMu.Unlock()
 	d.ingressMu.Lock()
 	defer d.ingressMu.Unlock()
-	var old map[int]IngressCount
-	if d.ingress != nil {
-		var err error
-		if old, err = d.ingress.IngressCounts(); err != nil {
-			return fmt.Errorf("read the last ingress counts: %w", err)
-		}
+	old, err := d.ingressCountsLocked()
+	if err != nil {
+		return fmt.Errorf("read the last ingress counts: %w", err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -752,6 +747,15 @@ func (d *Datapath) SetIngressSource(src IngressSource) error {
 	return nil
 }
 
+// ingressCountsLocked reads the ingress source's counts (none without a
+// source); the caller holds ingressMu.
+func (d *Datapath) ingressCountsLocked() (map[int]IngressCount, error) {
+	if d.ingress == nil {
+		return nil, nil
+	}
+	return d.ingress.IngressCounts()
+}
+
 // Counters reads the per-CPU interface counters of every attached
 // interface and sums them. Each chunk of ChunkInterfaces interfaces is
 // one BPF_MAP_LOOKUP_BATCH. Ingress includes the ingress source's counts
@@ -759,12 +763,9 @@ func (d *Datapath) SetIngressSource(src IngressSource) error {
 func (d *Datapath) Counters() ([]Counters, error) {
 	d.ingressMu.Lock()
 	defer d.ingressMu.Unlock()
-	var extra map[int]IngressCount
-	if d.ingress != nil {
-		var err error
-		if extra, err = d.ingress.IngressCounts(); err != nil {
-			return nil, fmt.Errorf("read ingress counts: %w", err)
-		}
+	extra, err := d.ingressCountsLocked()
+	if err != nil {
+		return nil, fmt.Errorf("read ingress counts: %w", err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -505,22 +505,31 @@ func TestForeignProgramRefused(t *testing.T) {
 	}
 }
 
-func xdpProgID(t *testing.T, ns, dev string) uint32 {
+// xdpProgID is the id of the XDP program on the interface, 0 without one.
+func xdpProgID(t *testing.T, ns, dev string) uint32 { return xdpAttached(t, ns, dev).ProgId }
+
+// xdpAttachMode is the kernel's XDP attach mode on the interface
+// (netlink IFLA_XDP_ATTACHED: 1 driver, 2 generic/skb), 0 without one.
+func xdpAttachMode(t *testing.T, ns, dev string) uint32 { return xdpAttached(t, ns, dev).AttachMode }
+
+// xdpAttached is what netlink says of XDP on the interface; zero
+// without a program.
+func xdpAttached(t *testing.T, ns, dev string) netlink.LinkXdp {
 	t.Helper()
-	var id uint32
+	var x netlink.LinkXdp
 	if err := lab.InNetns(ns, func() error {
 		link, err := netlink.LinkByName(dev)
 		if err != nil {
 			return err
 		}
-		if x := link.Attrs().Xdp; x != nil && x.Attached {
-			id = x.ProgId
+		if a := link.Attrs().Xdp; a != nil && a.Attached {
+			x = *a
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return id
+	return x
 }
 
 // TestBlackholeFromBMP: a gobgpd in A reports its RIB over BMP to the
@@ -744,26 +753,6 @@ func be(b []byte) uint64 {
 func (l *testbed) rfmErr(args ...string) (string, error) {
 	out, err := exec.Command(rfmBinary, append(args, "--socket", l.socket())...).CombinedOutput()
 	return string(out), err
-}
-
-// xdpAttachMode is the kernel's XDP attach mode on the interface
-// (netlink IFLA_XDP_ATTACHED: 1 driver, 2 generic/skb), 0 without one.
-func xdpAttachMode(t *testing.T, ns, dev string) uint32 {
-	t.Helper()
-	var mode uint32
-	if err := lab.InNetns(ns, func() error {
-		link, err := netlink.LinkByName(dev)
-		if err != nil {
-			return err
-		}
-		if x := link.Attrs().Xdp; x != nil && x.Attached {
-			mode = x.AttachMode
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return mode
 }
 
 // TestReloadTurnsXDPOnAndOff: the agent starts without XDP; a reload
