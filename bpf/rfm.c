@@ -11,7 +11,10 @@
 // once per batch instead of once per event is what keeps sample rate 1
 // cheap. A per-CPU timer writes out a partial batch after
 // cfg->batch_flush_ns, and userspace runs rfm_flush on every CPU at
-// shutdown, so no event waits in a batch for long.
+// shutdown, so no event waits in a batch for long. A sampled packet of
+// the same flow as the batch's last event, within the same tick, is
+// added to that event instead of taking a slot: a flood of one flow
+// becomes an event per flush interval or tick, not one per packet.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -452,6 +455,21 @@ static __always_inline void rfm_release(struct rfm_batch *b)
 	b->busy = 0;
 }
 
+// rfm_batch_packets is how many sampled packets the first n events of b
+// stand for: an event counts its segments, and a run of one flow's
+// packets merged into it (rfm_merge) counts them all. Only a lost batch
+// needs it.
+static __always_inline __u64 rfm_batch_packets(const struct rfm_batch *b, __u32 n)
+{
+	__u64 packets = 0;
+	for (__u32 k = 0; k < RFM_BATCH; k++) {
+		if (k >= n)
+			break;
+		packets += rfm_fields ? b->evx[k].ev.segs : b->ev[k].segs;
+	}
+	return packets;
+}
+
 // rfm_flush_batch writes b's events to the ring as one record; the caller
 // has set b->busy, so a program that interrupts the copy on this CPU
 // leaves the batch alone. The
@@ -482,7 +500,7 @@ static __always_inline void rfm_flush_batch(struct rfm_batch *b)
 		}
 	}
 	if (bpf_ringbuf_output(&rfm_events, b->ev, size, flags))
-		st->ring_drops += n;
+		st->ring_drops += rfm_batch_packets(b, n);
 }
 
 // A partial batch is due: write it out, unless the timer interrupted a
@@ -521,6 +539,45 @@ static __always_inline struct rfm_event_x *rfm_batch_slot(struct rfm_batch **bp)
 	return (struct rfm_event_x *)&b->ev[i];
 }
 
+// rfm_merge adds event e to event j of b when both are the same flow
+// sampled at the same rate (every field but the time, segments and
+// bytes equal; with optional fields, all of them equal but the TCP
+// flags, which are ORed) and the sums fit their fields. The consumer adds
+// an event's segments and bytes, times its rate, to its flow, so a run
+// of one flow's packets in one event is counted exactly as the packets
+// one by one. Returns 1 if e was merged.
+static __always_inline int rfm_merge(struct rfm_batch *b, __u32 j, const struct rfm_event *e)
+{
+	if (j >= RFM_BATCH) // never true; bounds the index for the verifier
+		return 0;
+	struct rfm_event *p = rfm_fields ? &b->evx[j].ev : &b->ev[j];
+	const __u64 *a = (const __u64 *)p, *c = (const __u64 *)e;
+	// Word 7: ports, segments (bits 32-47, summed), protocol, flags;
+	// most flows of one host pair differ here, so it is compared first.
+	if ((a[7] ^ c[7]) & ~(0xffffull << 32))
+		return 0;
+	// Words 1-4 the addresses, 5 the two ifindexes; in word 6 only the
+	// rate (bits 32-63) is key, the length is summed.
+	if (a[1] != c[1] || a[2] != c[2] || a[3] != c[3] || a[4] != c[4] || a[5] != c[5] ||
+	    (a[6] ^ c[6]) >> 32)
+		return 0;
+	__u32 segs = (__u32)p->segs + e->segs;
+	__u64 len = (__u64)p->len + e->len;
+	if (segs > 0xffff || len > 0xffffffffull)
+		return 0;
+	if (rfm_fields) {
+		const __u64 *fa = (const __u64 *)&b->evx[j].f;
+		const __u64 *fc = (const __u64 *)&((const struct rfm_event_x *)e)->f;
+		// Byte 1 of the first word is tcp_flags.
+		if ((fa[0] ^ fc[0]) & ~0xff00ull || fa[1] != fc[1] || fa[2] != fc[2] || fa[3] != fc[3])
+			return 0;
+		b->evx[j].f.tcp_flags |= ((const struct rfm_event_x *)e)->f.tcp_flags;
+	}
+	p->segs = segs;
+	p->len = len;
+	return 1;
+}
+
 // rfm_batch_commit adds the event rfm_batch_slot handed out to the batch,
 // writes the batch to the ring when it is full or arms its flush timer,
 // and releases the batch.
@@ -532,7 +589,14 @@ static __always_inline void rfm_batch_commit(struct rfm_batch *b, struct rfm_eve
 	if (i >= RFM_BATCH) // as in rfm_batch_slot
 		i = 0;
 	__u64 jiffies = bpf_jiffies64();
-	if (i == 0 || jiffies != b->stamp_jiffies) {
+	if (i > 0 && jiffies == b->stamp_jiffies) {
+		// The last event carries the stamp, still current: a packet of
+		// its flow joins it and takes no slot.
+		if (rfm_merge(b, i - 1, e)) {
+			rfm_release(b);
+			return;
+		}
+	} else {
 		b->stamp_ns = bpf_ktime_get_boot_ns();
 		b->stamp_jiffies = jiffies;
 	}
@@ -570,7 +634,7 @@ static __always_inline void rfm_send_alone(struct rfm_event_x *x, struct rfm_dp_
 	x->ev.boot_ns = bpf_ktime_get_boot_ns();
 	if (bpf_ringbuf_output(&rfm_events, x, rfm_fields ? sizeof(*x) : sizeof(x->ev),
 			       BPF_RB_NO_WAKEUP))
-		st->ring_drops++;
+		st->ring_drops += x->ev.segs;
 }
 
 // rfm_segments is how many packets a GSO packet becomes on the wire:

@@ -76,7 +76,7 @@ struct rfm_iface_counters {
 };
 
 struct rfm_dp_stats {
-	__u64 ring_drops;   // sampled packets lost to a full ring buffer
+	__u64 ring_drops;   // sampled packets (segments of every lost event) lost to a full ring buffer
 	__u64 malformed;    // sampled packets with truncated/invalid headers
 	__u64 truncated;    // sampled IPv6 packets whose L4 header lies past RFM_MAX_EXT_HDRS
 	__u64 timer_errors; // batch timers that failed to init or start (batch written at once)
@@ -88,19 +88,21 @@ struct rfm_sampler {
 	__u32 rate;      // rate the countdown was drawn for
 };
 
-// One sampled skb. Layout is decoded by offset in
-// internal/datapath/event.go: keep both in sync (64 bytes).
+// One sampled skb, or a run of sampled skbs of one flow in a row on one
+// CPU within one tick, merged (bpf/rfm.c, rfm_merge): segs and len are
+// their sums. Layout is decoded by offset in internal/datapath/event.go:
+// keep both in sync (64 bytes).
 struct rfm_event {
 	__u64 boot_ns;
 	__u8 src[16]; // IPv4 as ::ffff:a.b.c.d
 	__u8 dst[16];
 	__u32 ifindex;
 	__u32 in_ifindex; // skb->ingress_ifindex: where a forwarded packet came in
-	__u32 len;        // L3 bytes (IP header + payload) of all its segments
+	__u32 len;        // L3 bytes (IP header + payload) of all its segments and packets
 	__u32 rate;       // the 1-in-N rate that sampled it
 	__u16 sport;      // host order; 0 for non-initial fragments
 	__u16 dport;
-	__u16 segs; // segments on the wire (>= 1)
+	__u16 segs; // packets on the wire it stands for (>= 1): segments of every skb in it
 	__u8 proto;
 	__u8 flags; // RFM_EV_*
 };

@@ -53,18 +53,18 @@ func pinToFirstCPU(t *testing.T) int {
 }
 
 // fillEveryCPU runs count(cpu) packets through the dir program on each
-// CPU the test may use, and returns how many it ran in all.
+// CPU the test may use, each of another flow (so each is an event of
+// its own), and returns how many it ran in all.
 func fillEveryCPU(t *testing.T, tb *testbed, dir Direction, count func(cpu int) int) int {
 	t.Helper()
 	allowed := lockThread(t)
-	frame := benchFrames()[0].frame
 	total := 0
 	for cpu := 0; cpu < 1024; cpu++ {
 		if !allowed.IsSet(cpu) || !pinTo(t, cpu) {
 			continue
 		}
-		for range count(cpu) {
-			tb.run(t, dir, frame, 1)
+		for i := range count(cpu) {
+			tb.run(t, dir, udpFlowFrame(i), 1)
 		}
 		total += count(cpu)
 	}
@@ -93,19 +93,19 @@ func readAll(t *testing.T, d *Datapath, want, bufLen int, deadline time.Duration
 
 // A full batch goes to the ring at once, as one record; a partial one
 // does not until it is flushed. The consumer hands a record's events out
-// across calls when its buffer is smaller than the batch.
+// across calls when its buffer is smaller than the batch. (Each packet
+// is another flow: packets of one flow in a row share an event.)
 func TestBatchFullWritesOneRecord(t *testing.T) {
 	const batch = 16
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchEvents: batch, BatchFlush: time.Hour})
 	pinToFirstCPU(t)
-	frame := benchFrames()[0].frame
-	for range batch - 1 {
-		tb.run(t, Ingress, frame, 1)
+	for i := range batch - 1 {
+		tb.run(t, Ingress, udpFlowFrame(i), 1)
 	}
 	if got := tb.d.ring.availableBytes(); got != 0 {
 		t.Fatalf("ring holds %d bytes before the batch is full, want 0", got)
 	}
-	tb.run(t, Ingress, frame, 1)
+	tb.run(t, Ingress, udpFlowFrame(batch-1), 1)
 	if got, want := tb.d.ring.availableBytes(), batch*EventSize+8; got != want {
 		t.Fatalf("ring holds %d bytes after a full batch, want one record of %d", got, want)
 	}
@@ -114,7 +114,7 @@ func TestBatchFullWritesOneRecord(t *testing.T) {
 		t.Fatalf("read %d events, want %d", len(evs), batch)
 	}
 	for i, e := range evs {
-		if e.SrcPort != 40000 || e.DstPort != 53 || e.Proto != 17 || e.Dir != Ingress {
+		if e.SrcPort != uint16(40000+i) || e.DstPort != 53 || e.Proto != 17 || e.Dir != Ingress || e.Segs != 1 {
 			t.Fatalf("event %d: %+v", i, e)
 		}
 		if i > 0 && e.BootNs < evs[i-1].BootNs {
@@ -130,17 +130,16 @@ func TestBatchFullWritesOneRecord(t *testing.T) {
 func TestBatchTimerFlushesPartialBatch(t *testing.T) {
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 16, BatchFlush: 5 * time.Millisecond})
 	pinToFirstCPU(t)
-	frame := benchFrames()[1].frame
-	for range 3 {
-		tb.run(t, Ingress, frame, 1)
+	for i := range 3 {
+		tb.run(t, Ingress, udp6FlowFrame(i), 1)
 	}
 	if evs := readAll(t, tb.d, 3, 64, 5*time.Second); len(evs) != 3 {
 		t.Fatalf("%d of 3 events reached the ring without a flush from userspace", len(evs))
 	}
 	// Once the timer has fired, the batch is empty and the timer can be
 	// armed again.
-	for range 2 {
-		tb.run(t, Egress, frame, 1)
+	for i := range 2 {
+		tb.run(t, Egress, udp6FlowFrame(i), 1)
 	}
 	if evs := readAll(t, tb.d, 2, 64, 5*time.Second); len(evs) != 2 || evs[0].Dir != Egress {
 		t.Fatalf("second partial batch: %d events, want 2 egress", len(evs))
@@ -210,17 +209,16 @@ func TestBusyBatchFallsBackToSingleEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	frame := benchFrames()[0].frame
 	setBusy(1)
-	for range 3 {
-		tb.run(t, Ingress, frame, 1)
+	for i := range 3 {
+		tb.run(t, Ingress, udpFlowFrame(i), 1)
 	}
 	if got, want := tb.d.ring.availableBytes(), 3*(EventSize+8); got != want {
 		t.Fatalf("ring holds %d bytes with the batch busy, want %d (3 single-event records)", got, want)
 	}
 	setBusy(0)
-	for range 2 {
-		tb.run(t, Ingress, frame, 1)
+	for i := range 2 {
+		tb.run(t, Ingress, udpFlowFrame(3+i), 1)
 	}
 	if got, want := tb.d.ring.availableBytes(), 3*(EventSize+8); got != want {
 		t.Fatalf("ring holds %d bytes, want the batch to keep the 2 new events", got)

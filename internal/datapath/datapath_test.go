@@ -318,21 +318,26 @@ func TestSamplingRate(t *testing.T) {
 		if c := tb.counters(t, Ingress); c.Packets[FamilyIPv4] != packets {
 			t.Fatalf("rate %d: counted %d packets, want %d", rate, c.Packets[FamilyIPv4], packets)
 		}
-		got := len(tb.events(t))
+		// Events of a flow's packets in a row carry them all: count
+		// packets and bytes as the flow table does.
+		got, bytes := sampledPackets(tb.events(t))
+		if l3 := uint64(len(frame) - 14); bytes != got*l3 {
+			t.Errorf("rate %d: %d sampled packets of %d bytes, want %d bytes", rate, got, bytes, got*l3)
+		}
 		switch rate {
 		case 0:
 			if got != 0 {
-				t.Errorf("rate 0: %d events, want 0", got)
+				t.Errorf("rate 0: %d sampled packets, want 0", got)
 			}
 		case 1:
 			if got != packets {
-				t.Errorf("rate 1: %d events, want %d", got, packets)
+				t.Errorf("rate 1: %d sampled packets, want %d", got, packets)
 			}
 		default:
 			// Mean packets/rate; the uniform gap keeps the spread small.
-			want := packets / int(rate)
+			want := uint64(packets) / uint64(rate)
 			if got < want*8/10 || got > want*12/10 {
-				t.Errorf("rate %d: %d events, want about %d", rate, got, want)
+				t.Errorf("rate %d: %d sampled packets, want about %d", rate, got, want)
 			}
 		}
 	}
@@ -397,21 +402,28 @@ func TestRingFullCountsDrops(t *testing.T) {
 	if err := d.SetConfig(Config{SampleRate: 1}); err != nil {
 		t.Fatal(err)
 	}
-	frame := append(ethHeader(0x0800), ipv4Packet(v4a, v4b, 17, v4opts{}, l4Header(17, 1, 2, 4))...)
-	const packets = 1000
-	if _, err := in.progs[Ingress].Run(&ebpf.RunOptions{Data: frame, Repeat: packets}); err != nil {
-		t.Fatal(err)
+	// 1000 packets of 1000 flows (an event each) overfill the ring; then
+	// 500 of one flow, whose events each carry a run of packets, are
+	// lost with it and must count every packet they carried.
+	const flows, run = 1000, 500
+	tb := &testbed{d: d, progs: in.progs}
+	for i := range flows {
+		tb.run(t, Ingress, udpFlowFrame(i), 1)
 	}
-	tb := &testbed{d: d}
-	got := len(tb.events(t)) // flushes the batches first
+	for range run {
+		tb.run(t, Ingress, udpFlowFrame(flows), 1)
+	}
+	evs := tb.events(t) // flushes the batches first
+	got, _ := sampledPackets(evs)
 	st, err := d.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A 4096-byte ring holds fewer than 4096/EventSize events, however they are
 	// batched into records; every other packet is a counted drop.
-	if got == 0 || got >= 4096/EventSize || st.RingDrops != uint64(packets-got) {
-		t.Fatalf("%d events delivered and %d drops counted, want drops = %d - delivered", got, st.RingDrops, packets)
+	if len(evs) == 0 || len(evs) >= 4096/EventSize || st.RingDrops != flows+run-got {
+		t.Fatalf("%d events of %d packets delivered and %d drops counted, want drops = %d - delivered",
+			len(evs), got, st.RingDrops, flows+run)
 	}
 }
 
@@ -434,8 +446,8 @@ func TestUnsampledDirection(t *testing.T) {
 				}
 			}
 			evs := tb.events(t)
-			if len(evs) != 3 {
-				t.Fatalf("%d events, want the 3 of the sampled hook: %+v", len(evs), evs)
+			if n, _ := sampledPackets(evs); n != 3 {
+				t.Fatalf("%d sampled packets, want the 3 of the sampled hook: %+v", n, evs)
 			}
 			for _, e := range evs {
 				if e.Dir == off {

@@ -112,8 +112,12 @@ const (
 	evFlagDropped = 4
 )
 
-// Event is one sampled skb as reported by the datapath: one packet, or a
-// GSO/GRO super-packet standing for Segs packets on the wire.
+// Event is what the datapath reports of sampled packets: one skb (one
+// packet, or a GSO/GRO super-packet standing for Segs packets on the
+// wire), or a run of sampled skbs of one flow that came one after the
+// other on one CPU within one kernel tick, merged: Segs and Len are then
+// their sums. Either way the event stands for Segs packets sampled at
+// SampleRate.
 // IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d).
 type Event struct {
 	BootNs  uint64   // CLOCK_BOOTTIME when its CPU's batch opened (<= 1 ms before the hook), ns
@@ -125,8 +129,8 @@ type Event struct {
 	DstPort uint16
 	Proto   uint8 // IP protocol number after IPv6 extension headers
 	Dir     Direction
-	Segs    uint16 // packets this event stands for (GSO/GRO segments, >= 1)
-	// SampleRate is the 1-in-N rate that sampled this packet (>= 1). An
+	Segs    uint16 // packets this event stands for (GSO/GRO segments of every skb in it, >= 1)
+	// SampleRate is the 1-in-N rate that sampled its packets (>= 1). An
 	// estimate multiplies this event's packets and bytes by it; events of
 	// two rates must never share one scale factor.
 	SampleRate uint32

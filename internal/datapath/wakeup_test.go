@@ -25,7 +25,6 @@ func TestConsumerWakeups(t *testing.T) {
 	)
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: ringSize, BatchEvents: batch, BatchFlush: time.Hour})
 	below := int(tb.d.wakeupBytes) / record // records that stay below wakeup_bytes
-	frame := benchFrames()[0].frame         // IPv4 UDP: one event per run
 
 	// Batches and the per-CPU rewake count only add up on one CPU.
 	pinToFirstCPU(t)
@@ -54,10 +53,13 @@ func TestConsumerWakeups(t *testing.T) {
 			return n > 0
 		}
 	}
-	// inject adds records full batches of events on this CPU.
+	// inject adds records full batches of events on this CPU, each
+	// packet of another flow than the one before (one event each).
+	flow := 0
 	inject := func(records int) {
 		for range records * batch {
-			tb.run(t, Ingress, frame, 1) // one run per event: the library restarts interrupted multi-repeat runs
+			tb.run(t, Ingress, udpFlowFrame(flow%2), 1) // one run per event: the library restarts interrupted multi-repeat runs
+			flow++
 		}
 	}
 

@@ -187,8 +187,9 @@ func TestVethDropsCountedOnce(t *testing.T) {
 		t.Errorf("rule no-9001 pass: %d packets, want 0", c.Packets)
 	}
 
-	// Sampling at rate 1: one event per packet; the dropped ones are
-	// flagged and are exactly those to port 9001.
+	// Sampling at rate 1: every packet sampled (an event carries a run
+	// of one flow's packets: count its Segs, as the flow table does);
+	// the dropped ones are flagged and are exactly those to port 9001.
 	if err := d.Drain(); err != nil {
 		t.Fatal(err)
 	}
@@ -204,9 +205,9 @@ func TestVethDropsCountedOnce(t *testing.T) {
 				t.Fatalf("event to port %d has Dropped %v", e.DstPort, e.Dropped)
 			}
 			if e.Dropped {
-				dropped++
+				dropped += int(e.Segs)
 			} else {
-				passed++
+				passed += int(e.Segs)
 			}
 		}
 		if errors.Is(err, datapath.ErrFlushed) {
@@ -217,7 +218,7 @@ func TestVethDropsCountedOnce(t *testing.T) {
 		}
 	}
 	if dropped != 2*nDrop || passed != 2*nPass {
-		t.Errorf("events: %d dropped, %d passed; want %d and %d", dropped, passed, 2*nDrop, 2*nPass)
+		t.Errorf("sampled packets: %d dropped, %d passed; want %d and %d", dropped, passed, 2*nDrop, 2*nPass)
 	}
 }
 
@@ -637,7 +638,7 @@ func TestVethDroppedEventsWithFields(t *testing.T) {
 		n, err := d.ReadBatch(evs)
 		for _, e := range evs[:n] {
 			if e.Dropped {
-				dropped++
+				dropped += int(e.Segs) // packets the event stands for
 				if e.TTL != 64 || e.DstPort != 7700 {
 					t.Errorf("dropped event: TTL %d port %d, want 64 and 7700", e.TTL, e.DstPort)
 				}
@@ -651,7 +652,7 @@ func TestVethDroppedEventsWithFields(t *testing.T) {
 		}
 	}
 	if dropped != 10 || d.DecodeErrors() != 0 {
-		t.Errorf("%d dropped events, %d decode errors; want 10 and 0", dropped, d.DecodeErrors())
+		t.Errorf("%d dropped packets in events, %d decode errors; want 10 and 0", dropped, d.DecodeErrors())
 	}
 }
 
