@@ -637,27 +637,43 @@ static __always_inline void rfm_send_alone(struct rfm_event_x *x, struct rfm_dp_
 		st->ring_drops += x->ev.segs;
 }
 
-// rfm_segments is how many packets a GSO packet becomes on the wire:
-// gso_segs, or for an untrusted packet (tap/virtio with a vnet header,
-// gso_segs 0) its payload divided into gso_size pieces.
+// rfm_segments_of is how many packets a GSO packet of len bytes becomes
+// on the wire: its gso_segs, or for an untrusted packet (tap/virtio with
+// a vnet header, gso_segs 0) its payload behind hdr_len bytes of headers
+// divided into gso_size pieces. A payload that fits one piece needs no
+// division.
+static __always_inline __u32 rfm_segments_of(__u32 len, __u32 gso_segs, __u32 mss, __u32 hdr_len)
+{
+	if (gso_segs)
+		return gso_segs;
+	if (!hdr_len || len <= hdr_len || !mss)
+		return 1;
+	__u32 payload = len - hdr_len;
+	if (payload <= mss)
+		return 1;
+	return (payload + mss - 1) / mss;
+}
+
 static __always_inline __u32 rfm_segments(struct __sk_buff *skb, __u32 hdr_len)
 {
-	__u32 segs = skb->gso_segs;
-	__u32 mss = skb->gso_size;
-	if (segs == 0 && hdr_len && skb->len > hdr_len && mss)
-		segs = (skb->len - hdr_len + mss - 1) / mss;
-	return segs ? segs : 1;
+	return rfm_segments_of(skb->len, skb->gso_segs, skb->gso_size, hdr_len);
 }
 
 // rfm_gso_hdr_len is the common case of rfm_parse's hdr_len for an
-// unsampled GSO packet, from one copy: TCP or UDP right behind an IPv4
-// header without options or an IPv6 header without extension headers.
-// Returns 0 for anything else, which takes the full parse.
+// unsampled GSO packet, read in place from the linear area: TCP or UDP
+// right behind an IPv4 header without options or an IPv6 header without
+// extension headers. Only the three bytes needed are loaded (a copy to
+// the stack is a load and a store per byte: the packet's alignment is
+// unknown). Returns 0 for anything else, which takes the full parse.
 static __always_inline __u32 rfm_gso_hdr_len(struct __sk_buff *skb, __u32 l3, int fam)
 {
-	__u8 b[56];
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (l3 >= RFM_DIRECT_MAX)
+		return 0;
+	const __u8 *b = data + l3;
 	if (fam == RFM_FAM_IPV4) {
-		if (rfm_copy(skb, l3, b, 40) || b[0] != 0x45)
+		if ((void *)(b + 40) > data_end || b[0] != 0x45)
 			return 0;
 		if (b[9] == IPPROTO_UDP)
 			return l3 + 20 + 8;
@@ -665,7 +681,7 @@ static __always_inline __u32 rfm_gso_hdr_len(struct __sk_buff *skb, __u32 l3, in
 			return l3 + 20 + (b[32] >> 4) * 4;
 		return 0;
 	}
-	if (rfm_copy(skb, l3, b, 56) || (b[0] >> 4) != 6)
+	if ((void *)(b + 56) > data_end || (b[0] >> 4) != 6)
 		return 0;
 	if (b[6] == IPPROTO_UDP)
 		return l3 + 40 + 8;
@@ -786,7 +802,8 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 	// A tag the kernel moved into metadata still crosses the wire with
 	// every segment.
 	__u32 tag = skb->vlan_present ? 4 : 0;
-	int gso = skb->gso_size != 0;
+	__u32 gso_size = skb->gso_size;
+	int gso = gso_size != 0;
 	__u32 zero = 0;
 	struct rfm_config *cfg = NULL;
 	__u32 rate = 0;
@@ -813,10 +830,11 @@ static __always_inline int rfm_handle(struct __sk_buff *skb, __u32 dir)
 	if (gso && !sample && fam != RFM_FAM_OTHER) {
 		__u32 hdr = rfm_gso_hdr_len(skb, l3, fam);
 		if (hdr) {
-			__u32 segs = rfm_segments(skb, hdr);
-			__u32 wire = dir == RFM_DIR_EGRESS && skb->wire_len > skb->len
+			__u32 len = skb->len;
+			__u32 segs = rfm_segments_of(len, kernel_segs, gso_size, hdr);
+			__u32 wire = dir == RFM_DIR_EGRESS && skb->wire_len > len
 					     ? skb->wire_len
-					     : skb->len + (segs - 1) * hdr;
+					     : len + (segs - 1) * hdr;
 			rfm_add_counters(skb->ifindex, dir, fam, segs, wire + segs * tag);
 			return TCX_NEXT;
 		}
