@@ -103,7 +103,7 @@ type Table struct {
 	activeA       atomic.Int64
 	forcedA       atomic.Uint64
 	idleA         atomic.Uint64
-	lateA         atomic.Uint64 // events of interfaces gone, dropped
+	lateA         atomic.Uint64 // sampled packets of interfaces gone, dropped
 	capacityA     atomic.Int64
 	idleTimeout   atomic.Int64 // ns
 	activeTimeout atomic.Int64 // ns
@@ -343,7 +343,7 @@ func (t *Table) apply(ev *datapath.Event, k *Key, h uint64) {
 // create adds a new flow, first making room when the table is full.
 func (t *Table) create(k *Key, h uint64, ev *datapath.Event) {
 	if t.gone.refuses(k.Ifindex) {
-		t.lateA.Add(1)
+		t.lateA.Add(segments(ev)) // an event may carry a run of packets
 		return
 	}
 	if t.index.count >= t.limit() {

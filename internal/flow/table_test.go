@@ -748,10 +748,13 @@ func TestFlushInterfaceRefusesLateEvents(t *testing.T) {
 	if got := srcHosts(sink.take()); !slices.Equal(got, []byte{1}) {
 		t.Fatalf("FlushInterface(7) ended %v, want [1]", got)
 	}
-	// Late: the same flow and a new one on the gone interface.
-	tab.UpdateBatch([]datapath.Event{on(7, 1, 3), on(7, 3, 4), on(8, 2, 5)})
-	if tab.Active() != 1 || tab.LateEvents() != 2 {
-		t.Fatalf("after late events: %d active, %d late; want 1 (ifindex 8), 2", tab.Active(), tab.LateEvents())
+	// Late: the same flow and a new one on the gone interface, the new
+	// one an event carrying a run of 3 packets.
+	run := on(7, 3, 4)
+	run.Segs = 3
+	tab.UpdateBatch([]datapath.Event{on(7, 1, 3), run, on(8, 2, 5)})
+	if tab.Active() != 1 || tab.LateEvents() != 4 {
+		t.Fatalf("after late events: %d active, %d late; want 1 (ifindex 8), 4 packets", tab.Active(), tab.LateEvents())
 	}
 	tab.Flush(EndForced)
 	if recs := sink.take(); len(recs) != 1 || recs[0].Ifindex != 8 {
@@ -766,8 +769,8 @@ func TestFlushInterfaceRefusesLateEvents(t *testing.T) {
 	tab.FlushInterface(7)
 	tab.Sweep(BootNow() + int64(goneHold) + 1)
 	tab.UpdateBatch([]datapath.Event{on(7, 5, uint64(BootNow()))})
-	if tab.LateEvents() != 2 || tab.Active() != 1 {
-		t.Fatalf("after goneHold: %d late, %d active; want 2, 1", tab.LateEvents(), tab.Active())
+	if tab.LateEvents() != 4 || tab.Active() != 1 {
+		t.Fatalf("after goneHold: %d late, %d active; want 4, 1", tab.LateEvents(), tab.Active())
 	}
 }
 
