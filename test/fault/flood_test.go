@@ -5,6 +5,7 @@ package fault
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,10 +18,21 @@ import (
 // own socket, until stop is closed; it returns the datagrams written.
 func (l *testbed) blast(t testing.TB, senders, firstPort int, stop <-chan struct{}) func() uint64 {
 	t.Helper()
+	return l.blastFlows(t, senders, 1, firstPort, stop)
+}
+
+// blastFlows is blast with flows sockets per sender (source ports
+// firstPort + sender*flows + k), written to in turn, so consecutive
+// datagrams of a sender are different flows.
+func (l *testbed) blastFlows(t testing.TB, senders, flows, firstPort int, stop <-chan struct{}) func() uint64 {
+	t.Helper()
 	var wg sync.WaitGroup
 	counts := make([]uint64, senders)
 	for i := 0; i < senders; i++ {
-		c := lab.UDPConn(t, l.A, fmt.Sprintf("%s:%d", addrA, firstPort+i), fmt.Sprintf("%s:%d", addrB, sinkPort))
+		conns := make([]*net.UDPConn, flows)
+		for k := range conns {
+			conns[k] = lab.UDPConn(t, l.A, fmt.Sprintf("%s:%d", addrA, firstPort+i*flows+k), fmt.Sprintf("%s:%d", addrB, sinkPort))
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -32,7 +44,7 @@ func (l *testbed) blast(t testing.TB, senders, firstPort int, stop <-chan struct
 				default:
 				}
 				for j := 0; j < 256; j++ {
-					if _, err := c.Write(buf); err == nil {
+					if _, err := conns[j%flows].Write(buf); err == nil {
 						counts[i]++
 					}
 				}
@@ -52,7 +64,9 @@ func (l *testbed) blast(t testing.TB, senders, firstPort int, stop <-chan struct
 // TestRingBufferFlood samples every packet into a 4 KiB ring while
 // senders blast far more than the consumer drains. Must survive: the
 // agent answers /metrics throughout, its interface counters equal the
-// kernel's own, ring drops are counted, RSS stays under 64 MiB.
+// kernel's own, ring drops are counted, RSS stays under 64 MiB. Each
+// sender alternates between 8 flows: packets of one flow in a row share
+// an event, and a flood of few flows would not fill the ring.
 func TestRingBufferFlood(t *testing.T) {
 	l := newLab(t)
 	l.sink(t)
@@ -65,7 +79,7 @@ func TestRingBufferFlood(t *testing.T) {
 		duration = 60 * time.Second
 	}
 	stop := make(chan struct{})
-	wait := l.blast(t, 4, 20000, stop)
+	wait := l.blastFlows(t, 4, 8, 20000, stop)
 	deadline := time.Now().Add(duration)
 	var maxRSS uint64
 	for time.Now().Before(deadline) {
