@@ -7,6 +7,7 @@
 #   accuracy-results.txt  sampling accuracy and coverage
 #   e2e-results.txt       end to end at sample_rate = 1 on a veth
 #   memory-results.txt    the agent's anonymous, BPF locked and file memory
+#   memory-floor-results.txt  the Go/client_golang floor under the idle figure
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
@@ -37,3 +38,4 @@ bash bench/e2e.sh
 
 echo "== memory" >&2
 bash bench/memory.sh
+bash bench/memory-floor.sh
