@@ -12,9 +12,9 @@
 // cheap. A per-CPU timer writes out a partial batch after
 // cfg->batch_flush_ns, and userspace runs rfm_flush on every CPU at
 // shutdown, so no event waits in a batch for long. A sampled packet of
-// the same flow as the batch's last event, within the same tick, is
-// added to that event instead of taking a slot: a flood of one flow
-// becomes an event per flush interval or tick, not one per packet.
+// the same flow as one of the batch's last two events, within the same
+// tick, is added to that event instead of taking a slot: a flood of one
+// flow becomes an event per flush interval or tick, not one per packet.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -561,18 +561,23 @@ static __always_inline struct rfm_event_x *rfm_batch_slot(struct rfm_batch **bp)
 	return (struct rfm_event_x *)&b->ev[i];
 }
 
-// rfm_merge adds event e to event j of b when both are the same flow
-// sampled at the same rate (every field but the time, segments and
-// bytes equal; with optional fields, all of them equal but the TCP
-// flags, which are ORed) and the sums fit their fields. The consumer adds
+// rfm_merge adds event e to event j of b when event j carries the
+// batch's current stamp and both are the same flow sampled at the same
+// rate (every field but the time, segments and bytes equal; with
+// optional fields, all of them equal but the TCP flags, which are ORed)
+// and the sums fit their fields. The consumer adds
 // an event's segments and bytes, times its rate, to its flow, so a run
 // of one flow's packets in one event is counted exactly as the packets
 // one by one. Returns 1 if e was merged.
 static __always_inline int rfm_merge(struct rfm_batch *b, __u32 j, const struct rfm_event *e)
 {
-	if (j >= RFM_BATCH) // never true; bounds the index for the verifier
-		return 0;
+	// j < RFM_BATCH already; the mask bounds it for the verifier, and
+	// the barrier keeps the compiler from dropping the mask as redundant.
+	asm volatile("" : "+r"(j));
+	j &= RFM_BATCH - 1;
 	struct rfm_event *p = rfm_fields ? &b->evx[j].ev : &b->ev[j];
+	if (p->boot_ns != b->stamp_ns)
+		return 0; // stamped before the tick moved on
 	const __u64 *a = (const __u64 *)p, *c = (const __u64 *)e;
 	// Word 7: ports, segments (bits 32-47, summed), protocol, flags;
 	// most flows of one host pair differ here, so it is compared first.
@@ -612,9 +617,11 @@ static __always_inline void rfm_batch_commit(struct rfm_batch *b, struct rfm_eve
 		i = 0;
 	__u64 jiffies = bpf_jiffies64();
 	if (i > 0 && jiffies == b->stamp_jiffies) {
-		// The last event carries the stamp, still current: a packet of
-		// its flow joins it and takes no slot.
-		if (rfm_merge(b, i - 1, e)) {
+		// The stamp is still current: a packet of the flow of one of
+		// the last two events joins it and takes no slot. Two, because
+		// a forwarded packet's ingress and egress events alternate in
+		// the batch of the CPU that forwards it.
+		if (rfm_merge(b, i - 1, e) || (i > 1 && rfm_merge(b, i - 2, e))) {
 			rfm_release(b);
 			return;
 		}

@@ -88,9 +88,9 @@ struct rfm_sampler {
 	__u32 rate;      // rate the countdown was drawn for
 };
 
-// One sampled skb, or a run of sampled skbs of one flow in a row on one
-// CPU within one tick, merged (bpf/rfm.c, rfm_merge): segs and len are
-// their sums. Layout is decoded by offset in internal/datapath/event.go:
+// One sampled skb, or sampled skbs of one flow merged on one CPU within
+// one tick (bpf/rfm.c, rfm_merge: a packet joins one of its CPU's last
+// two events of its flow): segs and len are their sums. Layout is decoded by offset in internal/datapath/event.go:
 // keep both in sync (64 bytes).
 struct rfm_event {
 	__u64 boot_ns;

@@ -114,10 +114,10 @@ const (
 
 // Event is what the datapath reports of sampled packets: one skb (one
 // packet, or a GSO/GRO super-packet standing for Segs packets on the
-// wire), or a run of sampled skbs of one flow that came one after the
-// other on one CPU within one kernel tick, merged: Segs and Len are then
-// their sums. Either way the event stands for Segs packets sampled at
-// SampleRate.
+// wire), or sampled skbs of one flow merged on one CPU within one kernel
+// tick (a packet joins one of its CPU's last two events when it is of
+// that event's flow): Segs and Len are then their sums. Either way the
+// event stands for Segs packets sampled at SampleRate.
 // IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d).
 type Event struct {
 	BootNs  uint64   // CLOCK_BOOTTIME when its CPU's batch opened (<= 1 ms before the hook), ns

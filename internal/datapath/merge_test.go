@@ -108,12 +108,14 @@ func checkRuns(t *testing.T, evs []Event, want []run, l3 uint32) {
 }
 
 // Packets of one flow in a row on one CPU become one event carrying
-// their packets and bytes; a packet of another flow in between starts
-// a new event, and interleaved flows are one event per packet.
+// their packets and bytes; after two packets of other flows a packet
+// starts a new event, and three interleaved flows are one event per
+// packet. Two flows alternating share two events: a packet joins one of
+// the last two events of its flow.
 func TestMergeRunsOfOneFlow(t *testing.T) {
 	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, BatchFlush: time.Hour})
 	pinToFirstCPU(t)
-	a, b := udpFlowFrame(0), udpFlowFrame(1)
+	a, b, c := udpFlowFrame(0), udpFlowFrame(1), udpFlowFrame(2)
 	l3 := uint32(len(a) - 14)
 	send := func(frame []byte, n int) {
 		for range n {
@@ -121,16 +123,20 @@ func TestMergeRunsOfOneFlow(t *testing.T) {
 		}
 	}
 	evs := withinOneTick(t, tb, func() {
-		send(a, 5)
-		send(b, 3)
-		send(a, 2)
-		for range 3 {
-			send(b, 1)
-			send(a, 1)
+		send(a, 5) // a5
+		send(b, 3) // a5 b3
+		send(a, 2) // a7 b3: a's event is one of the last two
+		send(c, 1) // a7 b3 c1
+		send(b, 1) // a7 b4 c1
+		send(a, 1) // a7 b4 c1 a1: a's event is not among the last two
+		for range 2 {
+			send(a, 1) // a2 the first time, then a new a1
+			send(b, 1) // new b1 each time
+			send(c, 1) // new c1 each time
 		}
 	})
-	checkRuns(t, evs, []run{{40000, 5, 1}, {40001, 3, 1}, {40000, 2, 1},
-		{40001, 1, 1}, {40000, 1, 1}, {40001, 1, 1}, {40000, 1, 1}, {40001, 1, 1}, {40000, 1, 1}}, l3)
+	checkRuns(t, evs, []run{{40000, 7, 1}, {40001, 4, 1}, {40002, 1, 1}, {40000, 2, 1},
+		{40001, 1, 1}, {40002, 1, 1}, {40000, 1, 1}, {40001, 1, 1}, {40002, 1, 1}}, l3)
 
 	// The two directions are two flows.
 	evs = withinOneTick(t, tb, func() {
@@ -140,6 +146,39 @@ func TestMergeRunsOfOneFlow(t *testing.T) {
 	})
 	if len(evs) != 2 || evs[0].Dir != Ingress || evs[0].Segs != 1 || evs[1].Dir != Egress || evs[1].Segs != 2 {
 		t.Errorf("ingress, egress, egress: events %v, want 1 ingress and 2 egress packets", brief(evs))
+	}
+}
+
+// A forwarded packet is sampled at ingress and again at egress, on one
+// CPU: its two events alternate in the batch, and each direction's
+// packets still share an event. A third flow in between ends both runs.
+func TestMergeForwardedBothDirections(t *testing.T) {
+	tb := newTestbedOpts(t, 1, Options{RingBufSize: 1 << 20, BatchFlush: time.Hour})
+	pinToFirstCPU(t)
+	a, other := udpFlowFrame(0), udpFlowFrame(1)
+	l3 := uint32(len(a) - 14)
+	evs := withinOneTick(t, tb, func() {
+		for range 5 {
+			tb.run(t, Ingress, a, 1)
+			tb.run(t, Egress, a, 1)
+		}
+		tb.run(t, Ingress, other, 1)
+		tb.run(t, Egress, other, 1)
+		tb.run(t, Ingress, a, 1)
+	})
+	type want struct {
+		dir     Direction
+		sport   uint16
+		packets int
+	}
+	wants := []want{{Ingress, 40000, 5}, {Egress, 40000, 5}, {Ingress, 40001, 1}, {Egress, 40001, 1}, {Ingress, 40000, 1}}
+	if len(evs) != len(wants) {
+		t.Fatalf("%d events %v, want %d: ingress and egress 5 each, the other flow's two, then a new ingress event", len(evs), brief(evs), len(wants))
+	}
+	for i, w := range wants {
+		if e := evs[i]; e.Dir != w.dir || e.SrcPort != w.sport || int(e.Segs) != w.packets || e.Len != uint32(w.packets)*l3 {
+			t.Errorf("event %d: %v, want %s %d×%d", i, brief(evs[i:i+1]), w.dir, w.sport, w.packets)
+		}
 	}
 }
 
@@ -171,12 +210,13 @@ func TestMergeKeepsRatesApart(t *testing.T) {
 		}
 	})
 	// At rate 2 the sampler takes a random share of the 40 packets (gaps
-	// of 1 to 3): between 13 and 40 of them, in one event.
-	if len(evs) != 3 {
-		t.Fatalf("%d events %v, want one per rate in a row", len(evs), brief(evs))
+	// of 1 to 3): between 13 and 40 of them, in one event. The last 4
+	// join the first event, of their rate and flow and one of the last
+	// two events.
+	if len(evs) != 2 {
+		t.Fatalf("%d events %v, want one per rate", len(evs), brief(evs))
 	}
-	checkRuns(t, evs[:1], []run{{40000, 3, 1}}, l3)
-	checkRuns(t, evs[2:], []run{{40000, 4, 1}}, l3)
+	checkRuns(t, evs[:1], []run{{40000, 3 + 4, 1}}, l3)
 	if m := evs[1]; m.SampleRate != 2 || m.Segs < atTwo/3 || m.Segs > atTwo || m.Len != uint32(m.Segs)*l3 {
 		t.Errorf("rate 2 event %+v, want 13-40 packets of %d bytes at rate 2", m, l3)
 	}

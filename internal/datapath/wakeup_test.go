@@ -54,11 +54,11 @@ func TestConsumerWakeups(t *testing.T) {
 		}
 	}
 	// inject adds records full batches of events on this CPU, each
-	// packet of another flow than the one before (one event each).
+	// packet of another flow than the two before (one event each).
 	flow := 0
 	inject := func(records int) {
 		for range records * batch {
-			tb.run(t, Ingress, udpFlowFrame(flow%2), 1) // one run per event: the library restarts interrupted multi-repeat runs
+			tb.run(t, Ingress, udpFlowFrame(flow%3), 1) // one run per event: the library restarts interrupted multi-repeat runs
 			flow++
 		}
 	}
