@@ -20,7 +20,12 @@ awk '/^Benchmark/ {
 }
 END {
 	for (n in vals) {
-		k = split(substr(vals[n], 2), a, " "); asort(a)
+		k = split(substr(vals[n], 2), a, " ")
+		for (i = 2; i <= k; i++) { # insertion sort: mawk has no asort
+			x = a[i] + 0
+			for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j+1] = a[j]
+			a[j+1] = x
+		}
 		printf "%-60s min %10.0f  median %10.0f %s\n", n, a[1], a[int((k+1)/2)], units[n]
 	}
 }' "$out" | sort
