@@ -239,9 +239,17 @@ static __always_inline int rfm_ip_family(__u8 first)
 // walk is plain loads.
 static __noinline int rfm_classify_l2(struct __sk_buff *skb, __u32 *l3)
 {
-	__u8 h[RFM_L2_WINDOW];
+	__u8 h[RFM_L2_WINDOW] __attribute__((aligned(8)));
 	__u32 n = skb->len < RFM_L2_WINDOW ? skb->len : RFM_L2_WINDOW;
-	if (n < ETH_HLEN || rfm_load(skb, 0, h, n))
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	// Straight from the linear area when the whole window is there (a
+	// word at a time, as rfm_copy), else the helper for what there is.
+	if (n < ETH_HLEN)
+		return RFM_FAM_OTHER;
+	if (data + RFM_L2_WINDOW <= data_end)
+		rfm_copy_words(h, data, RFM_L2_WINDOW);
+	else if (rfm_load(skb, 0, h, n))
 		return RFM_FAM_OTHER;
 	__be16 proto = *(__be16 *)(h + 12);
 	__u32 off = ETH_HLEN;
