@@ -691,6 +691,10 @@ static __always_inline __u32 rfm_segments_of(__u32 len, __u32 gso_segs, __u32 ms
 	return (payload + mss - 1) / mss;
 }
 
+// rfm_segments reads the skb's fields again rather than taking those
+// rfm_handle read before the parse: values kept live across the header
+// walks take the programs with optional fields past the verifier's
+// 1M-instruction budget.
 static __always_inline __u32 rfm_segments(struct __sk_buff *skb, __u32 hdr_len)
 {
 	return rfm_segments_of(skb->len, skb->gso_segs, skb->gso_size, hdr_len);
