@@ -58,32 +58,14 @@ func TestMergeOnVeth(t *testing.T) {
 		ipPacket = 20 + 8 + payload
 	)
 	sink := lab.UDPConn(t, nsB, dst, "")
-	buf := make([]byte, payload)
-	send := func(conns []*net.UDPConn, chunks int) {
-		t.Helper()
-		for range chunks {
-			for i := 0; i < chunk; i++ {
-				if _, err := conns[i%len(conns)].Write(buf); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// Every datagram of the chunk arrived: it crossed the hook.
-			sink.SetReadDeadline(time.Now().Add(5 * time.Second))
-			for i := 0; i < chunk; i++ {
-				if _, err := sink.Read(make([]byte, 2048)); err != nil {
-					t.Fatalf("receiver got %d of %d datagrams of a chunk: %v", i, chunk, err)
-				}
-			}
-		}
-	}
 	one := []*net.UDPConn{lab.UDPConn(t, nsA, "198.18.0.1:41000", dst)}
 	two := []*net.UDPConn{lab.UDPConn(t, nsA, "198.18.0.1:41001", dst), lab.UDPConn(t, nsA, "198.18.0.1:41002", dst)}
 	// One sending CPU: a datagram crosses the hook in its sender's
 	// write (the veth hands it to the receive path there), so the burst's
 	// packets follow one another in that CPU's batch.
 	pinToFirstCPU(t)
-	send(one, burst/chunk)
-	send(two, 2*perFlow/chunk)
+	lab.SendChunks(t, one, sink, burst/chunk, chunk, payload)
+	lab.SendChunks(t, two, sink, 2*perFlow/chunk, chunk, payload)
 
 	if err := d.Drain(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -70,4 +71,28 @@ func MustMAC(s string) net.HardwareAddr {
 		panic(err)
 	}
 	return mac
+}
+
+// SendChunks writes chunks chunks of perChunk datagrams of payload
+// bytes, round robin over conns one datagram at a time, and waits for
+// each chunk to arrive at sink before the next goes: every datagram has
+// crossed the path (and its hooks) before more are sent, and a chunk
+// smaller than a veth's queue is never dropped there.
+func SendChunks(t testing.TB, conns []*net.UDPConn, sink *net.UDPConn, chunks, perChunk, payload int) {
+	t.Helper()
+	buf := make([]byte, payload)
+	in := make([]byte, 2048)
+	for range chunks {
+		for i := 0; i < perChunk; i++ {
+			if _, err := conns[i%len(conns)].Write(buf); err != nil {
+				t.Fatalf("sending: %v", err)
+			}
+		}
+		sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for i := 0; i < perChunk; i++ {
+			if _, err := sink.Read(in); err != nil {
+				t.Fatalf("receiver got %d of %d datagrams of a chunk: %v", i, perChunk, err)
+			}
+		}
+	}
 }

@@ -30,31 +30,10 @@ func TestMergedRunsExact(t *testing.T) {
 		ipPacket = 20 + 8 + payload
 	)
 	sink := lab.UDPConn(t, l.s, dst, "")
-	buf := make([]byte, payload)
-	// sendChunks writes chunks of chunk datagrams, round robin over
-	// conns one datagram at a time, and waits for each chunk at the
-	// server, so every datagram crossed the router before the next
-	// chunk goes.
-	sendChunks := func(conns []*net.UDPConn, chunks int) {
-		t.Helper()
-		for range chunks {
-			for i := 0; i < chunk; i++ {
-				if _, err := conns[i%len(conns)].Write(buf); err != nil {
-					t.Fatalf("sending: %v", err)
-				}
-			}
-			sink.SetReadDeadline(time.Now().Add(5 * time.Second))
-			for i := 0; i < chunk; i++ {
-				if _, err := sink.Read(make([]byte, 2048)); err != nil {
-					t.Fatalf("server got %d of %d datagrams of a chunk: %v", i, chunk, err)
-				}
-			}
-		}
-	}
 	one := lab.UDPConn(t, l.c, "198.18.0.2:41000", dst)
-	sendChunks([]*net.UDPConn{one}, burst/chunk)
+	lab.SendChunks(t, []*net.UDPConn{one}, sink, burst/chunk, chunk, payload)
 	two := []*net.UDPConn{lab.UDPConn(t, l.c, "198.18.0.2:41001", dst), lab.UDPConn(t, l.c, "198.18.0.2:41002", dst)}
-	sendChunks(two, 2*perFlow/chunk)
+	lab.SendChunks(t, two, sink, 2*perFlow/chunk, chunk, payload)
 
 	want := map[string]uint64{"198.18.0.2:41000": burst, "198.18.0.2:41001": perFlow, "198.18.0.2:41002": perFlow}
 	var keys []flowKey
